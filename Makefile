@@ -1,0 +1,33 @@
+# Two commands do everything on a fresh Debian/Ubuntu machine:
+#   make run    the lab (a window where there is a display; headless flows where there is none)
+#   make test   the test suite, headless
+PYTHON ?= python3
+VENV   := .venv
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test serve bench setup clean
+
+run: $(STAMP)
+	@if [ -n "$$DISPLAY$$WAYLAND_DISPLAY" ]; then scripts/system-libs.sh window; fi
+	$(VENV)/bin/iwlab $(ARGS)
+
+test: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python -m pytest $(ARGS)
+
+serve: $(STAMP)
+	$(VENV)/bin/iwlab serve $(ARGS)
+
+bench: $(STAMP)
+	$(VENV)/bin/python bench/end_to_end.py $(ARGS)
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/system-libs.sh
+	scripts/system-libs.sh offscreen
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,82 @@
+"""`iwlab` command line: the window, `serve` (headless lab) and `play` (flows).
+
+Qt is imported only for the window, so `serve` and `play` work on machines
+without any display or Qt libraries.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from backends.topology import TopologyError, load_topology
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="iwlab", description="CPM <-> SMS / email interworking test lab (OMA CPM use cases 5.8 and 5.9).")
+    sub = parser.add_subparsers(dest="command")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--topology", metavar="FILE", help="lab topology (TOML); default: the bundled lab")
+        p.add_argument("--port-base", type=int, default=None, metavar="N",
+                       help="0: free ports; N: shift every default port by N-5060 (default: 5060, 5062, 2775 ...)")
+
+    window = sub.add_parser("window", help="open the lab window (the default when there is a display)")
+    common(window)
+    serve = sub.add_parser("serve", help="run the lab headless: endpoints table and one line per PDU")
+    common(serve)
+    serve.add_argument("--devices", default="all", metavar="all|none|mary,peter,...",
+                       help="which simulated devices run in-process; leave one out to use a real client instead")
+    serve.add_argument("--endpoints-file", metavar="PATH", help="write the endpoints as JSON here")
+    serve.add_argument("--quiet", action="store_true", help="do not print PDUs")
+    play = sub.add_parser("play", help="run the use-case flows headless and print verdicts")
+    common(play)
+    play.add_argument("use_cases", nargs="*", metavar="USE-CASE", help="e.g. 5.8.5 (default: all)")
+    play.add_argument("--quiet", action="store_true", help="do not print the ladder")
+    return parser
+
+
+def load(args: argparse.Namespace):
+    topology = load_topology(args.topology)
+    if args.port_base is not None:
+        if args.port_base == 0:
+            topology.with_free_ports()
+        else:
+            topology.shift_ports(args.port_base - 5060)
+    return topology
+
+
+def has_display() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("QT_QPA_PLATFORM"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = args.command
+    if command is None:
+        if has_display():
+            command = "window"
+            args = build_parser().parse_args(["window", *(argv if argv is not None else sys.argv[1:])])
+        else:
+            print("iwlab: no display here (DISPLAY is not set), so no window: "
+                  "running the use-case flows headless instead.\n")
+            args = build_parser().parse_args(["play", "--port-base", "0"])
+            command = "play"
+    try:
+        topology = load(args)
+    except (TopologyError, OSError) as exc:
+        print(f"iwlab: {exc}", file=sys.stderr)
+        return 2
+    if command == "serve":
+        from app.headless import serve
+        return serve(topology, devices=args.devices, endpoints_file=args.endpoints_file, quiet=args.quiet)
+    if command == "play":
+        from app.headless import play
+        return play(topology, args.use_cases, quiet=args.quiet)
+    from app.main_window import run_window
+    return run_window(topology)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

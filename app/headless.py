@@ -1,0 +1,97 @@
+"""The lab without a window: `iwlab serve` and `iwlab play`. No Qt here."""
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+from backends.lab import Lab
+from backends.topology import Topology
+from backends.trace import TraceEvent
+from backends.usecases import USE_CASES, run_use_cases
+
+
+def _print_event(event: TraceEvent) -> None:
+    print(event.ladder_line(), flush=True)
+
+
+def endpoints_table(lab: Lab) -> str:
+    rows = [(f"SIP  {domain}", address) for domain, address in lab.endpoints()["sip"].items()]
+    endpoints = lab.endpoints()
+    if "iwf_sip" in endpoints:
+        rows.append(("SIP  IWF (interworking function)", endpoints["iwf_sip"]))
+    if "smpp" in endpoints:
+        rows.append(("SMPP SMSC", endpoints["smpp"]))
+    width = max(len(name) for name, _ in rows)
+    lines = [f"  {name:<{width}}  {address}" for name, address in rows]
+    users = []
+    for user in lab.topology.users:
+        ids = ", ".join(i for i in (user.sip, user.tel, user.email) if i)
+        where = "simulated in-process" if user.id in lab.devices else "not simulated: connect a real client"
+        users.append(f"  {user.name:<6} {user.device:<5} {ids}  ({where})")
+    handset_hint = (f"  A real SMPP client binds as system_id=<MSISDN digits>, password="
+                    f"{lab.topology.smsc.handset_password!r} to be that handset.")
+    return "\n".join(["Endpoints:", *lines, "Users:", *users, handset_hint])
+
+
+async def _serve(topology: Topology, devices: str, endpoints_file: str | None, quiet: bool) -> int:
+    lab = Lab(topology, devices=devices)
+    if not quiet:
+        lab.trace.subscribe(_print_event)
+    await lab.start()
+    print(endpoints_table(lab), flush=True)
+    if endpoints_file:
+        Path(endpoints_file).write_text(json.dumps(lab.endpoints(), indent=2) + "\n", encoding="utf-8")
+    print("Lab running. Ctrl-C or SIGTERM stops it.", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    print("Stopping the lab...", flush=True)
+    await lab.stop()
+    return 0
+
+
+def serve(topology: Topology, *, devices: str = "all", endpoints_file: str | None = None,
+          quiet: bool = False) -> int:
+    try:
+        return asyncio.run(_serve(topology, devices, endpoints_file, quiet))
+    except ValueError as exc:   # e.g. an unknown device name
+        print(f"iwlab serve: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:      # e.g. a port already in use
+        print(f"iwlab serve: cannot start the lab: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _play(topology: Topology, names: list[str], quiet: bool) -> int:
+    lab = Lab(topology)
+    if not quiet:
+        lab.trace.subscribe(_print_event)
+    await lab.start()
+    try:
+        verdicts = await run_use_cases(lab, names)
+    finally:
+        await lab.stop()
+    print()
+    for verdict in verdicts:
+        print(verdict.report())
+    failed = [v for v in verdicts if not v.passed]
+    print(f"\n{len(verdicts) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+def play(topology: Topology, names: list[str], *, quiet: bool = False) -> int:
+    unknown = [n for n in names if n not in USE_CASES]
+    if unknown:
+        print(f"iwlab play: unknown use case(s) {', '.join(unknown)}; known: {', '.join(USE_CASES)}",
+              file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_play(topology, names, quiet))
+    except OSError as exc:
+        print(f"iwlab play: cannot start the lab: {exc}", file=sys.stderr)
+        return 1

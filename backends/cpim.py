@@ -1,0 +1,194 @@
+"""CPIM (RFC 3862) envelopes with the IMDN namespace, and IMDN (RFC 5438) bodies.
+
+Sans-I/O: bytes in, objects out, and back. A CPIM message is three blocks:
+the CPIM headers, the MIME headers of the payload, the payload.
+"""
+from __future__ import annotations
+
+import re
+import secrets
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+IMDN_NS = "urn:ietf:params:imdn"
+IMDN_XML_NS = "urn:ietf:params:xml:ns:imdn"
+DELIVERY_STATUSES = ("delivered", "failed", "forbidden", "error")
+DISPLAY_STATUSES = ("displayed", "forbidden", "error")
+_TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")   # a header name (RFC 3862 / RFC 3261 token)
+
+
+class CpimError(ValueError):
+    """The body is not a usable CPIM message; the text says why."""
+
+
+def new_message_id() -> str:
+    return secrets.token_hex(8)
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class CpimMessage:
+    sender: str                  # CPIM "From", e.g. '"Mary" <sip:mary@cpm-a.lab>'
+    recipient: str               # CPIM "To"
+    body: bytes
+    content_type: str = "text/plain; charset=utf-8"
+    message_id: str = field(default_factory=new_message_id)
+    datetime: str = field(default_factory=utc_now)
+    disposition: tuple[str, ...] = ("positive-delivery", "display")  # imdn.Disposition-Notification
+    extra_headers: list[tuple[str, str]] = field(default_factory=list)  # other CPIM headers, kept in order
+    content_headers: list[tuple[str, str]] = field(default_factory=list)  # other MIME headers of the payload
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+    @property
+    def is_imdn(self) -> bool:
+        return self.content_type.split(";", 1)[0].strip().lower() == "message/imdn+xml"
+
+    def to_bytes(self) -> bytes:
+        lines = [
+            f"From: {self.sender}",
+            f"To: {self.recipient}",
+            f"DateTime: {self.datetime}",
+            f"NS: imdn <{IMDN_NS}>",
+            f"imdn.Message-ID: {self.message_id}",
+        ]
+        if self.disposition:
+            lines.append(f"imdn.Disposition-Notification: {', '.join(self.disposition)}")
+        lines += [f"{name}: {value}" for name, value in self.extra_headers]
+        lines += ["", f"Content-Type: {self.content_type}"]
+        lines += [f"{name}: {value}" for name, value in self.content_headers]
+        lines += [f"Content-Length: {len(self.body)}", "", ""]
+        return "\r\n".join(lines).encode("utf-8") + self.body
+
+
+def _split_block(data: bytes, what: str) -> tuple[list[tuple[str, str]], bytes]:
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        head, found, rest = data.partition(sep)
+        if found:
+            break
+    else:
+        raise CpimError(f"no blank line after the {what} headers")
+    headers = []
+    for line in head.decode("utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        if line[0] in " \t" and headers:  # folded continuation
+            name, value = headers[-1]
+            headers[-1] = (name, value + " " + line.strip())
+            continue
+        name, colon, value = line.partition(":")
+        if not colon or not _TOKEN.match(name.strip()):
+            raise CpimError(f"bad {what} header line: {line[:60]!r}")
+        headers.append((name.strip(), value.strip()))
+    return headers, rest
+
+
+def parse_cpim(data: bytes) -> CpimMessage:
+    cpim_headers, rest = _split_block(data, "CPIM")
+    mime_headers, body = _split_block(rest, "MIME")
+    # CPIM header names are namespaced by the NS prefix; RFC 3862 names are case-sensitive.
+    prefix = "imdn"
+    for name, value in cpim_headers:
+        if name == "NS" and IMDN_NS in value:
+            prefix = value.split("<", 1)[0].strip() or prefix
+    msg = CpimMessage(sender="", recipient="", body=b"", disposition=())
+    for name, value in cpim_headers:
+        if name == "From":
+            msg.sender = value
+        elif name == "To":
+            msg.recipient = value
+        elif name == "DateTime":
+            msg.datetime = value
+        elif name == f"{prefix}.Message-ID":
+            msg.message_id = value
+        elif name == f"{prefix}.Disposition-Notification":
+            msg.disposition = tuple(v.strip() for v in value.split(",") if v.strip())
+        elif name != "NS":
+            msg.extra_headers.append((name, value))
+    if not msg.sender or not msg.recipient:
+        raise CpimError("CPIM From and To are required")
+    length = None
+    for name, value in mime_headers:
+        lname = name.lower()
+        if lname == "content-type":
+            msg.content_type = value
+        elif lname == "content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                raise CpimError(f"bad payload Content-Length {value!r}") from None
+        else:
+            msg.content_headers.append((name, value))
+    if length is not None:
+        if length > len(body):
+            raise CpimError(f"payload Content-Length {length} exceeds the {len(body)} bytes present")
+        body = body[:length]
+    msg.body = body
+    return msg
+
+
+# -- IMDN -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Imdn:
+    message_id: str                 # the imdn.Message-ID of the message being reported on
+    kind: str                       # "delivery" or "display"
+    status: str                     # delivered / failed / displayed / forbidden / error
+    datetime: str                   # when the reported message was sent
+    recipient_uri: str | None = None
+
+
+def build_imdn_xml(imdn: Imdn) -> bytes:
+    root = ET.Element("imdn", xmlns=IMDN_XML_NS)
+    ET.SubElement(root, "message-id").text = imdn.message_id
+    ET.SubElement(root, "datetime").text = imdn.datetime
+    if imdn.recipient_uri:
+        ET.SubElement(root, "recipient-uri").text = imdn.recipient_uri
+        ET.SubElement(root, "original-recipient-uri").text = imdn.recipient_uri
+    notification = ET.SubElement(root, f"{imdn.kind}-notification")
+    ET.SubElement(ET.SubElement(notification, "status"), imdn.status)
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="utf-8")
+
+
+def parse_imdn_xml(data: bytes) -> Imdn:
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError as exc:
+        raise CpimError(f"IMDN body is not XML: {exc}") from None
+    ns = {"i": IMDN_XML_NS}
+
+    def text(tag: str) -> str | None:
+        node = root.find(f"i:{tag}", ns)
+        return node.text.strip() if node is not None and node.text else None
+
+    message_id = text("message-id")
+    if not message_id:
+        raise CpimError("IMDN without <message-id>")
+    for kind in ("delivery", "display"):
+        status = root.find(f"i:{kind}-notification/i:status", ns)
+        if status is not None and len(status):
+            value = status[0].tag.split("}", 1)[-1]
+            return Imdn(message_id, kind, value, text("datetime") or "", text("recipient-uri"))
+    raise CpimError("IMDN without a delivery or display notification status")
+
+
+def imdn_message(imdn: Imdn, *, sender: str, recipient: str) -> CpimMessage:
+    """The CPIM envelope that carries an IMDN back to the original sender."""
+    return CpimMessage(
+        sender=sender, recipient=recipient, body=build_imdn_xml(imdn),
+        content_type="message/imdn+xml", disposition=(),
+        content_headers=[("Content-Disposition", "notification")],
+    )
+
+
+def uri_of(cpim_address: str) -> str:
+    """'"Mary" <sip:mary@cpm-a.lab>' -> 'sip:mary@cpm-a.lab'."""
+    if "<" in cpim_address and ">" in cpim_address:
+        return cpim_address.split("<", 1)[1].split(">", 1)[0].strip()
+    return cpim_address.strip()

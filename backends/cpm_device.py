@@ -1,0 +1,236 @@
+"""A simulated CPM phone: a SIP user agent over TCP to its home CPM server.
+
+It registers (with the CPM feature tag when its device is CPM-capable),
+sends pager-mode MESSAGEs with CPIM bodies to people from its address book,
+receives MESSAGEs, answers delivery-notification requests, and follows the
+IMDNs that come back to update each sent message's tick.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable
+
+from . import sip
+from .cpim import CpimError, CpimMessage, Imdn, imdn_message, parse_cpim, parse_imdn_xml, uri_of
+from .cpm_server import CPM_MSG_ICSI, CPM_MSG_SERVICE
+from .nodes import NodeDirectory
+from .sip import SipParseError, SipRequest, SipResponse, make_response
+from .sipnet import SipConnection, SipConnectionClosed, open_connection
+from .topology import Topology, User
+
+Address = tuple[str, int]
+STATUS_ORDER = ("sending", "sent", "delivered", "displayed")
+
+
+@dataclass
+class ChatMessage:
+    direction: str                 # "out" or "in"
+    peer_uri: str
+    peer_name: str
+    text: str
+    imdn_message_id: str
+    conversation_id: str
+    contribution_id: str
+    in_reply_to: str = ""          # InReplyTo-Contribution-ID
+    time: float = field(default_factory=time.time)
+    status: str = "sending"        # sending / sent / delivered / displayed / failed / received
+    status_detail: str = ""
+
+
+DeviceListener = Callable[[str, object], None]   # (event kind, payload)
+
+
+class CpmDevice:
+    def __init__(self, user: User, topology: Topology, nodes: NodeDirectory, *,
+                 server_address: Callable[[], Address], register_expires: int = 600) -> None:
+        self.user = user
+        self.topology = topology
+        self.nodes = nodes
+        self.name = user.name
+        self.uri = user.cpm_uri or ""
+        self.domain = topology.operator(user.operator).cpm_domain
+        self._server_address = server_address
+        self.register_expires = register_expires
+        self.connection: SipConnection | None = None
+        self.registered = False
+        self.messages: list[ChatMessage] = []
+        self._by_imdn_id: dict[str, ChatMessage] = {}
+        self._conversation_with: dict[str, str] = {}   # peer uri -> Conversation-ID
+        self._cseq = itertools.count(1)
+        self._register_call_id = sip.new_call_id(self.domain)
+        self.listeners: list[DeviceListener] = []
+
+    # -- connection and registration ---------------------------------------------
+    async def start(self) -> None:
+        if self.user.cpm_registered:
+            await self.register()
+
+    async def stop(self) -> None:
+        if self.connection:
+            self.connection.close()
+            await self.connection.closed
+            self.connection = None
+        self.registered = False
+
+    async def _connect(self) -> SipConnection:
+        if self.connection is None or not self.connection.is_open:
+            host, port = self._server_address()
+            self.connection = await open_connection(host, port, self._on_sip, local_name=self.name,
+                                                    nodes=self.nodes, on_close=self._closed)
+        return self.connection
+
+    def _closed(self, conn: SipConnection) -> None:
+        if conn is self.connection and self.registered:
+            self.registered = False
+            self._emit("registration", False)
+
+    async def register(self, expires: int | None = None) -> SipResponse:
+        conn = await self._connect()
+        expires = self.register_expires if expires is None else expires
+        host, port = conn.local_address
+        contact = f"<sip:{self.user.id}@{host}:{port};transport=tcp>"
+        if self.user.cpm_capable:
+            contact += f';+g.3gpp.icsi-ref="{CPM_MSG_ICSI}"'
+        req = self._new_request("REGISTER", f"sip:{self.domain}", to=self.uri, call_id=self._register_call_id)
+        req.headers.add("Contact", contact)
+        req.headers.add("Expires", str(expires))
+        response = await conn.request(req)
+        now_registered = response.status == 200 and expires > 0
+        if now_registered != self.registered:
+            self.registered = now_registered
+            self._emit("registration", now_registered)
+        return response
+
+    async def deregister(self) -> SipResponse:
+        return await self.register(expires=0)
+
+    # -- sending ------------------------------------------------------------------
+    def contacts(self) -> list[User]:
+        return [self.topology.user(contact) for contact in self.user.contacts]
+
+    async def send_message(self, to: User | str, text: str, *, in_reply_to: ChatMessage | None = None) -> ChatMessage:
+        """Send to a person (or a URI). The device never picks a technology (CPM-IOP-003)."""
+        peer_uri = to.cpm_uri if isinstance(to, User) else to
+        peer = to if isinstance(to, User) else self.topology.user_by_uri(to)
+        assert peer_uri, "the recipient has no identity"
+        conversation_id = (in_reply_to.conversation_id if in_reply_to
+                           else self._conversation_with.setdefault(peer_uri, uuid.uuid4().hex))
+        cpim = CpimMessage(sender=f'"{self.name}" <{self.uri}>', recipient=f"<{peer_uri}>",
+                           body=text.encode("utf-8"))
+        msg = ChatMessage("out", peer_uri, peer.name if peer else peer_uri, text, cpim.message_id,
+                          conversation_id, uuid.uuid4().hex,
+                          in_reply_to=in_reply_to.contribution_id if in_reply_to else "")
+        self._track(msg)
+        try:
+            conn = await self._connect()
+        except OSError as exc:
+            self._set_status(msg, "failed", f"not sent: {exc}")
+            return msg
+        req = self._new_request("MESSAGE", peer_uri, to=peer_uri)
+        req.headers.add("P-Preferred-Service", CPM_MSG_SERVICE)
+        req.headers.add("Conversation-ID", msg.conversation_id)
+        req.headers.add("Contribution-ID", msg.contribution_id)
+        if msg.in_reply_to:
+            req.headers.add("InReplyTo-Contribution-ID", msg.in_reply_to)
+        req.headers.add("Content-Type", "message/cpim")
+        req.body = cpim.to_bytes()
+        try:
+            response = await conn.request(req)
+        except SipConnectionClosed as exc:
+            self._set_status(msg, "failed", f"not sent: {exc}")
+            return msg
+        if 200 <= response.status < 300:
+            self._set_status(msg, "sent", f"{response.status} {response.reason}")
+        else:
+            self._set_status(msg, "failed", f"{response.status} {response.reason}")
+        return msg
+
+    def _new_request(self, method: str, uri: str, *, to: str, call_id: str | None = None) -> SipRequest:
+        headers = sip.Headers()
+        host, port = self.connection.local_address if self.connection else ("127.0.0.1", 0)
+        headers.add("Via", f"SIP/2.0/TCP {host}:{port};branch={sip.new_branch()}")
+        headers.add("Max-Forwards", "70")
+        headers.add("From", f'"{self.name}" <{self.uri}>;tag={sip.new_tag()}')
+        headers.add("To", f"<{to}>")
+        headers.add("Call-ID", call_id or sip.new_call_id(self.domain))
+        headers.add("CSeq", f"{next(self._cseq)} {method}")
+        return SipRequest(method, uri, headers)
+
+    # -- receiving ----------------------------------------------------------------
+    def _on_sip(self, conn: SipConnection, message: SipRequest | SipResponse | SipParseError) -> None:
+        if not isinstance(message, SipRequest):
+            return
+        if message.method != "MESSAGE":
+            if message.method != "ACK":
+                conn.send(make_response(message, 501, to_tag=sip.new_tag()))
+            return
+        try:
+            cpim = parse_cpim(message.body)
+        except CpimError as exc:
+            conn.send(make_response(message, 400, f"Bad CPIM: {exc}"[:80], to_tag=sip.new_tag()))
+            return
+        conn.send(make_response(message, 200, to_tag=sip.new_tag()))
+        if cpim.is_imdn:
+            self._imdn_received(cpim)
+            return
+        sender_uri = uri_of(cpim.sender)
+        sender = self.topology.user_by_uri(sender_uri)
+        msg = ChatMessage("in", sender_uri, sender.name if sender else sender_uri, cpim.text, cpim.message_id,
+                          message.headers.get("Conversation-ID") or uuid.uuid4().hex,
+                          message.headers.get("Contribution-ID") or "",
+                          in_reply_to=message.headers.get("InReplyTo-Contribution-ID") or "",
+                          status="received")
+        self._conversation_with.setdefault(sender_uri, msg.conversation_id)
+        self._track(msg)
+        if "positive-delivery" in cpim.disposition:
+            asyncio.ensure_future(self._send_imdn(msg, "delivered"))
+
+    def _imdn_received(self, cpim: CpimMessage) -> None:
+        try:
+            imdn = parse_imdn_xml(cpim.body)
+        except CpimError:
+            return
+        msg = self._by_imdn_id.get(imdn.message_id)
+        if msg is None:
+            return
+        status = imdn.status if imdn.status in ("delivered", "displayed") else "failed"
+        self._set_status(msg, status, f"IMDN {imdn.kind}: {imdn.status}")
+
+    async def _send_imdn(self, msg: ChatMessage, status: str) -> None:
+        kind = "display" if status == "displayed" else "delivery"
+        envelope = imdn_message(Imdn(msg.imdn_message_id, kind, status, msg_time(msg), self.uri),
+                                sender=f"<{self.uri}>", recipient=f"<{msg.peer_uri}>")
+        try:
+            conn = await self._connect()
+            req = self._new_request("MESSAGE", msg.peer_uri, to=msg.peer_uri)
+            req.headers.add("Content-Type", "message/cpim")
+            req.body = envelope.to_bytes()
+            await conn.request(req)
+        except (OSError, SipConnectionClosed):
+            pass
+
+    # -- the model ----------------------------------------------------------------
+    def _track(self, msg: ChatMessage) -> None:
+        self.messages.append(msg)
+        self._by_imdn_id[msg.imdn_message_id] = msg
+        self._emit("message", msg)
+
+    def _set_status(self, msg: ChatMessage, status: str, detail: str) -> None:
+        # Notifications may overtake the MESSAGE's own 202: never move a tick backwards.
+        if status in STATUS_ORDER and msg.status in STATUS_ORDER and \
+                STATUS_ORDER.index(status) <= STATUS_ORDER.index(msg.status):
+            return
+        msg.status, msg.status_detail = status, detail
+        self._emit("status", msg)
+
+    def _emit(self, kind: str, payload: object) -> None:
+        for listener in list(self.listeners):
+            listener(kind, payload)
+
+
+def msg_time(msg: ChatMessage) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(msg.time))

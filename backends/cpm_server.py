@@ -1,0 +1,394 @@
+"""A CPM service provider domain: registrar and transaction-stateful proxy.
+
+Listens for SIP over TCP. Requests for another operator's users go to that
+operator's server; requests for its own users go to their registered device
+(over the TCP flow they registered on), are stored until they register, or,
+when the routing decision says so, go to the operator's interworking
+function. Responses retrace the Via path.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+from . import sip
+from .nodes import NodeDirectory
+from .routing import CPM, NONE, STORE, Route, decide_route
+from .sip import SipParseError, SipRequest, SipResponse, make_response
+from .sipnet import SipConnection, SipConnectionClosed, name_addr_uri, open_connection, top_branch
+from .topology import Operator, Topology, User
+from .trace import Trace
+
+CPM_MSG_SERVICE = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.msg"
+CPM_MSG_ICSI = CPM_MSG_SERVICE.replace(":", "%3A")
+ROUTE_HEADER = "P-Iwlab-Route"          # the terminating domain's routing decision, for the IWF and the trace
+TRANSACTION_TIMEOUT = 32.0              # RFC 3261 Timer F / B
+ALLOWED = "REGISTER, MESSAGE, INVITE, ACK, BYE, CANCEL, OPTIONS"
+_ICSI_RE = re.compile(r'\+g\.3gpp\.icsi-ref="([^"]*)"', re.IGNORECASE)
+
+Address = tuple[str, int]
+
+
+@dataclass
+class Binding:
+    user: User
+    connection: SipConnection
+    contact: str
+    expires_at: float
+    icsi_refs: tuple[str, ...]
+
+    @property
+    def cpm_capable(self) -> bool:
+        return any("oma.cpm" in ref.replace("%3A", ":") for ref in self.icsi_refs)
+
+
+@dataclass
+class _Transaction:
+    origin: SipConnection
+    request: SipRequest
+    deadline: float
+
+
+@dataclass
+class _PeerLink:
+    """One outgoing connection to a next hop, with an ordered outbox while it opens."""
+    address: Callable[[], Address | None]
+    connection: SipConnection | None = None
+    outbox: deque = field(default_factory=deque)
+    opening: asyncio.Task | None = None
+
+
+class CpmServer:
+    def __init__(self, operator: Operator, topology: Topology, trace: Trace, nodes: NodeDirectory, *,
+                 host: str, server_address: Callable[[str], Address | None],
+                 iwf_address: Callable[[], Address | None] | None = None) -> None:
+        self.operator = operator
+        self.topology = topology
+        self.trace = trace
+        self.nodes = nodes
+        self.host = host
+        self.port = 0
+        self.name = operator.node_name
+        self._server_address = server_address
+        self._iwf_address = iwf_address
+        self._server: asyncio.Server | None = None
+        self._connections: set[SipConnection] = set()
+        self.bindings: dict[str, Binding] = {}           # user id -> binding
+        self._stored: dict[str, deque[SipRequest]] = {}  # user id -> MESSAGEs waiting for registration
+        self._transactions: dict[str, _Transaction] = {}
+        self._links: dict[str, _PeerLink] = {}
+        self._sweeper: asyncio.Task | None = None
+        self.registration_listeners: list[Callable[[User, bool], None]] = []
+
+    # -- lifecycle ------------------------------------------------------------
+    async def start(self, port: int) -> int:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._new_connection, self.host, port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._sweeper = asyncio.create_task(self._sweep_transactions(), name=f"{self.name} transaction timer")
+        return self.port
+
+    async def stop(self) -> None:
+        if self._sweeper:
+            self._sweeper.cancel()
+        for link in self._links.values():
+            if link.opening:
+                link.opening.cancel()
+            if link.connection:
+                link.connection.close()
+        for conn in list(self._connections):
+            conn.close()
+        if self._server:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    def _new_connection(self) -> SipConnection:
+        conn = SipConnection(self._on_message, local_name=self.name, trace=self.trace, nodes=self.nodes,
+                             on_close=self._connection_closed)
+        self._connections.add(conn)
+        return conn
+
+    def _connection_closed(self, conn: SipConnection) -> None:
+        self._connections.discard(conn)
+        for user_id, binding in list(self.bindings.items()):
+            if binding.connection is conn:   # the flow the device registered on is gone
+                self._unbind(user_id)
+
+    # -- state --------------------------------------------------------------
+    def is_registered(self, user: User) -> bool:
+        binding = self.bindings.get(user.id)
+        return bool(binding and binding.expires_at > time.monotonic() and binding.connection.is_open)
+
+    def route_for(self, user: User) -> Route:
+        binding = self.bindings.get(user.id)
+        registered = self.is_registered(user)
+        capable = binding.cpm_capable if registered and binding else user.cpm_capable
+        return decide_route(user, registered=registered, cpm_capable=capable,
+                            iwf_available=self._iwf_address is not None and self._iwf_address() is not None)
+
+    def _unbind(self, user_id: str) -> None:
+        binding = self.bindings.pop(user_id, None)
+        if binding:
+            for listener in self.registration_listeners:
+                listener(binding.user, False)
+
+    # -- incoming -----------------------------------------------------------
+    def _on_message(self, conn: SipConnection, message: SipRequest | SipResponse | SipParseError) -> None:
+        if isinstance(message, SipParseError):
+            self._answer_parse_error(conn, message)
+        elif isinstance(message, SipResponse):
+            self._relay_response(message)
+        else:
+            self._handle_request(conn, message)
+
+    def _answer_parse_error(self, conn: SipConnection, error: SipParseError) -> None:
+        partial = error.partial
+        if isinstance(partial, SipRequest) and partial.method != "ACK":
+            try:
+                conn.send(make_response(partial, error.status, _reason_phrase(error.reason)))
+                return
+            except (SipParseError, KeyError, ValueError):
+                pass
+        if isinstance(partial, SipResponse):
+            return  # a broken response is dropped (the trace shows it)
+        bare = SipResponse(error.status, _reason_phrase(error.reason), sip.Headers())
+        try:
+            conn.send(bare)
+        except SipConnectionClosed:
+            pass
+
+    def _handle_request(self, conn: SipConnection, req: SipRequest) -> None:
+        problem = sip.validate_request(req)
+        if problem:
+            self._respond(conn, req, *problem)
+            return
+        if req.method == "REGISTER":
+            self._register(conn, req)
+            return
+        target = sip.parse_uri(req.uri)
+        if req.method == "OPTIONS" and not target.user and self._is_me(target.host):
+            response = make_response(req, 200, to_tag=sip.new_tag())
+            response.headers.set("Allow", ALLOWED)
+            conn.send(response)
+            return
+        max_forwards = sip.max_forwards(req)
+        if max_forwards is not None and max_forwards <= 0:
+            self._respond(conn, req, 483, "Too Many Hops")
+            return
+        home = self.topology.home_operator_of_uri(req.uri)
+        if home is None:
+            self._respond(conn, req, 404, f"No operator serves {req.uri}"[:80])
+            return
+        if home.id != self.operator.id:
+            self._forward(conn, req, self._link_to_operator(home), note="")
+            return
+        user = self.topology.user_by_uri(req.uri)
+        if user is None:
+            self._respond(conn, req, 404, "User Not Found")
+            return
+        self._terminate(conn, req, user)
+
+    def _terminate(self, conn: SipConnection, req: SipRequest, user: User) -> None:
+        route = self.route_for(user)
+        if route.technology == CPM:
+            binding = self.bindings[user.id]
+            self._forward(conn, req, binding.connection, note=route.reason)
+        elif route.technology == STORE and req.method == "MESSAGE":
+            self._stored.setdefault(user.id, deque()).append(req)
+            self._respond(conn, req, 202, "Accepted (stored until the recipient registers)", note=route.reason)
+        elif route.technology in (STORE, NONE):
+            self._respond(conn, req, 480, "Temporarily Unavailable", note=route.reason)
+        else:  # a legacy technology: the operator's interworking function takes it from here
+            self._forward(conn, req, self._link_to_iwf(), note=route.reason,
+                          decision=f'{route.technology};reason="{route.reason}"')
+
+    def _is_me(self, host: str) -> bool:
+        return host.lower() in (self.operator.cpm_domain, self.host, "localhost")
+
+    # -- registrar ----------------------------------------------------------
+    def _register(self, conn: SipConnection, req: SipRequest) -> None:
+        aor = name_addr_uri(req.headers.get("To"))
+        user = self.topology.user_by_uri(aor)
+        if user is None:
+            self._respond(conn, req, 404, "User Not Found")
+            return
+        if user.operator != self.operator.id:
+            self._respond(conn, req, 403, f"{user.name} is not a subscriber of {self.operator.cpm_domain}")
+            return
+        contacts = req.headers.get_all("Contact")
+        if not contacts:   # a query of the bindings
+            response = make_response(req, 200, to_tag=sip.new_tag())
+            binding = self.bindings.get(user.id)
+            if binding and self.is_registered(user):
+                response.headers.add("Contact", binding.contact)
+            conn.send(response)
+            return
+        contact = contacts[0]
+        expires = _expires(contact, req.headers.get("Expires"))
+        if expires is None:
+            self._respond(conn, req, 400, "Bad Expires")
+            return
+        conn.peer_name = conn.peer_name or user.name
+        if expires == 0 or contact.strip() == "*":
+            self._unbind(user.id)
+            conn.send(make_response(req, 200, to_tag=sip.new_tag()))
+            return
+        binding = Binding(user, conn, contact.split(";expires=")[0], time.monotonic() + expires,
+                          tuple(_ICSI_RE.findall(contact)))
+        was_registered = self.is_registered(user)
+        self.bindings[user.id] = binding
+        response = make_response(req, 200, to_tag=sip.new_tag())
+        response.headers.add("Contact", f"{binding.contact};expires={expires}")
+        response.headers.add("Expires", str(expires))
+        conn.send(response)
+        if not was_registered:
+            for listener in self.registration_listeners:
+                listener(user, True)
+        self._flush_stored(user)
+
+    def _flush_stored(self, user: User) -> None:
+        """Deliver messages kept while the user was away, in the order they came."""
+        queue = self._stored.get(user.id)
+        binding = self.bindings.get(user.id)
+        while queue and binding and self.route_for(user).technology == CPM:
+            stored = queue.popleft()
+            fwd = self._prepare_forward(stored)
+            branch = top_branch(fwd)
+            # The original transaction was answered (202); this delivery is ours.
+            self._transactions[branch] = _Transaction(origin=None, request=stored,  # type: ignore[arg-type]
+                                                      deadline=time.monotonic() + TRANSACTION_TIMEOUT)
+            try:
+                binding.connection.send(fwd, note=f"stored message delivered now that {user.name} registered")
+            except SipConnectionClosed:
+                self._transactions.pop(branch, None)
+                queue.appendleft(stored)
+                return
+
+    # -- proxying -----------------------------------------------------------
+    def _prepare_forward(self, req: SipRequest) -> SipRequest:
+        fwd = SipRequest(req.method, req.uri, req.headers.copy(), req.body, req.version)
+        max_forwards = sip.max_forwards(req)
+        fwd.headers.set("Max-Forwards", str((max_forwards if max_forwards is not None else 70) - 1))
+        fwd.headers.prepend("Via", f"SIP/2.0/TCP {self.host}:{self.port};branch={sip.new_branch()}")
+        return fwd
+
+    def _forward(self, origin: SipConnection, req: SipRequest, target: SipConnection | _PeerLink,
+                 note: str, decision: str | None = None) -> None:
+        fwd = self._prepare_forward(req)
+        if decision:
+            fwd.headers.set(ROUTE_HEADER, decision)
+        if req.method != "ACK":
+            self._transactions[top_branch(fwd)] = _Transaction(origin, req, time.monotonic() + TRANSACTION_TIMEOUT)
+        if isinstance(target, _PeerLink):
+            self._send_on_link(target, fwd, note)
+            return
+        try:
+            target.send(fwd, note=note)
+        except SipConnectionClosed:
+            self._fail_transaction(top_branch(fwd), 503, "Next Hop Unreachable")
+
+    def _relay_response(self, response: SipResponse) -> None:
+        branch = top_branch(response)
+        transaction = self._transactions.get(branch)
+        if transaction is None:
+            return  # stray or late response: the trace already shows it
+        if response.status >= 200:
+            del self._transactions[branch]
+        if transaction.origin is None:
+            return  # the answer to a stored message we delivered ourselves
+        relayed = SipResponse(response.status, response.reason, response.headers.copy(), response.body,
+                              response.version)
+        vias = relayed.headers.get_all("Via")
+        relayed.headers.remove("Via")
+        for via in vias[1:]:
+            relayed.headers.add("Via", via)
+        try:
+            transaction.origin.send(relayed)
+        except SipConnectionClosed:
+            pass  # the requester went away; nothing to tell it
+
+    def _respond(self, conn: SipConnection, req: SipRequest, status: int, reason: str, note: str = "") -> None:
+        if req.method == "ACK":
+            return
+        try:
+            conn.send(make_response(req, status, reason, to_tag=sip.new_tag()), note=note)
+        except SipConnectionClosed:
+            pass
+
+    def _fail_transaction(self, branch: str, status: int, reason: str) -> None:
+        transaction = self._transactions.pop(branch, None)
+        if transaction and transaction.origin is not None:
+            self._respond(transaction.origin, transaction.request, status, reason)
+        elif transaction:   # a stored message we could not deliver: keep it
+            user = self.topology.user_by_uri(transaction.request.uri)
+            if user:
+                self._stored.setdefault(user.id, deque()).appendleft(transaction.request)
+
+    async def _sweep_transactions(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for branch in [b for b, t in self._transactions.items() if t.deadline < now]:
+                self._fail_transaction(branch, 408, "Request Timeout")
+
+    # -- next hops ------------------------------------------------------------
+    def _link_to_operator(self, operator: Operator) -> _PeerLink:
+        key = f"op:{operator.id}"
+        if key not in self._links:
+            self._links[key] = _PeerLink(lambda: self._server_address(operator.id))
+        return self._links[key]
+
+    def _link_to_iwf(self) -> _PeerLink:
+        if "iwf" not in self._links:
+            self._links["iwf"] = _PeerLink(lambda: self._iwf_address() if self._iwf_address else None)
+        return self._links["iwf"]
+
+    def _send_on_link(self, link: _PeerLink, message: SipRequest, note: str) -> None:
+        if link.connection and link.connection.is_open and not link.outbox:
+            try:
+                link.connection.send(message, note=note)
+                return
+            except SipConnectionClosed:
+                pass
+        link.outbox.append((message, note))
+        if link.opening is None or link.opening.done():
+            link.opening = asyncio.create_task(self._open_link(link), name=f"{self.name} next hop")
+
+    async def _open_link(self, link: _PeerLink) -> None:
+        address = link.address()
+        try:
+            if address is None:
+                raise OSError("no address")
+            link.connection = await open_connection(address[0], address[1], self._on_message,
+                                                    local_name=self.name, nodes=self.nodes)
+        except OSError:
+            while link.outbox:
+                message, _ = link.outbox.popleft()
+                self._fail_transaction(top_branch(message), 503, "Next Hop Unreachable")
+            return
+        while link.outbox:   # in order: nothing overtakes what was queued first
+            message, note = link.outbox.popleft()
+            try:
+                link.connection.send(message, note=note)
+            except SipConnectionClosed:
+                self._fail_transaction(top_branch(message), 503, "Next Hop Unreachable")
+
+
+def _expires(contact: str, expires_header: str | None) -> int | None:
+    match = re.search(r";\s*expires\s*=\s*(\d+)", contact, re.IGNORECASE)
+    value = match.group(1) if match else (expires_header or "3600")
+    try:
+        return min(int(value.strip()), 2**31 - 1)
+    except ValueError:
+        return None
+
+
+def _reason_phrase(reason: str) -> str:
+    """A parse error's reason, safe as a one-line ASCII reason phrase."""
+    text = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in reason)
+    return (text or "Bad Request")[:120]

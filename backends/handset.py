@@ -1,0 +1,133 @@
+"""A simulated SMS handset: a plain feature phone, as an ESME bound to the SMSC.
+
+It binds with system_id = its MSISDN digits (any real SMPP client that binds
+that way takes its place), reassembles concatenated SMS in any order, keeps
+an inbox and a sent list, and sends SMS to numbers.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import smpplib.consts as c
+
+from . import smstext
+from .esme import Esme, SubmitFailed
+from .nodes import NodeDirectory
+from .topology import Topology, User
+
+Address = tuple[str, int]
+RECEIPT_ESM_CLASS = 0x04
+
+
+@dataclass
+class Sms:
+    direction: str          # "in" or "out"
+    number: str             # the other end, "+15550101"
+    text: str
+    parts: int = 1
+    complete: bool = True
+    time: float = field(default_factory=time.time)
+    status: str = ""        # out: "sent" / "failed: ..."
+
+    @property
+    def sender_label(self) -> str:
+        return self.number
+
+
+HandsetListener = Callable[[str, object], None]
+
+
+class SmsHandset:
+    def __init__(self, user: User, topology: Topology, nodes: NodeDirectory, *,
+                 smsc_address: Callable[[], Address], password: str, reassembly_timeout: float = 30.0) -> None:
+        assert user.msisdn, f"{user.name} has no number"
+        self.user = user
+        self.topology = topology
+        self.name = user.name
+        self.number = f"+{user.msisdn}"
+        self.nodes = nodes
+        self._smsc_address = smsc_address
+        self._password = password
+        self.inbox: list[Sms] = []
+        self.sent: list[Sms] = []
+        self.listeners: list[HandsetListener] = []
+        self._reassembler = smstext.Reassembler(timeout=reassembly_timeout)
+        self._refs = itertools.cycle(range(1, 256))
+        self._expiry: asyncio.Task | None = None
+        self.esme: Esme | None = None
+
+    async def start(self) -> None:
+        host, port = self._smsc_address()
+        self.esme = Esme(host, port, self.user.msisdn, self._password, node_name=self.name, nodes=self.nodes,
+                         on_deliver=self._deliver, on_state=lambda state, detail: self._emit("state", state))
+        await self.esme.start()
+        self._expiry = asyncio.create_task(self._expire_parts(), name=f"{self.name} reassembly timer")
+
+    async def stop(self) -> None:
+        if self._expiry:
+            self._expiry.cancel()
+        if self.esme:
+            await self.esme.stop()
+
+    # -- receiving ----------------------------------------------------------------
+    def _deliver(self, pdu: Any) -> None:
+        if pdu.command != "deliver_sm":
+            return
+        if (pdu.esm_class or 0) & 0x3C == RECEIPT_ESM_CLASS:
+            self._emit("receipt", pdu)
+            return
+        tlvs = {name: getattr(pdu, name) for name in ("sar_msg_ref_num", "sar_total_segments",
+                                                       "sar_segment_seqnum", "message_payload")
+                if getattr(pdu, name, None) is not None}
+        incoming = self._reassembler.add(
+            source=_text(pdu.source_addr), dest=_text(pdu.destination_addr), data_coding=pdu.data_coding or 0,
+            esm_class=pdu.esm_class or 0, short_message=pdu.short_message or b"", tlvs=tlvs)
+        for sms in incoming:
+            self._store_incoming(sms)
+
+    def _store_incoming(self, sms: smstext.IncomingSms) -> None:
+        number = sms.source if sms.source.startswith("+") else f"+{sms.source}"
+        message = Sms("in", number, sms.text, parts=sms.total, complete=sms.complete)
+        self.inbox.append(message)
+        self._emit("sms", message)
+
+    async def _expire_parts(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            for sms in self._reassembler.expire():
+                self._store_incoming(sms)
+
+    # -- sending -------------------------------------------------------------------
+    async def send_sms(self, to: User | str, text: str) -> Sms:
+        number = f"+{to.msisdn}" if isinstance(to, User) else to
+        digits = number.lstrip("+")
+        parts = smstext.encode(text, ref=next(self._refs))
+        message = Sms("out", number, text, parts=len(parts))
+        self.sent.append(message)
+        assert self.esme is not None
+        try:
+            for part in parts:
+                resp = await self.esme.submit(
+                    source_addr_ton=1, source_addr_npi=1, source_addr=self.user.msisdn,
+                    dest_addr_ton=1, dest_addr_npi=1, destination_addr=digits,
+                    esm_class=0x40 if part.esm_class_udhi else 0, data_coding=part.data_coding,
+                    short_message=part.short_message())
+                if resp.status != c.SMPP_ESME_ROK:
+                    raise SubmitFailed(resp.status)
+            message.status = "sent"
+        except (SubmitFailed, ConnectionError) as exc:
+            message.status = f"failed: {exc}"
+        self._emit("sent", message)
+        return message
+
+    def _emit(self, kind: str, payload: object) -> None:
+        for listener in list(self.listeners):
+            listener(kind, payload)
+
+
+def _text(value: Any) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else str(value or "")

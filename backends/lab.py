@@ -1,0 +1,141 @@
+"""The Lab façade: builds the whole interworking world from a topology and
+owns its lifecycle. start() binds every server, stop() closes them all.
+
+Everything runs on one asyncio loop (whichever loop calls start()); the
+blocking smpplib clients run on their own threads inside Esme.
+"""
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+
+from .cpm_device import CpmDevice
+from .cpm_server import CpmServer
+from .handset import SmsHandset
+from .iwf import Iwf
+from .nodes import NodeDirectory
+from .smsc import EsmeAccount, Smsc
+from .topology import Topology, User
+from .trace import Trace
+
+Device = CpmDevice | SmsHandset
+
+
+class Lab:
+    def __init__(self, topology: Topology, *, devices: str | set[str] = "all", trace: Trace | None = None,
+                 workdir: str | Path | None = None) -> None:
+        self.topology = topology
+        self.host = topology.host
+        self.trace = trace or Trace()
+        self.nodes = NodeDirectory()
+        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="iwlab-"))
+        self._device_ids = self._select_devices(devices)
+        self.cpm_servers: dict[str, CpmServer] = {}
+        self.iwf: Iwf | None = None
+        self.smsc: Smsc | None = None
+        self.devices: dict[str, Device] = {}
+        self.running = False
+        iwf_operator = topology.iwf_operator()
+        for op in topology.operators:
+            self.cpm_servers[op.id] = CpmServer(
+                op, topology, self.trace, self.nodes, host=self.host,
+                server_address=self._sip_address_of,
+                iwf_address=self._iwf_address if op is iwf_operator else None)
+        if iwf_operator:
+            self.smsc = Smsc(self.trace, self.nodes, accounts=[self._iwf_account()],
+                             handset_password=topology.smsc.handset_password,
+                             handset_numbers={u.msisdn: u.name for u in topology.users
+                                              if u.device == "sms" and u.msisdn},
+                             throttle_every=topology.smsc.throttle_every,
+                             validity_seconds=topology.smsc.validity_seconds)
+            self.iwf = Iwf(iwf_operator, topology, self.trace, self.nodes, host=self.host,
+                           smsc_address=lambda: (self.host, self.smsc.port))
+        for user in topology.users:
+            if user.id not in self._device_ids:
+                continue
+            if user.device == "cpm":
+                op_id = user.operator
+                self.devices[user.id] = CpmDevice(user, topology, self.nodes,
+                                                  server_address=lambda op_id=op_id: self._sip_address_of(op_id))
+            elif user.device == "sms" and self.smsc:
+                self.devices[user.id] = SmsHandset(user, topology, self.nodes,
+                                                   smsc_address=lambda: (self.host, self.smsc.port),
+                                                   password=topology.smsc.handset_password)
+
+    def _select_devices(self, devices: str | set[str]) -> set[str]:
+        every = {u.id for u in self.topology.users}
+        if devices == "all":
+            return every
+        if devices == "none":
+            return set()
+        chosen = {d.strip().lower() for d in (devices.split(",") if isinstance(devices, str) else devices)}
+        unknown = chosen - every
+        if unknown:
+            raise ValueError(f"unknown device(s): {', '.join(sorted(unknown))}; the lab has {', '.join(sorted(every))}")
+        return chosen
+
+    def _iwf_account(self) -> EsmeAccount:
+        op = self.topology.iwf_operator()
+        assert op and op.iwf
+        # Like an IP-SM-GW: SMS to CPM users' numbers reach the IWF's bind.
+        cpm_numbers = [u.msisdn for u in self.topology.users if u.device == "cpm" and u.msisdn]
+        return EsmeAccount(system_id=op.iwf.system_id, password=op.iwf.password, node_name="IWF",
+                           routes=cpm_numbers)
+
+    def _sip_address_of(self, operator_id: str) -> tuple[str, int] | None:
+        server = self.cpm_servers.get(operator_id)
+        return (self.host, server.port) if server and server.port else None
+
+    def _iwf_address(self) -> tuple[str, int] | None:
+        return (self.host, self.iwf.port) if self.iwf and self.iwf.port else None
+
+    # -- lifecycle ------------------------------------------------------------------
+    async def start(self) -> None:
+        try:
+            for op in self.topology.operators:
+                await self.cpm_servers[op.id].start(op.sip_port)
+            iwf_op = self.topology.iwf_operator()
+            if self.smsc and iwf_op:
+                await self.smsc.start(self.host, iwf_op.smpp_port or 0)
+                await self.iwf.start(iwf_op.iwf_sip_port or 0)
+            for device in self.devices.values():
+                await device.start()
+            if self.iwf and self.iwf.esme:
+                await self.iwf.esme.wait_bound(timeout=10)
+            for device in self.devices.values():
+                if isinstance(device, SmsHandset) and device.esme:
+                    await device.esme.wait_bound(timeout=10)
+        except BaseException:
+            await self.stop()
+            raise
+        self.running = True
+
+    async def stop(self) -> None:
+        for device in self.devices.values():
+            await device.stop()
+        if self.iwf:
+            await self.iwf.stop()
+        if self.smsc:
+            await self.smsc.stop()
+        for server in self.cpm_servers.values():
+            await server.stop()
+        self.running = False
+        # Let transports finish closing so no socket outlives the lab.
+        await asyncio.sleep(0)
+
+    # -- what people and tests use ---------------------------------------------------
+    def endpoints(self) -> dict:
+        result: dict = {"sip": {op.cpm_domain: f"{self.host}:{self.cpm_servers[op.id].port}"
+                                for op in self.topology.operators}}
+        if self.smsc:
+            result["smpp"] = f"{self.host}:{self.smsc.port}"
+        if self.iwf:
+            result["iwf_sip"] = f"{self.host}:{self.iwf.port}"
+        return result
+
+    def device(self, user_id: str) -> Device:
+        return self.devices[user_id]
+
+    def user(self, user_id: str) -> User:
+        return self.topology.user(user_id)

@@ -1,0 +1,243 @@
+"""SIP over TCP: the thin transport around the sans-I/O codec in sip.py.
+
+One SipConnection per TCP connection. It frames bytes into messages, hands
+them to its owner, matches responses to the requests this end sent (client
+transactions, keyed by the top Via branch), and, when it is the recording end
+of the connection, writes every message to the trace.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Callable
+
+from . import sip
+from .cpim import CpimError, parse_cpim, uri_of
+from .nodes import NodeDirectory, outside_name
+from .sip import SipParseError, SipRequest, SipResponse, SipStreamParser
+from .trace import Trace
+
+SipMessage = SipRequest | SipResponse
+MessageHandler = Callable[["SipConnection", "SipMessage | SipParseError"], None]
+
+
+class SipConnectionClosed(ConnectionError):
+    pass
+
+
+class SipConnection(asyncio.Protocol):
+    def __init__(
+        self,
+        on_message: MessageHandler,
+        *,
+        local_name: str,
+        trace: Trace | None = None,
+        nodes: NodeDirectory | None = None,
+        on_close: Callable[["SipConnection"], None] | None = None,
+    ) -> None:
+        self.on_message = on_message
+        self.local_name = local_name
+        self.trace = trace              # set only on the recording end
+        self.nodes = nodes
+        self.on_close = on_close
+        self.peer_name: str | None = None   # set by the owner once it knows (e.g. REGISTER)
+        self.parser = SipStreamParser()
+        self.transport: asyncio.Transport | None = None
+        self.peer_address: tuple[str, int] = ("?", 0)
+        self.local_address: tuple[str, int] = ("?", 0)
+        self.closed = asyncio.get_running_loop().create_future()
+        self._pending: dict[str, asyncio.Future[SipResponse]] = {}
+        self._provisional: dict[str, Callable[[SipResponse], None]] = {}
+
+    # -- asyncio.Protocol ---------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.peer_address = transport.get_extra_info("peername")[:2]
+        self.local_address = transport.get_extra_info("sockname")[:2]
+
+    def data_received(self, data: bytes) -> None:
+        for event in self.parser.feed(data):
+            self._dispatch(event)
+        if self.parser.broken and self.transport:
+            # The stream can no longer be framed; the owner has answered the error.
+            self.transport.close()
+
+    def eof_received(self) -> bool | None:
+        for event in self.parser.feed_eof():
+            self._dispatch(event)
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(SipConnectionClosed(f"connection to {self.name_of_peer()} closed"))
+        self._pending.clear()
+        if not self.closed.done():
+            self.closed.set_result(None)
+        if self.on_close:
+            self.on_close(self)
+
+    # -- receiving ----------------------------------------------------------
+    def _dispatch(self, event: SipMessage | SipParseError) -> None:
+        if isinstance(event, SipParseError):
+            if self.trace is not None:
+                self.trace.record(self.name_of_peer(), self.local_name, "SIP",
+                                  f"unparseable SIP: {event.reason}", raw=getattr(event, "raw", b"") or b"",
+                                  fields={"error": event.reason, "status": event.status})
+            self.on_message(self, event)
+            return
+        if self.trace is not None:
+            self._record(event, incoming=True)
+        if isinstance(event, SipResponse):
+            branch = top_branch(event)
+            if branch in self._pending:
+                if event.status < 200:
+                    callback = self._provisional.get(branch)
+                    if callback:
+                        callback(event)
+                    return
+                future = self._pending.pop(branch)
+                self._provisional.pop(branch, None)
+                if not future.done():
+                    future.set_result(event)
+                return
+        self.on_message(self, event)
+
+    # -- sending ------------------------------------------------------------
+    @property
+    def is_open(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    def send(self, message: SipMessage, note: str = "") -> None:
+        if not self.is_open:
+            raise SipConnectionClosed(f"connection to {self.name_of_peer()} is closed")
+        raw = message.to_bytes()
+        assert self.transport is not None
+        self.transport.write(raw)
+        if self.trace is not None:
+            self._record(message, incoming=False, raw=raw, note=note)
+
+    def request(self, request: SipRequest, *, on_provisional: Callable[[SipResponse], None] | None = None,
+                note: str = "") -> asyncio.Future[SipResponse]:
+        """Send a request whose top Via this end added; the future gets the final response."""
+        branch = top_branch(request)
+        future: asyncio.Future[SipResponse] = asyncio.get_running_loop().create_future()
+        self._pending[branch] = future
+        if on_provisional:
+            self._provisional[branch] = on_provisional
+        try:
+            self.send(request, note=note)
+        except SipConnectionClosed:
+            self._pending.pop(branch, None)
+            self._provisional.pop(branch, None)
+            raise
+        return future
+
+    def close(self) -> None:
+        if self.transport and not self.transport.is_closing():
+            self.transport.close()
+
+    # -- tracing ------------------------------------------------------------
+    def name_of_peer(self) -> str:
+        if self.peer_name:
+            return self.peer_name
+        if self.nodes is not None:
+            claimed = self.nodes.lookup(self.peer_address)
+            if claimed:
+                self.peer_name = claimed
+                return claimed
+        return outside_name(self.peer_address)
+
+    def _record(self, message: SipMessage, *, incoming: bool, raw: bytes | None = None, note: str = "") -> None:
+        assert self.trace is not None
+        summary, fields, correlation = describe(message)
+        peer, me = self.name_of_peer(), self.local_name
+        src, dst = (peer, me) if incoming else (me, peer)
+        self.trace.record(src, dst, "SIP", summary, raw=raw if raw is not None else message.to_bytes(),
+                          fields=fields, is_response=isinstance(message, SipResponse),
+                          correlation=correlation, note=note)
+
+
+def top_branch(message: SipMessage) -> str:
+    vias = message.headers.get_all("Via")
+    if not vias:
+        return ""
+    try:
+        return sip.parse_via(vias[0]).params.get("branch") or ""
+    except SipParseError:
+        return ""
+
+
+def describe(message: SipMessage) -> tuple[str, dict, dict[str, str]]:
+    """One-line summary, decoded fields and correlation ids of a SIP message."""
+    headers = message.headers
+    correlation = {
+        "call_id": headers.get("Call-ID") or "",
+        "conversation_id": headers.get("Conversation-ID") or "",
+        "contribution_id": headers.get("Contribution-ID") or "",
+        "in_reply_to_contribution_id": headers.get("InReplyTo-Contribution-ID") or "",
+    }
+    fields: dict = {"headers": headers.items()}
+    content_type = (headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+    detail = ""
+    if content_type == "message/cpim" and message.body:
+        try:
+            cpim = parse_cpim(message.body)
+        except CpimError as exc:
+            fields["cpim_error"] = str(exc)
+        else:
+            correlation["imdn_message_id"] = cpim.message_id
+            fields["cpim"] = {
+                "From": cpim.sender, "To": cpim.recipient, "DateTime": cpim.datetime,
+                "imdn.Message-ID": cpim.message_id,
+                "imdn.Disposition-Notification": ", ".join(cpim.disposition),
+                "Content-Type": cpim.content_type,
+                "body": cpim.text,
+            }
+            if cpim.is_imdn:
+                detail = " IMDN"
+                try:
+                    from .cpim import parse_imdn_xml
+                    imdn = parse_imdn_xml(cpim.body)
+                    detail = f" IMDN {imdn.status}"
+                    correlation["imdn_message_id"] = imdn.message_id
+                except CpimError:
+                    pass
+            else:
+                text = cpim.text.replace("\r", " ").replace("\n", " ")
+                detail = f' "{text[:40]}{"…" if len(text) > 40 else ""}"'
+    elif message.body:
+        fields["body"] = message.body.decode("utf-8", errors="replace")
+    if isinstance(message, SipRequest):
+        fields["request_line"] = f"{message.method} {message.uri} {message.version}"
+        kind = " (CPIM)" if content_type == "message/cpim" else ""
+        summary = f"{message.method}{kind} {message.uri}{detail}"
+    else:
+        fields["status_line"] = f"{message.version} {message.status} {message.reason}"
+        cseq = headers.get("CSeq") or ""
+        method = cseq.split()[-1] if cseq.split() else "?"
+        summary = f"{message.status} {message.reason} ({method})"
+    return summary, fields, correlation
+
+
+def name_addr_uri(value: str | None) -> str:
+    """The URI of a From/To/Contact value, tolerant of odd forms."""
+    if not value:
+        return ""
+    try:
+        return sip.parse_name_addr(value).uri
+    except SipParseError:
+        return uri_of(value)
+
+
+async def open_connection(host: str, port: int, on_message: MessageHandler, *, local_name: str,
+                          nodes: NodeDirectory | None, trace: Trace | None = None,
+                          on_close: Callable[[SipConnection], None] | None = None) -> SipConnection:
+    """Connect as an in-lab client: claim our local address so the server can name us."""
+    loop = asyncio.get_running_loop()
+    _, conn = await loop.create_connection(
+        lambda: SipConnection(on_message, local_name=local_name, trace=trace, nodes=nodes, on_close=on_close),
+        host, port)
+    if nodes is not None:
+        nodes.claim(conn.local_address, local_name)
+    return conn

@@ -1,0 +1,269 @@
+"""The lab's world as data: operators, users, their devices and states.
+
+Loaded from TOML (resources/topology.toml by default). Everything else asks
+the topology who owns a number or a domain and who a URI names, so a
+different lab is a different file, not different code.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+DEVICE_KINDS = ("cpm", "sms", "email")
+
+
+class TopologyError(ValueError):
+    """The topology file says something the lab cannot build."""
+
+
+@dataclass
+class IwfAccount:
+    system_id: str
+    password: str
+
+
+@dataclass
+class Operator:
+    id: str
+    name: str
+    cpm_domain: str
+    numbers: list[str]
+    sip_port: int
+    mail_domain: str | None = None
+    iwf_sip_port: int | None = None
+    smpp_port: int | None = None
+    smtp_port: int | None = None
+    iwf: IwfAccount | None = None
+
+    @property
+    def node_name(self) -> str:
+        return f"CPM-{self.id}"
+
+    def owns_number(self, number: str) -> bool:
+        return any(_number_matches(pattern, number) for pattern in self.numbers)
+
+
+@dataclass
+class User:
+    id: str
+    name: str
+    operator: str
+    device: str
+    sip: str | None = None
+    tel: str | None = None
+    email: str | None = None
+    contacts: list[str] = field(default_factory=list)
+    # Live device state (ARCHITECTURE §2): changeable at run time.
+    cpm_registered: bool = False
+    cpm_capable: bool = True
+    roaming_without_cpm: bool = False
+
+    @property
+    def msisdn(self) -> str | None:
+        """The number as SMPP carries it: digits only, no '+'."""
+        return self.tel.lstrip("+") if self.tel else None
+
+    @property
+    def cpm_uri(self) -> str | None:
+        return self.sip or (f"tel:{self.tel}" if self.tel else None)
+
+
+@dataclass
+class SmscSettings:
+    handset_password: str = "iwlab"
+    throttle_every: int = 0
+    validity_seconds: float = 120.0
+
+
+@dataclass
+class Topology:
+    host: str
+    operators: list[Operator]
+    users: list[User]
+    smsc: SmscSettings
+    source: str = "<memory>"
+
+    # -- lookups ---------------------------------------------------------
+    def operator(self, operator_id: str) -> Operator:
+        for op in self.operators:
+            if op.id == operator_id:
+                return op
+        raise KeyError(operator_id)
+
+    def operator_for_domain(self, domain: str) -> Operator | None:
+        domain = domain.lower()
+        for op in self.operators:
+            if domain in (op.cpm_domain, op.mail_domain):
+                return op
+        return None
+
+    def operator_for_number(self, number: str) -> Operator | None:
+        user = self.user_by_number(number)
+        if user:
+            return self.operator(user.operator)
+        return next((op for op in self.operators if op.owns_number(number)), None)
+
+    def iwf_operator(self) -> Operator | None:
+        return next((op for op in self.operators if op.iwf), None)
+
+    def user(self, user_id: str) -> User:
+        for user in self.users:
+            if user.id == user_id:
+                return user
+        raise KeyError(user_id)
+
+    def user_by_number(self, number: str) -> User | None:
+        digits = number.lstrip("+")
+        return next((u for u in self.users if u.msisdn == digits), None)
+
+    def user_by_email(self, address: str) -> User | None:
+        address = address.lower()
+        return next((u for u in self.users if u.email and u.email.lower() == address), None)
+
+    def user_by_uri(self, uri: str) -> User | None:
+        """sip:mary@cpm-a.lab, tel:+15550101, sip:+15550101@cpm-a.lab;user=phone, mailto:."""
+        uri = uri.strip().strip("<>")
+        scheme, _, rest = uri.partition(":")
+        scheme = scheme.lower()
+        rest = rest.split(";", 1)[0]
+        if scheme == "tel":
+            return self.user_by_number(rest)
+        if scheme == "mailto":
+            return self.user_by_email(rest)
+        if scheme in ("sip", "sips"):
+            userpart, _, host = rest.partition("@")
+            if userpart.startswith("+"):
+                return self.user_by_number(userpart)
+            canonical = f"sip:{userpart}@{host.split(':', 1)[0]}".lower()
+            return next((u for u in self.users if u.sip and u.sip.lower() == canonical), None)
+        return None
+
+    def home_operator_of_uri(self, uri: str) -> Operator | None:
+        """Which operator a request for this URI must be routed to."""
+        user = self.user_by_uri(uri)
+        if user:
+            return self.operator(user.operator)
+        scheme, _, rest = uri.strip("<>").partition(":")
+        rest = rest.split(";", 1)[0]
+        if scheme.lower() == "tel":
+            return self.operator_for_number(rest)
+        if scheme.lower() in ("sip", "sips"):
+            userpart, _, host = rest.partition("@")
+            if userpart.startswith("+"):
+                return self.operator_for_number(userpart)
+            return self.operator_for_domain(host.split(":", 1)[0])
+        return None
+
+    def user_by_node(self, node_name: str) -> User | None:
+        return next((u for u in self.users if u.name == node_name), None)
+
+    def shift_ports(self, offset: int) -> "Topology":
+        """Move every listening port by the same offset (two labs on one machine)."""
+        for op in self.operators:
+            op.sip_port += offset
+            for name in ("iwf_sip_port", "smpp_port", "smtp_port"):
+                if getattr(op, name) is not None:
+                    setattr(op, name, getattr(op, name) + offset)
+        return self
+
+    def with_free_ports(self) -> "Topology":
+        """Every listening port 0: the OS picks free ones (tests, --port-base 0)."""
+        for op in self.operators:
+            op.sip_port = 0
+            if op.iwf:
+                op.iwf_sip_port = 0
+            if op.smpp_port is not None:
+                op.smpp_port = 0
+            if op.smtp_port is not None:
+                op.smtp_port = 0
+        return self
+
+
+def _number_matches(pattern: str, number: str) -> bool:
+    pattern, number = pattern.lstrip("+"), number.lstrip("+")
+    if pattern.endswith("*"):
+        return number.startswith(pattern[:-1])
+    return number == pattern
+
+
+def default_topology_path() -> Path:
+    return Path(str(resources.files("resources").joinpath("topology.toml")))
+
+
+def load_topology(path: str | Path | None = None) -> Topology:
+    path = Path(path) if path else default_topology_path()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise TopologyError(f"{path}: {exc}") from exc
+    return parse_topology(data, source=str(path))
+
+
+def parse_topology(data: dict[str, Any], source: str = "<memory>") -> Topology:
+    def need(table: dict[str, Any], key: str, where: str) -> Any:
+        if key not in table:
+            raise TopologyError(f"{source}: {where} needs '{key}'")
+        return table[key]
+
+    operators = []
+    for i, raw in enumerate(data.get("operators", [])):
+        where = f"operators[{i}]"
+        iwf_raw = raw.get("iwf")
+        operators.append(Operator(
+            id=str(need(raw, "id", where)),
+            name=raw.get("name", f"Operator {raw['id']}"),
+            cpm_domain=str(need(raw, "cpm_domain", where)).lower(),
+            numbers=[str(n) for n in raw.get("numbers", [])],
+            sip_port=int(need(raw, "sip_port", where)),
+            mail_domain=raw.get("mail_domain"),
+            iwf_sip_port=raw.get("iwf_sip_port"),
+            smpp_port=raw.get("smpp_port"),
+            smtp_port=raw.get("smtp_port"),
+            iwf=IwfAccount(str(need(iwf_raw, "system_id", where + ".iwf")),
+                           str(need(iwf_raw, "password", where + ".iwf"))) if iwf_raw else None,
+        ))
+    if not operators:
+        raise TopologyError(f"{source}: no [[operators]]")
+    ids = {op.id for op in operators}
+    for op in operators:
+        if op.iwf and (op.iwf_sip_port is None or op.smpp_port is None):
+            raise TopologyError(f"{source}: operator {op.id} runs an IWF and needs iwf_sip_port and smpp_port")
+
+    users = []
+    for i, raw in enumerate(data.get("users", [])):
+        where = f"users[{i}]"
+        user = User(
+            id=str(need(raw, "id", where)),
+            name=str(need(raw, "name", where)),
+            operator=str(need(raw, "operator", where)),
+            device=str(need(raw, "device", where)),
+            sip=raw.get("sip"), tel=raw.get("tel"), email=raw.get("email"),
+            contacts=list(raw.get("contacts", [])),
+            cpm_registered=bool(raw.get("cpm_registered", False)),
+            cpm_capable=bool(raw.get("cpm_capable", raw.get("device") == "cpm")),
+            roaming_without_cpm=bool(raw.get("roaming_without_cpm", False)),
+        )
+        if user.operator not in ids:
+            raise TopologyError(f"{source}: {where} ({user.name}) names unknown operator {user.operator!r}")
+        if user.device not in DEVICE_KINDS:
+            raise TopologyError(f"{source}: {where} ({user.name}) device must be one of {DEVICE_KINDS}")
+        if user.tel and not user.tel.startswith("+"):
+            raise TopologyError(f"{source}: {where} ({user.name}) tel must be international (+...)")
+        users.append(user)
+    known = {u.id for u in users}
+    for user in users:
+        for contact in user.contacts:
+            if contact not in known:
+                raise TopologyError(f"{source}: {user.name}'s contacts name unknown user {contact!r}")
+
+    smsc_raw = data.get("smsc", {})
+    smsc = SmscSettings(
+        handset_password=str(smsc_raw.get("handset_password", "iwlab")),
+        throttle_every=int(smsc_raw.get("throttle_every", 0)),
+        validity_seconds=float(smsc_raw.get("validity_seconds", 120)),
+    )
+    return Topology(host=data.get("lab", {}).get("host", "127.0.0.1"),
+                    operators=operators, users=users, smsc=smsc, source=source)

@@ -1,0 +1,35 @@
+import os
+import threading
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from backends.lab import Lab  # noqa: E402
+from backends.lab_thread import LabThread  # noqa: E402
+from backends.topology import load_topology  # noqa: E402
+
+
+@pytest.fixture
+def topology():
+    """The bundled default lab on free ports."""
+    return load_topology().with_free_ports()
+
+
+@pytest.fixture
+def lab_factory(topology):
+    """Start a Lab on its own thread: lab_factory(devices="none", throttle_every=2)."""
+    started: list[LabThread] = []
+
+    def start(devices="all", **smsc_settings) -> LabThread:
+        for key, value in smsc_settings.items():
+            setattr(topology.smsc, key, value)
+        runner = LabThread(Lab(topology, devices=devices)).start()
+        started.append(runner)
+        return runner
+
+    yield start
+    for runner in started:
+        runner.stop()
+    assert not [t for t in threading.enumerate() if t.name.startswith(("esme-", "iwlab-lab"))
+                and t.is_alive()], "a lab thread outlived the lab"
