@@ -108,6 +108,23 @@ class CpmDevice:
     async def deregister(self) -> SipResponse:
         return await self.register(expires=0)
 
+    async def set_state(self, *, registered: bool | None = None, cpm_capable: bool | None = None,
+                        roaming_without_cpm: bool | None = None) -> None:
+        """Change the device's conditions as a trainer would (ARCHITECTURE §2)."""
+        if cpm_capable is not None:
+            self.user.cpm_capable = cpm_capable
+        if roaming_without_cpm is not None:
+            self.user.roaming_without_cpm = roaming_without_cpm
+        want = self.registered if registered is None else registered
+        if self.user.roaming_without_cpm:
+            want = False   # a network without CPM offers no CPM registration
+        self.user.cpm_registered = want
+        if want:
+            await self.register()   # again, so the Contact's feature tags say what the device is now
+        elif self.registered:
+            await self.deregister()
+        self._emit("state", self.user)
+
     # -- sending ------------------------------------------------------------------
     def contacts(self) -> list[User]:
         return [self.topology.user(contact) for contact in self.user.contacts]

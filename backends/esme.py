@@ -73,6 +73,7 @@ class Esme:
         self._stopping = threading.Event()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"esme-{system_id}-write")
         self._runner: asyncio.Task | None = None
+        self._reader: threading.Thread | None = None
 
     # -- lifecycle ------------------------------------------------------------
     async def start(self) -> None:
@@ -97,15 +98,16 @@ class Esme:
         client = self._client
         if client is not None and client._socket is not None:
             await asyncio.get_running_loop().run_in_executor(self._writer, self._unbind_and_close, client)
+        if self._reader is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._reader.join, 5.0)
         self._writer.shutdown(wait=True)
         self._fail_pending(ConnectionError("ESME stopped"))
 
     def _unbind_and_close(self, client: smpplib.client.Client) -> None:
         try:
-            with self._send_lock:
-                if client.state in (c.SMPP_CLIENT_STATE_BOUND_TX, c.SMPP_CLIENT_STATE_BOUND_RX,
-                                    c.SMPP_CLIENT_STATE_BOUND_TRX):
-                    client.send_pdu(smpplib.smpp.make_pdu("unbind", client=client))
+            if client.state in (c.SMPP_CLIENT_STATE_BOUND_TX, c.SMPP_CLIENT_STATE_BOUND_RX,
+                                c.SMPP_CLIENT_STATE_BOUND_TRX):
+                client.send_pdu(smpplib.smpp.make_pdu("unbind", client=client))   # locked_send
         except Exception:  # noqa: BLE001 - closing anyway
             pass
         try:
@@ -131,8 +133,8 @@ class Esme:
             self._client = client
             self._bound.set()
             self._set_state("bound", f"bound to {self.host}:{self.port} as {self.system_id}")
-            reader = threading.Thread(target=self._read_forever, args=(client,),
-                                      name=f"esme-{self.system_id}-read", daemon=True)
+            reader = self._reader = threading.Thread(target=self._read_forever, args=(client,),
+                                                     name=f"esme-{self.system_id}-read", daemon=True)
             reader.start()
             await loop.run_in_executor(None, reader.join)
             self._bound.clear()
@@ -147,6 +149,9 @@ class Esme:
                                        sequence_generator=_LockedSequence())
         client.logger.setLevel(logging.ERROR)   # smpplib warns on every unhandled PDU
         client.connect()
+        # Without this, Nagle holds a submit_sm behind our own deliver_sm_resp for a
+        # delayed ACK: ~40 ms per message (measured).
+        client._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.nodes is not None:
             self.nodes.claim(client._socket.getsockname()[:2], self.node_name)
         original_send = client.send_pdu

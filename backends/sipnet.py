@@ -151,11 +151,20 @@ class SipConnection(asyncio.Protocol):
     def _record(self, message: SipMessage, *, incoming: bool, raw: bytes | None = None, note: str = "") -> None:
         assert self.trace is not None
         summary, fields, correlation = describe(message)
+        note = note or route_reason(message)
         peer, me = self.name_of_peer(), self.local_name
         src, dst = (peer, me) if incoming else (me, peer)
         self.trace.record(src, dst, "SIP", summary, raw=raw if raw is not None else message.to_bytes(),
                           fields=fields, is_response=isinstance(message, SipResponse),
                           correlation=correlation, note=note)
+
+
+def route_reason(message: SipMessage) -> str:
+    """The terminating domain's routing reason, carried to the IWF in P-Iwlab-Route."""
+    decision = message.headers.get("P-Iwlab-Route") if isinstance(message, SipRequest) else None
+    if decision and 'reason="' in decision:
+        return decision.split('reason="', 1)[1].rsplit('"', 1)[0]
+    return ""
 
 
 def top_branch(message: SipMessage) -> str:

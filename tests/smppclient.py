@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import queue
+import socket
 import threading
 
 import smpplib.client
@@ -19,6 +20,7 @@ class SmppHandset:
         self.client.set_message_sent_handler(self.responses.put)
         self.client.set_error_pdu_handler(lambda pdu: None)
         self.client.connect()
+        self.client._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # the reader thread answers deliver_sm while a test submits: one writer at a time
         lock, send = threading.Lock(), self.client.send_pdu
 

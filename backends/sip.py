@@ -1,0 +1,764 @@
+"""SIP message codec (an RFC 3261 subset), sans-I/O in the style of h11.
+
+Bytes in, objects out, and back: no sockets, no event loop.
+
+* ``parse_message`` takes one complete message (a UDP datagram, a file).
+* ``SipStreamParser`` frames a TCP byte stream by Content-Length (RFC 3261 18.3).
+* ``validate_request`` makes the semantic checks a UAS / registrar owes a
+  request before acting on it (RFC 4475 sections 3.2 and 3.3).
+
+Text is decoded as UTF-8 with ``surrogateescape`` so whatever octets a peer
+sent survive a parse / serialise round trip unchanged.
+"""
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Iterable
+from urllib.parse import unquote
+
+SIP_VERSION = "SIP/2.0"
+MAX_HEADER_SIZE = 64 * 1024      # a header block larger than this -> 513
+MAX_BODY_SIZE = 1024 * 1024      # a Content-Length larger than this -> 413
+_MAX_CSEQ = 2**32 - 1            # RFC 3261 8.1.1.5: a 32-bit unsigned integer
+
+_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_TOKEN_RE = re.compile(_TOKEN)
+_URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:[^\s<>\"]+")   # any absolute URI, no LWS
+_HOST = r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+"
+_HEAD_END = re.compile(rb"\r?\n\r?\n")                          # bare LF tolerated
+_LINE_SPLIT = re.compile(r"\r?\n")
+_REQUEST_LINE = re.compile(rf"({_TOKEN}) (\S+) ([Ss][Ii][Pp]/[0-9]+\.[0-9]+)")
+_STATUS_LINE = re.compile(r"([Ss][Ii][Pp]/[0-9]+\.[0-9]+) ([0-9]{3})(?: (.*))?", re.S)
+_VIA_RE = re.compile(
+    rf"\s*({_TOKEN})\s*/\s*({_TOKEN})\s*/\s*({_TOKEN})\s+({_HOST})(?:\s*:\s*([0-9]{{1,5}}))?(.*)", re.S)
+_CSEQ_RE = re.compile(rf"\s*([0-9]+)\s+({_TOKEN})\s*")
+_QUOTED_RE = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+_PARAM_VALUE_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~\[\]:]+")   # token, or host incl. IPv6 reference
+_DATE_RE = re.compile(r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov"
+                      r"|Dec) [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT")
+
+# RFC 3261 7.3.3 and later RFCs' compact forms.
+_COMPACT = {"a": "Accept-Contact", "b": "Referred-By", "c": "Content-Type", "d": "Request-Disposition",
+            "e": "Content-Encoding", "f": "From", "i": "Call-ID", "j": "Reject-Contact", "k": "Supported",
+            "l": "Content-Length", "m": "Contact", "n": "Identity-Info", "o": "Event", "r": "Refer-To",
+            "s": "Subject", "t": "To", "u": "Allow-Events", "v": "Via", "x": "Session-Expires", "y": "Identity"}
+_CANONICAL = {name.lower(): name for name in (
+    "Accept", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow", "Authentication-Info",
+    "Authorization", "Call-ID", "Call-Info", "Contact", "Content-Disposition", "Content-Encoding",
+    "Content-Language", "Content-Length", "Content-Type", "CSeq", "Date", "Error-Info", "Expires", "From",
+    "In-Reply-To", "Max-Forwards", "Min-Expires", "MIME-Version", "Organization", "Priority",
+    "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Require", "Record-Route", "Reply-To", "Require",
+    "Retry-After", "Route", "Server", "Subject", "Supported", "Timestamp", "To", "Unsupported", "User-Agent",
+    "Via", "Warning", "WWW-Authenticate", "RAck", "RSeq", "Event", "Allow-Events", "Subscription-State",
+    "Refer-To", "Referred-By", "Path", "Service-Route", "Session-Expires", "Min-SE", "Identity",
+    "Identity-Info", "Privacy", "Reason", "Accept-Contact", "Reject-Contact", "Request-Disposition",
+    "P-Asserted-Identity", "P-Preferred-Identity", "P-Asserted-Service", "P-Preferred-Service",
+    "P-Associated-URI", "P-Called-Party-ID", "P-Charging-Vector", "Conversation-ID", "Contribution-ID",
+    "InReplyTo-Contribution-ID", "Session-Replaces", "Message-Expires", "Message-UID")}
+_CANONICAL.update(_COMPACT)
+# Headers whose grammar is a comma-separated list (RFC 3261 7.3.1); get_all splits these.
+_LIST_HEADERS = {n.lower() for n in (
+    "Via", "Contact", "Route", "Record-Route", "Accept", "Accept-Encoding", "Accept-Language", "Allow",
+    "Supported", "Require", "Proxy-Require", "Unsupported", "Path", "Service-Route", "Allow-Events",
+    "Content-Encoding", "Content-Language", "In-Reply-To", "Alert-Info", "Call-Info", "Error-Info",
+    "Warning", "Reason", "P-Asserted-Identity", "P-Preferred-Identity", "P-Associated-URI",
+    "Accept-Contact", "Reject-Contact")}
+_SINGLE_HEADERS = ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Type")
+_MANDATORY_REQUEST_HEADERS = ("To", "From", "Call-ID", "CSeq", "Via")   # not Max-Forwards: RFC 4475 3.4.1
+
+REASON_PHRASES = {
+    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 183: "Session Progress", 200: "OK",
+    202: "Accepted", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 406: "Not Acceptable", 407: "Proxy Authentication Required",
+    408: "Request Timeout", 413: "Request Entity Too Large", 415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme", 420: "Bad Extension", 421: "Extension Required",
+    480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist", 482: "Loop Detected",
+    483: "Too Many Hops", 486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here",
+    500: "Server Internal Error", 501: "Not Implemented", 503: "Service Unavailable",
+    504: "Server Time-out", 505: "Version Not Supported", 513: "Message Too Large", 603: "Decline",
+}
+_CLASS_PHRASES = {1: "Provisional", 2: "Success", 3: "Redirection", 4: "Client Error", 5: "Server Error",
+                  6: "Global Failure"}
+
+
+class SipParseError(Exception):
+    """A message that cannot be used; ``status`` is what a server should answer with.
+
+    ``partial`` is the best-effort message (Via/From/To/Call-ID/CSeq as received)
+    so a server can still build its error response; ``raw`` the offending octets.
+    """
+
+    def __init__(self, status: int, reason: str, partial: SipRequest | SipResponse | None = None,
+                 raw: bytes = b"") -> None:
+        # The reason may end up in a reason phrase: keep it to one printable ASCII line.
+        self.status = status
+        self.reason = re.sub(r"[^\x20-\x7e]", "?", reason)[:120]
+        self.partial = partial
+        self.raw = raw
+        super().__init__(f"{status} {self.reason}")
+
+
+def _canon(name: str) -> str:
+    name = name.strip()
+    return _CANONICAL.get(name.lower(), name)
+
+
+def _split_top(value: str, sep: str) -> list[str]:
+    """Split on ``sep`` outside quoted strings and <...>; parts are stripped, empty ones kept."""
+    parts, buf, quoted, angle, i = [], [], False, 0, 0
+    while i < len(value):
+        ch = value[i]
+        if quoted and ch == "\\":
+            buf.append(value[i:i + 2])
+            i += 2
+            continue
+        if ch == '"':
+            quoted = not quoted
+        elif not quoted and ch == "<":
+            angle += 1
+        elif not quoted and ch == ">":
+            angle = max(0, angle - 1)
+        elif not quoted and not angle and ch == sep:
+            parts.append("".join(buf).strip())
+            buf = []
+            i += 1
+            continue
+        buf.append(ch)
+        i += 1
+    parts.append("".join(buf).strip())
+    return parts
+
+
+class Headers:
+    """Ordered multi-map of header fields: names case-insensitive, compact forms expanded."""
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str]] = []
+        for name, value in items:
+            self.add(name, value)
+
+    @staticmethod
+    def _field(name: str, value: str) -> tuple[str, str]:
+        name = _canon(name)
+        if not _TOKEN_RE.fullmatch(name):
+            raise ValueError(f"invalid header name {name!r}")
+        if "\r" in value or "\n" in value:   # would let a value inject header lines
+            raise ValueError(f"CR/LF in the value of {name}")
+        return name, value
+
+    def _values(self, name: str) -> list[str]:
+        key = _canon(name).lower()
+        return [v for n, v in self._items if n.lower() == key]
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """First value; for list headers (Via, Contact ...) the first list element."""
+        values = self.get_all(name)
+        return values[0] if values else default
+
+    def get_all(self, name: str) -> list[str]:
+        values = self._values(name)
+        if _canon(name).lower() in _LIST_HEADERS:
+            return [part for value in values for part in _split_top(value, ",") if part]
+        return values
+
+    def add(self, name: str, value: str) -> None:
+        self._items.append(self._field(name, value))
+
+    def _index(self, name: str, default: int) -> int:
+        key = name.lower()
+        return next((i for i, (n, _) in enumerate(self._items) if n.lower() == key), default)
+
+    def set(self, name: str, value: str) -> None:
+        item = self._field(name, value)
+        at = self._index(item[0], len(self._items))
+        self.remove(name)
+        self._items.insert(at, item)
+
+    def remove(self, name: str) -> None:
+        key = _canon(name).lower()
+        self._items = [(n, v) for n, v in self._items if n.lower() != key]
+
+    def prepend(self, name: str, value: str) -> None:
+        """Insert before the first field of that name (or at the top): a proxy's new Via."""
+        item = self._field(name, value)
+        self._items.insert(self._index(item[0], 0), item)
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._items)
+
+    def copy(self) -> Headers:
+        clone = Headers()
+        clone._items = list(self._items)
+        return clone
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and bool(self._values(name))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Headers) and self._items == other._items
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+
+def _serialise(start_line: str, headers: Headers, body: bytes | str) -> bytes:
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    lines, wrote_length = [start_line.replace("\r", " ").replace("\n", " ")], False
+    for name, value in headers.items():
+        if name == "Content-Length":   # always the real length, written once, where it stood
+            if wrote_length:
+                continue
+            value, wrote_length = str(len(body)), True
+        lines.append(f"{name}: {value}")
+    if not wrote_length:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + bytes(body)
+
+
+@dataclass
+class SipRequest:
+    method: str
+    uri: str
+    headers: Headers
+    body: bytes = b""
+    version: str = SIP_VERSION
+
+    def to_bytes(self) -> bytes:
+        return _serialise(f"{self.method} {self.uri} {self.version}", self.headers, self.body)
+
+
+@dataclass
+class SipResponse:
+    status: int          # 0 only in a SipParseError.partial whose status code was unreadable
+    reason: str
+    headers: Headers
+    body: bytes = b""
+    version: str = SIP_VERSION
+
+    def to_bytes(self) -> bytes:
+        return _serialise(f"{self.version} {self.status:03d} {self.reason}", self.headers, self.body)
+
+
+SipMessage = SipRequest | SipResponse
+
+
+# -- header values -------------------------------------------------------------
+
+
+def _scan_quoted(text: str, start: int) -> tuple[str, int]:
+    """Unescape the quoted-string at ``text[start] == '"'``; return it and the index after it."""
+    m = _QUOTED_RE.match(text, start)
+    if not m:
+        raise SipParseError(400, "unterminated quoted string")
+    return re.sub(r"\\(.)", r"\1", m.group()[1:-1], flags=re.S), m.end()
+
+
+def _parse_params(text: str, what: str) -> dict[str, str | None]:
+    """``;name[=value]`` pairs (LWS allowed around ; and =); names lower-cased, quoted values kept quoted."""
+    text = text.strip()
+    if not text:
+        return {}
+    if not text.startswith(";"):
+        raise SipParseError(400, f"unexpected text after the {what}")
+    params: dict[str, str | None] = {}
+    for item in _split_top(text[1:], ";"):
+        name, eq, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if not _TOKEN_RE.fullmatch(name):
+            raise SipParseError(400, f"empty or malformed parameter after the {what}")
+        if eq and not (_PARAM_VALUE_RE.fullmatch(value) or _QUOTED_RE.fullmatch(value)):
+            raise SipParseError(400, f"malformed value of parameter {name[:30]}")
+        params[name.lower()] = value if eq else None
+    return params
+
+
+@dataclass
+class NameAddr:
+    """From / To / Contact / Route value: display name, URI and header parameters."""
+    display: str | None
+    uri: str
+    params: dict[str, str | None] = field(default_factory=dict)
+
+    def tag(self) -> str | None:
+        return self.params.get("tag")
+
+    def __str__(self) -> str:
+        display = ""
+        if self.display is not None:
+            display = '"' + self.display.replace("\\", "\\\\").replace('"', '\\"') + '" '
+        params = "".join(f";{k}" if v is None else f";{k}={v}" for k, v in self.params.items())
+        return f"{display}<{self.uri}>{params}"
+
+
+def parse_name_addr(value: str) -> NameAddr:
+    """``"Display" <uri>;params``, ``token words <uri>``, or a bare addr-spec ``uri;params``."""
+    text = value.strip()
+    if text.startswith('"'):
+        display, end = _scan_quoted(text, 0)
+        rest = text[end:].lstrip()
+        if not rest.startswith("<"):
+            raise SipParseError(400, "quoted display name not followed by <URI>")
+    else:
+        lt = text.find("<")
+        if lt < 0:   # addr-spec: the URI ends at the first ';' or LWS, the rest are header params
+            uri = re.match(r"[^;\s]*", text).group()
+            if "?" in uri or "," in uri:   # RFC 3261 20: such a URI must be enclosed in <>
+                raise SipParseError(400, "URI with '?' or ',' not enclosed in <>")
+            if not _URI_RE.fullmatch(uri):
+                raise SipParseError(400, "malformed URI")
+            return NameAddr(None, uri, _parse_params(text[len(uri):], "URI"))
+        words = text[:lt].split()
+        if not all(_TOKEN_RE.fullmatch(w) for w in words):
+            raise SipParseError(400, "display name is neither tokens nor a quoted string")
+        display, rest = " ".join(words) or None, text[lt:]
+    gt = rest.find(">")
+    if gt < 0:
+        raise SipParseError(400, "'<' without '>'")
+    uri = rest[1:gt]
+    if not _URI_RE.fullmatch(uri):   # catches LWS inside <> (RFC 4475 3.1.2.14)
+        raise SipParseError(400, "malformed URI inside <>")
+    return NameAddr(display, uri, _parse_params(rest[gt + 1:], "URI"))
+
+
+@dataclass
+class SipUri:
+    scheme: str                        # lower case: "sip", "sips", "tel", or anything else
+    user: str | None = None            # %-escapes decoded; the number for tel:
+    host: str = ""                     # IPv6 references keep their brackets
+    port: int | None = None
+    params: dict[str, str | None] = field(default_factory=dict)   # names lower-cased, escapes decoded
+    headers: dict[str, str] = field(default_factory=dict)
+    password: str | None = None
+    opaque: str = ""                   # the text after "scheme:" for schemes not modelled here
+
+
+def _unescape(text: str) -> str:
+    return unquote(text, errors="surrogateescape")
+
+
+def _uri_params(parts: list[str]) -> dict[str, str | None]:
+    params: dict[str, str | None] = {}
+    for part in parts:
+        name, eq, value = part.partition("=")
+        if not name:
+            raise SipParseError(400, "empty URI parameter")
+        params[_unescape(name).lower()] = _unescape(value) if eq else None
+    return params
+
+
+def parse_uri(uri: str) -> SipUri:
+    """sip:/sips: URIs in full, tel: as number + params, any other scheme kept opaque."""
+    if not _URI_RE.fullmatch(uri):
+        raise SipParseError(400, "malformed URI")
+    scheme, rest = uri.split(":", 1)
+    scheme = scheme.lower()
+    if scheme == "tel":
+        number, *params = rest.split(";")
+        return SipUri("tel", user=_unescape(number), params=_uri_params(params))
+    if scheme not in ("sip", "sips"):
+        return SipUri(scheme, opaque=rest)
+    # The user part may itself hold ';', '?' and ':' (RFC 4475 3.1.1.2), never an unescaped '@'.
+    userinfo, at, hostpart = rest.rpartition("@")
+    user = password = None
+    if at:
+        user_text, colon, password_text = userinfo.partition(":")
+        user, password = _unescape(user_text), (_unescape(password_text) if colon else None)
+    hostpart, _, header_text = hostpart.partition("?")
+    hostport, *params = hostpart.split(";")
+    m = re.fullmatch(rf"({_HOST})(?::([0-9]{{1,5}}))?", hostport)
+    if not m or (m.group(2) and int(m.group(2)) > 65535):
+        raise SipParseError(400, "malformed host or port in URI")
+    headers = {}
+    for item in filter(None, header_text.split("&")):
+        name, _, value = item.partition("=")
+        headers[_unescape(name)] = _unescape(value)
+    return SipUri(scheme, user, m.group(1).lower(), int(m.group(2)) if m.group(2) else None,
+                  _uri_params(params), headers, password)
+
+
+@dataclass
+class Via:
+    protocol: str          # "SIP/2.0"
+    transport: str         # upper case: "UDP", "TCP", "TLS", "SCTP", or an extension
+    host: str
+    port: int | None
+    params: dict[str, str | None] = field(default_factory=dict)   # branch, received, rport (None if valueless)
+
+    @property
+    def branch(self) -> str | None:
+        return self.params.get("branch")
+
+    @property
+    def received(self) -> str | None:
+        return self.params.get("received")
+
+
+def parse_via(value: str) -> Via:
+    """One via-parm (split a Via header with ``Headers.get_all`` first)."""
+    m = _VIA_RE.fullmatch(value)
+    if not m or (m.group(5) and int(m.group(5)) > 65535):
+        raise SipParseError(400, "malformed Via")
+    name, version, transport, host, port, rest = m.groups()
+    return Via(f"{name.upper()}/{version}", transport.upper(), host, int(port) if port else None,
+               _parse_params(rest, "Via sent-by"))
+
+
+def parse_cseq(value: str) -> tuple[int, str]:
+    m = _CSEQ_RE.fullmatch(value)
+    if not m:
+        raise SipParseError(400, "malformed CSeq")
+    digits = m.group(1).lstrip("0") or "0"
+    if len(digits) > 10 or int(digits) > _MAX_CSEQ:   # length guard first: int() of huge strings is slow
+        raise SipParseError(400, "sequence number larger than 2**32-1")
+    return int(digits), m.group(2)
+
+
+def new_branch() -> str:
+    return "z9hG4bK" + secrets.token_hex(8)   # the RFC 3261 magic cookie marks a unique branch
+
+
+def new_tag() -> str:
+    return secrets.token_hex(6)
+
+
+def new_call_id(host: str) -> str:
+    return f"{secrets.token_hex(10)}@{host}"
+
+
+# -- whole messages ---------------------------------------------------------------
+
+
+def _parse_start_line(line: str, headers: Headers) -> tuple[SipMessage, tuple[int, str] | None]:
+    """The message (best effort) and the start line's problem, if any."""
+    if line[:4].upper() == "SIP/":
+        m = _STATUS_LINE.fullmatch(line)
+        if not m or not 100 <= int(m.group(2)) <= 699:
+            return SipResponse(0, line[:80], headers), (400, "malformed status line")
+        response = SipResponse(int(m.group(2)), m.group(3) or "", headers, version=m.group(1).upper())
+        if response.version != SIP_VERSION:
+            return response, (505, "Version Not Supported")
+        return response, None
+    m = _REQUEST_LINE.fullmatch(line)
+    if not m:
+        words = line.split()
+        guess = SipRequest(words[0] if words else "", words[1] if len(words) > 1 else "", headers)
+        if line != line.strip() or "  " in line:
+            return guess, (400, "extra whitespace in the request line")
+        return guess, (400, "malformed request line")
+    request = SipRequest(m.group(1), m.group(2), headers, version=m.group(3).upper())
+    if not _URI_RE.fullmatch(request.uri):   # e.g. <sip:...> (RFC 4475 3.1.2.7)
+        return request, (400, "malformed Request-URI")
+    if request.version != SIP_VERSION:
+        return request, (505, "Version Not Supported")
+    return request, None
+
+
+def _parse_head(head: bytes) -> tuple[SipMessage, tuple[int, str] | None]:
+    """Start line and header fields, unfolded; never raises, reports the first problem."""
+    lines = _LINE_SPLIT.split(head.decode("utf-8", "surrogateescape"))
+    fields: list[list[str]] = []
+    problem = None
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t"):   # folded continuation: equivalent to one SP (RFC 3261 7.3.1)
+            if fields:
+                fields[-1][1] += " " + line.strip(" \t")
+            else:
+                problem = problem or (400, "continuation line before the first header")
+            continue
+        name, colon, value = line.partition(":")
+        name = name.rstrip(" \t")
+        if not colon or not _TOKEN_RE.fullmatch(name) or "\r" in value:   # a bare CR ends no line
+            problem = problem or (400, "malformed header line")
+            continue
+        fields.append([name, value])
+    headers = Headers()
+    headers._items = [(_canon(name), value.strip(" \t")) for name, value in fields]
+    message, start_problem = _parse_start_line(lines[0], headers)
+    return message, start_problem or problem
+
+
+def _content_length(headers: Headers) -> int | None:
+    values = {v.strip() for v in headers._values("Content-Length")}
+    if not values:
+        return None
+    if len(values) > 1:   # RFC 4475 3.3.9: as bad as no value at all
+        raise SipParseError(400, "conflicting Content-Length values")
+    value = values.pop()
+    if not re.fullmatch(r"[0-9]+", value):
+        raise SipParseError(400, "invalid Content-Length")
+    value = value.lstrip("0") or "0"
+    return int(value) if len(value) < 16 else 10**16
+
+
+def _header_problem(message: SipMessage) -> tuple[int, str] | None:
+    """Grammar of the headers this codec itself interprets."""
+    headers = message.headers
+    for name in _SINGLE_HEADERS:
+        if len(headers._values(name)) > 1:
+            return 400, f"more than one {name} header"
+    name = ""
+    try:
+        for name in ("Via", "Contact", "Route", "Record-Route"):
+            for value in headers._values(name):
+                for part in _split_top(value, ","):
+                    if not part:
+                        return 400, f"empty element in {name}"
+                    if name == "Via":
+                        parse_via(part)
+                    elif not (name == "Contact" and part == "*"):
+                        parse_name_addr(part)
+        for name in ("From", "To"):
+            if name in headers:
+                parse_name_addr(headers.get(name) or "")
+        name = "CSeq"
+        if "CSeq" in headers:
+            parse_cseq(headers.get("CSeq") or "")
+    except SipParseError as exc:
+        return 400, f"{name}: {exc.reason}"
+    call_id = headers.get("Call-ID")
+    if call_id is not None and not re.fullmatch(r"\S+", call_id):
+        return 400, "malformed Call-ID"
+    return None
+
+
+def parse_message(data: bytes, *, max_header_size: int = MAX_HEADER_SIZE,
+                  max_body_size: int = MAX_BODY_SIZE) -> SipMessage:
+    """Parse one complete message; octets after Content-Length are discarded (RFC 3261 18.3).
+
+    Without a Content-Length the body is everything after the header block, as
+    for a UDP datagram. Raises SipParseError.
+    """
+    data = bytes(data)
+    stripped = data.lstrip(b"\r\n")   # CRLFs before the start line are ignored (RFC 3261 7.5)
+    end = _HEAD_END.search(stripped)
+    head, rest = (stripped[:end.start()], stripped[end.end():]) if end else (stripped.rstrip(b"\r\n"), b"")
+    if len(head) > max_header_size:
+        raise SipParseError(513, "Message Too Large", raw=data)
+    message, problem = _parse_head(head)
+    message.body = rest
+    if problem is None:
+        try:
+            length = _content_length(message.headers)
+        except SipParseError as exc:
+            problem = (exc.status, exc.reason)
+        else:
+            if length is not None and length > max_body_size:
+                message.body, problem = b"", (413, "Request Entity Too Large")
+            elif length is not None and length > len(rest):
+                problem = (400, "Content-Length larger than the message")
+            elif length is not None:
+                message.body = rest[:length]
+    if problem is None and end is None:
+        problem = (400, "no empty line after the header fields")
+    problem = problem or _header_problem(message)
+    if problem:
+        raise SipParseError(*problem, partial=message, raw=data)
+    return message
+
+
+class SipStreamParser:
+    """Frames SIP messages on a stream transport by Content-Length (RFC 3261 18.3).
+
+    ``feed`` returns messages and SipParseErrors in arrival order. A header block
+    whose Content-Length is missing or unusable cannot be framed: that error is the
+    last event and ``broken`` becomes True (answer it, then close the connection).
+    Any other bad message is one error event and parsing goes on after it.
+    ``pings`` counts RFC 5626 double-CRLF keep-alives seen between messages.
+    """
+
+    def __init__(self, *, max_header_size: int = MAX_HEADER_SIZE, max_body_size: int = MAX_BODY_SIZE) -> None:
+        self.max_header_size = max_header_size
+        self.max_body_size = max_body_size
+        self.broken = False
+        self.pings = 0
+        self._buf = bytearray()
+        self._scan_from = 0      # where to resume looking for the end of the header block
+        self._pending: tuple[SipMessage, tuple[int, str] | None, int, bytes] | None = None   # head read, body due
+        self._discard = 0        # octets of an oversized body still to drop
+        self._crlf_run = 0
+
+    def _fail(self, status: int, reason: str, partial: SipMessage | None = None) -> SipParseError:
+        raw = bytes(self._buf[:4096])
+        self.broken, self._pending, self._buf = True, None, bytearray()
+        return SipParseError(status, reason, partial=partial, raw=raw)
+
+    def _skip_keepalives(self) -> bool:
+        n = 0
+        while n < len(self._buf) and self._buf[n] in b"\r\n":
+            n += 1
+        if n:
+            del self._buf[:n]
+            self._crlf_run += n
+            self.pings += self._crlf_run // 4
+            self._crlf_run %= 4
+        if self._buf:
+            self._crlf_run = 0
+        return bool(self._buf)
+
+    def feed(self, data: bytes) -> list[SipMessage | SipParseError]:
+        events: list[SipMessage | SipParseError] = []
+        if self.broken:
+            return events
+        self._buf += data
+        while True:
+            if self._discard:
+                n = min(self._discard, len(self._buf))
+                del self._buf[:n]
+                self._discard -= n
+                if self._discard:
+                    break
+            if self._pending is None:
+                if not self._skip_keepalives():
+                    break
+                end = _HEAD_END.search(self._buf, self._scan_from)
+                if end is None or end.start() > self.max_header_size:
+                    if len(self._buf) > self.max_header_size:
+                        events.append(self._fail(513, "Message Too Large"))
+                    else:
+                        self._scan_from = max(0, len(self._buf) - 3)
+                    break
+                head = bytes(self._buf[:end.start()])
+                message, problem = _parse_head(head)
+                try:
+                    length = _content_length(message.headers)
+                except SipParseError as exc:
+                    events.append(self._fail(exc.status, exc.reason, message))
+                    break
+                if length is None:
+                    events.append(self._fail(400, "Content-Length required on a stream transport", message))
+                    break
+                raw_head = bytes(self._buf[:end.end()])
+                del self._buf[:end.end()]
+                self._scan_from = 0
+                if length > self.max_body_size:   # drop the body as it arrives, keep framing
+                    self._discard = length
+                    events.append(SipParseError(413, "Request Entity Too Large", partial=message, raw=raw_head))
+                    continue
+                self._pending = (message, problem, length, raw_head)
+            message, problem, length, raw_head = self._pending
+            if len(self._buf) < length:
+                break
+            message.body = bytes(self._buf[:length])
+            del self._buf[:length]
+            self._pending = None
+            problem = problem or _header_problem(message)
+            events.append(SipParseError(*problem, partial=message, raw=raw_head + message.body) if problem else message)
+        return events
+
+    def feed_eof(self) -> list[SipParseError]:
+        """The peer closed: an incomplete message pending is an error (e.g. RFC 4475 clerr)."""
+        if self.broken:
+            return []
+        pending, leftover = self._pending, bytes(self._buf)
+        self.broken, self._pending, self._buf = True, None, bytearray()
+        if pending is not None:
+            message = pending[0]
+            message.body = leftover
+            return [SipParseError(400, "connection closed before the end of the body (Content-Length too large)",
+                                  partial=message, raw=leftover)]
+        if self._discard or not leftover.strip(b"\r\n"):
+            return []
+        message, _ = _parse_head(leftover.lstrip(b"\r\n").rstrip(b"\r\n"))
+        return [SipParseError(400, "connection closed inside a header block", partial=message, raw=leftover)]
+
+
+# -- server side ------------------------------------------------------------------
+
+
+def make_response(request: SipRequest, status: int, reason: str | None = None, *, to_tag: str | None = None,
+                  body: bytes = b"", content_type: str | None = None) -> SipResponse:
+    """A response carrying the request's Via (all, in order), From, To, Call-ID and CSeq (RFC 3261 8.2.6)."""
+    headers = Headers()
+    for via in request.headers._values("Via"):
+        headers.add("Via", via)
+    for name in ("From", "To", "Call-ID", "CSeq"):
+        value = request.headers.get(name)
+        if value is None:
+            continue
+        if name == "To" and to_tag and not _has_tag(value):
+            value = f"{value};tag={to_tag}"
+        headers.add(name, value)
+    if content_type:
+        headers.add("Content-Type", content_type)
+    if reason is None:
+        reason = REASON_PHRASES.get(status, _CLASS_PHRASES.get(status // 100, ""))
+    return SipResponse(status, reason, headers, body)
+
+
+def _has_tag(value: str) -> bool:
+    try:
+        return parse_name_addr(value).tag() is not None
+    except SipParseError:   # a malformed To (in an error response): look for the parameter textually
+        return re.search(r";\s*tag\s*=", value, re.I) is not None
+
+
+def max_forwards(req: SipRequest) -> int | None:
+    """Max-Forwards as an int, or None if absent or out of 0..255 (RFC 4475 3.1.2.4: treat as absent)."""
+    value = (req.headers.get("Max-Forwards") or "").strip()
+    if not re.fullmatch(r"[0-9]{1,10}", value) or int(value) > 255:
+        return None
+    return int(value)
+
+
+def unsupported_options(req: SipRequest, supported: Iterable[str] = (), *, proxy: bool = False) -> list[str]:
+    """Option tags of Require (and Proxy-Require, for a proxy) not in ``supported``: the 420's Unsupported."""
+    known = {tag.lower() for tag in supported}
+    names = ("Require", "Proxy-Require") if proxy else ("Require",)
+    return [tag for name in names for tag in req.headers.get_all(name) if tag.lower() not in known]
+
+
+def validate_request(req: SipRequest, *, supported: Iterable[str] = (),
+                     proxy: bool = False) -> tuple[int, str] | None:
+    """Checks a UAS/registrar makes before acting (RFC 3261 8.2, 16.3; RFC 4475 3.2, 3.3).
+
+    Returns (status, reason) for the response to send, or None. Left to the caller:
+    methods it does not implement (501/405), Max-Forwards (see ``max_forwards``),
+    body types it cannot handle (415), unknown users (404), authentication.
+    """
+    if req.version.upper() != SIP_VERSION:
+        return 505, "Version Not Supported"
+    headers = req.headers
+    missing = [name for name in _MANDATORY_REQUEST_HEADERS if name not in headers]
+    if missing:
+        return 400, "Missing " + ", ".join(missing)
+    problem = _header_problem(req)
+    if problem:
+        return problem
+    if parse_cseq(headers.get("CSeq") or "")[1] != req.method:
+        return 400, "CSeq method does not match the request method"
+    try:
+        length = _content_length(headers)
+    except SipParseError as exc:
+        return exc.status, exc.reason
+    if length is not None and length != len(req.body):
+        return 400, "Content-Length does not match the body"
+    date = headers.get("Date")
+    if date is not None and not _DATE_RE.fullmatch(date.strip()):
+        return 400, "Date must be an RFC 1123 date in GMT"
+    if (parse_via(headers.get("Via") or "").branch or "").lower() == "z9hg4bk":
+        # RFC 4475 3.2.1: the magic cookie alone identifies no transaction
+        return 400, "Via branch has no transaction identifier"
+    if not _URI_RE.fullmatch(req.uri):
+        return 400, "malformed Request-URI"
+    scheme = req.uri.split(":", 1)[0].lower()
+    if scheme not in ("sip", "sips", "tel"):
+        return 416, "Unsupported URI Scheme"
+    try:
+        target = parse_uri(req.uri)
+    except SipParseError as exc:
+        return 400, f"Request-URI: {exc.reason}"
+    if target.headers:   # RFC 3261 19.1.1: no headers in a Request-URI (RFC 4475 3.1.2.11)
+        return 400, "Request-URI must not contain headers"
+    if req.method == "REGISTER":   # a registrar needs a SIP AOR in To (RFC 4475 3.3.4)
+        to_uri = parse_name_addr(headers.get("To") or "").uri
+        if to_uri.split(":", 1)[0].lower() not in ("sip", "sips"):
+            return 400, "To of a REGISTER must be a sip: or sips: URI"
+    if req.method not in ("ACK", "CANCEL") and unsupported_options(req, supported, proxy=proxy):
+        return 420, "Bad Extension"
+    return None

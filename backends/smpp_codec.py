@@ -1,0 +1,401 @@
+"""SMPP v3.4 codec helpers over smpplib's PDU classes (sans-I/O).
+
+Bytes in, PDU objects and trace descriptions out, and back; no sockets here.
+
+- `Framer` cuts a TCP byte stream into whole PDUs (by command_length).
+- `parse` / `make` / `encode` wrap smpplib.smpp.parse_pdu / make_pdu and
+  PDU.generate, hiding their quirks (see FIELD-NOTES): they draw sequence
+  numbers from a "client" object (we pass a dummy and set `pdu.sequence`
+  ourselves), parsed strings are bytes while generation wants str, unknown
+  TLVs raise unless allow_unknown_opt_params=True.
+- `describe` turns a PDU into the trace's one-line summary and a dict of
+  decoded fields (JSON-friendly: str, int, bool, lists, dicts; octet strings
+  as hex).
+"""
+from __future__ import annotations
+
+import re
+import struct
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from smpplib import command as sm_command
+from smpplib import command_codes, consts, gsm, smpp
+from smpplib.exceptions import UnknownCommandError
+
+HEADER = struct.Struct(">LLLL")     # command_length, command_id, command_status, sequence_number
+MIN_LENGTH = 16
+# Largest sane PDU: a 64 KiB message_payload plus the mandatory fields. A
+# bigger command_length is garbage, and the stream cannot be re-synchronised.
+MAX_LENGTH = 0x10000 + 512
+RESPONSE_BIT = 0x80000000
+GENERIC_NACK = 0x80000000
+
+STATUS_NAMES = {value: name[5:] for name, value in vars(consts).items() if name.startswith("SMPP_ESME_")}
+COMMAND_NAMES = {code: name for name, code in command_codes.commands.items()}
+TLV_NAMES = frozenset(consts.OPTIONAL_PARAMS)
+RECEIPT_ESM_CLASS = 0x04   # esm_class message type "SMSC delivery receipt"; smpplib has no constant
+
+
+def status_name(status: int) -> str:
+    return STATUS_NAMES.get(status, f"0x{status:08X}")
+
+
+# -- framing ------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class BadLength:
+    """An impossible command_length: the rest of the stream is unusable."""
+    length: int
+    sequence: int      # from the header if 16 bytes were there, else 0
+    data: bytes        # the unusable bytes, for the trace
+
+
+class Framer:
+    """Feed bytes, get whole PDUs. After a BadLength (`error`) it yields nothing more."""
+
+    def __init__(self, max_length: int = MAX_LENGTH) -> None:
+        self._buf = bytearray()
+        self.max_length = max_length
+        self.error: BadLength | None = None
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self.error:
+            return []
+        buf = self._buf
+        buf += data
+        frames: list[bytes] = []
+        pos, end = 0, len(buf)
+        while end - pos >= 4:
+            length = int.from_bytes(buf[pos:pos + 4], "big")
+            if length < MIN_LENGTH or length > self.max_length:
+                seq = int.from_bytes(buf[pos + 12:pos + 16], "big") if end - pos >= 16 else 0
+                self.error = BadLength(length, seq, bytes(buf[pos:]))
+                buf.clear()
+                return frames
+            if end - pos < length:
+                break
+            frames.append(bytes(buf[pos:pos + length]))
+            pos += length
+        if pos:
+            del buf[:pos]
+        return frames
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+
+# -- parse / build ---------------------------------------------------------------------
+
+class ParseError(Exception):
+    """A whole PDU smpplib cannot turn into an object; answer with generic_nack(status)."""
+
+    def __init__(self, status: int, command_id: int, sequence: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.command_id, self.sequence, self.reason = status, command_id, sequence, reason
+
+
+class _NoSequence:
+    """smpplib PDUs draw a sequence number from a client object when built or
+    parsed; we set every sequence ourselves, so hand them this instead."""
+    sequence = 0
+
+    @staticmethod
+    def next_sequence() -> int:
+        return 0
+
+
+_NOSEQ = _NoSequence()
+
+
+def header(raw: bytes) -> tuple[int, int, int, int]:
+    """(length, command_id, status, sequence) of a PDU of at least 16 bytes."""
+    return HEADER.unpack_from(raw)
+
+
+def parse(raw: bytes) -> sm_command.Command:
+    """One whole PDU (from Framer) -> smpplib PDU object. Raises ParseError."""
+    length, command_id, _status, sequence = HEADER.unpack_from(raw)
+    name = COMMAND_NAMES.get(command_id)
+    if name is None:
+        raise ParseError(consts.SMPP_ESME_RINVCMDID, command_id, sequence,
+                         f"unknown command_id 0x{command_id:08X}")
+    try:
+        pdu = smpp.make_pdu(name, client=_NOSEQ, allow_unknown_opt_params=True)
+    except UnknownCommandError:   # replace_sm, cancel_sm, submit_multi, outbind: no smpplib class
+        raise ParseError(consts.SMPP_ESME_RINVCMDID, command_id, sequence,
+                         f"{name} is not supported") from None
+    if length == MIN_LENGTH and pdu.params_order and not command_id & RESPONSE_BIT:
+        raise ParseError(consts.SMPP_ESME_RINVCMDLEN, command_id, sequence, f"{name} without a body")
+    try:
+        pdu.parse(raw)
+    except Exception as exc:   # smpplib raises struct.error, KeyError, IndexError ... on bad bodies
+        raise ParseError(consts.SMPP_ESME_RINVCMDLEN, command_id, sequence,
+                         f"{name} body unreadable ({type(exc).__name__}: {exc})") from None
+    return pdu
+
+
+def make(name: str, sequence: int, status: int = 0, **fields: Any) -> sm_command.Command:
+    """A PDU object to send. String fields must be str (latin-1 round-trips bytes)."""
+    pdu = smpp.make_pdu(name, client=_NOSEQ, allow_unknown_opt_params=True, status=status, **fields)
+    pdu.sequence = sequence     # make_pdu ignores a sequence argument
+    return pdu
+
+
+def encode(pdu: sm_command.Command) -> bytes:
+    """Wire bytes. An error response is header-only, as SMPP v3.4 says."""
+    if pdu.status and pdu.command != "generic_nack" and pdu.is_response():
+        return HEADER.pack(MIN_LENGTH, command_codes.commands[pdu.command], pdu.status, pdu.sequence)
+    return pdu.generate()
+
+
+def text(value: bytes | str | None) -> str:
+    """A C-octet string field as str, whether parsed (bytes) or built (str)."""
+    if value is None:
+        return ""
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+# -- message content -------------------------------------------------------------------
+
+DATA_CODINGS = {
+    0x00: "SMSC default alphabet (GSM 03.38)",
+    0x01: "IA5 / ASCII",
+    0x02: "8-bit binary",
+    0x03: "Latin-1 (ISO-8859-1)",
+    0x04: "8-bit binary",
+    0x05: "JIS (X 0208-1990)",
+    0x06: "Cyrillic (ISO-8859-5)",
+    0x07: "Latin/Hebrew (ISO-8859-8)",
+    0x08: "UCS-2 (ISO/IEC-10646)",
+    0x09: "Pictogram",
+    0x0A: "ISO-2022-JP (music codes)",
+    0x0D: "Extended Kanji JIS (X 0212-1990)",
+    0x0E: "KS C 5601",
+}
+ESM_MODES = ("default (store and forward)", "datagram", "forward (transaction)", "store and forward")
+ESM_TYPES = {
+    0x00: "normal message",
+    0x04: "SMSC delivery receipt",
+    0x08: "SME delivery acknowledgement",
+    0x10: "SME manual/user acknowledgement",
+    0x18: "conversation abort",
+    0x20: "intermediate delivery notification",
+}
+RECEIPT_REQUESTS = ("none", "on success and failure", "on failure only", "reserved")
+
+# GSM 03.38 default alphabet, one septet per octet (SMPP's usual unpacked form).
+_GSM_BASIC = {i: ch for i, ch in enumerate(gsm.GSM_CHARACTER_TABLE[:128])}
+
+
+def gsm_decode(data: bytes) -> str:
+    if 0x1B not in data:
+        return data.decode("latin-1").translate(_GSM_BASIC)
+    out, escaped = [], False
+    for byte in data:
+        if escaped:
+            ch = gsm.GSM_CHARACTER_TABLE[0x80 + byte] if byte < 0x80 else "?"
+            out.append(ch if ch != "`" else " ")   # smpplib marks unused escapes with "`"
+            escaped = False
+        elif byte == 0x1B:
+            escaped = True
+        else:
+            out.append(gsm.GSM_CHARACTER_TABLE[byte] if byte < 0x80 else "?")
+    return "".join(out)
+
+
+def decode_text(data: bytes, data_coding: int) -> str | None:
+    """User data as text, or None for binary codings."""
+    dc = data_coding or 0
+    if dc == 0x08:
+        return data.decode("utf-16-be", "replace")
+    if dc == 0x00:
+        return gsm_decode(data)
+    if dc == 0x01:
+        return data.decode("ascii", "replace")
+    if dc == 0x03:
+        return data.decode("latin-1")
+    if dc & 0xF0 == 0xF0:   # GSM data coding scheme with message class: bit 2 = 8-bit data
+        return None if dc & 0x04 else gsm_decode(data)
+    return None
+
+
+def parse_udh(data: bytes) -> tuple[list[dict[str, Any]], bytes]:
+    """(information elements, the rest) of a short_message that starts with a UDH."""
+    if not data:
+        return [], data
+    udhl = data[0]
+    udh, rest = data[1:1 + udhl], data[1 + udhl:]
+    ies: list[dict[str, Any]] = []
+    pos = 0
+    while pos + 2 <= len(udh):
+        iei, iel = udh[pos], udh[pos + 1]
+        value = udh[pos + 2:pos + 2 + iel]
+        pos += 2 + iel
+        if iei == 0x00 and iel == 3:
+            ies.append({"iei": iei, "name": "concatenation, 8-bit ref",
+                        "ref": value[0], "total": value[1], "seq": value[2]})
+        elif iei == 0x08 and iel == 4:
+            ies.append({"iei": iei, "name": "concatenation, 16-bit ref",
+                        "ref": int.from_bytes(value[:2], "big"), "total": value[2], "seq": value[3]})
+        elif iei == 0x05 and iel == 4:
+            ies.append({"iei": iei, "name": "application port, 16-bit",
+                        "dest": int.from_bytes(value[:2], "big"), "src": int.from_bytes(value[2:], "big")})
+        else:
+            ies.append({"iei": iei, "name": f"IE 0x{iei:02X}", "data": value.hex()})
+    return ies, rest
+
+
+def content(pdu: Any) -> tuple[list[dict[str, Any]], str | None]:
+    """(UDH elements, text) of a submit_sm / deliver_sm / data_sm."""
+    data = getattr(pdu, "short_message", None) or getattr(pdu, "message_payload", None) or b""
+    if isinstance(data, str):
+        data = data.encode("latin-1")
+    ies: list[dict[str, Any]] = []
+    if (pdu.esm_class or 0) & 0x40:
+        ies, data = parse_udh(data)
+    return ies, decode_text(data, pdu.data_coding or 0)
+
+
+def delivered_text(raw: bytes) -> str | None:
+    """The text of a deliver_sm carrying a message (not a receipt); else None."""
+    try:
+        pdu = parse(raw)
+    except (ParseError, struct.error):
+        return None
+    if pdu.command != "deliver_sm" or (pdu.esm_class or 0) & 0x3C == RECEIPT_ESM_CLASS:
+        return None
+    return content(pdu)[1]
+
+
+# -- receipts and validity ---------------------------------------------------------------
+
+def receipt_text(message_id: str, stat: str, submitted: float, done: float, text_start: str,
+                 *, err: int = 0, delivered: bool = True) -> str:
+    """The de-facto receipt text (SMPP v3.4 Appendix B)."""
+    fmt = "%y%m%d%H%M"
+    return (f"id:{message_id} sub:001 dlvrd:{'001' if delivered else '000'} "
+            f"submit date:{time.strftime(fmt, time.localtime(submitted))} "
+            f"done date:{time.strftime(fmt, time.localtime(done))} "
+            f"stat:{stat} err:{err:03d} text:{text_start[:20]}")
+
+
+_RECEIPT_RE = re.compile(
+    r"id:(?P<id>\S*)\s+sub:(?P<sub>\S*)\s+dlvrd:(?P<dlvrd>\S*)\s+submit date:(?P<submit_date>\d*)"
+    r"\s+done date:(?P<done_date>\d*)\s+stat:(?P<stat>\w*)\s+err:(?P<err>\w*)(?:\s+text:(?P<text>.*))?",
+    re.IGNORECASE | re.DOTALL)
+
+
+def parse_receipt_text(value: str) -> dict[str, str] | None:
+    match = _RECEIPT_RE.search(value)
+    if not match:
+        return None
+    return {k: v for k, v in match.groupdict().items() if v is not None}
+
+
+def validity_seconds(value: str, now: float | None = None) -> float | None:
+    """Seconds until a validity_period ("YYMMDDhhmmsstnnp") ends; None if empty.
+
+    'R' = relative, '+'/'-' = absolute with the UTC offset in quarter hours.
+    Raises ValueError for a malformed value.
+    """
+    if not value:
+        return None
+    if len(value) != 16 or not value[:15].isdigit() or value[15] not in "R+-":
+        raise ValueError(f"bad validity_period {value!r}")
+    yy, mo, dd, hh, mi, ss = (int(value[i:i + 2]) for i in range(0, 12, 2))
+    tenths, sign = int(value[12]), value[15]
+    if sign == "R":   # months and years are approximate, as SMSCs treat them
+        return (yy * 365 + mo * 30 + dd) * 86400 + hh * 3600 + mi * 60 + ss + tenths / 10
+    offset = int(value[13:15]) * 900 * (1 if sign == "+" else -1)
+    moment = datetime(2000 + yy, mo, dd, hh, mi, ss, tenths * 100_000, tzinfo=timezone.utc).timestamp() - offset
+    return moment - (time.time() if now is None else now)
+
+
+# -- describing for the trace -------------------------------------------------------------
+
+_OSTR = sm_command.ostr
+
+
+def _value(pdu: Any, key: str, kind: type) -> Any:
+    value = getattr(pdu, key, None)
+    if kind is int:
+        return value or 0
+    if kind is _OSTR:
+        return value.hex() if isinstance(value, bytes) else (value or "").encode("latin-1").hex()
+    return text(value) if not isinstance(value, bool) else value
+
+
+def describe(pdu: Any) -> tuple[str, dict[str, Any]]:
+    """(one-line summary, decoded fields) of a parsed or built PDU."""
+    name, seq, status = pdu.command, pdu.sequence, pdu.status or 0
+    fields: dict[str, Any] = {"command": name, "command_id": f"0x{command_codes.commands[name]:08X}",
+                              "status": status_name(status), "sequence": seq}
+    params = pdu.params
+    for key in pdu.params_order:
+        if key in TLV_NAMES and key not in getattr(pdu, "mandatory_fields", ()):
+            if getattr(pdu, key, None) is not None:
+                fields[key] = _value(pdu, key, params[key].type)
+        else:
+            fields[key] = _value(pdu, key, params[key].type)
+
+    if name in ("submit_sm", "deliver_sm", "data_sm"):
+        return _describe_message(pdu, fields), fields
+    if name == "generic_nack":
+        return f"generic_nack seq={seq} {status_name(status)}", fields
+    summary = f"{name} seq={seq}"
+    if name.startswith("bind_") and not name.endswith("_resp"):
+        summary += f" system_id={fields['system_id']}"
+    elif name == "query_sm":
+        summary += f" id={fields['message_id']}"
+    if pdu.is_response():
+        if fields.get("message_id"):
+            summary += f" id={fields['message_id']}"
+        summary += " ok" if status == 0 else f" {status_name(status)}"
+    return summary, fields
+
+
+def _describe_message(pdu: Any, fields: dict[str, Any]) -> str:
+    esm = pdu.esm_class or 0
+    dc = pdu.data_coding or 0
+    fields["esm_class"] = {"value": esm, "mode": ESM_MODES[esm & 0x03],
+                           "type": ESM_TYPES.get(esm & 0x3C, f"reserved 0x{esm & 0x3C:02X}"),
+                           "udhi": bool(esm & 0x40), "reply_path": bool(esm & 0x80)}
+    fields["data_coding"] = {"value": dc, "meaning": DATA_CODINGS.get(dc, f"0x{dc:02X}")}
+    rd = pdu.registered_delivery or 0
+    fields["registered_delivery"] = {"value": rd, "smsc_receipt": RECEIPT_REQUESTS[rd & 0x03]}
+    ies, body = content(pdu)
+    if ies:
+        fields["udh"] = ies
+    if body is not None:
+        fields["text"] = body
+    summary = f"{pdu.command} seq={pdu.sequence} {fields['source_addr']}->{fields['destination_addr']}"
+    if esm & 0x3C == RECEIPT_ESM_CLASS:
+        receipt = parse_receipt_text(body or "")
+        if receipt:
+            fields["receipt"] = receipt
+        rid = fields.get("receipted_message_id") or (receipt or {}).get("id", "?")
+        return f"{summary} receipt id={rid} {(receipt or {}).get('stat', '')}".rstrip()
+    concat = next((ie for ie in ies if ie["iei"] in (0x00, 0x08)), None)
+    if concat:
+        summary += f" part {concat['seq']}/{concat['total']} ref={concat['ref']}"
+    elif getattr(pdu, "sar_total_segments", None):
+        summary += f" part {pdu.sar_segment_seqnum}/{pdu.sar_total_segments} ref={pdu.sar_msg_ref_num} (SAR)"
+    if body is None:
+        return f"{summary} ({fields['data_coding']['meaning']})"
+    shown = body if len(body) <= 40 else body[:39] + "…"
+    return f'{summary} "{shown}"'.replace("\n", "\\n").replace("\r", "\\r")
+
+
+def describe_raw(raw: bytes) -> tuple[str, dict[str, Any]]:
+    """Summary and fields of bytes that are not a PDU smpplib can read."""
+    if len(raw) < MIN_LENGTH:
+        return f"unreadable bytes ({len(raw)})", {"raw_length": len(raw), "hex": raw[:64].hex()}
+    length, command_id, status, seq = HEADER.unpack_from(raw)
+    name = COMMAND_NAMES.get(command_id, f"0x{command_id:08X}")
+    fields = {"command": name, "command_id": f"0x{command_id:08X}", "command_length": length,
+              "status": status_name(status), "sequence": seq, "raw_length": len(raw)}
+    return f"{name} seq={seq} (unreadable, {len(raw)} bytes)", fields

@@ -1,0 +1,142 @@
+"""Chat bubbles: a list model of one conversation and a delegate that paints
+each message as a bubble with sender, time and delivery tick.
+
+Model/view (not a widget per message) so long conversations stay light.
+"""
+from __future__ import annotations
+
+import time
+
+from PySide6.QtCore import QAbstractListModel, QModelIndex, QRect, QSize, Qt
+from PySide6.QtGui import QColor, QFontMetrics, QPainter, QPalette
+from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem
+
+MessageRole = Qt.ItemDataRole.UserRole + 1
+
+TICKS = {
+    "sending": ("…", "sending"),
+    "sent": ("✓", "sent"),
+    "delivered": ("✓✓", "delivered"),
+    "displayed": ("✓✓", "displayed"),
+    "failed": ("✗", "failed"),
+}
+
+
+def tick_for(status: str) -> tuple[str, str]:
+    """The glyph and the word for a message status (the word is for tooltips and tests)."""
+    return TICKS.get(status, ("", status))
+
+
+class ConversationModel(QAbstractListModel):
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self._messages: list = []
+        self.threaded = True   # replies shown indented under what they answer
+
+    def set_messages(self, messages: list) -> None:
+        self.beginResetModel()
+        self._messages = list(messages)
+        self.endResetModel()
+
+    def append(self, message) -> None:
+        self.beginInsertRows(QModelIndex(), len(self._messages), len(self._messages))
+        self._messages.append(message)
+        self.endInsertRows()
+
+    def refresh(self, message) -> None:
+        for row, existing in enumerate(self._messages):
+            if existing is message:
+                index = self.index(row)
+                self.dataChanged.emit(index, index)
+                return
+
+    def messages(self) -> list:
+        return list(self._messages)
+
+    def rowCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self._messages)
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        message = self._messages[index.row()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return message.text
+        if role == MessageRole:
+            return message
+        if role == Qt.ItemDataRole.ToolTipRole:
+            detail = f" ({message.status_detail})" if message.status_detail else ""
+            return f"{tick_for(message.status)[1]}{detail}\nimdn.Message-ID {message.imdn_message_id}"
+        return None
+
+
+class BubbleDelegate(QStyledItemDelegate):
+    PAD = 8
+    MARGIN = 6
+
+    def _reply_indent(self, message, index) -> int:
+        model = index.model()
+        return 22 if getattr(model, "threaded", False) and message.in_reply_to else 0
+
+    def _text_rect(self, option: QStyleOptionViewItem, message, index) -> QRect:
+        width = max(80, int(option.rect.width() * 0.78) - self._reply_indent(message, index))
+        metrics = QFontMetrics(option.font)
+        return metrics.boundingRect(QRect(0, 0, width - 2 * self.PAD, 100000),
+                                    int(Qt.TextFlag.TextWordWrap), message.text or " ")
+
+    def sizeHint(self, option: QStyleOptionViewItem, index) -> QSize:
+        message = index.data(MessageRole)
+        text = self._text_rect(option, message, index)
+        meta = QFontMetrics(option.font).height()
+        return QSize(option.rect.width(), text.height() + meta * 2 + 2 * self.PAD + 2 * self.MARGIN)
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index) -> None:
+        message = index.data(MessageRole)
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        metrics = QFontMetrics(option.font)
+        text_rect = self._text_rect(option, message, index)
+        meta_height = metrics.height()
+        header = message.peer_name if message.direction == "in" else "me"
+        stamp = time.strftime("%H:%M:%S", time.localtime(message.time))
+        glyph, _ = tick_for(message.status) if message.direction == "out" else ("", "")
+        footer = f"{stamp}  {glyph}".strip()
+        bubble_width = max(text_rect.width(), metrics.horizontalAdvance(header),
+                           metrics.horizontalAdvance(footer)) + 2 * self.PAD
+        bubble_height = text_rect.height() + 2 * meta_height + 2 * self.PAD
+        outgoing = message.direction == "out"
+        indent = self._reply_indent(message, index)
+        rect = option.rect.adjusted(self.MARGIN + indent, self.MARGIN, -self.MARGIN, -self.MARGIN)
+        x = rect.right() - bubble_width if outgoing else rect.left()
+        bubble = QRect(x, rect.top(), bubble_width, bubble_height)
+        palette = option.palette
+        dark = palette.color(QPalette.ColorRole.Window).lightness() < 128
+        if outgoing:
+            fill = QColor("#1f6feb") if not dark else QColor("#2f81f7")
+            ink = QColor("white")
+        else:
+            fill = QColor("#e9ecef") if not dark else QColor("#30363d")
+            ink = palette.color(QPalette.ColorRole.Text)
+        if message.status == "failed":
+            fill = QColor("#d1242f")
+        if option.state & QStyle.StateFlag.State_Selected:
+            fill = fill.darker(115)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(fill)
+        painter.drawRoundedRect(bubble, 12, 12)
+        if indent:   # a thread line: this message answers an earlier one
+            painter.setPen(palette.color(QPalette.ColorRole.Mid))
+            painter.drawLine(rect.left() - indent + 8, bubble.top(), rect.left() - indent + 8, bubble.bottom())
+        inner = bubble.adjusted(self.PAD, self.PAD, -self.PAD, -self.PAD)
+        small = QColor(ink)
+        small.setAlpha(190)
+        painter.setPen(small)
+        painter.drawText(QRect(inner.left(), inner.top(), inner.width(), meta_height),
+                         int(Qt.AlignmentFlag.AlignLeft), header)
+        painter.setPen(ink)
+        painter.drawText(QRect(inner.left(), inner.top() + meta_height, inner.width(), text_rect.height()),
+                         int(Qt.TextFlag.TextWordWrap), message.text)
+        painter.setPen(small)
+        painter.drawText(QRect(inner.left(), inner.bottom() - meta_height + 1, inner.width(), meta_height),
+                         int(Qt.AlignmentFlag.AlignRight), footer)
+        painter.restore()

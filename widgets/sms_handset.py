@@ -1,0 +1,156 @@
+"""Peter's plain feature phone: inbox and sent lists, a message view, and
+compose to a contact or a number. Senders are shown as the number the SMS
+came from, as a real handset does.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QLineEdit, QListWidget,
+                               QListWidgetItem, QPlainTextEdit, QPushButton, QTabWidget, QVBoxLayout,
+                               QWidget)
+
+from backends import smstext
+
+from .device_bridge import DeviceBridge
+
+RunInLab = Callable[[object], object]
+
+
+def sms_line(sms) -> str:
+    stamp = time.strftime("%H:%M:%S", time.localtime(sms.time))
+    parts = f"  [{sms.parts} parts]" if sms.parts > 1 else ""
+    missing = "  [incomplete]" if not sms.complete else ""
+    preview = sms.text.replace("\n", " ")
+    preview = preview if len(preview) <= 40 else preview[:39] + "…"
+    return f"{stamp}  {sms.number}{parts}{missing}\n{preview}"
+
+
+class SmsHandsetWidget(QFrame):
+    smsShown = Signal(object)
+
+    def __init__(self, handset, run_in_lab: RunInLab, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.handset = handset
+        self.run_in_lab = run_in_lab
+        self.setObjectName("phone")
+        self.setProperty("kind", "sms")
+
+        title = QLabel(handset.user.name)
+        title.setObjectName("phoneTitle")
+        number = QLabel(f"{handset.number} · SMS only")
+        number.setObjectName("phoneSubtitle")
+        self.signal_label = QLabel()
+        self.signal_label.setObjectName("statusPill")
+
+        self.inbox = QListWidget()
+        self.inbox.setObjectName("inbox")
+        self.sent = QListWidget()
+        self.sent.setObjectName("sent")
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.inbox, "Inbox")
+        self.tabs.addTab(self.sent, "Sent")
+        self.inbox.currentItemChanged.connect(self._show_item)
+        self.sent.currentItemChanged.connect(self._show_item)
+
+        self.reader = QPlainTextEdit()
+        self.reader.setObjectName("smsReader")
+        self.reader.setReadOnly(True)
+        self.reader.setMaximumHeight(110)
+
+        self.recipient = QComboBox()
+        self.recipient.setEditable(True)     # a contact, or any number typed in
+        self.recipient.setObjectName("recipient")
+        for contact in (handset.topology.user(c) for c in handset.user.contacts):
+            if contact.tel:
+                self.recipient.addItem(f"{contact.name} ({contact.tel})", contact.tel)
+        self.text = QLineEdit()
+        self.text.setPlaceholderText("Text message")
+        self.text.textChanged.connect(self._count)
+        self.text.returnPressed.connect(self.send)
+        self.counter = QLabel()
+        self.counter.setObjectName("smsCounter")
+        self.send_button = QPushButton("Send")
+        self.send_button.setObjectName("sendButton")
+        self.send_button.clicked.connect(self.send)
+
+        header = QHBoxLayout()
+        names = QVBoxLayout()
+        names.addWidget(title)
+        names.addWidget(number)
+        header.addLayout(names, 1)
+        header.addWidget(self.signal_label, 0, Qt.AlignmentFlag.AlignTop)
+        to_row = QHBoxLayout()
+        to_row.addWidget(QLabel("To"))
+        to_row.addWidget(self.recipient, 1)
+        compose = QHBoxLayout()
+        compose.addWidget(self.text, 1)
+        compose.addWidget(self.send_button)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(14, 14, 14, 14)
+        layout.addLayout(header)
+        layout.addWidget(self.tabs, 1)
+        layout.addWidget(self.reader)
+        layout.addLayout(to_row)
+        layout.addLayout(compose)
+        layout.addWidget(self.counter)
+
+        self.bridge = DeviceBridge(handset, self)
+        self.bridge.event.connect(self._device_event)
+        self._show_signal(handset.esme.state if handset.esme else "closed")
+        self._count("")
+
+    def send(self) -> None:
+        text = self.text.text()
+        if not text.strip():
+            return
+        typed = self.recipient.currentText().strip()
+        index = self.recipient.findText(typed)    # a contact picked, or a number typed in
+        number = self.recipient.itemData(index) if index >= 0 else typed
+        if not number:
+            return
+        self.text.clear()
+        self.run_in_lab(self.handset.send_sms(number if number.startswith("+") else f"+{number}", text))
+
+    def _count(self, text: str) -> None:
+        parts, coding = smstext.sms_count(text)
+        self.counter.setText(f"{len(text)} chars · {parts} SMS · {'GSM 7-bit' if coding == smstext.GSM7 else 'UCS-2'}")
+
+    def _device_event(self, kind: str, payload: object) -> None:
+        if kind == "sms":
+            self._add(self.inbox, payload)
+            self.tabs.setCurrentWidget(self.inbox)
+            self.inbox.setCurrentRow(self.inbox.count() - 1)
+            self.smsShown.emit(payload)
+        elif kind == "sent":
+            self._add(self.sent, payload)
+        elif kind == "state":
+            self._show_signal(str(payload))
+
+    def _add(self, listing: QListWidget, sms) -> None:
+        item = QListWidgetItem(sms_line(sms))
+        item.setData(Qt.ItemDataRole.UserRole, sms)
+        if sms.status.startswith("failed"):
+            item.setToolTip(sms.status)
+        listing.addItem(item)
+        listing.scrollToBottom()
+
+    def _show_item(self, item: QListWidgetItem | None) -> None:
+        if item is None:
+            return
+        sms = item.data(Qt.ItemDataRole.UserRole)
+        direction = "From" if sms.direction == "in" else "To"
+        self.reader.setPlainText(f"{direction}: {sms.number}\n{sms.text}")
+
+    def _show_signal(self, state: str) -> None:
+        bound = state == "bound"
+        self.signal_label.setText("▮▮▮ SMS" if bound else "no network")
+        self.signal_label.setProperty("state", "on" if bound else "off")
+        self.signal_label.style().unpolish(self.signal_label)
+        self.signal_label.style().polish(self.signal_label)
+
+    def inbox_texts(self) -> list[str]:
+        return [self.inbox.item(i).data(Qt.ItemDataRole.UserRole).text for i in range(self.inbox.count())]
