@@ -28,6 +28,8 @@ CPM_MSG_ICSI = CPM_MSG_SERVICE.replace(":", "%3A")
 ROUTE_HEADER = "P-Iwlab-Route"          # the terminating domain's routing decision, for the IWF and the trace
 TRANSACTION_TIMEOUT = 32.0              # RFC 3261 Timer F / B
 ALLOWED = "REGISTER, MESSAGE, INVITE, ACK, BYE, CANCEL, OPTIONS"
+KNOWN_METHODS = {m.strip() for m in ALLOWED.split(",")}
+SUPPORTED_OPTIONS = ()   # no SIP extensions that a Require could ask for
 _ICSI_RE = re.compile(r'\+g\.3gpp\.icsi-ref="([^"]*)"', re.IGNORECASE)
 
 Address = tuple[str, int]
@@ -148,24 +150,23 @@ class CpmServer:
 
     def _answer_parse_error(self, conn: SipConnection, error: SipParseError) -> None:
         partial = error.partial
-        if isinstance(partial, SipRequest) and partial.method != "ACK":
-            try:
-                conn.send(make_response(partial, error.status, _reason_phrase(error.reason)))
-                return
-            except (SipParseError, KeyError, ValueError):
-                pass
-        if isinstance(partial, SipResponse):
-            return  # a broken response is dropped (the trace shows it)
-        bare = SipResponse(error.status, _reason_phrase(error.reason), sip.Headers())
+        if isinstance(partial, SipResponse) or (isinstance(partial, SipRequest) and partial.method == "ACK"):
+            return  # nothing answers a response or an ACK; the trace shows what came
+        headers = _readable_transaction_headers(partial) if isinstance(partial, SipRequest) else sip.Headers()
         try:
-            conn.send(bare)
+            conn.send(SipResponse(error.status, _reason_phrase(error.reason), headers))
         except SipConnectionClosed:
             pass
 
     def _handle_request(self, conn: SipConnection, req: SipRequest) -> None:
-        problem = sip.validate_request(req)
+        problem = sip.validate_request(req, supported=SUPPORTED_OPTIONS)
         if problem:
-            self._respond(conn, req, *problem)
+            extra = [("Unsupported", ", ".join(sip.unsupported_options(req, SUPPORTED_OPTIONS)))] \
+                if problem[0] == 420 else []
+            self._respond(conn, req, *problem, extra_headers=extra)
+            return
+        if req.method not in KNOWN_METHODS:
+            self._respond(conn, req, 501, "Not Implemented", extra_headers=[("Allow", ALLOWED)])
             return
         if req.method == "REGISTER":
             self._register(conn, req)
@@ -312,11 +313,15 @@ class CpmServer:
         except SipConnectionClosed:
             pass  # the requester went away; nothing to tell it
 
-    def _respond(self, conn: SipConnection, req: SipRequest, status: int, reason: str, note: str = "") -> None:
+    def _respond(self, conn: SipConnection, req: SipRequest, status: int, reason: str, note: str = "",
+                 extra_headers: list[tuple[str, str]] = ()) -> None:
         if req.method == "ACK":
             return
+        response = make_response(req, status, reason, to_tag=sip.new_tag())
+        for name, value in extra_headers:
+            response.headers.add(name, value)
         try:
-            conn.send(make_response(req, status, reason, to_tag=sip.new_tag()), note=note)
+            conn.send(response, note=note)
         except SipConnectionClosed:
             pass
 
@@ -386,6 +391,29 @@ def _expires(contact: str, expires_header: str | None) -> int | None:
         return min(int(value.strip()), 2**31 - 1)
     except ValueError:
         return None
+
+
+_HEADER_CHECKS = {"Via": sip.parse_via, "From": sip.parse_name_addr, "To": sip.parse_name_addr,
+                  "Call-ID": str.strip, "CSeq": sip.parse_cseq}
+
+
+def _readable_transaction_headers(request: SipRequest) -> sip.Headers:
+    """The Via/From/To/Call-ID/CSeq of a broken request that are themselves well formed.
+
+    Echoing a malformed value (a CSeq beyond 2**32-1, say) would make our
+    400 as unreadable as the request, so such headers are left out.
+    """
+    headers = sip.Headers()
+    for name, check in _HEADER_CHECKS.items():
+        for value in request.headers.get_all(name) if name == "Via" else [request.headers.get(name)]:
+            if value is None:
+                continue
+            try:
+                check(value)
+                headers.add(name, value)
+            except (SipParseError, ValueError):
+                pass
+    return headers
 
 
 def _reason_phrase(reason: str) -> str:

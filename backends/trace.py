@@ -33,7 +33,7 @@ class TraceEvent:
 
     def ladder_line(self) -> str:
         stamp = time.strftime("%H:%M:%S", time.localtime(self.time)) + f".{int(self.time * 1000) % 1000:03d}"
-        arrow = "<--" if self.is_response else "-->"
+        arrow = "..>" if self.is_response else "-->"   # dashed for responses, as on the ladder
         line = f"{self.seq:5d} {stamp} {self.src:>7} {arrow} {self.dst:<7} {self.protocol:<4} {self.summary}"
         if self.note:
             line += f"   [{self.note}]"

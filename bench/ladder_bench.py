@@ -20,7 +20,7 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from PySide6.QtCore import QPoint  # noqa: E402
+from PySide6.QtCore import QPoint, QSortFilterProxyModel  # noqa: E402
 from PySide6.QtGui import QColor, QImage, QPalette  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
@@ -189,6 +189,60 @@ def bench_filter(view: LadderView) -> None:
           f"off {(time.perf_counter() - start) * 1000:5.0f} ms")
 
 
+class PerRowFilterProxy(QSortFilterProxyModel):
+    """What LadderFilterProxy replaced: a Python filterAcceptsRow, called per row."""
+
+    def filterAcceptsRow(self, source_row, source_parent) -> bool:
+        return self.sourceModel().event_at(source_row).protocol != "MSRP"
+
+
+def bench_contention(app: QApplication) -> None:
+    """The lab thread is busy in Python (it holds the GIL most of the time):
+    what does one 1,000-event batch cost the GUI thread, and one repaint?"""
+    source = Trace()
+    record_synthetic(source, 11_000)
+    events = source.events()
+    stop = threading.Event()
+
+    def busy_lab() -> None:
+        while not stop.is_set():
+            sum(range(1000))
+    lab = threading.Thread(target=busy_lab)
+    lab.start()
+    time.sleep(0.2)
+    try:
+        for name, make in (("LadderFilterProxy (batch filter)", None),
+                           ("QSortFilterProxyModel + Python filterAcceptsRow", PerRowFilterProxy)):
+            view = LadderView(NODES)
+            view.resize(1280, 800)
+            view.show()
+            if make is not None:
+                per_row = make(view)
+                per_row.setSourceModel(view.model)
+                view.table.setModel(per_row)
+            view.append_events(events[:10_000])
+            app.processEvents()
+            costs = []
+            for i in range(5):
+                batch = events[10_000 + i * 200:10_000 + (i + 1) * 200]
+                start = time.perf_counter()
+                view.append_events(batch)
+                costs.append(time.perf_counter() - start)
+            image = QImage(view.size(), QImage.Format.Format_ARGB32_Premultiplied)
+            start = time.perf_counter()
+            for _ in range(5):
+                view.render(image, QPoint())
+            paint = (time.perf_counter() - start) / 5
+            print(f"busy lab thread, {name}: 200-event batch {sorted(costs)[2] * 1000:6.1f} ms (median of 5), "
+                  f"render 1280x800 {paint * 1000:5.1f} ms")
+            view.close()
+            view.deleteLater()
+            app.processEvents()
+    finally:
+        stop.set()
+        lab.join()
+
+
 def save_sample_pngs(app: QApplication, directory: Path) -> list[Path]:
     saved = []
     for name, palette in (("light", app.style().standardPalette()), ("dark", dark_palette())):
@@ -225,6 +279,7 @@ def main() -> None:
             done.close()
             done.deleteLater()
         app.processEvents()
+    bench_contention(app)
     if args.png:
         args.png.mkdir(parents=True, exist_ok=True)
         for path in save_sample_pngs(app, args.png):

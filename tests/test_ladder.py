@@ -310,9 +310,18 @@ def test_dropping_old_rows_keeps_what_the_reader_looks_at(qtbot):
     view.table.scrollTo(view.proxy.index(30, 0), view.table.ScrollHint.PositionAtTop)
     assert not view.follows_tail
     top_seq = view.proxy.event_at(view.table.rowAt(0)).seq
+    view.table.setCurrentIndex(view.proxy.index(0, 0))   # the cursor sits on a row about to go
+    view.table.scrollTo(view.proxy.index(30, 0), view.table.ScrollHint.PositionAtTop)
     view.append_events(record_flow(trace))                                    # drops the 6 oldest
     assert view.model.event_at(0).seq == 7
     assert view.proxy.event_at(view.table.rowAt(0)).seq == top_seq
+
+    scroll = view.table.verticalScrollBar()                  # following the tail survives drops too
+    scroll.setValue(scroll.maximum())
+    view.table.setCurrentIndex(view.proxy.index(0, 0))
+    scroll.setValue(scroll.maximum())
+    view.append_events(record_flow(trace))
+    assert view.follows_tail
 
 
 def test_row_height_follows_the_font(view):

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Iterable, NamedTuple
 
 from PySide6.QtCore import (QAbstractTableModel, QEvent, QItemSelection, QModelIndex, QObject, QPointF,
-                            QRectF, QSize, Qt, Signal)
+                            QRect, QRectF, QSize, Qt, Signal)
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QFontMetricsF, QPainter, QPainterPath, QPalette, QPen, QPolygonF
-from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QStyle, QStyledItemDelegate, QTableView,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QStyle, QStyledItemDelegate, QStyleOptionViewItem,
+                               QTableView, QVBoxLayout, QWidget)
 
 from backends.trace import Trace, TraceEvent
 from widgets.trace_bridge import TraceBridge
@@ -665,19 +665,41 @@ class LadderHeader(QWidget):
 
 
 class _LadderTable(QTableView):
-    """QTableView that continues the lifelines below the last row."""
+    """A QTableView whose visible rows are painted by one Python loop.
+
+    Why: QTableView.paintEvent calls into Python several times per row
+    (index() -> rowCount()/columnCount(), the delegate's paint()). Each call
+    from C++ into Python has to take the GIL, and while the lab thread is busy
+    every take waits for it: ~100 ms per 1280x800 frame measured. Here the
+    frame takes the GIL once, and the delegate is called from Python.
+    It also continues the lifelines below the last row.
+    """
 
     def __init__(self, delegate: LadderDelegate, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._ladder_delegate = delegate
 
     def paintEvent(self, event) -> None:
+        viewport, model, delegate = self.viewport(), self.model(), self._ladder_delegate
         pal = self.palette()
-        painter = QPainter(self.viewport())
-        draw_lifelines(painter, self._ladder_delegate.ladder_geometry, 0, self.viewport().height(),
+        painter = QPainter(viewport)
+        draw_lifelines(painter, delegate.ladder_geometry, 0, viewport.height(),
                        blend(pal.color(QPalette.ColorRole.Base), pal.color(QPalette.ColorRole.Text), 0.25))
+        area = event.rect()
+        first = self.rowAt(area.top())
+        if first >= 0 and model is not None:
+            last = self.rowAt(area.bottom())
+            last = model.rowCount() - 1 if last < 0 else last
+            option = QStyleOptionViewItem()
+            option.initFrom(self)
+            plain, selected = option.state, option.state | QStyle.StateFlag.State_Selected
+            selection = self.selectionModel()
+            width, height = viewport.width(), self.verticalHeader().defaultSectionSize()
+            for row in range(first, last + 1):
+                option.rect = QRect(0, self.rowViewportPosition(row), width, height)
+                option.state = selected if selection.isRowSelected(row) else plain
+                delegate.paint(painter, option, model.index(row, 0))
         painter.end()
-        super().paintEvent(event)
 
 
 class LadderView(QWidget):
@@ -754,14 +776,24 @@ class LadderView(QWidget):
         if self._paused:
             self._held.extend(events)
         else:
-            self.model.append_events(events)
+            self._append(events)
+
+    def _append(self, events: list[TraceEvent]) -> None:
+        # When max_rows drops the row under the cursor, QAbstractItemView moves
+        # the cursor to the next row *and scrolls to it*, which throws the
+        # reader (or the tail-follower) back to the top. Forget the cursor first.
+        overflow = self.model.rowCount() + len(events) - self.model.max_rows
+        current = self.table.currentIndex()
+        if overflow > 0 and current.isValid() and self.proxy.source_row(current.row()) < overflow:
+            self.table.selectionModel().clear()
+        self.model.append_events(events)
 
     def set_paused(self, paused: bool) -> None:
         """Freeze the ladder; events keep arriving and appear on resume."""
         self._paused = paused
         if not paused and self._held:
             held, self._held = self._held, []
-            self.model.append_events(held)
+            self._append(held)
 
     def is_paused(self) -> bool:
         return self._paused

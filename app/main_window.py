@@ -1,0 +1,304 @@
+"""The lab window: CPM phones on the left, legacy devices on the right, the
+bridge in the middle as a live ladder with a PDU inspector under it.
+
+The lab runs on its own asyncio thread (backends.lab_thread): protocol work
+never shares a thread with painting. The window's own loop is qasync, so
+slots can await the lab (start/stop) without freezing the window.
+"""
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtWidgets import (QApplication, QComboBox, QLabel, QMainWindow, QMessageBox, QScrollArea,
+                               QSplitter, QStyle, QToolBar, QVBoxLayout, QWidget)
+
+from backends.lab import Lab
+from backends.lab_thread import LabThread
+from backends.topology import Topology
+from widgets import theme
+from widgets.cpm_phone import CpmPhone
+from widgets.inspector import InspectorView
+from widgets.ladder import LadderView
+from widgets.sms_handset import SmsHandsetWidget
+
+PROTOCOL_FILTERS = {"All protocols": None, "SIP only": {"SIP"}, "SMPP only": {"SMPP"},
+                    "SIP + SMPP": {"SIP", "SMPP"}}
+
+
+def ladder_nodes(topology: Topology) -> list[str]:
+    """Columns left to right: CPM devices, CPM domains, the bridge, legacy networks, legacy devices."""
+    cpm_users = [u.name for u in topology.users if u.device == "cpm"]
+    legacy_users = [u.name for u in topology.users if u.device != "cpm"]
+    servers = [op.node_name for op in topology.operators]
+    bridge = ["IWF", "SMSC"] if topology.iwf_operator() else []
+    return cpm_users + servers + bridge + legacy_users
+
+
+class LabWindow(QMainWindow):
+    def __init__(self, topology: Topology, *, theme_name: str | None = None, zoom: float | None = None) -> None:
+        super().__init__()
+        self.topology = topology
+        self.runner: LabThread | None = None
+        self.settings = QSettings("iwlab", "iwlab")
+        self.theme_name = theme_name or str(self.settings.value("theme", "system"))
+        self.zoom = float(zoom or self.settings.value("zoom", 1.0))
+        self.setWindowTitle("iwlab — CPM ↔ SMS interworking lab")
+        self.phones: dict[str, QWidget] = {}
+
+        self.ladder = LadderView(ladder_nodes(topology))
+        self.inspector = InspectorView()
+        self.ladder.eventSelected.connect(self.inspector.show_event)
+
+        left_column, self.left = self._device_column("CPM users")
+        right_column, self.right = self._device_column("Legacy devices")
+        centre = QSplitter(Qt.Orientation.Vertical)
+        centre.addWidget(self._titled("Interworking ladder — every PDU on the wire", self.ladder))
+        centre.addWidget(self._titled("Inspector", self.inspector))
+        centre.setStretchFactor(0, 3)
+        centre.setStretchFactor(1, 2)
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(left_column)
+        self.splitter.addWidget(centre)
+        self.splitter.addWidget(right_column)
+        self.splitter.setStretchFactor(0, 0)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setStretchFactor(2, 0)
+        self.splitter.setChildrenCollapsible(False)
+        self.splitter.setObjectName("centre")
+        self.setCentralWidget(self.splitter)
+
+        self._build_actions()
+        self.endpoints_label = QLabel("Lab stopped")
+        self.statusBar().addPermanentWidget(self.endpoints_label)
+        self.apply_look()
+        self.resize(1600, 960)
+
+    # -- layout helpers ---------------------------------------------------------------
+    def _device_column(self, title: str) -> tuple[QWidget, QVBoxLayout]:
+        """A titled, scrollable column; returns it and the layout devices go into."""
+        column = QWidget()
+        column.setMinimumWidth(340)
+        layout = QVBoxLayout(column)
+        layout.setContentsMargins(8, 8, 8, 8)
+        heading = QLabel(title)
+        heading.setObjectName("paneTitle")
+        layout.addWidget(heading)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        inner = QWidget()
+        devices = QVBoxLayout(inner)
+        devices.setContentsMargins(0, 0, 0, 0)
+        scroll.setWidget(inner)
+        layout.addWidget(scroll, 1)
+        return column, devices
+
+    @staticmethod
+    def _titled(title: str, widget: QWidget) -> QWidget:
+        box = QWidget()
+        layout = QVBoxLayout(box)
+        layout.setContentsMargins(4, 6, 4, 0)
+        label = QLabel(title)
+        label.setObjectName("paneTitle")
+        layout.addWidget(label)
+        layout.addWidget(widget, 1)
+        return box
+
+    def _build_actions(self) -> None:
+        bar = QToolBar("Lab")
+        bar.setObjectName("mainToolbar")
+        bar.setMovable(False)
+        bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.addToolBar(bar)
+        icon = self.style().standardIcon
+        pixmap = QStyle.StandardPixmap
+        self.start_action = QAction(icon(pixmap.SP_MediaPlay), "Start lab", self,
+                                    triggered=lambda: asyncio.ensure_future(self.start_lab_async()))
+        self.stop_action = QAction(icon(pixmap.SP_MediaStop), "Stop lab", self,
+                                   triggered=lambda: asyncio.ensure_future(self.stop_lab_async()))
+        self.pause_action = QAction(icon(pixmap.SP_MediaPause), "Pause trace", self, checkable=True,
+                                    shortcut=QKeySequence("Ctrl+P"))
+        self.pause_action.toggled.connect(self.ladder.set_paused)
+        self.clear_action = QAction("Clear trace", self, shortcut=QKeySequence("Ctrl+L"), triggered=self.ladder.clear)
+        self.zoom_in_action = QAction("A+", self, shortcut=QKeySequence.StandardKey.ZoomIn,
+                                      triggered=lambda: self.set_zoom(theme.next_zoom(self.zoom, +1)))
+        self.zoom_in_action.setShortcuts([QKeySequence("Ctrl++"), QKeySequence("Ctrl+=")])
+        self.zoom_out_action = QAction("A−", self, shortcut=QKeySequence.StandardKey.ZoomOut,
+                                       triggered=lambda: self.set_zoom(theme.next_zoom(self.zoom, -1)))
+        self.zoom_reset_action = QAction("Actual size", self, shortcut=QKeySequence("Ctrl+0"),
+                                         triggered=lambda: self.set_zoom(1.0))
+        self.protocol_filter = QComboBox()
+        self.protocol_filter.addItems(list(PROTOCOL_FILTERS))
+        self.protocol_filter.currentTextChanged.connect(
+            lambda text: self.ladder.set_protocol_filter(PROTOCOL_FILTERS[text]))
+        self.theme_box = QComboBox()
+        self.theme_box.addItems([t.capitalize() for t in theme.THEMES])
+        self.theme_box.setCurrentText(self.theme_name.capitalize())
+        self.theme_box.currentTextChanged.connect(lambda text: self.set_theme(text.lower()))
+        for action in (self.start_action, self.stop_action):
+            bar.addAction(action)
+        bar.addSeparator()
+        bar.addAction(self.pause_action)
+        bar.addAction(self.clear_action)
+        bar.addWidget(self.protocol_filter)
+        bar.addSeparator()
+        bar.addWidget(QLabel(" Theme "))
+        bar.addWidget(self.theme_box)
+        bar.addAction(self.zoom_out_action)
+        bar.addAction(self.zoom_in_action)
+
+        lab_menu = self.menuBar().addMenu("&Lab")
+        lab_menu.addAction(self.start_action)
+        lab_menu.addAction(self.stop_action)
+        lab_menu.addSeparator()
+        lab_menu.addAction(QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit, triggered=self.close))
+        trace_menu = self.menuBar().addMenu("&Trace")
+        trace_menu.addAction(self.pause_action)
+        trace_menu.addAction(self.clear_action)
+        view_menu = self.menuBar().addMenu("&View")
+        themes = QActionGroup(self)
+        for name in theme.THEMES:
+            action = QAction(f"{name.capitalize()} theme", self, checkable=True, checked=name == self.theme_name)
+            action.triggered.connect(lambda _=False, n=name: self.theme_box.setCurrentText(n.capitalize()))
+            themes.addAction(action)
+            view_menu.addAction(action)
+        view_menu.addSeparator()
+        for action in (self.zoom_in_action, self.zoom_out_action, self.zoom_reset_action):
+            view_menu.addAction(action)
+        self._update_actions()
+
+    def _update_actions(self) -> None:
+        running = self.runner is not None
+        self.start_action.setEnabled(not running)
+        self.stop_action.setEnabled(running)
+
+    # -- looks ---------------------------------------------------------------------------
+    def apply_look(self) -> None:
+        app = QApplication.instance()
+        if isinstance(app, QApplication):
+            theme.apply(app, self.theme_name, self.zoom)
+
+    def set_theme(self, name: str) -> None:
+        self.theme_name = name
+        self.settings.setValue("theme", name)
+        self.apply_look()
+
+    def set_zoom(self, zoom: float) -> None:
+        self.zoom = zoom
+        self.settings.setValue("zoom", zoom)
+        self.apply_look()
+        self.statusBar().showMessage(f"Zoom {int(zoom * 100)} %", 2000)
+
+    # -- the lab ---------------------------------------------------------------------------
+    def run_in_lab(self, coro):
+        if self.runner is None:
+            coro.close()
+            self.statusBar().showMessage("The lab is stopped: start it first", 4000)
+            return None
+        return self.runner.submit(coro)
+
+    def start_lab(self) -> None:
+        """Start the lab and show its devices (blocks briefly: binding loopback ports)."""
+        if self.runner is not None:
+            return
+        runner = LabThread(Lab(self.topology))
+        self.ladder.attach_trace(runner.lab.trace)   # before start: the REGISTERs are part of the show
+        try:
+            runner.start()
+        except BaseException:
+            self.ladder.detach_trace()
+            raise
+        self._attach(runner)
+
+    async def start_lab_async(self) -> None:
+        if self.runner is not None:
+            return
+        self.start_action.setEnabled(False)
+        runner = LabThread(Lab(self.topology))
+        self.ladder.attach_trace(runner.lab.trace)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, runner.start)
+        except OSError as exc:
+            self.ladder.detach_trace()
+            self._update_actions()
+            self._show_error("Cannot start the lab", str(exc))
+            return
+        self._attach(runner)
+
+    def _attach(self, runner: LabThread) -> None:
+        self.runner = runner
+        lab = runner.lab
+        for user in self.topology.users:
+            device = lab.devices.get(user.id)
+            if device is None:
+                continue
+            if user.device == "cpm":
+                widget = CpmPhone(device, self.run_in_lab)
+                self.left.addWidget(widget, 1)
+            else:
+                widget = SmsHandsetWidget(device, self.run_in_lab)
+                self.right.addWidget(widget, 1)
+            self.phones[user.id] = widget
+        endpoints = lab.endpoints()
+        sip = "  ".join(f"{domain} {address}" for domain, address in endpoints["sip"].items())
+        self.endpoints_label.setText(f"SIP {sip}   SMPP {endpoints.get('smpp', '-')}")
+        self._update_actions()
+
+    def _detach(self) -> LabThread | None:
+        runner, self.runner = self.runner, None
+        self.ladder.detach_trace()
+        for widget in self.phones.values():
+            widget.bridge.detach()
+            widget.setParent(None)
+            widget.deleteLater()
+        self.phones.clear()
+        for column in (self.left, self.right):
+            while column.count():
+                item = column.takeAt(0)
+                if item.widget():
+                    item.widget().deleteLater()
+        self.endpoints_label.setText("Lab stopped")
+        self._update_actions()
+        return runner
+
+    def stop_lab(self) -> None:
+        runner = self._detach()
+        if runner:
+            runner.stop()
+
+    async def stop_lab_async(self) -> None:
+        runner = self._detach()
+        if runner:
+            await asyncio.get_running_loop().run_in_executor(None, runner.stop)
+
+    def _show_error(self, title: str, text: str) -> None:
+        box = QMessageBox(QMessageBox.Icon.Critical, title, text, parent=self)
+        box.open()   # non-modal: never exec() under qasync
+
+    def closeEvent(self, event) -> None:
+        self.stop_lab()   # every server closed and every lab thread joined before the window goes
+        super().closeEvent(event)
+
+
+def run_window(topology: Topology) -> int:
+    import qasync
+
+    app = QApplication.instance() or QApplication(sys.argv)
+    app.setApplicationName("iwlab")
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    window = LabWindow(topology)
+    window.show()
+    try:
+        window.start_lab()
+    except OSError as exc:
+        window._show_error("Cannot start the lab", f"{exc}\n\nIs another lab running on the same ports? "
+                                                   "Try `iwlab --port-base 0`.")
+    app.aboutToQuit.connect(window.stop_lab)
+    with loop:
+        loop.run_forever()
+    return 0
