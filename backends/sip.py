@@ -12,6 +12,8 @@ sent survive a parse / serialise round trip unchanged.
 """
 from __future__ import annotations
 
+import collections
+import functools
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -105,8 +107,16 @@ def _canon(name: str) -> str:
     return _CANONICAL.get(name.lower(), name)
 
 
+@functools.lru_cache(maxsize=512)
+def _key(name: str) -> str:
+    """The lookup key of a header name: canonical (compact forms expanded), lower case."""
+    return _canon(name).lower()
+
+
 def _split_top(value: str, sep: str) -> list[str]:
     """Split on ``sep`` outside quoted strings and <...>; parts are stripped, empty ones kept."""
+    if '"' not in value and "<" not in value:   # the common case (every Via): nothing to protect
+        return [part.strip() for part in value.split(sep)]
     parts, buf, quoted, angle, i = [], [], False, 0, 0
     while i < len(value):
         ch = value[i]
@@ -136,6 +146,7 @@ class Headers:
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = []
+        self._keys: list[str] = []   # lower-case canonical names, parallel to _items (hot path)
         for name, value in items:
             self.add(name, value)
 
@@ -149,8 +160,8 @@ class Headers:
         return name, value
 
     def _values(self, name: str) -> list[str]:
-        key = _canon(name).lower()
-        return [v for n, v in self._items if n.lower() == key]
+        key = _key(name)
+        return [item[1] for k, item in zip(self._keys, self._items) if k == key]
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """First value; for list headers (Via, Contact ...) the first list element."""
@@ -159,31 +170,39 @@ class Headers:
 
     def get_all(self, name: str) -> list[str]:
         values = self._values(name)
-        if _canon(name).lower() in _LIST_HEADERS:
+        if values and _key(name) in _LIST_HEADERS:
             return [part for value in values for part in _split_top(value, ",") if part]
         return values
 
     def add(self, name: str, value: str) -> None:
-        self._items.append(self._field(name, value))
+        item = self._field(name, value)
+        self._items.append(item)
+        self._keys.append(item[0].lower())
 
     def _index(self, name: str, default: int) -> int:
         key = name.lower()
-        return next((i for i, (n, _) in enumerate(self._items) if n.lower() == key), default)
+        return next((i for i, k in enumerate(self._keys) if k == key), default)
 
     def set(self, name: str, value: str) -> None:
         item = self._field(name, value)
         at = self._index(item[0], len(self._items))
         self.remove(name)
+        at = min(at, len(self._items))
         self._items.insert(at, item)
+        self._keys.insert(at, item[0].lower())
 
     def remove(self, name: str) -> None:
-        key = _canon(name).lower()
-        self._items = [(n, v) for n, v in self._items if n.lower() != key]
+        key = _key(name)
+        kept = [(k, item) for k, item in zip(self._keys, self._items) if k != key]
+        self._keys = [k for k, _ in kept]
+        self._items = [item for _, item in kept]
 
     def prepend(self, name: str, value: str) -> None:
         """Insert before the first field of that name (or at the top): a proxy's new Via."""
         item = self._field(name, value)
-        self._items.insert(self._index(item[0], 0), item)
+        at = self._index(item[0], 0)
+        self._items.insert(at, item)
+        self._keys.insert(at, item[0].lower())
 
     def items(self) -> list[tuple[str, str]]:
         return list(self._items)
@@ -191,6 +210,7 @@ class Headers:
     def copy(self) -> Headers:
         clone = Headers()
         clone._items = list(self._items)
+        clone._keys = list(self._keys)
         return clone
 
     def __contains__(self, name: object) -> bool:
@@ -479,6 +499,7 @@ def _parse_head(head: bytes) -> tuple[SipMessage, tuple[int, str] | None]:
         fields.append([name, value])
     headers = Headers()
     headers._items = [(_canon(name), value.strip(" \t")) for name, value in fields]
+    headers._keys = [name.lower() for name, _ in headers._items]
     message, start_problem = _parse_start_line(lines[0], headers)
     return message, start_problem or problem
 
@@ -499,8 +520,9 @@ def _content_length(headers: Headers) -> int | None:
 def _header_problem(message: SipMessage) -> tuple[int, str] | None:
     """Grammar of the headers this codec itself interprets."""
     headers = message.headers
+    counts = collections.Counter(headers._keys)
     for name in _SINGLE_HEADERS:
-        if len(headers._values(name)) > 1:
+        if counts[_key(name)] > 1:
             return 400, f"more than one {name} header"
     name = ""
     try:

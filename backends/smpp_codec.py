@@ -109,6 +109,24 @@ class _NoSequence:
 
 
 _NOSEQ = _NoSequence()
+_TEMPLATES: dict[str, tuple[type, dict[str, Any]]] = {}
+
+
+def _blank(name: str) -> sm_command.Command:
+    """A fresh PDU object of smpplib's class for `name`.
+
+    smpplib's constructors walk every parameter with hasattr/getattr (~20 us
+    for a submit_sm); we build one instance per command the official way and
+    copy its attribute dict (all immutable values) for the next ones.
+    """
+    entry = _TEMPLATES.get(name)
+    if entry is None:
+        first = smpp.make_pdu(name, client=_NOSEQ, allow_unknown_opt_params=True)
+        entry = _TEMPLATES[name] = (type(first), dict(vars(first)))
+    cls, template = entry
+    pdu = cls.__new__(cls)
+    pdu.__dict__.update(template)
+    return pdu
 
 
 def header(raw: bytes) -> tuple[int, int, int, int]:
@@ -124,7 +142,7 @@ def parse(raw: bytes) -> sm_command.Command:
         raise ParseError(consts.SMPP_ESME_RINVCMDID, command_id, sequence,
                          f"unknown command_id 0x{command_id:08X}")
     try:
-        pdu = smpp.make_pdu(name, client=_NOSEQ, allow_unknown_opt_params=True)
+        pdu = _blank(name)
     except UnknownCommandError:   # replace_sm, cancel_sm, submit_multi, outbind: no smpplib class
         raise ParseError(consts.SMPP_ESME_RINVCMDID, command_id, sequence,
                          f"{name} is not supported") from None
@@ -140,8 +158,10 @@ def parse(raw: bytes) -> sm_command.Command:
 
 def make(name: str, sequence: int, status: int = 0, **fields: Any) -> sm_command.Command:
     """A PDU object to send. String fields must be str (latin-1 round-trips bytes)."""
-    pdu = smpp.make_pdu(name, client=_NOSEQ, allow_unknown_opt_params=True, status=status, **fields)
-    pdu.sequence = sequence     # make_pdu ignores a sequence argument
+    pdu = _blank(name)
+    pdu.__dict__.update(fields)   # what make_pdu(**fields) does to a fresh PDU, minus its cost
+    pdu.status = status
+    pdu.sequence = sequence       # (make_pdu would ignore a sequence argument)
     return pdu
 
 
@@ -318,15 +338,28 @@ def validity_seconds(value: str, now: float | None = None) -> float | None:
 # -- describing for the trace -------------------------------------------------------------
 
 _OSTR = sm_command.ostr
+_PLANS: dict[type, tuple[tuple[tuple[str, Any], ...], tuple[tuple[str, Any], ...]]] = {}
 
 
-def _value(pdu: Any, key: str, kind: type) -> Any:
-    value = getattr(pdu, key, None)
+def _plan(cls: type) -> tuple[tuple[tuple[str, Any], ...], tuple[tuple[str, Any], ...]]:
+    """(mandatory, optional) (name, type) pairs of a PDU class, worked out once."""
+    plan = _PLANS.get(cls)
+    if plan is None:
+        mandatory = getattr(cls, "mandatory_fields", ())   # a str in QuerySMResp: "in" still works
+        pairs = [(key, cls.params[key].type) for key in cls.params_order]
+        plan = _PLANS[cls] = (tuple(p for p in pairs if p[0] not in TLV_NAMES or p[0] in mandatory),
+                              tuple(p for p in pairs if p[0] in TLV_NAMES and p[0] not in mandatory))
+    return plan
+
+
+def _value(value: Any, kind: type) -> Any:
     if kind is int:
         return value or 0
     if kind is _OSTR:
         return value.hex() if isinstance(value, bytes) else (value or "").encode("latin-1").hex()
-    return text(value) if not isinstance(value, bool) else value
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    return "" if value is None else value
 
 
 def describe(pdu: Any) -> tuple[str, dict[str, Any]]:
@@ -334,13 +367,14 @@ def describe(pdu: Any) -> tuple[str, dict[str, Any]]:
     name, seq, status = pdu.command, pdu.sequence, pdu.status or 0
     fields: dict[str, Any] = {"command": name, "command_id": f"0x{command_codes.commands[name]:08X}",
                               "status": status_name(status), "sequence": seq}
-    params = pdu.params
-    for key in pdu.params_order:
-        if key in TLV_NAMES and key not in getattr(pdu, "mandatory_fields", ()):
-            if getattr(pdu, key, None) is not None:
-                fields[key] = _value(pdu, key, params[key].type)
-        else:
-            fields[key] = _value(pdu, key, params[key].type)
+    attrs = pdu.__dict__
+    mandatory, optional = _plan(type(pdu))
+    for key, kind in mandatory:
+        fields[key] = _value(attrs.get(key), kind)
+    for key, kind in optional:
+        value = attrs.get(key)
+        if value is not None:
+            fields[key] = _value(value, kind)
 
     if name in ("submit_sm", "deliver_sm", "data_sm"):
         return _describe_message(pdu, fields), fields

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Iterable, NamedTuple
 
 from PySide6.QtCore import (QAbstractTableModel, QEvent, QItemSelection, QModelIndex, QObject, QPointF,
-                            QRect, QRectF, QSize, Qt, Signal)
+                            QRectF, QSize, Qt, Signal)
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QFontMetricsF, QPainter, QPainterPath, QPalette, QPen, QPolygonF
-from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QStyle, QStyledItemDelegate, QStyleOptionViewItem,
-                               QTableView, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QStyle, QStyledItemDelegate, QTableView,
+                               QVBoxLayout, QWidget)
 
 from backends.trace import Trace, TraceEvent
 from widgets.trace_bridge import TraceBridge
@@ -245,11 +245,12 @@ class LadderFilterProxy(QAbstractTableModel):
     conversation key, free text), in time order.
 
     Why not QSortFilterProxyModel: it calls filterAcceptsRow from C++ once per
-    inserted row, and from Python each call has to re-take the GIL. While the
-    lab thread is busy that costs ~0.13 ms a row here: a 1,000-event batch froze
-    the window for 130 ms (bench/ladder_bench.py). This proxy filters each
-    inserted batch in one Python call. It relies on what LadderModel does:
-    append at the end, drop from the front, reset.
+    inserted row, and each call has to take the GIL. While the lab thread is
+    busy in Python, each take can wait for the other thread's switch interval
+    (the GIL convoy effect): a 1,000-event batch cost 1 to 160 ms here,
+    depending on the moment (bench/ladder_bench.py). This proxy filters each
+    inserted batch in one Python call (~0.2 ms). It relies on what LadderModel
+    does: append at the end, drop from the front, reset.
     """
 
     def __init__(self, parent: QObject | None = None) -> None:
@@ -514,8 +515,7 @@ class LadderDelegate(QStyledItemDelegate):
 
         # Arrow.
         style = arrow_style(event)
-        # Straight from the LadderModel, not index.data() per role: one model
-        # call per row keeps painting cheap while the lab thread holds the GIL.
+        # Columns and colour straight from the LadderModel: one data() call per row.
         source = self.source
         colour = conversation_colour(source.colour_slot(style.colour_key), dark) or text
         src, dst = source.node_column(event.src), source.node_column(event.dst)
@@ -665,41 +665,19 @@ class LadderHeader(QWidget):
 
 
 class _LadderTable(QTableView):
-    """A QTableView whose visible rows are painted by one Python loop.
-
-    Why: QTableView.paintEvent calls into Python several times per row
-    (index() -> rowCount()/columnCount(), the delegate's paint()). Each call
-    from C++ into Python has to take the GIL, and while the lab thread is busy
-    every take waits for it: ~100 ms per 1280x800 frame measured. Here the
-    frame takes the GIL once, and the delegate is called from Python.
-    It also continues the lifelines below the last row.
-    """
+    """QTableView that continues the lifelines below the last row."""
 
     def __init__(self, delegate: LadderDelegate, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._ladder_delegate = delegate
 
     def paintEvent(self, event) -> None:
-        viewport, model, delegate = self.viewport(), self.model(), self._ladder_delegate
         pal = self.palette()
-        painter = QPainter(viewport)
-        draw_lifelines(painter, delegate.ladder_geometry, 0, viewport.height(),
+        painter = QPainter(self.viewport())
+        draw_lifelines(painter, self._ladder_delegate.ladder_geometry, 0, self.viewport().height(),
                        blend(pal.color(QPalette.ColorRole.Base), pal.color(QPalette.ColorRole.Text), 0.25))
-        area = event.rect()
-        first = self.rowAt(area.top())
-        if first >= 0 and model is not None:
-            last = self.rowAt(area.bottom())
-            last = model.rowCount() - 1 if last < 0 else last
-            option = QStyleOptionViewItem()
-            option.initFrom(self)
-            plain, selected = option.state, option.state | QStyle.StateFlag.State_Selected
-            selection = self.selectionModel()
-            width, height = viewport.width(), self.verticalHeader().defaultSectionSize()
-            for row in range(first, last + 1):
-                option.rect = QRect(0, self.rowViewportPosition(row), width, height)
-                option.state = selected if selection.isRowSelected(row) else plain
-                delegate.paint(painter, option, model.index(row, 0))
         painter.end()
+        super().paintEvent(event)     # rows, each painted by LadderDelegate
 
 
 class LadderView(QWidget):

@@ -1,0 +1,81 @@
+"""The command line as a user runs it: `iwlab serve`, `iwlab play`, and `iwlab` with no display."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.sipclient import RawSipClient
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def iwlab(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "app.cli", *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env or os.environ.copy(), **kwargs)
+
+
+def without_display() -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    return env
+
+
+def test_serve_writes_endpoints_prints_pdus_and_stops_cleanly_on_sigterm(tmp_path):
+    endpoints_file = tmp_path / "endpoints.json"
+    proc = iwlab("serve", "--port-base", "0", "--devices", "peter", "--endpoints-file", str(endpoints_file))
+    try:
+        deadline = time.monotonic() + 30
+        while not endpoints_file.exists() and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.05)
+        endpoints = json.loads(endpoints_file.read_text())
+        assert set(endpoints["sip"]) == {"cpm-a.lab", "cpm-b.lab"}
+        for address in [*endpoints["sip"].values(), endpoints["smpp"]]:
+            host, port = address.rsplit(":", 1)
+            assert host == "127.0.0.1" and int(port) > 0
+        # A real client takes Mary's place (she is not simulated: --devices peter).
+        mary = RawSipClient(endpoints["sip"]["cpm-a.lab"])
+        assert mary.register("sip:mary@cpm-a.lab", "cpm-a.lab").status == 200
+        mary.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "SIP  cpm-a.lab" in out and "SMPP SMSC" in out
+    assert "Mary" in out and "not simulated" in out
+    assert "REGISTER sip:cpm-a.lab" in out          # one line per PDU, live
+    assert "Stopping the lab" in out
+    assert "Traceback" not in err
+
+
+def test_play_runs_the_flows_headless_and_reports_verdicts():
+    proc = iwlab("play", "--port-base", "0", env=without_display())
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    assert "PASS  5.8.5" in out
+    assert "1 passed, 0 failed" in out
+    assert "deliver_sm" in out and "MESSAGE (CPIM)" in out
+
+
+def test_no_display_runs_the_flows_instead_of_a_window():
+    proc = iwlab(env=without_display())
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    assert "no display" in out
+    assert "PASS  5.8.5" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["serve", "--devices", "nobody"], "unknown device"),
+    (["play", "9.9.9"], "unknown use case"),
+    (["serve", "--topology", "/nonexistent.toml"], "nonexistent.toml"),
+])
+def test_bad_arguments_get_a_clear_error(args, message):
+    proc = iwlab(*args, "--port-base", "0", env=without_display())
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert message in err
