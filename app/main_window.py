@@ -13,7 +13,8 @@ import sys
 from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (QApplication, QComboBox, QLabel, QMainWindow, QMessageBox, QScrollArea,
-                               QSplitter, QStyle, QToolBar, QVBoxLayout, QWidget)
+                               QSplitter, QStyle, QToolBar, QTreeWidgetItemIterator, QVBoxLayout,
+                               QWidget)
 
 from backends.lab import Lab
 from backends.lab_thread import LabThread
@@ -274,6 +275,16 @@ class LabWindow(QMainWindow):
         runner = self._detach()
         if runner:
             await asyncio.get_running_loop().run_in_executor(None, runner.stop)
+
+    def inspector_text(self) -> str:
+        """Everything the inspector's field tree shows, as text (for tests and copying)."""
+        lines = []
+        iterator = QTreeWidgetItemIterator(self.inspector.tree)
+        while iterator.value():
+            item = iterator.value()
+            lines.append(f"{item.text(0)}: {item.text(1)}")
+            iterator += 1
+        return "\n".join(lines)
 
     def _show_error(self, title: str, text: str) -> None:
         box = QMessageBox(QMessageBox.Icon.Critical, title, text, parent=self)

@@ -136,15 +136,16 @@ class CpmPhone(QFrame):
         key = message.conversation_id
         if key not in self._conversations:
             self._conversations[key] = []
-            item = QListWidgetItem(f"{message.peer_name}")
+            item = QListWidgetItem(message.peer_name)
             item.setData(Qt.ItemDataRole.UserRole, key)
             self.conversation_list.addItem(item)
         self._conversations[key].append(message)
-        if message.direction == "out" or self._open_conversation is None:
-            self._open(key)
         if key == self._open_conversation:
             self.model.append(message)
             self.chat.scrollToBottom()
+        elif message.direction == "out" or self._open_conversation is None:
+            self._open(key)    # shows the whole conversation, this message included
+        if key == self._open_conversation:
             self.messageShown.emit(message)
         self._label_conversations()
 

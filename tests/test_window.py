@@ -1,0 +1,110 @@
+"""The lab window, offscreen, over real sockets: type, send, watch the hops."""
+import socket
+import threading
+
+import pytest
+from PySide6.QtCore import Qt
+
+from app.main_window import LabWindow, ladder_nodes
+from widgets.ladder import EventRole
+
+
+@pytest.fixture
+def window(qtbot, topology):
+    win = LabWindow(topology, theme_name="light", zoom=1.0)
+    qtbot.addWidget(win)
+    win.show()
+    win.start_lab()
+    yield win
+    win.close()
+
+
+def ladder_events(win):
+    model = win.ladder.model
+    return [model.event_at(row) for row in range(model.rowCount())]
+
+
+def test_columns_follow_the_topology(topology):
+    assert ladder_nodes(topology) == ["Mary", "CPM-A", "CPM-B", "IWF", "SMSC", "Peter", "John"]
+
+
+def test_mary_sends_to_peter_from_the_window(qtbot, window):
+    phone, handset = window.phones["mary"], window.phones["peter"]
+    # The address book lists people only: no "SMS" or "CPM" choice (CPM-IOP-003).
+    names = [phone.recipient.itemText(i) for i in range(phone.recipient.count())]
+    assert names == ["Peter", "John"]
+    phone.choose_recipient("peter")
+    qtbot.keyClicks(phone.text, "Hi Peter")
+    qtbot.mouseClick(phone.send_button, Qt.MouseButton.LeftButton)
+    qtbot.keyClicks(phone.text, "Are you there?")
+    qtbot.keyClick(phone.text, Qt.Key.Key_Return)
+
+    qtbot.waitUntil(lambda: handset.inbox_texts() == ["Hi Peter", "Are you there?"], timeout=10000)
+    assert handset.inbox.item(0).text().split("\n")[0].endswith("+15550101")   # shown as the number
+
+    # Mary's bubbles, with their tick moving past "sending".
+    qtbot.waitUntil(lambda: [m.text for m in phone.conversation_messages()] == ["Hi Peter", "Are you there?"])
+    qtbot.waitUntil(lambda: all(m.status in ("sent", "delivered") for m in phone.conversation_messages()))
+
+    # Every hop on the ladder, in order of causality for the first message.
+    def hops():
+        return [(e.src, e.dst, e.summary.split()[0]) for e in ladder_events(window)]
+    wanted = [("Mary", "CPM-A", "MESSAGE"), ("CPM-A", "CPM-B", "MESSAGE"), ("CPM-B", "IWF", "MESSAGE"),
+              ("IWF", "SMSC", "submit_sm"), ("SMSC", "Peter", "deliver_sm")]
+    qtbot.waitUntil(lambda: all(hop in hops() for hop in wanted), timeout=10000)
+    seen = hops()
+    assert [seen.index(hop) for hop in wanted] == sorted(seen.index(hop) for hop in wanted)
+    assert ("CPM-A", "Mary", "202") in seen      # the answer comes back
+
+
+def test_selecting_a_row_shows_its_decoded_fields(qtbot, window):
+    phone = window.phones["mary"]
+    phone.choose_recipient("peter")
+    qtbot.keyClicks(phone.text, "inspect me")
+    qtbot.keyClick(phone.text, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: any(e.summary.startswith("submit_sm ") for e in ladder_events(window)), timeout=10000)
+    target = next(e for e in ladder_events(window) if e.summary.startswith("submit_sm "))
+    with qtbot.waitSignal(window.ladder.eventSelected) as selected:
+        assert window.ladder.select_seq(target.seq)
+    assert selected.args[0] is target
+    tree_text = window.inspector_text()
+    assert "destination_addr" in tree_text and "15550201" in tree_text
+    assert window.inspector.hex.toPlainText().startswith("0000")
+
+
+def test_device_toggles_change_the_route(qtbot, window):
+    phone = window.phones["mary"]
+    assert phone.registered_box.isChecked()
+    phone.registered_box.setChecked(False)          # a real REGISTER with Expires 0
+    qtbot.waitUntil(lambda: not window.runner.lab.device("mary").registered, timeout=10000)
+    qtbot.waitUntil(lambda: any(e.summary.startswith("REGISTER") and "Expires: 0" in e.raw.decode()
+                                for e in ladder_events(window)), timeout=10000)
+    assert phone.status_pill.text() == "○ offline"
+
+
+def test_closing_leaves_no_thread_task_or_port(qtbot, topology):
+    win = LabWindow(topology, theme_name="dark")
+    qtbot.addWidget(win)
+    win.show()
+    win.start_lab()
+    endpoints = win.runner.lab.endpoints()
+    addresses = [*endpoints["sip"].values(), endpoints["smpp"], endpoints["iwf_sip"]]
+    win.close()
+    assert win.runner is None
+    leftovers = [t.name for t in threading.enumerate() if t.name.startswith(("iwlab-lab", "esme-"))]
+    assert leftovers == []
+    for address in addresses:
+        host, port = address.rsplit(":", 1)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((host, int(port)), timeout=2).close()
+
+
+def test_zoom_and_theme(qtbot, window):
+    from PySide6.QtWidgets import QApplication
+    before = QApplication.font().pointSizeF()
+    window.zoom_in_action.trigger()
+    assert QApplication.font().pointSizeF() > before
+    window.zoom_reset_action.trigger()
+    assert QApplication.font().pointSizeF() == pytest.approx(before)
+    window.theme_box.setCurrentText("Dark")
+    assert QApplication.palette().window().color().lightness() < 80
