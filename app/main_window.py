@@ -13,7 +13,7 @@ import sys
 from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (QApplication, QComboBox, QLabel, QMainWindow, QMessageBox, QScrollArea,
-                               QSplitter, QStyle, QToolBar, QTreeWidgetItemIterator, QVBoxLayout,
+                               QSplitter, QToolBar, QTreeWidgetItemIterator, QVBoxLayout,
                                QWidget)
 
 from backends.lab import Lab
@@ -43,7 +43,7 @@ class LabWindow(QMainWindow):
         super().__init__()
         self.topology = topology
         self.runner: LabThread | None = None
-        self.settings = QSettings("iwlab", "iwlab")
+        self.settings = QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "iwlab", "iwlab")
         self.theme_name = theme_name or str(self.settings.value("theme", "system"))
         self.zoom = float(zoom or self.settings.value("zoom", 1.0))
         self.setWindowTitle("iwlab — CPM ↔ SMS interworking lab")
@@ -59,7 +59,8 @@ class LabWindow(QMainWindow):
         centre.addWidget(self._titled("Interworking ladder — every PDU on the wire", self.ladder))
         centre.addWidget(self._titled("Inspector", self.inspector))
         centre.setStretchFactor(0, 3)
-        centre.setStretchFactor(1, 2)
+        centre.setStretchFactor(1, 1)
+        centre.setSizes([700, 260])   # the ladder is the show; the inspector is for the curious
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(left_column)
         self.splitter.addWidget(centre)
@@ -75,13 +76,21 @@ class LabWindow(QMainWindow):
         self.endpoints_label = QLabel("Lab stopped")
         self.statusBar().addPermanentWidget(self.endpoints_label)
         self.apply_look()
-        self.resize(1600, 960)
+        self._fit_to_screen()
+
+    def _fit_to_screen(self) -> None:
+        screen = self.screen().availableGeometry() if self.screen() else None
+        if screen is None or (screen.width() >= 1600 and screen.height() >= 960):
+            self.resize(1600, 960)
+        else:
+            self.resize(screen.width(), screen.height())
+            self.setWindowState(Qt.WindowState.WindowMaximized)
 
     # -- layout helpers ---------------------------------------------------------------
     def _device_column(self, title: str) -> tuple[QWidget, QVBoxLayout]:
         """A titled, scrollable column; returns it and the layout devices go into."""
         column = QWidget()
-        column.setMinimumWidth(340)
+        column.setMinimumWidth(310)
         layout = QVBoxLayout(column)
         layout.setContentsMargins(8, 8, 8, 8)
         heading = QLabel(title)
@@ -113,16 +122,13 @@ class LabWindow(QMainWindow):
         bar = QToolBar("Lab")
         bar.setObjectName("mainToolbar")
         bar.setMovable(False)
-        bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.addToolBar(bar)
-        icon = self.style().standardIcon
-        pixmap = QStyle.StandardPixmap
-        self.start_action = QAction(icon(pixmap.SP_MediaPlay), "Start lab", self,
+        # Text glyphs rather than the style's icons: those are black on a dark theme.
+        self.start_action = QAction("▶  Start lab", self,
                                     triggered=lambda: asyncio.ensure_future(self.start_lab_async()))
-        self.stop_action = QAction(icon(pixmap.SP_MediaStop), "Stop lab", self,
+        self.stop_action = QAction("■  Stop lab", self,
                                    triggered=lambda: asyncio.ensure_future(self.stop_lab_async()))
-        self.pause_action = QAction(icon(pixmap.SP_MediaPause), "Pause trace", self, checkable=True,
-                                    shortcut=QKeySequence("Ctrl+P"))
+        self.pause_action = QAction("❚❚  Pause trace", self, checkable=True, shortcut=QKeySequence("Ctrl+P"))
         self.pause_action.toggled.connect(self.ladder.set_paused)
         self.clear_action = QAction("Clear trace", self, shortcut=QKeySequence("Ctrl+L"), triggered=self.ladder.clear)
         self.zoom_in_action = QAction("A+", self, shortcut=QKeySequence.StandardKey.ZoomIn,
@@ -244,6 +250,9 @@ class LabWindow(QMainWindow):
                 widget = SmsHandsetWidget(device, self.run_in_lab)
                 self.right.addWidget(widget, 1)
             self.phones[user.id] = widget
+        first_phone = next((w for w in self.phones.values() if isinstance(w, CpmPhone)), None)
+        if first_phone:
+            first_phone.text.setFocus()   # ready to type: the demo starts at Mary's keyboard
         endpoints = lab.endpoints()
         sip = "  ".join(f"{domain} {address}" for domain, address in endpoints["sip"].items())
         self.endpoints_label.setText(f"SIP {sip}   SMPP {endpoints.get('smpp', '-')}")

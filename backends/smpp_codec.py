@@ -129,11 +129,6 @@ def _blank(name: str) -> sm_command.Command:
     return pdu
 
 
-def header(raw: bytes) -> tuple[int, int, int, int]:
-    """(length, command_id, status, sequence) of a PDU of at least 16 bytes."""
-    return HEADER.unpack_from(raw)
-
-
 def parse(raw: bytes) -> sm_command.Command:
     """One whole PDU (from Framer) -> smpplib PDU object. Raises ParseError."""
     length, command_id, _status, sequence = HEADER.unpack_from(raw)

@@ -35,9 +35,10 @@ from .trace import Trace
 PROTOCOL = "SMPP"
 OK = C.SMPP_ESME_ROK
 ENROUTE, DELIVERED, EXPIRED, UNDELIVERABLE = 1, 2, 3, 5
-STATS = {DELIVERED: "DELIVRD", EXPIRED: "EXPIRED", UNDELIVERABLE: "UNDELIV"}
+RECEIPT_STAT = {DELIVERED: "DELIVRD", EXPIRED: "EXPIRED", UNDELIVERABLE: "UNDELIV"}
 # deliver_sm_resp statuses that mean "never": drop with an UNDELIV receipt instead of retrying.
 PERMANENT = frozenset({C.SMPP_ESME_RX_P_APPN, C.SMPP_ESME_RX_R_APPN})
+NO_RESPONSE = -1   # pseudo status: no deliver_sm_resp within response_seconds
 RECEIVING = ("receiver", "transceiver")
 SENDING = ("transmitter", "transceiver")
 
@@ -65,7 +66,7 @@ class EsmeAccount:
         """The matching route pattern, if any."""
         for route in self.routes:
             pattern = route.lstrip("+")
-            if pattern.endswith("*") and digits.startswith(pattern[:-1]) or pattern == digits:
+            if (digits.startswith(pattern[:-1]) if pattern.endswith("*") else digits == pattern):
                 return route
         return None
 
@@ -83,6 +84,7 @@ class _Message:
     text_start: str           # first 20 characters, for the receipt text
     stored: bool = False      # nobody could take it when it arrived
     attempts: int = 0
+    last_error: str = ""      # why the previous attempt failed, for the retry's note
 
 
 @dataclass(eq=False)
@@ -90,6 +92,9 @@ class _Mailbox:
     owner: str
     queue: deque = field(default_factory=deque)     # of _Message, submission order
     inflight: _Message | None = None                # queue[0] while a deliver_sm awaits its resp
+    inflight_session: _Session | None = None
+    inflight_seq: int = 0
+    sent_at: float = 0.0                            # loop time of that deliver_sm
     retry: asyncio.TimerHandle | None = None
     next_deadline: float = math.inf
 
@@ -98,7 +103,7 @@ class Smsc:
     def __init__(self, trace: Trace, nodes: NodeDirectory, *, accounts: list[EsmeAccount],
                  handset_password: str, handset_numbers: dict[str, str], name: str = "SMSC",
                  throttle_every: int = 0, validity_seconds: float = 60.0, retry_seconds: float = 1.0,
-                 system_id_name: Callable[[str], str | None] | None = None) -> None:
+                 response_seconds: float = 10.0, system_id_name: Callable[[str], str | None] | None = None) -> None:
         self.trace, self.nodes, self.name = trace, nodes, name
         self.accounts = accounts                  # kept by reference: edits apply at once
         self.handset_password = handset_password
@@ -106,6 +111,7 @@ class Smsc:
         self.throttle_every = throttle_every      # every Nth submit_sm per bind -> ESME_RTHROTTLED
         self.validity_seconds = validity_seconds  # unless a submit_sm sets validity_period
         self.retry_seconds = retry_seconds        # after a failed deliver_sm
+        self.response_seconds = response_seconds  # no deliver_sm_resp by then: failed, retry
         self._system_id_name = system_id_name
         self.port: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -237,18 +243,21 @@ class Smsc:
         if session is None:
             return
         msg = mailbox.queue[0]
-        mailbox.inflight = msg
-        session.deliver(msg)
+        mailbox.inflight, mailbox.inflight_session, mailbox.sent_at = msg, session, self._loop.time()
+        mailbox.inflight_seq = session.deliver(msg)
 
     def _retry(self, mailbox: _Mailbox) -> None:
         mailbox.retry = None
         self._pump(mailbox)
 
-    def _delivery_result(self, msg: _Message, status: int) -> None:
-        """The owner answered our deliver_sm (or the session died before it did: status None)."""
+    def _delivery_result(self, msg: _Message, status: int | None) -> None:
+        """The owner answered our deliver_sm (status None: the session died first;
+        NO_RESPONSE: it stayed silent)."""
         mailbox = self._mailboxes[msg.owner]
         if mailbox.inflight is msg:
-            mailbox.inflight = None
+            mailbox.inflight, mailbox.inflight_session = None, None
+        if status:
+            msg.last_error = "no response" if status == NO_RESPONSE else codec.status_name(status)
         if status == OK or status in PERMANENT or (
                 status is not None and self._loop.time() >= msg.deadline):
             if mailbox.queue and mailbox.queue[0] is msg:
@@ -257,7 +266,7 @@ class Smsc:
                 with contextlib.suppress(ValueError):
                     mailbox.queue.remove(msg)
             self._finish(msg, DELIVERED if status == OK else UNDELIVERABLE if status in PERMANENT else EXPIRED,
-                         status or 0)
+                         max(status or 0, 0))
         elif status is not None and not self._stopping:
             # Keep it at the head: later messages wait, so order holds.
             mailbox.retry = self._loop.call_later(self.retry_seconds, self._retry, mailbox)
@@ -277,7 +286,7 @@ class Smsc:
             return
         now = time.time()
         f = msg.fields
-        text = codec.receipt_text(msg.id, STATS[state], msg.submitted, now, msg.text_start,
+        text = codec.receipt_text(msg.id, RECEIPT_STAT[state], msg.submitted, now, msg.text_start,
                                   err=error & 0xFFF, delivered=state == DELIVERED)
         fields = {
             "source_addr_ton": f["dest_addr_ton"], "source_addr_npi": f["dest_addr_npi"],
@@ -295,13 +304,19 @@ class Smsc:
 
     async def _sweep_loop(self) -> None:
         while True:
-            await asyncio.sleep(min(1.0, max(0.02, self.validity_seconds / 10)))
+            shortest = min(self.validity_seconds, self.response_seconds)
+            await asyncio.sleep(min(1.0, max(0.02, shortest / 10)))
             self._sweep()
 
     def _sweep(self) -> None:
-        """Drop what outlived its validity (never the one in flight: its resp decides)."""
+        """Give up on silent deliveries; drop what outlived its validity (never
+        the one in flight: its response decides)."""
         now = self._loop.time()
         for mailbox in list(self._mailboxes.values()):
+            if mailbox.inflight and now - mailbox.sent_at > self.response_seconds:
+                msg = mailbox.inflight_session.pending.pop(mailbox.inflight_seq, None)
+                if msg:
+                    self._delivery_result(msg, NO_RESPONSE)
             if mailbox.next_deadline > now:
                 continue
             keep, expired, next_deadline = deque(), [], math.inf
@@ -395,7 +410,7 @@ class _Session(asyncio.Protocol):
             smsc.trace.record(self.name, smsc.name, PROTOCOL, why, raw=b"",
                               fields={"event": "connection_lost", "error": repr(exc) if exc else "",
                                       "system_id": self.system_id, "in_flight": kept, "queued": queued},
-                              note=f"peer gone; {kept} in flight and {queued} queued messages kept")
+                              note=f"peer gone; {queued} queued for it kept ({kept} sent, not acknowledged)")
         self.closing = True
         smsc._detach(self)
         if not self.gone.done():
@@ -445,7 +460,7 @@ class _Session(asyncio.Protocol):
         elif pdu.is_response():
             self.record_in(pdu, raw, note="unexpected response, ignored")
         else:
-            self.record_in(pdu, raw, note=f"{pdu.command} is not accepted by an SMSC")
+            self.record_in(pdu, raw, note=f"{pdu.command} is not supported by this SMSC")
             self.nack(pdu.sequence, C.SMPP_ESME_RINVCMDID)
 
     def _unreadable(self, raw: bytes, err: codec.ParseError) -> None:
@@ -569,17 +584,18 @@ class _Session(asyncio.Protocol):
                 fields[key] = value
         return fields
 
-    def deliver(self, msg: _Message) -> None:
+    def deliver(self, msg: _Message) -> int:
         seq = self.next_seq()
         msg.attempts += 1
         self.pending[seq] = msg
         note = ""
         if msg.attempts > 1:
-            note = f"attempt {msg.attempts}"
+            note = f"attempt {msg.attempts}" + (f" (after {msg.last_error})" if msg.last_error else "")
         elif msg.stored:
             note = f"stored until {self.name} bound"
         self.send(codec.make("deliver_sm", seq, **msg.fields),
                   {"smpp_message_id": msg.id, "smpp_seq": str(seq)}, note)
+        return seq
 
     def _deliver_resp(self, pdu: Any, raw: bytes) -> None:
         msg = self.pending.pop(pdu.sequence, None)

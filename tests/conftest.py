@@ -5,6 +5,15 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_settings(tmp_path_factory):
+    """Tests change the theme and zoom: never in the user's own settings."""
+    from PySide6.QtCore import QSettings
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope,
+                      str(tmp_path_factory.mktemp("qsettings")))
+
 from backends.lab import Lab  # noqa: E402
 from backends.lab_thread import LabThread  # noqa: E402
 from backends.topology import load_topology  # noqa: E402

@@ -378,3 +378,17 @@ def test_delegate_paints_every_kind_of_row(view, flow):
     view.delegate.paint(painter, QStyleOptionViewItem(), QModelIndex())   # nothing to paint
     painter.end()
     assert not view.grab().isNull()
+
+
+def test_a_sip_response_takes_the_colour_of_its_conversation():
+    trace = Trace()
+    request = trace.record("Mary", "CPM-A", "SIP", "MESSAGE", raw=b"M",
+                           correlation={"conversation_id": "conv-1", "call_id": "call-1"})
+    other = trace.record("Mary", "CPM-A", "SIP", "MESSAGE", raw=b"M",
+                         correlation={"conversation_id": "conv-2", "call_id": "call-2"})
+    response = trace.record("CPM-A", "Mary", "SIP", "202 Accepted", raw=b"2", is_response=True,
+                            correlation={"call_id": "call-1"})
+    model = LadderModel()
+    model.append_events([request, other, response])
+    slot = [model.index(row, 0).data(ColourSlotRole) for row in range(3)]
+    assert slot[2] == slot[0] != slot[1]

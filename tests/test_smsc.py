@@ -363,7 +363,23 @@ def test_error_response_keeps_the_message_and_retries_in_order(world):
     assert texts(peter.wait_delivered(3)) == [b"r0", b"r1", b"r2"]
     assert [p.short_message for p, _ in peter.seen] == [b"r0", b"r0", b"r1", b"r2"]
     notes = [e.note for e in world.trace.events() if e.summary.startswith("deliver_sm")]
-    assert "kept for retry" in notes and "attempt 2" in notes
+    assert "kept for retry" in notes and "attempt 2 (after ESME_RX_T_APPN)" in notes
+
+
+def test_silent_handset_gets_the_message_again(world):
+    smsc = world.smsc(response_seconds=0.2, retry_seconds=0.05)
+    iwf = world.esme(smsc, "iwf-b", "secret", "transmitter")
+    silent = Raw(smsc.port)
+    assert silent.bind(PETER, mode="receiver").status == C.SMPP_ESME_ROK
+    iwf.submit(PETER, b"anyone?")
+    iwf.submit(PETER, b"second")
+    first, again = silent.read(), silent.read()      # never answered the first one
+    assert first.short_message == again.short_message == b"anyone?" and again.sequence != first.sequence
+    silent.send(codec.encode(codec.make("deliver_sm_resp", again.sequence, message_id="")))
+    assert silent.read().short_message == b"second"
+    silent.close()
+    notes = [e.note for e in world.trace.events() if e.summary.startswith("deliver_sm ")]
+    assert notes[1] == "attempt 2 (after no response)"
 
 
 def test_dead_peer_keeps_pending_messages(world):
@@ -378,7 +394,7 @@ def test_dead_peer_keeps_pending_messages(world):
     peter = world.esme(smsc, PETER, "iwlab", "receiver")
     assert texts(peter.wait_delivered(3)) == [b"d0", b"d1", b"d2"]
     notes = [e for e in world.trace.events() if e.raw == b""]
-    assert len(notes) == 1 and "1 in flight" in notes[0].note and notes[0].src == "Peter"
+    assert len(notes) == 1 and "3 queued for it kept (1 sent, not acknowledged)" in notes[0].note and notes[0].src == "Peter"
 
 
 def test_routes_send_to_the_account_bind(world):
@@ -450,6 +466,20 @@ def test_expired_receipt_when_the_handset_never_binds(world):
     assert world.call(smsc.pending, PETER) == 0
     kinds = [events.get(timeout=1)[0] for _ in range(3)]
     assert kinds == ["bound", "stored", "expired"]     # the receipt went straight to the bound IWF
+
+
+def test_undeliverable_receipt_on_a_permanent_refusal(world):
+    smsc = world.smsc()
+    peter = world.esme(smsc, PETER, "iwlab", "receiver")
+    peter.deliver_status = lambda pdu: C.SMPP_ESME_RX_P_APPN if pdu.short_message == b"no" else C.SMPP_ESME_ROK
+    peter.listen()
+    iwf = world.esme(smsc, "iwf-b", "secret", "transceiver")
+    refused = iwf.submit(PETER, b"no", registered_delivery=2).message_id
+    iwf.submit(PETER, b"yes")
+    receipt = iwf.wait_delivered(1)[0]
+    assert (receipt.receipted_message_id, receipt.message_state) == (refused, 5)
+    assert b"stat:UNDELIV err:101" in receipt.short_message       # 0x65, the handset's status
+    assert texts(peter.wait_delivered(1)) == [b"yes"] and [p.short_message for p, _ in peter.seen] == [b"no", b"yes"]
 
 
 # -- bad input -----------------------------------------------------------------------------------

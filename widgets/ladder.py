@@ -109,6 +109,7 @@ class LadderModel(QAbstractTableModel):
         self._column_of: dict[str, int] = {}
         self._events: list[TraceEvent] = []
         self._colour_slot: dict[str, int] = {}
+        self._next_slot = 0
         self.max_rows = max_rows
         self._set_nodes(self._initial_nodes)
 
@@ -139,7 +140,13 @@ class LadderModel(QAbstractTableModel):
                     added.append(name)
             key = colour_key(event)
             if key and key not in slots:
-                slots[key] = len(slots)
+                slots[key] = self._next_slot
+                self._next_slot += 1
+            # A SIP response carries no Conversation-ID: let its Call-ID take
+            # the colour of the conversation its request belonged to.
+            call_id = event.correlation.get("call_id")
+            if key and call_id and call_id != key:
+                slots.setdefault(call_id, slots[key])
         if added:
             self.nodesChanged.emit(self.nodes)
 
@@ -168,6 +175,7 @@ class LadderModel(QAbstractTableModel):
         self.beginResetModel()
         self._events.clear()
         self._colour_slot.clear()
+        self._next_slot = 0
         changed = self._nodes != self._initial_nodes
         self._set_nodes(self._initial_nodes)
         self.endResetModel()
