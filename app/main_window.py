@@ -48,6 +48,7 @@ class LabWindow(QMainWindow):
         self.zoom = float(zoom or self.settings.value("zoom", 1.0))
         self.setWindowTitle("iwlab — CPM ↔ SMS interworking lab")
         self.phones: dict[str, QWidget] = {}
+        self.device_scrolls: list[QScrollArea] = []
 
         self.ladder = LadderView(ladder_nodes(topology))
         self.inspector = InspectorView()
@@ -79,18 +80,32 @@ class LabWindow(QMainWindow):
         self._fit_to_screen()
 
     def _fit_to_screen(self) -> None:
+        """A lab in front of a room uses the whole screen."""
         screen = self.screen().availableGeometry() if self.screen() else None
-        if screen is None or (screen.width() >= 1600 and screen.height() >= 960):
+        if screen is None:
             self.resize(1600, 960)
-        else:
-            self.resize(screen.width(), screen.height())
-            self.setWindowState(Qt.WindowState.WindowMaximized)
+            return
+        self.resize(screen.width(), screen.height())
+        self.setWindowState(Qt.WindowState.WindowMaximized)
+
+    def _fit_columns(self) -> None:
+        """Device columns never clip a phone: as wide as their widest device needs (zoom included)."""
+        for scroll in self.device_scrolls:
+            inner = scroll.widget()
+            needed = inner.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width()
+            column = scroll.parentWidget()
+            margins = column.layout().contentsMargins()
+            column.setMinimumWidth(max(needed, 300) + margins.left() + margins.right())
+        # QSplitter keeps the widths it chose before the phones existed: hand the
+        # side columns what they need now and the ladder all the rest.
+        sides = [self.splitter.widget(i).minimumWidth() for i in (0, 2)]
+        centre = max(self.splitter.width() - sum(sides) - 2 * self.splitter.handleWidth(), 500)
+        self.splitter.setSizes([sides[0], centre, sides[1]])
 
     # -- layout helpers ---------------------------------------------------------------
     def _device_column(self, title: str) -> tuple[QWidget, QVBoxLayout]:
         """A titled, scrollable column; returns it and the layout devices go into."""
         column = QWidget()
-        column.setMinimumWidth(310)
         layout = QVBoxLayout(column)
         layout.setContentsMargins(8, 8, 8, 8)
         heading = QLabel(title)
@@ -105,6 +120,7 @@ class LabWindow(QMainWindow):
         devices.setContentsMargins(0, 0, 0, 0)
         scroll.setWidget(inner)
         layout.addWidget(scroll, 1)
+        self.device_scrolls.append(scroll)
         return column, devices
 
     @staticmethod
@@ -188,6 +204,7 @@ class LabWindow(QMainWindow):
         app = QApplication.instance()
         if isinstance(app, QApplication):
             theme.apply(app, self.theme_name, self.zoom)
+        self._fit_columns()
 
     def set_theme(self, name: str) -> None:
         self.theme_name = name
@@ -253,6 +270,8 @@ class LabWindow(QMainWindow):
         first_phone = next((w for w in self.phones.values() if isinstance(w, CpmPhone)), None)
         if first_phone:
             first_phone.text.setFocus()   # ready to type: the demo starts at Mary's keyboard
+        self._fit_columns()
+        QTimer.singleShot(0, self._fit_columns)   # again once the window has its real size
         endpoints = lab.endpoints()
         sip = "  ".join(f"{domain} {address}" for domain, address in endpoints["sip"].items())
         self.endpoints_label.setText(f"SIP {sip}   SMPP {endpoints.get('smpp', '-')}")

@@ -7,7 +7,8 @@ mode=${1:-offscreen}
 libs=(libgl1 libegl1 libx11-6 libdbus-1-3 libfontconfig1 libfreetype6 libglib2.0-0 libxkbcommon0 fonts-dejavu-core)
 if [ "$mode" = window ]; then
   libs+=(libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-render-util0 libxcb-render0
-         libxcb-shape0 libxcb-util1 libxcb-xkb1 libxkbcommon-x11-0)
+         libxcb-shape0 libxcb-util1 libxcb-xkb1 libxkbcommon-x11-0
+         fonts-noto-color-emoji)   # people type emoji into the phones
 fi
 command -v dpkg-query >/dev/null || { echo "system-libs: not a Debian/Ubuntu system; install Qt's runtime libraries yourself" >&2; exit 0; }
 missing=()
