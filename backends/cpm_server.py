@@ -370,7 +370,8 @@ class CpmServer:
             if address is None:
                 raise OSError("no address")
             link.connection = await open_connection(address[0], address[1], self._on_message,
-                                                    local_name=self.name, nodes=self.nodes)
+                                                    local_name=self.name, nodes=self.nodes,
+                                                    annotate=self.trace.annotate)
         except OSError:
             while link.outbox:
                 message, _ = link.outbox.popleft()

@@ -16,19 +16,23 @@ import asyncio
 import itertools
 import logging
 import re
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import smpplib.consts as c
 
 from . import sip, smstext
-from .cpim import CpimError, parse_cpim, uri_of
+from .cpim import CpimError, CpimMessage, Imdn, imdn_message, parse_cpim, uri_of
+from .cpm_server import CPM_MSG_SERVICE
 from .esme import Esme, status_name
 from .nodes import NodeDirectory
 from .sip import SipParseError, SipRequest, SipResponse, make_response
-from .sipnet import SipConnection, SipConnectionClosed
-from .topology import Operator, Topology, User
+from .sipnet import SipConnection, SipConnectionClosed, open_connection
+from .smpp_codec import RECEIPT_ESM_CLASS, parse_receipt_text
+from .threads import ThreadMap
+from .topology import Operator, Topology
 from .trace import Trace
 
 log = logging.getLogger(__name__)
@@ -36,6 +40,7 @@ Address = tuple[str, int]
 RETRY_STATUSES = {c.SMPP_ESME_RTHROTTLED, c.SMPP_ESME_RMSGQFUL}
 TON_INTERNATIONAL = 1
 NPI_E164 = 1
+MESSAGE_STATE_DELIVERED = 2
 _ROUTE_RE = re.compile(r'^\s*(\w+)\s*(?:;\s*reason="(.*)")?\s*$')
 
 
@@ -48,8 +53,16 @@ class OutboundSms:
     imdn_message_id: str
     sender_uri: str
     recipient_uri: str
-    wants_delivery_report: bool
+    disposition: tuple[str, ...]             # imdn.Disposition-Notification asked for
+    datetime: str                            # the CPIM DateTime, echoed in the IMDN
     smsc_ids: list[str] = field(default_factory=list)
+    parts: int = 0
+    delivered_parts: set[int] = field(default_factory=set)
+    failed: bool = False
+
+    @property
+    def wants_receipt(self) -> bool:
+        return any(d in self.disposition for d in ("positive-delivery", "negative-delivery"))
 
 
 class _Conversation:
@@ -63,7 +76,8 @@ class _Conversation:
 
 class Iwf:
     def __init__(self, operator: Operator, topology: Topology, trace: Trace, nodes: NodeDirectory, *,
-                 host: str, smsc_address: Callable[[], Address], name: str = "IWF") -> None:
+                 host: str, smsc_address: Callable[[], Address], cpm_address: Callable[[], Address | None],
+                 reassembly_timeout: float = 30.0, name: str = "IWF") -> None:
         assert operator.iwf is not None
         self.operator = operator
         self.topology = topology
@@ -73,6 +87,18 @@ class Iwf:
         self.name = name
         self.port = 0
         self._smsc_address = smsc_address
+        self._cpm_address = cpm_address
+        self._cpm_link: SipConnection | None = None
+        self._cpm_outbox: deque[tuple[SipRequest, str]] = deque()   # requests to CPM, in order
+        self._cpm_sender: asyncio.Task | None = None
+        self._cseq = itertools.count(1)
+        account = operator.iwf
+        self.threads = ThreadMap(account.thread_policy, expiry=account.thread_expiry_seconds,
+                                 pool=account.number_pool)
+        # Parts that never all arrive are shown, marked incomplete, after this long.
+        self.reassembler = smstext.Reassembler(timeout=reassembly_timeout)
+        self._by_smsc_id: dict[str, tuple[OutboundSms, int]] = {}   # normalised id -> (message, part)
+        self._expiry: asyncio.Task | None = None
         self._server: asyncio.Server | None = None
         self._connections: set[SipConnection] = set()
         self._conversations: dict[tuple[str, str], _Conversation] = {}
@@ -93,9 +119,15 @@ class Iwf:
                          node_name=self.name, nodes=self.nodes, on_deliver=self._sms_received,
                          on_state=self._esme_state)
         await self.esme.start()
+        self._expiry = asyncio.create_task(self._expire_parts(), name="IWF reassembly timer")
         return self.port
 
     async def stop(self) -> None:
+        for task in (self._expiry, self._cpm_sender):
+            if task:
+                task.cancel()
+        if self._cpm_link:
+            self._cpm_link.close()
         for conversation in self._conversations.values():
             if conversation.worker:
                 conversation.worker.cancel()
@@ -162,11 +194,19 @@ class Iwf:
         if sender is None or not sender.msisdn:
             self._respond(conn, req, 403, "Sender has no number to show on SMS")
             return
-        sms = OutboundSms(source=sender.msisdn, dest=recipient.msisdn, text=cpim.text,
-                          imdn_message_id=cpim.message_id, sender_uri=sender_uri, recipient_uri=req.uri,
-                          wants_delivery_report="positive-delivery" in cpim.disposition
-                          or "negative-delivery" in cpim.disposition)
-        self._respond(conn, req, 202, "Accepted", note=f"queued for SMS to {recipient.name} (+{recipient.msisdn})")
+        conversation_id = req.headers.get("Conversation-ID") or ""
+        source = self.threads.outbound_sms(
+            cpm_uri=sender.cpm_uri or sender_uri, cpm_number=sender.msisdn, peer=recipient.msisdn,
+            conversation_id=conversation_id, contribution_id=req.headers.get("Contribution-ID") or "")
+        sms = OutboundSms(source=source, dest=recipient.msisdn, text=cpim.text,
+                          imdn_message_id=cpim.message_id, sender_uri=sender.cpm_uri or sender_uri,
+                          recipient_uri=req.uri, disposition=cpim.disposition, datetime=cpim.datetime)
+        note = f"queued for SMS to {recipient.name} (+{recipient.msisdn})"
+        if source != sender.msisdn:
+            note += f", sent from pool number +{source} so a reply names this thread"
+        if "display" in cpim.disposition:
+            note += "; a display notification was asked for, but SMS cannot report reading: it will not be sent"
+        self._respond(conn, req, 202, "Accepted", note=note)
         self._enqueue(sms)
 
     def _respond(self, conn: SipConnection, req: SipRequest, status: int, reason: str, note: str = "") -> None:
@@ -195,6 +235,8 @@ class Iwf:
             except _PermanentFailure as exc:
                 self.failed.append((sms, str(exc)))
                 log.warning("SMS %s->%s failed: %s", sms.source, sms.dest, exc)
+                if "negative-delivery" in sms.disposition:
+                    self._send_imdn(sms, "failed", f"the SMSC refused it: {exc}")
             conversation.queue.popleft()
         if not self.ordering_enabled:
             self._conversations.pop(key, None)
@@ -211,7 +253,7 @@ class Iwf:
                 dest_addr_ton=TON_INTERNATIONAL, dest_addr_npi=NPI_E164, destination_addr=sms.dest,
                 esm_class=0x40 if part.esm_class_udhi else 0x00,
                 data_coding=part.data_coding, short_message=part.short_message(),
-                registered_delivery=1 if sms.wants_delivery_report else 0,
+                registered_delivery=1 if sms.wants_receipt else 0,
             )
             delay = 0.005
             while True:
@@ -232,13 +274,164 @@ class Iwf:
                     continue
                 raise _PermanentFailure(f"SMSC refused part: {status_name(resp.status)}")
             self.submitted += 1
-            message_id = getattr(resp, "message_id", b"") or b""
-            sms.smsc_ids.append(message_id.decode() if isinstance(message_id, bytes) else str(message_id))
+            message_id = _text(getattr(resp, "message_id", b""))
+            sms.smsc_ids.append(message_id)
+            for key in receipt_keys(message_id):
+                self._by_smsc_id[key] = (sms, len(sms.smsc_ids) - 1)
+        sms.parts = len(parts)
 
-    # -- legacy -> CPM (use case 5.9.5) ------------------------------------------
-    def _sms_received(self, pdu: object) -> None:
-        """A deliver_sm from the SMSC: a receipt or an SMS for a CPM user."""
-        log.debug("IWF received %s", getattr(pdu, "command", "?"))
+    # -- legacy -> CPM (use case 5.9.5) and receipts ---------------------------------------------
+    def _sms_received(self, pdu: Any) -> None:
+        """A deliver_sm from the SMSC: a delivery receipt, or an SMS for a CPM user."""
+        if pdu.command != "deliver_sm":
+            return
+        if (pdu.esm_class or 0) & 0x3C == RECEIPT_ESM_CLASS:
+            self._receipt(pdu)
+            return
+        tlvs = {name: getattr(pdu, name) for name in ("sar_msg_ref_num", "sar_total_segments",
+                                                       "sar_segment_seqnum", "message_payload")
+                if getattr(pdu, name, None) is not None}
+        for sms in self.reassembler.add(source=_text(pdu.source_addr), dest=_text(pdu.destination_addr),
+                                         data_coding=pdu.data_coding or 0, esm_class=pdu.esm_class or 0,
+                                         short_message=pdu.short_message or b"", tlvs=tlvs):
+            self._sms_to_cpm(sms)
+
+    async def _expire_parts(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            for sms in self.reassembler.expire():   # shown incomplete, never dropped
+                self._sms_to_cpm(sms)
+
+    def _sms_to_cpm(self, sms: smstext.IncomingSms) -> None:
+        source, dest = sms.source.lstrip("+"), sms.dest.lstrip("+")
+        recipient = self.topology.user_by_number(dest)
+        thread = None
+        if self.threads.is_pool_number(dest):
+            thread = self.threads.inbound_sms(peer=source, dest_number=dest, cpm_uri=None)
+            owner = self.threads.pool_owner(source, dest)
+            recipient = self.topology.user_by_uri(owner.cpm_uri) if owner else None
+        elif recipient is not None:
+            thread = self.threads.inbound_sms(peer=source, dest_number=dest, cpm_uri=recipient.cpm_uri)
+        if recipient is None or not recipient.cpm_uri:
+            log.warning("SMS from +%s to +%s: no CPM user behind that number", source, dest)
+            return
+        sender = self.topology.user_by_number(source)
+        contribution_id = uuid.uuid4().hex
+        conversation_id = thread.conversation_id if thread else uuid.uuid4().hex
+        text = sms.text if sms.complete else f"{sms.text}\n[incomplete: {sms.parts} of {sms.total} parts arrived]"
+        cpim = CpimMessage(sender=f'"{sender.name}" <tel:+{source}>' if sender else f"<tel:+{source}>",
+                           recipient=f"<{recipient.cpm_uri}>", body=text.encode("utf-8"),
+                           disposition=("positive-delivery",))
+        req = self._new_request("MESSAGE", recipient.cpm_uri, from_uri=f"tel:+{source}",
+                                from_name=sender.name if sender else None)
+        req.headers.add("P-Preferred-Service", CPM_MSG_SERVICE)
+        req.headers.add("Conversation-ID", conversation_id)
+        req.headers.add("Contribution-ID", contribution_id)
+        if thread:
+            req.headers.add("InReplyTo-Contribution-ID", thread.contribution_id)
+            self.threads.note_reply(source, thread, contribution_id)
+        req.headers.add("Content-Type", "message/cpim")
+        req.body = cpim.to_bytes()
+        parts = f" ({sms.parts}/{sms.total} parts)" if sms.total > 1 else ""
+        if thread:
+            note = f"SMS{parts} from +{source} answers Mary's thread ({self.threads.policy} policy)"
+            note = note.replace("Mary", recipient.name)
+        else:
+            note = f"SMS{parts} from +{source} starts a new conversation with {recipient.name}"
+        self._send_to_cpm(req, note)
+
+    def _receipt(self, pdu: Any) -> None:
+        receipt_id = _text(getattr(pdu, "receipted_message_id", None) or b"")
+        fields = parse_receipt_text(_text(pdu.short_message)) or {}
+        receipt_id = receipt_id or fields.get("id", "")
+        found = next((self._by_smsc_id[k] for k in receipt_keys(receipt_id) if k in self._by_smsc_id), None)
+        if found is None:
+            log.info("receipt for unknown message id %r", receipt_id)
+            return
+        sms, part = found
+        state = getattr(pdu, "message_state", None)
+        stat = (fields.get("stat") or "").upper()
+        delivered = state == MESSAGE_STATE_DELIVERED or stat == "DELIVRD"
+        if delivered:
+            sms.delivered_parts.add(part)
+            # A multipart message is delivered when every part is.
+            if len(sms.delivered_parts) == sms.parts and "positive-delivery" in sms.disposition:
+                self._send_imdn(sms, "delivered", f"SMSC receipt: all {sms.parts} part(s) delivered")
+        elif stat not in ("ENROUTE", "ACCEPTD") and not sms.failed:
+            sms.failed = True
+            if "negative-delivery" in sms.disposition or "positive-delivery" in sms.disposition:
+                self._send_imdn(sms, "failed", f"SMSC receipt: stat:{stat or state}")
+
+    def _send_imdn(self, sms: OutboundSms, status: str, why: str) -> None:
+        recipient = self.topology.user_by_number(sms.dest)
+        peer_uri = recipient.cpm_uri if recipient and recipient.cpm_uri else f"tel:+{sms.dest}"
+        envelope = imdn_message(Imdn(sms.imdn_message_id, "delivery", status, sms.datetime, peer_uri),
+                                sender=f"<{peer_uri}>", recipient=f"<{sms.sender_uri}>")
+        req = self._new_request("MESSAGE", sms.sender_uri, from_uri=peer_uri)
+        req.headers.add("Content-Type", "message/cpim")
+        req.body = envelope.to_bytes()
+        self._send_to_cpm(req, f"IMDN {status} for imdn.Message-ID {sms.imdn_message_id}: {why}")
+
+    def _new_request(self, method: str, uri: str, *, from_uri: str, from_name: str | None = None) -> SipRequest:
+        headers = sip.Headers()
+        headers.add("Via", f"SIP/2.0/TCP {self.host}:{self.port};branch={sip.new_branch()}")
+        headers.add("Max-Forwards", "70")
+        display = f'"{from_name}" ' if from_name else ""
+        headers.add("From", f"{display}<{from_uri}>;tag={sip.new_tag()}")
+        headers.add("To", f"<{uri}>")
+        headers.add("Call-ID", sip.new_call_id(self.operator.cpm_domain))
+        headers.add("CSeq", f"{next(self._cseq)} {method}")
+        return SipRequest(method, uri, headers)
+
+    def _send_to_cpm(self, req: SipRequest, note: str) -> None:
+        """Queue a request to the CPM side; sent in order, resent if the link breaks."""
+        self._cpm_outbox.append((req, note))
+        if self._cpm_sender is None or self._cpm_sender.done():
+            self._cpm_sender = asyncio.create_task(self._drain_cpm_outbox(), name="IWF -> CPM")
+
+    async def _drain_cpm_outbox(self) -> None:
+        delay = 0.05
+        while self._cpm_outbox:
+            req, note = self._cpm_outbox[0]
+            try:
+                link = await self._cpm_connection()
+                response = await link.request(req, note=note)
+            except (OSError, SipConnectionClosed) as exc:
+                log.warning("IWF cannot reach CPM (%s); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            delay = 0.05
+            self._cpm_outbox.popleft()
+            if response.status >= 300:
+                log.warning("CPM refused %s: %s %s", req.method, response.status, response.reason)
+
+    async def _cpm_connection(self) -> SipConnection:
+        if self._cpm_link is None or not self._cpm_link.is_open:
+            address = self._cpm_address()
+            if address is None:
+                raise OSError("the CPM server is not running")
+            self._cpm_link = await open_connection(address[0], address[1], self._on_sip,
+                                                   local_name=self.name, nodes=self.nodes,
+                                                   annotate=self.trace.annotate)
+        return self._cpm_link
+
+
+def receipt_keys(message_id: str) -> set[str]:
+    """Every form one SMSC message id may take in a receipt (hex or decimal, leading zeros or not)."""
+    value = message_id.strip()
+    keys = {value.upper().lstrip("0") or "0"}
+    if value and all(ch in "0123456789abcdefABCDEF" for ch in value):
+        keys.add(f"{int(value, 16):X}")
+        keys.add(str(int(value, 16)))
+    if value.isdigit():
+        keys.add(f"{int(value):X}")
+        keys.add(str(int(value)))
+    return keys
+
+
+def _text(value: Any) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else str(value or "")
 
 
 class _PermanentFailure(Exception):
@@ -249,6 +442,3 @@ def _route_technology(header: str | None) -> str:
     match = _ROUTE_RE.match(header or "")
     return match.group(1).lower() if match else ""
 
-
-def recipient_of(user: User) -> str:
-    return f"+{user.msisdn}" if user.msisdn else user.name

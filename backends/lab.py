@@ -50,7 +50,8 @@ class Lab:
                              throttle_every=topology.smsc.throttle_every,
                              validity_seconds=topology.smsc.validity_seconds)
             self.iwf = Iwf(iwf_operator, topology, self.trace, self.nodes, host=self.host,
-                           smsc_address=lambda: (self.host, self.smsc.port))
+                           smsc_address=lambda: (self.host, self.smsc.port),
+                           cpm_address=lambda: self._sip_address_of(iwf_operator.id))
         for user in topology.users:
             if user.id not in self._device_ids:
                 continue
@@ -80,8 +81,9 @@ class Lab:
         assert op and op.iwf
         # Like an IP-SM-GW: SMS to CPM users' numbers reach the IWF's bind.
         cpm_numbers = [u.msisdn for u in self.topology.users if u.device == "cpm" and u.msisdn]
+        pool = [number.lstrip("+") for number in op.iwf.number_pool]   # replies name their thread
         return EsmeAccount(system_id=op.iwf.system_id, password=op.iwf.password, node_name="IWF",
-                           routes=cpm_numbers)
+                           routes=cpm_numbers + pool)
 
     def _sip_address_of(self, operator_id: str) -> tuple[str, int] | None:
         server = self.cpm_servers.get(operator_id)

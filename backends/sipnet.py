@@ -33,8 +33,10 @@ class SipConnection(asyncio.Protocol):
         trace: Trace | None = None,
         nodes: NodeDirectory | None = None,
         on_close: Callable[["SipConnection"], None] | None = None,
+        annotate: Callable[[str, str], None] | None = None,
     ) -> None:
         self.on_message = on_message
+        self.annotate = annotate        # on a non-recording end: hands our notes to the recorder
         self.local_name = local_name
         self.trace = trace              # set only on the recording end
         self.nodes = nodes
@@ -116,6 +118,8 @@ class SipConnection(asyncio.Protocol):
         self.transport.write(raw)
         if self.trace is not None:
             self._record(message, incoming=False, raw=raw, note=note)
+        elif note and self.annotate and isinstance(message, SipRequest):
+            self.annotate(message.headers.get("Call-ID") or "", note)
 
     def request(self, request: SipRequest, *, on_provisional: Callable[[SipResponse], None] | None = None,
                 note: str = "") -> asyncio.Future[SipResponse]:
@@ -241,11 +245,16 @@ def name_addr_uri(value: str | None) -> str:
 
 async def open_connection(host: str, port: int, on_message: MessageHandler, *, local_name: str,
                           nodes: NodeDirectory | None, trace: Trace | None = None,
-                          on_close: Callable[[SipConnection], None] | None = None) -> SipConnection:
-    """Connect as an in-lab client: claim our local address so the server can name us."""
+                          on_close: Callable[[SipConnection], None] | None = None,
+                          annotate: Callable[[str, str], None] | None = None) -> SipConnection:
+    """Connect as an in-lab client: claim our local address so the server can name us.
+
+    The server end records; `annotate` (Trace.annotate) carries our notes to it.
+    """
     loop = asyncio.get_running_loop()
     _, conn = await loop.create_connection(
-        lambda: SipConnection(on_message, local_name=local_name, trace=trace, nodes=nodes, on_close=on_close),
+        lambda: SipConnection(on_message, local_name=local_name, trace=trace, nodes=nodes, on_close=on_close,
+                              annotate=annotate),
         host, port)
     if nodes is not None:
         nodes.claim(conn.local_address, local_name)

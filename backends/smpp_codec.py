@@ -157,6 +157,11 @@ def make(name: str, sequence: int, status: int = 0, **fields: Any) -> sm_command
     pdu.__dict__.update(fields)   # what make_pdu(**fields) does to a fresh PDU, minus its cost
     pdu.status = status
     pdu.sequence = sequence       # (make_pdu would ignore a sequence argument)
+    mandatory, optional = _plan(type(pdu))
+    if optional:
+        # generate() visits every TLV the class knows (~1 us each); list only those set.
+        pdu.params_order = tuple(k for k, _ in mandatory) + tuple(
+            k for k, _ in optional if fields.get(k) is not None)
     return pdu
 
 

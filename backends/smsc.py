@@ -369,6 +369,7 @@ class _Session(asyncio.Protocol):
         self.mode: str | None = None          # "transmitter" | "receiver" | "transceiver" once bound
         self.system_id = ""
         self.pending: dict[int, _Message] = {}   # our deliver_sm sequence -> message
+        self.out: list[bytes] | None = None      # writes held back while a chunk is handled
         self.seq = 0
         self.submits = 0
         self.closing = False                  # we chose to close: no "connection lost" note
@@ -393,12 +394,23 @@ class _Session(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if not self.claimed:
             self._claim()
-        for raw in self.framer.feed(data):
-            if self.closing:
-                return
-            self.handle(raw)
-        if self.framer.error and not self.closing:
-            self._bad_length(self.framer.error)
+        # Answers to one chunk (a pipelining ESME sends many PDUs at once) leave
+        # in one write: one syscall instead of one per PDU.
+        self.out = []
+        try:
+            for raw in self.framer.feed(data):
+                if self.closing:
+                    break
+                self.handle(raw)
+            if self.framer.error and not self.closing:
+                self._bad_length(self.framer.error)
+        finally:
+            self.flush()
+
+    def flush(self) -> None:
+        out, self.out = self.out, None
+        if out:
+            self.transport.write(b"".join(out))
 
     def connection_lost(self, exc: Exception | None) -> None:
         smsc = self.smsc
@@ -419,6 +431,7 @@ class _Session(asyncio.Protocol):
     def close(self) -> None:
         if not self.closing:
             self.closing = True
+            self.flush()
             self.smsc._detach(self)
             self.transport.close()
 
@@ -434,7 +447,10 @@ class _Session(asyncio.Protocol):
         # Record before writing: once the peer has the PDU, the trace has it too.
         self.smsc.trace.record(self.smsc.name, self.name, PROTOCOL, summary, raw=raw, fields=fields,
                                is_response=pdu.is_response(), correlation=correlation, note=note)
-        self.transport.write(raw)
+        if self.out is None:
+            self.transport.write(raw)
+        else:
+            self.out.append(raw)
 
     def respond(self, request: Any, status: int = OK, correlation: dict[str, str] | None = None,
                 note: str = "", **fields: Any) -> None:

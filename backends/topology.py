@@ -23,6 +23,9 @@ class TopologyError(ValueError):
 class IwfAccount:
     system_id: str
     password: str
+    thread_policy: str = "last"          # "last" or "pool" (backends/threads.py)
+    thread_expiry_seconds: float = 24 * 3600.0
+    number_pool: list[str] = field(default_factory=list)   # originating numbers for the "pool" policy
 
 
 @dataclass
@@ -189,6 +192,20 @@ def _number_matches(pattern: str, number: str) -> bool:
     return number == pattern
 
 
+def _iwf_account(raw: dict[str, Any], where: str, need) -> IwfAccount:
+    from .threads import POLICIES
+    account = IwfAccount(
+        system_id=str(need(raw, "system_id", where)), password=str(need(raw, "password", where)),
+        thread_policy=str(raw.get("thread_policy", "last")),
+        thread_expiry_seconds=float(raw.get("thread_expiry_seconds", 24 * 3600)),
+        number_pool=[str(n) for n in raw.get("number_pool", [])])
+    if account.thread_policy not in POLICIES:
+        raise TopologyError(f"{where}: thread_policy must be one of {POLICIES}")
+    if account.thread_policy == "pool" and not account.number_pool:
+        raise TopologyError(f"{where}: the 'pool' thread policy needs a number_pool")
+    return account
+
+
 def default_topology_path() -> Path:
     return Path(str(resources.files("resources").joinpath("topology.toml")))
 
@@ -222,8 +239,7 @@ def parse_topology(data: dict[str, Any], source: str = "<memory>") -> Topology:
             iwf_sip_port=raw.get("iwf_sip_port"),
             smpp_port=raw.get("smpp_port"),
             smtp_port=raw.get("smtp_port"),
-            iwf=IwfAccount(str(need(iwf_raw, "system_id", where + ".iwf")),
-                           str(need(iwf_raw, "password", where + ".iwf"))) if iwf_raw else None,
+            iwf=_iwf_account(iwf_raw, f"{source}: {where}.iwf", need) if iwf_raw else None,
         ))
     if not operators:
         raise TopologyError(f"{source}: no [[operators]]")

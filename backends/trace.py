@@ -53,6 +53,7 @@ class Trace:
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
         self.max_events = max_events
+        self._notes: dict[str, str] = {}   # correlation id -> note for the next request recorded with it
 
     def record(
         self,
@@ -68,6 +69,8 @@ class Trace:
         note: str = "",
     ) -> TraceEvent:
         with self._lock:
+            if not note and not is_response and correlation and self._notes:
+                note = next((self._notes.pop(v) for v in correlation.values() if v in self._notes), "")
             event = TraceEvent(
                 seq=next(self._seq), time=time.time(), src=src, dst=dst,
                 protocol=protocol, summary=summary, is_response=is_response,
@@ -82,6 +85,19 @@ class Trace:
         for listener in listeners:
             listener(event)
         return event
+
+    def annotate(self, correlation_id: str, note: str) -> None:
+        """Explain a request that another node will record (e.g. its Call-ID).
+
+        The sending end of a connection does not record (the accepting end
+        does), but it is the one that knows why it sent: the note waits here
+        for the recording of the next request carrying that id.
+        """
+        if correlation_id and note:
+            with self._lock:
+                self._notes[correlation_id] = note
+                if len(self._notes) > 10_000:   # ids that never showed up
+                    self._notes.pop(next(iter(self._notes)))
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         with self._lock:

@@ -17,7 +17,7 @@ class SmppHandset:
         self.received: "queue.Queue" = queue.Queue()
         self.responses: "queue.Queue" = queue.Queue()
         self.client.set_message_received_handler(self._on_deliver)
-        self.client.set_message_sent_handler(self.responses.put)
+        self.client.set_message_sent_handler(lambda pdu, **_: self.responses.put(pdu))
         self.client.set_error_pdu_handler(lambda pdu: None)
         self.client.connect()
         self.client._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

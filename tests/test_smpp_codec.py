@@ -219,3 +219,21 @@ def test_validity_period():
     assert codec.validity_seconds("300101000000004+", now=1893452400 - 100) == pytest.approx(100)
     with pytest.raises(ValueError):
         codec.validity_seconds("tomorrow")
+
+
+def test_make_gives_the_same_bytes_as_smpplibs_make_pdu():
+    import smpplib.smpp
+
+    class Seq:
+        sequence = 0
+
+        def next_sequence(self):
+            return 0
+    fields = dict(source_addr="15550101", destination_addr="15550201", source_addr_ton=1, esm_class=0x04,
+                  short_message=b"id:1 stat:DELIVRD", receipted_message_id="1A2B", message_state=2,
+                  sar_msg_ref_num=9, sar_total_segments=2, sar_segment_seqnum=1)
+    theirs = smpplib.smpp.make_pdu("deliver_sm", client=Seq(), allow_unknown_opt_params=True, **fields)
+    theirs.sequence = 77
+    assert codec.encode(codec.make("deliver_sm", 77, **fields)) == theirs.generate()
+    assert codec.encode(codec.make("bind_receiver_resp", 3, system_id="SMSC", sc_interface_version=0x34)) == \
+        pdu(0x80000001, 3, b"SMSC\0" + tlv(0x0210, b"\x34"))

@@ -482,6 +482,21 @@ def test_undeliverable_receipt_on_a_permanent_refusal(world):
     assert texts(peter.wait_delivered(1)) == [b"yes"] and [p.short_message for p, _ in peter.seen] == [b"no", b"yes"]
 
 
+def test_pipelined_pdus_in_one_chunk_are_all_answered_in_order(world):
+    smsc = world.smsc()
+    peter = world.esme(smsc, PETER, "iwlab", "receiver").listen()
+    raw = Raw(smsc.port)
+    assert raw.bind("iwf-b", "secret", "transmitter").status == C.SMPP_ESME_ROK
+    raw.send(b"".join(raw_submit(10 + i, text=f"p{i}".encode()) for i in range(5))
+             + codec.encode(codec.make("enquire_link", 15)) + raw_submit(16, dest="15557777"))
+    answers = [raw.read() for _ in range(7)]
+    assert [(a.command, a.sequence, a.status) for a in answers] == [
+        ("submit_sm_resp", 10 + i, 0) for i in range(5)] + [
+        ("enquire_link_resp", 15, 0), ("submit_sm_resp", 16, C.SMPP_ESME_RINVDSTADR)]
+    assert texts(peter.wait_delivered(5)) == [f"p{i}".encode() for i in range(5)]
+    raw.close()
+
+
 # -- bad input -----------------------------------------------------------------------------------
 
 def test_generic_nack_for_unknown_and_unreadable_pdus(world):

@@ -1,0 +1,110 @@
+"""The IWF's thread map: which CPM conversation a legacy reply belongs to.
+
+SMS carries no thread id, so the IWF remembers what it sent (seed 5.9,
+message-thread management) under one of two policies, chosen per operator:
+
+- "last": a reply belongs to the most recent conversation between that CPM
+  user and that legacy peer, if it is younger than the expiry;
+- "pool": each open conversation with a peer is sent from its own number of
+  a pool, so the number a reply is addressed to names the thread.
+
+Email has real ids (Message-ID / In-Reply-To / References); they are kept in
+the same map by id. Sans-I/O: data in, data out, a clock you can pass in.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+POLICIES = ("last", "pool")
+
+
+@dataclass(frozen=True)
+class ThreadRef:
+    cpm_uri: str              # the CPM user's identity (who the reply goes to)
+    conversation_id: str
+    contribution_id: str      # the message being answered (InReplyTo-Contribution-ID)
+    at: float
+
+
+class ThreadMap:
+    def __init__(self, policy: str = "last", *, expiry: float = 24 * 3600.0, pool: list[str] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"thread policy must be one of {POLICIES}, not {policy!r}")
+        if policy == "pool" and not pool:
+            raise ValueError("the 'pool' thread policy needs a number pool")
+        self.policy = policy
+        self.expiry = expiry
+        self.pool = [number.lstrip("+") for number in (pool or [])]
+        self._clock = clock
+        self._last: dict[tuple[str, str], ThreadRef] = {}       # (legacy peer, cpm uri) -> newest
+        self._by_number: dict[tuple[str, str], ThreadRef] = {}  # (legacy peer, pool number) -> thread
+        self._by_id: dict[str, ThreadRef] = {}                   # email Message-ID -> thread
+
+    # -- SMS -------------------------------------------------------------------------
+    def outbound_sms(self, *, cpm_uri: str, cpm_number: str, peer: str, conversation_id: str,
+                     contribution_id: str) -> str:
+        """Remember a message sent to a legacy peer; returns the number to send it from."""
+        ref = ThreadRef(cpm_uri, conversation_id, contribution_id, self._clock())
+        peer = peer.lstrip("+")
+        self._last[(peer, cpm_uri)] = ref
+        if self.policy == "last":
+            return cpm_number.lstrip("+")
+        number = self._pool_number(peer, conversation_id)
+        self._by_number[(peer, number)] = ref
+        return number
+
+    def _pool_number(self, peer: str, conversation_id: str) -> str:
+        in_use = {number: ref for (p, number), ref in self._by_number.items() if p == peer}
+        for number, ref in in_use.items():
+            if ref.conversation_id == conversation_id:
+                return number                       # the thread keeps its number
+        free = [number for number in self.pool if number not in in_use]
+        if free:
+            return free[0]
+        # Every number is taken with this peer: reuse the one idle the longest.
+        return min(in_use, key=lambda number: in_use[number].at)
+
+    def inbound_sms(self, *, peer: str, dest_number: str, cpm_uri: str | None) -> ThreadRef | None:
+        """The thread an SMS from peer to dest_number answers, or None (a new conversation).
+
+        cpm_uri: the CPM user dest_number belongs to, when it is a user's own number.
+        """
+        peer, dest = peer.lstrip("+"), dest_number.lstrip("+")
+        now = self._clock()
+        if dest in self.pool:
+            ref = self._by_number.get((peer, dest))
+        elif cpm_uri:
+            ref = self._last.get((peer, cpm_uri))
+        else:
+            ref = None
+        if ref is None or now - ref.at > self.expiry:
+            return None
+        return ref
+
+    def is_pool_number(self, number: str) -> bool:
+        return number.lstrip("+") in self.pool
+
+    def pool_owner(self, peer: str, number: str) -> ThreadRef | None:
+        return self._by_number.get((peer.lstrip("+"), number.lstrip("+")))
+
+    # -- email and anything with real ids ------------------------------------------------------
+    def remember_id(self, message_id: str, *, cpm_uri: str, conversation_id: str, contribution_id: str) -> None:
+        self._by_id[message_id.strip("<>")] = ThreadRef(cpm_uri, conversation_id, contribution_id, self._clock())
+
+    def find_by_ids(self, candidates: list[str]) -> ThreadRef | None:
+        for message_id in candidates:
+            ref = self._by_id.get(message_id.strip("<>"))
+            if ref:
+                return ref
+        return None
+
+    def note_reply(self, peer: str, ref: ThreadRef, contribution_id: str) -> None:
+        """A legacy reply joined the thread: Mary's next answer continues it, and so does its next reply."""
+        updated = ThreadRef(ref.cpm_uri, ref.conversation_id, contribution_id, self._clock())
+        self._last[(peer.lstrip("+"), ref.cpm_uri)] = updated
+        for key, existing in list(self._by_number.items()):
+            if key[0] == peer.lstrip("+") and existing.conversation_id == ref.conversation_id:
+                self._by_number[key] = updated
