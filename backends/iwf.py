@@ -98,6 +98,7 @@ class Iwf:
         # Parts that never all arrive are shown, marked incomplete, after this long.
         self.reassembler = smstext.Reassembler(timeout=reassembly_timeout)
         self._by_smsc_id: dict[str, tuple[OutboundSms, int]] = {}   # normalised id -> (message, part)
+        self._early_receipts: dict[str, Any] = {}
         self._expiry: asyncio.Task | None = None
         self._server: asyncio.Server | None = None
         self._connections: set[SipConnection] = set()
@@ -247,6 +248,7 @@ class Iwf:
             parts = smstext.encode(sms.text, ref=next(self._refs))
         except ValueError as exc:
             raise _PermanentFailure(str(exc)) from exc
+        sms.parts = len(parts)
         for part in parts:
             params = dict(
                 source_addr_ton=TON_INTERNATIONAL, source_addr_npi=NPI_E164, source_addr=sms.source,
@@ -276,9 +278,15 @@ class Iwf:
             self.submitted += 1
             message_id = _text(getattr(resp, "message_id", b""))
             sms.smsc_ids.append(message_id)
-            for key in receipt_keys(message_id):
+            if not sms.wants_receipt:
+                continue
+            keys = receipt_keys(message_id)
+            for key in keys:
                 self._by_smsc_id[key] = (sms, len(sms.smsc_ids) - 1)
-        sms.parts = len(parts)
+            # The receipt can overtake the submit_sm_resp on its way to this task.
+            early = next((self._early_receipts.pop(k) for k in keys if k in self._early_receipts), None)
+            if early is not None:
+                self._receipt(early)
 
     # -- legacy -> CPM (use case 5.9.5) and receipts ---------------------------------------------
     def _sms_received(self, pdu: Any) -> None:
@@ -346,7 +354,11 @@ class Iwf:
         receipt_id = receipt_id or fields.get("id", "")
         found = next((self._by_smsc_id[k] for k in receipt_keys(receipt_id) if k in self._by_smsc_id), None)
         if found is None:
-            log.info("receipt for unknown message id %r", receipt_id)
+            # Not known yet (its submit_sm_resp is still on its way) or never ours: keep it a while.
+            for key in receipt_keys(receipt_id):
+                self._early_receipts[key] = pdu
+            while len(self._early_receipts) > 1000:
+                self._early_receipts.pop(next(iter(self._early_receipts)))
             return
         sms, part = found
         state = getattr(pdu, "message_state", None)
@@ -355,12 +367,19 @@ class Iwf:
         if delivered:
             sms.delivered_parts.add(part)
             # A multipart message is delivered when every part is.
-            if len(sms.delivered_parts) == sms.parts and "positive-delivery" in sms.disposition:
-                self._send_imdn(sms, "delivered", f"SMSC receipt: all {sms.parts} part(s) delivered")
+            if len(sms.delivered_parts) == sms.parts:
+                self._forget_receipts(sms)
+                if "positive-delivery" in sms.disposition:
+                    self._send_imdn(sms, "delivered", f"SMSC receipt: all {sms.parts} part(s) delivered")
         elif stat not in ("ENROUTE", "ACCEPTD") and not sms.failed:
             sms.failed = True
-            if "negative-delivery" in sms.disposition or "positive-delivery" in sms.disposition:
-                self._send_imdn(sms, "failed", f"SMSC receipt: stat:{stat or state}")
+            self._forget_receipts(sms)
+            self._send_imdn(sms, "failed", f"SMSC receipt: stat:{stat or state}")
+
+    def _forget_receipts(self, sms: OutboundSms) -> None:
+        for message_id in sms.smsc_ids:
+            for key in receipt_keys(message_id):
+                self._by_smsc_id.pop(key, None)
 
     def _send_imdn(self, sms: OutboundSms, status: str, why: str) -> None:
         recipient = self.topology.user_by_number(sms.dest)
