@@ -22,7 +22,7 @@ MAX_CHUNK_SIZE = 1024 * 1024       # one chunk's body; larger -> 413, the chunk 
 MAX_MESSAGE_SIZE = 16 * 1024 * 1024   # a reassembled message
 
 _IDENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-+%=]{3,31}")   # RFC 4975 9: transact-id, Message-ID
-_START_RE = re.compile(rb"MSRP ([!-~]{1,64}) (.*)", re.S)       # framing needs only the tid
+_START_RE = re.compile(rb"MSRP ([!-~]{1,64})(?: (.*))?", re.S)       # framing needs only the tid
 _METHOD_RE = re.compile(r"[A-Z]+")
 _STATUS_RE = re.compile(r"([0-9]{3})(?: (.*))?", re.S)
 _NAME_RE = re.compile(r"[A-Za-z0-9\-_.!%*+`'~]+")
@@ -215,7 +215,7 @@ def _build(tid: str, start: str, lines: list[bytes], body: bytes | None,
     if status_m:
         message = MsrpResponse(tid, int(status_m.group(1)), status_m.group(2), paths["to-path"],
                                paths["from-path"], others)
-        if body is not None or len(special) > 2:
+        if body is not None or set(special) - {"to-path", "from-path"}:
             problems.append((400, "a response carries no body, Message-ID or Byte-Range"))
     else:
         if not method_m:
@@ -277,7 +277,7 @@ class MsrpStreamParser:
         if not m:
             return self._fatal(f"unreadable start line {line[:40]!r}")
         self._tid = m.group(1).decode("ascii")
-        self._start = m.group(2).decode("utf-8", "surrogateescape")
+        self._start = (m.group(2) or b"").decode("utf-8", "surrogateescape")
         return None
 
     def _partial(self) -> MsrpRequest:
@@ -300,6 +300,8 @@ class MsrpStreamParser:
                 if self._tid is None:
                     while self._buf[:2] == b"\r\n":   # stray CRLFs between messages
                         del self._buf[:2]
+                    if self._buf in (b"", b"\r"):
+                        break
                     if self._buf[:5] != b"MSRP "[:len(self._buf)]:
                         events.append(self._fatal(f"not an MSRP start line: {bytes(self._buf[:40])!r}"))
                         break

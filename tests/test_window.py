@@ -108,3 +108,29 @@ def test_zoom_and_theme(qtbot, window):
     assert QApplication.font().pointSizeF() == pytest.approx(before)
     window.theme_box.setCurrentText("Dark")
     assert QApplication.palette().window().color().lightness() < 80
+
+
+def test_peters_reply_shows_in_marys_thread_and_her_tick_turns_delivered(qtbot, window):
+    phone, handset = window.phones["mary"], window.phones["peter"]
+    phone.choose_recipient("peter")
+    qtbot.keyClicks(phone.text, "Dinner at eight?")
+    qtbot.keyClick(phone.text, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: handset.inbox.count() == 1, timeout=10000)
+    # The SMSC's receipt became an IMDN: the tick says delivered.
+    qtbot.waitUntil(lambda: phone.conversation_messages()[0].status == "delivered", timeout=10000)
+
+    handset.inbox.setCurrentRow(0)
+    qtbot.mouseClick(handset.reply_button, Qt.MouseButton.LeftButton)
+    assert handset.recipient.currentData() == "+15550101"     # to the number it came from
+    qtbot.keyClicks(handset.text, "Yes, see you there")
+    qtbot.keyClick(handset.text, Qt.Key.Key_Return)
+
+    qtbot.waitUntil(lambda: len(phone.conversation_messages()) == 2, timeout=10000)
+    question, answer = phone.conversation_messages()
+    assert answer.direction == "in" and answer.text == "Yes, see you there"
+    assert answer.conversation_id == question.conversation_id      # same thread
+    assert answer.in_reply_to == question.contribution_id          # attached to what it answers
+    assert phone.conversation_list.count() == 1
+    assert phone.model.answered(answer) is question
+    phone.threaded_box.setChecked(False)                           # flat view: no attachment shown
+    assert phone.model.answered(answer) is None

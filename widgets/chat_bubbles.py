@@ -31,17 +31,33 @@ class ConversationModel(QAbstractListModel):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self._messages: list = []
-        self.threaded = True   # replies shown indented under what they answer
+        self._by_contribution: dict = {}
+        self.threaded = True   # replies shown with what they answer
 
     def set_messages(self, messages: list) -> None:
         self.beginResetModel()
         self._messages = list(messages)
+        self._by_contribution = {m.contribution_id: m for m in self._messages if m.contribution_id}
         self.endResetModel()
 
     def append(self, message) -> None:
         self.beginInsertRows(QModelIndex(), len(self._messages), len(self._messages))
         self._messages.append(message)
+        if message.contribution_id:
+            self._by_contribution[message.contribution_id] = message
         self.endInsertRows()
+
+    def set_threaded(self, threaded: bool) -> None:
+        self.beginResetModel()   # row heights change with the reply quotes
+        self.threaded = threaded
+        self.endResetModel()
+
+    def answered(self, message):
+        """In threaded view, the message this one replies to (InReplyTo-Contribution-ID) if it is
+        in this conversation; in flat view, None."""
+        if not self.threaded or not message.in_reply_to:
+            return None
+        return self._by_contribution.get(message.in_reply_to)
 
     def refresh(self, message) -> None:
         for row, existing in enumerate(self._messages):
@@ -74,9 +90,20 @@ class BubbleDelegate(QStyledItemDelegate):
     PAD = 8
     MARGIN = 6
 
+    @staticmethod
+    def _answered(message, index):
+        return index.model().answered(message)
+
     def _reply_indent(self, message, index) -> int:
-        model = index.model()
-        return 22 if getattr(model, "threaded", False) and message.in_reply_to else 0
+        return 22 if self._answered(message, index) is not None else 0
+
+    def _header(self, message, index) -> str:
+        header = message.peer_name if message.direction == "in" else "me"
+        parent = self._answered(message, index)
+        if parent is not None:
+            quoted = parent.text if len(parent.text) <= 28 else parent.text[:27] + "…"
+            header += f"  ↪ {quoted}"   # a reply shows what it answers
+        return header
 
     def _text_rect(self, option: QStyleOptionViewItem, message, index) -> QRect:
         width = max(80, int(option.rect.width() * 0.78) - self._reply_indent(message, index))
@@ -88,7 +115,7 @@ class BubbleDelegate(QStyledItemDelegate):
         message = index.data(MessageRole)
         text = self._text_rect(option, message, index)
         meta = QFontMetrics(option.font).height()
-        return QSize(option.rect.width(), text.height() + meta * 2 + 2 * self.PAD + 2 * self.MARGIN)
+        return QSize(max(option.rect.width(), 100), text.height() + meta * 2 + 2 * self.PAD + 2 * self.MARGIN)
 
     def paint(self, painter: QPainter, option: QStyleOptionViewItem, index) -> None:
         message = index.data(MessageRole)
@@ -97,10 +124,12 @@ class BubbleDelegate(QStyledItemDelegate):
         metrics = QFontMetrics(option.font)
         text_rect = self._text_rect(option, message, index)
         meta_height = metrics.height()
-        header = message.peer_name if message.direction == "in" else "me"
+        header = self._header(message, index)
         stamp = time.strftime("%H:%M:%S", time.localtime(message.time))
         glyph, _ = tick_for(message.status) if message.direction == "out" else ("", "")
         footer = f"{stamp}  {glyph}".strip()
+        max_width = int(option.rect.width() * 0.78)
+        header = metrics.elidedText(header, Qt.TextElideMode.ElideRight, max_width - 2 * self.PAD)
         bubble_width = max(text_rect.width(), metrics.horizontalAdvance(header),
                            metrics.horizontalAdvance(footer)) + 2 * self.PAD
         bubble_height = text_rect.height() + 2 * meta_height + 2 * self.PAD

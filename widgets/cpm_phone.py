@@ -45,12 +45,17 @@ class CpmPhone(QFrame):
         for box in (self.registered_box, self.capable_box, self.roaming_box):
             box.toggled.connect(self._state_toggled)
 
+        self.threaded_box = QCheckBox("Threaded view")
+        self.threaded_box.setToolTip("Show each reply with the message it answers (InReplyTo-Contribution-ID)")
+        self.threaded_box.setChecked(True)
+
         self.conversation_list = QListWidget()
         self.conversation_list.setObjectName("conversationList")
         self.conversation_list.setMaximumHeight(96)
         self.conversation_list.currentItemChanged.connect(self._conversation_chosen)
 
         self.model = ConversationModel(self)
+        self.threaded_box.toggled.connect(self.model.set_threaded)
         self.chat = QListView()
         self.chat.setObjectName("chat")
         self.chat.setModel(self.model)
@@ -92,7 +97,10 @@ class CpmPhone(QFrame):
         layout.setContentsMargins(14, 14, 14, 14)
         layout.addLayout(header)
         layout.addLayout(toggles)
-        layout.addWidget(QLabel("Conversations"))
+        conversations_row = QHBoxLayout()
+        conversations_row.addWidget(QLabel("Conversations"), 1)
+        conversations_row.addWidget(self.threaded_box)
+        layout.addLayout(conversations_row)
         layout.addWidget(self.conversation_list)
         layout.addWidget(self.chat, 1)
         layout.addLayout(to_row)

@@ -55,6 +55,11 @@ class SmsHandsetWidget(QFrame):
         self.inbox.currentItemChanged.connect(self._show_item)
         self.sent.currentItemChanged.connect(self._show_item)
 
+        self.reply_button = QPushButton("Reply")
+        self.reply_button.setToolTip("Answer the selected SMS: to the number it came from")
+        self.reply_button.clicked.connect(self.reply)
+        self.reply_button.setEnabled(False)
+
         self.reader = QPlainTextEdit()
         self.reader.setObjectName("smsReader")
         self.reader.setReadOnly(True)
@@ -94,6 +99,7 @@ class SmsHandsetWidget(QFrame):
         layout.addLayout(header)
         layout.addWidget(self.tabs, 1)
         layout.addWidget(self.reader)
+        layout.addWidget(self.reply_button, 0, Qt.AlignmentFlag.AlignRight)
         layout.addLayout(to_row)
         layout.addLayout(compose)
         layout.addWidget(self.counter)
@@ -114,6 +120,19 @@ class SmsHandsetWidget(QFrame):
             return
         self.text.clear()
         self.run_in_lab(self.handset.send_sms(number if number.startswith("+") else f"+{number}", text))
+
+    def reply(self) -> None:
+        """Like a real handset: the reply goes to the number the SMS came from."""
+        item = self.inbox.currentItem()
+        if item is None:
+            return
+        number = item.data(Qt.ItemDataRole.UserRole).number
+        index = self.recipient.findData(number)
+        if index >= 0:
+            self.recipient.setCurrentIndex(index)
+        else:
+            self.recipient.setEditText(number)   # e.g. a pool number: it names the thread
+        self.text.setFocus()
 
     def _count(self, text: str) -> None:
         parts, coding = smstext.sms_count(text)
@@ -142,6 +161,7 @@ class SmsHandsetWidget(QFrame):
         if item is None:
             return
         sms = item.data(Qt.ItemDataRole.UserRole)
+        self.reply_button.setEnabled(sms.direction == "in")
         direction = "From" if sms.direction == "in" else "To"
         self.reader.setPlainText(f"{direction}: {sms.number}\n{sms.text}")
 

@@ -1,0 +1,487 @@
+"""Email <-> CPM conversions, sans-I/O: stdlib `email` with `policy.default`.
+
+CPM -> email builds an RFC 5322 message whose Message-ID is derived from the
+Contribution-ID, so a reply's In-Reply-To leads straight back to the CPM
+message. Email -> CPM reduces a real client's mail (plain, HTML-only,
+multipart, attachments, quoted history, MDNs) to what the person wrote.
+`why_malformed` is the mail server's gate: a reason, or None when the
+message is acceptable.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage, Message
+from email.parser import BytesParser, HeaderParser
+from email.utils import format_datetime, getaddresses, make_msgid
+from html.parser import HTMLParser
+
+SUBJECT_WORDS, SUBJECT_CHARS = 8, 60
+REFERENCES_KEPT = 12          # the first + the last 11, as common clients trim
+MDN_TYPES = ("message/disposition-notification", "message/global-disposition-notification")
+
+_MSG_ID = re.compile(r"<[^<>\s]+>")
+# Characters a Contribution-ID may keep as is in a msg-id's dot-atom; the rest become =XX.
+_ID_SAFE = re.compile(r"[A-Za-z0-9!#$%&'*+\-/?^_`{|}~]")
+_SUBJECT_PREFIX = re.compile(r"^\s*(?:(?:re|fwd?|aw|sv|vs|wg|tr|antw)\s*(?:\[\d+\])?\s*[:：]\s*)+", re.I)
+
+
+# -- CPM -> email -----------------------------------------------------------------------------
+def message_id_for(contribution_id: str, domain: str) -> str:
+    """<contribution_id@domain>, with characters a msg-id cannot carry escaped as =XX."""
+    left = "".join(ch if _ID_SAFE.fullmatch(ch) else "".join(f"={b:02X}" for b in ch.encode())
+                   for ch in contribution_id)
+    # Dots are fine between atoms only; escaping them all keeps the rule trivial.
+    return f"<{left or '=00'}@{domain}>"
+
+
+def contribution_id_from_message_id(message_id: str, domains: set[str] | None = None) -> str | None:
+    """The inverse of message_id_for; None for ids that are not ours (pass the
+    domains we mint ids in to exclude other clients' ids)."""
+    match = re.fullmatch(r"\s*<?([^<>@\s]+)@([^<>@\s]+)>?\s*", message_id or "")
+    if not match or (domains is not None and match.group(2).lower() not in {d.lower() for d in domains}):
+        return None
+    left = match.group(1)
+    try:
+        return re.sub(rb"=([0-9A-F]{2})", lambda m: bytes([int(m.group(1), 16)]),
+                      left.encode("ascii")).decode("utf-8")
+    except (UnicodeError, ValueError):
+        return None
+
+
+def subject_from_text(text: str, fallback: str = "Message") -> str:
+    """The first words: at most 8 words and 60 characters, one line, '…' when cut."""
+    words = text.split()
+    if not words:
+        return fallback
+    kept: list[str] = []
+    for word in words[:SUBJECT_WORDS]:
+        if len(" ".join(kept + [word])) > SUBJECT_CHARS:
+            break
+        kept.append(word)
+    if not kept:                                   # one enormous first word
+        return words[0][: SUBJECT_CHARS - 1] + "…"
+    return " ".join(kept) + ("…" if len(kept) < len(words) else "")
+
+
+def normalise_message_id(value: str | None) -> str:
+    value = (value or "").strip()
+    if not value:
+        return ""
+    return value if value.startswith("<") else f"<{value.strip('<>')}>"
+
+
+def trim_references(references: list[str]) -> list[str]:
+    return references if len(references) <= REFERENCES_KEPT else [references[0], *references[-(REFERENCES_KEPT - 1):]]
+
+
+def cpm_to_email(*, sender_name: str, sender_address: str, recipient_address: str, text: str,
+                 contribution_id: str, conversation_id: str, in_reply_to_message_id: str | None = None,
+                 references: list[str] | tuple[str, ...] = (), request_mdn: bool = True, domain: str,
+                 subject: str | None = None, date: datetime | None = None) -> EmailMessage:
+    """A CPM message as the email John's client receives. `subject` None: the first words."""
+    msg = EmailMessage(policy=policy.default)
+    msg["From"] = Address(display_name=sender_name, addr_spec=sender_address)
+    msg["To"] = recipient_address
+    msg["Subject"] = subject if subject is not None else subject_from_text(text, f"Message from {sender_name}")
+    msg["Date"] = format_datetime(date or datetime.now().astimezone())
+    msg["Message-ID"] = message_id_for(contribution_id, domain)
+    if in_reply_to_message_id:
+        parent = normalise_message_id(in_reply_to_message_id)
+        chain = [normalise_message_id(r) for r in references if r and normalise_message_id(r) != parent]
+        msg["In-Reply-To"] = parent
+        msg["References"] = " ".join(trim_references(list(dict.fromkeys(chain)) + [parent]))
+    msg["Conversation-ID"] = conversation_id
+    msg["Contribution-ID"] = contribution_id
+    if request_mdn:
+        # Not an address header to the stdlib registry: store its text form.
+        msg["Disposition-Notification-To"] = str(Address(display_name=sender_name, addr_spec=sender_address))
+    msg.set_content(text, charset="utf-8")       # 8bit UTF-8: our server offers 8BITMIME
+    return msg
+
+
+# -- email -> CPM -----------------------------------------------------------------------------
+@dataclass
+class IncomingEmail:
+    sender: str
+    sender_name: str
+    recipients: list[str]
+    subject: str
+    text: str                          # what the person wrote: quoted history trimmed
+    message_id: str
+    in_reply_to: str | None
+    references: list[str]
+    conversation_id: str | None
+    attachments: list[str]             # "name (type, size)": listed, never dropped silently
+    was_html_only: bool
+    is_mdn: bool
+    mdn_original_message_id: str | None
+    mdn_disposition: str | None        # "displayed", "deleted" ...
+    warnings: list[str] = field(default_factory=list)
+    disposition_notification_to: str | None = None   # the sender asked for an MDN, to this address
+    trimmed_quote: bool = False        # quoted history was cut from `text`
+
+
+def parse_incoming(raw: bytes) -> IncomingEmail:
+    msg = BytesParser(policy=policy.default).parsebytes(raw)
+    warnings: list[str] = []
+    sender, sender_name = _first_address(msg, "From")
+    if not sender:
+        warnings.append("no usable From address")
+    recipients = [a for name in ("To", "Cc") for a in _addresses(msg, name)]
+    dnt, _ = _first_address(msg, "Disposition-Notification-To")
+
+    is_mdn, original_id, disposition, report_parts = _mdn_fields(msg)
+    body = msg.get_body(preferencelist=("plain", "html"))
+    text, was_html_only = "", False
+    if body is not None:
+        text = _text_of(body, warnings)
+        if body.get_content_subtype() == "html":
+            text, was_html_only = html_to_text(text), True
+    elif not is_mdn:
+        warnings.append(f"no text part in {msg.get_content_type()}")
+
+    attachments = [] if is_mdn else [_describe_attachment(p) for p in _leaves(msg)
+                                     if p is not body and _is_attachment(p)]
+    kept, trimmed = trim_quoted(text) if not is_mdn else (text.strip(), False)
+    return IncomingEmail(
+        sender=sender, sender_name=sender_name, recipients=recipients,
+        subject=str(msg.get("Subject", "") or ""), text=kept,
+        message_id=normalise_message_id(str(msg.get("Message-ID", "") or "")),
+        in_reply_to=next(iter(_MSG_ID.findall(str(msg.get("In-Reply-To", "") or ""))), None),
+        references=_MSG_ID.findall(str(msg.get("References", "") or "")),
+        conversation_id=(str(msg["Conversation-ID"]).strip() or None) if msg["Conversation-ID"] else None,
+        attachments=attachments, was_html_only=was_html_only, is_mdn=is_mdn,
+        mdn_original_message_id=original_id, mdn_disposition=disposition, warnings=warnings,
+        disposition_notification_to=dnt or None, trimmed_quote=trimmed)
+
+
+def _addresses(msg: Message, name: str) -> list[str]:
+    header = msg.get(name)
+    return [a.addr_spec for a in getattr(header, "addresses", ()) if a.addr_spec and a.addr_spec != "<>"]
+
+
+def _first_address(msg: Message, name: str) -> tuple[str, str]:
+    header = msg.get(name)
+    if header is None:
+        return "", ""
+    if hasattr(header, "addresses"):
+        pairs = [(a.display_name, a.addr_spec) for a in header.addresses]
+    else:                      # a header the registry does not know (Disposition-Notification-To)
+        pairs = getaddresses([str(header)])
+    for display_name, addr_spec in pairs:
+        if addr_spec and "@" in addr_spec:
+            return addr_spec, display_name
+    return "", ""
+
+
+def _text_of(part: EmailMessage, warnings: list[str]) -> str:
+    try:
+        return part.get_content()
+    except (LookupError, UnicodeError) as exc:   # an unknown or lying charset: keep what we can
+        warnings.append(f"text part charset {part.get_content_charset()!r}: {exc}; decoded as UTF-8 with replacements")
+        return (part.get_payload(decode=True) or b"").decode("utf-8", errors="replace")
+
+
+def _leaves(part: EmailMessage):
+    """Leaf parts; an attached message/rfc822 counts as one leaf."""
+    if part.get_content_maintype() == "multipart":
+        for sub in part.iter_parts():
+            yield from _leaves(sub)
+    else:
+        yield part
+
+
+def _is_attachment(part: EmailMessage) -> bool:
+    """Inline text/plain and text/html without a file name are the body (or its
+    other forms); everything else is something the person attached."""
+    return part.is_attachment() or bool(part.get_filename()) or \
+        part.get_content_type() not in ("text/plain", "text/html")
+
+
+def _describe_attachment(part: Message) -> str:
+    name = part.get_filename() or f"unnamed.{part.get_content_subtype()}"
+    payload = part.get_payload()
+    if isinstance(payload, list):      # an attached message
+        size = sum(len(p.as_bytes()) for p in payload)
+    else:
+        size = len(part.get_payload(decode=True) or b"")
+    return f"{name} ({part.get_content_type()}, {format_size(size)})"
+
+
+def format_size(size: int) -> str:
+    if size < 1000:
+        return f"{size} B"
+    return f"{size / 1000:.1f} kB" if size < 1_000_000 else f"{size / 1_000_000:.1f} MB"
+
+
+# -- MDN (RFC 8098) ---------------------------------------------------------------------------
+def _mdn_fields(msg: EmailMessage) -> tuple[bool, str | None, str | None, set[int]]:
+    """(is_mdn, Original-Message-ID, disposition type, ids of the report's machine parts)."""
+    if msg.get_content_type() != "multipart/report" or \
+            str(msg.get_param("report-type", "")).lower() not in ("disposition-notification",
+                                                                  "global-disposition-notification"):
+        return False, None, None, set()
+    for part in msg.walk():
+        if part.get_content_type() in MDN_TYPES:
+            payload = part.get_payload()
+            # The parser treats message/* bodies as an embedded header block.
+            fields = payload[0] if isinstance(payload, list) and payload else \
+                HeaderParser(policy=policy.default).parsestr(str(payload))
+            original = normalise_message_id(str(fields.get("Original-Message-ID", "") or "")) or None
+            disposition = str(fields.get("Disposition", "") or "")
+            kind = disposition.partition(";")[2].strip().split("/")[0].strip().lower() or None
+            return True, original, kind, {id(part), *(id(p) for p in part.walk())}
+    return True, None, None, set()
+
+
+def build_mdn(*, original: IncomingEmail | EmailMessage, reader_address: str, reader_name: str,
+              disposition: str = "displayed", reporting_ua: str = "iwlab email client") -> EmailMessage:
+    """The read receipt John's client sends back (RFC 8098, manually sent)."""
+    if isinstance(original, IncomingEmail):
+        original_id, subject = original.message_id, original.subject
+        to = original.disposition_notification_to or original.sender
+    else:
+        original_id = normalise_message_id(str(original.get("Message-ID", "") or ""))
+        subject = str(original.get("Subject", "") or "")
+        to = _first_address(original, "Disposition-Notification-To")[0] or _first_address(original, "From")[0]
+    domain = reader_address.rpartition("@")[2] or "localhost"
+    report = EmailMessage(policy=policy.default)
+    report["From"] = Address(display_name=reader_name, addr_spec=reader_address)
+    report["To"] = to
+    report["Subject"] = f"Read: {subject}" if subject else "Read receipt"
+    report["Date"] = format_datetime(datetime.now().astimezone())
+    report["Message-ID"] = make_msgid(domain=domain)
+    if original_id:
+        report["In-Reply-To"] = original_id
+        report["References"] = original_id
+    report["Content-Type"] = "multipart/report; report-type=disposition-notification"
+    human = EmailMessage(policy=policy.default)
+    human.set_content(f"The message sent to {reader_address}"
+                      f"{f' with subject {subject!r}' if subject else ''} was {disposition}.\n"
+                      "This is no guarantee that the message has been read or understood.\n")
+    machine = EmailMessage(policy=policy.default)
+    machine["Content-Type"] = "message/disposition-notification"
+    fields = [f"Reporting-UA: {domain}; {reporting_ua}", f"Final-Recipient: rfc822; {reader_address}"]
+    if original_id:
+        fields.append(f"Original-Message-ID: {original_id}")
+    fields.append(f"Disposition: manual-action/MDN-sent-manually; {disposition}")
+    machine.set_payload("\r\n".join(fields) + "\r\n")
+    report.set_payload([human, machine])
+    return report
+
+
+# -- HTML and quoted history --------------------------------------------------------------------
+_BLOCK_TAGS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol",
+               "pre", "hr", "blockquote", "section", "article", "header", "footer"}
+
+
+class _HtmlText(HTMLParser):
+    """Visible text with a line break per block; <blockquote> becomes '> ' lines,
+    so the plain-text quote trimming applies to HTML replies too."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.lines: list[str] = []
+        self._line: list[str] = []
+        self._line_depth = 0
+        self._quote_depth = 0
+        self._hidden = 0            # inside <script>/<style>/<head>
+
+    def _break(self) -> None:
+        text = re.sub(r"[ \t\r\n\f\xa0]+", " ", "".join(self._line)).strip()
+        self.lines.append("> " * self._line_depth + text if text or self._line_depth else text)
+        self._line, self._line_depth = [], self._quote_depth
+
+    def handle_starttag(self, tag: str, attrs) -> None:
+        if tag in ("script", "style", "head", "title"):
+            self._hidden += 1
+        elif tag in _BLOCK_TAGS:
+            if self._line or tag in ("br", "p"):
+                self._break()
+            if tag == "blockquote":
+                self._quote_depth += 1
+                self._line_depth = self._quote_depth
+            if tag == "li":
+                self._line.append("- ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style", "head", "title"):
+            self._hidden = max(0, self._hidden - 1)
+        elif tag in _BLOCK_TAGS and tag != "br":
+            if self._line:
+                self._break()
+            if tag == "blockquote":
+                self._quote_depth = max(0, self._quote_depth - 1)
+                self._line_depth = self._quote_depth
+
+    def handle_data(self, data: str) -> None:
+        if not self._hidden:
+            if not self._line:
+                self._line_depth = self._quote_depth
+            self._line.append(data)
+
+
+def html_to_text(markup: str) -> str:
+    parser = _HtmlText()
+    parser.feed(markup)
+    parser.close()
+    if parser._line:
+        parser._break()
+    text = "\n".join(line.rstrip() for line in parser.lines)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()   # entities: convert_charrefs did them
+
+
+_ATTRIBUTION = [re.compile(p, re.I) for p in (
+    r"^\s*on\b.*\bwrote\s*:\s*$", r"^\s*le\b.*\ba\s+écrit\s*:\s*$", r"^\s*am\b.*\bschrieb\b.*:\s*$",
+    r"^\s*el\b.*\bescribió\s*:\s*$", r"^.*\bwrote\s*:\s*$")]
+_ATTRIBUTION_START = re.compile(r"^\s*(on|le|am|el)\s", re.I)
+_ATTRIBUTION_END = re.compile(r"(wrote|a\s+écrit|schrieb|escribió)\s*:\s*$", re.I)
+_OUTLOOK_SEPARATOR = re.compile(r"^\s*-{2,}\s*(original message|ursprüngliche nachricht|message d'origine)\s*-{2,}\s*$", re.I)
+_OUTLOOK_FROM = re.compile(r"^\s*\*?(from|von|de)\s*:\*?\s+\S", re.I)
+_OUTLOOK_SENT = re.compile(r"^\s*\*?(sent|date|gesendet|envoyé)\s*:\*?\s+\S", re.I)
+
+
+def trim_quoted(text: str) -> tuple[str, bool]:
+    """(what the person wrote, whether history was cut). Cuts an Outlook-style
+    original-message block, a '-- ' signature, and quote blocks ('>' lines,
+    with their "On ... wrote:" attribution) at the start and at the end;
+    quotes in the middle (an interleaved reply) stay as context."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    original = list(lines)
+    for i, line in enumerate(lines):
+        outlook_header = _OUTLOOK_FROM.match(line) and any(_OUTLOOK_SENT.match(n) for n in lines[i + 1:i + 4])
+        if _OUTLOOK_SEPARATOR.match(line) or outlook_header:
+            lines = lines[:i]
+            while lines and set(lines[-1].strip()) <= {"_", "-"}:   # the ____ rule above it
+                lines.pop()
+            break
+    for i, line in enumerate(lines):
+        if line.rstrip("\r") in ("-- ", "--"):
+            lines = lines[:i]
+            break
+    lines = _cut_trailing_quotes(lines)
+    lines = _cut_leading_quotes(lines)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    whole = "\n".join(original).strip()
+    if not lines:                      # all of it was history (a bare forward): keep it all
+        return whole, False
+    kept = "\n".join(lines)
+    return kept, kept != whole
+
+
+def _is_quote(line: str) -> bool:
+    return line.lstrip().startswith(">")
+
+
+def _attribution_span(lines: list[str], end: int, strict: bool = False) -> int:
+    """Index where an attribution ending at lines[end-1] starts (it may wrap onto
+    two lines), or `end` if there is none. `strict`: not the generic "... wrote:"
+    (alone, without quotes after it, that could be the person's own words)."""
+    patterns = _ATTRIBUTION[:-1] if strict else _ATTRIBUTION
+    if end >= 1 and any(p.match(lines[end - 1]) for p in patterns):
+        return end - 1
+    if end >= 2 and _ATTRIBUTION_START.match(lines[end - 2]) and _ATTRIBUTION_END.search(lines[end - 1]):
+        return end - 2
+    return end
+
+
+def _cut_trailing_quotes(lines: list[str]) -> list[str]:
+    while True:
+        end = len(lines)
+        while end and not lines[end - 1].strip():
+            end -= 1
+        start = end
+        while start and (_is_quote(lines[start - 1]) or (not lines[start - 1].strip() and start < end)):
+            start -= 1
+        while start < end and not lines[start].strip():
+            start += 1
+        if start == end:               # no quote block at the end; maybe a lone attribution
+            cut = _attribution_span(lines, end, strict=True)
+            return lines[:cut] if cut < end else lines[:end]
+        before = start
+        while before and not lines[before - 1].strip():
+            before -= 1
+        lines = lines[:_attribution_span(lines, before)]
+
+
+def _cut_leading_quotes(lines: list[str]) -> list[str]:
+    start = 0
+    while start < len(lines) and not lines[start].strip():
+        start += 1
+    head = start
+    if start < len(lines) and not _is_quote(lines[start]):   # an attribution, then quotes
+        for span in (1, 2):
+            if start + span < len(lines) and _is_quote(lines[start + span]) and \
+                    _attribution_span(lines, start + span) == start:
+                head = start + span
+                break
+    if head >= len(lines) or not _is_quote(lines[head]):
+        return lines
+    end = head
+    while end < len(lines) and (_is_quote(lines[end]) or not lines[end].strip()):
+        end += 1
+    return lines[end:]
+
+
+# -- threading ---------------------------------------------------------------------------------
+def thread_key_candidates(email: IncomingEmail) -> list[str]:
+    """Message-IDs to look up in the thread map, best first: the parent, then
+    the References chain newest first."""
+    ids = ([email.in_reply_to] if email.in_reply_to else []) + list(reversed(email.references))
+    return list(dict.fromkeys(i for i in ids if i))
+
+
+def normalise_subject(subject: str) -> str:
+    """The subject-based threading fallback: no Re:/Fwd:/AW:/SV: prefixes, one
+    space between words, case-folded."""
+    previous = None
+    while previous != subject:
+        previous, subject = subject, _SUBJECT_PREFIX.sub("", subject)
+    return " ".join(subject.split()).casefold()
+
+
+# -- the mail server's gate ----------------------------------------------------------------------
+_FIELD_NAME = re.compile(rb"^[\x21-\x39\x3b-\x7e]+:")
+_ADDRESS_HEADERS = ("From", "Sender", "Reply-To", "To", "Cc")
+
+
+def why_malformed(raw: bytes) -> str | None:
+    """Why a DATA payload (CRLF lines, dot-stuffing removed) is not an
+    acceptable RFC 5322 message, or None."""
+    if b"\0" in raw:
+        return "NUL byte in message data"
+    bare = raw.replace(b"\r\n", b"")
+    for char, name in ((b"\n", "LF"), (b"\r", "CR")):
+        if char in bare:
+            line = raw[: raw.replace(b"\r\n", b"  ").find(char)].count(b"\r\n") + 1
+            return (f"bare {name} in message data (line {line}); lines must end with CRLF "
+                    "(RFC 5321 2.3.8; SMTP smuggling guard)")
+    lines = raw.split(b"\r\n")
+    if not lines[0] or not _FIELD_NAME.match(lines[0]):
+        first = lines[0][:40].decode("utf-8", "replace")
+        return f"no header block: line 1 {first!r} is not a header field (RFC 5322 2.2)"
+    for number, line in enumerate(lines, 1):
+        if not line:
+            break
+        if line[:1] not in (b" ", b"\t") and not _FIELD_NAME.match(line):
+            return f"header line {number} does not parse: {line[:40].decode('utf-8', 'replace')!r}"
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            return f"header line {number} has 8-bit bytes that are not UTF-8"
+    msg = BytesParser(policy=policy.default).parsebytes(raw, headersonly=True)
+    if msg.get("From") is None:
+        return "no From header (RFC 5322 3.6.2)"
+    for name in _ADDRESS_HEADERS:
+        for value in msg.get_all(name, ()):
+            problems = [d for d in getattr(value, "defects", ()) if "address" in str(d).lower()]
+            if problems or (name == "From" and not _addresses(msg, "From")):
+                return f"{name} header does not parse: {str(value)[:60]!r}"
+    return None
