@@ -224,6 +224,7 @@ class CpmDevice:
         try:
             conn = await self._connect()
             req = self._new_request("MESSAGE", msg.peer_uri, to=msg.peer_uri)
+            req.headers.add("Conversation-ID", msg.conversation_id)
             req.headers.add("Content-Type", "message/cpim")
             req.body = envelope.to_bytes()
             await conn.request(req)

@@ -55,6 +55,7 @@ class OutboundSms:
     recipient_uri: str
     disposition: tuple[str, ...]             # imdn.Disposition-Notification asked for
     datetime: str                            # the CPIM DateTime, echoed in the IMDN
+    conversation_id: str = ""                # the IMDN travels in the same conversation
     smsc_ids: list[str] = field(default_factory=list)
     parts: int = 0
     delivered_parts: set[int] = field(default_factory=set)
@@ -201,7 +202,8 @@ class Iwf:
             conversation_id=conversation_id, contribution_id=req.headers.get("Contribution-ID") or "")
         sms = OutboundSms(source=source, dest=recipient.msisdn, text=cpim.text,
                           imdn_message_id=cpim.message_id, sender_uri=sender.cpm_uri or sender_uri,
-                          recipient_uri=req.uri, disposition=cpim.disposition, datetime=cpim.datetime)
+                          recipient_uri=req.uri, disposition=cpim.disposition, datetime=cpim.datetime,
+                          conversation_id=conversation_id)
         note = f"queued for SMS to {recipient.name} (+{recipient.msisdn})"
         if source != sender.msisdn:
             note += f", sent from pool number +{source} so a reply names this thread"
@@ -387,6 +389,8 @@ class Iwf:
         envelope = imdn_message(Imdn(sms.imdn_message_id, "delivery", status, sms.datetime, peer_uri),
                                 sender=f"<{peer_uri}>", recipient=f"<{sms.sender_uri}>")
         req = self._new_request("MESSAGE", sms.sender_uri, from_uri=peer_uri)
+        if sms.conversation_id:
+            req.headers.add("Conversation-ID", sms.conversation_id)
         req.headers.add("Content-Type", "message/cpim")
         req.body = envelope.to_bytes()
         self._send_to_cpm(req, f"IMDN {status} for imdn.Message-ID {sms.imdn_message_id}: {why}")
