@@ -179,6 +179,25 @@ class LabWindow(QMainWindow):
         lab_menu.addAction(self.stop_action)
         lab_menu.addSeparator()
         lab_menu.addAction(QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit, triggered=self.close))
+        self.all_conversations_action = QAction("Show all conversations", self, enabled=False,
+                                                triggered=lambda: self.ladder.set_conversation_filter(None))
+        self.ladder.conversationFilterChanged.connect(
+            lambda key: self.all_conversations_action.setEnabled(bool(key)))
+        bar.addAction(self.all_conversations_action)
+        threads_menu = lab_menu.addMenu("SMS &threads")
+        policies = QActionGroup(self)
+        self.thread_policy_actions = {}
+        for policy, label in (("last", "Reply joins the latest conversation"),
+                              ("pool", "One originating number per conversation (pool)")):
+            action = QAction(label, self, checkable=True)
+            action.triggered.connect(lambda _=False, p=policy: self.set_thread_policy(p))
+            policies.addAction(action)
+            threads_menu.addAction(action)
+            self.thread_policy_actions[policy] = action
+        iwf_operator = self.topology.iwf_operator()
+        current = iwf_operator.iwf.thread_policy if iwf_operator else "last"
+        self.thread_policy_actions[current].setChecked(True)
+        self.thread_policy_actions["pool"].setEnabled(bool(iwf_operator and iwf_operator.iwf.number_pool))
         trace_menu = self.menuBar().addMenu("&Trace")
         trace_menu.addAction(self.pause_action)
         trace_menu.addAction(self.clear_action)
@@ -313,6 +332,16 @@ class LabWindow(QMainWindow):
             lines.append(f"{item.text(0)}: {item.text(1)}")
             iterator += 1
         return "\n".join(lines)
+
+    def set_thread_policy(self, policy: str) -> None:
+        """How the IWF matches an SMS reply to a CPM thread (issue: message-thread management)."""
+        operator = self.topology.iwf_operator()
+        if operator:
+            operator.iwf.thread_policy = policy   # a restarted lab keeps the choice
+        if self.runner and self.runner.lab.iwf:
+            self.runner.call(self.runner.lab.iwf.threads.set_policy, policy)
+        self.thread_policy_actions[policy].setChecked(True)
+        self.statusBar().showMessage(f"SMS thread policy: {policy}", 4000)
 
     def _show_error(self, title: str, text: str) -> None:
         box = QMessageBox(QMessageBox.Icon.Critical, title, text, parent=self)

@@ -43,6 +43,14 @@ class ThreadMap:
         self._by_number: dict[tuple[str, str], ThreadRef] = {}  # (legacy peer, pool number) -> thread
         self._by_id: dict[str, ThreadRef] = {}                   # email Message-ID -> thread
 
+    def set_policy(self, policy: str) -> None:
+        """Switch at run time; what either policy remembered stays usable."""
+        if policy not in POLICIES:
+            raise ValueError(f"thread policy must be one of {POLICIES}, not {policy!r}")
+        if policy == "pool" and not self.pool:
+            raise ValueError("the 'pool' thread policy needs a number pool")
+        self.policy = policy
+
     # -- SMS -------------------------------------------------------------------------
     def outbound_sms(self, *, cpm_uri: str, cpm_number: str, peer: str, conversation_id: str,
                      contribution_id: str) -> str:

@@ -42,3 +42,22 @@ def lab_factory(topology):
         runner.stop()
     assert not [t for t in threading.enumerate() if t.name.startswith(("esme-", "iwlab-lab"))
                 and t.is_alive()], "a lab thread outlived the lab"
+
+
+@pytest.fixture(autouse=True)
+def _restore_application_look(request):
+    """The window applies a theme and zoom to the whole application; later tests get it back clean."""
+    if "qapp" not in request.fixturenames and "qtbot" not in request.fixturenames:
+        yield
+        return
+    from PySide6.QtWidgets import QApplication
+    app = QApplication.instance()
+    saved = (app.font(), app.palette(), app.styleSheet(), app.style().name()) if app else None
+    yield
+    app = QApplication.instance()
+    if app and saved:
+        font, palette, sheet, style = saved
+        app.setStyleSheet(sheet)
+        app.setStyle(style)
+        app.setPalette(palette)
+        app.setFont(font)

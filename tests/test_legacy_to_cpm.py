@@ -188,3 +188,39 @@ def test_a_message_for_mary_waits_until_she_registers(lab_with, lab_factory):
     assert stored(), "CPM-A keeps the message while Mary is away"
     assert mary.register(MARY, "cpm-a.lab").status == 200
     assert parse_cpim(next_message(mary).body).text == "are you back?"
+
+
+def test_an_sms_that_expires_undelivered_turns_into_imdn_failed(lab_factory):
+    lab = lab_factory(devices="none", validity_seconds=0.5)   # Peter's handset never binds
+    mary = RawSipClient(lab.lab.endpoints()["sip"]["cpm-a.lab"])
+    try:
+        assert mary.register(MARY, "cpm-a.lab").status == 200
+        call_id = mary.request("MESSAGE", PETER_TEL, from_uri=MARY, to_uri=PETER_TEL,
+                               content_type="message/cpim",
+                               body=cpim_body(MARY, PETER_TEL, "anyone?", message_id="imdn-lost"))
+        assert mary.response_to(call_id).status == 202
+        imdn = parse_imdn_xml(parse_cpim(next_message(mary, imdn=True).body).body)
+        assert (imdn.message_id, imdn.status) == ("imdn-lost", "failed")
+    finally:
+        mary.close()
+
+
+def test_garbage_and_a_wrong_password_on_the_smpp_port_leave_the_lab_serving(lab_with):
+    import socket
+    import smpplib.client
+    import smpplib.exceptions
+    lab, mary, peter = lab_with()
+    host, port = lab.lab.endpoints()["smpp"].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as raw:
+        raw.sendall(b"\x00\x00\x00\x10\x00\x00\x77\x77\x00\x00\x00\x00\x00\x00\x00\x09")  # unknown command
+        nack = raw.recv(16)
+        assert nack[4:8] == b"\x80\x00\x00\x00" and nack[8:12] == b"\x00\x00\x00\x03"   # generic_nack RINVCMDID
+        assert nack[12:16] == b"\x00\x00\x00\x09"                                         # same sequence
+    intruder = smpplib.client.Client(host, int(port), timeout=5, allow_unknown_opt_params=True)
+    intruder.connect()
+    with pytest.raises(smpplib.exceptions.PDUError) as refused:
+        intruder.bind_transceiver(system_id="15550201", password="wrong")
+    assert refused.value.args[1] == smpplib.consts.SMPP_ESME_RINVPASWD
+    intruder.disconnect()
+    assert mary.response_to(send_cpm_message(mary, "still working")).status == 202
+    assert received_text(peter.next_message()) == "still working"

@@ -134,3 +134,32 @@ def test_peters_reply_shows_in_marys_thread_and_her_tick_turns_delivered(qtbot, 
     assert phone.model.answered(answer) is question
     phone.threaded_box.setChecked(False)                           # flat view: no attachment shown
     assert phone.model.answered(answer) is None
+
+
+def test_thread_policy_switches_at_run_time(qtbot, window):
+    window.thread_policy_actions["pool"].trigger()
+    assert window.runner.lab.iwf.threads.policy == "pool"
+    phone, handset = window.phones["mary"], window.phones["peter"]
+    phone.choose_recipient("peter")
+    qtbot.keyClicks(phone.text, "from the pool")
+    qtbot.keyClick(phone.text, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: handset.inbox.count() == 1, timeout=10000)
+    assert handset.inbox.item(0).text().split("\n")[0].endswith("+15550290")
+
+
+def test_show_only_one_conversation(qtbot, window):
+    phone = window.phones["mary"]
+    for contact, text in (("peter", "to Peter"), ("john", "to John")):
+        phone.choose_recipient(contact)
+        qtbot.keyClicks(phone.text, text)
+        qtbot.keyClick(phone.text, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: sum(e.summary.startswith("MESSAGE") and e.src == "Mary"
+                                for e in ladder_events(window)) == 2, timeout=10000)
+    first = next(e for e in ladder_events(window) if e.summary.startswith("MESSAGE") and "to Peter" in e.summary)
+    window.ladder.set_conversation_filter(first.correlation["conversation_id"])
+    shown = [window.ladder.proxy.event_at(r) for r in range(window.ladder.proxy.rowCount())]
+    assert shown and all("to John" not in e.summary for e in shown)
+    assert any(e.is_response and e.summary.startswith("202") for e in shown), "responses stay with their request"
+    assert window.all_conversations_action.isEnabled()
+    window.all_conversations_action.trigger()
+    assert window.ladder.proxy.rowCount() == window.ladder.model.rowCount()

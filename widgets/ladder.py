@@ -20,8 +20,8 @@ from typing import Iterable, NamedTuple
 from PySide6.QtCore import (QAbstractTableModel, QEvent, QItemSelection, QModelIndex, QObject, QPointF,
                             QRectF, QSize, Qt, Signal)
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QFontMetricsF, QPainter, QPainterPath, QPalette, QPen, QPolygonF
-from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QStyle, QStyledItemDelegate, QTableView,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QMenu, QStyle, QStyledItemDelegate,
+                               QTableView, QVBoxLayout, QWidget)
 
 from backends.trace import Trace, TraceEvent
 from widgets.trace_bridge import TraceBridge
@@ -370,6 +370,16 @@ class LadderFilterProxy(QAbstractTableModel):
         self._conversation = key or None
         self._refilter()
 
+    def _in_conversation(self, event: TraceEvent) -> bool:
+        key = self._conversation
+        if key == colour_key(event) or key in event.correlation.values():
+            return True
+        # A SIP response carries only the Call-ID: it belongs where the model's
+        # colour (call_id -> conversation) puts it.
+        model = self.sourceModel()
+        slot = model.colour_slot(key) if model is not None else -1
+        return slot >= 0 and model.colour_slot(colour_key(event)) == slot
+
     def set_text(self, text: str) -> None:
         """Case-insensitive substring of summary, nodes, protocol, note or ids."""
         self._text = text.strip().lower()
@@ -378,8 +388,7 @@ class LadderFilterProxy(QAbstractTableModel):
     def accepts(self, event: TraceEvent) -> bool:
         if self._protocols is not None and event.protocol.upper() not in self._protocols:
             return False
-        if self._conversation is not None and self._conversation != colour_key(event) \
-                and self._conversation not in event.correlation.values():
+        if self._conversation is not None and not self._in_conversation(event):
             return False
         if self._text:
             haystack = " ".join((event.summary, event.src, event.dst, event.protocol, event.note,
@@ -692,6 +701,7 @@ class LadderView(QWidget):
     """Header strip + rows. Feed it with attach_trace() or append_events()."""
 
     eventSelected = Signal(object)      # TraceEvent, or None when the selection is cleared
+    conversationFilterChanged = Signal(str)   # "" when every conversation is shown
 
     def __init__(self, nodes: Iterable[str] = DEFAULT_NODES, parent: QWidget | None = None, *,
                  max_rows: int = 200_000) -> None:
@@ -726,6 +736,8 @@ class LadderView(QWidget):
         table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         table.setTabKeyNavigation(False)
+        table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        table.customContextMenuRequested.connect(self._context_menu)
         self.setFocusProxy(table)
 
         layout = QVBoxLayout(self)
@@ -795,6 +807,19 @@ class LadderView(QWidget):
 
     def set_conversation_filter(self, key: str | None) -> None:
         self.proxy.set_conversation(key)
+        self.conversationFilterChanged.emit(key or "")
+
+    def _context_menu(self, position) -> None:
+        index = self.table.indexAt(position)
+        event = index.data(EventRole) if index.isValid() else None
+        menu = QMenu(self)
+        key = colour_key(event) if event is not None else ""
+        only = menu.addAction("Show only this conversation", lambda: self.set_conversation_filter(key))
+        only.setEnabled(bool(key))
+        everything = menu.addAction("Show all conversations", lambda: self.set_conversation_filter(None))
+        everything.setEnabled(self.proxy.conversation is not None)
+        menu.exec(self.table.viewport().mapToGlobal(position))
+        menu.deleteLater()
 
     def set_text_filter(self, text: str) -> None:
         self.proxy.set_text(text)
