@@ -5,8 +5,10 @@ import asyncio
 import json
 import signal
 import sys
+import threading
 from pathlib import Path
 
+from backends.control import run_command
 from backends.lab import Lab
 from backends.topology import Topology
 from backends.trace import TraceEvent
@@ -44,15 +46,36 @@ async def _serve(topology: Topology, devices: str, endpoints_file: str | None, q
     print(endpoints_table(lab), flush=True)
     if endpoints_file:
         Path(endpoints_file).write_text(json.dumps(lab.endpoints(), indent=2) + "\n", encoding="utf-8")
-    print("Lab running. Ctrl-C or SIGTERM stops it.", flush=True)
+    print("Lab running. Type 'help' for commands; Ctrl-C or SIGTERM stops it.", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    commands = asyncio.create_task(_read_commands(lab), name="stdin commands")
     await stop.wait()
+    commands.cancel()
     print("Stopping the lab...", flush=True)
     await lab.stop()
     return 0
+
+
+async def _read_commands(lab: Lab) -> None:
+    """Commands on stdin (backends/control.py), one per line, answered on stdout."""
+    if sys.stdin is None or sys.stdin.closed:
+        return
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def read() -> None:   # a plain thread: works for a tty, a pipe or a file alike
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(lines.put_nowait, line)
+        loop.call_soon_threadsafe(lines.put_nowait, None)
+
+    threading.Thread(target=read, name="stdin-commands", daemon=True).start()
+    while (line := await lines.get()) is not None:
+        answer = await run_command(lab, line)
+        if answer:
+            print(answer, flush=True)
 
 
 def serve(topology: Topology, *, devices: str = "all", endpoints_file: str | None = None,

@@ -79,3 +79,22 @@ def test_bad_arguments_get_a_clear_error(args, message):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert message in err
+
+
+def test_serve_takes_commands_on_stdin(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port-base", "0", "--quiet"],
+                            cwd=ROOT, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write("threads pool\nstate peter roaming=yes\n")
+        proc.stdin.flush()
+        lines = []
+        while not any("roaming in a network without CPM" in line for line in lines):
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read()
+            lines.append(line)
+        assert "SMS thread policy: pool\n" in lines
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0

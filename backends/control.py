@@ -1,0 +1,137 @@
+"""Text commands that change the running lab: `iwlab serve` reads them on stdin.
+
+One command per line; the answer is one or more lines of text. Everything a
+trainer flips in the window can be flipped here, so a headless lab with real
+clients can be driven the same way.
+"""
+from __future__ import annotations
+
+import shlex
+
+from .cpm_device import CpmDevice
+from .handset import SmsHandset
+from .lab import Lab
+
+HELP = """commands:
+  state USER [registered=yes|no] [capable=yes|no] [roaming=yes|no]   change a user's device conditions
+  threads last|pool                 how the IWF matches SMS replies to CPM threads
+  throttle N                        the SMSC answers every Nth submit_sm with ESME_RTHROTTLED (0: off)
+  send FROM TO TEXT...              a simulated device sends (FROM, TO: user ids, e.g. mary peter)
+  users                             who is who, and their conditions
+  help                              this text"""
+
+_YES = {"yes", "y", "on", "true", "1"}
+_NO = {"no", "n", "off", "false", "0"}
+
+
+class CommandError(ValueError):
+    pass
+
+
+def _flag(value: str, name: str) -> bool:
+    value = value.lower()
+    if value in _YES:
+        return True
+    if value in _NO:
+        return False
+    raise CommandError(f"{name} takes yes or no, not {value!r}")
+
+
+async def run_command(lab: Lab, line: str) -> str:
+    """Carry out one command on the lab's loop; returns the answer (errors too, as text)."""
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:
+        return f"error: {exc}"
+    if not words:
+        return ""
+    command, args = words[0].lower(), words[1:]
+    try:
+        handler = _COMMANDS.get(command)
+        if handler is None:
+            raise CommandError(f"unknown command {command!r}; try help")
+        return await handler(lab, args)
+    except CommandError as exc:
+        return f"error: {exc}"
+
+
+async def _help(lab: Lab, args: list[str]) -> str:
+    return HELP
+
+
+def _user(lab: Lab, user_id: str):
+    try:
+        return lab.topology.user(user_id.lower())
+    except KeyError:
+        known = ", ".join(u.id for u in lab.topology.users)
+        raise CommandError(f"no user {user_id!r}; the lab has {known}") from None
+
+
+async def _state(lab: Lab, args: list[str]) -> str:
+    if not args:
+        raise CommandError("state USER [registered=yes|no] [capable=yes|no] [roaming=yes|no]")
+    user = _user(lab, args[0])
+    changes: dict[str, bool] = {}
+    names = {"registered": "registered", "capable": "cpm_capable", "roaming": "roaming_without_cpm"}
+    for arg in args[1:]:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in names:
+            raise CommandError(f"unknown setting {arg!r}; use registered=, capable=, roaming=")
+        changes[names[key]] = _flag(value, key)
+    device = lab.devices.get(user.id)
+    if isinstance(device, CpmDevice):
+        await device.set_state(**changes)
+    else:
+        if "registered" in changes:
+            raise CommandError(f"{user.name} has no simulated CPM client here: register a real one instead")
+        for name, value in changes.items():
+            setattr(user, name, value)
+    return _describe(lab, user)
+
+
+def _describe(lab: Lab, user) -> str:
+    server = lab.cpm_servers[user.operator]
+    route = server.route_for(user)
+    return (f"{user.name}: registered={'yes' if server.is_registered(user) else 'no'} "
+            f"capable={'yes' if user.cpm_capable else 'no'} roaming={'yes' if user.roaming_without_cpm else 'no'}"
+            f" -> {route.reason}")
+
+
+async def _users(lab: Lab, args: list[str]) -> str:
+    return "\n".join(_describe(lab, user) for user in lab.topology.users)
+
+
+async def _threads(lab: Lab, args: list[str]) -> str:
+    if len(args) != 1 or lab.iwf is None:
+        raise CommandError("threads last|pool")
+    try:
+        lab.iwf.threads.set_policy(args[0].lower())
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    lab.iwf.operator.iwf.thread_policy = args[0].lower()
+    return f"SMS thread policy: {args[0].lower()}"
+
+
+async def _throttle(lab: Lab, args: list[str]) -> str:
+    if len(args) != 1 or not args[0].isdigit() or lab.smsc is None:
+        raise CommandError("throttle N (a whole number; 0 turns it off)")
+    lab.smsc.throttle_every = int(args[0])
+    return f"SMSC throttles every {args[0]}th submit_sm" if int(args[0]) else "SMSC throttling off"
+
+
+async def _send(lab: Lab, args: list[str]) -> str:
+    if len(args) < 3:
+        raise CommandError("send FROM TO TEXT...")
+    sender, recipient, text = _user(lab, args[0]), _user(lab, args[1]), " ".join(args[2:])
+    device = lab.devices.get(sender.id)
+    if isinstance(device, CpmDevice):
+        message = await device.send_message(recipient, text)
+        return f"{sender.name} -> {recipient.name}: {message.status} {message.status_detail}".rstrip()
+    if isinstance(device, SmsHandset):
+        sms = await device.send_sms(recipient, text)
+        return f"{sender.name} -> {recipient.name}: {sms.status}"
+    raise CommandError(f"{sender.name}'s device is not simulated in this lab")
+
+
+_COMMANDS = {"help": _help, "state": _state, "users": _users, "threads": _threads, "throttle": _throttle,
+             "send": _send}
