@@ -1,15 +1,10 @@
 """MSRP (RFC 4975) codec, sans-I/O in the style of h11: bytes in, objects out, and back.
 
-* ``MsrpStreamParser`` frames a TCP byte stream. MSRP has no length header: a
-  message ends at its end-line ``-------<tid>`` + ``$``/``+``/``#`` + CRLF, so the
-  body may hold anything except that exact line (``to_bytes`` refuses such a body).
-* ``chunk`` / ``Reassembler`` split and join messages. Chunks are byte ranges:
-  a split may fall inside a UTF-8 sequence; reassembly is byte-based, decode the
-  whole message only.
-* ``response_for`` / ``report_for`` / ``needs_response`` build the answers an
-  endpoint owes (RFC 4975 7.1.2, 7.2).
-
-Text is decoded as UTF-8 with ``surrogateescape`` so odd octets survive a round trip.
+MSRP has no length header: ``MsrpStreamParser`` ends a message at its end-line
+``-------<tid>`` + ``$``/``+``/``#`` + CRLF, so a body may hold anything but that
+line (the sender picks a tid not in the body, RFC 4975 7.1; ``to_bytes`` checks).
+``chunk`` / ``Reassembler`` work on bytes: a split may fall inside a UTF-8 sequence,
+decode whole messages only. Text is UTF-8 with ``surrogateescape``.
 """
 from __future__ import annotations
 
@@ -21,7 +16,8 @@ MAX_HEADER_SIZE = 64 * 1024        # start line + header block
 MAX_CHUNK_SIZE = 1024 * 1024       # one chunk's body; larger -> 413, the chunk is skipped
 MAX_MESSAGE_SIZE = 16 * 1024 * 1024   # a reassembled message
 
-_IDENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-+%=]{3,31}")   # RFC 4975 9: transact-id, Message-ID
+_IDENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-+%=]{3,31}")   # RFC 4975 9: transact-id
+_MESSAGE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-+%=]{0,63}")   # ident, length not enforced
 _START_RE = re.compile(rb"MSRP ([!-~]{1,64})(?: (.*))?", re.S)       # framing needs only the tid
 _METHOD_RE = re.compile(r"[A-Z]+")
 _STATUS_RE = re.compile(r"([0-9]{3})(?: (.*))?", re.S)
@@ -46,10 +42,7 @@ class MsrpParseError(ValueError):
     def __init__(self, reason: str, transaction_id: str | None = None, *, status: int = 400,
                  fatal: bool = False, partial: MsrpRequest | MsrpResponse | None = None) -> None:
         self.reason = re.sub(r"[^\x20-\x7e]", "?", reason)[:120]
-        self.transaction_id = transaction_id
-        self.status = status
-        self.fatal = fatal
-        self.partial = partial
+        self.transaction_id, self.status, self.fatal, self.partial = transaction_id, status, fatal, partial
         super().__init__(f"{status} {self.reason}")
 
 
@@ -96,21 +89,20 @@ def new_message_id() -> str:
     return secrets.token_hex(10)
 
 
-def _check_line(*values: str) -> None:
-    for value in values:
-        if "\r" in value or "\n" in value:
-            raise ValueError(f"CR/LF in {value[:40]!r}")
-
-
 def _head(start: str, to_path: list[str], from_path: list[str], fields: list[tuple[str, str]]) -> str:
     lines = [start, "To-Path: " + " ".join(to_path), "From-Path: " + " ".join(from_path)]
     lines += [f"{name}: {value}" for name, value in fields]
-    _check_line(*lines)
+    if any("\r" in line or "\n" in line for line in lines):
+        raise ValueError("CR/LF inside a start line or header field")
     return "\r\n".join(lines) + "\r\n"
 
 
-def _get(headers: list[tuple[str, str]], name: str) -> str | None:
-    return next((v for n, v in headers if n.lower() == name.lower()), None)
+class _HeaderAccess:
+    headers: list[tuple[str, str]]
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """First value of one of ``headers`` (case-insensitive), e.g. Success-Report, Status."""
+        return next((v for n, v in self.headers if n.lower() == name.lower()), default)
 
 
 def format_byte_range(byte_range: tuple[int, int | None, int | None]) -> str:
@@ -119,7 +111,7 @@ def format_byte_range(byte_range: tuple[int, int | None, int | None]) -> str:
 
 
 @dataclass
-class MsrpRequest:
+class MsrpRequest(_HeaderAccess):
     transaction_id: str
     method: str                                   # "SEND", "REPORT", or another 1*UPALPHA method
     to_path: list[str]
@@ -131,11 +123,6 @@ class MsrpRequest:
     body: bytes = b""
     continuation: str = "$"                       # '$' complete, '+' more chunks follow, '#' aborted
 
-    def get(self, name: str, default: str | None = None) -> str | None:
-        """First value of one of ``headers`` (case-insensitive), e.g. Success-Report, Status."""
-        value = _get(self.headers, name)
-        return default if value is None else value
-
     def to_bytes(self) -> bytes:
         """RFC 4975 7.1 order: To-Path, From-Path, Message-ID, Byte-Range, others, Content-Type, body."""
         if self.continuation not in ("$", "+", "#"):
@@ -146,32 +133,28 @@ class MsrpRequest:
         if self.byte_range is not None:
             fields.append(("Byte-Range", format_byte_range(self.byte_range)))
         fields += self.headers
-        head = _head(f"MSRP {self.transaction_id} {self.method}", self.to_path, self.from_path, fields)
         end = f"-------{self.transaction_id}{self.continuation}\r\n".encode()
         if self.content_type is None and not self.body:   # bodiless: no content-stuff at all
+            head = _head(f"MSRP {self.transaction_id} {self.method}", self.to_path, self.from_path, fields)
             return head.encode("utf-8", "surrogateescape") + end
         if self.content_type is None:
             raise ValueError("a body needs a Content-Type")
-        _check_line(self.content_type)
+        fields.append(("Content-Type", self.content_type))
+        head = _head(f"MSRP {self.transaction_id} {self.method}", self.to_path, self.from_path, fields)
         if re.search(rb"\r\n-------" + re.escape(self.transaction_id.encode()) + rb"[$+#]\r\n",
-                     self.body + b"\r\n"):
+                     b"\r\n" + self.body + b"\r\n"):
             raise ValueError("the body contains this transaction's end-line: use another transaction id")
-        head += f"Content-Type: {self.content_type}\r\n\r\n"
-        return head.encode("utf-8", "surrogateescape") + bytes(self.body) + b"\r\n" + end
+        return head.encode("utf-8", "surrogateescape") + b"\r\n" + bytes(self.body) + b"\r\n" + end
 
 
 @dataclass
-class MsrpResponse:
+class MsrpResponse(_HeaderAccess):
     transaction_id: str
     status: int
     comment: str | None
     to_path: list[str]
     from_path: list[str]
     headers: list[tuple[str, str]] = field(default_factory=list)
-
-    def get(self, name: str, default: str | None = None) -> str | None:
-        value = _get(self.headers, name)
-        return default if value is None else value
 
     def to_bytes(self) -> bytes:
         start = f"MSRP {self.transaction_id} {self.status:03d}" + ("" if self.comment is None else f" {self.comment}")
@@ -181,64 +164,53 @@ class MsrpResponse:
 
 def _build(tid: str, start: str, lines: list[bytes], body: bytes | None,
            flag: str) -> MsrpRequest | MsrpResponse | MsrpParseError:
-    """One framed message -> the object, or an error carrying the best-effort ``partial``."""
-    problems: list[tuple[int, str]] = []
-    fields: list[tuple[str, str]] = []
+    """One framed message -> the object, or a 400 error carrying the best-effort ``partial``."""
+    problems = [] if _IDENT_RE.fullmatch(tid) else ["malformed transaction id"]
+    special: dict[str, str] = {}
+    others: list[tuple[str, str]] = []
     for raw in lines:
         name, colon, value = raw.decode("utf-8", "surrogateescape").partition(":")
         if not colon or not _NAME_RE.fullmatch(name):
-            problems.append((400, f"malformed header line {raw[:40]!r}"))
+            problems.append(f"malformed header line {raw[:40]!r}")
+        elif name.lower() not in _SPECIAL:
+            others.append((name, value.strip()))
+        elif name.lower() in special:
+            problems.append(f"duplicate {name}")
         else:
-            fields.append((name, value.strip()))
-    special: dict[str, str] = {}
-    others = []
-    for name, value in fields:
-        key = name.lower()
-        if key not in _SPECIAL:
-            others.append((name, value))
-        elif key in special:
-            problems.append((400, f"duplicate {name}"))
-        else:
-            special[key] = value
+            special[name.lower()] = value.strip()
     paths = {}
     for key in ("to-path", "from-path"):
         paths[key] = special.get(key, "").split()
         if not paths[key]:
-            problems.append((400, f"missing {key.title()}"))
+            problems.append(f"missing {key.title()}")
         for uri in paths[key]:
             try:
                 parse_msrp_uri(uri)
             except MsrpParseError as exc:
-                problems.append((400, f"{key.title()}: {exc.reason}"))
-    status_m, method_m = _STATUS_RE.fullmatch(start), _METHOD_RE.fullmatch(start)
+                problems.append(f"{key.title()}: {exc.reason}")
     message: MsrpRequest | MsrpResponse
-    if status_m:
-        message = MsrpResponse(tid, int(status_m.group(1)), status_m.group(2), paths["to-path"],
-                               paths["from-path"], others)
+    if status := _STATUS_RE.fullmatch(start):
+        message = MsrpResponse(tid, int(status.group(1)), status.group(2), paths["to-path"], paths["from-path"],
+                               others)
         if body is not None or set(special) - {"to-path", "from-path"}:
-            problems.append((400, "a response carries no body, Message-ID or Byte-Range"))
+            problems.append("a response carries no body, Message-ID or Byte-Range")
     else:
-        if not method_m:
-            problems.append((400, f"malformed start line {start[:40]!r}"))
+        if not _METHOD_RE.fullmatch(start):
+            problems.append(f"malformed start line {start[:40]!r}")
         message = MsrpRequest(tid, start, paths["to-path"], paths["from-path"], special.get("message-id"),
                               None, special.get("content-type"), others, body or b"", flag)
-        if message.message_id is not None and not _IDENT_RE.fullmatch(message.message_id):
-            problems.append((400, "malformed Message-ID"))
+        if message.message_id is not None and not _MESSAGE_ID_RE.fullmatch(message.message_id):
+            problems.append("malformed Message-ID")
         if "byte-range" in special:
             m = _RANGE_RE.fullmatch(special["byte-range"])
-            if not m or int(m.group(1)) < 1:
-                problems.append((400, "malformed Byte-Range"))
-            else:
-                message.byte_range = (int(m.group(1)), *(None if g == "*" else int(g) for g in m.groups()[1:]))
-        if body is not None and message.content_type is None:
-            problems.append((400, "a body without Content-Type"))
-        if body is None and message.content_type is not None:
-            problems.append((400, "Content-Type without a body"))
-    if not _IDENT_RE.fullmatch(tid):
-        problems.insert(0, (400, "malformed transaction id"))
-    if problems:
-        return MsrpParseError(problems[0][1], tid, status=problems[0][0], partial=message)
-    return message
+            first, end, total = (int(m.group(1)), *(None if g == "*" else int(g) for g in m.groups()[1:])) \
+                if m else (0, None, None)
+            if first < 1 or (end is not None and (end < first - 1 or (total is not None and end > total))):
+                problems.append("malformed Byte-Range")
+            message.byte_range = (first, end, total) if m else None
+        if (body is None) != (message.content_type is None):
+            problems.append("a body without Content-Type" if body is not None else "Content-Type without a body")
+    return MsrpParseError(problems[0], tid, partial=message) if problems else message
 
 
 class MsrpStreamParser:
@@ -253,9 +225,7 @@ class MsrpStreamParser:
     """
 
     def __init__(self, *, max_header_size: int = MAX_HEADER_SIZE, max_chunk_size: int = MAX_CHUNK_SIZE) -> None:
-        self.max_header_size = max_header_size
-        self.max_chunk_size = max_chunk_size
-        self.broken = False
+        self.max_header_size, self.max_chunk_size, self.broken = max_header_size, max_chunk_size, False
         self._buf = bytearray()
         self._reset()
 
@@ -265,30 +235,21 @@ class MsrpStreamParser:
         self._lines: list[bytes] = []
         self._pos = 0                    # start of the next unread line (header phase)
         self._body: int | None = None    # body phase: where the body starts
-        self._scan = 0                   # where to resume looking for the end-line
+        self._scan = 0                   # where to resume looking for the line end / end-line
         self._skipping = False           # an oversized chunk is being dropped
 
     def _fatal(self, reason: str) -> MsrpParseError:
         self.broken, self._buf = True, bytearray()
         return MsrpParseError(reason, self._tid, fatal=True)
 
-    def _start_line(self, line: bytes) -> MsrpParseError | None:
-        m = _START_RE.fullmatch(line)
-        if not m:
-            return self._fatal(f"unreadable start line {line[:40]!r}")
-        self._tid = m.group(1).decode("ascii")
-        self._start = (m.group(2) or b"").decode("utf-8", "surrogateescape")
-        return None
-
-    def _partial(self) -> MsrpRequest:
-        return MsrpRequest(self._tid or "", self._start, [], [], headers=[])
-
-    def _skip(self, at: int, reason: str, status: int) -> MsrpParseError:
-        """Report the message now and drop everything up to its end-line."""
+    def _skip(self, at: int | None, reason: str, status: int) -> MsrpParseError:
+        """Report the message now; with ``at``, drop what is buffered before it and all up to the end-line."""
         built = _build(self._tid, self._start, self._lines, None, "$")
-        partial = built.partial if isinstance(built, MsrpParseError) else built
-        self._skipping, self._body, self._scan = True, at, at
-        return MsrpParseError(reason, self._tid, status=status, partial=partial)
+        if at is not None:
+            del self._buf[:at]
+            self._skipping, self._body, self._scan = True, 0, 0
+        return MsrpParseError(reason, self._tid, status=status,
+                              partial=built.partial if isinstance(built, MsrpParseError) else built)
 
     def feed(self, data: bytes) -> list[MsrpRequest | MsrpResponse | MsrpParseError]:
         events: list[MsrpRequest | MsrpResponse | MsrpParseError] = []
@@ -305,8 +266,9 @@ class MsrpStreamParser:
                     if self._buf[:5] != b"MSRP "[:len(self._buf)]:
                         events.append(self._fatal(f"not an MSRP start line: {bytes(self._buf[:40])!r}"))
                         break
-                eol = self._buf.find(b"\r\n", self._pos)
+                eol = self._buf.find(b"\r\n", max(self._pos, self._scan))
                 if eol < 0 or eol > self.max_header_size:
+                    self._scan = max(self._pos, len(self._buf) - 1)
                     if len(self._buf) > self.max_header_size:
                         if self._tid is None:
                             events.append(self._fatal("start line too long"))
@@ -316,11 +278,12 @@ class MsrpStreamParser:
                     break
                 line, self._pos = bytes(self._buf[self._pos:eol]), eol + 2
                 if self._tid is None:
-                    error = self._start_line(line)
-                    if error:
-                        events.append(error)
-                elif line == b"":
-                    self._body = self._scan = self._pos
+                    if not (m := _START_RE.fullmatch(line)):
+                        events.append(self._fatal(f"unreadable start line {line[:40]!r}"))
+                        break
+                    self._tid, self._start = m.group(1).decode(), (m.group(2) or b"").decode("utf-8", "surrogateescape")
+                elif line == b"":   # the end-line may follow at once: an empty body, sloppily framed
+                    self._body, self._scan = self._pos, self._pos - 2
                 elif line[:-1] == b"-------" + self._tid.encode() and line[-1:] in (b"$", b"+", b"#"):
                     events.append(_build(self._tid, self._start, self._lines, None, line[-1:].decode()))
                     del self._buf[:self._pos]
@@ -336,10 +299,10 @@ class MsrpStreamParser:
                     break
                 at = self._buf.find(marker, at + 1)
             if at < 0 or len(self._buf) < at + len(marker) + 3:   # no end-line yet
-                self._scan = max(self._body, len(self._buf) - len(marker) - 2) if at < 0 else at
+                self._scan = max(self._scan, len(self._buf) - len(marker) - 2) if at < 0 else at
                 if self._skipping:   # keep only what may hold the start of the end-line
-                    del self._buf[self._body:self._scan]
-                    self._scan = self._body
+                    del self._buf[:self._scan]
+                    self._scan = 0
                 elif len(self._buf) - self._body > self.max_chunk_size:
                     events.append(self._skip(self._body, "chunk too large", 413))
                     continue
@@ -348,7 +311,7 @@ class MsrpStreamParser:
             if not self._skipping:
                 body = bytes(self._buf[self._body:at])
                 if len(body) > self.max_chunk_size:
-                    events.append(self._skip(self._body, "chunk too large", 413))
+                    events.append(self._skip(None, "chunk too large", 413))
                 else:
                     flag = chr(self._buf[end - 3])
                     events.append(_build(self._tid, self._start, self._lines, body, flag))
@@ -363,7 +326,7 @@ class MsrpStreamParser:
         if not pending:
             return []
         return [MsrpParseError("connection closed inside a message", self._tid, fatal=True,
-                               partial=self._partial() if self._tid else None)]
+                               partial=self._skip(None, "", 400).partial if self._tid else None)]
 
 
 # -- chunking and reassembly ----------------------------------------------------
@@ -371,13 +334,9 @@ class MsrpStreamParser:
 
 def chunk(to_path: list[str], from_path: list[str], message_id: str, content_type: str, body: bytes,
           max_chunk: int = 2048, headers: list[tuple[str, str]] = ()) -> list[MsrpRequest]:
-    """SENDs carrying ``body`` in pieces of at most ``max_chunk`` bytes (RFC 4975 5.1).
-
-    Byte-Range is 1-based and inclusive ("1-2048/5000"); '+' on all but the last, '$'
-    on the last; a fresh transaction id each (never one whose end-line the piece
-    contains); same Message-ID. Splits fall anywhere, even inside a UTF-8 sequence.
-    An empty body gives one SEND with "1-0/0".
-    """
+    """SENDs carrying ``body`` in pieces of at most ``max_chunk`` bytes (RFC 4975 5.1): Byte-Range
+    1-based, inclusive ("1-2048/5000"); '+' on all but the last, '$' on the last; a fresh transaction
+    id each; same Message-ID. Splits fall anywhere (even inside a UTF-8 sequence); b"" -> one "1-0/0"."""
     if max_chunk < 1:
         raise ValueError("max_chunk must be positive")
     total, sends = len(body), []
@@ -395,16 +354,15 @@ def chunk(to_path: list[str], from_path: list[str], message_id: str, content_typ
 class Reassembler:
     """Joins the chunks of SEND requests per Message-ID, in any arrival order.
 
-    ``add`` returns the whole body once every byte is in, else None. Duplicates and
-    overlaps are harmless. The '$' chunk fixes the end of the message (so a total of
-    '*' is fine); a '#' chunk aborts the message: it is forgotten, and later chunks
-    of it are ignored. A bodiless SEND (no Content-Type) gives None. A range beyond
-    ``max_size`` raises MsrpParseError(413) for the caller to answer.
+    ``add`` returns the whole body once every byte is in, else None; duplicates and overlaps are
+    harmless. The '$' chunk fixes the end (so a total of '*' is fine); a '#' chunk aborts: the
+    message is forgotten and its later chunks ignored. A bodiless SEND (no Content-Type) gives
+    None. A range beyond ``max_size`` raises MsrpParseError(413) for the caller to answer.
     """
 
     def __init__(self, max_size: int = MAX_MESSAGE_SIZE) -> None:
         self.max_size = max_size
-        self._parts: dict[str, tuple[bytearray, list[list[int]], list[int | None]]] = {}
+        self._parts: dict[str, tuple[bytearray, bytearray, list[int | None]]] = {}   # data, have-mask, total
         self._aborted: dict[str, None] = {}   # insertion-ordered set, bounded
 
     def add(self, req: MsrpRequest) -> bytes | None:
@@ -425,22 +383,16 @@ class Reassembler:
         if stop > self.max_size or (header_total or 0) > self.max_size:
             self._parts.pop(key, None)
             raise MsrpParseError("message too large", req.transaction_id, status=413, partial=req)
-        data, covered, total = self._parts.setdefault(key, (bytearray(), [], [None]))
+        data, have, total = self._parts.setdefault(key, (bytearray(), bytearray(), [None]))
         if len(data) < stop:
             data.extend(bytes(stop - len(data)))
-        data[start:stop] = req.body
+            have.extend(bytes(stop - len(have)))
+        data[start:stop], have[start:stop] = req.body, b"\x01" * len(req.body)
         if req.continuation == "$":
             total[0] = stop
         elif total[0] is None and header_total is not None:
             total[0] = header_total
-        merged: list[list[int]] = []
-        for lo, hi in sorted(covered + [[start, stop]]):
-            if merged and lo <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], hi)
-            else:
-                merged.append([lo, hi])
-        covered[:] = merged
-        if total[0] is not None and merged[0][0] == 0 and merged[0][1] >= total[0]:
+        if total[0] is not None and len(have) >= total[0] and have.find(0, 0, total[0]) < 0:
             del self._parts[key]
             return bytes(data[:total[0]])
         return None
