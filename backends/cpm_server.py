@@ -27,6 +27,7 @@ CPM_MSG_SERVICE = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.msg"
 CPM_MSG_ICSI = CPM_MSG_SERVICE.replace(":", "%3A")
 ROUTE_HEADER = "P-Iwlab-Route"          # the terminating domain's routing decision, for the IWF and the trace
 TRANSACTION_TIMEOUT = 32.0              # RFC 3261 Timer F / B
+INVITE_TIMEOUT = 200.0                  # RFC 3261 Timer C (> 3 min): waits for a person
 ALLOWED = "REGISTER, MESSAGE, INVITE, ACK, BYE, CANCEL, OPTIONS"
 KNOWN_METHODS = {m.strip() for m in ALLOWED.split(",")}
 SUPPORTED_OPTIONS = ()   # no SIP extensions that a Require could ask for
@@ -53,6 +54,17 @@ class _Transaction:
     origin: SipConnection
     request: SipRequest
     deadline: float
+
+
+@dataclass
+class _Dialog:
+    """A session's path through this server, for the requests inside it."""
+    caller_tag: str                        # From tag of the INVITE: tells which side sends
+    caller: SipConnection                  # towards the inviter
+    callee: "SipConnection | _PeerLink"    # towards the invitee
+    invite: SipRequest                     # as forwarded: a CANCEL reuses its branch
+    answered: bool = False
+    ending: bool = False
 
 
 @dataclass
@@ -83,6 +95,7 @@ class CpmServer:
         self._stored: dict[str, deque[SipRequest]] = {}  # user id -> MESSAGEs waiting for registration
         self._transactions: dict[str, _Transaction] = {}
         self._links: dict[str, _PeerLink] = {}
+        self._dialogs: dict[str, _Dialog] = {}           # Call-ID -> session path
         self._sweeper: asyncio.Task | None = None
         self.registration_listeners: list[Callable[[User, bool], None]] = []
 
@@ -181,6 +194,10 @@ class CpmServer:
         if max_forwards is not None and max_forwards <= 0:
             self._respond(conn, req, 483, "Too Many Hops")
             return
+        self._strip_own_route(req)
+        if req.method == "CANCEL" or _to_tag(req) or req.method == "ACK":
+            self._in_dialog(conn, req)
+            return
         home = self.topology.home_operator_of_uri(req.uri)
         if home is None:
             self._respond(conn, req, 404, f"No operator serves {req.uri}"[:80])
@@ -207,6 +224,63 @@ class CpmServer:
         else:  # a legacy technology: the operator's interworking function takes it from here
             self._forward(conn, req, self._link_to_iwf(), note=route.reason,
                           decision=f'{route.technology};reason="{route.reason}"')
+
+    # -- dialogs (sessions: INVITE, ACK, BYE, CANCEL) -----------------------------------
+    def _strip_own_route(self, req: SipRequest) -> None:
+        """Loose routing (RFC 3261 16.4): a Route naming us has done its job here."""
+        routes = req.headers.get_all("Route")
+        if not routes:
+            return
+        kept = [r for r in routes if not self._names_me(name_addr_uri(r))]
+        if len(kept) != len(routes):
+            req.headers.remove("Route")
+            for route in kept:
+                req.headers.add("Route", route)
+
+    def _names_me(self, uri: str) -> bool:
+        try:
+            parsed = sip.parse_uri(uri)
+        except SipParseError:
+            return False
+        return self._is_me(parsed.host) and parsed.port in (None, self.port)
+
+    def _in_dialog(self, conn: SipConnection, req: SipRequest) -> None:
+        """Requests inside a session follow the path its INVITE took, whichever side sends them."""
+        call_id = req.headers.get("Call-ID") or ""
+        dialog = self._dialogs.get(call_id)
+        if dialog is None:
+            if req.method != "ACK":
+                self._respond(conn, req, 481, "Call/Transaction Does Not Exist")
+            return
+        if req.method == "CANCEL":
+            self._respond(conn, req, 200, "OK")
+            if not dialog.answered:
+                cancel = SipRequest("CANCEL", dialog.invite.uri, sip.Headers(), b"")
+                for name in ("Via", "From", "To", "Call-ID"):
+                    for value in dialog.invite.headers.get_all(name)[:1] if name == "Via" \
+                            else [dialog.invite.headers.get(name) or ""]:
+                        cancel.headers.add(name, value)
+                cancel.headers.add("CSeq", f"{sip.parse_cseq(dialog.invite.headers.get('CSeq') or '1 INVITE')[0]} CANCEL")
+                cancel.headers.add("Max-Forwards", "70")
+                self._send_towards(dialog.callee, cancel, "")   # same branch as the INVITE it cancels
+            return
+        from_tag = _tag(req.headers.get("From"))
+        towards = dialog.callee if from_tag == dialog.caller_tag else dialog.caller
+        if req.method == "ACK":
+            self._send_towards(towards, self._prepare_forward(req), "")
+            return
+        self._forward(conn, req, towards, note="")
+        if req.method == "BYE":
+            dialog.ending = True
+
+    def _send_towards(self, target: "SipConnection | _PeerLink", message: SipRequest, note: str) -> None:
+        if isinstance(target, _PeerLink):
+            self._send_on_link(target, message, note)
+            return
+        try:
+            target.send(message, note=note)
+        except SipConnectionClosed:
+            pass
 
     def _is_me(self, host: str) -> bool:
         return host.lower() in (self.operator.cpm_domain, self.host, "localhost")
@@ -283,8 +357,15 @@ class CpmServer:
         fwd = self._prepare_forward(req)
         if decision:
             fwd.headers.set(ROUTE_HEADER, decision)
+        timeout = TRANSACTION_TIMEOUT
+        if req.method == "INVITE" and not _to_tag(req):
+            # Stay on the session's path (RFC 3261 16.6 step 4) and remember it for ACK/BYE/CANCEL.
+            fwd.headers.prepend("Record-Route", f"<sip:{self.host}:{self.port};transport=tcp;lr>")
+            self._dialogs[req.headers.get("Call-ID") or ""] = _Dialog(
+                caller_tag=_tag(req.headers.get("From")), caller=origin, callee=target, invite=fwd)
+            timeout = INVITE_TIMEOUT   # a person answers an invitation, not a machine
         if req.method != "ACK":
-            self._transactions[top_branch(fwd)] = _Transaction(origin, req, time.monotonic() + TRANSACTION_TIMEOUT)
+            self._transactions[top_branch(fwd)] = _Transaction(origin, req, time.monotonic() + timeout)
         if isinstance(target, _PeerLink):
             self._send_on_link(target, fwd, note)
             return
@@ -300,6 +381,7 @@ class CpmServer:
             return  # stray or late response: the trace already shows it
         if response.status >= 200:
             del self._transactions[branch]
+        self._follow_dialog(transaction.request, response)
         if transaction.origin is None:
             return  # the answer to a stored message we delivered ourselves
         relayed = SipResponse(response.status, response.reason, response.headers.copy(), response.body,
@@ -312,6 +394,19 @@ class CpmServer:
             transaction.origin.send(relayed)
         except SipConnectionClosed:
             pass  # the requester went away; nothing to tell it
+
+    def _follow_dialog(self, request: SipRequest, response: SipResponse) -> None:
+        call_id = request.headers.get("Call-ID") or ""
+        dialog = self._dialogs.get(call_id)
+        if dialog is None:
+            return
+        if request.method == "INVITE" and not _to_tag(request):
+            if response.status >= 200:
+                dialog.answered = True
+            if response.status >= 300:
+                del self._dialogs[call_id]        # refused, cancelled or timed out: no session
+        elif request.method == "BYE" and response.status >= 200:
+            del self._dialogs[call_id]
 
     def _respond(self, conn: SipConnection, req: SipRequest, status: int, reason: str, note: str = "",
                  extra_headers: list[tuple[str, str]] = ()) -> None:
@@ -383,6 +478,17 @@ class CpmServer:
                 link.connection.send(message, note=note)
             except SipConnectionClosed:
                 self._fail_transaction(top_branch(message), 503, "Next Hop Unreachable")
+
+
+def _tag(name_addr: str | None) -> str:
+    try:
+        return sip.parse_name_addr(name_addr or "").tag() or ""
+    except SipParseError:
+        return ""
+
+
+def _to_tag(req: SipRequest) -> str:
+    return _tag(req.headers.get("To"))
 
 
 def _expires(contact: str, expires_header: str | None) -> int | None:
