@@ -63,6 +63,7 @@ class CpmDevice:
         self._cseq = itertools.count(1)
         self._register_call_id = sip.new_call_id(self.domain)
         self.listeners: list[DeviceListener] = []
+        self.sessions = None   # a CpmSessions (backends/cpm_sessions.py) once sessions exist
 
     # -- connection and registration ---------------------------------------------
     async def start(self) -> None:
@@ -180,6 +181,9 @@ class CpmDevice:
     # -- receiving ----------------------------------------------------------------
     def _on_sip(self, conn: SipConnection, message: SipRequest | SipResponse | SipParseError) -> None:
         if not isinstance(message, SipRequest):
+            return
+        if message.method in ("INVITE", "ACK", "BYE", "CANCEL") and self.sessions is not None:
+            self.sessions.on_request(conn, message)     # sessions: backends/cpm_sessions.py
             return
         if message.method != "MESSAGE":
             if message.method != "ACK":

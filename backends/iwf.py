@@ -41,6 +41,7 @@ RETRY_STATUSES = {c.SMPP_ESME_RTHROTTLED, c.SMPP_ESME_RMSGQFUL}
 TON_INTERNATIONAL = 1
 NPI_E164 = 1
 MESSAGE_STATE_DELIVERED = 2
+SESSION_METHODS = {"INVITE", "ACK", "BYE", "CANCEL"}
 _ROUTE_RE = re.compile(r'^\s*(\w+)\s*(?:;\s*reason="(.*)")?\s*$')
 
 
@@ -101,6 +102,7 @@ class Iwf:
         self._by_smsc_id: dict[str, tuple[OutboundSms, int]] = {}   # normalised id -> (message, part)
         self._early_receipts: dict[str, Any] = {}
         self._expiry: asyncio.Task | None = None
+        self.sessions = None   # an IwfSessions (backends/iwf_sessions.py) once sessions are interworked
         self._server: asyncio.Server | None = None
         self._connections: set[SipConnection] = set()
         self._conversations: dict[tuple[str, str], _Conversation] = {}
@@ -164,6 +166,8 @@ class Iwf:
             return
         if message.method == "MESSAGE":
             self._cpm_message(conn, message)
+        elif message.method in SESSION_METHODS and self.sessions is not None:
+            self.sessions.on_request(conn, message)      # sessions: backends/iwf_sessions.py
         elif message.method == "OPTIONS":
             self._respond(conn, message, 200, "OK")
         elif message.method != "ACK":
@@ -211,6 +215,12 @@ class Iwf:
             note += "; a display notification was asked for, but SMS cannot report reading: it will not be sent"
         self._respond(conn, req, 202, "Accepted", note=note)
         self._enqueue(sms)
+
+    def send_sms_text(self, *, source: str, dest: str, text: str, sender_uri: str = "") -> None:
+        """An SMS the IWF writes itself (an adapted invitation, a session text), in conversation order."""
+        self._enqueue(OutboundSms(source=source.lstrip("+"), dest=dest.lstrip("+"), text=text,
+                                  imdn_message_id="", sender_uri=sender_uri, recipient_uri=f"tel:+{dest.lstrip('+')}",
+                                  disposition=(), datetime=""))
 
     def _respond(self, conn: SipConnection, req: SipRequest, status: int, reason: str, note: str = "") -> None:
         if req.method == "ACK":
@@ -313,6 +323,8 @@ class Iwf:
                 self._sms_to_cpm(sms)
 
     def _sms_to_cpm(self, sms: smstext.IncomingSms) -> None:
+        if self.sessions is not None and self.sessions.take_sms(sms):
+            return   # an answer to an invitation, or a message inside a session
         source, dest = sms.source.lstrip("+"), sms.dest.lstrip("+")
         recipient = self.topology.user_by_number(dest)
         thread = None
