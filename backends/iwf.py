@@ -103,6 +103,7 @@ class Iwf:
         self._early_receipts: dict[str, Any] = {}
         self._expiry: asyncio.Task | None = None
         self.sessions = None   # an IwfSessions (backends/iwf_sessions.py) once sessions are interworked
+        self.email = None      # an IwfEmail (backends/iwf_email.py) when the lab has a mail server
         self._server: asyncio.Server | None = None
         self._connections: set[SipConnection] = set()
         self._conversations: dict[tuple[str, str], _Conversation] = {}
@@ -127,6 +128,8 @@ class Iwf:
         return self.port
 
     async def stop(self) -> None:
+        if self.sessions is not None:
+            await self.sessions.stop()
         for task in (self._expiry, self._cpm_sender):
             if task:
                 task.cancel()
@@ -135,6 +138,8 @@ class Iwf:
         for conversation in self._conversations.values():
             if conversation.worker:
                 conversation.worker.cancel()
+        if self.email:
+            await self.email.stop()
         if self.esme:
             await self.esme.stop()
         for conn in list(self._connections):
@@ -190,7 +195,7 @@ class Iwf:
                           note=f"IMDN for {recipient.name} not interworked: {technology.upper() or 'legacy'} has no equivalent")
             return
         if technology == "email" or (technology != "sms" and recipient.device == "email"):
-            self._respond(conn, req, 480, "Email interworking is not available in this lab yet")
+            self._cpm_to_email(conn, req, cpim, recipient)
             return
         if not recipient.msisdn:
             self._respond(conn, req, 404, f"{recipient.name} has no SMS number")
@@ -215,6 +220,20 @@ class Iwf:
             note += "; a display notification was asked for, but SMS cannot report reading: it will not be sent"
         self._respond(conn, req, 202, "Accepted", note=note)
         self._enqueue(sms)
+
+    def _cpm_to_email(self, conn: SipConnection, req: SipRequest, cpim, recipient) -> None:
+        sender = self.topology.user_by_uri(uri_of(cpim.sender))
+        if self.email is None or not recipient.email:
+            self._respond(conn, req, 480, f"{recipient.name} has no email this lab can reach")
+            return
+        if sender is None:
+            self._respond(conn, req, 403, "Sender unknown to this lab: no address to show on email")
+            return
+        note = self.email.send(sender=sender, recipient=recipient, cpim=cpim,
+                               conversation_id=req.headers.get("Conversation-ID") or "",
+                               contribution_id=req.headers.get("Contribution-ID") or "",
+                               in_reply_to=req.headers.get("InReplyTo-Contribution-ID") or "")
+        self._respond(conn, req, 202, "Accepted", note=note)
 
     def send_sms_text(self, *, source: str, dest: str, text: str, sender_uri: str = "") -> None:
         """An SMS the IWF writes itself (an adapted invitation, a session text), in conversation order."""

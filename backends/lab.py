@@ -14,6 +14,9 @@ from .cpm_device import CpmDevice
 from .cpm_server import CpmServer
 from .handset import SmsHandset
 from .iwf import Iwf
+from .iwf_email import IwfEmail
+from .mailserver import MailServer
+from .iwf_sessions import IwfSessions
 from .nodes import NodeDirectory
 from .smsc import EsmeAccount, Smsc
 from .topology import Topology, User
@@ -52,6 +55,18 @@ class Lab:
             self.iwf = Iwf(iwf_operator, topology, self.trace, self.nodes, host=self.host,
                            smsc_address=lambda: (self.host, self.smsc.port),
                            cpm_address=lambda: self._sip_address_of(iwf_operator.id))
+            self.iwf.sessions = IwfSessions(self.iwf)   # sessions with legacy users (5.8.6 / 5.9.6)
+        self.mail: MailServer | None = None
+        if iwf_operator and iwf_operator.mail_domain and self.iwf:
+            self.iwf.email = IwfEmail(self.iwf, mail_address=lambda: (self.host, self.mail.port)
+                                      if self.mail and self.mail.port else None)
+            cpm_domains = {op.cpm_domain: self.iwf.email.relay for op in topology.operators}
+            self.mail = MailServer(
+                self.trace, self.nodes, maildir_root=self.workdir / "maildir",
+                mailbox_domains={iwf_operator.mail_domain}, relay_domains=cpm_domains,
+                known_mailboxes={u.email.lower(): u.name for u in topology.users if u.email},
+                node_name_for=self._node_for_address)
+            self.mail.on_delivered.append(self.iwf.email.delivered)
         for user in topology.users:
             if user.id not in self._device_ids:
                 continue
@@ -85,6 +100,10 @@ class Lab:
         return EsmeAccount(system_id=op.iwf.system_id, password=op.iwf.password, node_name="IWF",
                            routes=cpm_numbers + pool)
 
+    def _node_for_address(self, address: str) -> str | None:
+        user = self.topology.user_by_email(address)
+        return user.name if user else None
+
     def _sip_address_of(self, operator_id: str) -> tuple[str, int] | None:
         server = self.cpm_servers.get(operator_id)
         return (self.host, server.port) if server and server.port else None
@@ -101,6 +120,8 @@ class Lab:
             if self.smsc and iwf_op:
                 await self.smsc.start(self.host, iwf_op.smpp_port or 0)
                 await self.iwf.start(iwf_op.iwf_sip_port or 0)
+            if self.mail and iwf_op:
+                await self.mail.start(self.host, iwf_op.smtp_port or 0)
             for device in self.devices.values():
                 await device.start()
             if self.iwf and self.iwf.esme:
@@ -120,6 +141,8 @@ class Lab:
             await self.iwf.stop()
         if self.smsc:
             await self.smsc.stop()
+        if self.mail:
+            await self.mail.stop()
         for server in self.cpm_servers.values():
             await server.stop()
         self.running = False
@@ -132,6 +155,9 @@ class Lab:
                                 for op in self.topology.operators}}
         if self.smsc:
             result["smpp"] = f"{self.host}:{self.smsc.port}"
+        if self.mail:
+            result["smtp"] = f"{self.host}:{self.mail.port}"
+            result["maildir"] = str(self.mail.maildir_root)
         if self.iwf:
             result["iwf_sip"] = f"{self.host}:{self.iwf.port}"
         return result

@@ -109,6 +109,10 @@ class ThreadMap:
                 return ref
         return None
 
+    def ids(self) -> list[tuple[str, ThreadRef]]:
+        """Every remembered id, oldest first."""
+        return list(self._by_id.items())
+
     def note_reply(self, peer: str, ref: ThreadRef, contribution_id: str) -> None:
         """A legacy reply joined the thread: Mary's next answer continues it, and so does its next reply."""
         updated = ThreadRef(ref.cpm_uri, ref.conversation_id, contribution_id, self._clock())

@@ -1,0 +1,218 @@
+"""The IWF's email leg: CPM messages out as email, email (and MDNs) in as CPM.
+
+Out: an RFC 5322 message per CPM message (email_codec.cpm_to_email), sent
+with aiosmtplib to the lab's mail server, in order per conversation; its
+Message-ID goes into the thread map. The mail server tells us when it is in
+the recipient's Maildir (-> IMDN delivered); an MDN from the reader's client
+(-> IMDN displayed).
+In: mail for a CPM domain reaches relay() from the mail server: threaded by
+In-Reply-To / References, else by subject, and sent on as a CPIM MESSAGE.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import TYPE_CHECKING, Callable
+
+import aiosmtplib
+
+from . import email_codec
+from .cpim import CpimMessage, Imdn, imdn_message
+from .cpm_server import CPM_MSG_SERVICE
+from .threads import ThreadRef
+from .topology import User
+
+if TYPE_CHECKING:
+    from .iwf import Iwf
+
+log = logging.getLogger(__name__)
+Address = tuple[str, int]
+
+
+@dataclass
+class OutboundEmail:
+    message: EmailMessage
+    recipient: str                   # envelope recipient
+    sender: str                      # envelope sender
+    imdn_message_id: str
+    sender_uri: str                  # the CPM user, for the IMDNs
+    recipient_uri: str
+    disposition: tuple[str, ...]
+    datetime: str
+    conversation_id: str
+
+
+class IwfEmail:
+    def __init__(self, iwf: "Iwf", *, mail_address: Callable[[], Address | None]) -> None:
+        self.iwf = iwf
+        self._mail_address = mail_address
+        self._outbox: deque[OutboundEmail] = deque()     # one queue: email keeps send order
+        self._sender: asyncio.Task | None = None
+        self._client: aiosmtplib.SMTP | None = None
+        self._sent: dict[str, OutboundEmail] = {}         # Message-ID -> what it carried
+        self._by_subject: dict[tuple[str, str], ThreadRef] = {}   # (peer, subject) fallback
+        self._seen_incoming: set[str] = set()             # SMTP retries can hand us a message twice
+
+    async def stop(self) -> None:
+        if self._sender:
+            self._sender.cancel()
+        if self._client is not None and self._client.is_connected:
+            try:
+                await asyncio.wait_for(self._client.quit(), 2)
+            except (aiosmtplib.SMTPException, asyncio.TimeoutError, OSError):
+                self._client.close()
+
+    # -- CPM -> email ---------------------------------------------------------------
+    def send(self, *, sender: User, recipient: User, cpim: CpimMessage, conversation_id: str,
+             contribution_id: str, in_reply_to: str) -> str:
+        """Queue a CPM message for email; returns a note for the trace."""
+        domain = self.iwf.topology.operator(sender.operator).cpm_domain
+        sender_address = f"{sender.id}@{domain}"
+        parent = self._parent_message_id(conversation_id, in_reply_to)
+        references = [parent] if parent else []
+        message = email_codec.cpm_to_email(
+            sender_name=sender.name, sender_address=sender_address, recipient_address=recipient.email,
+            text=cpim.text, contribution_id=contribution_id or uuid.uuid4().hex, conversation_id=conversation_id,
+            in_reply_to_message_id=parent, references=references,
+            request_mdn="display" in cpim.disposition, domain=domain)
+        message_id = email_codec.normalise_message_id(message["Message-ID"])
+        self.iwf.threads.remember_id(message_id, cpm_uri=sender.cpm_uri or "", conversation_id=conversation_id,
+                                     contribution_id=contribution_id)
+        self._sent[message_id] = OutboundEmail(message, recipient.email, sender_address, cpim.message_id,
+                                               sender.cpm_uri or "", recipient.cpm_uri or "", cpim.disposition,
+                                               cpim.datetime, conversation_id)
+        self._outbox.append(self._sent[message_id])
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._drain(), name="IWF -> mail server")
+        return f"queued as email {message_id} to {recipient.name} <{recipient.email}>"
+
+    def _parent_message_id(self, conversation_id: str, in_reply_to: str) -> str | None:
+        """Mary answering John: the email she answers, so his client threads it."""
+        newest = None
+        for message_id, ref in self.iwf.threads.ids():
+            if ref.conversation_id == conversation_id and (not in_reply_to or ref.contribution_id == in_reply_to):
+                newest = message_id
+        return f"<{newest}>" if newest else None
+
+    async def _drain(self) -> None:
+        delay = 0.1
+        while self._outbox:
+            outbound = self._outbox[0]
+            try:
+                client = await self._connected()
+                await client.send_message(outbound.message, sender=outbound.sender, recipients=[outbound.recipient])
+            except aiosmtplib.SMTPResponseException as exc:
+                if 400 <= exc.code < 500:       # try again later: nothing is lost
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                self._outbox.popleft()
+                self._imdn(outbound, "failed", f"the mail server refused it: {exc.code} {exc.message}")
+                continue
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                log.warning("mail server unreachable (%s); retrying", exc)
+                self._client = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.1
+            self._outbox.popleft()
+
+    async def _connected(self) -> aiosmtplib.SMTP:
+        if self._client is not None and self._client.is_connected:
+            return self._client
+        address = self._mail_address()
+        if address is None:
+            raise OSError("the mail server is not running")
+        client = aiosmtplib.SMTP(hostname=address[0], port=address[1], timeout=30, start_tls=False)
+        await client.connect()
+        sockname = client.get_transport_info("sockname")
+        self.iwf.nodes.claim(sockname[:2], self.iwf.name)   # so the mail server names us
+        self._client = client
+        return client
+
+    def delivered(self, address: str, message_id: str, message: EmailMessage) -> None:
+        """The mail server stored one of ours in a Maildir: IMDN delivered."""
+        outbound = self._sent.get(email_codec.normalise_message_id(message_id))
+        if outbound and "positive-delivery" in outbound.disposition:
+            self._imdn(outbound, "delivered", f"in {address}'s Maildir")
+
+    # -- email -> CPM ---------------------------------------------------------------
+    async def relay(self, message: EmailMessage, envelope_from: str, recipient_address: str) -> None:
+        """Mail for a CPM user (the mail server awaits this before answering 250)."""
+        incoming = email_codec.parse_incoming(message)
+        if incoming.message_id in self._seen_incoming:
+            return
+        self._seen_incoming.add(incoming.message_id)
+        if incoming.is_mdn:
+            self._mdn(incoming)
+            return
+        recipient = self._cpm_user(recipient_address)
+        if recipient is None:
+            raise ValueError(f"no CPM user {recipient_address}")   # 451 to the client; nothing lost
+        sender = self.iwf.topology.user_by_email(incoming.sender)
+        peer = incoming.sender.lower()
+        subject_key = (peer, email_codec.normalise_subject(incoming.subject))
+        thread = self.iwf.threads.find_by_ids(email_codec.thread_key_candidates(incoming))
+        how = "In-Reply-To/References"
+        if thread is None and subject_key[1]:
+            thread = self._by_subject.get(subject_key)
+            how = "subject"
+        contribution_id = uuid.uuid4().hex
+        conversation_id = thread.conversation_id if thread else (incoming.conversation_id or uuid.uuid4().hex)
+        sender_uri = (f"tel:{sender.tel}" if sender and sender.tel else f"sip:{incoming.sender}")
+        text = incoming.text
+        if incoming.was_html_only:
+            text += "\n[converted from HTML]"
+        for attachment in incoming.attachments:
+            text += f"\n[attachment not forwarded: {attachment}]"
+        cpim = CpimMessage(sender=f'"{incoming.sender_name or incoming.sender}" <{sender_uri}>',
+                           recipient=f"<{recipient.cpm_uri}>", body=text.encode("utf-8"),
+                           disposition=("positive-delivery",))
+        req = self.iwf._new_request("MESSAGE", recipient.cpm_uri, from_uri=sender_uri,
+                                    from_name=incoming.sender_name or None)
+        req.headers.add("P-Preferred-Service", CPM_MSG_SERVICE)
+        req.headers.add("Conversation-ID", conversation_id)
+        req.headers.add("Contribution-ID", contribution_id)
+        if thread:
+            req.headers.add("InReplyTo-Contribution-ID", thread.contribution_id)
+        req.headers.add("Content-Type", "message/cpim")
+        req.body = cpim.to_bytes()
+        ref = ThreadRef(recipient.cpm_uri, conversation_id, contribution_id, 0.0)
+        self.iwf.threads.remember_id(incoming.message_id, cpm_uri=recipient.cpm_uri,
+                                     conversation_id=conversation_id, contribution_id=contribution_id)
+        self._by_subject[subject_key] = ref
+        note = (f"email from {incoming.sender} answers {recipient.name}'s thread (by {how})" if thread
+                else f"email from {incoming.sender} starts a conversation with {recipient.name}")
+        if incoming.trimmed_quote:
+            note += "; quoted history trimmed"
+        self.iwf._send_to_cpm(req, note)
+
+    def _cpm_user(self, address: str) -> User | None:
+        local, _, domain = address.lower().partition("@")
+        return self.iwf.topology.user_by_uri(f"sip:{local}@{domain}")
+
+    def _mdn(self, incoming: email_codec.IncomingEmail) -> None:
+        outbound = self._sent.get(email_codec.normalise_message_id(incoming.mdn_original_message_id or ""))
+        if outbound is None:
+            log.info("MDN for a message we did not send: %s", incoming.mdn_original_message_id)
+            return
+        if incoming.mdn_disposition == "displayed" and "display" in outbound.disposition:
+            self._imdn(outbound, "displayed", f"MDN from {incoming.sender}: displayed", kind="display")
+
+    def _imdn(self, outbound: OutboundEmail, status: str, why: str, kind: str = "delivery") -> None:
+        if not outbound.sender_uri:
+            return
+        peer_uri = outbound.recipient_uri or f"mailto:{outbound.recipient}"
+        envelope = imdn_message(Imdn(outbound.imdn_message_id, kind, status, outbound.datetime, peer_uri),
+                                sender=f"<{peer_uri}>", recipient=f"<{outbound.sender_uri}>")
+        req = self.iwf._new_request("MESSAGE", outbound.sender_uri, from_uri=peer_uri)
+        if outbound.conversation_id:
+            req.headers.add("Conversation-ID", outbound.conversation_id)
+        req.headers.add("Content-Type", "message/cpim")
+        req.body = envelope.to_bytes()
+        self.iwf._send_to_cpm(req, f"IMDN {status} for imdn.Message-ID {outbound.imdn_message_id}: {why}")

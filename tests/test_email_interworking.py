@@ -1,0 +1,138 @@
+"""Email interworking both ways, with real clients: stdlib smtplib as John's
+mail client, a raw SIP client as Mary, the lab's mail server and IWF between."""
+import mailbox
+import smtplib
+import time
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from backends import email_codec
+from backends.cpim import parse_cpim, parse_imdn_xml
+from tests.sipclient import RawSipClient, cpim_body
+from tests.test_legacy_to_cpm import next_message
+from tests.test_lab_core import MARY
+
+JOHN_TEL = "tel:+15550202"
+
+
+@pytest.fixture
+def lab_and_mary(lab_factory):
+    lab = lab_factory(devices="none")
+    mary = RawSipClient(lab.lab.endpoints()["sip"]["cpm-a.lab"])
+    assert mary.register(MARY, "cpm-a.lab").status == 200
+    yield lab, mary
+    mary.close()
+
+
+def smtp(lab) -> smtplib.SMTP:
+    host, port = lab.lab.endpoints()["smtp"].rsplit(":", 1)
+    return smtplib.SMTP(host, int(port), timeout=10)
+
+
+def john_writes(lab, text: str, *, subject="Hello", in_reply_to: str | None = None, to="mary@cpm-a.lab"):
+    message = EmailMessage(policy=policy.default)
+    message["From"] = "John <john@mail-b.lab>"
+    message["To"] = to
+    message["Subject"] = subject
+    message["Message-ID"] = f"<john-{time.monotonic_ns()}@mail-b.lab>"
+    if in_reply_to:
+        message["In-Reply-To"] = in_reply_to
+        message["References"] = in_reply_to
+    message.set_content(text)
+    with smtp(lab) as client:
+        client.send_message(message)
+    return message
+
+
+def johns_maildir(lab) -> mailbox.Maildir:
+    return mailbox.Maildir(Path(lab.lab.endpoints()["maildir"]) / "john@mail-b.lab", create=False)
+
+
+def wait_for_mail(lab, count: int = 1, timeout: float = 10.0) -> list:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            messages = list(johns_maildir(lab))
+        except mailbox.NoSuchMailboxError:
+            messages = []
+        if len(messages) >= count:
+            return messages
+        time.sleep(0.02)
+    raise AssertionError(f"John's Maildir did not get {count} message(s)")
+
+
+def test_john_writes_first_and_mary_receives_it(lab_and_mary):
+    lab, mary = lab_and_mary
+    john_writes(lab, "Hi Mary, lunch tomorrow?")
+    request = next_message(mary)
+    cpim = parse_cpim(request.body)
+    assert cpim.text.strip() == "Hi Mary, lunch tomorrow?"
+    assert JOHN_TEL in cpim.sender and "John" in cpim.sender
+    assert request.headers.get("Conversation-ID")
+
+
+def test_mary_to_john_lands_in_his_maildir_with_the_right_headers(lab_and_mary):
+    lab, mary = lab_and_mary
+    call_id = mary.request("MESSAGE", JOHN_TEL, from_uri=MARY, to_uri=JOHN_TEL, content_type="message/cpim",
+                           body=cpim_body(MARY, JOHN_TEL, "Meeting moved to 3pm, see you there", "imdn-m1"),
+                           extra=["Conversation-ID: conv-mail", "Contribution-ID: contrib-1"])
+    assert mary.response_to(call_id).status == 202
+    [stored] = wait_for_mail(lab)
+    assert stored["From"] == "Mary <mary@cpm-a.lab>"
+    assert stored["To"] == "john@mail-b.lab"
+    assert stored["Subject"].startswith("Meeting moved to 3pm")
+    assert stored["Message-ID"] == "<contrib-1@cpm-a.lab>"
+    assert stored["Conversation-ID"] == "conv-mail"
+    assert "Meeting moved to 3pm, see you there" in stored.get_payload(decode=True).decode()
+    notes = " ".join(e.note for e in lab.lab.trace.events())
+    assert "John is not registered to CPM -> email via mail server" in notes
+    # In John's Maildir: Mary's tick turns to delivered.
+    imdn = parse_imdn_xml(parse_cpim(next_message(mary, imdn=True).body).body)
+    assert (imdn.message_id, imdn.status) == ("imdn-m1", "delivered")
+
+
+def test_johns_reply_reaches_marys_thread_and_his_mdn_says_displayed(lab_and_mary):
+    lab, mary = lab_and_mary
+    call_id = mary.request("MESSAGE", JOHN_TEL, from_uri=MARY, to_uri=JOHN_TEL, content_type="message/cpim",
+                           body=cpim_body(MARY, JOHN_TEL, "Are you coming tonight?", "imdn-q"),
+                           extra=["Conversation-ID: conv-night", "Contribution-ID: contrib-q"])
+    assert mary.response_to(call_id).status == 202
+    [stored] = wait_for_mail(lab)
+    next_message(mary, imdn=True)                                  # delivered
+    # John's client opens it and answers the read-receipt request.
+    assert stored["Disposition-Notification-To"]
+    mdn = email_codec.build_mdn(original=email_codec.parse_incoming(stored.as_bytes()),
+                                reader_address="john@mail-b.lab", reader_name="John")
+    with smtp(lab) as client:
+        client.send_message(mdn, from_addr="john@mail-b.lab", to_addrs=["mary@cpm-a.lab"])
+    displayed = parse_imdn_xml(parse_cpim(next_message(mary, imdn=True).body).body)
+    assert (displayed.message_id, displayed.kind, displayed.status) == ("imdn-q", "display", "displayed")
+    # John hits Reply; his client quotes Mary's text.
+    john_writes(lab, "Yes, at eight.\n\nOn Tue, Mary wrote:\n> Are you coming tonight?\n",
+                subject="Re: Are you coming tonight?", in_reply_to=stored["Message-ID"])
+    reply = next_message(mary)
+    assert parse_cpim(reply.body).text.strip() == "Yes, at eight."          # quoted history trimmed
+    assert reply.headers.get("Conversation-ID") == "conv-night"
+    assert reply.headers.get("InReplyTo-Contribution-ID") == "contrib-q"
+
+
+def test_a_reply_without_ids_is_threaded_by_subject(lab_and_mary):
+    lab, mary = lab_and_mary
+    john_writes(lab, "first", subject="Holiday plans")
+    first = next_message(mary)
+    john_writes(lab, "second, from a client that drops In-Reply-To", subject="RE: Holiday plans")
+    second = next_message(mary)
+    assert second.headers.get("Conversation-ID") == first.headers.get("Conversation-ID")
+    assert second.headers.get("InReplyTo-Contribution-ID") == first.headers.get("Contribution-ID")
+
+
+def test_no_open_relay_and_the_lab_keeps_serving(lab_and_mary):
+    lab, mary = lab_and_mary
+    with smtp(lab) as client, pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+        client.sendmail("john@mail-b.lab", ["someone@elsewhere.example"], b"Subject: x\r\n\r\nhi\r\n")
+    assert refused.value.recipients["someone@elsewhere.example"][0] == 550
+    john_writes(lab, "still here")
+    assert parse_cpim(next_message(mary).body).text.strip() == "still here"
