@@ -21,6 +21,7 @@ from backends.lab_thread import LabThread
 from backends.topology import Topology
 from widgets import theme
 from widgets.cpm_phone import CpmPhone
+from widgets.email_client import EmailClientWidget
 from widgets.inspector import InspectorView
 from widgets.ladder import LadderView
 from widgets.sms_handset import SmsHandsetWidget
@@ -34,7 +35,10 @@ def ladder_nodes(topology: Topology) -> list[str]:
     cpm_users = [u.name for u in topology.users if u.device == "cpm"]
     legacy_users = [u.name for u in topology.users if u.device != "cpm"]
     servers = [op.node_name for op in topology.operators]
-    bridge = ["IWF", "SMSC"] if topology.iwf_operator() else []
+    iwf_operator = topology.iwf_operator()
+    bridge = ["IWF", "SMSC"] if iwf_operator else []
+    if iwf_operator and iwf_operator.mail_domain:
+        bridge.append("Mail")
     return cpm_users + servers + bridge + legacy_users
 
 
@@ -46,7 +50,7 @@ class LabWindow(QMainWindow):
         self.settings = QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "iwlab", "iwlab")
         self.theme_name = theme_name or str(self.settings.value("theme", "system"))
         self.zoom = float(zoom or self.settings.value("zoom", 1.0))
-        self.setWindowTitle("iwlab — CPM ↔ SMS interworking lab")
+        self.setWindowTitle("iwlab — CPM ↔ SMS / email interworking lab")
         self.phones: dict[str, QWidget] = {}
         self.device_scrolls: list[QScrollArea] = []
 
@@ -282,6 +286,9 @@ class LabWindow(QMainWindow):
             if user.device == "cpm":
                 widget = CpmPhone(device, self.run_in_lab)
                 self.left.addWidget(widget, 1)
+            elif user.device == "email":
+                widget = EmailClientWidget(device, self.run_in_lab)
+                self.right.addWidget(widget, 1)
             else:
                 widget = SmsHandsetWidget(device, self.run_in_lab)
                 self.right.addWidget(widget, 1)
@@ -293,7 +300,8 @@ class LabWindow(QMainWindow):
         QTimer.singleShot(0, self._fit_columns)   # again once the window has its real size
         endpoints = lab.endpoints()
         sip = "  ".join(f"{domain} {address}" for domain, address in endpoints["sip"].items())
-        self.endpoints_label.setText(f"SIP {sip}   SMPP {endpoints.get('smpp', '-')}")
+        self.endpoints_label.setText(f"SIP {sip}   SMPP {endpoints.get('smpp', '-')}   "
+                                     f"SMTP {endpoints.get('smtp', '-')}")
         self._update_actions()
 
     def _detach(self) -> LabThread | None:

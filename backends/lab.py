@@ -11,7 +11,9 @@ import tempfile
 from pathlib import Path
 
 from .cpm_device import CpmDevice
+from .cpm_sessions import CpmSessions
 from .cpm_server import CpmServer
+from .email_client import EmailClient
 from .handset import SmsHandset
 from .iwf import Iwf
 from .iwf_email import IwfEmail
@@ -22,7 +24,7 @@ from .smsc import EsmeAccount, Smsc
 from .topology import Topology, User
 from .trace import Trace
 
-Device = CpmDevice | SmsHandset
+Device = CpmDevice | SmsHandset | EmailClient
 
 
 class Lab:
@@ -74,6 +76,12 @@ class Lab:
                 op_id = user.operator
                 self.devices[user.id] = CpmDevice(user, topology, self.nodes,
                                                   server_address=lambda op_id=op_id: self._sip_address_of(op_id))
+                self.devices[user.id].sessions = CpmSessions(self.devices[user.id], trace=self.trace, host=self.host)
+            elif user.device == "email" and self.mail and user.email:
+                client = EmailClient(user, topology, self.nodes,
+                                     smtp_address=lambda: (self.host, self.mail.port) if self.mail.port else None)
+                self.mail.on_delivered.append(client.delivered)
+                self.devices[user.id] = client
             elif user.device == "sms" and self.smsc:
                 self.devices[user.id] = SmsHandset(user, topology, self.nodes,
                                                    smsc_address=lambda: (self.host, self.smsc.port),

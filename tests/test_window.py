@@ -25,7 +25,7 @@ def ladder_events(win):
 
 
 def test_columns_follow_the_topology(topology):
-    assert ladder_nodes(topology) == ["Mary", "CPM-A", "CPM-B", "IWF", "SMSC", "Peter", "John"]
+    assert ladder_nodes(topology) == ["Mary", "CPM-A", "CPM-B", "IWF", "SMSC", "Mail", "Peter", "John"]
 
 
 def test_mary_sends_to_peter_from_the_window(qtbot, window):
