@@ -29,6 +29,10 @@ DeliverHandler = Callable[[Any], None]   # gets the parsed deliver_sm PDU, on th
 StateHandler = Callable[[str, str], None]  # (state, detail) on the loop thread: bound / disconnected / refused
 
 
+BIND_TIMEOUT = 10.0       # seconds for connect + bind_resp
+RESPONSE_TIMEOUT = 10.0   # seconds for a submit_sm_resp
+
+
 class SubmitFailed(Exception):
     def __init__(self, status: int, command: str = "submit_sm_resp") -> None:
         self.status = status
@@ -67,13 +71,16 @@ class Esme:
     def __init__(self, host: str, port: int, system_id: str, password: str, *, node_name: str,
                  nodes: NodeDirectory | None, on_deliver: DeliverHandler | None = None,
                  on_state: StateHandler | None = None, system_type: str = "",
-                 reconnect_delay: float = 0.5) -> None:
+                 reconnect_delay: float = 0.5, accept: Callable[[Any], int] | None = None) -> None:
         self.host, self.port = host, port
         self.system_id, self.password, self.system_type = system_id, password, system_type
         self.node_name = node_name
         self.nodes = nodes
         self.on_deliver = on_deliver
         self.on_state = on_state
+        # Runs on the reader thread before deliver_sm_resp: the status to answer with.
+        # It must be quick and only read state (e.g. "is there anyone behind this number?").
+        self.accept = accept
         self.reconnect_delay = reconnect_delay
         self.state = "closed"
         self.last_error = ""
@@ -86,6 +93,7 @@ class Esme:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"esme-{system_id}-write")
         self._runner: asyncio.Task | None = None
         self._reader: threading.Thread | None = None
+        self._binding: smpplib.client.Client | None = None   # a client waiting for its bind_resp
 
     # -- lifecycle ------------------------------------------------------------
     async def start(self) -> None:
@@ -94,7 +102,11 @@ class Esme:
         self._runner = asyncio.create_task(self._run(), name=f"ESME {self.system_id}")
 
     async def wait_bound(self, timeout: float | None = None) -> None:
-        await asyncio.wait_for(self._bound.wait(), timeout)
+        try:
+            await asyncio.wait_for(self._bound.wait(), timeout)
+        except asyncio.TimeoutError:
+            raise ConnectionError(f"{self.system_id} is not bound to the SMSC: "
+                                  f"{self.last_error or 'no answer to bind'}") from None
 
     @property
     def is_bound(self) -> bool:
@@ -108,12 +120,17 @@ class Esme:
                 await self._runner
             except asyncio.CancelledError:
                 pass
+        loop = asyncio.get_running_loop()
+        binding = self._binding
+        if binding is not None and binding._socket is not None:
+            # A bind still waiting for its answer would hold the writer thread forever.
+            _shutdown_socket(binding)
         client = self._client
         if client is not None and client._socket is not None:
-            await asyncio.get_running_loop().run_in_executor(self._writer, self._unbind_and_close, client)
+            await loop.run_in_executor(None, self._unbind_and_close, client)
         if self._reader is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._reader.join, 5.0)
-        self._writer.shutdown(wait=True)
+            await loop.run_in_executor(None, self._reader.join, 5.0)
+        await loop.run_in_executor(None, self._writer.shutdown, True)   # never block the loop on it
         self._fail_pending(ConnectionError("ESME stopped"))
 
     def _unbind_and_close(self, client: smpplib.client.Client) -> None:
@@ -123,11 +140,7 @@ class Esme:
                 client.send_pdu(smpplib.smpp.make_pdu("unbind", client=client))   # locked_send
         except Exception:  # noqa: BLE001 - closing anyway
             pass
-        try:
-            if client._socket is not None:
-                client._socket.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        _shutdown_socket(client)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -158,9 +171,10 @@ class Esme:
                 await asyncio.sleep(self.reconnect_delay)
 
     def _connect_and_bind(self) -> smpplib.client.Client:
-        client = smpplib.client.Client(self.host, self.port, timeout=None, allow_unknown_opt_params=True,
+        client = smpplib.client.Client(self.host, self.port, timeout=BIND_TIMEOUT, allow_unknown_opt_params=True,
                                        sequence_generator=_LockedSequence())
         client.logger.setLevel(logging.ERROR)   # smpplib warns on every unhandled PDU
+        self._binding = client
         client.connect()
         # Without this, Nagle holds a submit_sm behind our own deliver_sm_resp for a
         # delayed ACK: ~40 ms per message (measured).
@@ -182,18 +196,26 @@ class Esme:
         except Exception:
             client.disconnect()
             raise
+        finally:
+            self._binding = None
+        client._socket.settimeout(None)    # bound: the reader thread waits as long as it takes
         return client
 
     def _read_forever(self, client: smpplib.client.Client) -> None:
         try:
             while not self._stopping.is_set():
                 client.read_once(auto_send_enquire_link=False)
-                if client.state == c.SMPP_CLIENT_STATE_OPEN:   # the SMSC unbound us
+                if client.state == c.SMPP_CLIENT_STATE_OPEN:   # our unbind was answered
                     break
         except (smpplib.exceptions.ConnectionError, OSError, AttributeError) as exc:
             if not self._stopping.is_set():
                 self.last_error = str(exc) or exc.__class__.__name__
         finally:
+            if self.nodes is not None and client._socket is not None:
+                try:
+                    self.nodes.release(client._socket.getsockname()[:2])
+                except OSError:
+                    pass
             try:
                 client.disconnect()
             except Exception:  # noqa: BLE001
@@ -201,9 +223,10 @@ class Esme:
 
     # -- reader-thread callbacks ---------------------------------------------
     def _deliver_received(self, pdu: Any) -> int:
-        if self.on_deliver and self._loop:
+        status = self.accept(pdu) if self.accept else c.SMPP_ESME_ROK
+        if status == c.SMPP_ESME_ROK and self.on_deliver and self._loop:
             self._loop.call_soon_threadsafe(self.on_deliver, pdu)
-        return c.SMPP_ESME_ROK
+        return status
 
     def _response_received(self, pdu: Any) -> None:
         self._resolve(pdu.sequence, pdu)
@@ -252,7 +275,22 @@ class Esme:
         self._pending[pdu.sequence] = future
         try:
             await asyncio.get_running_loop().run_in_executor(self._writer, client.send_pdu, pdu)
-        except (smpplib.exceptions.ConnectionError, OSError) as exc:
+            return await asyncio.wait_for(future, RESPONSE_TIMEOUT)
+        except asyncio.TimeoutError:
+            # An answer that never comes would hold the conversation forever: drop the
+            # connection (the ESME reconnects) and let the caller resend.
+            _shutdown_socket(client)
+            raise ConnectionError(f"no submit_sm_resp within {RESPONSE_TIMEOUT:.0f} s") from None
+        except (smpplib.exceptions.ConnectionError, smpplib.exceptions.PDUError, AttributeError, OSError) as exc:
+            # PDUError/AttributeError: the connection went down between our check and the send.
+            raise ConnectionError(str(exc) or exc.__class__.__name__) from exc
+        finally:
             self._pending.pop(pdu.sequence, None)
-            raise ConnectionError(str(exc)) from exc
-        return await future
+
+
+def _shutdown_socket(client: smpplib.client.Client) -> None:
+    try:
+        if client._socket is not None:
+            client._socket.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass

@@ -8,7 +8,9 @@ SMS side: an ESME bound to the SMSC.
 Ordering (seed 5.8.5 step 6): messages from one sender to one recipient are
 submitted one part at a time, each part only after the previous one was
 accepted; a throttled or lost part is resent before anything behind it, so
-neither throttling nor retries reorder or duplicate a conversation.
+neither throttling nor retries reorder a conversation. Delivery is at least
+once: a part whose submit_sm_resp was lost with the connection is resent,
+and the SMSC may then hold it twice.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from .cpm_server import CPM_MSG_SERVICE
 from .esme import Esme, status_name
 from .nodes import NodeDirectory
 from .sip import SipParseError, SipRequest, SipResponse, make_response
-from .sipnet import SipConnection, SipConnectionClosed, open_connection
+from .sipnet import SipConnection, SipConnectionClosed, name_addr_uri, open_connection
 from .smpp_codec import RECEIPT_ESM_CLASS, parse_receipt_text
 from .threads import ThreadMap
 from .topology import Operator, Topology
@@ -41,6 +43,9 @@ RETRY_STATUSES = {c.SMPP_ESME_RTHROTTLED, c.SMPP_ESME_RMSGQFUL}
 TON_INTERNATIONAL = 1
 NPI_E164 = 1
 MESSAGE_STATE_DELIVERED = 2
+FINAL_FAILURE_STATES = {3, 4, 5, 8}          # EXPIRED, DELETED, UNDELIVERABLE, REJECTED
+FAILURE_STATS = {"EXPIRED", "DELETED", "UNDELIV", "REJECTD"}
+RECEIPT_ESM_CLASSES = {RECEIPT_ESM_CLASS, 0x20}   # SMSC receipt, intermediate notification
 SESSION_METHODS = {"INVITE", "ACK", "BYE", "CANCEL"}
 _ROUTE_RE = re.compile(r'^\s*(\w+)\s*(?:;\s*reason="(.*)")?\s*$')
 
@@ -72,7 +77,6 @@ class _Conversation:
 
     def __init__(self) -> None:
         self.queue: deque[OutboundSms] = deque()
-        self.wakeup = asyncio.Event()
         self.worker: asyncio.Task | None = None
 
 
@@ -122,7 +126,7 @@ class Iwf:
         smsc_host, smsc_port = self._smsc_address()
         self.esme = Esme(smsc_host, smsc_port, self.operator.iwf.system_id, self.operator.iwf.password,
                          node_name=self.name, nodes=self.nodes, on_deliver=self._sms_received,
-                         on_state=self._esme_state)
+                         on_state=self._esme_state, accept=self._accept_deliver)
         await self.esme.start()
         self._expiry = asyncio.create_task(self._expire_parts(), name="IWF reassembly timer")
         return self.port
@@ -148,6 +152,16 @@ class Iwf:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+
+    def _accept_deliver(self, pdu: Any) -> int:
+        """On the ESME's reader thread: refuse an SMS nobody here can take, rather than lose it."""
+        if (pdu.esm_class or 0) & 0x3C in RECEIPT_ESM_CLASSES:
+            return c.SMPP_ESME_ROK
+        dest = _text(pdu.destination_addr).lstrip("+")
+        user = self.topology.user_by_number(dest)
+        if (user and user.cpm_uri) or self.threads.is_pool_number(dest):
+            return c.SMPP_ESME_ROK
+        return c.SMPP_ESME_RINVDSTADR
 
     def pending(self) -> int:
         return sum(len(conv.queue) for conv in self._conversations.values())
@@ -204,6 +218,10 @@ class Iwf:
         sender = self.topology.user_by_uri(sender_uri)
         if sender is None or not sender.msisdn:
             self._respond(conn, req, 403, "Sender has no number to show on SMS")
+            return
+        parts, _ = smstext.sms_count(cpim.text)
+        if parts > smstext.MAX_PARTS:
+            self._respond(conn, req, 413, f"Too long for SMS: {parts} parts, at most {smstext.MAX_PARTS}")
             return
         conversation_id = req.headers.get("Conversation-ID") or ""
         source = self.threads.outbound_sms(
@@ -265,13 +283,19 @@ class Iwf:
             try:
                 await self._submit_message(sms)
             except _PermanentFailure as exc:
-                self.failed.append((sms, str(exc)))
-                log.warning("SMS %s->%s failed: %s", sms.source, sms.dest, exc)
-                if "negative-delivery" in sms.disposition:
-                    self._send_imdn(sms, "failed", f"the SMSC refused it: {exc}")
+                self._fail(sms, f"the SMSC refused it: {exc}")
+            except Exception as exc:   # noqa: BLE001 - a bug must not strand the conversation
+                log.exception("IWF outbox %s -> %s", sms.source, sms.dest)
+                self._fail(sms, f"internal error: {exc}")
             conversation.queue.popleft()
         if not self.ordering_enabled:
             self._conversations.pop(key, None)
+
+    def _fail(self, sms: OutboundSms, why: str) -> None:
+        self.failed.append((sms, why))
+        log.warning("SMS +%s -> +%s failed: %s", sms.source, sms.dest, why)
+        if sms.imdn_message_id and sms.wants_receipt:
+            self._send_imdn(sms, "failed", why)
 
     async def _submit_message(self, sms: OutboundSms) -> None:
         assert self.esme is not None
@@ -312,8 +336,7 @@ class Iwf:
             if not sms.wants_receipt:
                 continue
             keys = receipt_keys(message_id)
-            for key in keys:
-                self._by_smsc_id[key] = (sms, len(sms.smsc_ids) - 1)
+            self._by_smsc_id[_normalised_id(message_id)] = (sms, len(sms.smsc_ids) - 1)
             # The receipt can overtake the submit_sm_resp on its way to this task.
             early = next((self._early_receipts.pop(k) for k in keys if k in self._early_receipts), None)
             if early is not None:
@@ -324,7 +347,7 @@ class Iwf:
         """A deliver_sm from the SMSC: a delivery receipt, or an SMS for a CPM user."""
         if pdu.command != "deliver_sm":
             return
-        if (pdu.esm_class or 0) & 0x3C == RECEIPT_ESM_CLASS:
+        if (pdu.esm_class or 0) & 0x3C in RECEIPT_ESM_CLASSES:
             self._receipt(pdu)
             return
         tlvs = {name: getattr(pdu, name) for name in ("sar_msg_ref_num", "sar_total_segments",
@@ -375,8 +398,7 @@ class Iwf:
         req.body = cpim.to_bytes()
         parts = f" ({sms.parts}/{sms.total} parts)" if sms.total > 1 else ""
         if thread:
-            note = f"SMS{parts} from +{source} answers Mary's thread ({self.threads.policy} policy)"
-            note = note.replace("Mary", recipient.name)
+            note = f"SMS{parts} from +{source} answers {recipient.name}'s thread ({self.threads.policy} policy)"
         else:
             note = f"SMS{parts} from +{source} starts a new conversation with {recipient.name}"
         self._send_to_cpm(req, note)
@@ -385,7 +407,7 @@ class Iwf:
         receipt_id = _text(getattr(pdu, "receipted_message_id", None) or b"")
         fields = parse_receipt_text(_text(pdu.short_message)) or {}
         receipt_id = receipt_id or fields.get("id", "")
-        found = next((self._by_smsc_id[k] for k in receipt_keys(receipt_id) if k in self._by_smsc_id), None)
+        found = self._find_receipted(receipt_id)
         if found is None:
             # Not known yet (its submit_sm_resp is still on its way) or never ours: keep it a while.
             for key in receipt_keys(receipt_id):
@@ -394,25 +416,34 @@ class Iwf:
                 self._early_receipts.pop(next(iter(self._early_receipts)))
             return
         sms, part = found
-        state = getattr(pdu, "message_state", None)
-        stat = (fields.get("stat") or "").upper()
-        delivered = state == MESSAGE_STATE_DELIVERED or stat == "DELIVRD"
-        if delivered:
+        outcome = receipt_outcome(getattr(pdu, "message_state", None), fields.get("stat"))
+        if outcome is None:
+            return   # ENROUTE, ACCEPTD, UNKNOWN: not final, wait for the next one
+        stat = fields.get("stat") or str(getattr(pdu, "message_state", ""))
+        if outcome == "delivered":
             sms.delivered_parts.add(part)
             # A multipart message is delivered when every part is.
             if len(sms.delivered_parts) == sms.parts:
                 self._forget_receipts(sms)
                 if "positive-delivery" in sms.disposition:
                     self._send_imdn(sms, "delivered", f"SMSC receipt: all {sms.parts} part(s) delivered")
-        elif stat not in ("ENROUTE", "ACCEPTD") and not sms.failed:
+        elif not sms.failed:
             sms.failed = True
             self._forget_receipts(sms)
-            self._send_imdn(sms, "failed", f"SMSC receipt: stat:{stat or state}")
+            self._send_imdn(sms, "failed", f"SMSC receipt: stat:{stat}")
+
+    def _find_receipted(self, receipt_id: str) -> tuple[OutboundSms, int] | None:
+        """The exact id first; another base only when it names exactly one message."""
+        exact = _normalised_id(receipt_id)
+        if exact in self._by_smsc_id:
+            return self._by_smsc_id[exact]
+        matches = {id(self._by_smsc_id[k][0]): self._by_smsc_id[k] for k in receipt_keys(receipt_id)
+                   if k in self._by_smsc_id}
+        return next(iter(matches.values())) if len(matches) == 1 else None
 
     def _forget_receipts(self, sms: OutboundSms) -> None:
         for message_id in sms.smsc_ids:
-            for key in receipt_keys(message_id):
-                self._by_smsc_id.pop(key, None)
+            self._by_smsc_id.pop(_normalised_id(message_id), None)
 
     def _send_imdn(self, sms: OutboundSms, status: str, why: str) -> None:
         recipient = self.topology.user_by_number(sms.dest)
@@ -458,7 +489,25 @@ class Iwf:
             delay = 0.05
             self._cpm_outbox.popleft()
             if response.status >= 300:
-                log.warning("CPM refused %s: %s %s", req.method, response.status, response.reason)
+                self._cpm_refused(req, response)
+
+    def _cpm_refused(self, req: SipRequest, response: SipResponse) -> None:
+        """An SMS the CPM side would not take: the SMS sender hears why, nothing vanishes."""
+        log.warning("CPM refused %s %s: %s %s", req.method, req.uri, response.status, response.reason)
+        sender = name_addr_uri(req.headers.get("From"))
+        if not sender.startswith("tel:") or "message/cpim" not in (req.headers.get("Content-Type") or ""):
+            return
+        try:
+            if parse_cpim(req.body).is_imdn:
+                return
+        except CpimError:
+            return
+        recipient = self.topology.user_by_uri(req.uri)
+        who = recipient.name if recipient else req.uri
+        own_number = recipient.msisdn if recipient and recipient.msisdn else ""
+        if own_number:
+            self.send_sms_text(source=own_number, dest=sender[4:],
+                               text=f"Your message to {who} was not delivered ({response.status} {response.reason}).")
 
     async def _cpm_connection(self) -> SipConnection:
         if self._cpm_link is None or not self._cpm_link.is_open:
@@ -471,17 +520,29 @@ class Iwf:
         return self._cpm_link
 
 
-def receipt_keys(message_id: str) -> set[str]:
-    """Every form one SMSC message id may take in a receipt (hex or decimal, leading zeros or not)."""
+def _normalised_id(message_id: str) -> str:
+    return message_id.strip().upper().lstrip("0") or "0"
+
+
+def receipt_keys(message_id: str) -> list[str]:
+    """Every form one SMSC message id may take in a receipt (hex or decimal, leading zeros or
+    not), the id as written first."""
     value = message_id.strip()
-    keys = {value.upper().lstrip("0") or "0"}
+    keys = [_normalised_id(value)]
     if value and all(ch in "0123456789abcdefABCDEF" for ch in value):
-        keys.add(f"{int(value, 16):X}")
-        keys.add(str(int(value, 16)))
+        keys += [f"{int(value, 16):X}", str(int(value, 16))]
     if value.isdigit():
-        keys.add(f"{int(value):X}")
-        keys.add(str(int(value)))
-    return keys
+        keys += [f"{int(value):X}", str(int(value))]
+    return list(dict.fromkeys(keys))
+
+
+def receipt_outcome(message_state: int | None, stat: str | None) -> str | None:
+    """'delivered', 'failed', or None while the message is not final (SMPP v3.4 5.2.28)."""
+    if message_state in FINAL_FAILURE_STATES or (stat or "").upper() in FAILURE_STATS:
+        return "failed"
+    if message_state == MESSAGE_STATE_DELIVERED or (stat or "").upper() == "DELIVRD":
+        return "delivered"
+    return None
 
 
 def _text(value: Any) -> str:

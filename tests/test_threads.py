@@ -83,4 +83,30 @@ def test_bad_policies_are_refused(bad):
     ("12345", "0012345"), ("12345", f"{12345:X}"),
 ])
 def test_receipt_ids_match_in_hex_or_decimal_with_or_without_zeros(submitted, in_receipt):
-    assert receipt_keys(submitted) & receipt_keys(in_receipt)
+    assert set(receipt_keys(submitted)) & set(receipt_keys(in_receipt))
+
+
+def test_a_receipt_goes_to_its_own_message_even_when_ids_read_alike():
+    """'10' (decimal) and '16' read as each other in the other base: the exact id wins."""
+    from backends.iwf import Iwf, OutboundSms
+    iwf = Iwf.__new__(Iwf)
+    iwf._by_smsc_id = {}
+
+    def sms(name):
+        return OutboundSms(source="1", dest="2", text=name, imdn_message_id=name, sender_uri="s",
+                           recipient_uri="r", disposition=("positive-delivery",), datetime="")
+    ten, sixteen = sms("ten"), sms("sixteen")
+    iwf._by_smsc_id = {"10": (ten, 0), "16": (sixteen, 0)}
+    assert iwf._find_receipted("10")[0] is ten
+    assert iwf._find_receipted("0016")[0] is sixteen
+    assert iwf._find_receipted("A") is None or iwf._find_receipted("A")[0] is ten   # 0xA = 10: unique
+    assert iwf._find_receipted("99") is None
+
+
+@pytest.mark.parametrize("state, stat, outcome", [
+    (2, None, "delivered"), (None, "DELIVRD", "delivered"), (3, None, "failed"), (None, "UNDELIV", "failed"),
+    (5, "UNDELIV", "failed"), (1, None, None), (6, "ACCEPTD", None), (7, "UNKNOWN", None), (None, "ENROUTE", None),
+])
+def test_receipt_outcomes(state, stat, outcome):
+    from backends.iwf import receipt_outcome
+    assert receipt_outcome(state, stat) == outcome
