@@ -79,7 +79,7 @@ def test_device_toggles_change_the_route(qtbot, window):
     qtbot.waitUntil(lambda: not window.runner.lab.device("mary").registered, timeout=10000)
     qtbot.waitUntil(lambda: any(e.summary.startswith("REGISTER") and "Expires: 0" in e.raw.decode()
                                 for e in ladder_events(window)), timeout=10000)
-    assert phone.status_pill.text() == "○ offline"
+    qtbot.waitUntil(lambda: phone.status_pill.text() == "○ offline")   # the event crosses threads
 
 
 def test_closing_leaves_no_thread_task_or_port(qtbot, topology):
