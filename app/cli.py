@@ -48,7 +48,11 @@ def load(args: argparse.Namespace):
 
 
 def has_display() -> bool:
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("QT_QPA_PLATFORM"))
+    """A screen someone can look at (an offscreen Qt platform, as set for tests, is not one)."""
+    platform = os.environ.get("QT_QPA_PLATFORM", "").split(":", 1)[0]
+    if platform in ("offscreen", "minimal"):
+        return False
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or platform)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (QApplication, QComboBox, QLabel, QMainWindow, QMessageBox, QScrollArea,
                                QSplitter, QToolBar, QTreeWidgetItemIterator, QVBoxLayout,
@@ -43,6 +43,8 @@ def ladder_nodes(topology: Topology) -> list[str]:
 
 
 class LabWindow(QMainWindow):
+    labError = Signal(str)   # an action in the lab failed (emitted from the lab thread)
+
     def __init__(self, topology: Topology, *, theme_name: str | None = None, zoom: float | None = None) -> None:
         super().__init__()
         self.topology = topology
@@ -78,6 +80,7 @@ class LabWindow(QMainWindow):
         self.setCentralWidget(self.splitter)
 
         self._build_actions()
+        self.labError.connect(lambda text: self.statusBar().showMessage(f"Failed: {text}", 8000))
         self.endpoints_label = QLabel("Lab stopped")
         self.statusBar().addPermanentWidget(self.endpoints_label)
         self.apply_look()
@@ -242,11 +245,21 @@ class LabWindow(QMainWindow):
 
     # -- the lab ---------------------------------------------------------------------------
     def run_in_lab(self, coro):
+        """Schedule an action on the lab; if it fails, say so in the status bar (never silently)."""
         if self.runner is None:
             coro.close()
             self.statusBar().showMessage("The lab is stopped: start it first", 4000)
             return None
-        return self.runner.submit(coro)
+        future = self.runner.submit(coro)
+        future.add_done_callback(self._report_failure)   # runs on the lab thread: hop via a signal
+        return future
+
+    def _report_failure(self, future) -> None:
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            self.labError.emit(f"{type(error).__name__}: {error}" if str(error) else type(error).__name__)
 
     def start_lab(self) -> None:
         """Start the lab and show its devices (blocks briefly: binding loopback ports)."""

@@ -44,7 +44,11 @@ class CpimMessage:
 
     @property
     def text(self) -> str:
-        return self.body.decode("utf-8", errors="replace")
+        match = re.search(r'charset\s*=\s*"?([\w.:-]+)', self.content_type, re.IGNORECASE)
+        try:
+            return self.body.decode(match.group(1) if match else "utf-8", errors="replace")
+        except LookupError:   # an unknown charset: UTF-8 is the CPM default
+            return self.body.decode("utf-8", errors="replace")
 
     @property
     def is_imdn(self) -> bool:
@@ -68,12 +72,12 @@ class CpimMessage:
 
 
 def _split_block(data: bytes, what: str) -> tuple[list[tuple[str, str]], bytes]:
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        head, found, rest = data.partition(sep)
-        if found:
-            break
-    else:
+    # The first blank line ends the block, whichever line ending it uses.
+    ends = [(data.find(sep), sep) for sep in (b"\r\n\r\n", b"\n\n") if data.find(sep) >= 0]
+    if not ends:
         raise CpimError(f"no blank line after the {what} headers")
+    at, sep = min(ends)
+    head, rest = data[:at], data[at + len(sep):]
     headers = []
     for line in head.decode("utf-8", errors="replace").splitlines():
         if not line.strip():

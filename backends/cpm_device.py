@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from .sip import SipParseError, SipRequest, SipResponse, make_response
 from .sipnet import SipConnection, SipConnectionClosed, open_connection
 from .topology import Topology, User
 
+log = logging.getLogger(__name__)
 Address = tuple[str, int]
 STATUS_ORDER = ("sending", "sent", "delivered", "displayed")
 
@@ -36,6 +39,7 @@ class ChatMessage:
     conversation_id: str
     contribution_id: str
     in_reply_to: str = ""          # InReplyTo-Contribution-ID
+    cpim_datetime: str = ""        # the sender's CPIM DateTime, echoed in our IMDN (RFC 5438 7.2.1.1)
     time: float = field(default_factory=time.time)
     status: str = "sending"        # sending / sent / delivered / displayed / failed / received
     status_detail: str = ""
@@ -64,6 +68,9 @@ class CpmDevice:
         self._register_call_id = sip.new_call_id(self.domain)
         self.listeners: list[DeviceListener] = []
         self.sessions = None   # a CpmSessions (backends/cpm_sessions.py) once sessions exist
+        self._connecting = asyncio.Lock()
+        self._refresh: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
 
     # -- connection and registration ---------------------------------------------
     async def start(self) -> None:
@@ -71,6 +78,11 @@ class CpmDevice:
             await self.register()
 
     async def stop(self) -> None:
+        for task in [self._refresh, *self._tasks]:
+            if task:
+                task.cancel()
+        if self.sessions is not None:
+            await self.sessions.stop()
         if self.connection:
             self.connection.close()
             await self.connection.closed
@@ -78,11 +90,12 @@ class CpmDevice:
         self.registered = False
 
     async def _connect(self) -> SipConnection:
-        if self.connection is None or not self.connection.is_open:
-            host, port = self._server_address()
-            self.connection = await open_connection(host, port, self._on_sip, local_name=self.name,
-                                                    nodes=self.nodes, on_close=self._closed)
-        return self.connection
+        async with self._connecting:   # two sends at once must share one flow, in order
+            if self.connection is None or not self.connection.is_open:
+                host, port = self._server_address()
+                self.connection = await open_connection(host, port, self._on_sip, local_name=self.name,
+                                                        nodes=self.nodes, on_close=self._closed)
+            return self.connection
 
     def _closed(self, conn: SipConnection) -> None:
         if conn is self.connection and self.registered:
@@ -104,7 +117,21 @@ class CpmDevice:
         if now_registered != self.registered:
             self.registered = now_registered
             self._emit("registration", now_registered)
+        if self._refresh:
+            self._refresh.cancel()
+            self._refresh = None
+        if now_registered:   # re-REGISTER before the registrar forgets us
+            granted = _granted_expires(response, expires)
+            self._refresh = asyncio.create_task(self._refresh_after(granted * 0.8), name=f"{self.name} re-REGISTER")
         return response
+
+    async def _refresh_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._refresh = None
+        try:
+            await self.register()
+        except (OSError, SipConnectionClosed):
+            log.warning("%s could not refresh its registration", self.name)
 
     async def deregister(self) -> SipResponse:
         return await self.register(expires=0)
@@ -204,11 +231,13 @@ class CpmDevice:
                           message.headers.get("Conversation-ID") or uuid.uuid4().hex,
                           message.headers.get("Contribution-ID") or "",
                           in_reply_to=message.headers.get("InReplyTo-Contribution-ID") or "",
-                          status="received")
+                          status="received", cpim_datetime=cpim.datetime)
         self._conversation_with.setdefault(sender_uri, msg.conversation_id)
         self._track(msg)
         if "positive-delivery" in cpim.disposition:
-            asyncio.ensure_future(self._send_imdn(msg, "delivered"))
+            task = asyncio.create_task(self._send_imdn(msg, "delivered"))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def _imdn_received(self, cpim: CpimMessage) -> None:
         try:
@@ -223,7 +252,8 @@ class CpmDevice:
 
     async def _send_imdn(self, msg: ChatMessage, status: str) -> None:
         kind = "display" if status == "displayed" else "delivery"
-        envelope = imdn_message(Imdn(msg.imdn_message_id, kind, status, msg_time(msg), self.uri),
+        envelope = imdn_message(Imdn(msg.imdn_message_id, kind, status, msg.cpim_datetime or msg_time(msg),
+                                     self.uri),
                                 sender=f"<{self.uri}>", recipient=f"<{msg.peer_uri}>")
         try:
             conn = await self._connect()
@@ -243,6 +273,9 @@ class CpmDevice:
 
     def _set_status(self, msg: ChatMessage, status: str, detail: str) -> None:
         # Notifications may overtake the MESSAGE's own 202: never move a tick backwards.
+        # "failed" is final, and so is a confirmed delivery.
+        if msg.status == "failed" or (status == "failed" and msg.status in ("delivered", "displayed")):
+            return
         if status in STATUS_ORDER and msg.status in STATUS_ORDER and \
                 STATUS_ORDER.index(status) <= STATUS_ORDER.index(msg.status):
             return
@@ -251,7 +284,20 @@ class CpmDevice:
 
     def _emit(self, kind: str, payload: object) -> None:
         for listener in list(self.listeners):
-            listener(kind, payload)
+            try:
+                listener(kind, payload)
+            except Exception:   # noqa: BLE001 - a broken window must not break the phone's SIP flow
+                log.exception("%s: listener failed on %s", self.name, kind)
+
+
+def _granted_expires(response: SipResponse, asked: int) -> int:
+    """What the registrar granted: the Contact's expires, else Expires, else what we asked."""
+    for contact in response.headers.get_all("Contact"):
+        match = re.search(r";\s*expires\s*=\s*(\d+)", contact, re.IGNORECASE)
+        if match:
+            return max(int(match.group(1)), 1)
+    value = response.headers.get("Expires")
+    return max(int(value), 1) if value and value.strip().isdigit() else asked
 
 
 def msg_time(msg: ChatMessage) -> str:

@@ -51,9 +51,10 @@ class Binding:
 
 @dataclass
 class _Transaction:
-    origin: SipConnection
+    origin: SipConnection | None          # None: a stored message this server delivers itself
     request: SipRequest
     deadline: float
+    stored_for: str | None = None         # user id, for a stored message
 
 
 @dataclass
@@ -93,6 +94,7 @@ class CpmServer:
         self._connections: set[SipConnection] = set()
         self.bindings: dict[str, Binding] = {}           # user id -> binding
         self._stored: dict[str, deque[SipRequest]] = {}  # user id -> MESSAGEs waiting for registration
+        self._delivering: dict[str, str] = {}             # user id -> branch of the stored one in flight
         self._transactions: dict[str, _Transaction] = {}
         self._links: dict[str, _PeerLink] = {}
         self._dialogs: dict[str, _Dialog] = {}           # Call-ID -> session path
@@ -173,6 +175,14 @@ class CpmServer:
 
     def _handle_request(self, conn: SipConnection, req: SipRequest) -> None:
         problem = sip.validate_request(req, supported=SUPPORTED_OPTIONS)
+        if problem and problem[0] == 420 and self._forwards(req):
+            # Require is for the user agent at the end; a proxy only minds Proxy-Require (RFC 3261 16.3).
+            problem = None
+            unsupported = sip.unsupported_options(req, SUPPORTED_OPTIONS, proxy=True)
+            unsupported = [tag for tag in unsupported if tag not in req.headers.get_all("Require")]
+            if unsupported:
+                self._respond(conn, req, 420, "Bad Extension", extra_headers=[("Unsupported", ", ".join(unsupported))])
+                return
         if problem:
             extra = [("Unsupported", ", ".join(sip.unsupported_options(req, SUPPORTED_OPTIONS)))] \
                 if problem[0] == 420 else []
@@ -213,7 +223,13 @@ class CpmServer:
 
     def _terminate(self, conn: SipConnection, req: SipRequest, user: User) -> None:
         route = self.route_for(user)
-        if route.technology == CPM:
+        if route.technology == CPM and req.method == "MESSAGE" and self._stored.get(user.id):
+            # Older stored messages go first: this one waits behind them (seed 5.9.5 step 6).
+            self._stored[user.id].append(req)
+            self._respond(conn, req, 202, "Accepted (queued behind stored messages)",
+                          note=f"{len(self._stored[user.id]) - 1} older message(s) for {user.name} go first")
+            self._flush_stored(user)
+        elif route.technology == CPM:
             binding = self.bindings[user.id]
             self._forward(conn, req, binding.connection, note=route.reason)
         elif route.technology == STORE and req.method == "MESSAGE":
@@ -282,6 +298,19 @@ class CpmServer:
         except SipConnectionClosed:
             pass
 
+    def _forwards(self, req: SipRequest) -> bool:
+        """Will this request go on to another node (rather than be answered here)?"""
+        if req.method == "REGISTER":
+            return False
+        try:
+            target = sip.parse_uri(req.uri)
+        except SipParseError:
+            return False
+        if not target.user and self._is_me(target.host):
+            return False
+        home = self.topology.home_operator_of_uri(req.uri)
+        return home is not None and (home.id != self.operator.id or self.topology.user_by_uri(req.uri) is not None)
+
     def _is_me(self, host: str) -> bool:
         return host.lower() in (self.operator.cpm_domain, self.host, "localhost")
 
@@ -308,6 +337,9 @@ class CpmServer:
         if expires is None:
             self._respond(conn, req, 400, "Bad Expires")
             return
+        if contact.strip() == "*" and (expires != 0 or len(contacts) > 1):
+            self._respond(conn, req, 400, "Contact: * needs Expires: 0 and no other Contact")   # RFC 3261 10.3
+            return
         conn.peer_name = conn.peer_name or user.name
         if expires == 0 or contact.strip() == "*":
             self._unbind(user.id)
@@ -327,22 +359,36 @@ class CpmServer:
         self._flush_stored(user)
 
     def _flush_stored(self, user: User) -> None:
-        """Deliver messages kept while the user was away, in the order they came."""
+        """Deliver messages kept while the user was away, one at a time, in the order they came.
+
+        The head leaves the store only when the device has answered it with 2xx;
+        anything else keeps it for the next registration.
+        """
         queue = self._stored.get(user.id)
         binding = self.bindings.get(user.id)
-        while queue and binding and self.route_for(user).technology == CPM:
-            stored = queue.popleft()
-            fwd = self._prepare_forward(stored)
-            branch = top_branch(fwd)
-            # The original transaction was answered (202); this delivery is ours.
-            self._transactions[branch] = _Transaction(origin=None, request=stored,  # type: ignore[arg-type]
-                                                      deadline=time.monotonic() + TRANSACTION_TIMEOUT)
-            try:
-                binding.connection.send(fwd, note=f"stored message delivered now that {user.name} registered")
-            except SipConnectionClosed:
-                self._transactions.pop(branch, None)
-                queue.appendleft(stored)
-                return
+        if not queue or user.id in self._delivering or binding is None \
+                or self.route_for(user).technology != CPM:
+            return
+        fwd = self._prepare_forward(queue[0])
+        branch = top_branch(fwd)
+        # The original transaction was answered (202); this delivery is ours.
+        self._transactions[branch] = _Transaction(origin=None, request=queue[0],
+                                                  deadline=time.monotonic() + TRANSACTION_TIMEOUT,
+                                                  stored_for=user.id)
+        self._delivering[user.id] = branch
+        try:
+            binding.connection.send(fwd, note=f"stored message delivered now that {user.name} is registered")
+        except SipConnectionClosed:
+            self._transactions.pop(branch, None)
+            self._delivering.pop(user.id, None)
+
+    def _stored_answered(self, transaction: _Transaction, delivered: bool) -> None:
+        user_id = transaction.stored_for or ""
+        self._delivering.pop(user_id, None)
+        queue = self._stored.get(user_id)
+        if delivered and queue and queue[0] is transaction.request:
+            queue.popleft()
+            self._flush_stored(self.topology.user(user_id))
 
     # -- proxying -----------------------------------------------------------
     def _prepare_forward(self, req: SipRequest) -> SipRequest:
@@ -364,6 +410,10 @@ class CpmServer:
             self._dialogs[req.headers.get("Call-ID") or ""] = _Dialog(
                 caller_tag=_tag(req.headers.get("From")), caller=origin, callee=target, invite=fwd)
             timeout = INVITE_TIMEOUT   # a person answers an invitation, not a machine
+            if decision:
+                # The IWF records the reason from the decision header; a note would linger on the
+                # trace under this Call-ID and end up on the session's ACK.
+                note = ""
         if req.method != "ACK":
             self._transactions[top_branch(fwd)] = _Transaction(origin, req, time.monotonic() + timeout)
         if isinstance(target, _PeerLink):
@@ -379,11 +429,15 @@ class CpmServer:
         transaction = self._transactions.get(branch)
         if transaction is None:
             return  # stray or late response: the trace already shows it
+        if _cseq_method(response) != transaction.request.method:
+            return  # the answer to a CANCEL we sent on the INVITE's branch: we answered that CANCEL ourselves
         if response.status >= 200:
             del self._transactions[branch]
         self._follow_dialog(transaction.request, response)
-        if transaction.origin is None:
-            return  # the answer to a stored message we delivered ourselves
+        if transaction.origin is None:   # the answer to a stored message we delivered ourselves
+            if response.status >= 200:
+                self._stored_answered(transaction, delivered=response.status < 300)
+            return
         relayed = SipResponse(response.status, response.reason, response.headers.copy(), response.body,
                               response.version)
         vias = relayed.headers.get_all("Via")
@@ -424,10 +478,8 @@ class CpmServer:
         transaction = self._transactions.pop(branch, None)
         if transaction and transaction.origin is not None:
             self._respond(transaction.origin, transaction.request, status, reason)
-        elif transaction:   # a stored message we could not deliver: keep it
-            user = self.topology.user_by_uri(transaction.request.uri)
-            if user:
-                self._stored.setdefault(user.id, deque()).appendleft(transaction.request)
+        elif transaction:   # a stored message we could not deliver: it stays at the head of the store
+            self._stored_answered(transaction, delivered=False)
 
     async def _sweep_transactions(self) -> None:
         while True:
@@ -435,6 +487,8 @@ class CpmServer:
             now = time.monotonic()
             for branch in [b for b, t in self._transactions.items() if t.deadline < now]:
                 self._fail_transaction(branch, 408, "Request Timeout")
+            for user_id in [u for u, b in self.bindings.items() if b.expires_at < now]:
+                self._unbind(user_id)   # not refreshed in time: no longer registered
 
     # -- next hops ------------------------------------------------------------
     def _link_to_operator(self, operator: Operator) -> _PeerLink:
@@ -484,6 +538,13 @@ def _tag(name_addr: str | None) -> str:
     try:
         return sip.parse_name_addr(name_addr or "").tag() or ""
     except SipParseError:
+        return ""
+
+
+def _cseq_method(message: SipRequest | SipResponse) -> str:
+    try:
+        return sip.parse_cseq(message.headers.get("CSeq") or "")[1]
+    except (SipParseError, ValueError):
         return ""
 
 

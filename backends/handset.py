@@ -15,6 +15,7 @@ from typing import Any, Callable
 import smpplib.consts as c
 
 from . import smstext
+from .smpp_codec import text as _text
 from .esme import Esme, SubmitFailed
 from .nodes import NodeDirectory
 from .topology import Topology, User
@@ -128,6 +129,3 @@ class SmsHandset:
         for listener in list(self.listeners):
             listener(kind, payload)
 
-
-def _text(value: Any) -> str:
-    return value.decode("latin-1") if isinstance(value, bytes) else str(value or "")

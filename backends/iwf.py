@@ -33,6 +33,7 @@ from .nodes import NodeDirectory
 from .sip import SipParseError, SipRequest, SipResponse, make_response
 from .sipnet import SipConnection, SipConnectionClosed, name_addr_uri, open_connection
 from .smpp_codec import RECEIPT_ESM_CLASS, parse_receipt_text
+from .smpp_codec import text as _text
 from .threads import ThreadMap
 from .topology import Operator, Topology
 from .trace import Trace
@@ -544,9 +545,6 @@ def receipt_outcome(message_state: int | None, stat: str | None) -> str | None:
         return "delivered"
     return None
 
-
-def _text(value: Any) -> str:
-    return value.decode("latin-1") if isinstance(value, bytes) else str(value or "")
 
 
 class _PermanentFailure(Exception):

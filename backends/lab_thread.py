@@ -39,7 +39,13 @@ class LabThread:
     def start(self, timeout: float = 30.0) -> "LabThread":
         self._thread.start()
         self._started.wait(timeout)
-        self.run(self.lab.start(), timeout=timeout)
+        try:
+            self.run(self.lab.start(), timeout=timeout)
+        except BaseException:
+            # Lab.start() closed what it had opened; the loop thread must go too.
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout)
+            raise
         return self
 
     def submit(self, coro: Awaitable[T]) -> Future[T]:

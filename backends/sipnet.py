@@ -8,14 +8,16 @@ of the connection, writes every message to the trace.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Callable
 
 from . import sip
-from .cpim import CpimError, parse_cpim, uri_of
+from .cpim import CpimError, parse_cpim, parse_imdn_xml, uri_of
 from .nodes import NodeDirectory, outside_name
 from .sip import SipParseError, SipRequest, SipResponse, SipStreamParser
 from .trace import Trace
 
+log = logging.getLogger(__name__)
 SipMessage = SipRequest | SipResponse
 MessageHandler = Callable[["SipConnection", "SipMessage | SipParseError"], None]
 
@@ -76,11 +78,24 @@ class SipConnection(asyncio.Protocol):
         self._pending.clear()
         if not self.closed.done():
             self.closed.set_result(None)
+        if self.nodes is not None and self.trace is None:
+            self.nodes.release(self.local_address)   # our claim: the port may be reused
         if self.on_close:
             self.on_close(self)
 
     # -- receiving ----------------------------------------------------------
     def _dispatch(self, event: SipMessage | SipParseError) -> None:
+        try:
+            self._handle(event)
+        except Exception:   # noqa: BLE001 - one bad message must not take the connection down
+            log.exception("%s: error handling a SIP message from %s", self.local_name, self.name_of_peer())
+            if isinstance(event, SipRequest) and event.method != "ACK" and self.is_open:
+                try:
+                    self.send(sip.make_response(event, 500, "Server Internal Error", to_tag=sip.new_tag()))
+                except Exception:   # noqa: BLE001
+                    pass
+
+    def _handle(self, event: SipMessage | SipParseError) -> None:
         if isinstance(event, SipParseError):
             if self.trace is not None:
                 self.trace.record(self.name_of_peer(), self.local_name, "SIP",
@@ -210,7 +225,6 @@ def describe(message: SipMessage) -> tuple[str, dict, dict[str, str]]:
             if cpim.is_imdn:
                 detail = " IMDN"
                 try:
-                    from .cpim import parse_imdn_xml
                     imdn = parse_imdn_xml(cpim.body)
                     detail = f" IMDN {imdn.status}"
                     correlation["imdn_message_id"] = imdn.message_id

@@ -22,8 +22,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 from smpplib import command as sm_command
-from smpplib import command_codes, consts, gsm, smpp
+from smpplib import command_codes, consts, smpp
 from smpplib.exceptions import UnknownCommandError
+
+from . import smstext
 
 HEADER = struct.Struct(">LLLL")     # command_length, command_id, command_status, sequence_number
 MIN_LENGTH = 16
@@ -207,40 +209,16 @@ ESM_TYPES = {
 }
 RECEIPT_REQUESTS = ("none", "on success and failure", "on failure only", "reserved")
 
-# GSM 03.38 default alphabet, one septet per octet (SMPP's usual unpacked form).
-_GSM_BASIC = {i: ch for i, ch in enumerate(gsm.GSM_CHARACTER_TABLE[:128])}
-
-
-def gsm_decode(data: bytes) -> str:
-    if 0x1B not in data:
-        return data.decode("latin-1").translate(_GSM_BASIC)
-    out, escaped = [], False
-    for byte in data:
-        if escaped:
-            ch = gsm.GSM_CHARACTER_TABLE[0x80 + byte] if byte < 0x80 else "?"
-            out.append(ch if ch != "`" else " ")   # smpplib marks unused escapes with "`"
-            escaped = False
-        elif byte == 0x1B:
-            escaped = True
-        else:
-            out.append(gsm.GSM_CHARACTER_TABLE[byte] if byte < 0x80 else "?")
-    return "".join(out)
+BINARY_CODINGS = {0x02, 0x04}
 
 
 def decode_text(data: bytes, data_coding: int) -> str | None:
-    """User data as text, or None for binary codings."""
+    """User data as text, or None for binary codings. One decoder for the whole lab
+    (smstext), so the inspector shows what the handsets and the IWF read."""
     dc = data_coding or 0
-    if dc == 0x08:
-        return data.decode("utf-16-be", "replace")
-    if dc == 0x00:
-        return gsm_decode(data)
-    if dc == 0x01:
-        return data.decode("ascii", "replace")
-    if dc == 0x03:
-        return data.decode("latin-1")
-    if dc & 0xF0 == 0xF0:   # GSM data coding scheme with message class: bit 2 = 8-bit data
-        return None if dc & 0x04 else gsm_decode(data)
-    return None
+    if dc in BINARY_CODINGS or (dc & 0xF0 == 0xF0 and dc & 0x04):   # 8-bit data
+        return None
+    return smstext.decode_payload(dc, data)
 
 
 def parse_udh(data: bytes) -> tuple[list[dict[str, Any]], bytes]:

@@ -26,6 +26,12 @@ class IwfAccount:
     thread_policy: str = "last"          # "last" or "pool" (backends/threads.py)
     thread_expiry_seconds: float = 24 * 3600.0
     number_pool: list[str] = field(default_factory=list)   # originating numbers for the "pool" policy
+    # Session interworking (5.8.6 / 5.9.6): the words a legacy user answers with, and how long we wait.
+    session_accept: str = "YES"
+    session_decline: str = "NO"
+    session_end: str = "END"
+    session_request: str = "CHAT"
+    session_timeout_seconds: float = 60.0
 
 
 @dataclass
@@ -119,7 +125,7 @@ class Topology:
         raise KeyError(user_id)
 
     def user_by_number(self, number: str) -> User | None:
-        digits = number.lstrip("+")
+        digits = _digits(number)
         return next((u for u in self.users if u.msisdn == digits), None)
 
     def user_by_email(self, address: str) -> User | None:
@@ -185,8 +191,13 @@ class Topology:
         return self
 
 
+def _digits(number: str) -> str:
+    """A global number without '+' and RFC 3966 visual separators ('-', '.', '(', ')')."""
+    return "".join(ch for ch in number.split(";", 1)[0] if ch not in "+-.() ")
+
+
 def _number_matches(pattern: str, number: str) -> bool:
-    pattern, number = pattern.lstrip("+"), number.lstrip("+")
+    pattern, number = pattern.lstrip("+"), _digits(number)
     if pattern.endswith("*"):
         return number.startswith(pattern[:-1])
     return number == pattern
@@ -198,7 +209,12 @@ def _iwf_account(raw: dict[str, Any], where: str, need) -> IwfAccount:
         system_id=str(need(raw, "system_id", where)), password=str(need(raw, "password", where)),
         thread_policy=str(raw.get("thread_policy", "last")),
         thread_expiry_seconds=float(raw.get("thread_expiry_seconds", 24 * 3600)),
-        number_pool=[str(n) for n in raw.get("number_pool", [])])
+        number_pool=[str(n) for n in raw.get("number_pool", [])],
+        session_accept=str(raw.get("session_accept", "YES")),
+        session_decline=str(raw.get("session_decline", "NO")),
+        session_end=str(raw.get("session_end", "END")),
+        session_request=str(raw.get("session_request", "CHAT")),
+        session_timeout_seconds=float(raw.get("session_timeout_seconds", 60)))
     if account.thread_policy not in POLICIES:
         raise TopologyError(f"{where}: thread_policy must be one of {POLICIES}")
     if account.thread_policy == "pool" and not account.number_pool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections import deque
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -47,8 +48,9 @@ class Trace:
     own thread (and batch) themselves.
     """
 
-    def __init__(self, max_events: int | None = None) -> None:
-        self._events: list[TraceEvent] = []
+    def __init__(self, max_events: int | None = 500_000) -> None:
+        # Bounded: a lab left running keeps the newest events, not all of them.
+        self._events: deque[TraceEvent] = deque(maxlen=max_events)
         self._listeners: list[Listener] = []
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
@@ -79,8 +81,6 @@ class Trace:
                 note=note,
             )
             self._events.append(event)
-            if self.max_events and len(self._events) > self.max_events:
-                del self._events[: len(self._events) - self.max_events]
             listeners = list(self._listeners)
         for listener in listeners:
             listener(event)

@@ -172,7 +172,7 @@ def test_describe_ucs2_explains_data_coding_and_decodes_surrogates():
 
 def test_gsm_default_alphabet_with_escapes():
     # '@' is 0x00, '€' is ESC 0x65, '_' is 0x11 in GSM 03.38
-    assert codec.gsm_decode(b"\x00 5\x1b\x65 a\x11b") == "@ 5€ a_b"
+    assert codec.decode_text(b"\x00 5\x1b\x65 a\x11b", 0) == "@ 5€ a_b"
     assert codec.decode_text(b"x", 0x04) is None     # binary
 
 

@@ -54,7 +54,7 @@ def test_mary_sends_to_peter_from_the_window(qtbot, window):
     qtbot.waitUntil(lambda: all(hop in hops() for hop in wanted), timeout=10000)
     seen = hops()
     assert [seen.index(hop) for hop in wanted] == sorted(seen.index(hop) for hop in wanted)
-    assert ("CPM-A", "Mary", "202") in seen      # the answer comes back
+    qtbot.waitUntil(lambda: ("CPM-A", "Mary", "202") in hops())      # the answer comes back
 
 
 def test_selecting_a_row_shows_its_decoded_fields(qtbot, window):
@@ -163,3 +163,11 @@ def test_show_only_one_conversation(qtbot, window):
     assert window.all_conversations_action.isEnabled()
     window.all_conversations_action.trigger()
     assert window.ladder.proxy.rowCount() == window.ladder.model.rowCount()
+
+
+def test_a_failing_action_is_reported_not_swallowed(qtbot, window):
+    async def broken():
+        raise ValueError("the SMSC said no")
+    with qtbot.waitSignal(window.labError) as reported:
+        window.run_in_lab(broken())
+    assert "the SMSC said no" in reported.args[0]

@@ -1,6 +1,12 @@
 """Mary's CPM phone: conversations, bubbles with ticks, compose from the
 address book (people, never technologies: CPM-IOP-003), and the device's
 conditions as toggles.
+
+Chat sessions: "Start chat session" next to Send invites the chosen person
+(whatever their technology); an incoming invitation shows a banner in the
+phone with Accept / Decline (non-modal: never exec() under qasync); a line
+shows the session's state, and while it is established, Send goes over MSRP
+in the session until End.
 """
 from __future__ import annotations
 
@@ -75,6 +81,40 @@ class CpmPhone(QFrame):
         self.send_button = QPushButton("Send")
         self.send_button.setObjectName("sendButton")
         self.send_button.clicked.connect(self.send)
+        self.session_button = QPushButton("Start chat session")
+        self.session_button.setObjectName("sessionButton")
+        self.session_button.setToolTip("Invite the chosen person to a chat session (the network picks the technology)")
+        self.session_button.clicked.connect(self.start_session)
+
+        # Session UI: an inline banner for invitations and a state line with End.
+        self.session = None                      # the ChatSession shown (the latest one)
+        self.session_banner = QFrame()
+        self.session_banner.setObjectName("sessionBanner")
+        self.session_banner_label = QLabel()
+        self.session_banner_label.setWordWrap(True)
+        self.accept_button = QPushButton("Accept")
+        self.accept_button.setObjectName("acceptSession")
+        self.decline_button = QPushButton("Decline")
+        self.decline_button.setObjectName("declineSession")
+        self.accept_button.clicked.connect(self.accept_session)
+        self.decline_button.clicked.connect(self.decline_session)
+        banner = QHBoxLayout(self.session_banner)
+        banner.setContentsMargins(6, 4, 6, 4)
+        banner.addWidget(self.session_banner_label, 1)
+        banner.addWidget(self.accept_button)
+        banner.addWidget(self.decline_button)
+        self.session_banner.hide()
+        self.session_line = QLabel()
+        self.session_line.setObjectName("sessionLine")
+        self.end_button = QPushButton("End")
+        self.end_button.setObjectName("endSession")
+        self.end_button.clicked.connect(self.end_session)
+        self.session_row = QWidget()
+        session_row = QHBoxLayout(self.session_row)
+        session_row.setContentsMargins(0, 0, 0, 0)
+        session_row.addWidget(self.session_line, 1)
+        session_row.addWidget(self.end_button)
+        self.session_row.hide()
 
         header = QHBoxLayout()
         names = QVBoxLayout()
@@ -92,6 +132,7 @@ class CpmPhone(QFrame):
         compose = QHBoxLayout()
         compose.addWidget(self.text, 1)
         compose.addWidget(self.send_button)
+        compose.addWidget(self.session_button)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(14, 14, 14, 14)
@@ -103,6 +144,8 @@ class CpmPhone(QFrame):
         layout.addLayout(conversations_row)
         layout.addWidget(self.conversation_list)
         layout.addWidget(self.chat, 1)
+        layout.addWidget(self.session_banner)
+        layout.addWidget(self.session_row)
         layout.addLayout(to_row)
         layout.addLayout(compose)
 
@@ -117,7 +160,61 @@ class CpmPhone(QFrame):
             return
         contact = self.device.topology.user(self.recipient.currentData())
         self.text.clear()
+        session = self.session
+        if session is not None and session.state == "established" and session.peer_uri == contact.cpm_uri:
+            self.run_in_lab(_call(self.device.sessions.send, session, text))   # in the session: MSRP
+            return
         self.run_in_lab(self.device.send_message(contact, text))
+
+    # -- sessions ---------------------------------------------------------------------
+    def start_session(self) -> None:
+        if self.device.sessions is None or self.recipient.currentData() is None:
+            return
+        if self.session is not None and self.session.is_open:
+            return   # one session at a time on this phone
+        contact = self.device.topology.user(self.recipient.currentData())
+        self.run_in_lab(self.device.sessions.start_session(contact))
+
+    def accept_session(self) -> None:
+        if self.session is not None and self.session.state == "incoming":
+            self.session_banner.hide()
+            self.run_in_lab(self.device.sessions.accept(self.session))
+
+    def decline_session(self) -> None:
+        if self.session is not None and self.session.state == "incoming":
+            self.session_banner.hide()
+            self.run_in_lab(_call(self.device.sessions.decline, self.session))
+
+    def end_session(self) -> None:
+        if self.session is not None and self.session.is_open:
+            self.run_in_lab(self.device.sessions.end(self.session))
+
+    def _session_changed(self, session) -> None:
+        if self.session is not None and session is not self.session and self.session.is_open \
+                and not session.is_open:
+            return   # an old session's late news does not hide the live one
+        self.session = session
+        if session.state == "incoming":
+            self.session_banner_label.setText(f"{session.peer_name} invites you to a chat session")
+            self.session_banner.show()
+        else:
+            self.session_banner.hide()
+        self.session_line.setText(session.describe())
+        self.session_row.show()
+        self.end_button.setEnabled(session.is_open)
+        self.end_button.setText("Cancel" if session.state in ("inviting", "ringing") else "End")
+        self.session_button.setEnabled(not session.is_open)
+        if session.state == "established":
+            peer = self.device.topology.user_by_uri(session.peer_uri)
+            if peer is not None:
+                self.choose_recipient(peer.id)
+
+    def _session_message(self, session, direction: str, text: str) -> None:
+        from backends.cpm_device import ChatMessage
+        message = ChatMessage(direction, session.peer_uri, session.peer_name, text, "",
+                              session.conversation_id or session.call_id, "",
+                              status="sent" if direction == "out" else "received", status_detail="MSRP")
+        self._add_message(message)
 
     def choose_recipient(self, user_id: str) -> None:
         index = self.recipient.findData(user_id)
@@ -139,6 +236,10 @@ class CpmPhone(QFrame):
             self.model.refresh(payload)
         elif kind in ("registration", "state"):
             self._show_state()
+        elif kind == "session":
+            self._session_changed(payload)
+        elif kind == "session_message":
+            self._session_message(*payload)
 
     def _add_message(self, message) -> None:
         key = message.conversation_id
@@ -198,3 +299,8 @@ class CpmPhone(QFrame):
 
     def conversation_messages(self) -> list:
         return self.model.messages()
+
+
+async def _call(fn, *args):
+    """A plain function run on the lab loop (run_in_lab takes coroutines)."""
+    return fn(*args)
