@@ -1,0 +1,351 @@
+"""Chat sessions on the simulated CPM phone: SIP INVITE/ACK/BYE/CANCEL with SDP, messages over MSRP.
+
+The same Start-session action works toward CPM and non-CPM users (CPM-IOP: the user never picks a
+technology): the INVITE goes to the person's identity and the network decides (a CPM device, or the
+IWF that adapts it to SMS). The phone offers MSRP (setup:active: it connects when answered) and,
+for incoming sessions, answers with its own MSRP listener (the offerer connects to it; it records).
+
+Events through the device's listeners: ("session", ChatSession) on every state change and
+("session_message", (session, direction, text)) for each message in a session.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from . import sdp, sip
+from .msrp_net import MsrpListener, MsrpSession, connect, local_session
+from .sip import SipParseError, SipRequest, SipResponse, make_response
+from .sipnet import SipConnection, SipConnectionClosed, name_addr_uri
+from .topology import User
+from .trace import Trace
+
+CPM_SESSION_SERVICE = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.session"
+OPEN_STATES = ("inviting", "ringing", "incoming", "established")
+
+
+@dataclass
+class SessionMessage:
+    direction: str      # "out" / "in"
+    text: str
+    time: float = field(default_factory=time.time)
+
+
+@dataclass(eq=False)
+class ChatSession:
+    call_id: str
+    direction: str                   # "out": we invited; "in": we were invited
+    peer_uri: str
+    peer_name: str
+    state: str = "inviting"          # inviting / ringing / incoming / established / declined / failed / cancelled / ended
+    reason: str = ""
+    conversation_id: str = ""
+    contribution_id: str = ""
+    transport: str = "MSRP"
+    messages: list[SessionMessage] = field(default_factory=list)
+    # dialog
+    local_tag: str = field(default_factory=sip.new_tag)
+    remote_tag: str = ""
+    remote_target: str = ""
+    route_set: list[str] = field(default_factory=list)
+    cseq: itertools.count = field(default_factory=lambda: itertools.count(1))
+    invite: SipRequest | None = None
+    invite_conn: SipConnection | None = None
+    offer: sdp.MsrpSdp | None = None
+    msrp: MsrpSession | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in OPEN_STATES
+
+    def describe(self) -> str:
+        line = f"Session with {self.peer_name}: {self.state}"
+        if self.state == "established":
+            line += f" — {self.transport}"
+        elif self.reason:
+            line += f" ({self.reason})"
+        return line
+
+
+class CpmSessions:
+    def __init__(self, device, *, trace: Trace | None, host: str = "127.0.0.1") -> None:
+        self.device = device
+        self.host = host
+        self.listener = MsrpListener(host=host, local_name=device.name, trace=trace, nodes=device.nodes)
+        self.sessions: dict[str, ChatSession] = {}
+
+    async def stop(self) -> None:
+        for session in self.sessions.values():
+            if session.msrp is not None:
+                session.msrp.close()
+        await self.listener.stop()
+
+    # -- helpers ------------------------------------------------------------------------
+    def _emit(self, session: ChatSession) -> None:
+        self.device._emit("session", session)
+
+    def _set_state(self, session: ChatSession, state: str, reason: str = "") -> None:
+        session.state, session.reason = state, reason
+        if state not in OPEN_STATES and session.msrp is not None:
+            session.msrp.close()
+        self._emit(session)
+
+    def _contact(self, conn: SipConnection) -> str:
+        host, port = conn.local_address
+        return f"<sip:{self.device.user.id}@{host}:{port};transport=tcp>"
+
+    def _peer(self, to: User | str) -> tuple[str, str]:
+        uri = to.cpm_uri if isinstance(to, User) else to
+        user = to if isinstance(to, User) else self.device.topology.user_by_uri(to)
+        return uri or "", user.name if user else (uri or "?")
+
+    def _on_msrp(self, session: ChatSession):
+        def deliver(_msrp: MsrpSession, text: str, content_type: str, message_id: str) -> None:
+            session.messages.append(SessionMessage("in", text))
+            self.device._emit("session_message", (session, "in", text))
+        return deliver
+
+    # -- outgoing -------------------------------------------------------------------------
+    async def start_session(self, peer: User | str) -> ChatSession:
+        """Invite a person to a chat session; returns once the invitation is answered (or fails)."""
+        peer_uri, peer_name = self._peer(peer)
+        call_id = sip.new_call_id(self.device.domain)
+        session = ChatSession(call_id, "out", peer_uri, peer_name,
+                              conversation_id=self.device._conversation_with.setdefault(peer_uri, uuid.uuid4().hex),
+                              contribution_id=uuid.uuid4().hex)
+        self.sessions[call_id] = session
+        self._emit(session)
+        try:
+            conn = await self.device._connect()
+            await self.listener.start()
+        except OSError as exc:
+            self._set_state(session, "failed", f"not sent: {exc}")
+            return session
+        msrp_session = local_session(self.host, self.listener.port, call_id=call_id,
+                                     on_message=self._on_msrp(session))
+        msrp_session.conversation_id = session.conversation_id
+        session.msrp = msrp_session
+        offer = sdp.offer(host=self.host, port=self.listener.port, session_id_path=msrp_session.session_id)
+        offer.path = [msrp_session.local_uri]
+        req = self.device._new_request("INVITE", peer_uri, to=peer_uri, call_id=call_id)
+        session.local_tag = _tag(req.headers.get("From"))
+        req.headers.add("Contact", self._contact(conn))
+        req.headers.add("P-Preferred-Service", CPM_SESSION_SERVICE)
+        req.headers.add("Conversation-ID", session.conversation_id)
+        req.headers.add("Contribution-ID", session.contribution_id)
+        req.headers.add("Content-Type", "application/sdp")
+        req.body = offer.to_bytes()
+        session.invite, session.invite_conn = req, conn
+
+        def provisional(response: SipResponse) -> None:
+            if response.status == 180 and session.state == "inviting":
+                self._set_state(session, "ringing", "180 Ringing")
+        try:
+            response = await conn.request(req, on_provisional=provisional)
+        except SipConnectionClosed as exc:
+            self._set_state(session, "failed", str(exc))
+            return session
+        if _cseq_method(response) == "CANCEL" or session.state == "cancelled":
+            if response.status == 200 and _cseq_method(response) == "INVITE":   # answered as we cancelled
+                self._dialog_from_response(session, response)
+                self._send_ack(session, conn)
+                await self._bye(session)
+            if session.state != "cancelled":
+                self._set_state(session, "cancelled", "cancelled")
+            return session
+        if response.status >= 300:
+            state = "declined" if response.status in (603, 486, 600) else "failed"
+            self._set_state(session, state, f"{response.status} {response.reason}")
+            return session
+        self._dialog_from_response(session, response)
+        self._send_ack(session, conn)
+        try:
+            answer = sdp.parse_sdp(response.body)
+            msrp_session.remote_path = list(answer.path)
+            host, port = answer.connect_address()
+            await connect(msrp_session, host, port, local_name=self.device.name, nodes=self.device.nodes)
+        except (sdp.SdpError, OSError) as exc:
+            self._set_state(session, "failed", f"no MSRP connection: {exc}")
+            await self._bye(session)
+            return session
+        self._set_state(session, "established", f"{response.status} {response.reason}")
+        return session
+
+    def _dialog_from_response(self, session: ChatSession, response: SipResponse) -> None:
+        session.remote_tag = _tag(response.headers.get("To"))
+        session.remote_target = name_addr_uri(response.headers.get("Contact")) or session.peer_uri
+        session.route_set = list(reversed(response.headers.get_all("Record-Route")))
+
+    def _send_ack(self, session: ChatSession, conn: SipConnection) -> None:
+        cseq = sip.parse_cseq(session.invite.headers.get("CSeq"))[0] if session.invite else 1
+        try:
+            conn.send(self._in_dialog_request(session, "ACK", cseq))
+        except SipConnectionClosed:
+            pass
+
+    def _in_dialog_request(self, session: ChatSession, method: str, cseq: int | None = None) -> SipRequest:
+        conn = self.device.connection
+        host, port = conn.local_address if conn else ("127.0.0.1", 0)
+        headers = sip.Headers()
+        headers.add("Via", f"SIP/2.0/TCP {host}:{port};branch={sip.new_branch()}")
+        headers.add("Max-Forwards", "70")
+        for route in session.route_set:
+            headers.add("Route", route)
+        headers.add("From", f'"{self.device.name}" <{self.device.uri}>;tag={session.local_tag}')
+        headers.add("To", f"<{session.peer_uri}>;tag={session.remote_tag}")
+        headers.add("Call-ID", session.call_id)
+        if cseq is None:
+            cseq = 100 + next(session.cseq)    # above the INVITE's CSeq
+        headers.add("CSeq", f"{cseq} {method}")
+        return SipRequest(method, session.remote_target or session.peer_uri, headers)
+
+    def cancel(self, session: ChatSession) -> None:
+        """Withdraw an invitation not answered yet (CANCEL on the INVITE's branch)."""
+        if session.direction != "out" or session.state not in ("inviting", "ringing") or session.invite is None:
+            return
+        invite = session.invite
+        cancel = SipRequest("CANCEL", invite.uri, sip.Headers())
+        for name in ("Via", "Max-Forwards", "From", "To", "Call-ID"):
+            cancel.headers.add(name, invite.headers.get(name) or "")
+        cancel.headers.add("CSeq", f"{sip.parse_cseq(invite.headers.get('CSeq'))[0]} CANCEL")
+        self._set_state(session, "cancelled", "you withdrew the invitation")
+        try:
+            session.invite_conn.send(cancel)
+        except (SipConnectionClosed, AttributeError):
+            pass
+
+    async def end(self, session: ChatSession) -> None:
+        """Hang up an established session (BYE)."""
+        if session.state in ("inviting", "ringing"):
+            self.cancel(session)
+            return
+        if session.state == "incoming":
+            self.decline(session)
+            return
+        if session.state != "established":
+            return
+        self._set_state(session, "ended", "you ended the session")
+        await self._bye(session)
+
+    async def _bye(self, session: ChatSession) -> None:
+        try:
+            conn = await self.device._connect()
+            await asyncio.wait_for(conn.request(self._in_dialog_request(session, "BYE")), 32)
+        except (OSError, SipConnectionClosed, asyncio.TimeoutError):
+            pass
+
+    def send(self, session: ChatSession, text: str) -> None:
+        """A message inside an established session, over MSRP."""
+        if session.state != "established" or session.msrp is None:
+            raise RuntimeError(f"the session with {session.peer_name} is not established")
+        session.msrp.send_text(text)
+        session.messages.append(SessionMessage("out", text))
+        self.device._emit("session_message", (session, "out", text))
+
+    # -- incoming -------------------------------------------------------------------------
+    def on_request(self, conn: SipConnection, req: SipRequest) -> None:
+        call_id = req.headers.get("Call-ID") or ""
+        session = self.sessions.get(call_id)
+        if req.method == "INVITE":
+            if session is not None:
+                conn.send(make_response(req, 488, "Re-INVITE not supported", to_tag=session.local_tag))
+                return
+            self._incoming(conn, req)
+        elif req.method == "ACK":
+            return
+        elif req.method == "CANCEL":
+            conn.send(make_response(req, 200, to_tag=sip.new_tag()))
+            if session and session.state == "incoming" and session.invite is not None:
+                conn.send(make_response(session.invite, 487, "Request Terminated", to_tag=session.local_tag))
+                self._set_state(session, "cancelled", f"{session.peer_name} withdrew the invitation")
+        elif req.method == "BYE":
+            if session is None or session.state != "established":
+                conn.send(make_response(req, 481, to_tag=sip.new_tag()))
+                return
+            conn.send(make_response(req, 200, to_tag=session.local_tag))
+            self._set_state(session, "ended", f"{session.peer_name} ended the session")
+
+    def _incoming(self, conn: SipConnection, req: SipRequest) -> None:
+        peer_uri = name_addr_uri(req.headers.get("From"))
+        peer = self.device.topology.user_by_uri(peer_uri)
+        try:
+            offer = sdp.parse_sdp(req.body)
+        except sdp.SdpError as exc:
+            conn.send(make_response(req, exc.status, f"Unusable SDP: {exc.reason}"[:80], to_tag=sip.new_tag()))
+            return
+        try:
+            display = sip.parse_name_addr(req.headers.get("From") or "").display
+        except (SipParseError, AttributeError):
+            display = None
+        session = ChatSession(req.headers.get("Call-ID") or "", "in", peer_uri,
+                              peer.name if peer else (display or peer_uri).strip('"'), state="incoming",
+                              conversation_id=req.headers.get("Conversation-ID") or "",
+                              contribution_id=req.headers.get("Contribution-ID") or "",
+                              remote_tag=_tag(req.headers.get("From")),
+                              remote_target=name_addr_uri(req.headers.get("Contact")) or peer_uri,
+                              route_set=req.headers.get_all("Record-Route"), invite=req, invite_conn=conn,
+                              offer=offer)
+        self.sessions[session.call_id] = session
+        response = make_response(req, 180, "Ringing", to_tag=session.local_tag)
+        self._dialog_headers(response, req, conn)
+        conn.send(response)
+        self._emit(session)
+
+    def _dialog_headers(self, response: SipResponse, req: SipRequest, conn: SipConnection) -> None:
+        for route in req.headers.get_all("Record-Route"):
+            response.headers.add("Record-Route", route)
+        response.headers.add("Contact", self._contact(conn))
+
+    async def accept(self, session: ChatSession) -> None:
+        if session.state != "incoming" or session.invite is None or session.offer is None:
+            return
+        await self.listener.start()
+        msrp_session = self.listener.new_session(call_id=session.call_id, on_message=self._on_msrp(session))
+        msrp_session.remote_path = list(session.offer.path)
+        msrp_session.conversation_id = session.conversation_id
+        try:
+            answer = sdp.answer(session.offer, host=self.host, port=self.listener.port, path=msrp_session.local_uri)
+        except sdp.SdpError as exc:
+            msrp_session.close()
+            self._respond_invite(session, exc.status, exc.reason[:80])
+            self._set_state(session, "failed", exc.reason)
+            return
+        session.msrp = msrp_session
+        response = make_response(session.invite, 200, "OK", to_tag=session.local_tag, body=answer.to_bytes(),
+                                 content_type="application/sdp")
+        self._dialog_headers(response, session.invite, session.invite_conn)
+        try:
+            session.invite_conn.send(response)
+        except SipConnectionClosed as exc:
+            self._set_state(session, "failed", str(exc))
+            return
+        self._set_state(session, "established", "you accepted")
+
+    def decline(self, session: ChatSession) -> None:
+        if session.state != "incoming" or session.invite is None:
+            return
+        self._respond_invite(session, 603, "Decline")
+        self._set_state(session, "declined", "you declined")
+
+    def _respond_invite(self, session: ChatSession, status: int, reason: str) -> None:
+        try:
+            session.invite_conn.send(make_response(session.invite, status, reason, to_tag=session.local_tag))
+        except SipConnectionClosed:
+            pass
+
+
+def _tag(value: str | None) -> str:
+    try:
+        return sip.parse_name_addr(value or "").tag() or ""
+    except SipParseError:
+        return ""
+
+
+def _cseq_method(message: SipRequest | SipResponse) -> str:
+    try:
+        return sip.parse_cseq(message.headers.get("CSeq") or "")[1]
+    except SipParseError:
+        return ""

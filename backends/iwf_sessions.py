@@ -1,0 +1,468 @@
+"""Session interworking in the IWF: CPM sessions (SIP INVITE + MSRP) <-> SMS conversations.
+
+5.8.6 (CPM -> legacy): an INVITE for an SMS user (P-Iwlab-Route: sms) rings (180) and becomes an
+adapted invitation SMS that says who invites and how to answer. The invitee's reply decides:
+accept keyword -> 200 OK with the IWF's SDP answer (the IWF listens for MSRP, the offerer connects);
+decline keyword -> 603; no answer in time -> 408 and an SMS saying the invitation expired; CANCEL
+before the answer -> 487 and an SMS saying it was withdrawn. While the session lasts, MSRP SENDs
+become SMS and the invitee's SMS become MSRP SENDs, in order; BYE -> a closing SMS; the end keyword
+-> BYE.
+
+5.9.6 (legacy -> CPM): an SMS to a CPM user's number that starts with the request keyword becomes an
+INVITE (From the legacy user's tel: URI, with an SDP offer; the IWF connects for MSRP) through the
+IWF's CPM server; the answer is adapted back as an SMS, then messages flow as above.
+
+Keywords are matched case-insensitively as whole words, surrounding text tolerated; the end and
+request keywords must be the first word of the text (so "the end is near" in a chat stays a message).
+Email invitees get 488 with a reason: session interworking over email is not built yet.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import re
+import uuid
+from dataclasses import dataclass, field
+
+from . import sdp, sip, smstext
+from .msrp_net import MsrpListener, MsrpSession, connect, local_session
+from .sip import SipParseError, SipRequest, SipResponse, make_response
+from .sipnet import SipConnection, SipConnectionClosed, name_addr_uri, open_connection
+from .topology import User
+
+log = logging.getLogger(__name__)
+CPM_SESSION_SERVICE = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.session"
+
+
+def keyword_in(text: str, keyword: str) -> int:
+    """Where the keyword stands as a whole word (case-insensitive), or -1."""
+    match = re.search(rf"(?<![^\W_]){re.escape(keyword)}(?![^\W_])", text, re.IGNORECASE)
+    return match.start() if match else -1
+
+
+def starts_with_keyword(text: str, keyword: str) -> bool:
+    return re.match(rf"\W*{re.escape(keyword)}(?![^\W_])", text, re.IGNORECASE) is not None
+
+
+@dataclass
+class IwfSession:
+    call_id: str
+    direction: str                 # "to-legacy" (5.8.6) or "from-legacy" (5.9.6)
+    cpm_user: User | None          # the CPM side's person (inviter or invitee)
+    cpm_uri: str
+    legacy_number: str             # the SMS user's MSISDN digits
+    legacy_name: str
+    sms_source: str                # the number the SMS user sees (and answers to)
+    local_tag: str = field(default_factory=sip.new_tag)
+    remote_tag: str = ""
+    local_uri: str = ""            # our From (UAC) / To (UAS) URI in the dialog
+    remote_target: str = ""        # where in-dialog requests go (the peer's Contact)
+    route_set: list[str] = field(default_factory=list)
+    invite: SipRequest | None = None       # 5.8.6: the INVITE as it reached us
+    invite_conn: SipConnection | None = None
+    offer: sdp.MsrpSdp | None = None
+    msrp: MsrpSession | None = None
+    state: str = "ringing"         # ringing / established / declined / expired / cancelled / failed / ended
+    timer: asyncio.TimerHandle | None = None
+    cseq: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    @property
+    def cpm_name(self) -> str:
+        return self.cpm_user.name if self.cpm_user else self.cpm_uri
+
+    @property
+    def open(self) -> bool:
+        return self.state in ("ringing", "established")
+
+
+class IwfSessions:
+    def __init__(self, iwf) -> None:
+        self.iwf = iwf
+        account = iwf.operator.iwf
+        self.accept_word = account.session_accept
+        self.decline_word = account.session_decline
+        self.end_word = account.session_end
+        self.request_word = account.session_request
+        self.timeout = account.session_timeout_seconds
+        self.listener = MsrpListener(host=iwf.host, local_name=iwf.name, trace=iwf.trace, nodes=iwf.nodes)
+        self.by_call_id: dict[str, IwfSession] = {}
+        self.by_number: dict[str, IwfSession] = {}     # legacy MSISDN -> its open session
+        self._link: SipConnection | None = None         # our own connection to the CPM server
+        self._tasks: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        await self.listener.start()
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for session in self.by_call_id.values():
+            if session.timer:
+                session.timer.cancel()
+            if session.msrp:
+                session.msrp.close()    # our outgoing MSRP connections too, not only the listener's
+        await self.listener.stop()
+        if self._link:
+            self._link.close()
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- SIP in ---------------------------------------------------------------------------
+    def on_request(self, conn: SipConnection, req: SipRequest) -> None:
+        call_id = req.headers.get("Call-ID") or ""
+        session = self.by_call_id.get(call_id)
+        if req.method == "INVITE":
+            if session is not None:
+                self._respond(conn, req, 488, "Re-INVITE not supported by the IWF")
+            else:
+                self._spawn(self._invite(conn, req))
+        elif req.method == "CANCEL":
+            self._respond(conn, req, 200, "OK")
+            if session and session.state == "ringing" and session.invite is not None:
+                self._finish(session, "cancelled")
+                self._respond(session.invite_conn, session.invite, 487, "Request Terminated",
+                              to_tag=session.local_tag)
+                self.iwf.send_sms_text(source=session.sms_source, dest=session.legacy_number,
+                                       text=f"{session.cpm_name} withdrew the chat invitation.")
+        elif req.method == "ACK":
+            pass   # the 200's ACK: MSRP comes next (the offerer connects)
+        elif req.method == "BYE":
+            if session is None or not session.open:
+                self._respond(conn, req, 481, "Call/Transaction Does Not Exist")
+                return
+            self._respond(conn, req, 200, "OK",
+                          note=f"{session.cpm_name} ended the session: a closing SMS to {session.legacy_name}")
+            self._finish(session, "ended")
+            self.iwf.send_sms_text(source=session.sms_source, dest=session.legacy_number,
+                                   text=f"{session.cpm_name} ended the chat.")
+        else:
+            self._respond(conn, req, 501, f"{req.method} not interworked")
+
+    def _respond(self, conn: SipConnection | None, req: SipRequest, status: int, reason: str, *, note: str = "",
+                 to_tag: str | None = None, body: bytes = b"", content_type: str | None = None,
+                 session: IwfSession | None = None) -> None:
+        if conn is None:
+            return
+        response = make_response(req, status, reason, to_tag=to_tag or sip.new_tag(), body=body,
+                                 content_type=content_type)
+        if session is not None and 100 < status < 300:
+            for route in req.headers.get_all("Record-Route"):
+                response.headers.add("Record-Route", route)
+            response.headers.add("Contact", self._contact())
+        try:
+            conn.send(response, note=note)
+        except SipConnectionClosed:
+            pass
+
+    def _contact(self) -> str:
+        return f"<sip:iwf@{self.iwf.host}:{self.iwf.port};transport=tcp>"
+
+    # -- 5.8.6: a CPM user invites an SMS user ----------------------------------------------
+    async def _invite(self, conn: SipConnection, req: SipRequest) -> None:
+        topology = self.iwf.topology
+        technology = _route_technology(req.headers.get("P-Iwlab-Route"))
+        invitee = topology.user_by_uri(req.uri)
+        if invitee is None:
+            self._respond(conn, req, 404, "User Not Found")
+            return
+        if technology == "email" or (technology != "sms" and invitee.device == "email"):
+            self._respond(conn, req, 488, f"Chat sessions with {invitee.name} by email are not interworked yet"[:100],
+                          note="session interworking over email is not built: refused with a reason")
+            return
+        if not invitee.msisdn:
+            self._respond(conn, req, 404, f"{invitee.name} has no SMS number")
+            return
+        inviter_uri = name_addr_uri(req.headers.get("From"))
+        inviter = topology.user_by_uri(inviter_uri)
+        if inviter is None or not inviter.msisdn:
+            self._respond(conn, req, 403, "The inviter has no number to show on SMS")
+            return
+        try:
+            offer = sdp.parse_sdp(req.body)
+        except sdp.SdpError as exc:
+            self._respond(conn, req, exc.status, f"Unusable SDP offer: {exc.reason}"[:100])
+            return
+        busy = self.by_number.get(invitee.msisdn)
+        if busy is not None and busy.open:
+            self._respond(conn, req, 486, f"{invitee.name} is already in a chat session by SMS")
+            return
+        source = self.iwf.threads.outbound_sms(
+            cpm_uri=inviter.cpm_uri or inviter_uri, cpm_number=inviter.msisdn, peer=invitee.msisdn,
+            conversation_id=req.headers.get("Conversation-ID") or "",
+            contribution_id=req.headers.get("Contribution-ID") or "")
+        session = IwfSession(call_id=req.headers.get("Call-ID") or "", direction="to-legacy", cpm_user=inviter,
+                             cpm_uri=inviter.cpm_uri or inviter_uri, legacy_number=invitee.msisdn,
+                             legacy_name=invitee.name, sms_source=source, invite=req, invite_conn=conn,
+                             offer=offer, remote_tag=_tag(req.headers.get("From")),
+                             local_uri=name_addr_uri(req.headers.get("To")) or req.uri,
+                             remote_target=name_addr_uri(req.headers.get("Contact")) or inviter_uri,
+                             route_set=req.headers.get_all("Record-Route"))
+        self.by_call_id[session.call_id] = session
+        self.by_number[invitee.msisdn] = session
+        await self.listener.start()
+        self._respond(conn, req, 180, "Ringing", to_tag=session.local_tag, session=session,
+                      note=f"adapted invitation sent by SMS to {invitee.name} (+{invitee.msisdn}); "
+                           f"waiting {self.timeout:g} s for {self.accept_word} / {self.decline_word}")
+        self.iwf.send_sms_text(
+            source=source, dest=invitee.msisdn,
+            text=(f"{inviter.name} (+{inviter.msisdn}) invites you to a chat session. Reply {self.accept_word} "
+                  f"to accept or {self.decline_word} to decline. Once chatting, send {self.end_word} to finish."))
+        session.timer = asyncio.get_running_loop().call_later(self.timeout, self._expire, session)
+
+    def _expire(self, session: IwfSession) -> None:
+        if session.state != "ringing":
+            return
+        self._finish(session, "expired")
+        self._respond(session.invite_conn, session.invite, 408,
+                      f"No answer from {session.legacy_name} by SMS within {self.timeout:g} s",
+                      to_tag=session.local_tag,
+                      note=f"the invitation expired: {session.legacy_name} did not answer")
+        self.iwf.send_sms_text(source=session.sms_source, dest=session.legacy_number,
+                               text=f"{session.cpm_name}'s chat invitation expired: you did not answer in time.")
+
+    def _answer_invitation(self, session: IwfSession, text: str) -> bool:
+        yes, no = keyword_in(text, self.accept_word), keyword_in(text, self.decline_word)
+        if yes < 0 and no < 0:
+            return False
+        if session.timer:
+            session.timer.cancel()
+        assert session.invite is not None and session.offer is not None
+        if no >= 0 and (yes < 0 or no < yes):
+            self._finish(session, "declined")
+            self._respond(session.invite_conn, session.invite, 603, "Decline", to_tag=session.local_tag,
+                          note=f"{session.legacy_name} answered {text.strip()[:30]!r} by SMS")
+            return True
+        msrp_session = self.listener.new_session(call_id=session.call_id, on_message=self._msrp_to_sms(session),
+                                                 on_close=lambda _s: None)
+        msrp_session.remote_path = list(session.offer.path)
+        msrp_session.conversation_id = session.invite.headers.get("Conversation-ID") or ""
+        try:
+            answer = sdp.answer(session.offer, host=self.iwf.host, port=self.listener.port,
+                                path=msrp_session.local_uri)
+        except sdp.SdpError as exc:
+            self._finish(session, "failed")
+            self._respond(session.invite_conn, session.invite, exc.status, exc.reason[:100], to_tag=session.local_tag)
+            return True
+        session.msrp = msrp_session
+        session.state = "established"
+        self._respond(session.invite_conn, session.invite, 200, "OK", to_tag=session.local_tag,
+                      body=answer.to_bytes(), content_type="application/sdp", session=session,
+                      note=f"{session.legacy_name} accepted by SMS ({text.strip()[:30]!r}); "
+                           "the IWF answers for MSRP and waits for the offerer to connect")
+        self.iwf.send_sms_text(source=session.sms_source, dest=session.legacy_number,
+                               text=(f"You are now chatting with {session.cpm_name}. Your texts go to the chat; "
+                                     f"send {self.end_word} to finish."))
+        return True
+
+    # -- SMS in -----------------------------------------------------------------------------
+    def take_sms(self, sms: smstext.IncomingSms) -> bool:
+        """True when the SMS belongs to a session (an answer, a message in it, or a chat request)."""
+        source, dest = sms.source.lstrip("+"), sms.dest.lstrip("+")
+        session = self.by_number.get(source)
+        if session is not None and session.open and dest == session.sms_source:
+            if session.state == "ringing":
+                if session.direction == "to-legacy":
+                    return self._answer_invitation(session, sms.text)
+                if starts_with_keyword(sms.text, self.end_word) and session.invite is not None:
+                    self._cancel(session, session.invite)          # the requester gives up before the answer
+                    self._finish(session, "cancelled")
+                    self._tell(session, f"You withdrew your chat request to {session.cpm_name}.")
+                    return True
+                return False    # waiting for the CPM user: an ordinary message meanwhile
+            if starts_with_keyword(sms.text, self.end_word):
+                self._legacy_ends(session)
+            elif session.msrp is not None:
+                session.msrp.send_text(sms.text)
+            return True
+        if starts_with_keyword(sms.text, self.request_word):
+            invitee = self.iwf.topology.user_by_number(dest)
+            if invitee is not None and invitee.cpm_uri and invitee.device == "cpm":
+                if session is not None and session.open:
+                    self.iwf.send_sms_text(source=dest, dest=source,
+                                           text="You are already in a chat session; send "
+                                                f"{self.end_word} to finish it first.")
+                    return True
+                self._spawn(self._request_from_legacy(source, dest, invitee))
+                return True
+        return False
+
+    def _msrp_to_sms(self, session: IwfSession):
+        def deliver(_msrp: MsrpSession, text: str, content_type: str, message_id: str) -> None:
+            if session.state == "established":
+                self.iwf.send_sms_text(source=session.sms_source, dest=session.legacy_number, text=text)
+        return deliver
+
+    def _legacy_ends(self, session: IwfSession) -> None:
+        self._finish(session, "ended")
+        self._spawn(self._send_in_dialog(session, "BYE",
+                                         note=f"{session.legacy_name} sent {self.end_word} by SMS"))
+        self.iwf.send_sms_text(source=session.sms_source, dest=session.legacy_number,
+                               text=f"You ended the chat with {session.cpm_name}.")
+
+    def _finish(self, session: IwfSession, state: str) -> None:
+        session.state = state
+        if session.timer:
+            session.timer.cancel()
+        if session.msrp:
+            session.msrp.close()
+        if self.by_number.get(session.legacy_number) is session:
+            del self.by_number[session.legacy_number]
+
+    # -- SIP out -----------------------------------------------------------------------------
+    async def _connection(self) -> SipConnection:
+        if self._link is None or not self._link.is_open:
+            address = self.iwf._cpm_address()
+            if address is None:
+                raise OSError("the CPM server is not running")
+            self._link = await open_connection(address[0], address[1], self._on_link_message,
+                                               local_name=self.iwf.name, nodes=self.iwf.nodes,
+                                               annotate=self.iwf.trace.annotate)
+        return self._link
+
+    def _on_link_message(self, conn: SipConnection, message) -> None:
+        if isinstance(message, SipRequest):
+            if message.method in ("INVITE", "ACK", "BYE", "CANCEL"):
+                self.on_request(conn, message)
+            elif message.method != "ACK":
+                self._respond(conn, message, 501, "Not Implemented")
+
+    def _in_dialog_request(self, session: IwfSession, method: str, cseq: int | None = None) -> SipRequest:
+        headers = sip.Headers()
+        headers.add("Via", f"SIP/2.0/TCP {self.iwf.host}:{self.iwf.port};branch={sip.new_branch()}")
+        headers.add("Max-Forwards", "70")
+        for route in session.route_set:
+            headers.add("Route", route)
+        headers.add("From", f"<{session.local_uri}>;tag={session.local_tag}")
+        headers.add("To", f"<{session.cpm_uri}>;tag={session.remote_tag}")
+        headers.add("Call-ID", session.call_id)
+        headers.add("CSeq", f"{cseq if cseq is not None else next(session.cseq)} {method}")
+        return SipRequest(method, session.remote_target or session.cpm_uri, headers)
+
+    async def _send_in_dialog(self, session: IwfSession, method: str, note: str = "") -> SipResponse | None:
+        req = self._in_dialog_request(session, method)
+        try:
+            link = await self._connection()
+            return await asyncio.wait_for(link.request(req, note=note), 32)
+        except (OSError, SipConnectionClosed, asyncio.TimeoutError) as exc:
+            log.warning("IWF %s for %s failed: %s", method, session.call_id, exc)
+            return None
+
+    # -- 5.9.6: an SMS user asks a CPM user for a chat ------------------------------------------
+    async def _request_from_legacy(self, source: str, dest: str, invitee: User) -> None:
+        topology = self.iwf.topology
+        requester = topology.user_by_number(source)
+        name = requester.name if requester else f"+{source}"
+        call_id = sip.new_call_id(self.iwf.operator.cpm_domain)
+        session = IwfSession(call_id=call_id, direction="from-legacy", cpm_user=invitee, cpm_uri=invitee.cpm_uri,
+                             legacy_number=source, legacy_name=name, sms_source=dest,
+                             local_uri=f"tel:+{source}", remote_target=invitee.cpm_uri)
+        self.by_call_id[call_id] = session
+        self.by_number[source] = session
+        await self.listener.start()
+        msrp_session = local_session(self.iwf.host, self.listener.port, call_id=call_id,
+                                     on_message=self._msrp_to_sms(session))
+        session.msrp = msrp_session
+        offer = sdp.offer(host=self.iwf.host, port=self.listener.port,
+                          session_id_path=msrp_session.session_id)
+        offer.path = [msrp_session.local_uri]
+        cseq = next(session.cseq)
+        req = self._in_dialog_request(session, "INVITE", cseq)
+        req.headers.set("From", f'"{name}" <tel:+{source}>;tag={session.local_tag}')
+        req.headers.set("To", f"<{invitee.cpm_uri}>")
+        req.headers.add("Contact", self._contact())
+        req.headers.add("P-Preferred-Service", CPM_SESSION_SERVICE)
+        req.headers.add("Accept-Contact", '*;+g.3gpp.icsi-ref="urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.session"')
+        thread = self.iwf.threads.inbound_sms(peer=source, dest_number=dest, cpm_uri=invitee.cpm_uri)
+        msrp_session.conversation_id = thread.conversation_id if thread else uuid.uuid4().hex
+        req.headers.add("Conversation-ID", msrp_session.conversation_id)
+        req.headers.add("Contribution-ID", uuid.uuid4().hex)
+        req.headers.add("Content-Type", "application/sdp")
+        req.body = offer.to_bytes()
+        session.invite = req
+        note = f"{name} asked for a chat by SMS ({self.request_word}): a CPM session invitation to {invitee.name}"
+        try:
+            link = await self._connection()
+            pending = link.request(req, note=note)
+            response = await asyncio.wait_for(asyncio.shield(pending), self.timeout)
+        except asyncio.TimeoutError:
+            if session.state == "ringing":
+                self._cancel(session, req)
+                self._finish(session, "expired")
+                self._tell(session, f"{invitee.name} did not answer your chat request.")
+            return
+        except (OSError, SipConnectionClosed) as exc:
+            self._finish(session, "failed")
+            self._tell(session, f"{invitee.name} could not be reached for a chat ({exc}).")
+            return
+        if session.state != "ringing":     # withdrawn meanwhile (END): a late 200 gets ACK and BYE
+            if response.status < 300 and _cseq_method(response) == "INVITE":
+                session.remote_tag = _tag(response.headers.get("To"))
+                session.remote_target = name_addr_uri(response.headers.get("Contact")) or invitee.cpm_uri
+                session.route_set = list(reversed(response.headers.get_all("Record-Route")))
+                link.send(self._in_dialog_request(session, "ACK", cseq))
+                await self._send_in_dialog(session, "BYE", note="the request was withdrawn")
+            return
+        if response.status >= 300:
+            self._finish(session, "declined" if response.status in (486, 603) else "failed")
+            text = f"{invitee.name} declined your chat request." if response.status == 603 else \
+                f"{invitee.name} could not chat now ({response.status} {response.reason})."
+            self._tell(session, text)
+            return
+        session.remote_tag = _tag(response.headers.get("To"))
+        session.remote_target = name_addr_uri(response.headers.get("Contact")) or invitee.cpm_uri
+        session.route_set = list(reversed(response.headers.get_all("Record-Route")))
+        ack = self._in_dialog_request(session, "ACK", cseq)
+        try:
+            link.send(ack)
+        except SipConnectionClosed:
+            pass
+        try:
+            answer = sdp.parse_sdp(response.body)
+            msrp_session.remote_path = list(answer.path)
+            host, port = answer.connect_address()
+            await connect(msrp_session, host, port, local_name=self.iwf.name, nodes=self.iwf.nodes)
+        except (sdp.SdpError, OSError) as exc:
+            self._finish(session, "failed")
+            await self._send_in_dialog(session, "BYE", note=f"no MSRP connection: {exc}")
+            self._tell(session, f"The chat with {invitee.name} could not start.")
+            return
+        session.state = "established"
+        self._tell(session, f"{invitee.name} accepted: you are now chatting; reply {self.end_word} to stop.")
+
+    def _cancel(self, session: IwfSession, invite: SipRequest) -> None:
+        cancel = SipRequest("CANCEL", invite.uri, sip.Headers())
+        for name in ("Via", "Max-Forwards", "Route", "From", "To", "Call-ID"):
+            for value in invite.headers.get_all(name)[:1] if name == "Via" else invite.headers.get_all(name):
+                cancel.headers.add(name, value)
+        cancel.headers.add("CSeq", f"{sip.parse_cseq(invite.headers.get('CSeq') or '1 INVITE')[0]} CANCEL")
+        if self._link and self._link.is_open:
+            try:
+                self._link.send(cancel, note=f"no answer within {self.timeout:g} s")
+            except SipConnectionClosed:
+                pass
+
+    def _tell(self, session: IwfSession, text: str) -> None:
+        self.iwf.send_sms_text(source=session.sms_source, dest=session.legacy_number, text=text)
+
+
+def _tag(value: str | None) -> str:
+    try:
+        return sip.parse_name_addr(value or "").tag() or ""
+    except SipParseError:
+        return ""
+
+
+def _cseq_method(message) -> str:
+    try:
+        return sip.parse_cseq(message.headers.get("CSeq") or "")[1]
+    except SipParseError:
+        return ""
+
+
+def _route_technology(header: str | None) -> str:
+    match = re.match(r'^\s*(\w+)', header or "")
+    return match.group(1).lower() if match else ""

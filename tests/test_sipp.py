@@ -1,0 +1,110 @@
+"""sipp (Debian package sip-tester), a SIP peer nobody here wrote, runs sessions against the lab.
+
+Skipped when sipp is not installed (.ci/run installs it: apt-get install -y sip-tester).
+"""
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.smppclient import SmppHandset
+from tests.test_lab_core import received_text
+from tests.test_legacy_to_cpm import encoded, peter_submits
+
+SIPP = shutil.which("sipp")
+SCENARIOS = Path(__file__).parent / "sipp"
+pytestmark = pytest.mark.skipif(SIPP is None, reason="sipp is not installed (Debian package sip-tester)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_sipp(scenario: str, remote: str, tmp_path: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [SIPP, remote, "-sf", str(SCENARIOS / scenario), "-t", "t1", "-i", "127.0.0.1", "-p", str(free_port()),
+         "-m", "1", "-timeout", "30s", "-recv_timeout", "20000", "-nostdin", "-trace_err",
+         "-error_file", str(tmp_path / "sipp-errors.log"), *extra],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
+
+
+def test_sipp_invites_peter_who_accepts_by_sms_then_hangs_up(lab_factory, tmp_path):
+    lab = lab_factory(devices="none")
+    endpoints = lab.lab.endpoints()
+    peter = SmppHandset(endpoints["smpp"], "15550201")
+    try:
+        sipp = run_sipp("uac_invite_peter.xml", endpoints["sip"]["cpm-a.lab"], tmp_path)
+        invitation = received_text(peter.next_message(timeout=15))
+        assert "Mary" in invitation and "YES" in invitation
+        peter_submits(peter, encoded("yes"))
+        _, err = sipp.communicate(timeout=30)
+        errors = (tmp_path / "sipp-errors.log")
+        assert sipp.returncode == 0, (err.decode(errors="replace")[-2000:],
+                                      errors.read_text(errors="replace")[-2000:] if errors.exists() else "")
+        assert "now chatting with Mary" in received_text(peter.next_message())
+        assert "Mary ended the chat" in received_text(peter.next_message())
+    finally:
+        peter.close()
+    hops = [(e.src, e.dst, e.summary.split()[0]) for e in lab.lab.trace.events() if e.protocol == "SIP"]
+    for hop in [("CPM-B", "IWF", "INVITE"), ("IWF", "CPM-B", "180"), ("IWF", "CPM-B", "200"),
+                ("CPM-B", "IWF", "ACK"), ("CPM-B", "IWF", "BYE")]:
+        assert hop in hops, hop
+
+
+def test_sipp_gets_603_when_peter_declines(lab_factory, tmp_path):
+    lab = lab_factory(devices="none")
+    endpoints = lab.lab.endpoints()
+    peter = SmppHandset(endpoints["smpp"], "15550201")
+    try:
+        sipp = run_sipp("uac_declined.xml", endpoints["sip"]["cpm-a.lab"], tmp_path)
+        peter.next_message(timeout=15)
+        peter_submits(peter, encoded("NO thanks"))
+        _, err = sipp.communicate(timeout=30)
+        assert sipp.returncode == 0, err.decode(errors="replace")[-2000:]
+    finally:
+        peter.close()
+
+
+def test_sipp_cancels_before_peter_answers(lab_factory, tmp_path):
+    lab = lab_factory(devices="none")
+    endpoints = lab.lab.endpoints()
+    peter = SmppHandset(endpoints["smpp"], "15550201")
+    try:
+        sipp = run_sipp("uac_cancel.xml", endpoints["sip"]["cpm-a.lab"], tmp_path)
+        peter.next_message(timeout=15)
+        _, err = sipp.communicate(timeout=30)
+        assert sipp.returncode == 0, err.decode(errors="replace")[-2000:]
+        assert "withdrew" in received_text(peter.next_message())
+    finally:
+        peter.close()
+
+
+def test_sipp_invites_marys_phone_which_accepts(lab_factory, tmp_path):
+    """Mary's simulated phone as the UAS of a session, facing sipp: 180, 200 with its SDP answer, ACK, BYE."""
+    import time
+    lab = lab_factory(devices="mary")
+    device = lab.lab.device("mary")
+    states: list = []
+    lab.call(device.listeners.append,
+             lambda kind, payload: states.append(payload.state) if kind == "session" else None)
+    sipp = run_sipp("uac_invite_mary.xml", lab.lab.endpoints()["sip"]["cpm-a.lab"], tmp_path)
+    deadline = time.monotonic() + 15
+    while "incoming" not in states:
+        assert time.monotonic() < deadline and sipp.poll() is None, "no invitation reached Mary's phone"
+        time.sleep(0.02)
+    session = lab.call(lambda: next(iter(device.sessions.sessions.values())))
+    lab.run(device.sessions.accept(session))
+    _, err = sipp.communicate(timeout=30)
+    assert sipp.returncode == 0, err.decode(errors="replace")[-2000:]
+    deadline = time.monotonic() + 10
+    while "ended" not in states:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert states == ["incoming", "established", "ended"]
+    assert session.reason == "Sipp ended the session"
