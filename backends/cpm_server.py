@@ -45,6 +45,11 @@ class Binding:
     icsi_refs: tuple[str, ...]
 
     @property
+    def target(self) -> str:
+        """The Contact URI: where requests for this user go (the Request-URI)."""
+        return name_addr_uri(self.contact) or self.user.cpm_uri or ""
+
+    @property
     def cpm_capable(self) -> bool:
         return any("oma.cpm" in ref.replace("%3A", ":") for ref in self.icsi_refs)
 
@@ -231,7 +236,8 @@ class CpmServer:
             self._flush_stored(user)
         elif route.technology == CPM:
             binding = self.bindings[user.id]
-            self._forward(conn, req, binding.connection, note=route.reason)
+            # RFC 3261 16.5/16.6: the registered Contact becomes the Request-URI.
+            self._forward(conn, req, binding.connection, note=route.reason, request_uri=binding.target)
         elif route.technology == STORE and req.method == "MESSAGE":
             self._stored.setdefault(user.id, deque()).append(req)
             self._respond(conn, req, 202, "Accepted (stored until the recipient registers)", note=route.reason)
@@ -370,6 +376,7 @@ class CpmServer:
                 or self.route_for(user).technology != CPM:
             return
         fwd = self._prepare_forward(queue[0])
+        fwd.uri = binding.target
         branch = top_branch(fwd)
         # The original transaction was answered (202); this delivery is ours.
         self._transactions[branch] = _Transaction(origin=None, request=queue[0],
@@ -399,8 +406,10 @@ class CpmServer:
         return fwd
 
     def _forward(self, origin: SipConnection, req: SipRequest, target: SipConnection | _PeerLink,
-                 note: str, decision: str | None = None) -> None:
+                 note: str, decision: str | None = None, request_uri: str | None = None) -> None:
         fwd = self._prepare_forward(req)
+        if request_uri:
+            fwd.uri = request_uri
         if decision:
             fwd.headers.set(ROUTE_HEADER, decision)
         timeout = TRANSACTION_TIMEOUT
