@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from . import sdp, sip
+from .cpim import CpimMessage
 from .msrp_net import MsrpListener, MsrpSession, connect, local_session
 from .sip import SipParseError, SipRequest, SipResponse, make_response
 from .sipnet import SipConnection, SipConnectionClosed, name_addr_uri
@@ -56,6 +57,7 @@ class ChatSession:
     invite_conn: SipConnection | None = None
     offer: sdp.MsrpSdp | None = None
     msrp: MsrpSession | None = None
+    peer_accepts: list[str] = field(default_factory=list)   # the peer's a=accept-types
 
     @property
     def is_open(self) -> bool:
@@ -164,6 +166,7 @@ class CpmSessions:
         self._send_ack(session, conn)
         try:
             answer = sdp.parse_sdp(response.body)
+            session.peer_accepts = list(answer.accept_types)
             msrp_session.remote_path = list(answer.path)
             host, port = answer.connect_address()
             await connect(msrp_session, host, port, local_name=self.device.name, nodes=self.device.nodes)
@@ -241,7 +244,13 @@ class CpmSessions:
         """A message inside an established session, over MSRP."""
         if session.state != "established" or session.msrp is None:
             raise RuntimeError(f"the session with {session.peer_name} is not established")
-        session.msrp.send_text(text)
+        if any(t.split(";")[0].strip().lower() == "message/cpim" for t in session.peer_accepts):
+            # CPM wraps session messages in CPIM (no IMDN asked for inside the session here)
+            cpim = CpimMessage(sender=f'"{self.device.name}" <{self.device.uri}>', recipient=f"<{session.peer_uri}>",
+                               body=text.encode("utf-8"), disposition=())
+            session.msrp.send_bytes(cpim.to_bytes(), "message/cpim")
+        else:
+            session.msrp.send_text(text)
         session.messages.append(SessionMessage("out", text))
         self.device._emit("session_message", (session, "out", text))
 
@@ -314,6 +323,7 @@ class CpmSessions:
             self._set_state(session, "failed", exc.reason)
             return
         session.msrp = msrp_session
+        session.peer_accepts = list(session.offer.accept_types)
         response = make_response(session.invite, 200, "OK", to_tag=session.local_tag, body=answer.to_bytes(),
                                  content_type="application/sdp")
         self._dialog_headers(response, session.invite, session.invite_conn)

@@ -280,6 +280,9 @@ class IwfSessions:
             return True
         if starts_with_keyword(sms.text, self.request_word):
             invitee = self.iwf.topology.user_by_number(dest)
+            if invitee is None and self.iwf.threads.is_pool_number(dest):   # a pool number names Mary's thread
+                owner = self.iwf.threads.pool_owner(source, dest)
+                invitee = self.iwf.topology.user_by_uri(owner.cpm_uri) if owner else None
             if invitee is not None and invitee.cpm_uri and invitee.device == "cpm":
                 if session is not None and session.open:
                     self.iwf.send_sms_text(source=dest, dest=source,

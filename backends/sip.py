@@ -147,6 +147,7 @@ class Headers:
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = []
         self._keys: list[str] = []   # lower-case canonical names, parallel to _items (hot path)
+        self._by_key: dict[str, list[str]] | None = None
         for name, value in items:
             self.add(name, value)
 
@@ -160,8 +161,15 @@ class Headers:
         return name, value
 
     def _values(self, name: str) -> list[str]:
-        key = _key(name)
-        return [item[1] for k, item in zip(self._keys, self._items) if k == key]
+        # A proxy reads the same few headers many times per message: index them once
+        # (rebuilt lazily after any change).
+        index = self._by_key
+        if index is None:
+            index = {}
+            for k, item in zip(self._keys, self._items):
+                index.setdefault(k, []).append(item[1])
+            self._by_key = index
+        return list(index.get(_key(name), ()))
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """First value; for list headers (Via, Contact ...) the first list element."""
@@ -178,6 +186,7 @@ class Headers:
         item = self._field(name, value)
         self._items.append(item)
         self._keys.append(item[0].lower())
+        self._by_key = None
 
     def _index(self, name: str, default: int) -> int:
         key = name.lower()
@@ -190,12 +199,14 @@ class Headers:
         at = min(at, len(self._items))
         self._items.insert(at, item)
         self._keys.insert(at, item[0].lower())
+        self._by_key = None
 
     def remove(self, name: str) -> None:
         key = _key(name)
         kept = [(k, item) for k, item in zip(self._keys, self._items) if k != key]
         self._keys = [k for k, _ in kept]
         self._items = [item for _, item in kept]
+        self._by_key = None
 
     def prepend(self, name: str, value: str) -> None:
         """Insert before the first field of that name (or at the top): a proxy's new Via."""
@@ -203,6 +214,7 @@ class Headers:
         at = self._index(item[0], 0)
         self._items.insert(at, item)
         self._keys.insert(at, item[0].lower())
+        self._by_key = None
 
     def items(self) -> list[tuple[str, str]]:
         return list(self._items)
@@ -211,6 +223,7 @@ class Headers:
         clone = Headers()
         clone._items = list(self._items)
         clone._keys = list(self._keys)
+        clone._by_key = None
         return clone
 
     def __contains__(self, name: object) -> bool:
@@ -500,6 +513,7 @@ def _parse_head(head: bytes) -> tuple[SipMessage, tuple[int, str] | None]:
     headers = Headers()
     headers._items = [(_canon(name), value.strip(" \t")) for name, value in fields]
     headers._keys = [name.lower() for name, _ in headers._items]
+    headers._by_key = None
     message, start_problem = _parse_start_line(lines[0], headers)
     return message, start_problem or problem
 

@@ -282,8 +282,9 @@ def test_an_invitation_to_john_by_email_is_refused_with_a_reason(session_lab):
 def phone_lab(lab_factory, topology):
     clients: list = []
 
-    def start(timeout: float = 60.0):
+    def start(timeout: float = 60.0, policy: str = "last"):
         topology.operator("B").iwf.session_timeout_seconds = timeout
+        topology.operator("B").iwf.thread_policy = policy
         lab = lab_factory(devices="mary")
         peter = SmppHandset(lab.lab.endpoints()["smpp"], "15550201")
         clients.append(peter)
@@ -307,6 +308,8 @@ def test_marys_phone_starts_a_session_with_peter_who_accepts(phone_lab):
     assert "now chatting" in sms_text(peter)
     lab.call(device.sessions.send, session, "Hi from the phone")
     assert sms_text(peter) == "Hi from the phone"
+    sent = [e for e in lab.lab.trace.events() if e.protocol == "MSRP" and "Hi from the phone" in e.summary]
+    assert sent[0].fields["Content-Type"] == "message/cpim", "the phone wraps session messages in CPIM"
     answer_sms(peter, "Hi phone")
     wait_for(lambda: any(m.text == "Hi phone" and m.direction == "in" for m in session.messages))
     lab.run(device.sessions.end(session))
@@ -525,3 +528,19 @@ def test_peter_withdraws_his_request_with_end(phone_lab):
     answer_sms(peter, "end")
     assert "You withdrew your chat request to Mary." in sms_text(peter)
     wait_for(lambda: ("session", "cancelled") in events)
+
+
+def test_a_chat_request_to_a_pool_number_reaches_the_thread_owner_in_her_thread(phone_lab):
+    lab, device, peter, events = phone_lab(policy="pool")
+    message = lab.run(device.send_message(lab.lab.user("peter"), "Coffee later?"))
+    pdu = peter.next_message()
+    pool_number = pdu.source_addr.decode()
+    assert pool_number.startswith("1555029")
+    answer_sms(peter, "CHAT", to=pool_number)
+    wait_for(lambda: ("session", "incoming") in events)
+    session = lab.call(lambda: next(iter(device.sessions.sessions.values())))
+    assert session.conversation_id == message.conversation_id
+    lab.run(device.sessions.accept(session))
+    accepted = peter.next_message()
+    assert accepted.source_addr.decode() == pool_number     # answers come from the number he wrote to
+    assert "Mary accepted" in received_text(accepted)

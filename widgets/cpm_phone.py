@@ -106,6 +106,7 @@ class CpmPhone(QFrame):
         self.session_banner.hide()
         self.session_line = QLabel()
         self.session_line.setObjectName("sessionLine")
+        self.session_line.setWordWrap(True)
         self.end_button = QPushButton("End")
         self.end_button.setObjectName("endSession")
         self.end_button.clicked.connect(self.end_session)
@@ -129,10 +130,10 @@ class CpmPhone(QFrame):
         to_row = QHBoxLayout()
         to_row.addWidget(QLabel("To"))
         to_row.addWidget(self.recipient, 1)
+        to_row.addWidget(self.session_button)   # the same action for every contact, beside who it goes to
         compose = QHBoxLayout()
         compose.addWidget(self.text, 1)
         compose.addWidget(self.send_button)
-        compose.addWidget(self.session_button)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(14, 14, 14, 14)
