@@ -314,6 +314,12 @@ class IwfSessions:
             session.msrp.close()
         if self.by_number.get(session.legacy_number) is session:
             del self.by_number[session.legacy_number]
+        # Kept a while for late or repeated requests (a BYE crossing ours, an ACK), then forgotten.
+        asyncio.get_running_loop().call_later(64.0, self._forget, session)
+
+    def _forget(self, session: IwfSession) -> None:
+        if self.by_call_id.get(session.call_id) is session:
+            del self.by_call_id[session.call_id]
 
     # -- SIP out -----------------------------------------------------------------------------
     async def _connection(self) -> SipConnection:

@@ -544,3 +544,18 @@ def test_a_chat_request_to_a_pool_number_reaches_the_thread_owner_in_her_thread(
     accepted = peter.next_message()
     assert accepted.source_addr.decode() == pool_number     # answers come from the number he wrote to
     assert "Mary accepted" in received_text(accepted)
+
+
+def test_a_second_invitation_while_peter_chats_gets_486(session_lab):
+    _, mary, peter, media = session_lab()
+    call_id = invite(mary, media.offer())
+    peter.next_message()
+    answer_sms(peter, "YES")
+    assert final(mary, call_id).status == 200
+    other = RawMsrpClient()
+    try:
+        second = invite(mary, other.offer())
+        response = final(mary, second)
+    finally:
+        other.close()
+    assert response.status == 486 and "already in a chat session" in response.reason

@@ -203,6 +203,7 @@ class CpmPhone(QFrame):
         self.session_line.setText(session.describe())
         self.session_row.show()
         self.end_button.setEnabled(session.is_open)
+        self.end_button.setVisible(session.state != "incoming")   # the banner answers an invitation
         self.end_button.setText("Cancel" if session.state in ("inviting", "ringing") else "End")
         self.session_button.setEnabled(not session.is_open)
         if session.state == "established":
