@@ -32,8 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--quiet", action="store_true", help="do not print PDUs")
     play = sub.add_parser("play", help="run the use-case flows headless and print verdicts")
     common(play)
-    play.add_argument("use_cases", nargs="*", metavar="USE-CASE", help="e.g. 5.8.5 (default: all)")
+    play.add_argument("use_cases", nargs="*", metavar="USE-CASE",
+                      help="scenario ids from resources/scenarios, e.g. 5.8.5 (default: all)")
     play.add_argument("--quiet", action="store_true", help="do not print the ladder")
+    play.add_argument("--junit", metavar="FILE", help="write JUnit XML verdicts here (for CI)")
+    play.add_argument("--report", metavar="FILE.html", help="write a self-contained HTML report here")
+    play.add_argument("--trace-json", metavar="FILE", help="export the whole trace as JSON")
     return parser
 
 
@@ -77,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve(topology, devices=args.devices, endpoints_file=args.endpoints_file, quiet=args.quiet)
     if command == "play":
         from app.headless import play
-        return play(topology, args.use_cases, quiet=args.quiet)
+        return play(topology, args.use_cases, quiet=args.quiet, junit=getattr(args, "junit", None),
+                    report=getattr(args, "report", None), trace_json=getattr(args, "trace_json", None))
     from app.main_window import run_window
     return run_window(topology)
 

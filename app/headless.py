@@ -12,7 +12,9 @@ from backends.control import run_command
 from backends.lab import Lab
 from backends.topology import Topology
 from backends.trace import TraceEvent
-from backends.usecases import USE_CASES, run_use_cases
+from backends.report import write_html, write_junit, write_trace_json
+from backends.scenarios import (ScenarioError, ScenarioRun, load_requirements, load_scenarios,
+                                requirement_verdicts)
 
 
 def _print_event(event: TraceEvent) -> None:
@@ -90,31 +92,64 @@ def serve(topology: Topology, *, devices: str = "all", endpoints_file: str | Non
         return 1
 
 
-async def _play(topology: Topology, names: list[str], quiet: bool) -> int:
+async def _play(topology: Topology, names: list[str], quiet: bool, junit: str | None, report: str | None,
+                trace_json: str | None) -> int:
+    scenarios = load_scenarios()
     lab = Lab(topology)
     if not quiet:
         lab.trace.subscribe(_print_event)
     await lab.start()
+    verdicts = []
     try:
-        verdicts = await run_use_cases(lab, names)
+        for name in names or list(scenarios):
+            verdicts.append(await ScenarioRun(lab, scenarios[name]).play())
     finally:
         await lab.stop()
     print()
     for verdict in verdicts:
         print(verdict.report())
+    requirements = load_requirements()
+    print("\nRequirements:")
+    for rid, (state, _) in requirement_verdicts(verdicts, requirements).items():
+        print(f"  {state:<14} {rid}")
+    events = lab.trace.events()
+    if junit:
+        write_junit(Path(junit), verdicts)
+    if report:
+        write_html(Path(report), verdicts, events, ladder_nodes(topology), requirements)
+    if trace_json:
+        write_trace_json(Path(trace_json), events)
     failed = [v for v in verdicts if not v.passed]
     print(f"\n{len(verdicts) - len(failed)} passed, {len(failed)} failed")
     return 1 if failed else 0
 
 
-def play(topology: Topology, names: list[str], *, quiet: bool = False) -> int:
-    unknown = [n for n in names if n not in USE_CASES]
+def play(topology: Topology, names: list[str], *, quiet: bool = False, junit: str | None = None,
+         report: str | None = None, trace_json: str | None = None) -> int:
+    try:
+        known = load_scenarios()
+    except ScenarioError as exc:
+        print(f"iwlab play: {exc}", file=sys.stderr)
+        return 2
+    unknown = [n for n in names if n not in known]
     if unknown:
-        print(f"iwlab play: unknown use case(s) {', '.join(unknown)}; known: {', '.join(USE_CASES)}",
+        print(f"iwlab play: unknown use case(s) {', '.join(unknown)}; known: {', '.join(known)}",
               file=sys.stderr)
         return 2
     try:
-        return asyncio.run(_play(topology, names, quiet))
+        return asyncio.run(_play(topology, names, quiet, junit, report, trace_json))
     except OSError as exc:
         print(f"iwlab play: cannot start the lab: {exc}", file=sys.stderr)
         return 1
+
+
+def ladder_nodes(topology: Topology) -> list[str]:
+    """Columns left to right: CPM devices, CPM domains, the bridge, legacy networks, legacy devices."""
+    cpm_users = [u.name for u in topology.users if u.device == "cpm"]
+    legacy_users = [u.name for u in topology.users if u.device != "cpm"]
+    servers = [op.node_name for op in topology.operators]
+    iwf_operator = topology.iwf_operator()
+    bridge = ["IWF", "SMSC"] if iwf_operator else []
+    if iwf_operator and iwf_operator.mail_domain:
+        bridge.append("Mail")
+    return cpm_users + servers + bridge + legacy_users

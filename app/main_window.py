@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (QApplication, QComboBox, QLabel, QMainWindow, QMe
                                QWidget)
 
 from backends.lab import Lab
+from app.headless import ladder_nodes
 from backends.lab_thread import LabThread
 from backends.topology import Topology
 from widgets import theme
@@ -28,18 +29,6 @@ from widgets.sms_handset import SmsHandsetWidget
 
 PROTOCOL_FILTERS = {"All protocols": None, "SIP only": {"SIP"}, "SMPP only": {"SMPP"},
                     "SIP + SMPP": {"SIP", "SMPP"}}
-
-
-def ladder_nodes(topology: Topology) -> list[str]:
-    """Columns left to right: CPM devices, CPM domains, the bridge, legacy networks, legacy devices."""
-    cpm_users = [u.name for u in topology.users if u.device == "cpm"]
-    legacy_users = [u.name for u in topology.users if u.device != "cpm"]
-    servers = [op.node_name for op in topology.operators]
-    iwf_operator = topology.iwf_operator()
-    bridge = ["IWF", "SMSC"] if iwf_operator else []
-    if iwf_operator and iwf_operator.mail_domain:
-        bridge.append("Mail")
-    return cpm_users + servers + bridge + legacy_users
 
 
 class LabWindow(QMainWindow):

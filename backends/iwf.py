@@ -327,7 +327,8 @@ class Iwf:
                     break
                 if resp.status in RETRY_STATUSES:
                     self.retries += 1
-                    await asyncio.sleep(delay)
+                    # (With ordering off, a naive gateway waits longer and lets later messages pass.)
+                    await asyncio.sleep(delay if self.ordering_enabled else 0.1)
                     delay = min(delay * 2, 1.0)
                     continue
                 raise _PermanentFailure(f"SMSC refused part: {status_name(resp.status)}")

@@ -1,0 +1,122 @@
+"""Evidence for QA: JUnit XML, a self-contained HTML report (the ladder as SVG,
+each PDU decoded, verdicts per requirement) and a JSON export of the trace."""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from .scenarios import Verdict, requirement_verdicts
+from .trace import TraceEvent
+
+ROW = 26
+PALETTE = ["#1f6feb", "#d1242f", "#1a7f37", "#8250df", "#bf8700", "#0a7ea4", "#cf222e", "#6e7781"]
+
+
+def write_junit(path: Path, verdicts: list[Verdict]) -> None:
+    suite = ET.Element("testsuite", name="iwlab use cases", tests=str(len(verdicts)),
+                       failures=str(sum(not v.passed for v in verdicts)))
+    for verdict in verdicts:
+        case = ET.SubElement(suite, "testcase", classname="iwlab.usecases",
+                             name=f"{verdict.scenario.id} {verdict.scenario.title}")
+        if not verdict.passed:
+            failure = ET.SubElement(case, "failure", message="; ".join(r.detail for r in verdict.results
+                                                                       if not r.passed))
+            failure.text = verdict.report()
+        ET.SubElement(case, "system-out").text = verdict.report()
+    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def event_dict(event: TraceEvent) -> dict:
+    return {"seq": event.seq, "time": event.time, "src": event.src, "dst": event.dst,
+            "protocol": event.protocol, "summary": event.summary, "is_response": event.is_response,
+            "fields": event.fields, "raw": base64.b64encode(event.raw).decode("ascii"),
+            "correlation": event.correlation, "note": event.note}
+
+
+def write_trace_json(path: Path, events: list[TraceEvent]) -> None:
+    path.write_text(json.dumps({"iwlab_trace": 1, "events": [event_dict(e) for e in events]},
+                               default=str, indent=1), encoding="utf-8")
+
+
+def read_trace_json(path: Path) -> list[TraceEvent]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if data.get("iwlab_trace") != 1:
+        raise ValueError(f"{path}: not an iwlab trace export")
+    return [TraceEvent(seq=e["seq"], time=e["time"], src=e["src"], dst=e["dst"], protocol=e["protocol"],
+                       summary=e["summary"], is_response=e["is_response"], fields=e["fields"],
+                       raw=base64.b64decode(e["raw"]), correlation=e["correlation"], note=e["note"])
+            for e in data["events"]]
+
+
+def ladder_svg(events: list[TraceEvent], nodes: list[str]) -> str:
+    """The ladder as SVG: a column per node, a row per PDU, dashed responses, a colour per conversation."""
+    for event in events:
+        for name in (event.src, event.dst):
+            if name not in nodes:
+                nodes.append(name)
+    column, left, top = 150, 70, 40
+    width, height = left + column * len(nodes), top + ROW * len(events) + 20
+    colours: dict[str, str] = {}
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'font-family="DejaVu Sans, sans-serif" font-size="11">']
+    for i, node in enumerate(nodes):
+        x = left + column * i + column // 2
+        out.append(f'<line x1="{x}" y1="{top - 10}" x2="{x}" y2="{height}" stroke="#bbb"/>')
+        out.append(f'<text x="{x}" y="20" text-anchor="middle" font-weight="bold" font-size="13">'
+                   f'{html.escape(node)}</text>')
+    for row, event in enumerate(events):
+        y = top + ROW * row + 18
+        key = event.correlation.get("conversation_id") or event.correlation.get("call_id") or event.protocol
+        colour = colours.setdefault(key, PALETTE[len(colours) % len(PALETTE)])
+        x1 = left + column * nodes.index(event.src) + column // 2
+        x2 = left + column * nodes.index(event.dst) + column // 2
+        dash = ' stroke-dasharray="5,3"' if event.is_response else ""
+        head = x2 - 6 if x2 > x1 else x2 + 6
+        out.append(f'<a href="#pdu{event.seq}"><text x="4" y="{y}" fill="#666">{event.seq}</text>'
+                   f'<line x1="{x1}" y1="{y}" x2="{x2}" y2="{y}" stroke="{colour}" stroke-width="1.6"{dash}/>'
+                   f'<polygon points="{x2},{y} {head},{y - 4} {head},{y + 4}" fill="{colour}"/>'
+                   f'<text x="{(x1 + x2) / 2}" y="{y - 4}" text-anchor="middle">'
+                   f'{html.escape(event.summary[:70])}</text></a>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def write_html(path: Path, verdicts: list[Verdict], events: list[TraceEvent], nodes: list[str],
+               requirements: dict[str, str]) -> None:
+    table = requirement_verdicts(verdicts, requirements)
+    colour = {"passed": "#1a7f37", "failed": "#d1242f", "not exercised": "#6e7781"}
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>iwlab report</title>",
+             "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 8px;text-align:left;"
+             "vertical-align:top}pre{background:#f6f8fa;padding:8px;overflow:auto}"
+             ".pass{color:#1a7f37}.fail{color:#d1242f}</style></head><body>",
+             "<h1>iwlab: CPM interworking use cases</h1>",
+             f"<p>{sum(v.passed for v in verdicts)} of {len(verdicts)} use cases passed.</p>",
+             "<h2>Requirements</h2><table><tr><th>Requirement</th><th>Verdict</th><th>Evidence</th></tr>"]
+    for rid, text in requirements.items():
+        state, rows = table[rid]
+        links = " ".join(f"<a href='#pdu{r}'>{r}</a>" for r in sorted(set(rows)))
+        parts.append(f"<tr><td><b>{rid}</b><br><small>{html.escape(text)}</small></td>"
+                     f"<td style='color:{colour[state]}'>{state}</td><td>{links}</td></tr>")
+    parts.append("</table><h2>Use cases</h2>")
+    for verdict in verdicts:
+        cls = "pass" if verdict.passed else "fail"
+        parts.append(f"<h3 class='{cls}'>{'PASS' if verdict.passed else 'FAIL'} {verdict.scenario.id}: "
+                     f"{html.escape(verdict.scenario.title)}</h3><p>{html.escape(verdict.scenario.flow)}</p><ul>")
+        for result in verdict.results:
+            parts.append(f"<li class='{'pass' if result.passed else 'fail'}'>[{', '.join(result.check.requirements)}]"
+                         f" {html.escape(result.detail)}</li>")
+        parts.append("</ul>")
+    parts.append("<h2>Ladder</h2>" + ladder_svg(events, list(nodes)) + "<h2>PDUs</h2>")
+    for event in events:
+        decoded = html.escape(json.dumps(event.fields, indent=1, default=str, ensure_ascii=False))
+        raw = html.escape(event.raw.decode("utf-8", errors="replace"))
+        note = f"<p><i>{html.escape(event.note)}</i></p>" if event.note else ""
+        parts.append(f"<h4 id='pdu{event.seq}'>#{event.seq} {html.escape(event.src)} → {html.escape(event.dst)} "
+                     f"{event.protocol}: {html.escape(event.summary)}</h4>{note}"
+                     f"<details><summary>decoded</summary><pre>{decoded}</pre></details>"
+                     f"<details><summary>raw</summary><pre>{raw}</pre></details>")
+    parts.append("</body></html>")
+    path.write_text("\n".join(parts), encoding="utf-8")

@@ -1,0 +1,357 @@
+"""The seed's use cases as data (resources/scenarios/*.toml), played on a lab,
+with verdicts taken from the trace.
+
+A scenario says who does what (steps, each with the seed step it plays and a
+sentence or two for trainers) and what must then be seen on the wire
+(checks, each naming the CPM-IOP requirements it proves). Adding a use case
+is adding a file. Verdicts never trust the scenario's own bookkeeping: they
+read the PDUs that reached the devices.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+import tomllib
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from . import smpp_codec, smstext
+from .cpm_device import CpmDevice
+from .email_client import EmailClient, reply_subject
+from .handset import SmsHandset
+from .lab import Lab
+from .trace import TraceEvent
+
+ACTIONS = ("send", "reply", "wait", "start_session", "accept_session", "session_send", "end_session")
+CHECKS = ("delivered", "route", "addressed_to_person", "threaded", "session_established")
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be played; the text says where and why."""
+
+
+@dataclass
+class Step:
+    action: str
+    explain: str
+    seed_step: str = ""
+    sender: str = ""           # user id ("from")
+    recipient: str = ""        # user id ("to")
+    text: str = ""
+
+
+@dataclass
+class Check:
+    kind: str
+    requirements: list[str]
+    params: dict[str, Any]
+
+
+@dataclass
+class Scenario:
+    id: str
+    title: str
+    use_case: str
+    flow: str
+    steps: list[Step]
+    checks: list[Check]
+    source: str = ""
+
+
+@dataclass
+class CheckResult:
+    check: Check
+    passed: bool
+    detail: str
+    evidence: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Verdict:
+    scenario: Scenario
+    results: list[CheckResult]
+    first_seq: int
+    last_seq: int
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    def report(self) -> str:
+        head = f"{'PASS' if self.passed else 'FAIL'}  {self.scenario.id}  {self.scenario.title}"
+        lines = [head]
+        for result in self.results:
+            mark = "ok  " if result.passed else "FAIL"
+            rows = f"  (trace rows {', '.join(map(str, result.evidence))})" if result.evidence else ""
+            lines.append(f"      {mark} [{', '.join(result.check.requirements)}] {result.detail}{rows}")
+        return "\n".join(lines)
+
+
+# -- loading ---------------------------------------------------------------------------
+
+def scenario_dir() -> Path:
+    return Path(str(resources.files("resources").joinpath("scenarios")))
+
+
+def load_scenario(path: Path) -> Scenario:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ScenarioError(f"{path.name}: {exc}") from exc
+    where = path.name
+    try:
+        steps = [Step(action=s["action"], explain=s.get("explain", "").strip(), seed_step=str(s.get("seed_step", "")),
+                      sender=s.get("from", ""), recipient=s.get("to", ""), text=s.get("text", ""))
+                 for s in data.get("steps", [])]
+        checks = [Check(kind=c["kind"], requirements=list(c.get("requirements", [])),
+                        params={k: v for k, v in c.items() if k not in ("kind", "requirements")})
+                  for c in data.get("checks", [])]
+        scenario = Scenario(id=str(data["id"]), title=data["title"], use_case=data.get("use_case", ""),
+                            flow=data.get("flow", ""), steps=steps, checks=checks, source=str(path))
+    except KeyError as exc:
+        raise ScenarioError(f"{where}: missing {exc}") from None
+    for step in steps:
+        if step.action not in ACTIONS:
+            raise ScenarioError(f"{where}: unknown action {step.action!r} (known: {', '.join(ACTIONS)})")
+    for check in checks:
+        if check.kind not in CHECKS:
+            raise ScenarioError(f"{where}: unknown check {check.kind!r} (known: {', '.join(CHECKS)})")
+    return scenario
+
+
+def load_scenarios(directory: Path | None = None) -> dict[str, Scenario]:
+    found = [load_scenario(p) for p in sorted((directory or scenario_dir()).glob("*.toml"))]
+    return {s.id: s for s in found}
+
+
+def load_requirements() -> dict[str, str]:
+    data = tomllib.loads(resources.files("resources").joinpath("requirements.toml").read_text(encoding="utf-8"))
+    return {r["id"]: r["text"] for r in data["requirements"]}
+
+
+# -- playing -----------------------------------------------------------------------------
+
+class ScenarioRun:
+    """Plays one scenario on a running lab, a step at a time if asked (trainer mode)."""
+
+    def __init__(self, lab: Lab, scenario: Scenario, *, settle: float = 0.3, timeout: float = 15.0) -> None:
+        self.lab = lab
+        self.scenario = scenario
+        self.settle = settle          # the lab is quiet when nothing was recorded for this long
+        self.timeout = timeout
+        self.position = 0
+        self.first_seq = self._last_seq()
+        self.rows_of_step: list[tuple[int, int]] = []   # (first, last) trace seq of each step
+        self._tasks: list[asyncio.Task] = []
+
+    @property
+    def finished(self) -> bool:
+        return self.position >= len(self.scenario.steps)
+
+    def _last_seq(self) -> int:
+        events = self.lab.trace.events()
+        return events[-1].seq if events else 0
+
+    async def step(self) -> Step:
+        step = self.scenario.steps[self.position]
+        before = self._last_seq()
+        await self._act(step)
+        await self._settle()
+        self.rows_of_step.append((before + 1, self._last_seq()))
+        self.position += 1
+        return step
+
+    async def play(self, pace: float = 0.0) -> Verdict:
+        while not self.finished:
+            await self.step()
+            if pace:
+                await asyncio.sleep(pace)
+        return self.verdict()
+
+    async def _settle(self) -> None:
+        await self._settle_for(self.settle)
+
+    async def _settle_for(self, quiet: float) -> None:
+        deadline = time.monotonic() + self.timeout
+        last, quiet_since = self._last_seq(), time.monotonic()
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            now_last = self._last_seq()
+            if now_last != last:
+                last, quiet_since = now_last, time.monotonic()
+            elif time.monotonic() - quiet_since >= quiet:
+                return
+
+    async def _act(self, step: Step) -> None:
+        if step.action == "wait":
+            return
+        device = self.lab.devices.get(step.sender)
+        if step.action in ("start_session", "accept_session", "session_send", "end_session"):
+            await self._session_act(step, device)
+            return
+        if device is None:
+            raise ScenarioError(f"{self.scenario.id}: {step.sender!r} is not a simulated device in this lab")
+        if step.action == "send":
+            recipient = self.lab.topology.user(step.recipient)
+            if isinstance(device, CpmDevice):
+                await device.send_message(recipient, step.text)
+            elif isinstance(device, SmsHandset):
+                await device.send_sms(recipient, step.text)
+            elif isinstance(device, EmailClient):
+                address = recipient.email or (recipient.sip or "")[4:]
+                await device.send(address, step.text[:60], step.text)
+        elif step.action == "reply":
+            if isinstance(device, SmsHandset) and device.inbox:
+                await device.send_sms(device.inbox[-1].number, step.text)
+            elif isinstance(device, EmailClient) and device.inbox:
+                last = device.inbox[-1]
+                await device.send(last.parsed.sender, reply_subject(last.subject), step.text, reply_to=last)
+            else:
+                raise ScenarioError(f"{self.scenario.id}: {step.sender} has nothing to reply to")
+
+    async def _session_act(self, step: Step, device) -> None:
+        if not isinstance(device, CpmDevice) or device.sessions is None:
+            raise ScenarioError(f"{self.scenario.id}: {step.sender} has no CPM phone with sessions")
+        sessions = device.sessions
+        if step.action == "start_session":
+            # Returns when the invitee answers, which is a later step: let it run.
+            self._tasks.append(asyncio.create_task(sessions.start_session(self.lab.topology.user(step.recipient))))
+            return
+        latest = list(sessions.sessions.values())[-1] if sessions.sessions else None
+        if latest is None:
+            raise ScenarioError(f"{self.scenario.id}: {step.sender} has no session for {step.action}")
+        if step.action == "accept_session":
+            await sessions.accept(latest)
+        elif step.action == "session_send":
+            sessions.send(latest, step.text)
+        else:
+            await sessions.end(latest)
+
+    def verdict(self) -> Verdict:
+        events = [e for e in self.lab.trace.events() if e.seq > self.first_seq]
+        results = [evaluate(check, events, self.lab) for check in self.scenario.checks]
+        return Verdict(self.scenario, results, self.first_seq + 1, self._last_seq())
+
+
+# -- checks: read the trace only ------------------------------------------------------------
+
+def evaluate(check: Check, events: list[TraceEvent], lab: Lab) -> CheckResult:
+    return {"delivered": _delivered, "route": _route, "addressed_to_person": _addressed,
+            "threaded": _threaded, "session_established": _session_established}[check.kind](check, events, lab)
+
+
+def received_by(user, events: list[TraceEvent]) -> list[tuple[TraceEvent, str]]:
+    """What reached a user's device on the wire, in order, as (event, text)."""
+    found: list[tuple[TraceEvent, str]] = []
+    if user.device == "cpm":
+        for e in events:
+            cpim = e.fields.get("cpim") if not e.is_response else None
+            if e.protocol == "SIP" and e.dst == user.name and cpim and "imdn" not in cpim.get("Content-Type", ""):
+                found.append((e, cpim.get("body", "")))
+    elif user.device == "sms":
+        reassembler = smstext.Reassembler(timeout=3600)
+        for e in events:
+            if e.protocol == "SMPP" and e.dst == user.name and e.summary.startswith("deliver_sm "):
+                pdu = smpp_codec.parse(e.raw)
+                if (pdu.esm_class or 0) & 0x3C:
+                    continue   # a receipt, not a message
+                for sms in reassembler.add(source=smpp_codec.text(pdu.source_addr),
+                                           dest=smpp_codec.text(pdu.destination_addr),
+                                           data_coding=pdu.data_coding or 0, esm_class=pdu.esm_class or 0,
+                                           short_message=pdu.short_message or b"", tlvs={}):
+                    found.append((e, sms.text))
+    elif user.device == "email" and user.email:
+        for e in events:
+            envelope = e.fields.get("envelope") or {}
+            if e.protocol == "SMTP" and e.summary.startswith("DATA (") and \
+                    user.email.lower() in [r.lower() for r in envelope.get("rcpt_to", [])]:
+                message = message_from_bytes(_undot(e.raw), policy=policy.default)
+                body = message.get_body(preferencelist=("plain",))
+                found.append((e, body.get_content().strip() if body else ""))
+    return found
+
+
+def _undot(data: bytes) -> bytes:
+    """The message inside an SMTP DATA block: no terminating dot line, dot-stuffing undone."""
+    if data.endswith(b"\r\n.\r\n"):
+        data = data[:-3]
+    return b"\r\n".join(line[1:] if line.startswith(b"..") else line for line in data.split(b"\r\n"))
+
+
+def _delivered(check: Check, events: list[TraceEvent], lab: Lab) -> CheckResult:
+    user = lab.topology.user(check.params["to"])
+    wanted = list(check.params["texts"])
+    got = received_by(user, events)
+    texts = [text for _, text in got]
+    passed = texts == wanted
+    detail = f"{user.name} received {texts}" + ("" if passed else f", expected {wanted} in this order")
+    return CheckResult(check, passed, detail, [e.seq for e, _ in got])
+
+
+def _route(check: Check, events: list[TraceEvent], lab: Lab) -> CheckResult:
+    note = check.params["note"]
+    hits = [e for e in events if note in e.note]
+    detail = f"route: {note}" if hits else f"no PDU carries the routing reason {note!r}"
+    return CheckResult(check, bool(hits), detail, [e.seq for e in hits[:1]])
+
+
+def _addressed(check: Check, events: list[TraceEvent], lab: Lab) -> CheckResult:
+    sender, recipient = lab.topology.user(check.params["from"]), lab.topology.user(check.params["to"])
+    first = next((e for e in events if e.protocol == "SIP" and e.src == sender.name and not e.is_response
+                  and e.summary.startswith("MESSAGE")), None)
+    if first is None:
+        return CheckResult(check, False, f"no MESSAGE from {sender.name} on the wire")
+    uri = first.fields.get("request_line", "").split(" ")[1]
+    passed = uri == recipient.cpm_uri
+    detail = (f"{sender.name} addressed {recipient.name} as {uri}: a person, no technology chosen" if passed
+              else f"{sender.name} addressed {uri}, not {recipient.name}'s identity {recipient.cpm_uri}")
+    return CheckResult(check, passed, detail, [first.seq])
+
+
+def _threaded(check: Check, events: list[TraceEvent], lab: Lab) -> CheckResult:
+    user = lab.topology.user(check.params["to"])
+    reply = next((e for e, text in received_by(user, events) if text.strip() == check.params["text"]), None)
+    asked = next((e for e in events if e.protocol == "SIP" and e.src == user.name and not e.is_response
+                  and (e.fields.get("cpim") or {}).get("body") == check.params["answers"]), None)
+    if reply is None or asked is None:
+        return CheckResult(check, False, "the question or the reply is missing from the trace")
+    answered = reply.correlation.get("in_reply_to_contribution_id")
+    same_thread = reply.correlation.get("conversation_id") == asked.correlation.get("conversation_id")
+    passed = same_thread and answered == asked.correlation.get("contribution_id")
+    detail = (f"the reply carries {user.name}'s Conversation-ID and InReplyTo-Contribution-ID {answered}" if passed
+              else f"the reply is not tied to {check.params['answers']!r} (InReplyTo-Contribution-ID {answered})")
+    return CheckResult(check, passed, detail, [asked.seq, reply.seq])
+
+
+def _session_established(check: Check, events: list[TraceEvent], lab: Lab) -> CheckResult:
+    """A 200 OK to an INVITE reached the inviting side, and the ACK went back (the SIP responses on the wire)."""
+    node = check.params["answered_to"]
+    ok = next((e for e in events if e.protocol == "SIP" and e.is_response and e.dst == node
+               and e.summary.startswith("200 ") and e.summary.endswith("(INVITE)")), None)
+    if ok is None:
+        return CheckResult(check, False, f"no 200 OK to an INVITE reached {node}")
+    call_id = ok.correlation.get("call_id")
+    ack = next((e for e in events if e.summary.startswith("ACK") and e.correlation.get("call_id") == call_id), None)
+    msrp = next((e for e in events if e.protocol == "MSRP" and e.summary.startswith("SEND")), None)
+    passed = ack is not None
+    detail = f"session established: 200 OK (INVITE) to {node}, ACK" + (", MSRP flowing" if msrp else "")
+    return CheckResult(check, passed, detail if passed else f"200 OK to {node} but no ACK",
+                       [e.seq for e in (ok, ack, msrp) if e is not None])
+
+
+def requirement_verdicts(verdicts: list[Verdict], requirements: dict[str, str]) -> dict[str, tuple[str, list[int]]]:
+    """Per requirement: 'passed', 'failed' or 'not exercised', with the proving trace rows."""
+    table: dict[str, tuple[str, list[int]]] = {rid: ("not exercised", []) for rid in requirements}
+    for verdict in verdicts:
+        for result in verdict.results:
+            for rid in result.check.requirements:
+                state, rows = table.get(rid, ("not exercised", []))
+                if not result.passed:
+                    state = "failed"
+                elif state != "failed":
+                    state = "passed"
+                table[rid] = (state, rows + result.evidence)
+    return table

@@ -1,0 +1,111 @@
+"""Use cases as data: every scenario plays and passes on the lab, verdicts come
+from the trace, and a flow broken on purpose fails the right requirement."""
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from app.headless import ladder_nodes
+from backends.report import read_trace_json, write_html, write_junit, write_trace_json
+from backends.scenarios import (ScenarioError, ScenarioRun, load_requirements, load_scenario, load_scenarios,
+                                requirement_verdicts)
+
+SCENARIOS = load_scenarios()
+
+
+def test_the_seed_flows_are_all_there():
+    assert {"5.8.5", "5.8.6", "5.9.5", "5.9.6", "5.9-threads", "IOP-005-email"} <= set(SCENARIOS)
+    for scenario in SCENARIOS.values():
+        assert scenario.steps and scenario.checks
+        assert all(step.explain for step in scenario.steps), f"{scenario.id}: every step explains itself"
+        requirements = load_requirements()
+        assert all(r in requirements for c in scenario.checks for r in c.requirements)
+
+
+@pytest.mark.parametrize("scenario_id", sorted(SCENARIOS))
+def test_scenario_passes_on_the_lab(lab_factory, scenario_id):
+    lab = lab_factory()
+    verdict = lab.run(ScenarioRun(lab.lab, SCENARIOS[scenario_id]).play(), timeout=60)
+    assert verdict.passed, verdict.report()
+    assert all(result.evidence for result in verdict.results), "every verdict points at trace rows"
+
+
+def test_step_mode_advances_one_step_and_knows_its_rows(lab_factory):
+    lab = lab_factory()
+    run = ScenarioRun(lab.lab, SCENARIOS["5.8.5"])
+    step = lab.run(run.step())
+    assert step.seed_step == "1-5" and not run.finished
+    first, last = run.rows_of_step[0]
+    rows = [e for e in lab.lab.trace.events() if first <= e.seq <= last]
+    assert any(e.summary.startswith("deliver_sm") and e.dst == "Peter" for e in rows)
+    lab.run(run.step())
+    assert run.finished and run.verdict().passed
+
+
+def test_breaking_the_ordering_fails_the_ordering_requirement_with_evidence(lab_factory, tmp_path):
+    (tmp_path / "order.toml").write_text('''
+id = "order"
+title = "three in a row"
+[[steps]]
+action = "send"
+from = "mary"
+to = "peter"
+text = "one"
+explain = "first"
+[[steps]]
+action = "send"
+from = "mary"
+to = "peter"
+text = "two"
+explain = "second"
+[[steps]]
+action = "send"
+from = "mary"
+to = "peter"
+text = "three"
+explain = "third"
+[[checks]]
+requirements = ["CPM-IOP-xxx-5"]
+kind = "delivered"
+to = "peter"
+texts = ["one", "two", "three"]
+''')
+    scenario = load_scenario(tmp_path / "order.toml")
+    lab = lab_factory(throttle_every=2)
+    lab.call(setattr, lab.lab.iwf, "ordering_enabled", False)   # the test switch: a naive gateway
+    run = ScenarioRun(lab.lab, scenario, settle=0.0)
+
+    async def all_at_once():
+        for step in scenario.steps:
+            await run._act(step)
+        await run._settle_for(1.0)
+        return run.verdict()
+    verdict = lab.run(all_at_once(), timeout=30)
+    assert not verdict.passed
+    [result] = verdict.results
+    assert "expected ['one', 'two', 'three'] in this order" in result.detail
+    assert result.evidence
+    table = requirement_verdicts([verdict], load_requirements())
+    assert table["CPM-IOP-xxx-5"][0] == "failed"
+
+
+def test_reports_junit_html_and_trace_json(lab_factory, tmp_path):
+    lab = lab_factory()
+    verdict = lab.run(ScenarioRun(lab.lab, SCENARIOS["5.8.5"]).play(), timeout=60)
+    events = lab.lab.trace.events()
+    write_junit(tmp_path / "junit.xml", [verdict])
+    suite = ET.parse(tmp_path / "junit.xml").getroot()
+    assert suite.get("tests") == "1" and suite.get("failures") == "0"
+    write_html(tmp_path / "report.html", [verdict], events, ladder_nodes(lab.lab.topology), load_requirements())
+    page = (tmp_path / "report.html").read_text()
+    assert "<svg" in page and "CPM-IOP-002" in page and "deliver_sm" in page
+    write_trace_json(tmp_path / "trace.json", events)
+    again = read_trace_json(tmp_path / "trace.json")
+    assert [e.raw for e in again] == [e.raw for e in events]
+    assert json.loads((tmp_path / "trace.json").read_text())["iwlab_trace"] == 1
+
+
+def test_a_broken_scenario_file_says_why(tmp_path):
+    (tmp_path / "bad.toml").write_text('id = "x"\ntitle = "t"\n[[steps]]\naction = "teleport"\n')
+    with pytest.raises(ScenarioError, match="unknown action 'teleport'"):
+        load_scenario(tmp_path / "bad.toml")
