@@ -13,7 +13,7 @@ import sys
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (QApplication, QComboBox, QLabel, QMainWindow, QMessageBox, QScrollArea,
-                               QSplitter, QToolBar, QTreeWidgetItemIterator, QVBoxLayout,
+                               QSplitter, QTabWidget, QToolBar, QTreeWidgetItemIterator, QVBoxLayout,
                                QWidget)
 
 from backends.lab import Lab
@@ -25,6 +25,7 @@ from widgets.cpm_phone import CpmPhone
 from widgets.email_client import EmailClientWidget
 from widgets.inspector import InspectorView
 from widgets.ladder import LadderView
+from widgets.scenario_panel import ScenarioPanel
 from widgets.sms_handset import SmsHandsetWidget
 
 PROTOCOL_FILTERS = {"All protocols": None, "SIP only": {"SIP"}, "SMPP only": {"SMPP"},
@@ -53,7 +54,14 @@ class LabWindow(QMainWindow):
         right_column, self.right = self._device_column("Legacy devices")
         centre = QSplitter(Qt.Orientation.Vertical)
         centre.addWidget(self._titled("Interworking ladder — every PDU on the wire", self.ladder))
-        centre.addWidget(self._titled("Inspector", self.inspector))
+        self.scenarios = ScenarioPanel(self.run_in_lab, lambda: self.runner.lab if self.runner else None)
+        self.scenarios.highlight.connect(self.ladder.highlight_seqs)
+        self.scenarios.showRow.connect(self.ladder.select_seq)
+        self.scenarios.failed.connect(lambda text: self.statusBar().showMessage(f"Failed: {text}", 8000))
+        self.bottom_tabs = QTabWidget()
+        self.bottom_tabs.addTab(self.inspector, "Inspector")
+        self.bottom_tabs.addTab(self.scenarios, "Use cases and requirements")
+        centre.addWidget(self.bottom_tabs)
         centre.setStretchFactor(0, 3)
         centre.setStretchFactor(1, 1)
         centre.setSizes([700, 260])   # the ladder is the show; the inspector is for the curious

@@ -1,0 +1,199 @@
+"""Use cases in the window: pick one, Play it at a pace people can follow or
+Step it hop by hop with the seed step and an explanation, and see verdicts
+per CPM-IOP requirement with links to the ladder rows that prove them.
+
+The scenario runs on the lab's thread (backends.scenarios.ScenarioRun); this
+panel only schedules its steps and shows what came back.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QFont
+from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton, QSplitter,
+                               QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
+
+from backends.scenarios import Scenario, ScenarioRun, Verdict, load_requirements, load_scenarios, requirement_verdicts
+
+STATE_COLOURS = {"passed": "#1a7f37", "failed": "#d1242f", "not exercised": "#6e7781"}
+
+
+class ScenarioPanel(QWidget):
+    stepDone = Signal(object, int, int)       # (Step, first seq, last seq), from the lab thread
+    verdictReady = Signal(object)             # Verdict
+    failed = Signal(str)
+    highlight = Signal(object)                # set of trace seqs for the ladder
+    showRow = Signal(int)                     # a trace seq to select in the ladder
+
+    def __init__(self, run_in_lab: Callable, lab_getter: Callable, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.run_in_lab = run_in_lab
+        self.lab_getter = lab_getter          # the running Lab, or None
+        self.scenarios: dict[str, Scenario] = load_scenarios()
+        self.requirements = load_requirements()
+        self.verdicts: dict[str, Verdict] = {}
+        self.run: ScenarioRun | None = None
+        self.playing = False
+        self.pace_ms = 1500
+
+        self.list = QListWidget()
+        for scenario in self.scenarios.values():
+            item = QListWidgetItem(f"{scenario.id}  {scenario.title}")
+            item.setData(Qt.ItemDataRole.UserRole, scenario.id)
+            item.setToolTip(f"{scenario.use_case}\n{scenario.flow}")
+            self.list.addItem(item)
+        self.list.setCurrentRow(0)
+        self.list.currentItemChanged.connect(lambda *_: self.reset())
+
+        self.play_button = QPushButton("▶  Play")
+        self.step_button = QPushButton("Step ›")
+        self.reset_button = QPushButton("Reset")
+        self.play_button.clicked.connect(self.play)
+        self.step_button.clicked.connect(self.step)
+        self.reset_button.clicked.connect(self.reset)
+
+        self.position = QLabel()
+        self.position.setObjectName("paneTitle")
+        self.explain = QLabel()
+        self.explain.setWordWrap(True)
+        self.explain.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        larger = QFont(self.explain.font())
+        larger.setPointSizeF(larger.pointSizeF() * 1.15)
+        self.explain.setFont(larger)
+        self.verdict_label = QLabel()
+        self.verdict_label.setWordWrap(True)
+
+        self.requirement_tree = QTreeWidget()
+        self.requirement_tree.setHeaderLabels(["Requirement", "Verdict", "Trace rows"])
+        self.requirement_tree.itemActivated.connect(self._requirement_chosen)
+        self.requirement_tree.itemClicked.connect(self._requirement_chosen)
+
+        buttons = QHBoxLayout()
+        for button in (self.play_button, self.step_button, self.reset_button):
+            buttons.addWidget(button)
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.addWidget(self.list, 1)
+        left_layout.addLayout(buttons)
+        middle = QWidget()
+        middle_layout = QVBoxLayout(middle)
+        middle_layout.setContentsMargins(6, 0, 6, 0)
+        middle_layout.addWidget(self.position)
+        middle_layout.addWidget(self.explain, 1)
+        middle_layout.addWidget(self.verdict_label)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(left)
+        split.addWidget(middle)
+        split.addWidget(self.requirement_tree)
+        split.setSizes([260, 420, 320])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(split)
+
+        self.stepDone.connect(self._step_done)
+        self.verdictReady.connect(self._verdict_ready)
+        self.failed.connect(self._failed)
+        self._show_requirements()
+        self.reset()
+
+    # -- controls -------------------------------------------------------------------------
+    def current(self) -> Scenario | None:
+        item = self.list.currentItem()
+        return self.scenarios.get(item.data(Qt.ItemDataRole.UserRole)) if item else None
+
+    def reset(self) -> None:
+        self.playing = False
+        self.run = None
+        scenario = self.current()
+        self.highlight.emit(set())
+        self.verdict_label.setText("")
+        if scenario:
+            self.position.setText(f"{scenario.id}: {scenario.flow or scenario.title}")
+            self.explain.setText("Press Play to run the whole flow, or Step to go hop by hop.")
+        self._set_busy(False)
+
+    def play(self) -> None:
+        self.playing = True
+        self.step()
+
+    def step(self) -> None:
+        lab = self.lab_getter()
+        scenario = self.current()
+        if lab is None or scenario is None:
+            self.failed.emit("Start the lab first")
+            return
+        if self.run is None or self.run.finished:
+            self.run = ScenarioRun(lab, scenario)
+        run = self.run
+        self._set_busy(True)
+        index = run.position
+        self.position.setText(f"{scenario.id}  step {index + 1} of {len(scenario.steps)}  "
+                              f"(seed step {scenario.steps[index].seed_step})")
+        self.explain.setText(scenario.steps[index].explain)
+
+        async def one_step():
+            step = await run.step()
+            first, last = run.rows_of_step[-1]
+            self.stepDone.emit(step, first, last)
+            if run.finished:
+                self.verdictReady.emit(run.verdict())
+        future = self.run_in_lab(one_step())
+        if future is not None:
+            future.add_done_callback(lambda f: f.exception() and self.failed.emit(str(f.exception())))
+
+    # -- results ----------------------------------------------------------------------------
+    def _step_done(self, step, first: int, last: int) -> None:
+        self.highlight.emit(set(range(first, last + 1)))
+        if last >= first:
+            self.showRow.emit(first)
+        if self.run is not None and not self.run.finished:
+            self._set_busy(False)
+            if self.playing:
+                QTimer.singleShot(self.pace_ms, self._continue)
+
+    def _continue(self) -> None:
+        if self.playing and self.run is not None and not self.run.finished:
+            self.step()
+
+    def _verdict_ready(self, verdict: Verdict) -> None:
+        self.playing = False
+        self.verdicts[verdict.scenario.id] = verdict
+        lines = [f"<b style='color:{STATE_COLOURS['passed' if verdict.passed else 'failed']}'>"
+                 f"{'PASSED' if verdict.passed else 'FAILED'}</b>"]
+        for result in verdict.results:
+            mark = "✔" if result.passed else "✘"
+            lines.append(f"{mark} [{', '.join(result.check.requirements)}] {result.detail}")
+        self.verdict_label.setText("<br>".join(lines))
+        self._show_requirements()
+        self._set_busy(False)
+
+    def _failed(self, text: str) -> None:
+        self.playing = False
+        self.verdict_label.setText(f"<b style='color:#d1242f'>Could not run:</b> {text}")
+        self._set_busy(False)
+
+    def _show_requirements(self) -> None:
+        self.requirement_tree.clear()
+        table = requirement_verdicts(list(self.verdicts.values()), self.requirements)
+        for rid, text in self.requirements.items():
+            state, rows = table[rid]
+            item = QTreeWidgetItem([rid, state, ", ".join(map(str, sorted(set(rows))[:8]))])
+            item.setToolTip(0, text)
+            item.setForeground(1, QColor(STATE_COLOURS[state]))
+            item.setData(0, Qt.ItemDataRole.UserRole, sorted(set(rows)))
+            self.requirement_tree.addTopLevelItem(item)
+        self.requirement_tree.resizeColumnToContents(0)
+
+    def _requirement_chosen(self, item: QTreeWidgetItem, _column: int = 0) -> None:
+        rows = item.data(0, Qt.ItemDataRole.UserRole) or []
+        if rows:
+            self.highlight.emit(set(rows))
+            self.showRow.emit(rows[0])
+
+    def _set_busy(self, busy: bool) -> None:
+        finished = self.run is not None and self.run.finished
+        self.play_button.setEnabled(not busy and not finished)
+        self.step_button.setEnabled(not busy and not finished)
+        self.list.setEnabled(not busy)
