@@ -321,7 +321,8 @@ def _threaded(check: Check, events: list[TraceEvent], lab: Lab) -> CheckResult:
     answered = reply.correlation.get("in_reply_to_contribution_id")
     same_thread = reply.correlation.get("conversation_id") == asked.correlation.get("conversation_id")
     passed = same_thread and answered == asked.correlation.get("contribution_id")
-    detail = (f"the reply carries {user.name}'s Conversation-ID and InReplyTo-Contribution-ID {answered}" if passed
+    detail = (f"the reply carries {user.name}'s Conversation-ID and the InReplyTo-Contribution-ID of "
+              f"{check.params['answers']!r}" if passed
               else f"the reply is not tied to {check.params['answers']!r} (InReplyTo-Contribution-ID {answered})")
     return CheckResult(check, passed, detail, [asked.seq, reply.seq])
 

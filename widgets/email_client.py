@@ -20,7 +20,7 @@ RunInLab = Callable[[object], object]
 def mail_line(item) -> str:
     stamp = time.strftime("%H:%M:%S", time.localtime(item.time))
     unread = "● " if item.folder == "inbox" and not item.read else ""
-    subject = item.subject if len(item.subject) <= 36 else item.subject[:35] + "…"
+    subject = item.subject if len(item.subject) <= 30 else item.subject[:29] + "…"
     return f"{unread}{stamp}  {item.correspondent}\n{subject}"
 
 

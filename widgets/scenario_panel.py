@@ -11,8 +11,8 @@ from typing import Callable
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFont
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton, QSplitter,
-                               QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton, QScrollArea,
+                               QSplitter, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from backends.scenarios import Scenario, ScenarioRun, Verdict, load_requirements, load_scenarios, requirement_verdicts
 
@@ -38,6 +38,8 @@ class ScenarioPanel(QWidget):
         self.pace_ms = 1500
 
         self.list = QListWidget()
+        self.list.setWordWrap(True)
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         for scenario in self.scenarios.values():
             item = QListWidgetItem(f"{scenario.id}  {scenario.title}")
             item.setData(Qt.ItemDataRole.UserRole, scenario.id)
@@ -55,17 +57,23 @@ class ScenarioPanel(QWidget):
 
         self.position = QLabel()
         self.position.setObjectName("paneTitle")
+        self.position.setWordWrap(True)   # never wider than the window has room for
         self.explain = QLabel()
         self.explain.setWordWrap(True)
+        self.explain.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.explain.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         larger = QFont(self.explain.font())
         larger.setPointSizeF(larger.pointSizeF() * 1.15)
         self.explain.setFont(larger)
         self.verdict_label = QLabel()
         self.verdict_label.setWordWrap(True)
+        for label in (self.explain, self.verdict_label, self.position):
+            # A long unbroken word (an id in a verdict) must never widen the window past the screen.
+            label.setMinimumWidth(120)
 
         self.requirement_tree = QTreeWidget()
         self.requirement_tree.setHeaderLabels(["Requirement", "Verdict", "Trace rows"])
+        self.requirement_tree.setRootIsDecorated(False)
         self.requirement_tree.itemActivated.connect(self._requirement_chosen)
         self.requirement_tree.itemClicked.connect(self._requirement_chosen)
 
@@ -81,13 +89,19 @@ class ScenarioPanel(QWidget):
         middle_layout = QVBoxLayout(middle)
         middle_layout.setContentsMargins(6, 0, 6, 0)
         middle_layout.addWidget(self.position)
-        middle_layout.addWidget(self.explain, 1)
+        middle_layout.addWidget(self.explain)
+        middle_layout.addStretch(1)
         middle_layout.addWidget(self.verdict_label)
+        scroll = QScrollArea()   # a long explanation and verdict scroll rather than overlap
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(middle)
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(left)
-        split.addWidget(middle)
+        split.addWidget(scroll)
         split.addWidget(self.requirement_tree)
-        split.setSizes([260, 420, 320])
+        split.setSizes([300, 460, 300])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(split)

@@ -24,7 +24,7 @@ def sms_line(sms) -> str:
     parts = f"  [{sms.parts} parts]" if sms.parts > 1 else ""
     missing = "  [incomplete]" if not sms.complete else ""
     preview = sms.text.replace("\n", " ")
-    preview = preview if len(preview) <= 40 else preview[:39] + "…"
+    preview = preview if len(preview) <= 30 else preview[:29] + "…"
     return f"{stamp}  {sms.number}{parts}{missing}\n{preview}"
 
 
