@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
-from PySide6.QtWidgets import (QApplication, QComboBox, QLabel, QMainWindow, QMessageBox, QScrollArea,
+from PySide6.QtWidgets import (QApplication, QComboBox, QFileDialog, QLabel, QMainWindow, QMessageBox, QScrollArea,
                                QSplitter, QTabWidget, QToolBar, QTreeWidgetItemIterator, QVBoxLayout,
                                QWidget)
 
 from backends.lab import Lab
 from app.headless import ladder_nodes
 from backends.lab_thread import LabThread
+from backends.report import read_trace_json, write_trace_json
 from backends.topology import Topology
 from widgets import theme
 from widgets.cpm_phone import CpmPhone
@@ -178,6 +180,11 @@ class LabWindow(QMainWindow):
         bar.addAction(self.zoom_out_action)
         bar.addAction(self.zoom_in_action)
 
+        file_menu = self.menuBar().addMenu("&File")
+        file_menu.addAction(QAction("&Open trace…", self, shortcut=QKeySequence.StandardKey.Open,
+                                    triggered=lambda: self._ask_path("open")))
+        file_menu.addAction(QAction("&Save trace…", self, shortcut=QKeySequence.StandardKey.Save,
+                                    triggered=lambda: self._ask_path("save")))
         lab_menu = self.menuBar().addMenu("&Lab")
         lab_menu.addAction(self.start_action)
         lab_menu.addAction(self.stop_action)
@@ -340,6 +347,37 @@ class LabWindow(QMainWindow):
         runner = self._detach()
         if runner:
             await asyncio.get_running_loop().run_in_executor(None, runner.stop)
+
+    # -- traces on disk (JSON, as `iwlab play --trace-json` writes) ---------------------------
+    def _ask_path(self, mode: str) -> None:
+        dialog = QFileDialog(self, "Open a trace" if mode == "open" else "Save the trace", "",
+                             "iwlab trace (*.json)")
+        dialog.setAcceptMode(QFileDialog.AcceptMode.AcceptOpen if mode == "open"
+                             else QFileDialog.AcceptMode.AcceptSave)
+        dialog.setDefaultSuffix("json")
+        dialog.fileSelected.connect(self.open_trace if mode == "open" else self.save_trace)
+        dialog.open()   # non-modal: never exec() under qasync
+
+    def save_trace(self, path: str) -> None:
+        events = self.ladder.model.events()
+        try:
+            write_trace_json(Path(path), events)
+        except OSError as exc:
+            self._show_error("Cannot save the trace", str(exc))
+            return
+        self.statusBar().showMessage(f"Saved {len(events)} PDUs to {path}", 6000)
+
+    def open_trace(self, path: str) -> None:
+        """Show a saved trace: the live lab stops so the ladder shows only the file."""
+        try:
+            events = read_trace_json(Path(path))
+        except (OSError, ValueError, KeyError) as exc:
+            self._show_error("Cannot open the trace", f"{path}: {exc}")
+            return
+        self.stop_lab()
+        self.ladder.clear()
+        self.ladder.append_events(events)
+        self.endpoints_label.setText(f"Lab stopped: showing {Path(path).name} ({len(events)} PDUs)")
 
     def inspector_text(self) -> str:
         """Everything the inspector's field tree shows, as text (for tests and copying)."""

@@ -171,3 +171,18 @@ def test_a_failing_action_is_reported_not_swallowed(qtbot, window):
     with qtbot.waitSignal(window.labError) as reported:
         window.run_in_lab(broken())
     assert "the SMSC said no" in reported.args[0]
+
+
+def test_save_and_open_a_trace(qtbot, window, tmp_path):
+    phone = window.phones["mary"]
+    phone.choose_recipient("peter")
+    qtbot.keyClicks(phone.text, "keep this")
+    qtbot.keyClick(phone.text, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: any(e.summary.startswith("deliver_sm ") for e in ladder_events(window)), timeout=10000)
+    shown = [(e.seq, e.summary, e.raw) for e in ladder_events(window)]
+    window.save_trace(str(tmp_path / "trace.json"))
+    window.open_trace(str(tmp_path / "trace.json"))
+    assert window.runner is None                     # the lab stopped; the ladder shows the file
+    assert [(e.seq, e.summary, e.raw) for e in ladder_events(window)] == shown
+    window.open_trace(str(tmp_path / "missing.json"))    # a clear error, nothing lost
+    assert [(e.seq, e.summary, e.raw) for e in ladder_events(window)] == shown
