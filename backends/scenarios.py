@@ -19,13 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from . import smpp_codec, smstext
+from .control import run_command
 from .cpm_device import CpmDevice
 from .email_client import EmailClient, reply_subject
 from .handset import SmsHandset
 from .lab import Lab
 from .trace import TraceEvent
 
-ACTIONS = ("send", "reply", "wait", "start_session", "accept_session", "session_send", "end_session")
+ACTIONS = ("send", "reply", "wait", "state", "start_session", "accept_session", "session_send", "end_session")
+STATE_KEYS = ("registered", "capable", "roaming")
 CHECKS = ("delivered", "route", "addressed_to_person", "threaded", "session_established")
 
 
@@ -41,6 +43,7 @@ class Step:
     sender: str = ""           # user id ("from")
     recipient: str = ""        # user id ("to")
     text: str = ""
+    state: dict[str, bool] = field(default_factory=dict)   # "state": the user's new conditions
 
 
 @dataclass
@@ -104,7 +107,8 @@ def load_scenario(path: Path) -> Scenario:
     where = path.name
     try:
         steps = [Step(action=s["action"], explain=s.get("explain", "").strip(), seed_step=str(s.get("seed_step", "")),
-                      sender=s.get("from", ""), recipient=s.get("to", ""), text=s.get("text", ""))
+                      sender=s.get("from", s.get("user", "")), recipient=s.get("to", ""), text=s.get("text", ""),
+                      state={k: bool(s[k]) for k in STATE_KEYS if k in s})
                  for s in data.get("steps", [])]
         checks = [Check(kind=c["kind"], requirements=list(c.get("requirements", [])),
                         params={k: v for k, v in c.items() if k not in ("kind", "requirements")})
@@ -187,6 +191,12 @@ class ScenarioRun:
 
     async def _act(self, step: Step) -> None:
         if step.action == "wait":
+            return
+        if step.action == "state":   # the same command a trainer types in `iwlab serve`
+            settings = " ".join(f"{k}={'yes' if v else 'no'}" for k, v in step.state.items())
+            answer = await run_command(self.lab, f"state {step.sender} {settings}")
+            if answer.startswith("error"):
+                raise ScenarioError(f"{self.scenario.id}: {answer}")
             return
         device = self.lab.devices.get(step.sender)
         if step.action in ("start_session", "accept_session", "session_send", "end_session"):
