@@ -70,7 +70,9 @@ def ladder_svg(events: list[TraceEvent], nodes: list[str]) -> str:
     for row, event in enumerate(events):
         y = top + ROW * row + 18
         key = event.correlation.get("conversation_id") or event.correlation.get("call_id") or event.protocol
-        colour = colours.setdefault(key, PALETTE[len(colours) % len(PALETTE)])
+        colour = colours.setdefault(key, PALETTE[len(set(colours.values())) % len(PALETTE)])
+        if event.correlation.get("call_id"):   # a response (Call-ID only) takes its request's colour
+            colours.setdefault(event.correlation["call_id"], colour)
         x1 = left + column * nodes.index(event.src) + column // 2
         x2 = left + column * nodes.index(event.dst) + column // 2
         dash = ' stroke-dasharray="5,3"' if event.is_response else ""

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFrame, 
 
 from .chat_bubbles import BubbleDelegate, ConversationModel
 from .device_bridge import DeviceBridge
+from .device_frame import device_header, set_pill
 
 RunInLab = Callable[[object], object]   # schedules a coroutine on the lab loop
 
@@ -38,12 +39,8 @@ class CpmPhone(QFrame):
         self._open_conversation: str | None = None
 
         user = device.user
-        title = QLabel(f"{user.name}")
-        title.setObjectName("phoneTitle")
-        identity = QLabel(user.sip or user.tel or "")
-        identity.setObjectName("phoneSubtitle")
         self.status_pill = QLabel()
-        self.status_pill.setObjectName("statusPill")
+        header = device_header(user.name, user.sip or user.tel or "", self.status_pill)
 
         self.registered_box = QCheckBox("Registered to CPM")
         self.capable_box = QCheckBox("CPM-capable device")
@@ -117,12 +114,6 @@ class CpmPhone(QFrame):
         session_row.addWidget(self.end_button)
         self.session_row.hide()
 
-        header = QHBoxLayout()
-        names = QVBoxLayout()
-        names.addWidget(title)
-        names.addWidget(identity)
-        header.addLayout(names, 1)
-        header.addWidget(self.status_pill, 0, Qt.AlignmentFlag.AlignTop)
         toggles = QVBoxLayout()
         toggles.setSpacing(2)
         for box in (self.registered_box, self.capable_box, self.roaming_box):
@@ -293,11 +284,8 @@ class CpmPhone(QFrame):
         self.roaming_box.setChecked(user.roaming_without_cpm)
         self._updating = False
         registered = self.device.registered
-        self.status_pill.setText("● CPM" if registered else "○ offline")
-        self.status_pill.setProperty("state", "on" if registered else "off")
-        self.status_pill.setToolTip("Registered to CPM" if registered else "Not registered to CPM")
-        self.status_pill.style().unpolish(self.status_pill)
-        self.status_pill.style().polish(self.status_pill)
+        set_pill(self.status_pill, registered, "● CPM" if registered else "○ offline",
+                 "Registered to CPM" if registered else "Not registered to CPM")
 
     def conversation_messages(self) -> list:
         return self.model.messages()

@@ -8,11 +8,12 @@ from typing import Callable
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFrame, QHBoxLayout, QLabel, QLineEdit, QListWidget,
-                               QListWidgetItem, QPlainTextEdit, QPushButton, QTabWidget, QVBoxLayout, QWidget)
+                               QListWidgetItem, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget)
 
 from backends.email_client import reply_subject
 
 from .device_bridge import DeviceBridge
+from .device_frame import device_header, folders
 
 RunInLab = Callable[[object], object]
 
@@ -35,20 +36,8 @@ class EmailClientWidget(QFrame):
         self.setProperty("kind", "email")
         self._reply_to = None
 
-        title = QLabel(client.name)
-        title.setObjectName("phoneTitle")
-        address = QLabel(f"{client.address} · email only")
-        address.setObjectName("phoneSubtitle")
-
-        self.inbox = QListWidget()
-        self.inbox.setObjectName("inbox")
-        self.sent = QListWidget()
-        self.sent.setObjectName("sent")
-        self.tabs = QTabWidget()
-        self.tabs.addTab(self.inbox, "Inbox")
-        self.tabs.addTab(self.sent, "Sent")
-        self.inbox.currentItemChanged.connect(self._show_item)
-        self.sent.currentItemChanged.connect(self._show_item)
+        header = device_header(client.name, f"{client.address} · email only")
+        self.inbox, self.sent, self.tabs = folders(self._show_item)
 
         self.reader = QPlainTextEdit()
         self.reader.setObjectName("smsReader")
@@ -75,9 +64,6 @@ class EmailClientWidget(QFrame):
         self.send_button.setObjectName("sendButton")
         self.send_button.clicked.connect(self.send)
 
-        header = QVBoxLayout()
-        header.addWidget(title)
-        header.addWidget(address)
         reader_bar = QHBoxLayout()
         reader_bar.addWidget(self.headers_box, 1)
         reader_bar.addWidget(self.reply_button)

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QLineEdit
 from backends import smstext
 
 from .device_bridge import DeviceBridge
+from .device_frame import device_header, folders, set_pill
 
 RunInLab = Callable[[object], object]
 
@@ -38,22 +39,9 @@ class SmsHandsetWidget(QFrame):
         self.setObjectName("phone")
         self.setProperty("kind", "sms")
 
-        title = QLabel(handset.user.name)
-        title.setObjectName("phoneTitle")
-        number = QLabel(f"{handset.number} · SMS only")
-        number.setObjectName("phoneSubtitle")
         self.signal_label = QLabel()
-        self.signal_label.setObjectName("statusPill")
-
-        self.inbox = QListWidget()
-        self.inbox.setObjectName("inbox")
-        self.sent = QListWidget()
-        self.sent.setObjectName("sent")
-        self.tabs = QTabWidget()
-        self.tabs.addTab(self.inbox, "Inbox")
-        self.tabs.addTab(self.sent, "Sent")
-        self.inbox.currentItemChanged.connect(self._show_item)
-        self.sent.currentItemChanged.connect(self._show_item)
+        header = device_header(handset.user.name, f"{handset.number} · SMS only", self.signal_label)
+        self.inbox, self.sent, self.tabs = folders(self._show_item)
 
         self.reply_button = QPushButton("Reply")
         self.reply_button.setToolTip("Answer the selected SMS: to the number it came from")
@@ -81,12 +69,6 @@ class SmsHandsetWidget(QFrame):
         self.send_button.setObjectName("sendButton")
         self.send_button.clicked.connect(self.send)
 
-        header = QHBoxLayout()
-        names = QVBoxLayout()
-        names.addWidget(title)
-        names.addWidget(number)
-        header.addLayout(names, 1)
-        header.addWidget(self.signal_label, 0, Qt.AlignmentFlag.AlignTop)
         to_row = QHBoxLayout()
         to_row.addWidget(QLabel("To"))
         to_row.addWidget(self.recipient, 1)
@@ -167,10 +149,8 @@ class SmsHandsetWidget(QFrame):
 
     def _show_signal(self, state: str) -> None:
         bound = state == "bound"
-        self.signal_label.setText("▮▮▮ SMS" if bound else "no network")
-        self.signal_label.setProperty("state", "on" if bound else "off")
-        self.signal_label.style().unpolish(self.signal_label)
-        self.signal_label.style().polish(self.signal_label)
+        set_pill(self.signal_label, bound, "▮▮▮ SMS" if bound else "no network",
+                 "Bound to the SMSC" if bound else "Not bound to the SMSC")
 
     def inbox_texts(self) -> list[str]:
         return [self.inbox.item(i).data(Qt.ItemDataRole.UserRole).text for i in range(self.inbox.count())]

@@ -1,0 +1,46 @@
+"""Pieces every simulated device in the window shares: the name header with a
+status pill, and Inbox/Sent folders."""
+from __future__ import annotations
+
+from typing import Callable
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QListWidget, QTabWidget, QVBoxLayout
+
+
+def device_header(name: str, subtitle: str, pill: QLabel | None = None) -> QHBoxLayout:
+    """The device owner's name, large, the identity under it, and a status pill on the right."""
+    title = QLabel(name)
+    title.setObjectName("phoneTitle")
+    identity = QLabel(subtitle)
+    identity.setObjectName("phoneSubtitle")
+    names = QVBoxLayout()
+    names.addWidget(title)
+    names.addWidget(identity)
+    header = QHBoxLayout()
+    header.addLayout(names, 1)
+    if pill is not None:
+        pill.setObjectName("statusPill")
+        header.addWidget(pill, 0, Qt.AlignmentFlag.AlignTop)
+    return header
+
+
+def set_pill(pill: QLabel, on: bool, text: str, tooltip: str = "") -> None:
+    pill.setText(text)
+    pill.setToolTip(tooltip)
+    pill.setProperty("state", "on" if on else "off")
+    pill.style().unpolish(pill)   # the QSS colours depend on the property
+    pill.style().polish(pill)
+
+
+def folders(on_select: Callable) -> tuple[QListWidget, QListWidget, QTabWidget]:
+    """Inbox and Sent lists in tabs; selecting an entry in either calls on_select(item)."""
+    inbox, sent = QListWidget(), QListWidget()
+    inbox.setObjectName("inbox")
+    sent.setObjectName("sent")
+    tabs = QTabWidget()
+    tabs.addTab(inbox, "Inbox")
+    tabs.addTab(sent, "Sent")
+    inbox.currentItemChanged.connect(on_select)
+    sent.currentItemChanged.connect(on_select)
+    return inbox, sent, tabs
