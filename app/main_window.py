@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (QApplication, QComboBox, QFileDialog, QLabel, QMa
 
 from backends.lab import Lab
 from app.headless import ladder_nodes
+from backends.control import run_command
 from backends.lab_thread import LabThread
 from backends.report import read_trace_json, write_trace_json
 from backends.topology import Topology
@@ -36,6 +37,7 @@ PROTOCOL_FILTERS = {"All protocols": None, "SIP only": {"SIP"}, "SMPP only": {"S
 
 class LabWindow(QMainWindow):
     labError = Signal(str)   # an action in the lab failed (emitted from the lab thread)
+    labInfo = Signal(str)    # what a change did, e.g. the route it leads to (from the lab thread)
 
     def __init__(self, topology: Topology, *, theme_name: str | None = None, zoom: float | None = None) -> None:
         super().__init__()
@@ -80,6 +82,7 @@ class LabWindow(QMainWindow):
 
         self._build_actions()
         self.labError.connect(lambda text: self.statusBar().showMessage(f"Failed: {text}", 8000))
+        self.labInfo.connect(lambda text: self.statusBar().showMessage(text, 10000))
         self.endpoints_label = QLabel("Lab stopped")
         self.statusBar().addPermanentWidget(self.endpoints_label)
         self.apply_look()
@@ -307,7 +310,8 @@ class LabWindow(QMainWindow):
                 widget = EmailClientWidget(device, self.run_in_lab)
                 self.right.addWidget(widget, 1)
             else:
-                widget = SmsHandsetWidget(device, self.run_in_lab)
+                widget = SmsHandsetWidget(device, self.run_in_lab,
+                                          set_conditions=lambda uid=user.id, **kw: self._set_conditions(uid, **kw))
                 self.right.addWidget(widget, 1)
             self.phones[user.id] = widget
         first_phone = next((w for w in self.phones.values() if isinstance(w, CpmPhone)), None)
@@ -388,6 +392,17 @@ class LabWindow(QMainWindow):
             lines.append(f"{item.text(0)}: {item.text(1)}")
             iterator += 1
         return "\n".join(lines)
+
+    async def _set_conditions(self, user_id: str, *, registered: bool, capable: bool, roaming: bool):
+        """A legacy user's conditions from the window (runs on the lab loop); returns their CPM app."""
+        lab = self.runner.lab
+        flags = {"registered": registered, "capable": capable, "roaming": roaming}
+        answer = await run_command(lab, f"state {user_id} " + " ".join(f"{k}={'yes' if v else 'no'}"
+                                                                         for k, v in flags.items()))
+        if answer.startswith("error"):
+            raise RuntimeError(answer)
+        self.labInfo.emit(answer)
+        return lab.cpm_apps.get(user_id)
 
     def set_thread_policy(self, policy: str) -> None:
         """How the IWF matches an SMS reply to a CPM thread (issue: message-thread management)."""

@@ -79,11 +79,16 @@ async def _state(lab: Lab, args: list[str]) -> str:
             raise CommandError(f"unknown setting {arg!r}; use registered=, capable=, roaming=")
         changes[names[key]] = _flag(value, key)
     device = lab.devices.get(user.id)
+    if not isinstance(device, CpmDevice):
+        device = lab.cpm_apps.get(user.id, device)   # a legacy user's CPM app, if given one
+    if not isinstance(device, CpmDevice) and "registered" in changes:
+        # A legacy user registering to CPM means a CPM app beside the handset.
+        device = await lab.set_cpm_app(user.id, changes["registered"])
+        if device is None:
+            changes.pop("registered")
     if isinstance(device, CpmDevice):
         await device.set_state(**changes)
     else:
-        if "registered" in changes:
-            raise CommandError(f"{user.name} has no simulated CPM client here: register a real one instead")
         for name, value in changes.items():
             setattr(user, name, value)
     return _describe(lab, user)

@@ -109,7 +109,8 @@ class CpmDevice:
         contact = f"<sip:{self.user.id}@{host}:{port};transport=tcp>"
         if self.user.cpm_capable:
             contact += f';+g.3gpp.icsi-ref="{CPM_MSG_ICSI}"'
-        req = self._new_request("REGISTER", f"sip:{self.domain}", to=self.uri, call_id=self._register_call_id)
+        req = self._new_request("REGISTER", f"sip:{self.domain}", to=self.address_of_record,
+                                call_id=self._register_call_id)
         req.headers.add("Contact", contact)
         req.headers.add("Expires", str(expires))
         response = await conn.request(req)
@@ -132,6 +133,13 @@ class CpmDevice:
             await self.register()
         except (OSError, SipConnectionClosed):
             log.warning("%s could not refresh its registration", self.name)
+
+    @property
+    def address_of_record(self) -> str:
+        """What REGISTER names: a SIP URI (RFC 3261 10.2), also for a user known by number."""
+        if self.uri.startswith("tel:"):
+            return f"sip:{self.uri[4:]}@{self.domain};user=phone"
+        return self.uri
 
     async def deregister(self) -> SipResponse:
         return await self.register(expires=0)

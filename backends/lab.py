@@ -40,6 +40,7 @@ class Lab:
         self.iwf: Iwf | None = None
         self.smsc: Smsc | None = None
         self.devices: dict[str, Device] = {}
+        self.cpm_apps: dict[str, CpmDevice] = {}   # CPM clients given to legacy users at run time
         self.running = False
         iwf_operator = topology.iwf_operator()
         for op in topology.operators:
@@ -143,7 +144,7 @@ class Lab:
         self.running = True
 
     async def stop(self) -> None:
-        for device in self.devices.values():
+        for device in [*self.devices.values(), *self.cpm_apps.values()]:
             await device.stop()
         if self.iwf:
             await self.iwf.stop()
@@ -172,6 +173,28 @@ class Lab:
 
     def device(self, user_id: str) -> Device:
         return self.devices[user_id]
+
+    async def set_cpm_app(self, user_id: str, installed: bool) -> CpmDevice | None:
+        """Give a legacy user a CPM client beside their handset (a trainer's switch), or take it away.
+
+        It registers to the user's home CPM server like any phone, with the CPM
+        feature tag only while the user's device is CPM-capable.
+        """
+        user = self.topology.user(user_id)
+        app = self.cpm_apps.get(user_id)
+        if installed and app is None and user.device != "cpm":
+            app = self.cpm_apps[user_id] = CpmDevice(
+                user, self.topology, self.nodes, server_address=lambda: self._sip_address_of(user.operator))
+            user.cpm_registered = True
+            await app.start()
+        elif not installed and app is not None:
+            if app.registered:
+                await app.deregister()
+            await app.stop()
+            del self.cpm_apps[user_id]
+            user.cpm_registered = False
+            app = None
+        return app
 
     def user(self, user_id: str) -> User:
         return self.topology.user(user_id)

@@ -30,7 +30,11 @@ def test_state_changes_the_route_and_says_why(lab_factory):
     assert lab.lab.device("mary").registered is False
     answer = command(lab, "state peter roaming=yes")
     assert "Peter is roaming in a network without CPM -> SMS via SMSC" in answer
-    assert command(lab, "state peter registered=yes").startswith("error: Peter has no simulated CPM client")
+    command(lab, "state peter roaming=no")
+    # Peter gets a CPM app beside his handset: not CPM-capable at first, then capable.
+    assert "Peter's device is not CPM-capable -> SMS via SMSC" in command(lab, "state peter registered=yes")
+    assert "Peter is registered to CPM -> CPM" in command(lab, "state peter capable=yes")
+    assert "Peter is not registered to CPM -> SMS via SMSC" in command(lab, "state peter registered=no")
     answer = command(lab, "state mary roaming=no registered=yes")
     assert "Mary is registered to CPM -> CPM" in answer
 

@@ -186,3 +186,37 @@ def test_save_and_open_a_trace(qtbot, window, tmp_path):
     assert [(e.seq, e.summary, e.raw) for e in ladder_events(window)] == shown
     window.open_trace(str(tmp_path / "missing.json"))    # a clear error, nothing lost
     assert [(e.seq, e.summary, e.raw) for e in ladder_events(window)] == shown
+
+
+def test_a_trainer_flips_peters_conditions_and_the_route_changes(qtbot, window):
+    phone, handset = window.phones["mary"], window.phones["peter"]
+
+    def send(text):
+        phone.choose_recipient("peter")
+        qtbot.keyClicks(phone.text, text)
+        qtbot.keyClick(phone.text, Qt.Key.Key_Return)
+
+    def reason_for(text):
+        for e in ladder_events(window):
+            if e.src == "CPM-B" and text in e.summary and e.note:
+                return e.note
+        return None
+
+    send("by SMS")
+    qtbot.waitUntil(lambda: reason_for("by SMS") == "Peter is not registered to CPM -> SMS via SMSC", timeout=10000)
+
+    handset.capable_box.setChecked(True)
+    handset.cpm_app_box.setChecked(True)        # Peter installs a CPM app: a real REGISTER at CPM-B
+    qtbot.waitUntil(lambda: "peter" in window.runner.lab.cpm_apps and window.runner.lab.cpm_apps["peter"].registered,
+                    timeout=10000)
+    qtbot.waitUntil(lambda: handset.cpm_app is not None, timeout=10000)
+    send("by CPM")
+    qtbot.waitUntil(lambda: reason_for("by CPM") == "Peter is registered to CPM -> CPM", timeout=10000)
+    qtbot.waitUntil(lambda: any("by CPM" in handset.inbox.item(i).text() and "[CPM]" in handset.inbox.item(i).text()
+                                for i in range(handset.inbox.count())), timeout=10000)
+
+    handset.roaming_box.setChecked(True)        # abroad, in a network without CPM
+    qtbot.waitUntil(lambda: not window.runner.lab.cpm_apps["peter"].registered, timeout=10000)
+    send("while roaming")
+    qtbot.waitUntil(lambda: reason_for("while roaming") == "Peter is roaming in a network without CPM -> SMS via SMSC",
+                    timeout=10000)

@@ -8,11 +8,12 @@ import time
 from typing import Callable
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QLineEdit, QListWidget,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFrame, QHBoxLayout, QLabel, QLineEdit, QListWidget,
                                QListWidgetItem, QPlainTextEdit, QPushButton, QTabWidget, QVBoxLayout,
                                QWidget)
 
 from backends import smstext
+from backends.handset import Sms
 
 from .device_bridge import DeviceBridge
 from .device_frame import device_header, folders, set_pill
@@ -32,7 +33,10 @@ def sms_line(sms) -> str:
 class SmsHandsetWidget(QFrame):
     smsShown = Signal(object)
 
-    def __init__(self, handset, run_in_lab: RunInLab, parent: QWidget | None = None) -> None:
+    cpmAppReady = Signal(object)   # the CpmDevice given to this user (from the lab thread), or None
+
+    def __init__(self, handset, run_in_lab: RunInLab, parent: QWidget | None = None, *,
+                 set_conditions: Callable[..., object] | None = None) -> None:
         super().__init__(parent)
         self.handset = handset
         self.run_in_lab = run_in_lab
@@ -79,6 +83,24 @@ class SmsHandsetWidget(QFrame):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(14, 14, 14, 14)
         layout.addLayout(header)
+        # A trainer's switches: the same "send to Peter" takes CPM, SMS or email as they change.
+        self.set_conditions = set_conditions
+        self.cpm_app_box = QCheckBox("CPM app, registered")
+        self.cpm_app_box.setToolTip("Give this user a CPM client beside the handset: it REGISTERs to CPM")
+        self.capable_box = QCheckBox("CPM-capable")
+        self.roaming_box = QCheckBox("Roaming (no CPM)")
+        user = handset.user
+        self.capable_box.setChecked(user.cpm_capable)
+        self.roaming_box.setChecked(user.roaming_without_cpm)
+        conditions = QHBoxLayout()
+        for box in (self.cpm_app_box, self.capable_box, self.roaming_box):
+            box.toggled.connect(self._conditions_changed)
+            box.setEnabled(set_conditions is not None)
+            conditions.addWidget(box)
+        layout.addLayout(conditions)
+        self.cpm_app = None
+        self.cpm_bridge: DeviceBridge | None = None
+        self.cpmAppReady.connect(self._attach_cpm_app)
         layout.addWidget(self.tabs, 1)
         layout.addWidget(self.reader)
         layout.addWidget(self.reply_button, 0, Qt.AlignmentFlag.AlignRight)
@@ -119,6 +141,37 @@ class SmsHandsetWidget(QFrame):
     def _count(self, text: str) -> None:
         parts, coding = smstext.sms_count(text)
         self.counter.setText(f"{len(text)} chars · {parts} SMS · {'GSM 7-bit' if coding == smstext.GSM7 else 'UCS-2'}")
+
+    def _conditions_changed(self) -> None:
+        if self.set_conditions is None:
+            return
+        future = self.run_in_lab(self.set_conditions(registered=self.cpm_app_box.isChecked(),
+                                                     capable=self.capable_box.isChecked(),
+                                                     roaming=self.roaming_box.isChecked()))
+        if future is not None:
+            future.add_done_callback(lambda f: None if f.exception() else self.cpmAppReady.emit(f.result()))
+
+    def _attach_cpm_app(self, app) -> None:
+        """Messages that reach this user over the CPM app land in the same inbox, marked CPM."""
+        if app is self.cpm_app:
+            return
+        if self.cpm_bridge is not None:
+            self.cpm_bridge.detach()
+            self.cpm_bridge.deleteLater()
+            self.cpm_bridge = None
+        self.cpm_app = app
+        if app is not None:
+            self.cpm_bridge = DeviceBridge(app, self)
+            self.cpm_bridge.event.connect(self._cpm_event)
+
+    def _cpm_event(self, kind: str, payload: object) -> None:
+        if kind == "message" and getattr(payload, "direction", "") == "in":
+            sms = Sms("in", payload.peer_uri.removeprefix("tel:"), payload.text)
+            sms.status = "via CPM"
+            self._add(self.inbox, sms)
+            self.inbox.item(self.inbox.count() - 1).setText(sms_line(sms) + "  [CPM]")
+            self.tabs.setCurrentWidget(self.inbox)
+            self.smsShown.emit(sms)
 
     def _device_event(self, kind: str, payload: object) -> None:
         if kind == "sms":
