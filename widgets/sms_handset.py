@@ -8,7 +8,7 @@ import time
 from typing import Callable
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFrame, QHBoxLayout, QLabel, QLineEdit, QListWidget,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFrame, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QListWidget,
                                QListWidgetItem, QPlainTextEdit, QPushButton, QTabWidget, QVBoxLayout,
                                QWidget)
 
@@ -92,11 +92,14 @@ class SmsHandsetWidget(QFrame):
         user = handset.user
         self.capable_box.setChecked(user.cpm_capable)
         self.roaming_box.setChecked(user.roaming_without_cpm)
-        conditions = QHBoxLayout()
+        conditions = QGridLayout()   # two rows: the column stays as narrow as a phone
+        conditions.setVerticalSpacing(2)
+        conditions.addWidget(self.cpm_app_box, 0, 0, 1, 2)
+        conditions.addWidget(self.capable_box, 1, 0)
+        conditions.addWidget(self.roaming_box, 1, 1)
         for box in (self.cpm_app_box, self.capable_box, self.roaming_box):
             box.toggled.connect(self._conditions_changed)
             box.setEnabled(set_conditions is not None)
-            conditions.addWidget(box)
         layout.addLayout(conditions)
         self.cpm_app = None
         self.cpm_bridge: DeviceBridge | None = None
