@@ -90,6 +90,21 @@ class IwfEmail:
             self._sender = asyncio.create_task(self._drain(), name="IWF -> mail server")
         return f"queued as email {message_id} to {recipient.name} <{recipient.email}>"
 
+    def send_text(self, *, sender: User, recipient_address: str, subject: str, text: str,
+                  in_reply_to: str | None = None, conversation_id: str = "") -> str:
+        """A text the IWF writes itself (a session's adapted invitation, messages, closing):
+        no IMDN to report, same ordered outbox as send(); returns its Message-ID for threading."""
+        domain = self.iwf.topology.operator(sender.operator).cpm_domain
+        message = email_codec.cpm_to_email(
+            sender_name=sender.name, sender_address=f"{sender.id}@{domain}", recipient_address=recipient_address,
+            text=text, contribution_id=uuid.uuid4().hex, conversation_id=conversation_id or uuid.uuid4().hex,
+            in_reply_to_message_id=in_reply_to, request_mdn=False, domain=domain, subject=subject)
+        self._outbox.append(OutboundEmail(message, recipient_address, f"{sender.id}@{domain}", "", "", "", (), "",
+                                          conversation_id))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._drain(), name="IWF -> mail server")
+        return email_codec.normalise_message_id(message["Message-ID"])
+
     def _parent_message_id(self, conversation_id: str, in_reply_to: str) -> str | None:
         """Mary answering John: the email she answers, so his client threads it."""
         newest = None
@@ -150,6 +165,8 @@ class IwfEmail:
         self._seen_incoming.add(incoming.message_id)
         if incoming.is_mdn:
             self._mdn(incoming)
+            return
+        if self.iwf.sessions is not None and self.iwf.sessions.take_email(incoming, recipient_address):
             return
         recipient = self._cpm_user(recipient_address)
         if recipient is None:

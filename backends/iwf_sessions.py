@@ -12,9 +12,15 @@ become SMS and the invitee's SMS become MSRP SENDs, in order; BYE -> a closing S
 INVITE (From the legacy user's tel: URI, with an SDP offer; the IWF connects for MSRP) through the
 IWF's CPM server; the answer is adapted back as an SMS, then messages flow as above.
 
+Email users (John) get the same, with emails instead of SMS: the adapted invitation is an email
+from the CPM user's address (so a reply comes back through the mail server to IwfEmail.relay, which
+hands it to take_email); every later email of the session answers the first one (In-Reply-To), so
+John's client keeps the session in one thread. A reply belongs to the session by In-Reply-To /
+References, else by its sender while he has a session open with that CPM user; only what he wrote
+counts (email_codec trims the quoted history, which repeats the keywords of the invitation).
+
 Keywords are matched case-insensitively as whole words, surrounding text tolerated; the end and
 request keywords must be the first word of the text (so "the end is near" in a chat stays a message).
-Email invitees get 488 with a reason: session interworking over email is not built yet.
 """
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 
-from . import sdp, sip, smstext
+from . import email_codec, sdp, sip, smstext
 from .msrp_net import MsrpListener, MsrpSession, connect, local_session
 from .sip import SipParseError, SipRequest, SipResponse, make_response
 from .sipnet import SipConnection, SipConnectionClosed, name_addr_uri, open_connection
@@ -51,9 +57,13 @@ class IwfSession:
     direction: str                 # "to-legacy" (5.8.6) or "from-legacy" (5.9.6)
     cpm_user: User | None          # the CPM side's person (inviter or invitee)
     cpm_uri: str
-    legacy_number: str             # the SMS user's MSISDN digits
+    legacy_number: str             # the SMS user's MSISDN digits ("" for an email user)
     legacy_name: str
     sms_source: str                # the number the SMS user sees (and answers to)
+    legacy_email: str = ""         # the email user's address: set means the legacy leg is email
+    email_thread: str = ""         # the Message-ID every session email answers (In-Reply-To)
+    email_subject: str = ""        # the thread's subject, "Re:"-prefixed on the later emails
+    conversation_id: str = ""
     local_tag: str = field(default_factory=sip.new_tag)
     remote_tag: str = ""
     local_uri: str = ""            # our From (UAC) / To (UAS) URI in the dialog
@@ -75,6 +85,10 @@ class IwfSession:
     def open(self) -> bool:
         return self.state in ("ringing", "established")
 
+    @property
+    def via(self) -> str:
+        return "email" if self.legacy_email else "SMS"
+
 
 class IwfSessions:
     def __init__(self, iwf) -> None:
@@ -88,6 +102,8 @@ class IwfSessions:
         self.listener = MsrpListener(host=iwf.host, local_name=iwf.name, trace=iwf.trace, nodes=iwf.nodes)
         self.by_call_id: dict[str, IwfSession] = {}
         self.by_number: dict[str, IwfSession] = {}     # legacy MSISDN -> its open session
+        self.by_email: dict[str, IwfSession] = {}      # legacy email address (lower case) -> its open session
+        self.by_email_id: dict[str, IwfSession] = {}   # Message-IDs of the session's emails -> the session
         self._link: SipConnection | None = None         # our own connection to the CPM server
         self._tasks: set[asyncio.Task] = set()
 
@@ -126,8 +142,7 @@ class IwfSessions:
                 self._finish(session, "cancelled")
                 self._respond(session.invite_conn, session.invite, 487, "Request Terminated",
                               to_tag=session.local_tag)
-                self.iwf.send_sms_text(source=session.sms_source, dest=session.legacy_number,
-                                       text=f"{session.cpm_name} withdrew the chat invitation.")
+                self._tell(session, f"{session.cpm_name} withdrew the chat invitation.")
         elif req.method == "ACK":
             pass   # the 200's ACK: MSRP comes next (the offerer connects)
         elif req.method == "BYE":
@@ -135,10 +150,10 @@ class IwfSessions:
                 self._respond(conn, req, 481, "Call/Transaction Does Not Exist")
                 return
             self._respond(conn, req, 200, "OK",
-                          note=f"{session.cpm_name} ended the session: a closing SMS to {session.legacy_name}")
+                          note=f"{session.cpm_name} ended the session: "
+                               f"a closing {session.via} to {session.legacy_name}")
             self._finish(session, "ended")
-            self.iwf.send_sms_text(source=session.sms_source, dest=session.legacy_number,
-                                   text=f"{session.cpm_name} ended the chat.")
+            self._tell(session, f"{session.cpm_name} ended the chat.")
         else:
             self._respond(conn, req, 501, f"{req.method} not interworked")
 
@@ -170,8 +185,7 @@ class IwfSessions:
             self._respond(conn, req, 404, "User Not Found")
             return
         if technology == "email" or (technology != "sms" and invitee.device == "email"):
-            self._respond(conn, req, 488, f"Chat sessions with {invitee.name} by email are not interworked yet"[:100],
-                          note="session interworking over email is not built: refused with a reason")
+            await self._invite_by_email(conn, req, invitee)
             return
         if not invitee.msisdn:
             self._respond(conn, req, 404, f"{invitee.name} has no SMS number")
@@ -213,16 +227,56 @@ class IwfSessions:
                   f"to accept or {self.decline_word} to decline. Once chatting, send {self.end_word} to finish."))
         session.timer = asyncio.get_running_loop().call_later(self.timeout, self._expire, session)
 
+    async def _invite_by_email(self, conn: SipConnection, req: SipRequest, invitee: User) -> None:
+        """5.8.6 toward an email user: the same handshake, the adapted invitation is an email."""
+        if self.iwf.email is None or not invitee.email:
+            self._respond(conn, req, 480, f"{invitee.name} has no email this lab can reach")
+            return
+        inviter_uri = name_addr_uri(req.headers.get("From"))
+        inviter = self.iwf.topology.user_by_uri(inviter_uri)
+        if inviter is None:     # the emails go out from the inviter's address: we must know it
+            self._respond(conn, req, 403, "The inviter has no address to show on email")
+            return
+        try:
+            offer = sdp.parse_sdp(req.body)
+        except sdp.SdpError as exc:
+            self._respond(conn, req, exc.status, f"Unusable SDP offer: {exc.reason}"[:100])
+            return
+        busy = self.by_email.get(invitee.email.lower())
+        if busy is not None and busy.open:
+            self._respond(conn, req, 486, f"{invitee.name} is already in a chat session by email")
+            return
+        session = IwfSession(call_id=req.headers.get("Call-ID") or "", direction="to-legacy", cpm_user=inviter,
+                             cpm_uri=inviter.cpm_uri or inviter_uri, legacy_number="", legacy_name=invitee.name,
+                             sms_source="", legacy_email=invitee.email, invite=req, invite_conn=conn, offer=offer,
+                             remote_tag=_tag(req.headers.get("From")),
+                             local_uri=name_addr_uri(req.headers.get("To")) or req.uri,
+                             remote_target=name_addr_uri(req.headers.get("Contact")) or inviter_uri,
+                             route_set=req.headers.get_all("Record-Route"),
+                             conversation_id=req.headers.get("Conversation-ID") or "",
+                             email_subject=f"{inviter.name} invites you to chat")
+        self.by_call_id[session.call_id] = session
+        self.by_email[invitee.email.lower()] = session
+        await self.listener.start()
+        self._respond(conn, req, 180, "Ringing", to_tag=session.local_tag, session=session,
+                      note=f"adapted invitation sent by email to {invitee.name} <{invitee.email}>; "
+                           f"waiting {self.timeout:g} s for {self.accept_word} / {self.decline_word}")
+        self._tell(session, (f"{inviter.name} invites you to a chat session.\n\n"
+                             f"Reply {self.accept_word} to accept or {self.decline_word} to decline.\n"
+                             f"Once chatting, every email you send to {inviter.name} goes to the chat; "
+                             f"send {self.end_word} to finish."),
+                   subject=session.email_subject)
+        session.timer = asyncio.get_running_loop().call_later(self.timeout, self._expire, session)
+
     def _expire(self, session: IwfSession) -> None:
         if session.state != "ringing":
             return
         self._finish(session, "expired")
         self._respond(session.invite_conn, session.invite, 408,
-                      f"No answer from {session.legacy_name} by SMS within {self.timeout:g} s",
+                      f"No answer from {session.legacy_name} by {session.via} within {self.timeout:g} s",
                       to_tag=session.local_tag,
                       note=f"the invitation expired: {session.legacy_name} did not answer")
-        self.iwf.send_sms_text(source=session.sms_source, dest=session.legacy_number,
-                               text=f"{session.cpm_name}'s chat invitation expired: you did not answer in time.")
+        self._tell(session, f"{session.cpm_name}'s chat invitation expired: you did not answer in time.")
 
     def _answer_invitation(self, session: IwfSession, text: str) -> bool:
         yes, no = keyword_in(text, self.accept_word), keyword_in(text, self.decline_word)
@@ -234,9 +288,9 @@ class IwfSessions:
         if no >= 0 and (yes < 0 or no < yes):
             self._finish(session, "declined")
             self._respond(session.invite_conn, session.invite, 603, "Decline", to_tag=session.local_tag,
-                          note=f"{session.legacy_name} answered {text.strip()[:30]!r} by SMS")
+                          note=f"{session.legacy_name} answered {text.strip()[:30]!r} by {session.via}")
             return True
-        msrp_session = self.listener.new_session(call_id=session.call_id, on_message=self._msrp_to_sms(session),
+        msrp_session = self.listener.new_session(call_id=session.call_id, on_message=self._msrp_to_legacy(session),
                                                  on_close=lambda _s: None)
         msrp_session.remote_path = list(session.offer.path)
         msrp_session.conversation_id = session.invite.headers.get("Conversation-ID") or ""
@@ -251,11 +305,11 @@ class IwfSessions:
         session.state = "established"
         self._respond(session.invite_conn, session.invite, 200, "OK", to_tag=session.local_tag,
                       body=answer.to_bytes(), content_type="application/sdp", session=session,
-                      note=f"{session.legacy_name} accepted by SMS ({text.strip()[:30]!r}); "
+                      note=f"{session.legacy_name} accepted by {session.via} ({text.strip()[:30]!r}); "
                            "the IWF answers for MSRP and waits for the offerer to connect")
-        self.iwf.send_sms_text(source=session.sms_source, dest=session.legacy_number,
-                               text=(f"You are now chatting with {session.cpm_name}. Your texts go to the chat; "
-                                     f"send {self.end_word} to finish."))
+        self._tell(session, (f"You are now chatting with {session.cpm_name}. Your "
+                             f"{'emails' if session.legacy_email else 'texts'} go to the chat; "
+                             f"send {self.end_word} to finish."))
         return True
 
     # -- SMS in -----------------------------------------------------------------------------
@@ -264,20 +318,7 @@ class IwfSessions:
         source, dest = sms.source.lstrip("+"), sms.dest.lstrip("+")
         session = self.by_number.get(source)
         if session is not None and session.open and dest == session.sms_source:
-            if session.state == "ringing":
-                if session.direction == "to-legacy":
-                    return self._answer_invitation(session, sms.text)
-                if starts_with_keyword(sms.text, self.end_word) and session.invite is not None:
-                    self._cancel(session, session.invite)          # the requester gives up before the answer
-                    self._finish(session, "cancelled")
-                    self._tell(session, f"You withdrew your chat request to {session.cpm_name}.")
-                    return True
-                return False    # waiting for the CPM user: an ordinary message meanwhile
-            if starts_with_keyword(sms.text, self.end_word):
-                self._legacy_ends(session)
-            elif session.msrp is not None:
-                session.msrp.send_text(sms.text)
-            return True
+            return self._from_legacy(session, sms.text)
         if starts_with_keyword(sms.text, self.request_word):
             invitee = self.iwf.topology.user_by_number(dest)
             if invitee is None and self.iwf.threads.is_pool_number(dest):   # a pool number names Mary's thread
@@ -293,18 +334,65 @@ class IwfSessions:
                 return True
         return False
 
-    def _msrp_to_sms(self, session: IwfSession):
+    def _from_legacy(self, session: IwfSession, text: str, forward: str | None = None) -> bool:
+        """A text (SMS or email) from the legacy user of an open session; False: not for the session.
+        `forward`: what goes to the chat when it differs from the text the keywords are looked for in."""
+        if session.state == "ringing":
+            if session.direction == "to-legacy":
+                return self._answer_invitation(session, text)
+            if starts_with_keyword(text, self.end_word) and session.invite is not None:
+                self._cancel(session, session.invite)          # the requester gives up before the answer
+                self._finish(session, "cancelled")
+                self._tell(session, f"You withdrew your chat request to {session.cpm_name}.")
+                return True
+            return False    # waiting for the CPM user: an ordinary message meanwhile
+        if starts_with_keyword(text, self.end_word):
+            self._legacy_ends(session)
+        elif session.msrp is not None and (forward or text).strip():
+            session.msrp.send_text(forward or text)
+        return True
+
+    # -- email in -----------------------------------------------------------------------------
+    def take_email(self, incoming, recipient_address: str) -> bool:
+        """True when an email (an email_codec.IncomingEmail, from IwfEmail.relay) belongs to a session:
+        an answer to an invitation, a message in a session, or a chat request to a CPM user."""
+        sender = incoming.sender.lower()
+        recipient = self.iwf.topology.user_by_uri("sip:" + recipient_address.lower())
+        # In-Reply-To / References first: that names the session whatever address he writes from.
+        session = next((self.by_email_id[i] for i in email_codec.thread_key_candidates(incoming)
+                        if i in self.by_email_id and self.by_email_id[i].open), None)
+        if session is None:
+            session = self.by_email.get(sender)
+            if session is not None and (recipient is None or recipient is not session.cpm_user):
+                session = None      # John in a session with Mary still writes ordinary mail to others
+        if session is not None and session.open:
+            # Attachments cannot go into the chat: listed, as relay() does, never dropped silently.
+            forward = incoming.text + "".join(f"\n[attachment not forwarded: {a}]" for a in incoming.attachments)
+            return self._from_legacy(session, incoming.text, forward)
+        if starts_with_keyword(incoming.text, self.request_word) and recipient is not None \
+                and recipient.cpm_uri and recipient.device == "cpm":
+            busy = self.by_email.get(sender)
+            if busy is not None and busy.open and self.iwf.email is not None:
+                self.iwf.email.send_text(sender=recipient, recipient_address=incoming.sender,
+                                         subject=_reply_subject(incoming.subject, "Chat"),
+                                         text=f"You are already in a chat session; send {self.end_word} "
+                                              "to finish it first.", in_reply_to=incoming.message_id)
+                return True
+            self._spawn(self._request_from_email(incoming, recipient))
+            return True
+        return False
+
+    def _msrp_to_legacy(self, session: IwfSession):
         def deliver(_msrp: MsrpSession, text: str, content_type: str, message_id: str) -> None:
             if session.state == "established":
-                self.iwf.send_sms_text(source=session.sms_source, dest=session.legacy_number, text=text)
+                self._tell(session, text)
         return deliver
 
     def _legacy_ends(self, session: IwfSession) -> None:
         self._finish(session, "ended")
         self._spawn(self._send_in_dialog(session, "BYE",
-                                         note=f"{session.legacy_name} sent {self.end_word} by SMS"))
-        self.iwf.send_sms_text(source=session.sms_source, dest=session.legacy_number,
-                               text=f"You ended the chat with {session.cpm_name}.")
+                                         note=f"{session.legacy_name} sent {self.end_word} by {session.via}"))
+        self._tell(session, f"You ended the chat with {session.cpm_name}.")
 
     def _finish(self, session: IwfSession, state: str) -> None:
         session.state = state
@@ -312,14 +400,18 @@ class IwfSessions:
             session.timer.cancel()
         if session.msrp:
             session.msrp.close()
-        if self.by_number.get(session.legacy_number) is session:
+        if session.legacy_number and self.by_number.get(session.legacy_number) is session:
             del self.by_number[session.legacy_number]
+        if session.legacy_email and self.by_email.get(session.legacy_email.lower()) is session:
+            del self.by_email[session.legacy_email.lower()]
         # Kept a while for late or repeated requests (a BYE crossing ours, an ACK), then forgotten.
         asyncio.get_running_loop().call_later(64.0, self._forget, session)
 
     def _forget(self, session: IwfSession) -> None:
         if self.by_call_id.get(session.call_id) is session:
             del self.by_call_id[session.call_id]
+        for message_id in [i for i, s in self.by_email_id.items() if s is session]:
+            del self.by_email_id[message_id]
 
     # -- SIP out -----------------------------------------------------------------------------
     async def _connection(self) -> SipConnection:
@@ -372,27 +464,51 @@ class IwfSessions:
         self.by_call_id[call_id] = session
         self.by_number[source] = session
         await self.listener.start()
+        thread = self.iwf.threads.inbound_sms(peer=source, dest_number=dest, cpm_uri=invitee.cpm_uri)
+        await self._invite_cpm_user(session, invitee, thread.conversation_id if thread else "",
+                                    note=f"{name} asked for a chat by SMS ({self.request_word}): "
+                                         f"a CPM session invitation to {invitee.name}")
+
+    async def _request_from_email(self, incoming, invitee: User) -> None:
+        """5.9.6 from an email user: his identity as IwfEmail.relay shows it (tel: when the lab knows him)."""
+        requester = self.iwf.topology.user_by_email(incoming.sender)
+        name = requester.name if requester else (incoming.sender_name or incoming.sender)
+        uri = f"tel:{requester.tel}" if requester and requester.tel else f"sip:{incoming.sender}"
+        call_id = sip.new_call_id(self.iwf.operator.cpm_domain)
+        thread = self.iwf.threads.find_by_ids(email_codec.thread_key_candidates(incoming))
+        session = IwfSession(call_id=call_id, direction="from-legacy", cpm_user=invitee, cpm_uri=invitee.cpm_uri,
+                             legacy_number="", legacy_name=name, sms_source="", legacy_email=incoming.sender,
+                             local_uri=uri, remote_target=invitee.cpm_uri,
+                             email_thread=incoming.message_id,      # our answers thread under his request
+                             email_subject=_reply_subject(incoming.subject, f"Chat with {invitee.name}"))
+        self.by_call_id[call_id] = session
+        self.by_email[incoming.sender.lower()] = session
+        await self.listener.start()
+        await self._invite_cpm_user(session, invitee, thread.conversation_id if thread else "",
+                                    note=f"{name} asked for a chat by email ({self.request_word}): "
+                                         f"a CPM session invitation to {invitee.name}")
+
+    async def _invite_cpm_user(self, session: IwfSession, invitee: User, conversation_id: str, note: str) -> None:
+        call_id, name = session.call_id, session.legacy_name
         msrp_session = local_session(self.iwf.host, self.listener.port, call_id=call_id,
-                                     on_message=self._msrp_to_sms(session))
+                                     on_message=self._msrp_to_legacy(session))
         session.msrp = msrp_session
         offer = sdp.offer(host=self.iwf.host, port=self.listener.port,
                           session_id_path=msrp_session.session_id)
         offer.path = [msrp_session.local_uri]
         cseq = next(session.cseq)
         req = self._in_dialog_request(session, "INVITE", cseq)
-        req.headers.set("From", f'"{name}" <tel:+{source}>;tag={session.local_tag}')
+        req.headers.set("From", f'"{name}" <{session.local_uri}>;tag={session.local_tag}')
         req.headers.set("To", f"<{invitee.cpm_uri}>")
         req.headers.add("Contact", self._contact())
         req.headers.add("P-Preferred-Service", CPM_SESSION_SERVICE)
         req.headers.add("Accept-Contact", '*;+g.3gpp.icsi-ref="urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.session"')
-        thread = self.iwf.threads.inbound_sms(peer=source, dest_number=dest, cpm_uri=invitee.cpm_uri)
-        msrp_session.conversation_id = thread.conversation_id if thread else uuid.uuid4().hex
+        msrp_session.conversation_id = session.conversation_id = conversation_id or uuid.uuid4().hex
         req.headers.add("Conversation-ID", msrp_session.conversation_id)
         req.headers.add("Contribution-ID", uuid.uuid4().hex)
         req.headers.add("Content-Type", "application/sdp")
         req.body = offer.to_bytes()
         session.invite = req
-        note = f"{name} asked for a chat by SMS ({self.request_word}): a CPM session invitation to {invitee.name}"
         try:
             link = await self._connection()
             pending = link.request(req, note=note)
@@ -454,8 +570,21 @@ class IwfSessions:
             except SipConnectionClosed:
                 pass
 
-    def _tell(self, session: IwfSession, text: str) -> None:
-        self.iwf.send_sms_text(source=session.sms_source, dest=session.legacy_number, text=text)
+    def _tell(self, session: IwfSession, text: str, subject: str | None = None) -> None:
+        """A text to the session's legacy user, by SMS or by email (in order either way)."""
+        if not session.legacy_email:
+            self.iwf.send_sms_text(source=session.sms_source, dest=session.legacy_number, text=text)
+            return
+        if self.iwf.email is None or session.cpm_user is None:
+            log.warning("no email leg for the session %s: %r not sent", session.call_id, text)
+            return
+        # From the CPM user's address, so that John's client answers her (and relay() brings it back).
+        message_id = self.iwf.email.send_text(
+            sender=session.cpm_user, recipient_address=session.legacy_email,
+            subject=subject or _reply_subject(session.email_subject, "Chat"), text=text,
+            in_reply_to=session.email_thread or None, conversation_id=session.conversation_id)
+        session.email_thread = session.email_thread or message_id    # the invitation roots the thread
+        self.by_email_id[message_id] = session
 
 
 def _tag(value: str | None) -> str:
@@ -470,6 +599,11 @@ def _cseq_method(message) -> str:
         return sip.parse_cseq(message.headers.get("CSeq") or "")[1]
     except SipParseError:
         return ""
+
+
+def _reply_subject(subject: str, fallback: str) -> str:
+    subject = " ".join((subject or "").split()) or fallback
+    return subject if re.match(r"(?i)re\s*:", subject) else f"Re: {subject}"
 
 
 def _route_technology(header: str | None) -> str:

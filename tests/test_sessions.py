@@ -269,15 +269,6 @@ def test_peter_ends_with_end_and_mary_gets_bye(session_lab):
     assert "You ended the chat" in sms_text(peter)
 
 
-def test_an_invitation_to_john_by_email_is_refused_with_a_reason(session_lab):
-    _, mary, _, media = session_lab()
-    call_id = invite(mary, media.offer(), to=JOHN_TEL)
-    response = final(mary, call_id)
-    assert response.status in (480, 488) and "email" in response.reason.lower()
-
-
-# -- the simulated phone (the GUI's backend) and the legacy -> CPM direction (5.9.6) ------------------
-
 @pytest.fixture
 def phone_lab(lab_factory, topology):
     clients: list = []
