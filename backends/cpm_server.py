@@ -70,7 +70,6 @@ class _Dialog:
     callee: "SipConnection | _PeerLink"    # towards the invitee
     invite: SipRequest                     # as forwarded: a CANCEL reuses its branch
     answered: bool = False
-    ending: bool = False
 
 
 @dataclass
@@ -137,6 +136,9 @@ class CpmServer:
 
     def _connection_closed(self, conn: SipConnection) -> None:
         self._connections.discard(conn)
+        for call_id, dialog in list(self._dialogs.items()):
+            if conn in (dialog.caller, dialog.callee):   # one side is gone: the session's path is too
+                del self._dialogs[call_id]
         for user_id, binding in list(self.bindings.items()):
             if binding.connection is conn:   # the flow the device registered on is gone
                 self._unbind(user_id)
@@ -292,8 +294,6 @@ class CpmServer:
             self._send_towards(towards, self._prepare_forward(req), "")
             return
         self._forward(conn, req, towards, note="")
-        if req.method == "BYE":
-            dialog.ending = True
 
     def _send_towards(self, target: "SipConnection | _PeerLink", message: SipRequest, note: str) -> None:
         if isinstance(target, _PeerLink):
@@ -442,7 +442,7 @@ class CpmServer:
             return  # the answer to a CANCEL we sent on the INVITE's branch: we answered that CANCEL ourselves
         if response.status >= 200:
             del self._transactions[branch]
-        self._follow_dialog(transaction.request, response)
+        self._follow_dialog(transaction.request, response.status)
         if transaction.origin is None:   # the answer to a stored message we delivered ourselves
             if response.status >= 200:
                 self._stored_answered(transaction, delivered=response.status < 300)
@@ -458,17 +458,17 @@ class CpmServer:
         except SipConnectionClosed:
             pass  # the requester went away; nothing to tell it
 
-    def _follow_dialog(self, request: SipRequest, response: SipResponse) -> None:
+    def _follow_dialog(self, request: SipRequest, status: int) -> None:
         call_id = request.headers.get("Call-ID") or ""
         dialog = self._dialogs.get(call_id)
         if dialog is None:
             return
         if request.method == "INVITE" and not _to_tag(request):
-            if response.status >= 200:
+            if status >= 200:
                 dialog.answered = True
-            if response.status >= 300:
+            if status >= 300:
                 del self._dialogs[call_id]        # refused, cancelled or timed out: no session
-        elif request.method == "BYE" and response.status >= 200:
+        elif request.method == "BYE" and status >= 200:
             del self._dialogs[call_id]
 
     def _respond(self, conn: SipConnection, req: SipRequest, status: int, reason: str, note: str = "",
@@ -485,6 +485,8 @@ class CpmServer:
 
     def _fail_transaction(self, branch: str, status: int, reason: str) -> None:
         transaction = self._transactions.pop(branch, None)
+        if transaction:
+            self._follow_dialog(transaction.request, status)   # a timed-out INVITE leaves no session behind
         if transaction and transaction.origin is not None:
             self._respond(transaction.origin, transaction.request, status, reason)
         elif transaction:   # a stored message we could not deliver: it stays at the head of the store
