@@ -94,6 +94,7 @@ class Esme:
         self._runner: asyncio.Task | None = None
         self._reader: threading.Thread | None = None
         self._binding: smpplib.client.Client | None = None   # a client waiting for its bind_resp
+        self._writer_busy = 0   # sends queued on the writer thread; direct sends wait behind them
 
     # -- lifecycle ------------------------------------------------------------
     async def start(self) -> None:
@@ -274,7 +275,12 @@ class Esme:
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._pending[pdu.sequence] = future
         try:
-            await asyncio.get_running_loop().run_in_executor(self._writer, client.send_pdu, pdu)
+            if not self._send_now(client, pdu):
+                self._writer_busy += 1
+                try:
+                    await asyncio.get_running_loop().run_in_executor(self._writer, client.send_pdu, pdu)
+                finally:
+                    self._writer_busy -= 1
             return await asyncio.wait_for(future, RESPONSE_TIMEOUT)
         except asyncio.TimeoutError:
             # An answer that never comes would hold the conversation forever: drop the
@@ -286,6 +292,44 @@ class Esme:
             raise ConnectionError(str(exc) or exc.__class__.__name__) from exc
         finally:
             self._pending.pop(pdu.sequence, None)
+
+
+    def _send_now(self, client: smpplib.client.Client, pdu: Any) -> bool:
+        """Write a PDU from the loop thread if the kernel takes it at once; False: use the writer thread.
+
+        A thread hop per submit_sm was most of a lock-step submit's latency
+        (bench/end_to_end.py); MSG_DONTWAIT keeps the loop from ever blocking.
+        """
+        if self._writer_busy:
+            return False   # bytes queued on the writer thread go first
+        data = pdu.generate()
+        if not self._send_lock.acquire(blocking=False):
+            return False   # the reader thread is answering a deliver_sm: let the writer wait its turn
+        try:
+            sock = client._socket
+            if sock is None:
+                raise smpplib.exceptions.ConnectionError("not connected")
+            try:
+                sent = sock.send(data, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return False
+            if sent < len(data):   # rare: finish the rest blocking, off the loop, before anything else
+                self._writer_busy += 1
+                done = asyncio.get_running_loop().run_in_executor(self._writer, self._send_rest, sock, data[sent:])
+                done.add_done_callback(self._writer_done)
+            return True
+        finally:
+            self._send_lock.release()
+
+    def _send_rest(self, sock: socket.socket, rest: bytes) -> None:
+        with self._send_lock:
+            sock.sendall(rest)
+
+    def _writer_done(self, future: Any) -> None:
+        self._writer_busy -= 1
+        if not future.cancelled() and future.exception() is not None:
+            # The connection is broken: the reader thread sees it and the ESME reconnects.
+            log.warning("%s: could not finish a write: %s", self.system_id, future.exception())
 
 
 def _shutdown_socket(client: smpplib.client.Client) -> None:
