@@ -48,6 +48,8 @@ class LabWindow(QMainWindow):
         self.zoom = float(zoom or self.settings.value("zoom", 1.0))
         self.setWindowTitle("iwlab — CPM ↔ SMS / email interworking lab")
         self.phones: dict[str, QWidget] = {}
+        self._busy = False              # an async start/stop is running
+        self._close_requested = False
         self.device_scrolls: list[QScrollArea] = []
 
         self.ladder = LadderView(ladder_nodes(topology))
@@ -282,8 +284,9 @@ class LabWindow(QMainWindow):
         self._attach(runner)
 
     async def start_lab_async(self) -> None:
-        if self.runner is not None:
+        if self.runner is not None or self._busy:
             return
+        self._busy = True
         self.start_action.setEnabled(False)
         runner = LabThread(Lab(self.topology))
         self.ladder.attach_trace(runner.lab.trace)
@@ -294,7 +297,10 @@ class LabWindow(QMainWindow):
             self._update_actions()
             self._show_error("Cannot start the lab", str(exc))
             return
+        finally:
+            self._busy = False
         self._attach(runner)
+        self._close_if_asked()
 
     def _attach(self, runner: LabThread) -> None:
         self.runner = runner
@@ -348,9 +354,20 @@ class LabWindow(QMainWindow):
             runner.stop()
 
     async def stop_lab_async(self) -> None:
+        if self._busy:
+            return
         runner = self._detach()
         if runner:
-            await asyncio.get_running_loop().run_in_executor(None, runner.stop)
+            self._busy = True
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, runner.stop)
+            finally:
+                self._busy = False
+        self._close_if_asked()
+
+    def _close_if_asked(self) -> None:
+        if self._close_requested:
+            self.close()
 
     # -- traces on disk (JSON, as `iwlab play --trace-json` writes) ---------------------------
     def _ask_path(self, mode: str) -> None:
@@ -419,6 +436,10 @@ class LabWindow(QMainWindow):
         box.open()   # non-modal: never exec() under qasync
 
     def closeEvent(self, event) -> None:
+        if self._busy:   # a start or stop is under way on a worker thread: close when it is done
+            self._close_requested = True
+            event.ignore()
+            return
         self.stop_lab()   # every server closed and every lab thread joined before the window goes
         super().closeEvent(event)
 

@@ -220,3 +220,21 @@ def test_a_trainer_flips_peters_conditions_and_the_route_changes(qtbot, window):
     send("while roaming")
     qtbot.waitUntil(lambda: reason_for("while roaming") == "Peter is roaming in a network without CPM -> SMS via SMSC",
                     timeout=10000)
+
+
+def test_a_lab_that_cannot_start_leaves_no_thread_behind(topology):
+    import socket as socket_module
+
+    from backends.lab import Lab
+    from backends.lab_thread import LabThread
+    blocker = socket_module.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    topology.operator("A").sip_port = blocker.getsockname()[1]   # already taken
+    try:
+        with pytest.raises(OSError):
+            LabThread(Lab(topology)).start()
+    finally:
+        blocker.close()
+    leftovers = [t.name for t in threading.enumerate() if t.name.startswith(("iwlab-lab", "esme-")) and t.is_alive()]
+    assert leftovers == []
