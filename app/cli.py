@@ -59,18 +59,22 @@ def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or platform)
 
 
+COMMANDS = ("window", "serve", "play")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    command = args.command
-    if command is None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+        # No command: the window where there is a display, the flows headless where there is none.
+        # Options given (e.g. `iwlab --port-base 0`) go to that command.
         if has_display():
-            command = "window"
-            args = build_parser().parse_args(["window", *(argv if argv is not None else sys.argv[1:])])
+            argv = ["window", *argv]
         else:
             print("iwlab: no display here (DISPLAY is not set), so no window: "
                   "running the use-case flows headless instead.\n")
-            args = build_parser().parse_args(["play", "--port-base", "0"])
-            command = "play"
+            argv = ["play", *(argv or ["--port-base", "0"])]
+    args = build_parser().parse_args(argv)
+    command = args.command
     try:
         topology = load(args)
     except (TopologyError, OSError) as exc:
