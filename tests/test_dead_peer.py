@@ -30,3 +30,15 @@ def test_messages_survive_an_smsc_restart(lab_factory):
     assert wait(lambda: [s.text for s in peter.inbox] == ["while the SMSC is down", "and another"])
     notes = [e.summary for e in lab.lab.trace.events() if e.protocol == "SMPP" and e.src == "IWF"]
     assert any(s.startswith("bind_transceiver") for s in notes[1:]), "the IWF bound again"
+
+
+def test_email_survives_a_mail_server_restart(lab_factory):
+    lab = lab_factory()
+    mary, john = lab.lab.device("mary"), lab.lab.device("john")
+    mail = lab.lab.mail
+    port = mail.port
+    lab.run(mail.stop())
+    message = lab.run(mary.send_message(lab.lab.user("john"), "mail me when you can"))
+    assert message.status == "sent"
+    lab.run(mail.start(lab.lab.host, port))
+    assert wait(lambda: [item.parsed.text.strip() for item in john.inbox] == ["mail me when you can"])
