@@ -12,6 +12,8 @@ from PySide6.QtGui import QColor, QFontMetrics, QPainter, QPalette
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem
 
 MessageRole = Qt.ItemDataRole.UserRole + 1
+# Words wrap, and so does a word longer than the bubble (a URL, a pasted id).
+WRAP = int(Qt.TextFlag.TextWordWrap) | int(Qt.TextFlag.TextWrapAnywhere)
 
 TICKS = {
     "sending": ("…", "sending"),
@@ -109,7 +111,7 @@ class BubbleDelegate(QStyledItemDelegate):
         width = max(80, int(option.rect.width() * 0.78) - self._reply_indent(message, index))
         metrics = QFontMetrics(option.font)
         return metrics.boundingRect(QRect(0, 0, width - 2 * self.PAD, 100000),
-                                    int(Qt.TextFlag.TextWordWrap), message.text or " ")
+                                    WRAP, message.text or " ")
 
     def sizeHint(self, option: QStyleOptionViewItem, index) -> QSize:
         message = index.data(MessageRole)
@@ -164,7 +166,7 @@ class BubbleDelegate(QStyledItemDelegate):
                          int(Qt.AlignmentFlag.AlignLeft), header)
         painter.setPen(ink)
         painter.drawText(QRect(inner.left(), inner.top() + meta_height, inner.width(), text_rect.height()),
-                         int(Qt.TextFlag.TextWordWrap), message.text)
+                         WRAP, message.text)
         painter.setPen(small)
         painter.drawText(QRect(inner.left(), inner.bottom() - meta_height + 1, inner.width(), meta_height),
                          int(Qt.AlignmentFlag.AlignRight), footer)

@@ -38,6 +38,9 @@ def folders(on_select: Callable) -> tuple[QListWidget, QListWidget, QTabWidget]:
     inbox, sent = QListWidget(), QListWidget()
     inbox.setObjectName("inbox")
     sent.setObjectName("sent")
+    for listing in (inbox, sent):   # a phone screen elides; it never scrolls sideways
+        listing.setTextElideMode(Qt.TextElideMode.ElideRight)
+        listing.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     tabs = QTabWidget()
     tabs.addTab(inbox, "Inbox")
     tabs.addTab(sent, "Sent")
