@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 Address = tuple[str, int]
+GIVE_UP_AFTER = 60.0   # seconds of temporary failures before Mary is told the email failed
 
 
 @dataclass
@@ -55,7 +57,7 @@ class IwfEmail:
         self._client: aiosmtplib.SMTP | None = None
         self._sent: dict[str, OutboundEmail] = {}         # Message-ID -> what it carried
         self._by_subject: dict[tuple[str, str], ThreadRef] = {}   # (peer, subject) fallback
-        self._seen_incoming: set[str] = set()             # SMTP retries can hand us a message twice
+        self._seen_incoming: set[tuple[str, str]] = set()  # (Message-ID, recipient): SMTP retries repeat
 
     async def stop(self) -> None:
         if self._sender:
@@ -82,6 +84,9 @@ class IwfEmail:
         message_id = email_codec.normalise_message_id(message["Message-ID"])
         self.iwf.threads.remember_id(message_id, cpm_uri=sender.cpm_uri or "", conversation_id=conversation_id,
                                      contribution_id=contribution_id)
+        # A reply from a client that drops In-Reply-To still finds the thread by its subject.
+        self._by_subject[(recipient.email.lower(), email_codec.normalise_subject(message["Subject"]))] = ThreadRef(
+            sender.cpm_uri or "", conversation_id, contribution_id, 0.0)
         self._sent[message_id] = OutboundEmail(message, recipient.email, sender_address, cpim.message_id,
                                                sender.cpm_uri or "", recipient.cpm_uri or "", cpim.disposition,
                                                cpim.datetime, conversation_id)
@@ -114,28 +119,44 @@ class IwfEmail:
         return f"<{newest}>" if newest else None
 
     async def _drain(self) -> None:
-        delay = 0.1
+        delay, first_try = 0.1, time.monotonic()
         while self._outbox:
             outbound = self._outbox[0]
             try:
                 client = await self._connected()
                 await client.send_message(outbound.message, sender=outbound.sender, recipients=[outbound.recipient])
-            except aiosmtplib.SMTPResponseException as exc:
-                if 400 <= exc.code < 500:       # try again later: nothing is lost
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-                    continue
-                self._outbox.popleft()
-                self._imdn(outbound, "failed", f"the mail server refused it: {exc.code} {exc.message}")
+            except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPSenderRefused) as exc:
+                self._give_up(outbound, f"the mail server refused it: {exc}")
+                delay, first_try = 0.1, time.monotonic()
                 continue
+            except aiosmtplib.SMTPResponseException as exc:
+                if exc.code >= 500:
+                    self._give_up(outbound, f"the mail server refused it: {exc.code} {exc.message}")
+                    delay, first_try = 0.1, time.monotonic()
+                    continue
+                why = f"{exc.code} {exc.message}"
             except (aiosmtplib.SMTPException, OSError) as exc:
                 log.warning("mail server unreachable (%s); retrying", exc)
+                if self._client is not None:
+                    self._client.close()
                 self._client = None
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                why = f"mail server unreachable: {exc}"
+            else:
+                delay, first_try = 0.1, time.monotonic()
+                self._outbox.popleft()
                 continue
-            delay = 0.1
-            self._outbox.popleft()
+            if time.monotonic() - first_try > GIVE_UP_AFTER:   # temporary for too long: say so
+                self._give_up(outbound, f"not accepted within {GIVE_UP_AFTER:.0f} s ({why})")
+                delay, first_try = 0.1, time.monotonic()
+                continue
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _give_up(self, outbound: OutboundEmail, why: str) -> None:
+        self._outbox.popleft()
+        log.warning("email %s not sent: %s", outbound.message["Message-ID"], why)
+        if outbound.imdn_message_id:
+            self._imdn(outbound, "failed", why)
 
     async def _connected(self) -> aiosmtplib.SMTP:
         if self._client is not None and self._client.is_connected:
@@ -160,9 +181,13 @@ class IwfEmail:
     async def relay(self, message: EmailMessage, envelope_from: str, recipient_address: str) -> None:
         """Mail for a CPM user (the mail server awaits this before answering 250)."""
         incoming = email_codec.parse_incoming(message)
-        if incoming.message_id in self._seen_incoming:
-            return
-        self._seen_incoming.add(incoming.message_id)
+        seen_key = (incoming.message_id, recipient_address.lower())
+        if seen_key in self._seen_incoming:
+            return   # the client's retry of a mail already handed on
+        await self._hand_on(incoming, recipient_address)
+        self._seen_incoming.add(seen_key)   # only once it was handed on: a 451 retry is retried for real
+
+    async def _hand_on(self, incoming: email_codec.IncomingEmail, recipient_address: str) -> None:
         if incoming.is_mdn:
             self._mdn(incoming)
             return

@@ -136,3 +136,50 @@ def test_no_open_relay_and_the_lab_keeps_serving(lab_and_mary):
     assert refused.value.recipients["someone@elsewhere.example"][0] == 550
     john_writes(lab, "still here")
     assert parse_cpim(next_message(mary).body).text.strip() == "still here"
+
+
+def test_johns_reply_without_in_reply_to_still_finds_marys_thread(lab_and_mary):
+    lab, mary = lab_and_mary
+    call_id = mary.request("MESSAGE", JOHN_TEL, from_uri=MARY, to_uri=JOHN_TEL, content_type="message/cpim",
+                           body=cpim_body(MARY, JOHN_TEL, "Lunch on Friday?"),
+                           extra=["Conversation-ID: conv-lunch", "Contribution-ID: contrib-lunch"])
+    assert mary.response_to(call_id).status == 202
+    wait_for_mail(lab)
+    john_writes(lab, "Friday is fine", subject="Re: Lunch on Friday?")      # no In-Reply-To at all
+    reply = next_message(mary)
+    assert reply.headers.get("Conversation-ID") == "conv-lunch"
+    assert reply.headers.get("InReplyTo-Contribution-ID") == "contrib-lunch"
+
+
+def test_a_failed_handover_is_retried_for_real(lab_and_mary):
+    """451 then a retry of the same message: the retry is handed on, not swallowed as a duplicate."""
+    lab, mary = lab_and_mary
+    original = lab.lab.iwf.email._hand_on
+    calls = []
+
+    async def flaky(incoming, recipient):
+        calls.append(incoming.message_id)
+        if len(calls) == 1:
+            raise ConnectionError("CPM side busy")
+        await original(incoming, recipient)
+    lab.lab.iwf.email._hand_on = flaky
+    message = EmailMessage(policy=policy.default)
+    message["From"], message["To"], message["Subject"] = "John <john@mail-b.lab>", "mary@cpm-a.lab", "retry"
+    message["Message-ID"] = "<retry-1@mail-b.lab>"
+    message.set_content("second time lucky")
+    with smtp(lab) as client, pytest.raises(smtplib.SMTPDataError) as refused:
+        client.send_message(message)
+    assert refused.value.smtp_code == 451
+    with smtp(lab) as client:
+        client.send_message(message)
+    assert parse_cpim(next_message(mary).body).text.strip() == "second time lucky"
+
+
+def test_an_email_the_server_refuses_becomes_imdn_failed(lab_and_mary):
+    lab, mary = lab_and_mary
+    lab.call(setattr, lab.lab.topology.user("john"), "email", "john@elsewhere.example")   # not a lab domain
+    call_id = mary.request("MESSAGE", JOHN_TEL, from_uri=MARY, to_uri=JOHN_TEL, content_type="message/cpim",
+                           body=cpim_body(MARY, JOHN_TEL, "lost?", "imdn-refused"))
+    assert mary.response_to(call_id).status == 202
+    imdn = parse_imdn_xml(parse_cpim(next_message(mary, imdn=True).body).body)
+    assert (imdn.message_id, imdn.status) == ("imdn-refused", "failed")
