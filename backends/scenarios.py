@@ -264,7 +264,8 @@ def received_by(user, events: list[TraceEvent]) -> list[tuple[TraceEvent, str]]:
     elif user.device == "sms":
         reassembler = smstext.Reassembler(timeout=3600)
         for e in events:
-            if e.protocol == "SMPP" and e.dst == user.name and e.summary.startswith("deliver_sm "):
+            if e.protocol == "SMPP" and e.dst == user.name and e.summary.startswith("deliver_sm ") \
+                    and _answered_ok(e, events, "deliver_sm_resp", " ok"):
                 pdu = smpp_codec.parse(e.raw)
                 if (pdu.esm_class or 0) & 0x3C:
                     continue   # a receipt, not a message
@@ -277,11 +278,29 @@ def received_by(user, events: list[TraceEvent]) -> list[tuple[TraceEvent, str]]:
         for e in events:
             envelope = e.fields.get("envelope") or {}
             if e.protocol == "SMTP" and e.summary.startswith("DATA (") and \
-                    user.email.lower() in [r.lower() for r in envelope.get("rcpt_to", [])]:
+                    user.email.lower() in [r.lower() for r in envelope.get("rcpt_to", [])] and \
+                    _answered_ok(e, events, "250 ", ""):
                 message = message_from_bytes(_undot(e.raw), policy=policy.default)
                 body = message.get_body(preferencelist=("plain",))
                 found.append((e, body.get_content().strip() if body else ""))
     return found
+
+
+def _answered_ok(request: TraceEvent, events: list[TraceEvent], answer: str, ok: str) -> bool:
+    """Did the receiver accept this PDU? The first answer after it on the same exchange says.
+
+    SMPP: the deliver_sm_resp with the same sequence from the handset; SMTP: the reply
+    after DATA in the same session. A refused or unanswered PDU is not a delivery.
+    """
+    for e in events:
+        if e.seq <= request.seq or e.protocol != request.protocol or e.src != request.dst:
+            continue
+        if request.protocol == "SMPP":
+            if e.summary.startswith(answer) and e.correlation.get("smpp_seq") == request.correlation.get("smpp_seq"):
+                return e.summary.endswith(ok)
+        elif e.correlation.get("smtp_session") == request.correlation.get("smtp_session") and e.is_response:
+            return e.summary.startswith(answer)
+    return False
 
 
 def _undot(data: bytes) -> bytes:
