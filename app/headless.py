@@ -102,7 +102,11 @@ async def _play(topology: Topology, names: list[str], quiet: bool, junit: str | 
     verdicts = []
     try:
         for name in names or list(scenarios):
-            verdicts.append(await ScenarioRun(lab, scenarios[name]).play())
+            run = ScenarioRun(lab, scenarios[name])
+            try:
+                verdicts.append(await run.play())
+            except ScenarioError as exc:   # one broken scenario does not end the run, and says why
+                verdicts.append(run.failed(str(exc)))
     finally:
         await lab.stop()
     print()

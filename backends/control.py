@@ -9,6 +9,7 @@ from __future__ import annotations
 import shlex
 
 from .cpm_device import CpmDevice
+from .email_client import EmailClient
 from .handset import SmsHandset
 from .lab import Lab
 
@@ -53,6 +54,8 @@ async def run_command(lab: Lab, line: str) -> str:
         return await handler(lab, args)
     except CommandError as exc:
         return f"error: {exc}"
+    except Exception as exc:   # noqa: BLE001 - the console keeps working after any failure
+        return f"error: {type(exc).__name__}: {exc}"
 
 
 async def _help(lab: Lab, args: list[str]) -> str:
@@ -135,6 +138,10 @@ async def _send(lab: Lab, args: list[str]) -> str:
     if isinstance(device, SmsHandset):
         sms = await device.send_sms(recipient, text)
         return f"{sender.name} -> {recipient.name}: {sms.status}"
+    if isinstance(device, EmailClient):
+        address = recipient.email or (recipient.sip or "")[4:]
+        item = await device.send(address, text[:60], text)
+        return f"{sender.name} -> {recipient.name} <{address}>: {item.status}"
     raise CommandError(f"{sender.name}'s device is not simulated in this lab")
 
 

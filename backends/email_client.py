@@ -93,8 +93,12 @@ class EmailClient:
         if (self.send_read_receipts and item.folder == "inbox" and not item.receipt_sent
                 and item.parsed.disposition_notification_to):
             mdn = email_codec.build_mdn(original=item.parsed, reader_address=self.address, reader_name=self.name)
+            try:
+                await self._submit(mdn, [item.parsed.disposition_notification_to])
+            except (aiosmtplib.SMTPException, OSError) as exc:   # not sent: opening it again retries
+                self._emit("receipt_failed", (item, str(exc)))
+                return
             item.receipt_sent = True
-            await self._submit(mdn, [item.parsed.disposition_notification_to])
             self._emit("receipt", item)
 
     # -- sending ----------------------------------------------------------------------

@@ -3,6 +3,7 @@ each PDU decoded, verdicts per requirement) and a JSON export of the trace."""
 from __future__ import annotations
 
 import base64
+import binascii
 import html
 import json
 import xml.etree.ElementTree as ET
@@ -42,9 +43,20 @@ def write_trace_json(path: Path, events: list[TraceEvent]) -> None:
 
 
 def read_trace_json(path: Path) -> list[TraceEvent]:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if data.get("iwlab_trace") != 1:
+    """Raises ValueError (with the reason) for anything that is not an iwlab trace export."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not text: {exc}") from None
+    if not isinstance(data, dict) or data.get("iwlab_trace") != 1 or not isinstance(data.get("events"), list):
         raise ValueError(f"{path}: not an iwlab trace export")
+    try:
+        return _events(data)
+    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+        raise ValueError(f"{path}: a PDU in it is damaged ({type(exc).__name__}: {exc})") from None
+
+
+def _events(data: dict) -> list[TraceEvent]:
     return [TraceEvent(seq=e["seq"], time=e["time"], src=e["src"], dst=e["dst"], protocol=e["protocol"],
                        summary=e["summary"], is_response=e["is_response"], fields=e["fields"],
                        raw=base64.b64decode(e["raw"]), correlation=e["correlation"], note=e["note"])

@@ -99,12 +99,28 @@ def scenario_dir() -> Path:
     return Path(str(resources.files("resources").joinpath("scenarios")))
 
 
+REQUIRED_PARAMS = {"delivered": ("to", "texts"), "route": ("note",), "addressed_to_person": ("from", "to"),
+                   "threaded": ("to", "text", "answers"), "session_established": ("answered_to",)}
+
+
 def load_scenario(path: Path) -> Scenario:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ScenarioError(f"{path.name}: {exc}") from exc
     where = path.name
+    for key in ("steps", "checks"):
+        value = data.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+            raise ScenarioError(f"{where}: '{key}' must be an array of tables ([[{key}]])")
+    for check in data.get("checks", []):
+        if not isinstance(check.get("requirements", []), list):
+            raise ScenarioError(f"{where}: a check's 'requirements' must be a list of labels")
+        if "texts" in check and not isinstance(check["texts"], list):
+            raise ScenarioError(f"{where}: 'texts' must be a list of strings")
+        missing = [p for p in REQUIRED_PARAMS.get(check.get("kind", ""), ()) if p not in check]
+        if missing:
+            raise ScenarioError(f"{where}: a {check.get('kind')} check needs {', '.join(missing)}")
     try:
         steps = [Step(action=s["action"], explain=s.get("explain", "").strip(), seed_step=str(s.get("seed_step", "")),
                       sender=s.get("from", s.get("user", "")), recipient=s.get("to", ""), text=s.get("text", ""),
@@ -127,8 +143,14 @@ def load_scenario(path: Path) -> Scenario:
 
 
 def load_scenarios(directory: Path | None = None) -> dict[str, Scenario]:
-    found = [load_scenario(p) for p in sorted((directory or scenario_dir()).glob("*.toml"))]
-    return {s.id: s for s in found}
+    scenarios: dict[str, Scenario] = {}
+    for path in sorted((directory or scenario_dir()).glob("*.toml")):
+        scenario = load_scenario(path)
+        if scenario.id in scenarios:
+            raise ScenarioError(f"{path.name}: id {scenario.id!r} is already used by "
+                                f"{Path(scenarios[scenario.id].source).name}")
+        scenarios[scenario.id] = scenario
+    return scenarios
 
 
 def load_requirements() -> dict[str, str]:
@@ -150,6 +172,9 @@ class ScenarioRun:
         self.first_seq = self._last_seq()
         self.rows_of_step: list[tuple[int, int]] = []   # (first, last) trace seq of each step
         self._tasks: list[asyncio.Task] = []
+        # Scenarios change people's conditions; the lab is given back as it was found.
+        self._conditions = {u.id: (u.cpm_capable, u.roaming_without_cpm) for u in lab.topology.users}
+        self._apps = set(lab.cpm_apps)
 
     @property
     def finished(self) -> bool:
@@ -169,11 +194,27 @@ class ScenarioRun:
         return step
 
     async def play(self, pace: float = 0.0) -> Verdict:
-        while not self.finished:
-            await self.step()
-            if pace:
-                await asyncio.sleep(pace)
-        return self.verdict()
+        try:
+            while not self.finished:
+                await self.step()
+                if pace:
+                    await asyncio.sleep(pace)
+            return self.verdict()
+        finally:
+            await self.finish()
+
+    async def finish(self) -> None:
+        """Wait for what the steps started (a session INVITE) and put the people back as they were."""
+        if self._tasks:
+            done, pending = await asyncio.wait(self._tasks, timeout=self.timeout)
+            for task in pending:
+                task.cancel()
+            self._tasks.clear()
+        for user_id in set(self.lab.cpm_apps) - self._apps:
+            await self.lab.set_cpm_app(user_id, False)
+        for user in self.lab.topology.users:
+            capable, roaming = self._conditions.get(user.id, (user.cpm_capable, user.roaming_without_cpm))
+            user.cpm_capable, user.roaming_without_cpm = capable, roaming
 
     async def _settle(self) -> None:
         await self._settle_for(self.settle)
@@ -239,6 +280,12 @@ class ScenarioRun:
             sessions.send(latest, step.text)
         else:
             await sessions.end(latest)
+
+    def failed(self, reason: str) -> Verdict:
+        """A verdict for a scenario that could not be played to the end."""
+        check = Check("played", [], {})
+        return Verdict(self.scenario, [CheckResult(check, False, f"could not be played: {reason}")],
+                       self.first_seq + 1, self._last_seq())
 
     def verdict(self) -> Verdict:
         events = [e for e in self.lab.trace.events() if e.seq > self.first_seq]

@@ -85,6 +85,8 @@ texts = ["one", "two", "three"]
     assert not verdict.passed
     [result] = verdict.results
     assert "expected ['one', 'two', 'three'] in this order" in result.detail
+    received = [text for text in ("one", "two", "three") if f"'{text}'" in result.detail.split(", expected")[0]]
+    assert sorted(received) == ["one", "three", "two"], "all arrived, none lost or doubled: only the order broke"
     assert result.evidence
     table = requirement_verdicts([verdict], load_requirements())
     assert table["CPM-IOP-xxx-5"][0] == "failed"
@@ -104,9 +106,29 @@ def test_reports_junit_html_and_trace_json(lab_factory, tmp_path):
     again = read_trace_json(tmp_path / "trace.json")
     assert [e.raw for e in again] == [e.raw for e in events]
     assert json.loads((tmp_path / "trace.json").read_text())["iwlab_trace"] == 1
+    for damaged in ("[]", '{"iwlab_trace": 1, "events": [{"seq": 1}]}', "\xff\xfe"):
+        (tmp_path / "bad.json").write_text(damaged, encoding="latin-1")
+        with pytest.raises(ValueError):
+            read_trace_json(tmp_path / "bad.json")
 
 
-def test_a_broken_scenario_file_says_why(tmp_path):
-    (tmp_path / "bad.toml").write_text('id = "x"\ntitle = "t"\n[[steps]]\naction = "teleport"\n')
-    with pytest.raises(ScenarioError, match="unknown action 'teleport'"):
-        load_scenario(tmp_path / "bad.toml")
+@pytest.mark.parametrize("text, reason", [
+    ('id = "x"\ntitle = "t"\n[[steps]]\naction = "teleport"\n', "unknown action 'teleport'"),
+    ('id = "x"\ntitle = "t"\nsteps = "x"\n', "array of tables"),
+    ('id = "x"\ntitle = "t"\n[checks]\nkind = "route"\n', "array of tables"),
+    ('id = "x"\ntitle = "t"\n[[checks]]\nkind = "delivered"\nto = "peter"\n', "needs texts"),
+    ('id = "x"\ntitle = "t"\n[[checks]]\nkind = "delivered"\nto = "peter"\ntexts = "Hi"\n', "list of strings"),
+    ('id = "x"\n[[steps]]\naction = "wait"\n', "missing 'title'"),
+    ('id = "x\ntitle', "x.toml"),
+])
+def test_a_broken_scenario_file_says_why(tmp_path, text, reason):
+    (tmp_path / "x.toml").write_text(text)
+    with pytest.raises(ScenarioError, match=reason):
+        load_scenario(tmp_path / "x.toml")
+
+
+def test_two_scenarios_with_one_id_are_refused(tmp_path):
+    for name in ("a.toml", "b.toml"):
+        (tmp_path / name).write_text('id = "same"\ntitle = "t"\n')
+    with pytest.raises(ScenarioError, match="already used"):
+        load_scenarios(tmp_path)

@@ -162,7 +162,8 @@ class EmailClientWidget(QFrame):
         else:
             self.reader.setPlainText(f"From: {item.parsed.sender_name} <{item.parsed.sender}>\n"
                                      f"Subject: {item.subject}\n\n{body}")
-        if item.folder == "inbox" and not item.read:
+        receipt_owed = item.parsed.disposition_notification_to and not item.receipt_sent
+        if item.folder == "inbox" and (not item.read or receipt_owed):
             self.run_in_lab(self.client.open(item))   # may send the read receipt (MDN)
             item.read = True
             self._refresh_labels()

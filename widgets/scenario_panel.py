@@ -14,7 +14,8 @@ from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton, QScrollArea,
                                QSplitter, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
-from backends.scenarios import Scenario, ScenarioRun, Verdict, load_requirements, load_scenarios, requirement_verdicts
+from backends.scenarios import (Scenario, ScenarioError, ScenarioRun, Verdict, load_requirements, load_scenarios,
+                                requirement_verdicts)
 
 STATE_COLOURS = {"passed": "#1a7f37", "failed": "#d1242f", "not exercised": "#6e7781"}
 
@@ -30,7 +31,11 @@ class ScenarioPanel(QWidget):
         super().__init__(parent)
         self.run_in_lab = run_in_lab
         self.lab_getter = lab_getter          # the running Lab, or None
-        self.scenarios: dict[str, Scenario] = load_scenarios()
+        try:
+            self.scenarios: dict[str, Scenario] = load_scenarios()
+            self.load_error = ""
+        except ScenarioError as exc:   # one bad file must not keep the window from opening
+            self.scenarios, self.load_error = {}, str(exc)
         self.requirements = load_requirements()
         self.verdicts: dict[str, Verdict] = {}
         self.run: ScenarioRun | None = None
@@ -111,6 +116,8 @@ class ScenarioPanel(QWidget):
         self.failed.connect(self._failed)
         self._show_requirements()
         self.reset()
+        if self.load_error:
+            self.explain.setText(f"The use cases could not be loaded: {self.load_error}")
 
     # -- controls -------------------------------------------------------------------------
     def current(self) -> Scenario | None:
@@ -138,7 +145,7 @@ class ScenarioPanel(QWidget):
         if lab is None or scenario is None:
             self.failed.emit("Start the lab first")
             return
-        if self.run is None or self.run.finished:
+        if self.run is None or self.run.finished or self.run.lab is not lab:   # a restarted lab: start over
             self.run = ScenarioRun(lab, scenario)
         run = self.run
         self._set_busy(True)
@@ -152,7 +159,9 @@ class ScenarioPanel(QWidget):
             first, last = run.rows_of_step[-1]
             self.stepDone.emit(step, first, last)
             if run.finished:
-                self.verdictReady.emit(run.verdict())
+                verdict = run.verdict()
+                await run.finish()      # the lab is given back as the scenario found it
+                self.verdictReady.emit(verdict)
         future = self.run_in_lab(one_step())
         if future is not None:
             future.add_done_callback(lambda f: f.exception() and self.failed.emit(str(f.exception())))
@@ -210,4 +219,5 @@ class ScenarioPanel(QWidget):
         finished = self.run is not None and self.run.finished
         self.play_button.setEnabled(not busy and not finished)
         self.step_button.setEnabled(not busy and not finished)
+        self.reset_button.setEnabled(not busy)   # never two runs at once
         self.list.setEnabled(not busy)
