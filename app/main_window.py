@@ -410,10 +410,9 @@ class LabWindow(QMainWindow):
             iterator += 1
         return "\n".join(lines)
 
-    async def _set_conditions(self, user_id: str, *, registered: bool, capable: bool, roaming: bool):
+    async def _set_conditions(self, user_id: str, **flags: bool):
         """A legacy user's conditions from the window (runs on the lab loop); returns their CPM app."""
         lab = self.runner.lab
-        flags = {"registered": registered, "capable": capable, "roaming": roaming}
         answer = await run_command(lab, f"state {user_id} " + " ".join(f"{k}={'yes' if v else 'no'}"
                                                                          for k, v in flags.items()))
         if answer.startswith("error"):

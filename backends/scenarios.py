@@ -358,11 +358,17 @@ def _undot(data: bytes) -> bytes:
 
 
 def _delivered(check: Check, events: list[TraceEvent], lab: Lab) -> CheckResult:
+    """texts: exactly these, in this order; with among_others = true: these in this order among others."""
     user = lab.topology.user(check.params["to"])
     wanted = list(check.params["texts"])
     got = received_by(user, events)
+    if check.params.get("among_others"):
+        remaining = iter(text for _, text in got)
+        passed = all(any(text == w for text in remaining) for w in wanted)   # an ordered subsequence
+        got = [(e, text) for e, text in got if text in wanted]
+    else:
+        passed = [text for _, text in got] == wanted
     texts = [text for _, text in got]
-    passed = texts == wanted
     detail = f"{user.name} received {texts}" + ("" if passed else f", expected {wanted} in this order")
     return CheckResult(check, passed, detail, [e.seq for e, _ in got])
 
@@ -411,8 +417,10 @@ def _session_established(check: Check, events: list[TraceEvent], lab: Lab) -> Ch
     if ok is None:
         return CheckResult(check, False, f"no 200 OK to an INVITE reached {node}")
     call_id = ok.correlation.get("call_id")
-    ack = next((e for e in events if e.summary.startswith("ACK") and e.correlation.get("call_id") == call_id), None)
-    msrp = next((e for e in events if e.protocol == "MSRP" and e.summary.startswith("SEND")), None)
+    ack = next((e for e in events if e.protocol == "SIP" and e.summary.startswith("ACK") and e.src == node
+                and e.correlation.get("call_id") == call_id), None)
+    msrp = next((e for e in events if e.protocol == "MSRP" and e.summary.startswith("SEND")
+                 and e.correlation.get("call_id") == call_id), None)
     passed = ack is not None
     detail = f"session established: 200 OK (INVITE) to {node}, ACK" + (", MSRP flowing" if msrp else "")
     return CheckResult(check, passed, detail if passed else f"200 OK to {node} but no ACK",

@@ -97,8 +97,9 @@ class SmsHandsetWidget(QFrame):
         conditions.addWidget(self.cpm_app_box, 0, 0, 1, 2)
         conditions.addWidget(self.capable_box, 1, 0)
         conditions.addWidget(self.roaming_box, 1, 1)
-        for box in (self.cpm_app_box, self.capable_box, self.roaming_box):
-            box.toggled.connect(self._conditions_changed)
+        for box, key in ((self.cpm_app_box, "registered"), (self.capable_box, "capable"),
+                         (self.roaming_box, "roaming")):
+            box.toggled.connect(lambda on, key=key: self._condition_changed(key, on))
             box.setEnabled(set_conditions is not None)
         layout.addLayout(conditions)
         self.cpm_app = None
@@ -145,12 +146,11 @@ class SmsHandsetWidget(QFrame):
         parts, coding = smstext.sms_count(text)
         self.counter.setText(f"{len(text)} chars · {parts} SMS · {'GSM 7-bit' if coding == smstext.GSM7 else 'UCS-2'}")
 
-    def _conditions_changed(self) -> None:
+    def _condition_changed(self, key: str, on: bool) -> None:
+        """Send only what was flipped: a scenario or the console may have changed the rest."""
         if self.set_conditions is None:
             return
-        future = self.run_in_lab(self.set_conditions(registered=self.cpm_app_box.isChecked(),
-                                                     capable=self.capable_box.isChecked(),
-                                                     roaming=self.roaming_box.isChecked()))
+        future = self.run_in_lab(self.set_conditions(**{key: on}))
         if future is not None:
             future.add_done_callback(lambda f: None if f.exception() else self.cpmAppReady.emit(f.result()))
 
