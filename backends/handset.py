@@ -15,7 +15,7 @@ from typing import Any, Callable
 import smpplib.consts as c
 
 from . import smstext
-from .smpp_codec import text as _text
+from .smpp_codec import reassemble
 from .esme import Esme, SubmitFailed
 from .nodes import NodeDirectory
 from .topology import Topology, User
@@ -81,13 +81,7 @@ class SmsHandset:
         if (pdu.esm_class or 0) & 0x3C == RECEIPT_ESM_CLASS:
             self._emit("receipt", pdu)
             return
-        tlvs = {name: getattr(pdu, name) for name in ("sar_msg_ref_num", "sar_total_segments",
-                                                       "sar_segment_seqnum", "message_payload")
-                if getattr(pdu, name, None) is not None}
-        incoming = self._reassembler.add(
-            source=_text(pdu.source_addr), dest=_text(pdu.destination_addr), data_coding=pdu.data_coding or 0,
-            esm_class=pdu.esm_class or 0, short_message=pdu.short_message or b"", tlvs=tlvs)
-        for sms in incoming:
+        for sms in reassemble(self._reassembler, pdu):
             self._store_incoming(sms)
 
     def _store_incoming(self, sms: smstext.IncomingSms) -> None:

@@ -33,6 +33,7 @@ from .nodes import NodeDirectory
 from .sip import SipParseError, SipRequest, SipResponse, make_response
 from .sipnet import SipConnection, SipConnectionClosed, name_addr_uri, open_connection
 from .smpp_codec import RECEIPT_ESM_CLASS, parse_receipt_text
+from .smpp_codec import reassemble
 from .smpp_codec import text as _text
 from .threads import ThreadMap
 from .topology import Operator, Topology
@@ -352,12 +353,7 @@ class Iwf:
         if (pdu.esm_class or 0) & 0x3C in RECEIPT_ESM_CLASSES:
             self._receipt(pdu)
             return
-        tlvs = {name: getattr(pdu, name) for name in ("sar_msg_ref_num", "sar_total_segments",
-                                                       "sar_segment_seqnum", "message_payload")
-                if getattr(pdu, name, None) is not None}
-        for sms in self.reassembler.add(source=_text(pdu.source_addr), dest=_text(pdu.destination_addr),
-                                         data_coding=pdu.data_coding or 0, esm_class=pdu.esm_class or 0,
-                                         short_message=pdu.short_message or b"", tlvs=tlvs):
+        for sms in reassemble(self.reassembler, pdu):
             self._sms_to_cpm(sms)
 
     async def _expire_parts(self) -> None:

@@ -316,10 +316,7 @@ def received_by(user, events: list[TraceEvent]) -> list[tuple[TraceEvent, str]]:
                 pdu = smpp_codec.parse(e.raw)
                 if (pdu.esm_class or 0) & 0x3C:
                     continue   # a receipt, not a message
-                for sms in reassembler.add(source=smpp_codec.text(pdu.source_addr),
-                                           dest=smpp_codec.text(pdu.destination_addr),
-                                           data_coding=pdu.data_coding or 0, esm_class=pdu.esm_class or 0,
-                                           short_message=pdu.short_message or b"", tlvs={}):
+                for sms in smpp_codec.reassemble(reassembler, pdu):
                     found.append((e, sms.text))
     elif user.device == "email" and user.email:
         for e in events:

@@ -258,6 +258,17 @@ def content(pdu: Any) -> tuple[list[dict[str, Any]], str | None]:
     return ies, decode_text(data, pdu.data_coding or 0)
 
 
+def reassemble(reassembler, pdu: Any) -> list:
+    """Feed a deliver_sm to an smstext.Reassembler: the one place that knows which
+    PDU fields carry concatenation (UDH in short_message, SAR TLVs, message_payload)."""
+    tlvs = {name: getattr(pdu, name) for name in ("sar_msg_ref_num", "sar_total_segments",
+                                                   "sar_segment_seqnum", "message_payload")
+            if getattr(pdu, name, None) is not None}
+    return reassembler.add(source=text(pdu.source_addr), dest=text(pdu.destination_addr),
+                           data_coding=pdu.data_coding or 0, esm_class=pdu.esm_class or 0,
+                           short_message=pdu.short_message or b"", tlvs=tlvs)
+
+
 def delivered_text(raw: bytes) -> str | None:
     """The text of a deliver_sm carrying a message (not a receipt); else None."""
     try:
