@@ -167,6 +167,18 @@ def wait_for(predicate, timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
+
+def establish(mary, peter, media):
+    """Mary invites Peter, he answers YES, she ACKs and opens MSRP; his "now chatting" text is read."""
+    call_id = invite(mary, media.offer())
+    peter.next_message()
+    answer_sms(peter, "YES")
+    ok = final(mary, call_id)
+    in_dialog(mary, "ACK", ok, 1)
+    media.connect(sdp.parse_sdp(ok.body))
+    sms_text(peter)
+    return call_id, ok
+
 def test_mary_invites_peter_who_accepts_by_sms_and_they_chat_over_msrp(session_lab):
     lab, mary, peter, media = session_lab()
     call_id = invite(mary, media.offer())
@@ -206,13 +218,7 @@ def test_mary_invites_peter_who_accepts_by_sms_and_they_chat_over_msrp(session_l
 
 def test_long_msrp_message_is_chunked_and_reassembled(session_lab):
     lab, mary, peter, media = session_lab()
-    call_id = invite(mary, media.offer())
-    peter.next_message()
-    answer_sms(peter, "YES")
-    ok = final(mary, call_id)
-    in_dialog(mary, "ACK", ok, 1)
-    media.connect(sdp.parse_sdp(ok.body))
-    sms_text(peter)
+    call_id, ok = establish(mary, peter, media)
     text = "".join(f"chunk {i:03d}. " for i in range(40))      # 440 bytes in 100-byte chunks
     media.send(text, max_chunk=100)
     parts = [peter.next_message() for _ in range(3)]          # one message -> concatenated SMS
@@ -255,13 +261,7 @@ def test_mary_cancels_before_the_answer(session_lab):
 
 def test_peter_ends_with_end_and_mary_gets_bye(session_lab):
     _, mary, peter, media = session_lab()
-    call_id = invite(mary, media.offer())
-    peter.next_message()
-    answer_sms(peter, "YES")
-    ok = final(mary, call_id)
-    in_dialog(mary, "ACK", ok, 1)
-    media.connect(sdp.parse_sdp(ok.body))
-    sms_text(peter)
+    call_id, ok = establish(mary, peter, media)
     answer_sms(peter, "end")
     bye = mary.receive(lambda m: isinstance(m, SipRequest) and m.method == "BYE")
     assert bye.headers.get("Call-ID") == call_id
@@ -419,13 +419,7 @@ def test_peter_asks_for_a_chat_and_a_raw_client_as_mary_accepts(session_lab):
 
 def test_messages_keep_their_order_both_ways(session_lab):
     _, mary, peter, media = session_lab()
-    call_id = invite(mary, media.offer())
-    peter.next_message()
-    answer_sms(peter, "YES")
-    ok = final(mary, call_id)
-    in_dialog(mary, "ACK", ok, 1)
-    media.connect(sdp.parse_sdp(ok.body))
-    sms_text(peter)
+    call_id, ok = establish(mary, peter, media)
     texts = [f"msrp {i}" for i in range(6)]
     for text in texts:
         media.send(text)
