@@ -84,6 +84,8 @@ class LabWindow(QMainWindow):
 
         self._build_actions()
         self.labError.connect(lambda text: self.statusBar().showMessage(f"Failed: {text}", 8000))
+        # Scenarios and the console change people's conditions too: the switches follow.
+        self._sync_timer = QTimer(self, interval=500, timeout=self._sync_conditions)
         self.labInfo.connect(lambda text: self.statusBar().showMessage(text, 10000))
         self.endpoints_label = QLabel("Lab stopped")
         self.statusBar().addPermanentWidget(self.endpoints_label)
@@ -325,6 +327,7 @@ class LabWindow(QMainWindow):
             first_phone.text.setFocus()   # ready to type: the demo starts at Mary's keyboard
         self._fit_columns()
         QTimer.singleShot(0, self._fit_columns)   # again once the window has its real size
+        self._sync_timer.start()
         endpoints = lab.endpoints()
         sip = "  ".join(f"{domain} {address}" for domain, address in endpoints["sip"].items())
         self.endpoints_label.setText(f"SIP {sip}   SMPP {endpoints.get('smpp', '-')}   "
@@ -332,6 +335,7 @@ class LabWindow(QMainWindow):
         self._update_actions()
 
     def _detach(self) -> LabThread | None:
+        self._sync_timer.stop()
         runner, self.runner = self.runner, None
         self.ladder.detach_trace()
         for widget in self.phones.values():
@@ -419,6 +423,14 @@ class LabWindow(QMainWindow):
             raise RuntimeError(answer)
         self.labInfo.emit(answer)
         return lab.cpm_apps.get(user_id)
+
+    def _sync_conditions(self) -> None:
+        if self.runner is None:
+            return
+        apps = dict(self.runner.lab.cpm_apps)
+        for user_id, widget in self.phones.items():
+            if isinstance(widget, SmsHandsetWidget):
+                widget.sync_conditions(apps.get(user_id))
 
     def set_thread_policy(self, policy: str) -> None:
         """How the IWF matches an SMS reply to a CPM thread (issue: message-thread management)."""

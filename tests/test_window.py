@@ -238,3 +238,13 @@ def test_a_lab_that_cannot_start_leaves_no_thread_behind(topology):
         blocker.close()
     leftovers = [t.name for t in threading.enumerate() if t.name.startswith(("iwlab-lab", "esme-")) and t.is_alive()]
     assert leftovers == []
+
+
+def test_peters_switches_follow_changes_made_elsewhere(qtbot, window):
+    from backends.control import run_command
+    handset = window.phones["peter"]
+    window.runner.run(run_command(window.runner.lab, "state peter roaming=yes"))
+    qtbot.waitUntil(handset.roaming_box.isChecked, timeout=5000)
+    window.runner.run(run_command(window.runner.lab, "state peter roaming=no registered=yes"))
+    qtbot.waitUntil(lambda: handset.cpm_app_box.isChecked() and not handset.roaming_box.isChecked(), timeout=5000)
+    assert handset.cpm_app is window.runner.lab.cpm_apps["peter"]

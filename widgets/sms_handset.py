@@ -154,6 +154,18 @@ class SmsHandsetWidget(QFrame):
         if future is not None:
             future.add_done_callback(lambda f: None if f.exception() else self.cpmAppReady.emit(f.result()))
 
+    def sync_conditions(self, app) -> None:
+        """Show the user's conditions as they are now (a scenario or the console may have changed them)."""
+        user = self.handset.user
+        wanted = {self.cpm_app_box: bool(app is not None and app.registered),
+                  self.capable_box: user.cpm_capable, self.roaming_box: user.roaming_without_cpm}
+        for box, on in wanted.items():
+            if box.isChecked() != on:
+                box.blockSignals(True)   # showing, not changing: no command goes out
+                box.setChecked(on)
+                box.blockSignals(False)
+        self._attach_cpm_app(app)
+
     def _attach_cpm_app(self, app) -> None:
         """Messages that reach this user over the CPM app land in the same inbox, marked CPM."""
         if app is self.cpm_app:
