@@ -585,6 +585,10 @@ class IwfSessions:
             in_reply_to=session.email_thread or None, conversation_id=session.conversation_id)
         session.email_thread = session.email_thread or message_id    # the invitation roots the thread
         self.by_email_id[message_id] = session
+        # After the session, a reply to any of its emails still joins Mary's conversation.
+        contribution = session.invite.headers.get("Contribution-ID") if session.invite is not None else ""
+        self.iwf.threads.remember_id(message_id, cpm_uri=session.cpm_uri, conversation_id=session.conversation_id,
+                                     contribution_id=contribution or "")
 
 
 def _tag(value: str | None) -> str:
