@@ -19,8 +19,8 @@ TICKS = {
     "sending": ("…", "sending"),
     "sent": ("✓", "sent"),
     "delivered": ("✓✓", "delivered"),
-    "displayed": ("✓✓", "displayed"),
-    "failed": ("✗", "failed"),
+    "displayed": ("✓✓ read", "displayed"),   # distinct from delivered, seen from the back of a room
+    "failed": ("✗ failed", "failed"),
 }
 
 
