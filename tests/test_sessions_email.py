@@ -271,3 +271,19 @@ def test_marys_phone_does_not_answer_johns_request_in_time(email_session_lab):
     lab, _, _, inbox = email_session_lab(timeout=0.5, devices="mary")
     john_writes(lab, "CHAT please", subject="Now?")
     assert "Mary did not answer your chat request." in text_of(inbox.next())
+
+
+def test_a_late_reply_to_a_session_email_joins_marys_conversation(email_session_lab):
+    lab, mary, media, inbox = email_session_lab()
+    call_id, ok, invitation = established(lab, mary, media, inbox)
+    media.send("see you then")
+    in_session = inbox.next()
+    in_dialog(mary, "BYE", ok, 2)
+    assert final(mary, call_id, "BYE").status == 200
+    inbox.next()                                                      # the closing email
+    john_writes(lab, "one more thing", subject="Re: " + invitation["Subject"],
+                in_reply_to=in_session["Message-ID"])                 # answers an email from the session
+    message = mary.receive(lambda m: isinstance(m, SipRequest) and m.method == "MESSAGE")
+    assert b"one more thing" in message.body
+    assert message.headers.get("Conversation-ID") == "conv-session-1"
+    assert message.headers.get("InReplyTo-Contribution-ID") == "contrib-session-1"
