@@ -203,15 +203,10 @@ class CpmDevice:
         return msg
 
     def _new_request(self, method: str, uri: str, *, to: str, call_id: str | None = None) -> SipRequest:
-        headers = sip.Headers()
-        host, port = self.connection.local_address if self.connection else ("127.0.0.1", 0)
-        headers.add("Via", f"SIP/2.0/TCP {host}:{port};branch={sip.new_branch()}")
-        headers.add("Max-Forwards", "70")
-        headers.add("From", f'"{self.name}" <{self.uri}>;tag={sip.new_tag()}')
-        headers.add("To", f"<{to}>")
-        headers.add("Call-ID", call_id or sip.new_call_id(self.domain))
-        headers.add("CSeq", f"{next(self._cseq)} {method}")
-        return SipRequest(method, uri, headers)
+        via = self.connection.local_address if self.connection else ("127.0.0.1", 0)
+        return sip.make_request(method, uri, via=via, from_=f'"{self.name}" <{self.uri}>;tag={sip.new_tag()}',
+                                to=f"<{to}>", call_id=call_id or sip.new_call_id(self.domain),
+                                cseq=next(self._cseq))
 
     # -- receiving ----------------------------------------------------------------
     def _on_sip(self, conn: SipConnection, message: SipRequest | SipResponse | SipParseError) -> None:

@@ -191,19 +191,13 @@ class CpmSessions:
 
     def _in_dialog_request(self, session: ChatSession, method: str, cseq: int | None = None) -> SipRequest:
         conn = self.device.connection
-        host, port = conn.local_address if conn else ("127.0.0.1", 0)
-        headers = sip.Headers()
-        headers.add("Via", f"SIP/2.0/TCP {host}:{port};branch={sip.new_branch()}")
-        headers.add("Max-Forwards", "70")
-        for route in session.route_set:
-            headers.add("Route", route)
-        headers.add("From", f'"{self.device.name}" <{self.device.uri}>;tag={session.local_tag}')
-        headers.add("To", f"<{session.peer_uri}>;tag={session.remote_tag}")
-        headers.add("Call-ID", session.call_id)
         if cseq is None:
             cseq = 100 + next(session.cseq)    # above the INVITE's CSeq
-        headers.add("CSeq", f"{cseq} {method}")
-        return SipRequest(method, session.remote_target or session.peer_uri, headers)
+        return sip.make_request(
+            method, session.remote_target or session.peer_uri,
+            via=conn.local_address if conn else ("127.0.0.1", 0), routes=session.route_set,
+            from_=f'"{self.device.name}" <{self.device.uri}>;tag={session.local_tag}',
+            to=f"<{session.peer_uri}>;tag={session.remote_tag}", call_id=session.call_id, cseq=cseq)
 
     def cancel(self, session: ChatSession) -> None:
         """Withdraw an invitation not answered yet (CANCEL on the INVITE's branch)."""

@@ -456,15 +456,10 @@ class Iwf:
         self._send_to_cpm(req, f"IMDN {status} for imdn.Message-ID {sms.imdn_message_id}: {why}")
 
     def _new_request(self, method: str, uri: str, *, from_uri: str, from_name: str | None = None) -> SipRequest:
-        headers = sip.Headers()
-        headers.add("Via", f"SIP/2.0/TCP {self.host}:{self.port};branch={sip.new_branch()}")
-        headers.add("Max-Forwards", "70")
         display = f'"{from_name}" ' if from_name else ""
-        headers.add("From", f"{display}<{from_uri}>;tag={sip.new_tag()}")
-        headers.add("To", f"<{uri}>")
-        headers.add("Call-ID", sip.new_call_id(self.operator.cpm_domain))
-        headers.add("CSeq", f"{next(self._cseq)} {method}")
-        return SipRequest(method, uri, headers)
+        return sip.make_request(method, uri, via=(self.host, self.port),
+                                from_=f"{display}<{from_uri}>;tag={sip.new_tag()}", to=f"<{uri}>",
+                                call_id=sip.new_call_id(self.operator.cpm_domain), cseq=next(self._cseq))
 
     def _send_to_cpm(self, req: SipRequest, note: str) -> None:
         """Queue a request to the CPM side; sent in order, resent if the link breaks."""

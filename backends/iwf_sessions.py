@@ -432,16 +432,11 @@ class IwfSessions:
                 self._respond(conn, message, 501, "Not Implemented")
 
     def _in_dialog_request(self, session: IwfSession, method: str, cseq: int | None = None) -> SipRequest:
-        headers = sip.Headers()
-        headers.add("Via", f"SIP/2.0/TCP {self.iwf.host}:{self.iwf.port};branch={sip.new_branch()}")
-        headers.add("Max-Forwards", "70")
-        for route in session.route_set:
-            headers.add("Route", route)
-        headers.add("From", f"<{session.local_uri}>;tag={session.local_tag}")
-        headers.add("To", f"<{session.cpm_uri}>;tag={session.remote_tag}")
-        headers.add("Call-ID", session.call_id)
-        headers.add("CSeq", f"{cseq if cseq is not None else next(session.cseq)} {method}")
-        return SipRequest(method, session.remote_target or session.cpm_uri, headers)
+        return sip.make_request(
+            method, session.remote_target or session.cpm_uri, via=(self.iwf.host, self.iwf.port),
+            routes=session.route_set, from_=f"<{session.local_uri}>;tag={session.local_tag}",
+            to=f"<{session.cpm_uri}>;tag={session.remote_tag}", call_id=session.call_id,
+            cseq=cseq if cseq is not None else next(session.cseq))
 
     async def _send_in_dialog(self, session: IwfSession, method: str, note: str = "") -> SipResponse | None:
         req = self._in_dialog_request(session, method)

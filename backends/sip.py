@@ -707,6 +707,22 @@ class SipStreamParser:
 # -- server side ------------------------------------------------------------------
 
 
+def make_request(method: str, uri: str, *, via: tuple[str, int], from_: str, to: str, call_id: str, cseq: int,
+                 routes: Iterable[str] = ()) -> SipRequest:
+    """A new request from a user agent: a fresh Via branch over TCP, Max-Forwards 70, the
+    given From/To (name-addr, tags included), Call-ID, CSeq and any Route set."""
+    headers = Headers()
+    headers.add("Via", f"SIP/2.0/TCP {via[0]}:{via[1]};branch={new_branch()}")
+    headers.add("Max-Forwards", "70")
+    for route in routes:
+        headers.add("Route", route)
+    headers.add("From", from_)
+    headers.add("To", to)
+    headers.add("Call-ID", call_id)
+    headers.add("CSeq", f"{cseq} {method}")
+    return SipRequest(method, uri, headers)
+
+
 def make_response(request: SipRequest, status: int, reason: str | None = None, *, to_tag: str | None = None,
                   body: bytes = b"", content_type: str | None = None) -> SipResponse:
     """A response carrying the request's Via (all, in order), From, To, Call-ID and CSeq (RFC 3261 8.2.6)."""

@@ -519,3 +519,14 @@ def test_max_forwards(value: str | None, expected: int | None) -> None:
     if value is not None:
         request.headers.add("Max-Forwards", value)
     assert max_forwards(request) == expected
+
+
+def test_make_request_writes_a_user_agents_request():
+    from backends.sip import make_request, parse_message
+    req = make_request("BYE", "sip:mary@127.0.0.1:5070", via=("127.0.0.1", 5064), from_="<tel:+15550201>;tag=a",
+                       to="<sip:mary@cpm-a.lab>;tag=b", call_id="c1", cseq=7, routes=["<sip:127.0.0.1:5062;lr>"])
+    parsed = parse_message(req.to_bytes())
+    assert parsed.headers.get("Via").startswith("SIP/2.0/TCP 127.0.0.1:5064;branch=z9hG4bK")
+    assert [n for n, _ in parsed.headers.items()] == ["Via", "Max-Forwards", "Route", "From", "To", "Call-ID",
+                                                      "CSeq", "Content-Length"]
+    assert parsed.headers.get("CSeq") == "7 BYE" and parsed.uri == "sip:mary@127.0.0.1:5070"
