@@ -51,7 +51,7 @@ async def _serve(topology: Topology, devices: str, endpoints_file: str | None, q
     print("Lab running. Type 'help' for commands; Ctrl-C or SIGTERM stops it.", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     commands = asyncio.create_task(_read_commands(lab), name="stdin commands")
     await stop.wait()

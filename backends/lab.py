@@ -7,7 +7,9 @@ blocking smpplib clients run on their own threads inside Esme.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
+import weakref
 from pathlib import Path
 
 from .cpm_device import CpmDevice
@@ -34,7 +36,14 @@ class Lab:
         self.host = topology.host
         self.trace = trace or Trace()
         self.nodes = NodeDirectory()
-        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="iwlab-"))
+        # Without a folder of the user's, the lab's files (Maildirs) live in a temporary folder
+        # that is the lab's own: removed when it stops, or when it is dropped without starting.
+        self._own_workdir: weakref.finalize | None = None
+        if workdir:
+            self.workdir = Path(workdir)
+        else:
+            self.workdir = Path(tempfile.mkdtemp(prefix="iwlab-"))
+            self._own_workdir = weakref.finalize(self, shutil.rmtree, self.workdir, ignore_errors=True)
         self._device_ids = self._select_devices(devices)
         self.cpm_servers: dict[str, CpmServer] = {}
         self.iwf: Iwf | None = None
@@ -157,6 +166,8 @@ class Lab:
         self.running = False
         # Let transports finish closing so no socket outlives the lab.
         await asyncio.sleep(0)
+        if self._own_workdir is not None:
+            self._own_workdir()   # runs once: the temporary folder goes with the lab
 
     # -- what people and tests use ---------------------------------------------------
     def endpoints(self) -> dict:

@@ -53,6 +53,28 @@ def test_serve_writes_endpoints_prints_pdus_and_stops_cleanly_on_sigterm(tmp_pat
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_serve_leaves_no_work_folder_behind(tmp_path, stop_signal):
+    """Without a state folder of the user's, the lab's temporary folder goes when it stops."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    endpoints_file = tmp_path / "endpoints.json"
+    proc = iwlab("serve", "--port-base", "0", "--quiet", "--endpoints-file", str(endpoints_file),
+                 env={**os.environ, "TMPDIR": str(temp)})
+    try:
+        deadline = time.monotonic() + 30
+        while not endpoints_file.exists() and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.05)
+        maildir = Path(json.loads(endpoints_file.read_text())["maildir"])
+        assert maildir.is_relative_to(temp) and maildir.exists()
+    finally:
+        proc.send_signal(stop_signal)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert list(temp.iterdir()) == []
+
+
 def test_play_runs_the_flows_headless_and_reports_verdicts():
     proc = iwlab("play", "--port-base", "0", env=without_display())
     out, err = proc.communicate(timeout=120)

@@ -89,8 +89,11 @@ def test_closing_leaves_no_thread_task_or_port(qtbot, topology):
     win.start_lab()
     endpoints = win.runner.lab.endpoints()
     addresses = [*endpoints["sip"].values(), endpoints["smpp"], endpoints["iwf_sip"]]
+    workdir = win.runner.lab.workdir
+    assert workdir.exists()
     win.close()
     assert win.runner is None
+    assert not workdir.exists()        # the lab's temporary folder went with it
     leftovers = [t.name for t in threading.enumerate() if t.name.startswith(("iwlab-lab", "esme-"))]
     assert leftovers == []
     for address in addresses:

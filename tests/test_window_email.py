@@ -28,5 +28,8 @@ def test_mary_and_john_by_email_from_the_window(qtbot, window):  # noqa: F811
     assert answer.text.strip() == "Friday works"          # his client's quote of Mary was trimmed
     assert answer.in_reply_to == question.contribution_id
     assert phone.model.answered(answer) is question
-    rows = [window.ladder.model.event_at(r) for r in range(window.ladder.model.rowCount())]
-    assert any(e.src == "IWF" and e.dst == "Mail" for e in rows) and any(e.src == "John" for e in rows)
+    # The ladder model is filled in batches: wait for it to catch up with the trace.
+    def ladder_rows():
+        return [window.ladder.model.event_at(r) for r in range(window.ladder.model.rowCount())]
+    qtbot.waitUntil(lambda: any(e.src == "IWF" and e.dst == "Mail" for e in ladder_rows())
+                    and any(e.src == "John" for e in ladder_rows()), timeout=10000)
