@@ -104,6 +104,10 @@ class MailServer:
             return self.port
         loop = asyncio.get_running_loop()
         self.maildir_root.mkdir(parents=True, exist_ok=True)
+        # Every account's Maildir exists, whole, from the start, as with a real mail server:
+        # a reader never sees a half-made one (cur/ missing) or races the first delivery to create it.
+        for address in self.known_mailboxes or ():
+            self.maildir(address)
         self._server = await loop.create_server(lambda: _TracedSMTP(self, loop), host, port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
