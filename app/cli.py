@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from backends.topology import TopologyError, load_topology
+from iwlab.backends.topology import TopologyError, load_topology
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,13 +81,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"iwlab: {exc}", file=sys.stderr)
         return 2
     if command == "serve":
-        from app.headless import serve
+        from iwlab.app.headless import serve
         return serve(topology, devices=args.devices, endpoints_file=args.endpoints_file, quiet=args.quiet)
     if command == "play":
-        from app.headless import play
+        from iwlab.app.headless import play
         return play(topology, args.use_cases, quiet=args.quiet, junit=getattr(args, "junit", None),
                     report=getattr(args, "report", None), trace_json=getattr(args, "trace_json", None))
-    from app.main_window import run_window
+    from iwlab.app.main_window import run_window
     return run_window(topology)
 
 

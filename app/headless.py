@@ -8,12 +8,12 @@ import sys
 import threading
 from pathlib import Path
 
-from backends.control import run_command
-from backends.lab import Lab
-from backends.topology import Topology
-from backends.trace import TraceEvent
-from backends.report import write_html, write_junit, write_trace_json
-from backends.scenarios import (ScenarioError, ScenarioRun, load_requirements, load_scenarios,
+from iwlab.backends.lab.control import run_command
+from iwlab.backends.lab.lab import Lab
+from iwlab.backends.topology import Topology
+from iwlab.backends.trace import TraceEvent
+from iwlab.backends.lab.report import write_html, write_junit, write_trace_json
+from iwlab.backends.lab.scenarios import (ScenarioError, ScenarioRun, load_requirements, load_scenarios,
                                 requirement_verdicts)
 
 

@@ -17,19 +17,19 @@ from PySide6.QtWidgets import (QApplication, QComboBox, QFileDialog, QLabel, QMa
                                QSplitter, QTabWidget, QToolBar, QTreeWidgetItemIterator, QVBoxLayout,
                                QWidget)
 
-from backends.lab import Lab
-from app.headless import ladder_nodes
-from backends.control import run_command
-from backends.lab_thread import LabThread
-from backends.report import read_trace_json, write_trace_json
-from backends.topology import Topology
-from widgets import theme
-from widgets.cpm_phone import CpmPhone
-from widgets.email_client import EmailClientWidget
-from widgets.inspector import InspectorView
-from widgets.ladder import LadderView
-from widgets.scenario_panel import ScenarioPanel
-from widgets.sms_handset import SmsHandsetWidget
+from iwlab.backends.lab.lab import Lab
+from iwlab.app.headless import ladder_nodes
+from iwlab.backends.lab.control import run_command
+from iwlab.backends.lab.lab_thread import LabThread
+from iwlab.backends.lab.report import read_trace_json, write_trace_json
+from iwlab.backends.topology import Topology
+from iwlab.widgets import theme
+from iwlab.widgets.cpm_phone import CpmPhone
+from iwlab.widgets.email_client import EmailClientWidget
+from iwlab.widgets.inspector import InspectorView
+from iwlab.widgets.ladder import LadderView
+from iwlab.widgets.scenario_panel import ScenarioPanel
+from iwlab.widgets.sms_handset import SmsHandsetWidget
 
 PROTOCOL_FILTERS = {"All protocols": None, "SIP only": {"SIP"}, "SMPP only": {"SMPP"},
                     "SIP + SMPP": {"SIP", "SMPP"}}

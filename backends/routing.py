@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .topology import User
+from iwlab.backends.topology import User
 
 CPM, STORE, SMS, EMAIL, NONE = "cpm", "store", "sms", "email", "none"
 

@@ -204,7 +204,7 @@ def _number_matches(pattern: str, number: str) -> bool:
 
 
 def _iwf_account(raw: dict[str, Any], where: str, need) -> IwfAccount:
-    from .threads import POLICIES
+    from iwlab.backends.nodes.iwf.threads import POLICIES
     account = IwfAccount(
         system_id=str(need(raw, "system_id", where)), password=str(need(raw, "password", where)),
         thread_policy=str(raw.get("thread_policy", "last")),
@@ -223,7 +223,7 @@ def _iwf_account(raw: dict[str, Any], where: str, need) -> IwfAccount:
 
 
 def default_topology_path() -> Path:
-    return Path(str(resources.files("resources").joinpath("topology.toml")))
+    return Path(str(resources.files("iwlab.resources").joinpath("topology.toml")))
 
 
 def load_topology(path: str | Path | None = None) -> Topology:

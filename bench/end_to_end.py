@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import smpplib.client  # noqa: E402
 import smpplib.consts  # noqa: E402
 
-from backends.topology import default_topology_path  # noqa: E402
+from iwlab.backends.topology import default_topology_path  # noqa: E402
 from tests.sipclient import RawSipClient, cpim_body  # noqa: E402
 from tests.smppclient import SmppHandset  # noqa: E402
 
@@ -131,7 +131,7 @@ def main() -> None:
     topology.write_text(default_topology_path().read_text() + BENCH_USER)
     endpoints_file = workdir / "endpoints.json"
     profile = ["-m", "cProfile", "-o", os.environ["IWLAB_PROFILE"]] if os.environ.get("IWLAB_PROFILE") else []
-    lab = subprocess.Popen([sys.executable, *profile, "-m", "app.cli", "serve", "--quiet", "--devices", "none",
+    lab = subprocess.Popen([sys.executable, *profile, "-m", "iwlab.app.cli", "serve", "--quiet", "--devices", "none",
                             "--port-base", "0", "--topology", str(topology), "--endpoints-file", str(endpoints_file)],
                            cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL)
     try:

@@ -25,8 +25,8 @@ from PySide6.QtCore import QPoint, QSortFilterProxyModel  # noqa: E402
 from PySide6.QtGui import QColor, QImage, QPalette  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from backends.trace import Trace  # noqa: E402
-from widgets.ladder import LadderView  # noqa: E402
+from iwlab.backends.trace import Trace  # noqa: E402
+from iwlab.widgets.ladder import LadderView  # noqa: E402
 
 NODES = ["Mary", "CPM-A", "CPM-B", "IWF", "SMSC", "Peter", "John"]
 HOPS = [("Mary", "CPM-A", "SIP"), ("CPM-A", "CPM-B", "SIP"), ("CPM-B", "IWF", "SIP"),

@@ -14,9 +14,9 @@ def _private_settings(tmp_path_factory):
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope,
                       str(tmp_path_factory.mktemp("qsettings")))
 
-from backends.lab import Lab  # noqa: E402
-from backends.lab_thread import LabThread  # noqa: E402
-from backends.topology import load_topology  # noqa: E402
+from iwlab.backends.lab.lab import Lab  # noqa: E402
+from iwlab.backends.lab.lab_thread import LabThread  # noqa: E402
+from iwlab.backends.topology import load_topology  # noqa: E402
 
 
 @pytest.fixture

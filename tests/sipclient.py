@@ -8,7 +8,7 @@ from __future__ import annotations
 import socket
 import uuid
 
-from backends.sip import SipRequest, SipResponse, SipStreamParser
+from iwlab.backends.protocols.sip import SipRequest, SipResponse, SipStreamParser
 
 
 class RawSipClient:

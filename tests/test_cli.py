@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def iwlab(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "app.cli", *args], cwd=ROOT, text=True,
+    return subprocess.Popen([sys.executable, "-m", "iwlab.app.cli", *args], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env or os.environ.copy(), **kwargs)
 
 
@@ -106,7 +106,7 @@ def test_bad_arguments_get_a_clear_error(args, message):
 
 
 def test_serve_takes_commands_on_stdin(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port-base", "0", "--quiet"],
+    proc = subprocess.Popen([sys.executable, "-m", "iwlab.app.cli", "serve", "--port-base", "0", "--quiet"],
                             cwd=ROOT, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     try:

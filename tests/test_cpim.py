@@ -1,7 +1,7 @@
 """CPIM (RFC 3862) and IMDN (RFC 5438) codecs, bytes only."""
 import pytest
 
-from backends.cpim import (CpimError, CpimMessage, Imdn, build_imdn_xml, imdn_message, parse_cpim,
+from iwlab.backends.protocols.cpim import (CpimError, CpimMessage, Imdn, build_imdn_xml, imdn_message, parse_cpim,
                            parse_imdn_xml, uri_of)
 
 WIRE = (b"From: \"Mary\" <sip:mary@cpm-a.lab>\r\n"

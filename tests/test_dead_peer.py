@@ -2,7 +2,7 @@
 the IWF keeps the message, rebinds when the SMSC is back, and delivers it in order."""
 import time
 
-from backends.cpm_device import CpmDevice
+from iwlab.backends.devices.cpm_phone import CpmDevice
 
 
 def wait(predicate, timeout=15.0):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from backends import email_codec
-from backends.cpim import parse_cpim, parse_imdn_xml
+from iwlab.backends.protocols import mail
+from iwlab.backends.protocols.cpim import parse_cpim, parse_imdn_xml
 from tests.sipclient import RawSipClient, cpim_body
 from tests.test_legacy_to_cpm import next_message
 from tests.test_lab_core import MARY
@@ -104,7 +104,7 @@ def test_johns_reply_reaches_marys_thread_and_his_mdn_says_displayed(lab_and_mar
     next_message(mary, imdn=True)                                  # delivered
     # John's client opens it and answers the read-receipt request.
     assert stored["Disposition-Notification-To"]
-    mdn = email_codec.build_mdn(original=email_codec.parse_incoming(stored.as_bytes()),
+    mdn = mail.build_mdn(original=mail.parse_incoming(stored.as_bytes()),
                                 reader_address="john@mail-b.lab", reader_name="John")
     with smtp(lab) as client:
         client.send_message(mdn, from_addr="john@mail-b.lab", to_addrs=["mary@cpm-a.lab"])

@@ -5,8 +5,8 @@ import pytest
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QTreeWidgetItemIterator
 
-from backends.trace import Trace
-from widgets.inspector import InspectorView, hex_dump, visible_text
+from iwlab.backends.trace import Trace
+from iwlab.widgets.inspector import InspectorView, hex_dump, visible_text
 
 
 def test_hex_dump_exact_text():

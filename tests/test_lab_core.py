@@ -9,7 +9,7 @@ import queue
 
 import pytest
 
-from backends import smstext
+from iwlab.backends.protocols import smstext
 from tests.sipclient import RawSipClient, cpim_body
 from tests.smppclient import SmppHandset
 

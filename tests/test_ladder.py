@@ -9,10 +9,10 @@ from PySide6.QtCore import QModelIndex, QRect, Qt
 from PySide6.QtGui import QFont, QImage, QPainter
 from PySide6.QtWidgets import QStyle, QStyleOptionViewItem
 
-from backends.trace import Trace
-from widgets.ladder import (ColourSlotRole, DstColumnRole, IsResponseRole, LadderFilterProxy, LadderModel,
+from iwlab.backends.trace import Trace
+from iwlab.widgets.ladder import (ColourSlotRole, DstColumnRole, IsResponseRole, LadderFilterProxy, LadderModel,
                             LadderView, NoteRole, SrcColumnRole, arrow_style, colour_key, conversation_colour)
-from widgets.trace_bridge import TraceBridge
+from iwlab.widgets.trace_bridge import TraceBridge
 
 # Showing a top-level widget with a layout makes Qt pass its minimum size to the
 # platform window; the offscreen platform logs that it cannot (a QtWarning).

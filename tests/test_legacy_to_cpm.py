@@ -8,9 +8,9 @@ import re
 import pytest
 import smpplib.consts
 
-from backends import smstext
-from backends.cpim import parse_cpim, parse_imdn_xml
-from backends.sip import SipRequest
+from iwlab.backends.protocols import smstext
+from iwlab.backends.protocols.cpim import parse_cpim, parse_imdn_xml
+from iwlab.backends.protocols.sip import SipRequest
 from tests.sipclient import RawSipClient, cpim_body
 from tests.smppclient import SmppHandset
 from tests.test_lab_core import MARY, PETER_TEL, received_text, send_cpm_message

@@ -14,10 +14,10 @@ import aiosmtplib
 import pytest
 from aiosmtpd import __version__ as aiosmtpd_version
 
-from backends.email_codec import build_mdn, cpm_to_email, parse_incoming
-from backends.mailserver import MailServer
-from backends.nodes import NodeDirectory
-from backends.trace import Trace
+from iwlab.backends.protocols.mail import build_mdn, cpm_to_email, parse_incoming
+from iwlab.backends.nodes.mail_server import MailServer
+from iwlab.backends.directory import NodeDirectory
+from iwlab.backends.trace import Trace
 
 JOHN, MARY = "john@mail-b.lab", "mary@cpm-a.lab"
 NAMES = {JOHN: "John", MARY: "Mary"}

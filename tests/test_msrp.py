@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from backends.msrp import (MsrpParseError, MsrpRequest, MsrpResponse, MsrpStreamParser, MsrpUri, Reassembler,
+from iwlab.backends.protocols.msrp import (MsrpParseError, MsrpRequest, MsrpResponse, MsrpStreamParser, MsrpUri, Reassembler,
                            bodiless_send, chunk, error_response, needs_response, new_message_id,
                            new_transaction_id, parse_msrp_uri, report_for, response_for, wants_success_report)
 

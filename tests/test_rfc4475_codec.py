@@ -5,7 +5,7 @@ import itertools
 
 import pytest
 
-from backends.sip import (
+from iwlab.backends.protocols.sip import (
     SipParseError,
     SipRequest,
     SipResponse,

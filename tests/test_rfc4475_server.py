@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from backends.sip import SipResponse, SipStreamParser
+from iwlab.backends.protocols.sip import SipResponse, SipStreamParser
 from tests.rfc4475_table import RFC4475_DIR, RFC4475_EXPECTATIONS, stream_expectations
 from tests.sipclient import RawSipClient
 
@@ -19,9 +19,9 @@ pytestmark = pytest.mark.skipif(not RFC4475_DIR.is_dir(), reason="RFC 4475 files
 
 @pytest.fixture(scope="module")
 def cpm_b():
-    from backends.lab import Lab
-    from backends.lab_thread import LabThread
-    from backends.topology import load_topology
+    from iwlab.backends.lab.lab import Lab
+    from iwlab.backends.lab.lab_thread import LabThread
+    from iwlab.backends.topology import load_topology
     runner = LabThread(Lab(load_topology().with_free_ports(), devices="none")).start()
     yield runner.lab.endpoints()["sip"]["cpm-b.lab"]
     runner.stop()

@@ -4,8 +4,8 @@ import mailbox
 import time
 from pathlib import Path
 
-from backends.control import run_command
-from backends.sip import SipRequest
+from iwlab.backends.lab.control import run_command
+from iwlab.backends.protocols.sip import SipRequest
 from tests.sipclient import RawSipClient
 from tests.smppclient import SmppHandset
 from tests.test_lab_core import MARY, PETER_TEL, received_text, send_cpm_message

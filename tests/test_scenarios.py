@@ -5,9 +5,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from app.headless import ladder_nodes
-from backends.report import read_trace_json, write_html, write_junit, write_trace_json
-from backends.scenarios import (ScenarioError, ScenarioRun, load_requirements, load_scenario, load_scenarios,
+from iwlab.app.headless import ladder_nodes
+from iwlab.backends.lab.report import read_trace_json, write_html, write_junit, write_trace_json
+from iwlab.backends.lab.scenarios import (ScenarioError, ScenarioRun, load_requirements, load_scenario, load_scenarios,
                                 requirement_verdicts)
 
 SCENARIOS = load_scenarios()

@@ -11,9 +11,11 @@ import uuid
 
 import pytest
 
-from backends import msrp, sdp
-from backends.msrp import MsrpRequest, MsrpResponse
-from backends.sip import SipRequest, SipResponse
+from iwlab.backends.protocols import msrp
+
+from iwlab.backends.protocols import sdp
+from iwlab.backends.protocols.msrp import MsrpRequest, MsrpResponse
+from iwlab.backends.protocols.sip import SipRequest, SipResponse
 from tests.sipclient import RawSipClient
 from tests.smppclient import SmppHandset
 from tests.test_lab_core import MARY, PETER_TEL, received_text
@@ -435,9 +437,9 @@ def test_messages_keep_their_order_both_ways(session_lab):
 def test_msrp_transport_chunks_reassembles_and_records_on_the_accepting_end():
     import asyncio
 
-    from backends.msrp_net import MsrpListener, connect, local_session
-    from backends.nodes import NodeDirectory
-    from backends.trace import Trace
+    from iwlab.backends.transports.msrp import MsrpListener, connect, local_session
+    from iwlab.backends.directory import NodeDirectory
+    from iwlab.backends.trace import Trace
 
     async def scenario():
         trace, nodes = Trace(), NodeDirectory()
@@ -480,7 +482,7 @@ def test_msrp_transport_chunks_reassembles_and_records_on_the_accepting_end():
 def test_msrp_for_an_unknown_session_gets_481():
     import asyncio
 
-    from backends.msrp_net import MsrpListener
+    from iwlab.backends.transports.msrp import MsrpListener
 
     async def scenario():
         listener = MsrpListener(host="127.0.0.1", local_name="IWF", trace=None, nodes=None)

@@ -13,9 +13,11 @@ import uuid
 
 import pytest
 
-from backends import email_codec, sdp
-from backends.msrp import MsrpRequest
-from backends.sip import SipRequest, SipResponse
+from iwlab.backends.protocols import mail
+
+from iwlab.backends.protocols import sdp
+from iwlab.backends.protocols.msrp import MsrpRequest
+from iwlab.backends.protocols.sip import SipRequest, SipResponse
 from tests.sipclient import RawSipClient
 from tests.test_email_interworking import john_writes, johns_maildir
 from tests.test_lab_core import MARY
@@ -53,7 +55,7 @@ def _delivery_order(key: str):
 
 
 def text_of(message) -> str:
-    return email_codec.parse_incoming(message.as_bytes()).text
+    return mail.parse_incoming(message.as_bytes()).text
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from backends.sip import (
+from iwlab.backends.protocols.sip import (
     Headers,
     NameAddr,
     SipParseError,
@@ -522,7 +522,7 @@ def test_max_forwards(value: str | None, expected: int | None) -> None:
 
 
 def test_make_request_writes_a_user_agents_request():
-    from backends.sip import make_request, parse_message
+    from iwlab.backends.protocols.sip import make_request, parse_message
     req = make_request("BYE", "sip:mary@127.0.0.1:5070", via=("127.0.0.1", 5064), from_="<tel:+15550201>;tag=a",
                        to="<sip:mary@cpm-a.lab>;tag=b", call_id="c1", cseq=7, routes=["<sip:127.0.0.1:5062;lr>"])
     parsed = parse_message(req.to_bytes())

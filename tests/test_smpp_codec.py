@@ -4,7 +4,7 @@ import struct
 import pytest
 from smpplib import consts as C
 
-from backends import smpp_codec as codec
+from iwlab.backends.protocols import smpp as codec
 
 
 def pdu(command_id: int, seq: int, body: bytes = b"", status: int = 0) -> bytes:

@@ -20,10 +20,10 @@ import smpplib.exceptions
 import smpplib.smpp
 from smpplib import consts as C
 
-from backends import smpp_codec as codec
-from backends.nodes import NodeDirectory
-from backends.smsc import EsmeAccount, Smsc
-from backends.trace import Trace
+from iwlab.backends.protocols import smpp as codec
+from iwlab.backends.directory import NodeDirectory
+from iwlab.backends.nodes.smsc import EsmeAccount, Smsc
+from iwlab.backends.trace import Trace
 
 PETER, MARY = "15550201", "15550101"
 BOUND = (C.SMPP_CLIENT_STATE_BOUND_TX, C.SMPP_CLIENT_STATE_BOUND_RX, C.SMPP_CLIENT_STATE_BOUND_TRX)

@@ -1,7 +1,7 @@
 """Byte-level tests for backends.smstext (GSM 03.38 / UCS-2 / UDH / reassembly)."""
 import pytest
 
-from backends.smstext import (GSM7, UCS2, Concat, IncomingSms, Reassembler,
+from iwlab.backends.protocols.smstext import (GSM7, UCS2, Concat, IncomingSms, Reassembler,
                               SmsDecodeError, SmsPart, choose_coding,
                               concat_info, decode_payload, encode, sms_count,
                               split_udh)

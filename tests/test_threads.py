@@ -1,8 +1,8 @@
 """The IWF's thread map (sans-I/O) and receipt id matching."""
 import pytest
 
-from backends.iwf import receipt_keys
-from backends.threads import ThreadMap
+from iwlab.backends.nodes.iwf.iwf import receipt_keys
+from iwlab.backends.nodes.iwf.threads import ThreadMap
 
 
 class Clock:
@@ -88,7 +88,7 @@ def test_receipt_ids_match_in_hex_or_decimal_with_or_without_zeros(submitted, in
 
 def test_a_receipt_goes_to_its_own_message_even_when_ids_read_alike():
     """'10' (decimal) and '16' read as each other in the other base: the exact id wins."""
-    from backends.iwf import Iwf, OutboundSms
+    from iwlab.backends.nodes.iwf.iwf import Iwf, OutboundSms
     iwf = Iwf.__new__(Iwf)
     iwf._by_smsc_id = {}
 
@@ -108,5 +108,5 @@ def test_a_receipt_goes_to_its_own_message_even_when_ids_read_alike():
     (5, "UNDELIV", "failed"), (1, None, None), (6, "ACCEPTD", None), (7, "UNKNOWN", None), (None, "ENROUTE", None),
 ])
 def test_receipt_outcomes(state, stat, outcome):
-    from backends.iwf import receipt_outcome
+    from iwlab.backends.nodes.iwf.iwf import receipt_outcome
     assert receipt_outcome(state, stat) == outcome

@@ -3,8 +3,8 @@ import itertools
 
 import pytest
 
-from backends.routing import CPM, EMAIL, NONE, SMS, STORE, decide_route
-from backends.topology import TopologyError, User, load_topology, parse_topology
+from iwlab.backends.routing import CPM, EMAIL, NONE, SMS, STORE, decide_route
+from iwlab.backends.topology import TopologyError, User, load_topology, parse_topology
 
 
 def test_default_lab_matches_the_design():

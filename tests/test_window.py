@@ -5,8 +5,8 @@ import threading
 import pytest
 from PySide6.QtCore import Qt
 
-from app.main_window import LabWindow, ladder_nodes
-from widgets.ladder import EventRole
+from iwlab.app.main_window import LabWindow, ladder_nodes
+from iwlab.widgets.ladder import EventRole
 
 
 @pytest.fixture
@@ -228,8 +228,8 @@ def test_a_trainer_flips_peters_conditions_and_the_route_changes(qtbot, window):
 def test_a_lab_that_cannot_start_leaves_no_thread_behind(topology):
     import socket as socket_module
 
-    from backends.lab import Lab
-    from backends.lab_thread import LabThread
+    from iwlab.backends.lab.lab import Lab
+    from iwlab.backends.lab.lab_thread import LabThread
     blocker = socket_module.socket()
     blocker.bind(("127.0.0.1", 0))
     blocker.listen()
@@ -244,7 +244,7 @@ def test_a_lab_that_cannot_start_leaves_no_thread_behind(topology):
 
 
 def test_peters_switches_follow_changes_made_elsewhere(qtbot, window):
-    from backends.control import run_command
+    from iwlab.backends.lab.control import run_command
     handset = window.phones["peter"]
     window.runner.run(run_command(window.runner.lab, "state peter roaming=yes"))
     qtbot.waitUntil(handset.roaming_box.isChecked, timeout=5000)

@@ -6,7 +6,7 @@ import qasync
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
-from app.main_window import LabWindow
+from iwlab.app.main_window import LabWindow
 
 
 def test_async_start_stop_and_a_close_during_start(qtbot, topology):

@@ -2,7 +2,7 @@
 import pytest
 from PySide6.QtCore import Qt
 
-from app.main_window import LabWindow
+from iwlab.app.main_window import LabWindow
 
 
 @pytest.fixture

@@ -17,9 +17,9 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFrame, 
                                QLineEdit, QListView, QListWidget, QListWidgetItem, QPushButton,
                                QVBoxLayout, QWidget)
 
-from .chat_bubbles import BubbleDelegate, ConversationModel
-from .device_bridge import DeviceBridge
-from .device_frame import device_header, set_pill
+from iwlab.widgets.chat_bubbles import BubbleDelegate, ConversationModel
+from iwlab.widgets.device_bridge import DeviceBridge
+from iwlab.widgets.device_frame import device_header, set_pill
 
 RunInLab = Callable[[object], object]   # schedules a coroutine on the lab loop
 
@@ -205,7 +205,7 @@ class CpmPhone(QFrame):
                 self.choose_recipient(peer.id)
 
     def _session_message(self, session, direction: str, text: str) -> None:
-        from backends.cpm_device import ChatMessage
+        from iwlab.backends.devices.cpm_phone import ChatMessage
         message = ChatMessage(direction, session.peer_uri, session.peer_name, text, "",
                               session.conversation_id or session.call_id, "",
                               status="sent" if direction == "out" else "received", status_detail="MSRP")

@@ -10,10 +10,10 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFrame, QHBoxLayout, QLabel, QLineEdit, QListWidget,
                                QListWidgetItem, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget)
 
-from backends.email_client import reply_subject
+from iwlab.backends.devices.email_client import reply_subject
 
-from .device_bridge import DeviceBridge
-from .device_frame import device_header, folders
+from iwlab.widgets.device_bridge import DeviceBridge
+from iwlab.widgets.device_frame import device_header, folders
 
 RunInLab = Callable[[object], object]
 

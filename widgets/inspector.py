@@ -14,8 +14,8 @@ from PySide6.QtGui import QFontDatabase, QGuiApplication
 from PySide6.QtWidgets import (QLabel, QPlainTextEdit, QPushButton, QTabWidget, QTreeWidget,
                                QTreeWidgetItem, QVBoxLayout, QWidget)
 
-from backends.trace import TraceEvent
-from widgets.ladder import format_time
+from iwlab.backends.trace import TraceEvent
+from iwlab.widgets.ladder import format_time
 
 
 # -- pure helpers ------------------------------------------------------------------------

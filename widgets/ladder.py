@@ -23,8 +23,8 @@ from PySide6.QtGui import QColor, QFont, QFontMetrics, QFontMetricsF, QPainter, 
 from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QMenu, QStyle, QStyledItemDelegate,
                                QTableView, QVBoxLayout, QWidget)
 
-from backends.trace import Trace, TraceEvent
-from widgets.trace_bridge import TraceBridge
+from iwlab.backends.trace import Trace, TraceEvent
+from iwlab.widgets.trace_bridge import TraceBridge
 
 DEFAULT_NODES = ["Mary", "CPM-A", "CPM-B", "IWF", "SMSC", "Peter", "John", "Mail"]
 

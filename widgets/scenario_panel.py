@@ -14,7 +14,7 @@ from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton, QScrollArea,
                                QSplitter, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
-from backends.scenarios import (Scenario, ScenarioError, ScenarioRun, Verdict, load_requirements, load_scenarios,
+from iwlab.backends.lab.scenarios import (Scenario, ScenarioError, ScenarioRun, Verdict, load_requirements, load_scenarios,
                                 requirement_verdicts)
 
 STATE_COLOURS = {"passed": "#1a7f37", "failed": "#d1242f", "not exercised": "#6e7781"}

@@ -12,11 +12,11 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFrame, QGridLayout, QHBoxL
                                QListWidgetItem, QPlainTextEdit, QPushButton, QTabWidget, QVBoxLayout,
                                QWidget)
 
-from backends import smstext
-from backends.handset import Sms
+from iwlab.backends.protocols import smstext
+from iwlab.backends.devices.sms_handset import Sms
 
-from .device_bridge import DeviceBridge
-from .device_frame import device_header, folders, set_pill
+from iwlab.widgets.device_bridge import DeviceBridge
+from iwlab.widgets.device_frame import device_header, folders, set_pill
 
 RunInLab = Callable[[object], object]
 

@@ -61,7 +61,7 @@ def palette_for(name: str) -> QPalette:
 
 
 def stylesheet(name: str, zoom: float) -> str:
-    template = resources.files("resources").joinpath("theme.qss").read_text(encoding="utf-8")
+    template = resources.files("iwlab.resources").joinpath("theme.qss").read_text(encoding="utf-8")
     values = dict(COLOURS[name], TITLE_PT=f"{BASE_POINT_SIZE * zoom * 1.45:.1f}",
                   PANE_PT=f"{BASE_POINT_SIZE * zoom * 1.2:.1f}")
     for key, value in values.items():

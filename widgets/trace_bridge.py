@@ -14,7 +14,7 @@ from typing import Callable
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from backends.trace import Trace, TraceEvent
+from iwlab.backends.trace import Trace, TraceEvent
 
 
 class TraceBridge(QObject):

@@ -11,7 +11,7 @@ import threading
 from concurrent.futures import Future
 from typing import Any, Awaitable, Callable, TypeVar
 
-from .lab import Lab
+from iwlab.backends.lab.lab import Lab
 
 T = TypeVar("T")
 

@@ -25,19 +25,21 @@ from typing import Any, Callable
 
 import smpplib.consts as c
 
-from . import sip, smstext
-from .cpim import CpimError, CpimMessage, Imdn, imdn_message, parse_cpim, uri_of
-from .cpm_server import CPM_MSG_SERVICE
-from .esme import Esme, status_name
-from .nodes import NodeDirectory
-from .sip import SipParseError, SipRequest, SipResponse, make_response
-from .sipnet import SipConnection, SipConnectionClosed, name_addr_uri, open_connection
-from .smpp_codec import RECEIPT_ESM_CLASS, parse_receipt_text
-from .smpp_codec import reassemble
-from .smpp_codec import text as _text
-from .threads import ThreadMap
-from .topology import Operator, Topology
-from .trace import Trace
+from iwlab.backends.protocols import sip
+
+from iwlab.backends.protocols import smstext
+from iwlab.backends.protocols.cpim import CpimError, CpimMessage, Imdn, imdn_message, parse_cpim, uri_of
+from iwlab.backends.nodes.cpm_server.server import CPM_MSG_SERVICE
+from iwlab.backends.transports.smpp_esme import Esme, status_name
+from iwlab.backends.directory import NodeDirectory
+from iwlab.backends.protocols.sip import SipParseError, SipRequest, SipResponse, make_response
+from iwlab.backends.transports.sip import SipConnection, SipConnectionClosed, name_addr_uri, open_connection
+from iwlab.backends.protocols.smpp import RECEIPT_ESM_CLASS, parse_receipt_text
+from iwlab.backends.protocols.smpp import reassemble
+from iwlab.backends.protocols.smpp import text as _text
+from iwlab.backends.nodes.iwf.threads import ThreadMap
+from iwlab.backends.topology import Operator, Topology
+from iwlab.backends.trace import Trace
 
 log = logging.getLogger(__name__)
 Address = tuple[str, int]

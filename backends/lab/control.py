@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import shlex
 
-from .cpm_device import CpmDevice
-from .email_client import EmailClient
-from .handset import SmsHandset
-from .lab import Lab
+from iwlab.backends.devices.cpm_phone import CpmDevice
+from iwlab.backends.devices.email_client import EmailClient
+from iwlab.backends.devices.sms_handset import SmsHandset
+from iwlab.backends.lab.lab import Lab
 
 HELP = """commands:
   state USER [registered=yes|no] [capable=yes|no] [roaming=yes|no]   change a user's device conditions

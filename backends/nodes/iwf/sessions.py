@@ -31,11 +31,17 @@ import re
 import uuid
 from dataclasses import dataclass, field
 
-from . import email_codec, sdp, sip, smstext
-from .msrp_net import MsrpListener, MsrpSession, connect, local_session
-from .sip import SipParseError, SipRequest, SipResponse, make_response
-from .sipnet import SipConnection, SipConnectionClosed, name_addr_uri, open_connection
-from .topology import User
+from iwlab.backends.protocols import mail
+
+from iwlab.backends.protocols import sdp
+
+from iwlab.backends.protocols import sip
+
+from iwlab.backends.protocols import smstext
+from iwlab.backends.transports.msrp import MsrpListener, MsrpSession, connect, local_session
+from iwlab.backends.protocols.sip import SipParseError, SipRequest, SipResponse, make_response
+from iwlab.backends.transports.sip import SipConnection, SipConnectionClosed, name_addr_uri, open_connection
+from iwlab.backends.topology import User
 
 log = logging.getLogger(__name__)
 CPM_SESSION_SERVICE = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.session"
@@ -354,12 +360,12 @@ class IwfSessions:
 
     # -- email in -----------------------------------------------------------------------------
     def take_email(self, incoming, recipient_address: str) -> bool:
-        """True when an email (an email_codec.IncomingEmail, from IwfEmail.relay) belongs to a session:
+        """True when an email (an mail.IncomingEmail, from IwfEmail.relay) belongs to a session:
         an answer to an invitation, a message in a session, or a chat request to a CPM user."""
         sender = incoming.sender.lower()
         recipient = self.iwf.topology.user_by_uri("sip:" + recipient_address.lower())
         # In-Reply-To / References first: that names the session whatever address he writes from.
-        session = next((self.by_email_id[i] for i in email_codec.thread_key_candidates(incoming)
+        session = next((self.by_email_id[i] for i in mail.thread_key_candidates(incoming)
                         if i in self.by_email_id and self.by_email_id[i].open), None)
         if session is None:
             session = self.by_email.get(sender)
@@ -470,7 +476,7 @@ class IwfSessions:
         name = requester.name if requester else (incoming.sender_name or incoming.sender)
         uri = f"tel:{requester.tel}" if requester and requester.tel else f"sip:{incoming.sender}"
         call_id = sip.new_call_id(self.iwf.operator.cpm_domain)
-        thread = self.iwf.threads.find_by_ids(email_codec.thread_key_candidates(incoming))
+        thread = self.iwf.threads.find_by_ids(mail.thread_key_candidates(incoming))
         session = IwfSession(call_id=call_id, direction="from-legacy", cpm_user=invitee, cpm_uri=invitee.cpm_uri,
                              legacy_number="", legacy_name=name, sms_source="", legacy_email=incoming.sender,
                              local_uri=uri, remote_target=invitee.cpm_uri,

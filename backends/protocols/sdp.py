@@ -10,7 +10,7 @@ import re
 import secrets
 from dataclasses import dataclass, field
 
-from backends.msrp import MsrpParseError, parse_msrp_uri
+from iwlab.backends.protocols.msrp import MsrpParseError, parse_msrp_uri
 
 TRANSPORTS = ("TCP/MSRP", "TCP/TLS/MSRP")
 _SETUP_ANSWER = {"active": "passive", "passive": "active", "actpass": "passive"}

@@ -51,9 +51,9 @@ from typing import Any, Awaitable, Callable
 from aiosmtpd import __version__ as aiosmtpd_version
 from aiosmtpd.smtp import SMTP
 
-from .email_codec import format_size, why_malformed
-from .nodes import NodeDirectory, outside_name
-from .trace import Trace
+from iwlab.backends.protocols.mail import format_size, why_malformed
+from iwlab.backends.directory import NodeDirectory, outside_name
+from iwlab.backends.trace import Trace
 
 PROTOCOL = "SMTP"
 MAX_RECIPIENTS = 100

@@ -14,11 +14,11 @@ from typing import Any, Callable
 
 import smpplib.consts as c
 
-from . import smstext
-from .smpp_codec import reassemble
-from .esme import Esme, SubmitFailed
-from .nodes import NodeDirectory
-from .topology import Topology, User
+from iwlab.backends.protocols import smstext
+from iwlab.backends.protocols.smpp import reassemble
+from iwlab.backends.transports.smpp_esme import Esme, SubmitFailed
+from iwlab.backends.directory import NodeDirectory
+from iwlab.backends.topology import Topology, User
 
 Address = tuple[str, int]
 RECEIPT_ESM_CLASS = 0x04

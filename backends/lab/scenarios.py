@@ -18,13 +18,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import smpp_codec, smstext
-from .control import run_command
-from .cpm_device import CpmDevice
-from .email_client import EmailClient, reply_subject
-from .handset import SmsHandset
-from .lab import Lab
-from .trace import TraceEvent
+from iwlab.backends.protocols import smpp
+
+from iwlab.backends.protocols import smstext
+from iwlab.backends.lab.control import run_command
+from iwlab.backends.devices.cpm_phone import CpmDevice
+from iwlab.backends.devices.email_client import EmailClient, reply_subject
+from iwlab.backends.devices.sms_handset import SmsHandset
+from iwlab.backends.lab.lab import Lab
+from iwlab.backends.trace import TraceEvent
 
 ACTIONS = ("send", "reply", "wait", "state", "start_session", "accept_session", "session_send", "end_session")
 STATE_KEYS = ("registered", "capable", "roaming")
@@ -96,7 +98,7 @@ class Verdict:
 # -- loading ---------------------------------------------------------------------------
 
 def scenario_dir() -> Path:
-    return Path(str(resources.files("resources").joinpath("scenarios")))
+    return Path(str(resources.files("iwlab.resources").joinpath("scenarios")))
 
 
 REQUIRED_PARAMS = {"delivered": ("to", "texts"), "route": ("note",), "addressed_to_person": ("from", "to"),
@@ -154,7 +156,7 @@ def load_scenarios(directory: Path | None = None) -> dict[str, Scenario]:
 
 
 def load_requirements() -> dict[str, str]:
-    data = tomllib.loads(resources.files("resources").joinpath("requirements.toml").read_text(encoding="utf-8"))
+    data = tomllib.loads(resources.files("iwlab.resources").joinpath("requirements.toml").read_text(encoding="utf-8"))
     return {r["id"]: r["text"] for r in data["requirements"]}
 
 
@@ -313,10 +315,10 @@ def received_by(user, events: list[TraceEvent]) -> list[tuple[TraceEvent, str]]:
         for e in events:
             if e.protocol == "SMPP" and e.dst == user.name and e.summary.startswith("deliver_sm ") \
                     and _answered_ok(e, events, "deliver_sm_resp", " ok"):
-                pdu = smpp_codec.parse(e.raw)
+                pdu = smpp.parse(e.raw)
                 if (pdu.esm_class or 0) & 0x3C:
                     continue   # a receipt, not a message
-                for sms in smpp_codec.reassemble(reassembler, pdu):
+                for sms in smpp.reassemble(reassembler, pdu):
                     found.append((e, sms.text))
     elif user.device == "email" and user.email:
         for e in events:

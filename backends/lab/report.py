@@ -9,8 +9,8 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from .scenarios import Verdict, requirement_verdicts
-from .trace import TraceEvent
+from iwlab.backends.lab.scenarios import Verdict, requirement_verdicts
+from iwlab.backends.trace import TraceEvent
 
 ROW = 26
 PALETTE = ["#1f6feb", "#d1242f", "#1a7f37", "#8250df", "#bf8700", "#0a7ea4", "#cf222e", "#6e7781"]

@@ -15,13 +15,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import sip
-from .nodes import NodeDirectory
-from .routing import CPM, NONE, STORE, Route, decide_route
-from .sip import SipParseError, SipRequest, SipResponse, make_response
-from .sipnet import SipConnection, SipConnectionClosed, name_addr_uri, open_connection, top_branch
-from .topology import Operator, Topology, User
-from .trace import Trace
+from iwlab.backends.protocols import sip
+from iwlab.backends.directory import NodeDirectory
+from iwlab.backends.routing import CPM, NONE, STORE, Route, decide_route
+from iwlab.backends.protocols.sip import SipParseError, SipRequest, SipResponse, make_response
+from iwlab.backends.transports.sip import SipConnection, SipConnectionClosed, name_addr_uri, open_connection, top_branch
+from iwlab.backends.topology import Operator, Topology, User
+from iwlab.backends.trace import Trace
 
 CPM_MSG_SERVICE = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.msg"
 CPM_MSG_ICSI = CPM_MSG_SERVICE.replace(":", "%3A")

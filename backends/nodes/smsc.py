@@ -28,9 +28,9 @@ from typing import Any, Callable
 from smpplib import command as sm_command
 from smpplib import consts as C
 
-from . import smpp_codec as codec
-from .nodes import NodeDirectory, outside_name
-from .trace import Trace
+from iwlab.backends.protocols import smpp as codec
+from iwlab.backends.directory import NodeDirectory, outside_name
+from iwlab.backends.trace import Trace
 
 PROTOCOL = "SMPP"
 OK = C.SMPP_ESME_ROK

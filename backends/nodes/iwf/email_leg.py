@@ -1,6 +1,6 @@
 """The IWF's email leg: CPM messages out as email, email (and MDNs) in as CPM.
 
-Out: an RFC 5322 message per CPM message (email_codec.cpm_to_email), sent
+Out: an RFC 5322 message per CPM message (mail.cpm_to_email), sent
 with aiosmtplib to the lab's mail server, in order per conversation; its
 Message-ID goes into the thread map. The mail server tells us when it is in
 the recipient's Maildir (-> IMDN delivered); an MDN from the reader's client
@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Callable
 
 import aiosmtplib
 
-from . import email_codec
-from .cpim import CpimMessage, Imdn, imdn_message
-from .cpm_server import CPM_MSG_SERVICE
-from .threads import ThreadRef
-from .topology import User
+from iwlab.backends.protocols import mail
+from iwlab.backends.protocols.cpim import CpimMessage, Imdn, imdn_message
+from iwlab.backends.nodes.cpm_server.server import CPM_MSG_SERVICE
+from iwlab.backends.nodes.iwf.threads import ThreadRef
+from iwlab.backends.topology import User
 
 if TYPE_CHECKING:
-    from .iwf import Iwf
+    from iwlab.backends.nodes.iwf.iwf import Iwf
 
 log = logging.getLogger(__name__)
 Address = tuple[str, int]
@@ -76,16 +76,16 @@ class IwfEmail:
         sender_address = f"{sender.id}@{domain}"
         parent = self._parent_message_id(conversation_id, in_reply_to)
         references = [parent] if parent else []
-        message = email_codec.cpm_to_email(
+        message = mail.cpm_to_email(
             sender_name=sender.name, sender_address=sender_address, recipient_address=recipient.email,
             text=cpim.text, contribution_id=contribution_id or uuid.uuid4().hex, conversation_id=conversation_id,
             in_reply_to_message_id=parent, references=references,
             request_mdn="display" in cpim.disposition, domain=domain)
-        message_id = email_codec.normalise_message_id(message["Message-ID"])
+        message_id = mail.normalise_message_id(message["Message-ID"])
         self.iwf.threads.remember_id(message_id, cpm_uri=sender.cpm_uri or "", conversation_id=conversation_id,
                                      contribution_id=contribution_id)
         # A reply from a client that drops In-Reply-To still finds the thread by its subject.
-        self._by_subject[(recipient.email.lower(), email_codec.normalise_subject(message["Subject"]))] = ThreadRef(
+        self._by_subject[(recipient.email.lower(), mail.normalise_subject(message["Subject"]))] = ThreadRef(
             sender.cpm_uri or "", conversation_id, contribution_id, 0.0)
         self._sent[message_id] = OutboundEmail(message, recipient.email, sender_address, cpim.message_id,
                                                sender.cpm_uri or "", recipient.cpm_uri or "", cpim.disposition,
@@ -100,7 +100,7 @@ class IwfEmail:
         """A text the IWF writes itself (a session's adapted invitation, messages, closing):
         no IMDN to report, same ordered outbox as send(); returns its Message-ID for threading."""
         domain = self.iwf.topology.operator(sender.operator).cpm_domain
-        message = email_codec.cpm_to_email(
+        message = mail.cpm_to_email(
             sender_name=sender.name, sender_address=f"{sender.id}@{domain}", recipient_address=recipient_address,
             text=text, contribution_id=uuid.uuid4().hex, conversation_id=conversation_id or uuid.uuid4().hex,
             in_reply_to_message_id=in_reply_to, request_mdn=False, domain=domain, subject=subject)
@@ -108,7 +108,7 @@ class IwfEmail:
                                           conversation_id))
         if self._sender is None or self._sender.done():
             self._sender = asyncio.create_task(self._drain(), name="IWF -> mail server")
-        return email_codec.normalise_message_id(message["Message-ID"])
+        return mail.normalise_message_id(message["Message-ID"])
 
     def _parent_message_id(self, conversation_id: str, in_reply_to: str) -> str | None:
         """Mary answering John: the email she answers, so his client threads it."""
@@ -173,21 +173,21 @@ class IwfEmail:
 
     def delivered(self, address: str, message_id: str, message: EmailMessage) -> None:
         """The mail server stored one of ours in a Maildir: IMDN delivered."""
-        outbound = self._sent.get(email_codec.normalise_message_id(message_id))
+        outbound = self._sent.get(mail.normalise_message_id(message_id))
         if outbound and "positive-delivery" in outbound.disposition:
             self._imdn(outbound, "delivered", f"in {address}'s Maildir")
 
     # -- email -> CPM ---------------------------------------------------------------
     async def relay(self, message: EmailMessage, envelope_from: str, recipient_address: str) -> None:
         """Mail for a CPM user (the mail server awaits this before answering 250)."""
-        incoming = email_codec.parse_incoming(message)
+        incoming = mail.parse_incoming(message)
         seen_key = (incoming.message_id, recipient_address.lower())
         if seen_key in self._seen_incoming:
             return   # the client's retry of a mail already handed on
         await self._hand_on(incoming, recipient_address)
         self._seen_incoming.add(seen_key)   # only once it was handed on: a 451 retry is retried for real
 
-    async def _hand_on(self, incoming: email_codec.IncomingEmail, recipient_address: str) -> None:
+    async def _hand_on(self, incoming: mail.IncomingEmail, recipient_address: str) -> None:
         if incoming.is_mdn:
             self._mdn(incoming)
             return
@@ -198,8 +198,8 @@ class IwfEmail:
             raise ValueError(f"no CPM user {recipient_address}")   # 451 to the client; nothing lost
         sender = self.iwf.topology.user_by_email(incoming.sender)
         peer = incoming.sender.lower()
-        subject_key = (peer, email_codec.normalise_subject(incoming.subject))
-        thread = self.iwf.threads.find_by_ids(email_codec.thread_key_candidates(incoming))
+        subject_key = (peer, mail.normalise_subject(incoming.subject))
+        thread = self.iwf.threads.find_by_ids(mail.thread_key_candidates(incoming))
         how = "In-Reply-To/References"
         if thread is None and subject_key[1]:
             thread = self._by_subject.get(subject_key)
@@ -238,8 +238,8 @@ class IwfEmail:
         local, _, domain = address.lower().partition("@")
         return self.iwf.topology.user_by_uri(f"sip:{local}@{domain}")
 
-    def _mdn(self, incoming: email_codec.IncomingEmail) -> None:
-        outbound = self._sent.get(email_codec.normalise_message_id(incoming.mdn_original_message_id or ""))
+    def _mdn(self, incoming: mail.IncomingEmail) -> None:
+        outbound = self._sent.get(mail.normalise_message_id(incoming.mdn_original_message_id or ""))
         if outbound is None:
             log.info("MDN for a message we did not send: %s", incoming.mdn_original_message_id)
             return

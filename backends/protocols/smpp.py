@@ -25,7 +25,7 @@ from smpplib import command as sm_command
 from smpplib import command_codes, consts, smpp
 from smpplib.exceptions import UnknownCommandError
 
-from . import smstext
+from iwlab.backends.protocols import smstext
 
 HEADER = struct.Struct(">LLLL")     # command_length, command_id, command_status, sequence_number
 MIN_LENGTH = 16

@@ -16,9 +16,9 @@ from typing import Callable
 
 import aiosmtplib
 
-from . import email_codec
-from .nodes import NodeDirectory
-from .topology import Topology, User
+from iwlab.backends.protocols import mail
+from iwlab.backends.directory import NodeDirectory
+from iwlab.backends.topology import Topology, User
 
 Address = tuple[str, int]
 ClientListener = Callable[[str, object], None]
@@ -28,7 +28,7 @@ ClientListener = Callable[[str, object], None]
 class MailItem:
     folder: str                       # "inbox" or "sent"
     message: EmailMessage
-    parsed: email_codec.IncomingEmail
+    parsed: mail.IncomingEmail
     time: float = field(default_factory=time.time)
     read: bool = False
     receipt_sent: bool = False
@@ -83,7 +83,7 @@ class EmailClient:
     def delivered(self, address: str, message_id: str, message: EmailMessage) -> None:
         if address.lower() != self.address.lower():
             return
-        item = MailItem("inbox", message, email_codec.parse_incoming(message))
+        item = MailItem("inbox", message, mail.parse_incoming(message))
         self.inbox.append(item)
         self._emit("mail", item)
 
@@ -92,7 +92,7 @@ class EmailClient:
         item.read = True
         if (self.send_read_receipts and item.folder == "inbox" and not item.receipt_sent
                 and item.parsed.disposition_notification_to):
-            mdn = email_codec.build_mdn(original=item.parsed, reader_address=self.address, reader_name=self.name)
+            mdn = mail.build_mdn(original=item.parsed, reader_address=self.address, reader_name=self.name)
             try:
                 await self._submit(mdn, [item.parsed.disposition_notification_to])
             except (aiosmtplib.SMTPException, OSError) as exc:   # not sent: opening it again retries
@@ -112,11 +112,11 @@ class EmailClient:
         if reply_to is not None:
             parent = reply_to.parsed.message_id
             message["In-Reply-To"] = parent
-            message["References"] = " ".join(email_codec.trim_references([*reply_to.parsed.references, parent]))
+            message["References"] = " ".join(mail.trim_references([*reply_to.parsed.references, parent]))
             if reply_to.parsed.conversation_id:   # keep the CPM conversation, as a CPM-aware client would
                 message["Conversation-ID"] = reply_to.parsed.conversation_id
         message.set_content(text)
-        item = MailItem("sent", message, email_codec.parse_incoming(message))
+        item = MailItem("sent", message, mail.parse_incoming(message))
         self.sent.append(item)
         try:
             await self._submit(message, [to])

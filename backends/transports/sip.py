@@ -11,11 +11,11 @@ import asyncio
 import logging
 from typing import Callable
 
-from . import sip
-from .cpim import CpimError, parse_cpim, parse_imdn_xml, uri_of
-from .nodes import NodeDirectory, outside_name
-from .sip import SipParseError, SipRequest, SipResponse, SipStreamParser
-from .trace import Trace
+from iwlab.backends.protocols import sip
+from iwlab.backends.protocols.cpim import CpimError, parse_cpim, parse_imdn_xml, uri_of
+from iwlab.backends.directory import NodeDirectory, outside_name
+from iwlab.backends.protocols.sip import SipParseError, SipRequest, SipResponse, SipStreamParser
+from iwlab.backends.trace import Trace
 
 log = logging.getLogger(__name__)
 SipMessage = SipRequest | SipResponse

@@ -22,7 +22,7 @@ import smpplib.consts as c
 import smpplib.exceptions
 import smpplib.smpp
 
-from .nodes import NodeDirectory
+from iwlab.backends.directory import NodeDirectory
 
 log = logging.getLogger(__name__)
 DeliverHandler = Callable[[Any], None]   # gets the parsed deliver_sm PDU, on the loop thread

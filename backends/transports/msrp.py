@@ -16,11 +16,11 @@ import logging
 import secrets
 from typing import Callable
 
-from . import msrp
-from .cpim import CpimError, parse_cpim
-from .msrp import MsrpParseError, MsrpRequest, MsrpResponse
-from .nodes import NodeDirectory, outside_name
-from .trace import Trace
+from iwlab.backends.protocols import msrp
+from iwlab.backends.protocols.cpim import CpimError, parse_cpim
+from iwlab.backends.protocols.msrp import MsrpParseError, MsrpRequest, MsrpResponse
+from iwlab.backends.directory import NodeDirectory, outside_name
+from iwlab.backends.trace import Trace
 
 log = logging.getLogger(__name__)
 Address = tuple[str, int]
@@ -344,7 +344,7 @@ class MsrpListener:
     def new_session(self, *, call_id: str = "", on_message: MessageCallback | None = None,
                     on_close: Callable[[MsrpSession], None] | None = None) -> MsrpSession:
         """A session answered here: its URI names this listener; the peer connects to it."""
-        from .sdp import msrp_path
+        from iwlab.backends.protocols.sdp import msrp_path
         session_id = secrets.token_hex(8)
         session = MsrpSession(msrp_path(self.host, self.port, session_id), call_id=call_id,
                               on_message=on_message, on_close=self._forget(on_close))
@@ -375,6 +375,6 @@ async def connect(session: MsrpSession, host: str, port: int, *, local_name: str
 def local_session(host: str, port: int, *, call_id: str = "", on_message: MessageCallback | None = None,
                   on_close: Callable[[MsrpSession], None] | None = None) -> MsrpSession:
     """A session we offer (active: we connect, so nothing listens on ``port``; it only names us)."""
-    from .sdp import msrp_path
+    from iwlab.backends.protocols.sdp import msrp_path
     return MsrpSession(msrp_path(host, port, secrets.token_hex(8)), call_id=call_id, on_message=on_message,
                        on_close=on_close)

@@ -16,13 +16,15 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from . import sdp, sip
-from .cpim import CpimMessage
-from .msrp_net import MsrpListener, MsrpSession, connect, local_session
-from .sip import SipParseError, SipRequest, SipResponse, make_response
-from .sipnet import SipConnection, SipConnectionClosed, name_addr_uri
-from .topology import User
-from .trace import Trace
+from iwlab.backends.protocols import sdp
+
+from iwlab.backends.protocols import sip
+from iwlab.backends.protocols.cpim import CpimMessage
+from iwlab.backends.transports.msrp import MsrpListener, MsrpSession, connect, local_session
+from iwlab.backends.protocols.sip import SipParseError, SipRequest, SipResponse, make_response
+from iwlab.backends.transports.sip import SipConnection, SipConnectionClosed, name_addr_uri
+from iwlab.backends.topology import User
+from iwlab.backends.trace import Trace
 
 CPM_SESSION_SERVICE = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.session"
 OPEN_STATES = ("inviting", "ringing", "incoming", "established")
