@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 import threading
@@ -44,21 +45,29 @@ async def _serve(topology: Topology, devices: str, endpoints_file: str | None, q
     lab = Lab(topology, devices=devices)
     if not quiet:
         lab.trace.subscribe(_print_event)
-    await lab.start()
-    print(endpoints_table(lab), flush=True)
-    if endpoints_file:
-        Path(endpoints_file).write_text(json.dumps(lab.endpoints(), indent=2) + "\n", encoding="utf-8")
-    print("Lab running. Type 'help' for commands; Ctrl-C or SIGTERM stops it.", flush=True)
+    # Before anything is announced: a stop asked for as soon as the endpoints are known is a clean stop.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
+    await lab.start()
+    print(endpoints_table(lab), flush=True)
+    if endpoints_file:
+        _write_atomically(Path(endpoints_file), json.dumps(lab.endpoints(), indent=2) + "\n")
+    print("Lab running. Type 'help' for commands; Ctrl-C or SIGTERM stops it.", flush=True)
     commands = asyncio.create_task(_read_commands(lab), name="stdin commands")
     await stop.wait()
     commands.cancel()
     print("Stopping the lab...", flush=True)
     await lab.stop()
     return 0
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """A tool polling for the file never reads half of it."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
 
 
 async def _read_commands(lab: Lab) -> None:

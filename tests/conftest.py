@@ -1,14 +1,15 @@
 import os
 import threading
+import time
 
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True)
 def _private_settings(tmp_path_factory):
-    """Tests change the theme and zoom: never in the user's own settings."""
+    """Tests change the theme and zoom: never in the user's own settings, nor in the next test's."""
     from PySide6.QtCore import QSettings
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope,
@@ -37,11 +38,35 @@ def lab_factory(topology):
         started.append(runner)
         return runner
 
+    before = set(lab_threads())
     yield start
     for runner in started:
         runner.stop()
-    assert not [t for t in threading.enumerate() if t.name.startswith(("esme-", "iwlab-lab"))
-                and t.is_alive()], "a lab thread outlived the lab"
+    assert no_new_lab_threads(before), "a lab thread outlived the lab"
+
+
+def lab_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(("esme-", "iwlab-lab")) and t.is_alive()]
+
+
+@pytest.fixture
+def lab_threads_left():
+    """lab_threads_left(): names of lab threads started during the test that are still alive
+    (after giving them up to 10 s to end)."""
+    before = set(lab_threads())
+
+    def left() -> list[str]:
+        no_new_lab_threads(before)
+        return sorted(t.name for t in set(lab_threads()) - before)
+    return left
+
+
+def no_new_lab_threads(before: set[threading.Thread], timeout: float = 10.0) -> bool:
+    """True once every lab thread started since `before` has ended (they end on their own after stop)."""
+    deadline = time.monotonic() + timeout
+    while set(lab_threads()) - before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not set(lab_threads()) - before
 
 
 @pytest.fixture(autouse=True)

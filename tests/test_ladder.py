@@ -144,7 +144,7 @@ def test_bridge_pause_holds_events_and_delivers_them_on_resume(qtbot):
     events = record_flow(trace)
     assert bridge.flush() == 0 and delivered == []
     assert bridge.pending_count() == len(events)
-    with qtbot.waitSignal(bridge.eventsArrived, timeout=1000):
+    with qtbot.waitSignal(bridge.eventsArrived, timeout=5000):
         bridge.paused = False
     assert delivered == events
     bridge.unsubscribe()
@@ -164,7 +164,7 @@ def test_bridge_backlog_is_split_into_capped_batches(qtbot):
     bridge.eventsArrived.connect(lambda events: batches.append(len(events)))
     for event in record_flow(Trace()) * 2:          # 12 events
         bridge.push(event)
-    qtbot.waitUntil(lambda: sum(batches) == 12, timeout=2000)
+    qtbot.waitUntil(lambda: sum(batches) == 12, timeout=5000)
     assert batches == [4, 4, 4]
 
 
@@ -181,7 +181,7 @@ def test_view_attached_to_a_trace_shows_it_live(view, qtbot):
     trace = Trace()
     view.attach_trace(trace)
     events = record_flow(trace)
-    qtbot.waitUntil(lambda: view.model.rowCount() == len(events), timeout=2000)
+    qtbot.waitUntil(lambda: view.model.rowCount() == len(events), timeout=5000)
     view.detach_trace()
     record_flow(trace)
     assert len(trace.events()) == 12 and view.bridge is None
@@ -259,13 +259,13 @@ def test_click_selects_and_down_key_steps_to_the_next_event(view, flow, qtbot):
     view.show()
     qtbot.waitExposed(view)
     rect = view.table.visualRect(view.proxy.index(2, 0))
-    with qtbot.waitSignal(view.eventSelected, timeout=1000) as clicked:
+    with qtbot.waitSignal(view.eventSelected, timeout=5000) as clicked:
         qtbot.mouseClick(view.table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
     assert clicked.args == [flow[2]]
-    with qtbot.waitSignal(view.eventSelected, timeout=1000) as stepped:
+    with qtbot.waitSignal(view.eventSelected, timeout=5000) as stepped:
         qtbot.keyClick(view.table, Qt.Key.Key_Down)
     assert stepped.args == [flow[3]]
-    with qtbot.waitSignal(view.eventSelected, timeout=1000) as back:
+    with qtbot.waitSignal(view.eventSelected, timeout=5000) as back:
         qtbot.keyClick(view.table, Qt.Key.Key_Up)
     assert back.args == [flow[2]]
 
@@ -282,20 +282,20 @@ def test_autoscroll_follows_the_tail_until_the_user_scrolls_up(view, qtbot):
         return viewport.rect().contains(last)
 
     view.append_events([e for _ in range(20) for e in record_flow(trace)])
-    qtbot.waitUntil(newest_row_visible, timeout=2000)
+    qtbot.waitUntil(newest_row_visible, timeout=5000)
     scroll.setValue(0)                          # the user scrolls up to read
     assert not view.follows_tail
     view.append_events(record_flow(trace))
-    qtbot.waitUntil(lambda: scroll.maximum() > 0 and not newest_row_visible(), timeout=2000)
+    qtbot.waitUntil(lambda: scroll.maximum() > 0 and not newest_row_visible(), timeout=5000)
     assert scroll.value() == 0
     scroll.setValue(scroll.maximum())           # back at the bottom: follow again
     assert view.follows_tail
     view.append_events(record_flow(trace))
-    qtbot.waitUntil(newest_row_visible, timeout=2000)
+    qtbot.waitUntil(newest_row_visible, timeout=5000)
     font = QFont(view.font())                   # zooming in keeps the newest row in view
     font.setPointSizeF(font.pointSizeF() * 1.5)
     view.setFont(font)
-    qtbot.waitUntil(newest_row_visible, timeout=2000)
+    qtbot.waitUntil(newest_row_visible, timeout=5000)
 
 
 def test_dropping_old_rows_keeps_what_the_reader_looks_at(qtbot):
@@ -306,7 +306,7 @@ def test_dropping_old_rows_keeps_what_the_reader_looks_at(qtbot):
     qtbot.waitExposed(view)
     trace = Trace()
     view.append_events([e for _ in range(10) for e in record_flow(trace)])     # 60 rows, full
-    qtbot.waitUntil(lambda: view.table.verticalScrollBar().maximum() > 0, timeout=2000)
+    qtbot.waitUntil(lambda: view.table.verticalScrollBar().maximum() > 0, timeout=5000)
     view.table.scrollTo(view.proxy.index(30, 0), view.table.ScrollHint.PositionAtTop)
     assert not view.follows_tail
     top_seq = view.proxy.event_at(view.table.rowAt(0)).seq
@@ -340,7 +340,7 @@ def test_node_columns_spread_across_the_width(view, qtbot):
     assert geo.centre(len(NODES) - 1) + geo.column_width / 2 == pytest.approx(view.table.viewport().width())
     narrow_width = geo.column_width
     view.resize(1600, 400)
-    qtbot.waitUntil(lambda: view.delegate.ladder_geometry.column_width > narrow_width, timeout=1000)
+    qtbot.waitUntil(lambda: view.delegate.ladder_geometry.column_width > narrow_width, timeout=5000)
 
 
 # -- painting decisions ------------------------------------------------------------------

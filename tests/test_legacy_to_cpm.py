@@ -213,7 +213,11 @@ def test_garbage_and_a_wrong_password_on_the_smpp_port_leave_the_lab_serving(lab
     host, port = lab.lab.endpoints()["smpp"].rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=5) as raw:
         raw.sendall(b"\x00\x00\x00\x10\x00\x00\x77\x77\x00\x00\x00\x00\x00\x00\x00\x09")  # unknown command
-        nack = raw.recv(16)
+        nack = b""
+        while len(nack) < 16:           # TCP may hand it over in pieces
+            piece = raw.recv(16 - len(nack))
+            assert piece, "the SMSC closed instead of answering"
+            nack += piece
         assert nack[4:8] == b"\x80\x00\x00\x00" and nack[8:12] == b"\x00\x00\x00\x03"   # generic_nack RINVCMDID
         assert nack[12:16] == b"\x00\x00\x00\x09"                                         # same sequence
     intruder = smpplib.client.Client(host, int(port), timeout=5, allow_unknown_opt_params=True)

@@ -455,18 +455,18 @@ def test_msrp_transport_chunks_reassembles_and_records_on_the_accepting_end():
         long_text = "é" * 1500                               # 3000 bytes: three chunks, splits inside a character
         offerer.send_text(long_text)
         answerer_long = "ü" * 1200
-        for _ in range(100):
-            await asyncio.sleep(0.01)
-            if got_answerer and got_offerer:
-                break
+        await until(lambda: got_answerer and got_offerer)
         answerer.send_text(answerer_long)
-        for _ in range(100):
-            await asyncio.sleep(0.01)
-            if len(got_offerer) == 2:
-                break
+        await until(lambda: len(got_offerer) == 2)
         await listener.stop()
         offerer.close()
         return trace.events(), got_answerer, got_offerer, long_text, answerer_long
+
+    async def until(condition, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, "the MSRP messages did not arrive"
+            await asyncio.sleep(0.01)
 
     events, got_answerer, got_offerer, long_text, answerer_long = asyncio.run(scenario())
     assert got_answerer == [long_text]

@@ -5,7 +5,6 @@ Skipped when sipp is not installed (.ci/run installs it: apt-get install -y sip-
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
@@ -20,15 +19,9 @@ SCENARIOS = Path(__file__).parent / "sipp"
 pytestmark = pytest.mark.skipif(SIPP is None, reason="sipp is not installed (Debian package sip-tester)")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_sipp(scenario: str, remote: str, tmp_path: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [SIPP, remote, "-sf", str(SCENARIOS / scenario), "-t", "t1", "-i", "127.0.0.1", "-p", str(free_port()),
+        [SIPP, remote, "-sf", str(SCENARIOS / scenario), "-t", "t1", "-i", "127.0.0.1",
          "-m", "1", "-timeout", "30s", "-recv_timeout", "20000", "-nostdin", "-trace_err",
          "-error_file", str(tmp_path / "sipp-errors.log"), *extra],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)

@@ -1,6 +1,5 @@
 """The lab window, offscreen, over real sockets: type, send, watch the hops."""
 import socket
-import threading
 
 import pytest
 from PySide6.QtCore import Qt
@@ -43,8 +42,10 @@ def test_mary_sends_to_peter_from_the_window(qtbot, window):
     assert handset.inbox.item(0).text().split("\n")[0].endswith("+15550101")   # shown as the number
 
     # Mary's bubbles, with their tick moving past "sending".
-    qtbot.waitUntil(lambda: [m.text for m in phone.conversation_messages()] == ["Hi Peter", "Are you there?"])
-    qtbot.waitUntil(lambda: all(m.status in ("sent", "delivered") for m in phone.conversation_messages()))
+    qtbot.waitUntil(lambda: [m.text for m in phone.conversation_messages()] == ["Hi Peter", "Are you there?"],
+                    timeout=10000)
+    qtbot.waitUntil(lambda: all(m.status in ("sent", "delivered") for m in phone.conversation_messages()),
+                    timeout=10000)
 
     # Every hop on the ladder, in order of causality for the first message.
     def hops():
@@ -54,7 +55,7 @@ def test_mary_sends_to_peter_from_the_window(qtbot, window):
     qtbot.waitUntil(lambda: all(hop in hops() for hop in wanted), timeout=10000)
     seen = hops()
     assert [seen.index(hop) for hop in wanted] == sorted(seen.index(hop) for hop in wanted)
-    qtbot.waitUntil(lambda: ("CPM-A", "Mary", "202") in hops())      # the answer comes back
+    qtbot.waitUntil(lambda: ("CPM-A", "Mary", "202") in hops(), timeout=10000)      # the answer comes back
 
 
 def test_selecting_a_row_shows_its_decoded_fields(qtbot, window):
@@ -79,10 +80,10 @@ def test_device_toggles_change_the_route(qtbot, window):
     qtbot.waitUntil(lambda: not window.runner.lab.device("mary").registered, timeout=10000)
     qtbot.waitUntil(lambda: any(e.summary.startswith("REGISTER") and "Expires: 0" in e.raw.decode()
                                 for e in ladder_events(window)), timeout=10000)
-    qtbot.waitUntil(lambda: phone.status_pill.text() == "○ offline")   # the event crosses threads
+    qtbot.waitUntil(lambda: phone.status_pill.text() == "○ offline", timeout=10000)   # the event crosses threads
 
 
-def test_closing_leaves_no_thread_task_or_port(qtbot, topology):
+def test_closing_leaves_no_thread_task_or_port(qtbot, topology, lab_threads_left):
     win = LabWindow(topology, theme_name="dark")
     qtbot.addWidget(win)
     win.show()
@@ -94,8 +95,7 @@ def test_closing_leaves_no_thread_task_or_port(qtbot, topology):
     win.close()
     assert win.runner is None
     assert not workdir.exists()        # the lab's temporary folder went with it
-    leftovers = [t.name for t in threading.enumerate() if t.name.startswith(("iwlab-lab", "esme-"))]
-    assert leftovers == []
+    assert lab_threads_left() == []
     for address in addresses:
         host, port = address.rsplit(":", 1)
         with pytest.raises(ConnectionRefusedError):
@@ -120,7 +120,7 @@ def test_peters_reply_shows_in_marys_thread_and_her_tick_turns_delivered(qtbot, 
     qtbot.keyClick(phone.text, Qt.Key.Key_Return)
     qtbot.waitUntil(lambda: handset.inbox.count() == 1, timeout=10000)
     # The SMSC's receipt became an IMDN: the tick says delivered.
-    qtbot.waitUntil(lambda: phone.conversation_messages()[0].status == "delivered", timeout=10000)
+    qtbot.waitUntil(lambda: [m.status for m in phone.conversation_messages()][:1] == ["delivered"], timeout=10000)
 
     handset.inbox.setCurrentRow(0)
     qtbot.mouseClick(handset.reply_button, Qt.MouseButton.LeftButton)
@@ -159,6 +159,10 @@ def test_show_only_one_conversation(qtbot, window):
     qtbot.waitUntil(lambda: sum(e.summary.startswith("MESSAGE") and e.src == "Mary"
                                 for e in ladder_events(window)) == 2, timeout=10000)
     first = next(e for e in ladder_events(window) if e.summary.startswith("MESSAGE") and "to Peter" in e.summary)
+    # The 202 comes back later than the request, and the ladder fills in batches: wait for it.
+    qtbot.waitUntil(lambda: any(e.is_response and e.summary.startswith("202")
+                                and e.correlation.get("call_id") == first.correlation.get("call_id")
+                                for e in ladder_events(window)), timeout=10000)
     window.ladder.set_conversation_filter(first.correlation["conversation_id"])
     shown = [window.ladder.proxy.event_at(r) for r in range(window.ladder.proxy.rowCount())]
     assert shown and all("to John" not in e.summary for e in shown)
@@ -225,7 +229,7 @@ def test_a_trainer_flips_peters_conditions_and_the_route_changes(qtbot, window):
                     timeout=10000)
 
 
-def test_a_lab_that_cannot_start_leaves_no_thread_behind(topology):
+def test_a_lab_that_cannot_start_leaves_no_thread_behind(topology, lab_threads_left):
     import socket as socket_module
 
     from iwlab.backends.lab.lab import Lab
@@ -239,15 +243,14 @@ def test_a_lab_that_cannot_start_leaves_no_thread_behind(topology):
             LabThread(Lab(topology)).start()
     finally:
         blocker.close()
-    leftovers = [t.name for t in threading.enumerate() if t.name.startswith(("iwlab-lab", "esme-")) and t.is_alive()]
-    assert leftovers == []
+    assert lab_threads_left() == []
 
 
 def test_peters_switches_follow_changes_made_elsewhere(qtbot, window):
     from iwlab.backends.lab.control import run_command
     handset = window.phones["peter"]
     window.runner.run(run_command(window.runner.lab, "state peter roaming=yes"))
-    qtbot.waitUntil(handset.roaming_box.isChecked, timeout=5000)
+    qtbot.waitUntil(handset.roaming_box.isChecked, timeout=10000)
     window.runner.run(run_command(window.runner.lab, "state peter roaming=no registered=yes"))
-    qtbot.waitUntil(lambda: handset.cpm_app_box.isChecked() and not handset.roaming_box.isChecked(), timeout=5000)
+    qtbot.waitUntil(lambda: handset.cpm_app_box.isChecked() and not handset.roaming_box.isChecked(), timeout=10000)
     assert handset.cpm_app is window.runner.lab.cpm_apps["peter"]

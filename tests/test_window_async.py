@@ -1,6 +1,5 @@
 """The toolbar's Start/Stop run as qasync coroutines (the window stays live while the lab binds)."""
 import asyncio
-import threading
 
 import qasync
 from PySide6.QtCore import QTimer
@@ -9,7 +8,7 @@ from PySide6.QtWidgets import QApplication
 from iwlab.app.main_window import LabWindow
 
 
-def test_async_start_stop_and_a_close_during_start(qtbot, topology):
+def test_async_start_stop_and_a_close_during_start(qtbot, topology, lab_threads_left):
     app = QApplication.instance()
     loop = qasync.QEventLoop(app)
     try:
@@ -23,7 +22,8 @@ def test_async_start_stop_and_a_close_during_start(qtbot, topology):
 
         async def close_while_starting():
             starting = asyncio.ensure_future(window.start_lab_async())
-            await asyncio.sleep(0)          # the start is under way on a worker thread
+            while not window._busy:         # the start is under way on a worker thread
+                await asyncio.sleep(0)
             window.close()                  # refused for now, done when the start finishes
             await starting
         loop.run_until_complete(close_while_starting())
@@ -33,4 +33,4 @@ def test_async_start_stop_and_a_close_during_start(qtbot, topology):
         asyncio.set_event_loop(None)
         QTimer.singleShot(0, app.quit)      # clear the quit flag qasync left set (FIELD-NOTES)
         app.exec()
-    assert not [t for t in threading.enumerate() if t.name.startswith(("iwlab-lab", "esme-")) and t.is_alive()]
+    assert lab_threads_left() == []

@@ -10,12 +10,12 @@ def test_mary_and_john_by_email_from_the_window(qtbot, window):  # noqa: F811
     qtbot.keyClicks(phone.text, "Lunch on Friday?")
     qtbot.keyClick(phone.text, Qt.Key.Key_Return)
     qtbot.waitUntil(lambda: client.inbox_subjects() == ["Lunch on Friday?"], timeout=10000)
-    qtbot.waitUntil(lambda: phone.conversation_messages()[0].status == "delivered", timeout=10000)
+    qtbot.waitUntil(lambda: [m.status for m in phone.conversation_messages()][:1] == ["delivered"], timeout=10000)
 
     client.tabs.setCurrentWidget(client.inbox)
     client.inbox.setCurrentRow(0)                      # John opens it: his client sends the MDN
     assert "Lunch on Friday?" in client.reader.toPlainText()
-    qtbot.waitUntil(lambda: phone.conversation_messages()[0].status == "displayed", timeout=10000)
+    qtbot.waitUntil(lambda: [m.status for m in phone.conversation_messages()][:1] == ["displayed"], timeout=10000)
     client.headers_box.setChecked(True)
     assert "Conversation-ID:" in client.reader.toPlainText()
 

@@ -159,7 +159,7 @@ class ScenarioPanel(QWidget):
             first, last = run.rows_of_step[-1]
             self.stepDone.emit(step, first, last)
             if run.finished:
-                verdict = run.verdict()
+                verdict = await run.conclude()
                 await run.finish()      # the lab is given back as the scenario found it
                 self.verdictReady.emit(verdict)
         future = self.run_in_lab(one_step())

@@ -72,6 +72,12 @@ class CheckResult:
     passed: bool
     detail: str
     evidence: list[int] = field(default_factory=list)
+    # Failed for good (not merely not yet passed): e.g. every expected text arrived, in the wrong order.
+    decided_failure: bool = False
+
+    @property
+    def decided(self) -> bool:
+        return self.passed or self.decided_failure
 
 
 @dataclass
@@ -201,9 +207,30 @@ class ScenarioRun:
                 await self.step()
                 if pace:
                     await asyncio.sleep(pace)
-            return self.verdict()
+            return await self.conclude()
         finally:
             await self.finish()
+
+    async def conclude(self) -> Verdict:
+        """The verdict once every check is decided (passed, or failed for good), or at the timeout.
+
+        What the steps started may still be on its way (a receipt, the last SMS part): the
+        verdict waits for it rather than for a fixed time.
+        """
+        deadline = time.monotonic() + self.timeout
+        verdict = self.verdict()
+        while not all(r.decided for r in verdict.results) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            verdict = self.verdict()
+        return verdict
+
+    async def _until(self, ready, what: str) -> None:
+        """Wait for a step's precondition (what an earlier step set in motion), never for a fixed time."""
+        deadline = time.monotonic() + self.timeout
+        while not ready():
+            if time.monotonic() > deadline:
+                raise ScenarioError(f"{self.scenario.id}: {what} did not happen within {self.timeout:g} s")
+            await asyncio.sleep(0.02)
 
     async def finish(self) -> None:
         """Wait for what the steps started (a session INVITE) and put the people back as they were."""
@@ -257,6 +284,10 @@ class ScenarioRun:
                 address = recipient.email or (recipient.sip or "")[4:]
                 await device.send(address, step.text[:60], step.text)
         elif step.action == "reply":
+            awaited = self._last_text_sent_to(step.sender)
+            if awaited is not None:   # the message being answered may still be on its way
+                await self._until(lambda: awaited in _inbox_texts(device),
+                                  f"{step.sender} receiving {awaited!r} (to reply to it)")
             if isinstance(device, SmsHandset) and device.inbox:
                 await device.send_sms(device.inbox[-1].number, step.text)
             elif isinstance(device, EmailClient) and device.inbox:
@@ -264,6 +295,11 @@ class ScenarioRun:
                 await device.send(last.parsed.sender, reply_subject(last.subject), step.text, reply_to=last)
             else:
                 raise ScenarioError(f"{self.scenario.id}: {step.sender} has nothing to reply to")
+
+    def _last_text_sent_to(self, user_id: str) -> str | None:
+        earlier = self.scenario.steps[:self.position]
+        return next((s.text for s in reversed(earlier) if s.action in ("send", "reply") and s.recipient == user_id
+                     and s.text), None)
 
     async def _session_act(self, step: Step, device) -> None:
         if not isinstance(device, CpmDevice) or device.sessions is None:
@@ -273,9 +309,12 @@ class ScenarioRun:
             # Returns when the invitee answers, which is a later step: let it run.
             self._tasks.append(asyncio.create_task(sessions.start_session(self.lab.topology.user(step.recipient))))
             return
-        latest = list(sessions.sessions.values())[-1] if sessions.sessions else None
-        if latest is None:
-            raise ScenarioError(f"{self.scenario.id}: {step.sender} has no session for {step.action}")
+        def latest():
+            return list(sessions.sessions.values())[-1] if sessions.sessions else None
+        wanted = ("incoming",) if step.action == "accept_session" else ("established",)
+        await self._until(lambda: latest() is not None and latest().state in wanted,
+                          f"a session of {step.sender}'s in state {wanted[0]} (for {step.action})")
+        latest = latest()
         if step.action == "accept_session":
             await sessions.accept(latest)
         elif step.action == "session_send":
@@ -296,6 +335,16 @@ class ScenarioRun:
 
 
 # -- checks: read the trace only ------------------------------------------------------------
+
+def _inbox_texts(device) -> list[str]:
+    if isinstance(device, SmsHandset):
+        return [sms.text for sms in device.inbox]
+    if isinstance(device, EmailClient):
+        return [item.parsed.text.strip() for item in device.inbox]
+    if isinstance(device, CpmDevice):
+        return [m.text for m in device.messages if m.direction == "in"]
+    return []
+
 
 def evaluate(check: Check, events: list[TraceEvent], lab: Lab) -> CheckResult:
     return {"delivered": _delivered, "route": _route, "addressed_to_person": _addressed,
@@ -369,7 +418,9 @@ def _delivered(check: Check, events: list[TraceEvent], lab: Lab) -> CheckResult:
         passed = [text for _, text in got] == wanted
     texts = [text for _, text in got]
     detail = f"{user.name} received {texts}" + ("" if passed else f", expected {wanted} in this order")
-    return CheckResult(check, passed, detail, [e.seq for e, _ in got])
+    # Everything expected has arrived: waiting longer cannot mend the order.
+    arrived = set(wanted) <= set(texts)
+    return CheckResult(check, passed, detail, [e.seq for e, _ in got], decided_failure=arrived and not passed)
 
 
 def _route(check: Check, events: list[TraceEvent], lab: Lab) -> CheckResult:

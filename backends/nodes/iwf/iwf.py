@@ -121,6 +121,9 @@ class Iwf:
         self.retries = 0            # resends after throttling or a lost answer
         self.failed: list[tuple[OutboundSms, str]] = []
         self.ordering_enabled = True   # a demo/test switch: False lets conversations race (breaks 5.8.5 step 6)
+        # With ordering off, a throttled part waits this long, as a windowed gateway's requeue would,
+        # while the parts behind it go on: long enough that the overtaking is sure to show.
+        self.unordered_retry_delay = 1.0
 
     # -- lifecycle ------------------------------------------------------------
     async def start(self, sip_port: int) -> int:
@@ -331,7 +334,7 @@ class Iwf:
                 if resp.status in RETRY_STATUSES:
                     self.retries += 1
                     # (With ordering off, a naive gateway waits longer and lets later messages pass.)
-                    await asyncio.sleep(delay if self.ordering_enabled else 0.1)
+                    await asyncio.sleep(delay if self.ordering_enabled else self.unordered_retry_delay)
                     delay = min(delay * 2, 1.0)
                     continue
                 raise _PermanentFailure(f"SMSC refused part: {status_name(resp.status)}")
