@@ -11,11 +11,16 @@ from pathlib import Path
 
 from iwlab.backends.lab.control import run_command
 from iwlab.backends.lab.lab import Lab
+from iwlab.backends.lab.report import write_html, write_junit, write_trace_json
+from iwlab.backends.lab.scenarios import (
+    ScenarioError,
+    ScenarioRun,
+    load_requirements,
+    load_scenarios,
+    requirement_verdicts,
+)
 from iwlab.backends.topology import Topology
 from iwlab.backends.trace import TraceEvent
-from iwlab.backends.lab.report import write_html, write_junit, write_trace_json
-from iwlab.backends.lab.scenarios import (ScenarioError, ScenarioRun, load_requirements, load_scenarios,
-                                requirement_verdicts)
 
 
 def _print_event(event: TraceEvent) -> None:

@@ -13,13 +13,25 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
-from PySide6.QtWidgets import (QApplication, QComboBox, QFileDialog, QLabel, QMainWindow, QMessageBox, QScrollArea,
-                               QSplitter, QTabWidget, QToolBar, QTreeWidgetItemIterator, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (
+    QApplication,
+    QComboBox,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QScrollArea,
+    QSplitter,
+    QTabWidget,
+    QToolBar,
+    QTreeWidgetItemIterator,
+    QVBoxLayout,
+    QWidget,
+)
 
-from iwlab.backends.lab.lab import Lab
 from iwlab.app.headless import ladder_nodes
 from iwlab.backends.lab.control import run_command
+from iwlab.backends.lab.lab import Lab
 from iwlab.backends.lab.lab_thread import LabThread
 from iwlab.backends.lab.report import read_trace_json, write_trace_json
 from iwlab.backends.topology import Topology

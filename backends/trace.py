@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections import deque
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 

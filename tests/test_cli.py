@@ -1,7 +1,7 @@
 """The command line as a user runs it: `iwlab serve`, `iwlab play`, and `iwlab` with no display."""
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys

@@ -1,10 +1,8 @@
 """Commands that change a running lab (what `iwlab serve` reads on stdin)."""
-import pytest
 
 from iwlab.backends.lab.control import run_command
-from tests.sipclient import RawSipClient
-from tests.test_lab_core import MARY, received_text, send_cpm_message
 from tests.smppclient import SmppHandset
+from tests.test_lab_core import received_text
 
 
 def command(lab, line: str) -> str:

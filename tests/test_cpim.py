@@ -1,8 +1,16 @@
 """CPIM (RFC 3862) and IMDN (RFC 5438) codecs, bytes only."""
 import pytest
 
-from iwlab.backends.protocols.cpim import (CpimError, CpimMessage, Imdn, build_imdn_xml, imdn_message, parse_cpim,
-                           parse_imdn_xml, uri_of)
+from iwlab.backends.protocols.cpim import (
+    CpimError,
+    CpimMessage,
+    Imdn,
+    build_imdn_xml,
+    imdn_message,
+    parse_cpim,
+    parse_imdn_xml,
+    uri_of,
+)
 
 WIRE = (b"From: \"Mary\" <sip:mary@cpm-a.lab>\r\n"
         b"To: <tel:+15550201>\r\n"

@@ -11,8 +11,17 @@ from email.parser import BytesParser
 import pytest
 
 from iwlab.backends.protocols.mail import (
-    build_mdn, contribution_id_from_message_id, cpm_to_email, html_to_text, message_id_for,
-    normalise_subject, parse_incoming, subject_from_text, thread_key_candidates, trim_quoted, why_malformed,
+    build_mdn,
+    contribution_id_from_message_id,
+    cpm_to_email,
+    html_to_text,
+    message_id_for,
+    normalise_subject,
+    parse_incoming,
+    subject_from_text,
+    thread_key_candidates,
+    trim_quoted,
+    why_malformed,
 )
 
 WHEN = datetime(2024, 6, 3, 10, 0, tzinfo=timezone.utc)

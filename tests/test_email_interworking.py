@@ -12,8 +12,8 @@ import pytest
 from iwlab.backends.protocols import mail
 from iwlab.backends.protocols.cpim import parse_cpim, parse_imdn_xml
 from tests.sipclient import RawSipClient, cpim_body
-from tests.test_legacy_to_cpm import next_message
 from tests.test_lab_core import MARY
+from tests.test_legacy_to_cpm import next_message
 
 JOHN_TEL = "tel:+15550202"
 

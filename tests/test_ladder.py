@@ -10,8 +10,19 @@ from PySide6.QtGui import QFont, QImage, QPainter
 from PySide6.QtWidgets import QStyle, QStyleOptionViewItem
 
 from iwlab.backends.trace import Trace
-from iwlab.widgets.ladder import (ColourSlotRole, DstColumnRole, IsResponseRole, LadderFilterProxy, LadderModel,
-                            LadderView, NoteRole, SrcColumnRole, arrow_style, colour_key, conversation_colour)
+from iwlab.widgets.ladder import (
+    ColourSlotRole,
+    DstColumnRole,
+    IsResponseRole,
+    LadderFilterProxy,
+    LadderModel,
+    LadderView,
+    NoteRole,
+    SrcColumnRole,
+    arrow_style,
+    colour_key,
+    conversation_colour,
+)
 from iwlab.widgets.trace_bridge import TraceBridge
 
 # Showing a top-level widget with a layout makes Qt pass its minimum size to the

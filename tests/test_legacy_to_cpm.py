@@ -207,6 +207,7 @@ def test_an_sms_that_expires_undelivered_turns_into_imdn_failed(lab_factory):
 
 def test_garbage_and_a_wrong_password_on_the_smpp_port_leave_the_lab_serving(lab_with):
     import socket
+
     import smpplib.client
     import smpplib.exceptions
     lab, mary, peter = lab_with()

@@ -14,9 +14,9 @@ import aiosmtplib
 import pytest
 from aiosmtpd import __version__ as aiosmtpd_version
 
-from iwlab.backends.protocols.mail import build_mdn, cpm_to_email, parse_incoming
-from iwlab.backends.nodes.mail_server import MailServer
 from iwlab.backends.directory import NodeDirectory
+from iwlab.backends.nodes.mail_server import MailServer
+from iwlab.backends.protocols.mail import build_mdn, cpm_to_email, parse_incoming
 from iwlab.backends.trace import Trace
 
 JOHN, MARY = "john@mail-b.lab", "mary@cpm-a.lab"

@@ -5,9 +5,24 @@ import random
 
 import pytest
 
-from iwlab.backends.protocols.msrp import (MsrpParseError, MsrpRequest, MsrpResponse, MsrpStreamParser, MsrpUri, Reassembler,
-                           bodiless_send, chunk, error_response, needs_response, new_message_id,
-                           new_transaction_id, parse_msrp_uri, report_for, response_for, wants_success_report)
+from iwlab.backends.protocols.msrp import (
+    MsrpParseError,
+    MsrpRequest,
+    MsrpResponse,
+    MsrpStreamParser,
+    MsrpUri,
+    Reassembler,
+    bodiless_send,
+    chunk,
+    error_response,
+    needs_response,
+    new_message_id,
+    new_transaction_id,
+    parse_msrp_uri,
+    report_for,
+    response_for,
+    wants_success_report,
+)
 
 BOB = "msrp://biloxi.example.com:12763/kjhd37s2s20w2a;tcp"
 ALICE = "msrp://atlanta.example.com:7654/jshA7weztas;tcp"

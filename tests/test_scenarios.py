@@ -7,9 +7,20 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from iwlab.app.headless import ladder_nodes
-from iwlab.backends.lab.report import read_trace_json, write_html, write_junit, write_trace_json
-from iwlab.backends.lab.scenarios import (ScenarioError, ScenarioRun, load_requirements, load_scenario, load_scenarios,
-                                requirement_verdicts)
+from iwlab.backends.lab.report import (
+    read_trace_json,
+    write_html,
+    write_junit,
+    write_trace_json,
+)
+from iwlab.backends.lab.scenarios import (
+    ScenarioError,
+    ScenarioRun,
+    load_requirements,
+    load_scenario,
+    load_scenarios,
+    requirement_verdicts,
+)
 
 SCENARIOS = load_scenarios()
 

@@ -3,7 +3,14 @@ from __future__ import annotations
 
 import pytest
 
-from iwlab.backends.protocols.sdp import MsrpSdp, SdpError, answer, msrp_path, offer, parse_sdp
+from iwlab.backends.protocols.sdp import (
+    MsrpSdp,
+    SdpError,
+    answer,
+    msrp_path,
+    offer,
+    parse_sdp,
+)
 
 OFFER = (b"v=0\r\n"
          b"o=- 2890844526 1 IN IP4 127.0.0.1\r\n"

@@ -11,9 +11,7 @@ import uuid
 
 import pytest
 
-from iwlab.backends.protocols import msrp
-
-from iwlab.backends.protocols import sdp
+from iwlab.backends.protocols import msrp, sdp
 from iwlab.backends.protocols.msrp import MsrpRequest, MsrpResponse
 from iwlab.backends.protocols.sip import SipRequest, SipResponse
 from tests.sipclient import RawSipClient
@@ -437,9 +435,9 @@ def test_messages_keep_their_order_both_ways(session_lab):
 def test_msrp_transport_chunks_reassembles_and_records_on_the_accepting_end():
     import asyncio
 
-    from iwlab.backends.transports.msrp import MsrpListener, connect, local_session
     from iwlab.backends.directory import NodeDirectory
     from iwlab.backends.trace import Trace
+    from iwlab.backends.transports.msrp import MsrpListener, connect, local_session
 
     async def scenario():
         trace, nodes = Trace(), NodeDirectory()

@@ -20,9 +20,9 @@ import smpplib.exceptions
 import smpplib.smpp
 from smpplib import consts as C
 
-from iwlab.backends.protocols import smpp as codec
 from iwlab.backends.directory import NodeDirectory
 from iwlab.backends.nodes.smsc import EsmeAccount, Smsc
+from iwlab.backends.protocols import smpp as codec
 from iwlab.backends.trace import Trace
 
 PETER, MARY = "15550201", "15550101"

@@ -1,10 +1,21 @@
 """Byte-level tests for backends.smstext (GSM 03.38 / UCS-2 / UDH / reassembly)."""
 import pytest
 
-from iwlab.backends.protocols.smstext import (GSM7, UCS2, Concat, IncomingSms, Reassembler,
-                              SmsDecodeError, SmsPart, choose_coding,
-                              concat_info, decode_payload, encode, sms_count,
-                              split_udh)
+from iwlab.backends.protocols.smstext import (
+    GSM7,
+    UCS2,
+    Concat,
+    IncomingSms,
+    Reassembler,
+    SmsDecodeError,
+    SmsPart,
+    choose_coding,
+    concat_info,
+    decode_payload,
+    encode,
+    sms_count,
+    split_udh,
+)
 
 # GSM 03.38 default alphabet written out independently of the module, by row.
 BASIC = {

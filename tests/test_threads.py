@@ -1,8 +1,8 @@
 """The IWF's thread map (sans-I/O) and receipt id matching."""
 import pytest
 
-from iwlab.backends.nodes.iwf.iwf import receipt_keys
 from iwlab.backends.nodes.iwf.threads import ThreadMap
+from iwlab.backends.protocols.smpp import receipt_keys
 
 
 class Clock:
@@ -108,5 +108,5 @@ def test_a_receipt_goes_to_its_own_message_even_when_ids_read_alike():
     (5, "UNDELIV", "failed"), (1, None, None), (6, "ACCEPTD", None), (7, "UNKNOWN", None), (None, "ENROUTE", None),
 ])
 def test_receipt_outcomes(state, stat, outcome):
-    from iwlab.backends.nodes.iwf.iwf import receipt_outcome
+    from iwlab.backends.protocols.smpp import receipt_outcome
     assert receipt_outcome(state, stat) == outcome

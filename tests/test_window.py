@@ -5,7 +5,6 @@ import pytest
 from PySide6.QtCore import Qt
 
 from iwlab.app.main_window import LabWindow, ladder_nodes
-from iwlab.widgets.ladder import EventRole
 
 
 @pytest.fixture

@@ -11,11 +11,29 @@ from typing import Callable
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFont
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton, QScrollArea,
-                               QSplitter, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QScrollArea,
+    QSplitter,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
-from iwlab.backends.lab.scenarios import (Scenario, ScenarioError, ScenarioRun, Verdict, load_requirements, load_scenarios,
-                                requirement_verdicts)
+from iwlab.backends.lab.scenarios import (
+    Scenario,
+    ScenarioError,
+    ScenarioRun,
+    Verdict,
+    load_requirements,
+    load_scenarios,
+    requirement_verdicts,
+)
 
 STATE_COLOURS = {"passed": "#1a7f37", "failed": "#d1242f", "not exercised": "#6e7781"}
 

@@ -8,13 +8,24 @@ import time
 from typing import Callable
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFrame, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QListWidget,
-                               QListWidgetItem, QPlainTextEdit, QPushButton, QTabWidget, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPlainTextEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
-from iwlab.backends.protocols import smstext
 from iwlab.backends.devices.sms_handset import Sms
-
+from iwlab.backends.protocols import smstext
 from iwlab.widgets.device_bridge import DeviceBridge
 from iwlab.widgets.device_frame import device_header, folders, set_pill
 

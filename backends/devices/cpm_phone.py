@@ -16,13 +16,31 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
-from iwlab.backends.protocols import sip
-from iwlab.backends.protocols.cpim import CpimError, CpimMessage, Imdn, imdn_message, parse_cpim, parse_imdn_xml, uri_of
-from iwlab.backends.nodes.cpm_server.server import CPM_MSG_ICSI, CPM_MSG_SERVICE
 from iwlab.backends.directory import NodeDirectory
-from iwlab.backends.protocols.sip import SipParseError, SipRequest, SipResponse, make_response
-from iwlab.backends.transports.sip import SipConnection, SipConnectionClosed, open_connection
+from iwlab.backends.protocols import sip
+from iwlab.backends.protocols.cpim import (
+    CPM_MSG_ICSI,
+    CPM_MSG_SERVICE,
+    CpimError,
+    CpimMessage,
+    Imdn,
+    imdn_message,
+    parse_cpim,
+    parse_imdn_xml,
+    uri_of,
+)
+from iwlab.backends.protocols.sip import (
+    SipParseError,
+    SipRequest,
+    SipResponse,
+    make_response,
+)
 from iwlab.backends.topology import Topology, User
+from iwlab.backends.transports.sip import (
+    SipConnection,
+    SipConnectionClosed,
+    open_connection,
+)
 
 log = logging.getLogger(__name__)
 Address = tuple[str, int]

@@ -16,17 +16,24 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from iwlab.backends.protocols import sdp
-
-from iwlab.backends.protocols import sip
-from iwlab.backends.protocols.cpim import CpimMessage
-from iwlab.backends.transports.msrp import MsrpListener, MsrpSession, connect, local_session
-from iwlab.backends.protocols.sip import SipParseError, SipRequest, SipResponse, make_response
-from iwlab.backends.transports.sip import SipConnection, SipConnectionClosed, name_addr_uri
+from iwlab.backends.protocols import sdp, sip
+from iwlab.backends.protocols.cpim import CPM_SESSION_SERVICE, CpimMessage
+from iwlab.backends.protocols.sip import (
+    SipParseError,
+    SipRequest,
+    SipResponse,
+    make_response,
+)
 from iwlab.backends.topology import User
 from iwlab.backends.trace import Trace
+from iwlab.backends.transports.msrp import (
+    MsrpListener,
+    MsrpSession,
+    connect,
+    local_session,
+)
+from iwlab.backends.transports.sip import SipConnection, SipConnectionClosed
 
-CPM_SESSION_SERVICE = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.session"
 OPEN_STATES = ("inviting", "ringing", "incoming", "established")
 
 
@@ -135,7 +142,7 @@ class CpmSessions:
         offer = sdp.offer(host=self.host, port=self.listener.port, session_id_path=msrp_session.session_id)
         offer.path = [msrp_session.local_uri]
         req = self.device._new_request("INVITE", peer_uri, to=peer_uri, call_id=call_id)
-        session.local_tag = _tag(req.headers.get("From"))
+        session.local_tag = sip.from_tag(req)
         req.headers.add("Contact", self._contact(conn))
         req.headers.add("P-Preferred-Service", CPM_SESSION_SERVICE)
         req.headers.add("Conversation-ID", session.conversation_id)
@@ -152,8 +159,8 @@ class CpmSessions:
         except SipConnectionClosed as exc:
             self._set_state(session, "failed", str(exc))
             return session
-        if _cseq_method(response) == "CANCEL" or session.state == "cancelled":
-            if response.status == 200 and _cseq_method(response) == "INVITE":   # answered as we cancelled
+        if sip.cseq_method(response) == "CANCEL" or session.state == "cancelled":
+            if response.status == 200 and sip.cseq_method(response) == "INVITE":   # answered as we cancelled
                 self._dialog_from_response(session, response)
                 self._send_ack(session, conn)
                 await self._bye(session)
@@ -180,8 +187,8 @@ class CpmSessions:
         return session
 
     def _dialog_from_response(self, session: ChatSession, response: SipResponse) -> None:
-        session.remote_tag = _tag(response.headers.get("To"))
-        session.remote_target = name_addr_uri(response.headers.get("Contact")) or session.peer_uri
+        session.remote_tag = sip.to_tag(response)
+        session.remote_target = sip.uri_of(response.headers.get("Contact")) or session.peer_uri
         session.route_set = list(reversed(response.headers.get_all("Record-Route")))
 
     def _send_ack(self, session: ChatSession, conn: SipConnection) -> None:
@@ -206,10 +213,7 @@ class CpmSessions:
         if session.direction != "out" or session.state not in ("inviting", "ringing") or session.invite is None:
             return
         invite = session.invite
-        cancel = SipRequest("CANCEL", invite.uri, sip.Headers())
-        for name in ("Via", "Max-Forwards", "From", "To", "Call-ID"):
-            cancel.headers.add(name, invite.headers.get(name) or "")
-        cancel.headers.add("CSeq", f"{sip.parse_cseq(invite.headers.get('CSeq'))[0]} CANCEL")
+        cancel = sip.make_cancel(invite)
         self._set_state(session, "cancelled", "you withdrew the invitation")
         try:
             session.invite_conn.send(cancel)
@@ -274,7 +278,7 @@ class CpmSessions:
             self._set_state(session, "ended", f"{session.peer_name} ended the session")
 
     def _incoming(self, conn: SipConnection, req: SipRequest) -> None:
-        peer_uri = name_addr_uri(req.headers.get("From"))
+        peer_uri = sip.uri_of(req.headers.get("From"))
         peer = self.device.topology.user_by_uri(peer_uri)
         try:
             offer = sdp.parse_sdp(req.body)
@@ -289,8 +293,8 @@ class CpmSessions:
                               peer.name if peer else (display or peer_uri).strip('"'), state="incoming",
                               conversation_id=req.headers.get("Conversation-ID") or "",
                               contribution_id=req.headers.get("Contribution-ID") or "",
-                              remote_tag=_tag(req.headers.get("From")),
-                              remote_target=name_addr_uri(req.headers.get("Contact")) or peer_uri,
+                              remote_tag=sip.from_tag(req),
+                              remote_target=sip.uri_of(req.headers.get("Contact")) or peer_uri,
                               route_set=req.headers.get_all("Record-Route"), invite=req, invite_conn=conn,
                               offer=offer)
         self.sessions[session.call_id] = session
@@ -341,17 +345,3 @@ class CpmSessions:
             session.invite_conn.send(make_response(session.invite, status, reason, to_tag=session.local_tag))
         except SipConnectionClosed:
             pass
-
-
-def _tag(value: str | None) -> str:
-    try:
-        return sip.parse_name_addr(value or "").tag() or ""
-    except SipParseError:
-        return ""
-
-
-def _cseq_method(message: SipRequest | SipResponse) -> str:
-    try:
-        return sip.parse_cseq(message.headers.get("CSeq") or "")[1]
-    except SipParseError:
-        return ""

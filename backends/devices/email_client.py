@@ -16,8 +16,8 @@ from typing import Callable
 
 import aiosmtplib
 
-from iwlab.backends.protocols import mail
 from iwlab.backends.directory import NodeDirectory
+from iwlab.backends.protocols import mail
 from iwlab.backends.topology import Topology, User
 
 Address = tuple[str, int]

@@ -14,14 +14,13 @@ from typing import Any, Callable
 
 import smpplib.consts as c
 
-from iwlab.backends.protocols import smstext
-from iwlab.backends.protocols.smpp import reassemble
-from iwlab.backends.transports.smpp_esme import Esme, SubmitFailed
 from iwlab.backends.directory import NodeDirectory
+from iwlab.backends.protocols import smpp, smstext
+from iwlab.backends.protocols.smpp import reassemble
 from iwlab.backends.topology import Topology, User
+from iwlab.backends.transports.smpp_esme import Esme, SubmitFailed
 
 Address = tuple[str, int]
-RECEIPT_ESM_CLASS = 0x04
 
 
 @dataclass
@@ -78,7 +77,7 @@ class SmsHandset:
     def _deliver(self, pdu: Any) -> None:
         if pdu.command != "deliver_sm":
             return
-        if (pdu.esm_class or 0) & 0x3C == RECEIPT_ESM_CLASS:
+        if smpp.is_receipt(pdu.esm_class):
             self._emit("receipt", pdu)
             return
         for sms in reassemble(self._reassembler, pdu):

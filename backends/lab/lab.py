@@ -14,14 +14,14 @@ from pathlib import Path
 
 from iwlab.backends.devices.cpm_phone import CpmDevice
 from iwlab.backends.devices.cpm_sessions import CpmSessions
-from iwlab.backends.nodes.cpm_server.server import CpmServer
 from iwlab.backends.devices.email_client import EmailClient
 from iwlab.backends.devices.sms_handset import SmsHandset
-from iwlab.backends.nodes.iwf.iwf import Iwf
-from iwlab.backends.nodes.iwf.email_leg import IwfEmail
-from iwlab.backends.nodes.mail_server import MailServer
-from iwlab.backends.nodes.iwf.sessions import IwfSessions
 from iwlab.backends.directory import NodeDirectory
+from iwlab.backends.nodes.cpm_server.server import CpmServer
+from iwlab.backends.nodes.iwf.email_leg import IwfEmail
+from iwlab.backends.nodes.iwf.iwf import Iwf
+from iwlab.backends.nodes.iwf.sessions import IwfSessions
+from iwlab.backends.nodes.mail_server import MailServer
 from iwlab.backends.nodes.smsc import EsmeAccount, Smsc
 from iwlab.backends.topology import Topology, User
 from iwlab.backends.trace import Trace

@@ -18,14 +18,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from iwlab.backends.protocols import smpp
-
-from iwlab.backends.protocols import smstext
-from iwlab.backends.lab.control import run_command
 from iwlab.backends.devices.cpm_phone import CpmDevice
 from iwlab.backends.devices.email_client import EmailClient, reply_subject
 from iwlab.backends.devices.sms_handset import SmsHandset
+from iwlab.backends.lab.control import run_command
 from iwlab.backends.lab.lab import Lab
+from iwlab.backends.protocols import smpp, smstext
 from iwlab.backends.trace import TraceEvent
 
 ACTIONS = ("send", "reply", "wait", "state", "start_session", "accept_session", "session_send", "end_session")

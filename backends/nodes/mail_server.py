@@ -51,8 +51,8 @@ from typing import Any, Awaitable, Callable
 from aiosmtpd import __version__ as aiosmtpd_version
 from aiosmtpd.smtp import SMTP
 
-from iwlab.backends.protocols.mail import format_size, why_malformed
 from iwlab.backends.directory import NodeDirectory, outside_name
+from iwlab.backends.protocols.mail import format_size, why_malformed
 from iwlab.backends.trace import Trace
 
 PROTOCOL = "SMTP"

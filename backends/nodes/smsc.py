@@ -28,14 +28,14 @@ from typing import Any, Callable
 from smpplib import command as sm_command
 from smpplib import consts as C
 
-from iwlab.backends.protocols import smpp as codec
 from iwlab.backends.directory import NodeDirectory, outside_name
+from iwlab.backends.protocols import smpp as codec
 from iwlab.backends.trace import Trace
 
 PROTOCOL = "SMPP"
 OK = C.SMPP_ESME_ROK
-ENROUTE, DELIVERED, EXPIRED, UNDELIVERABLE = 1, 2, 3, 5
-RECEIPT_STAT = {DELIVERED: "DELIVRD", EXPIRED: "EXPIRED", UNDELIVERABLE: "UNDELIV"}
+ENROUTE, DELIVERED, EXPIRED, UNDELIVERABLE = (codec.MessageState.ENROUTE, codec.MessageState.DELIVERED,
+                                             codec.MessageState.EXPIRED, codec.MessageState.UNDELIVERABLE)
 # deliver_sm_resp statuses that mean "never": drop with an UNDELIV receipt instead of retrying.
 PERMANENT = frozenset({C.SMPP_ESME_RX_P_APPN, C.SMPP_ESME_RX_R_APPN})
 NO_RESPONSE = -1   # pseudo status: no deliver_sm_resp within response_seconds
@@ -286,7 +286,7 @@ class Smsc:
             return
         now = time.time()
         f = msg.fields
-        text = codec.receipt_text(msg.id, RECEIPT_STAT[state], msg.submitted, now, msg.text_start,
+        text = codec.receipt_text(msg.id, codec.MessageState(state).stat, msg.submitted, now, msg.text_start,
                                   err=error & 0xFFF, delivered=state == DELIVERED)
         fields = {
             "source_addr_ton": f["dest_addr_ton"], "source_addr_npi": f["dest_addr_npi"],

@@ -11,6 +11,19 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+# OMA CPM services (P-Preferred-Service) and their feature tags in a REGISTER Contact (+g.3gpp.icsi-ref).
+CPM_MSG_SERVICE = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.msg"
+CPM_SESSION_SERVICE = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.session"
+
+
+def icsi_ref(service: str) -> str:
+    """A service URN as a +g.3gpp.icsi-ref feature tag value (its colons %-escaped)."""
+    return service.replace(":", "%3A")
+
+
+CPM_MSG_ICSI = icsi_ref(CPM_MSG_SERVICE)
+CPM_SESSION_ICSI = icsi_ref(CPM_SESSION_SERVICE)
+
 IMDN_NS = "urn:ietf:params:imdn"
 IMDN_XML_NS = "urn:ietf:params:xml:ns:imdn"
 DELIVERY_STATUSES = ("delivered", "failed", "forbidden", "error")

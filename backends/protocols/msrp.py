@@ -12,6 +12,8 @@ import re
 import secrets
 from dataclasses import dataclass, field
 
+from iwlab.backends.protocols.cpim import CpimError, parse_cpim
+
 MAX_HEADER_SIZE = 64 * 1024        # start line + header block
 MAX_CHUNK_SIZE = 1024 * 1024       # one chunk's body; larger -> 413, the chunk is skipped
 MAX_MESSAGE_SIZE = 16 * 1024 * 1024   # a reassembled message
@@ -444,3 +446,35 @@ def report_for(req: MsrpRequest, status: int = 200, comment: str = "OK", *,
 def bodiless_send(to_path: list[str], from_path: list[str]) -> MsrpRequest:
     """The empty SEND the connecting endpoint sends first to bind the connection (RFC 4975 5.4, 7.1.1)."""
     return MsrpRequest(new_transaction_id(), "SEND", list(to_path), list(from_path), new_message_id(), (1, 0, 0))
+
+
+# -- the trace's view of a message ---------------------------------------------------------
+
+def describe(message: MsrpRequest | MsrpResponse) -> tuple[str, dict]:
+    """One-line summary and decoded fields of an MSRP message."""
+    fields: dict = {"To-Path": " ".join(message.to_path), "From-Path": " ".join(message.from_path),
+                    "headers": list(message.headers)}
+    if isinstance(message, MsrpResponse):
+        fields["status_line"] = f"{message.status} {message.comment or ''}".strip()
+        return f"{message.status} {message.comment or ''} tid={message.transaction_id}".replace("  ", " "), fields
+    fields.update({"method": message.method, "Message-ID": message.message_id,
+                   "Byte-Range": format_byte_range(message.byte_range) if message.byte_range else None,
+                   "Content-Type": message.content_type, "continuation": message.continuation})
+    summary = f"{message.method} tid={message.transaction_id}"
+    if message.byte_range:
+        summary += " " + format_byte_range(message.byte_range)
+    if message.method == "REPORT":
+        summary += f" {message.get('Status') or ''}"
+    elif message.body:
+        text = message.body.decode("utf-8", "replace")
+        if (message.content_type or "").lower().startswith("message/cpim"):
+            try:
+                text = parse_cpim(message.body).text
+            except CpimError:
+                pass
+        fields["body"] = text
+        text = text.replace("\r", " ").replace("\n", " ")
+        summary += f' "{text[:40]}{"…" if len(text) > 40 else ""}"'
+    elif message.method == "SEND":
+        summary += " (bodiless: binds the connection)"
+    return summary, fields

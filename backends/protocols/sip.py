@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Iterable
 from urllib.parse import unquote
 
+from iwlab.backends.protocols.cpim import CpimError, parse_cpim, parse_imdn_xml
+
 SIP_VERSION = "SIP/2.0"
 MAX_HEADER_SIZE = 64 * 1024      # a header block larger than this -> 513
 MAX_BODY_SIZE = 1024 * 1024      # a Content-Length larger than this -> 413
@@ -814,3 +816,136 @@ def validate_request(req: SipRequest, *, supported: Iterable[str] = (),
     if req.method not in ("ACK", "CANCEL") and unsupported_options(req, supported, proxy=proxy):
         return 420, "Bad Extension"
     return None
+
+
+# -- dialog and transaction helpers (RFC 3261 8.1.1, 9.1, 17.1.1.3) ----------------------------
+
+def tag_of(name_addr: str | None) -> str:
+    """The tag parameter of a From/To value, "" if it has none or does not parse."""
+    try:
+        return parse_name_addr(name_addr or "").tag() or ""
+    except SipParseError:
+        return ""
+
+
+def from_tag(message: SipRequest | SipResponse) -> str:
+    return tag_of(message.headers.get("From"))
+
+
+def to_tag(message: SipRequest | SipResponse) -> str:
+    return tag_of(message.headers.get("To"))
+
+
+def cseq_method(message: SipRequest | SipResponse) -> str:
+    """The method of the CSeq (for a response: the request it answers), "" if unreadable."""
+    try:
+        return parse_cseq(message.headers.get("CSeq") or "")[1]
+    except SipParseError:
+        return ""
+
+
+def top_branch(message: SipRequest | SipResponse) -> str:
+    """The branch of the top Via: the client transaction a response belongs to."""
+    vias = message.headers.get_all("Via")
+    if not vias:
+        return ""
+    try:
+        return parse_via(vias[0]).params.get("branch") or ""
+    except SipParseError:
+        return ""
+
+
+def uri_of(name_addr: str | None) -> str:
+    """The URI of a From/To/Contact/Route value, tolerant of odd forms ("" for none)."""
+    if not name_addr:
+        return ""
+    try:
+        return parse_name_addr(name_addr).uri
+    except SipParseError:
+        value = name_addr.strip()
+        if "<" in value and ">" in value:
+            return value[value.index("<") + 1:value.index(">")]
+        return value.split(";", 1)[0].strip()
+
+
+def make_cancel(invite: SipRequest) -> SipRequest:
+    """The CANCEL of an INVITE this end sent (RFC 3261 9.1): same Request-URI, Call-ID, To, From
+    and CSeq number, one Via equal to the INVITE's top Via (so it names the same transaction),
+    and the INVITE's Route set."""
+    headers = Headers()
+    headers.add("Via", invite.headers.get_all("Via")[0])
+    headers.add("Max-Forwards", "70")
+    for route in invite.headers.get_all("Route"):
+        headers.add("Route", route)
+    for name in ("From", "To", "Call-ID"):
+        headers.add(name, invite.headers.get(name) or "")
+    headers.add("CSeq", f"{parse_cseq(invite.headers.get('CSeq') or '1 INVITE')[0]} CANCEL")
+    return SipRequest("CANCEL", invite.uri, headers)
+
+
+def make_non2xx_ack(invite: SipRequest, response: SipResponse) -> SipRequest:
+    """The ACK a client transaction owes a 3xx-6xx answer to its INVITE (RFC 3261 17.1.1.3):
+    the INVITE's Request-URI, Call-ID, From, top Via and Route set, the response's To (its tag
+    included) and the INVITE's CSeq number with method ACK. It is part of the INVITE's
+    transaction, hop by hop: it goes only as far as the next hop."""
+    headers = Headers()
+    headers.add("Via", invite.headers.get_all("Via")[0])
+    headers.add("Max-Forwards", "70")
+    for route in invite.headers.get_all("Route"):
+        headers.add("Route", route)
+    headers.add("From", invite.headers.get("From") or "")
+    headers.add("To", response.headers.get("To") or invite.headers.get("To") or "")
+    headers.add("Call-ID", invite.headers.get("Call-ID") or "")
+    headers.add("CSeq", f"{parse_cseq(invite.headers.get('CSeq') or '1 INVITE')[0]} ACK")
+    return SipRequest("ACK", invite.uri, headers)
+
+
+# -- the trace's view of a message -----------------------------------------------------------
+
+def describe(message: SipRequest | SipResponse) -> tuple[str, dict, dict[str, str]]:
+    """One-line summary, decoded fields and correlation ids of a SIP message."""
+    headers = message.headers
+    correlation = {
+        "call_id": headers.get("Call-ID") or "",
+        "conversation_id": headers.get("Conversation-ID") or "",
+        "contribution_id": headers.get("Contribution-ID") or "",
+        "in_reply_to_contribution_id": headers.get("InReplyTo-Contribution-ID") or "",
+    }
+    fields: dict = {"headers": headers.items()}
+    content_type = (headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+    detail = ""
+    if content_type == "message/cpim" and message.body:
+        try:
+            cpim = parse_cpim(message.body)
+        except CpimError as exc:
+            fields["cpim_error"] = str(exc)
+        else:
+            correlation["imdn_message_id"] = cpim.message_id
+            fields["cpim"] = {
+                "From": cpim.sender, "To": cpim.recipient, "DateTime": cpim.datetime,
+                "imdn.Message-ID": cpim.message_id,
+                "imdn.Disposition-Notification": ", ".join(cpim.disposition),
+                "Content-Type": cpim.content_type,
+                "body": cpim.text,
+            }
+            if cpim.is_imdn:
+                detail = " IMDN"
+                try:
+                    imdn = parse_imdn_xml(cpim.body)
+                    detail = f" IMDN {imdn.status}"
+                    correlation["imdn_message_id"] = imdn.message_id
+                except CpimError:
+                    pass
+            else:
+                text = cpim.text.replace("\r", " ").replace("\n", " ")
+                detail = f' "{text[:40]}{"…" if len(text) > 40 else ""}"'
+    elif message.body:
+        fields["body"] = message.body.decode("utf-8", errors="replace")
+    if isinstance(message, SipRequest):
+        fields["request_line"] = f"{message.method} {message.uri} {message.version}"
+        kind = " (CPIM)" if content_type == "message/cpim" else ""
+        summary = f"{message.method}{kind} {message.uri}{detail}"
+    else:
+        fields["status_line"] = f"{message.version} {message.status} {message.reason}"
+        summary = f"{message.status} {message.reason} ({cseq_method(message) or '?'})"
+    return summary, fields, correlation

@@ -19,6 +19,7 @@ import struct
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from enum import IntEnum
 from typing import Any
 
 from smpplib import command as sm_command
@@ -39,6 +40,63 @@ STATUS_NAMES = {value: name[5:] for name, value in vars(consts).items() if name.
 COMMAND_NAMES = {code: name for name, code in command_codes.commands.items()}
 TLV_NAMES = frozenset(consts.OPTIONAL_PARAMS)
 RECEIPT_ESM_CLASS = 0x04   # esm_class message type "SMSC delivery receipt"; smpplib has no constant
+INTERMEDIATE_ESM_CLASS = 0x20   # "intermediate delivery notification"
+MESSAGE_TYPE_MASK = 0x3C        # the esm_class bits that say what kind of deliver_sm this is
+
+
+def is_receipt(esm_class: int | None) -> bool:
+    """A deliver_sm that reports on a message (a receipt or an intermediate notification), not a message."""
+    return (esm_class or 0) & MESSAGE_TYPE_MASK in (RECEIPT_ESM_CLASS, INTERMEDIATE_ESM_CLASS)
+
+
+class MessageState(IntEnum):
+    """SMPP v3.4 5.2.28 message_state."""
+    ENROUTE = 1
+    DELIVERED = 2
+    EXPIRED = 3
+    DELETED = 4
+    UNDELIVERABLE = 5
+    ACCEPTED = 6
+    UNKNOWN = 7
+    REJECTED = 8
+
+    @property
+    def stat(self) -> str:
+        """The de-facto receipt text's stat: word."""
+        return _STATS[self]
+
+
+_STATS = {MessageState.ENROUTE: "ENROUTE", MessageState.DELIVERED: "DELIVRD", MessageState.EXPIRED: "EXPIRED",
+          MessageState.DELETED: "DELETED", MessageState.UNDELIVERABLE: "UNDELIV", MessageState.ACCEPTED: "ACCEPTD",
+          MessageState.UNKNOWN: "UNKNOWN", MessageState.REJECTED: "REJECTD"}
+FINAL_FAILURE_STATES = frozenset({MessageState.EXPIRED, MessageState.DELETED, MessageState.UNDELIVERABLE,
+                                  MessageState.REJECTED})
+
+
+def receipt_outcome(message_state: int | None, stat: str | None) -> str | None:
+    """'delivered', 'failed', or None while the message is not final."""
+    stat = (stat or "").upper()
+    if message_state in FINAL_FAILURE_STATES or stat in {s.stat for s in FINAL_FAILURE_STATES}:
+        return "failed"
+    if message_state == MessageState.DELIVERED or stat == MessageState.DELIVERED.stat:
+        return "delivered"
+    return None
+
+
+def normalised_message_id(message_id: str) -> str:
+    return message_id.strip().upper().lstrip("0") or "0"
+
+
+def receipt_keys(message_id: str) -> list[str]:
+    """Every form one SMSC message id may take in a receipt (hex or decimal, leading zeros or
+    not), the id as written first: real SMSCs disagree on the form (DOMAIN-NOTES)."""
+    value = message_id.strip()
+    keys = [normalised_message_id(value)]
+    if value and all(ch in "0123456789abcdefABCDEF" for ch in value):
+        keys += [f"{int(value, 16):X}", str(int(value, 16))]
+    if value.isdigit():
+        keys += [f"{int(value):X}", str(int(value))]
+    return list(dict.fromkeys(keys))
 
 
 def status_name(status: int) -> str:

@@ -16,10 +16,10 @@ import logging
 import secrets
 from typing import Callable
 
+from iwlab.backends.directory import NodeDirectory, outside_name
 from iwlab.backends.protocols import msrp
 from iwlab.backends.protocols.cpim import CpimError, parse_cpim
 from iwlab.backends.protocols.msrp import MsrpParseError, MsrpRequest, MsrpResponse
-from iwlab.backends.directory import NodeDirectory, outside_name
 from iwlab.backends.trace import Trace
 
 log = logging.getLogger(__name__)
@@ -259,7 +259,7 @@ class MsrpConnection(asyncio.Protocol):
         assert self.trace is not None
         peer, me = self.name_of_peer(), self.local_name
         src, dst = (peer, me) if incoming else (me, peer)
-        summary, fields = describe(message)
+        summary, fields = msrp.describe(message)
         self.trace.record(src, dst, "MSRP", summary, raw=raw if raw is not None else message.to_bytes(),
                           fields=fields, is_response=isinstance(message, MsrpResponse),
                           correlation=_correlation(session, message))
@@ -273,36 +273,6 @@ def _correlation(session: MsrpSession | None, message) -> dict[str, str]:
     if message is not None:
         correlation["msrp_transaction_id"] = message.transaction_id or ""
     return correlation
-
-
-def describe(message: MsrpRequest | MsrpResponse) -> tuple[str, dict]:
-    """One-line summary and decoded fields of an MSRP message."""
-    fields: dict = {"To-Path": " ".join(message.to_path), "From-Path": " ".join(message.from_path),
-                    "headers": list(message.headers)}
-    if isinstance(message, MsrpResponse):
-        fields["status_line"] = f"{message.status} {message.comment or ''}".strip()
-        return f"{message.status} {message.comment or ''} tid={message.transaction_id}".replace("  ", " "), fields
-    fields.update({"method": message.method, "Message-ID": message.message_id,
-                   "Byte-Range": msrp.format_byte_range(message.byte_range) if message.byte_range else None,
-                   "Content-Type": message.content_type, "continuation": message.continuation})
-    summary = f"{message.method} tid={message.transaction_id}"
-    if message.byte_range:
-        summary += " " + msrp.format_byte_range(message.byte_range)
-    if message.method == "REPORT":
-        summary += f" {message.get('Status') or ''}"
-    elif message.body:
-        text = message.body.decode("utf-8", "replace")
-        if (message.content_type or "").lower().startswith("message/cpim"):
-            try:
-                text = parse_cpim(message.body).text
-            except CpimError:
-                pass
-        fields["body"] = text
-        text = text.replace("\r", " ").replace("\n", " ")
-        summary += f' "{text[:40]}{"…" if len(text) > 40 else ""}"'
-    elif message.method == "SEND":
-        summary += " (bodiless: binds the connection)"
-    return summary, fields
 
 
 class MsrpListener:

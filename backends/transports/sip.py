@@ -11,10 +11,15 @@ import asyncio
 import logging
 from typing import Callable
 
-from iwlab.backends.protocols import sip
-from iwlab.backends.protocols.cpim import CpimError, parse_cpim, parse_imdn_xml, uri_of
 from iwlab.backends.directory import NodeDirectory, outside_name
-from iwlab.backends.protocols.sip import SipParseError, SipRequest, SipResponse, SipStreamParser
+from iwlab.backends.protocols import sip
+from iwlab.backends.protocols.sip import (
+    SipParseError,
+    SipRequest,
+    SipResponse,
+    SipStreamParser,
+)
+from iwlab.backends.routing import Route
 from iwlab.backends.trace import Trace
 
 log = logging.getLogger(__name__)
@@ -106,7 +111,7 @@ class SipConnection(asyncio.Protocol):
         if self.trace is not None:
             self._record(event, incoming=True)
         if isinstance(event, SipResponse):
-            branch = top_branch(event)
+            branch = sip.top_branch(event)
             if branch in self._pending:
                 if event.status < 200:
                     callback = self._provisional.get(branch)
@@ -139,7 +144,7 @@ class SipConnection(asyncio.Protocol):
     def request(self, request: SipRequest, *, on_provisional: Callable[[SipResponse], None] | None = None,
                 note: str = "") -> asyncio.Future[SipResponse]:
         """Send a request whose top Via this end added; the future gets the final response."""
-        branch = top_branch(request)
+        branch = sip.top_branch(request)
         future: asyncio.Future[SipResponse] = asyncio.get_running_loop().create_future()
         self._pending[branch] = future
         if on_provisional:
@@ -169,92 +174,15 @@ class SipConnection(asyncio.Protocol):
 
     def _record(self, message: SipMessage, *, incoming: bool, raw: bytes | None = None, note: str = "") -> None:
         assert self.trace is not None
-        summary, fields, correlation = describe(message)
-        note = note or route_reason(message)
+        summary, fields, correlation = sip.describe(message)
+        if not note and isinstance(message, SipRequest):   # the terminating domain's reason, on its way to the IWF
+            route = Route.from_header(message.headers.get(Route.HEADER))
+            note = route.reason if route else ""
         peer, me = self.name_of_peer(), self.local_name
         src, dst = (peer, me) if incoming else (me, peer)
         self.trace.record(src, dst, "SIP", summary, raw=raw if raw is not None else message.to_bytes(),
                           fields=fields, is_response=isinstance(message, SipResponse),
                           correlation=correlation, note=note)
-
-
-def route_reason(message: SipMessage) -> str:
-    """The terminating domain's routing reason, carried to the IWF in P-Iwlab-Route."""
-    decision = message.headers.get("P-Iwlab-Route") if isinstance(message, SipRequest) else None
-    if decision and 'reason="' in decision:
-        return decision.split('reason="', 1)[1].rsplit('"', 1)[0]
-    return ""
-
-
-def top_branch(message: SipMessage) -> str:
-    vias = message.headers.get_all("Via")
-    if not vias:
-        return ""
-    try:
-        return sip.parse_via(vias[0]).params.get("branch") or ""
-    except SipParseError:
-        return ""
-
-
-def describe(message: SipMessage) -> tuple[str, dict, dict[str, str]]:
-    """One-line summary, decoded fields and correlation ids of a SIP message."""
-    headers = message.headers
-    correlation = {
-        "call_id": headers.get("Call-ID") or "",
-        "conversation_id": headers.get("Conversation-ID") or "",
-        "contribution_id": headers.get("Contribution-ID") or "",
-        "in_reply_to_contribution_id": headers.get("InReplyTo-Contribution-ID") or "",
-    }
-    fields: dict = {"headers": headers.items()}
-    content_type = (headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
-    detail = ""
-    if content_type == "message/cpim" and message.body:
-        try:
-            cpim = parse_cpim(message.body)
-        except CpimError as exc:
-            fields["cpim_error"] = str(exc)
-        else:
-            correlation["imdn_message_id"] = cpim.message_id
-            fields["cpim"] = {
-                "From": cpim.sender, "To": cpim.recipient, "DateTime": cpim.datetime,
-                "imdn.Message-ID": cpim.message_id,
-                "imdn.Disposition-Notification": ", ".join(cpim.disposition),
-                "Content-Type": cpim.content_type,
-                "body": cpim.text,
-            }
-            if cpim.is_imdn:
-                detail = " IMDN"
-                try:
-                    imdn = parse_imdn_xml(cpim.body)
-                    detail = f" IMDN {imdn.status}"
-                    correlation["imdn_message_id"] = imdn.message_id
-                except CpimError:
-                    pass
-            else:
-                text = cpim.text.replace("\r", " ").replace("\n", " ")
-                detail = f' "{text[:40]}{"…" if len(text) > 40 else ""}"'
-    elif message.body:
-        fields["body"] = message.body.decode("utf-8", errors="replace")
-    if isinstance(message, SipRequest):
-        fields["request_line"] = f"{message.method} {message.uri} {message.version}"
-        kind = " (CPIM)" if content_type == "message/cpim" else ""
-        summary = f"{message.method}{kind} {message.uri}{detail}"
-    else:
-        fields["status_line"] = f"{message.version} {message.status} {message.reason}"
-        cseq = headers.get("CSeq") or ""
-        method = cseq.split()[-1] if cseq.split() else "?"
-        summary = f"{message.status} {message.reason} ({method})"
-    return summary, fields, correlation
-
-
-def name_addr_uri(value: str | None) -> str:
-    """The URI of a From/To/Contact value, tolerant of odd forms."""
-    if not value:
-        return ""
-    try:
-        return sip.parse_name_addr(value).uri
-    except SipParseError:
-        return uri_of(value)
 
 
 async def open_connection(host: str, port: int, on_message: MessageHandler, *, local_name: str,

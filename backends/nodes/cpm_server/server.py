@@ -15,17 +15,23 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from iwlab.backends.protocols import sip
 from iwlab.backends.directory import NodeDirectory
+from iwlab.backends.protocols import sip
+from iwlab.backends.protocols.sip import (
+    SipParseError,
+    SipRequest,
+    SipResponse,
+    make_response,
+)
 from iwlab.backends.routing import CPM, NONE, STORE, Route, decide_route
-from iwlab.backends.protocols.sip import SipParseError, SipRequest, SipResponse, make_response
-from iwlab.backends.transports.sip import SipConnection, SipConnectionClosed, name_addr_uri, open_connection, top_branch
 from iwlab.backends.topology import Operator, Topology, User
 from iwlab.backends.trace import Trace
+from iwlab.backends.transports.sip import (
+    SipConnection,
+    SipConnectionClosed,
+    open_connection,
+)
 
-CPM_MSG_SERVICE = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.msg"
-CPM_MSG_ICSI = CPM_MSG_SERVICE.replace(":", "%3A")
-ROUTE_HEADER = "P-Iwlab-Route"          # the terminating domain's routing decision, for the IWF and the trace
 TRANSACTION_TIMEOUT = 32.0              # RFC 3261 Timer F / B
 INVITE_TIMEOUT = 200.0                  # RFC 3261 Timer C (> 3 min): waits for a person
 ALLOWED = "REGISTER, MESSAGE, INVITE, ACK, BYE, CANCEL, OPTIONS"
@@ -47,7 +53,7 @@ class Binding:
     @property
     def target(self) -> str:
         """The Contact URI: where requests for this user go (the Request-URI)."""
-        return name_addr_uri(self.contact) or self.user.cpm_uri or ""
+        return sip.uri_of(self.contact) or self.user.cpm_uri or ""
 
     @property
     def cpm_capable(self) -> bool:
@@ -212,7 +218,7 @@ class CpmServer:
             self._respond(conn, req, 483, "Too Many Hops")
             return
         self._strip_own_route(req)
-        if req.method == "CANCEL" or _to_tag(req) or req.method == "ACK":
+        if req.method == "CANCEL" or sip.to_tag(req) or req.method == "ACK":
             self._in_dialog(conn, req)
             return
         home = self.topology.home_operator_of_uri(req.uri)
@@ -246,8 +252,7 @@ class CpmServer:
         elif route.technology in (STORE, NONE):
             self._respond(conn, req, 480, "Temporarily Unavailable", note=route.reason)
         else:  # a legacy technology: the operator's interworking function takes it from here
-            self._forward(conn, req, self._link_to_iwf(), note=route.reason,
-                          decision=f'{route.technology};reason="{route.reason}"')
+            self._forward(conn, req, self._link_to_iwf(), note=route.reason, route=route)
 
     # -- dialogs (sessions: INVITE, ACK, BYE, CANCEL) -----------------------------------
     def _strip_own_route(self, req: SipRequest) -> None:
@@ -255,7 +260,7 @@ class CpmServer:
         routes = req.headers.get_all("Route")
         if not routes:
             return
-        kept = [r for r in routes if not self._names_me(name_addr_uri(r))]
+        kept = [r for r in routes if not self._names_me(sip.uri_of(r))]
         if len(kept) != len(routes):
             req.headers.remove("Route")
             for route in kept:
@@ -279,16 +284,10 @@ class CpmServer:
         if req.method == "CANCEL":
             self._respond(conn, req, 200, "OK")
             if not dialog.answered:
-                cancel = SipRequest("CANCEL", dialog.invite.uri, sip.Headers(), b"")
-                for name in ("Via", "From", "To", "Call-ID"):
-                    for value in dialog.invite.headers.get_all(name)[:1] if name == "Via" \
-                            else [dialog.invite.headers.get(name) or ""]:
-                        cancel.headers.add(name, value)
-                cancel.headers.add("CSeq", f"{sip.parse_cseq(dialog.invite.headers.get('CSeq') or '1 INVITE')[0]} CANCEL")
-                cancel.headers.add("Max-Forwards", "70")
+                cancel = sip.make_cancel(dialog.invite)
                 self._send_towards(dialog.callee, cancel, "")   # same branch as the INVITE it cancels
             return
-        from_tag = _tag(req.headers.get("From"))
+        from_tag = sip.from_tag(req)
         towards = dialog.callee if from_tag == dialog.caller_tag else dialog.caller
         if req.method == "ACK":
             self._send_towards(towards, self._prepare_forward(req), "")
@@ -322,7 +321,7 @@ class CpmServer:
 
     # -- registrar ----------------------------------------------------------
     def _register(self, conn: SipConnection, req: SipRequest) -> None:
-        aor = name_addr_uri(req.headers.get("To"))
+        aor = sip.uri_of(req.headers.get("To"))
         user = self.topology.user_by_uri(aor)
         if user is None:
             self._respond(conn, req, 404, "User Not Found")
@@ -377,7 +376,7 @@ class CpmServer:
             return
         fwd = self._prepare_forward(queue[0])
         fwd.uri = binding.target
-        branch = top_branch(fwd)
+        branch = sip.top_branch(fwd)
         # The original transaction was answered (202); this delivery is ours.
         self._transactions[branch] = _Transaction(origin=None, request=queue[0],
                                                   deadline=time.monotonic() + TRANSACTION_TIMEOUT,
@@ -406,39 +405,39 @@ class CpmServer:
         return fwd
 
     def _forward(self, origin: SipConnection, req: SipRequest, target: SipConnection | _PeerLink,
-                 note: str, decision: str | None = None, request_uri: str | None = None) -> None:
+                 note: str, route: Route | None = None, request_uri: str | None = None) -> None:
         fwd = self._prepare_forward(req)
         if request_uri:
             fwd.uri = request_uri
-        if decision:
-            fwd.headers.set(ROUTE_HEADER, decision)
+        if route:
+            fwd.headers.set(Route.HEADER, route.to_header())
         timeout = TRANSACTION_TIMEOUT
-        if req.method == "INVITE" and not _to_tag(req):
+        if req.method == "INVITE" and not sip.to_tag(req):
             # Stay on the session's path (RFC 3261 16.6 step 4) and remember it for ACK/BYE/CANCEL.
             fwd.headers.prepend("Record-Route", f"<sip:{self.host}:{self.port};transport=tcp;lr>")
             self._dialogs[req.headers.get("Call-ID") or ""] = _Dialog(
-                caller_tag=_tag(req.headers.get("From")), caller=origin, callee=target, invite=fwd)
+                caller_tag=sip.from_tag(req), caller=origin, callee=target, invite=fwd)
             timeout = INVITE_TIMEOUT   # a person answers an invitation, not a machine
-            if decision:
+            if route:
                 # The IWF records the reason from the decision header; a note would linger on the
                 # trace under this Call-ID and end up on the session's ACK.
                 note = ""
         if req.method != "ACK":
-            self._transactions[top_branch(fwd)] = _Transaction(origin, req, time.monotonic() + timeout)
+            self._transactions[sip.top_branch(fwd)] = _Transaction(origin, req, time.monotonic() + timeout)
         if isinstance(target, _PeerLink):
             self._send_on_link(target, fwd, note)
             return
         try:
             target.send(fwd, note=note)
         except SipConnectionClosed:
-            self._fail_transaction(top_branch(fwd), 503, "Next Hop Unreachable")
+            self._fail_transaction(sip.top_branch(fwd), 503, "Next Hop Unreachable")
 
     def _relay_response(self, response: SipResponse) -> None:
-        branch = top_branch(response)
+        branch = sip.top_branch(response)
         transaction = self._transactions.get(branch)
         if transaction is None:
             return  # stray or late response: the trace already shows it
-        if _cseq_method(response) != transaction.request.method:
+        if sip.cseq_method(response) != transaction.request.method:
             return  # the answer to a CANCEL we sent on the INVITE's branch: we answered that CANCEL ourselves
         if response.status >= 200:
             del self._transactions[branch]
@@ -463,7 +462,7 @@ class CpmServer:
         dialog = self._dialogs.get(call_id)
         if dialog is None:
             return
-        if request.method == "INVITE" and not _to_tag(request):
+        if request.method == "INVITE" and not sip.to_tag(request):
             if status >= 200:
                 dialog.answered = True
             if status >= 300:
@@ -535,32 +534,14 @@ class CpmServer:
         except OSError:
             while link.outbox:
                 message, _ = link.outbox.popleft()
-                self._fail_transaction(top_branch(message), 503, "Next Hop Unreachable")
+                self._fail_transaction(sip.top_branch(message), 503, "Next Hop Unreachable")
             return
         while link.outbox:   # in order: nothing overtakes what was queued first
             message, note = link.outbox.popleft()
             try:
                 link.connection.send(message, note=note)
             except SipConnectionClosed:
-                self._fail_transaction(top_branch(message), 503, "Next Hop Unreachable")
-
-
-def _tag(name_addr: str | None) -> str:
-    try:
-        return sip.parse_name_addr(name_addr or "").tag() or ""
-    except SipParseError:
-        return ""
-
-
-def _cseq_method(message: SipRequest | SipResponse) -> str:
-    try:
-        return sip.parse_cseq(message.headers.get("CSeq") or "")[1]
-    except (SipParseError, ValueError):
-        return ""
-
-
-def _to_tag(req: SipRequest) -> str:
-    return _tag(req.headers.get("To"))
+                self._fail_transaction(sip.top_branch(message), 503, "Next Hop Unreachable")
 
 
 def _expires(contact: str, expires_header: str | None) -> int | None:

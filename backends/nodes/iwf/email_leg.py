@@ -21,10 +21,14 @@ from typing import TYPE_CHECKING, Callable
 
 import aiosmtplib
 
-from iwlab.backends.protocols import mail
-from iwlab.backends.protocols.cpim import CpimMessage, Imdn, imdn_message
-from iwlab.backends.nodes.cpm_server.server import CPM_MSG_SERVICE
 from iwlab.backends.nodes.iwf.threads import ThreadRef
+from iwlab.backends.protocols import mail
+from iwlab.backends.protocols.cpim import (
+    CPM_MSG_SERVICE,
+    CpimMessage,
+    Imdn,
+    imdn_message,
+)
 from iwlab.backends.topology import User
 
 if TYPE_CHECKING:

@@ -25,31 +25,41 @@ from typing import Any, Callable
 
 import smpplib.consts as c
 
-from iwlab.backends.protocols import sip
-
-from iwlab.backends.protocols import smstext
-from iwlab.backends.protocols.cpim import CpimError, CpimMessage, Imdn, imdn_message, parse_cpim, uri_of
-from iwlab.backends.nodes.cpm_server.server import CPM_MSG_SERVICE
-from iwlab.backends.transports.smpp_esme import Esme, status_name
 from iwlab.backends.directory import NodeDirectory
-from iwlab.backends.protocols.sip import SipParseError, SipRequest, SipResponse, make_response
-from iwlab.backends.transports.sip import SipConnection, SipConnectionClosed, name_addr_uri, open_connection
-from iwlab.backends.protocols.smpp import RECEIPT_ESM_CLASS, parse_receipt_text
-from iwlab.backends.protocols.smpp import reassemble
-from iwlab.backends.protocols.smpp import text as _text
 from iwlab.backends.nodes.iwf.threads import ThreadMap
+from iwlab.backends.protocols import sip, smpp, smstext
+from iwlab.backends.protocols.cpim import (
+    CPM_MSG_SERVICE,
+    CpimError,
+    CpimMessage,
+    Imdn,
+    imdn_message,
+    parse_cpim,
+    uri_of,
+)
+from iwlab.backends.protocols.sip import (
+    SipParseError,
+    SipRequest,
+    SipResponse,
+    make_response,
+)
+from iwlab.backends.protocols.smpp import parse_receipt_text, reassemble
+from iwlab.backends.protocols.smpp import text as _text
+from iwlab.backends.routing import EMAIL, Route
 from iwlab.backends.topology import Operator, Topology
 from iwlab.backends.trace import Trace
+from iwlab.backends.transports.sip import (
+    SipConnection,
+    SipConnectionClosed,
+    open_connection,
+)
+from iwlab.backends.transports.smpp_esme import Esme, status_name
 
 log = logging.getLogger(__name__)
 Address = tuple[str, int]
 RETRY_STATUSES = {c.SMPP_ESME_RTHROTTLED, c.SMPP_ESME_RMSGQFUL}
 TON_INTERNATIONAL = 1
 NPI_E164 = 1
-MESSAGE_STATE_DELIVERED = 2
-FINAL_FAILURE_STATES = {3, 4, 5, 8}          # EXPIRED, DELETED, UNDELIVERABLE, REJECTED
-FAILURE_STATS = {"EXPIRED", "DELETED", "UNDELIV", "REJECTD"}
-RECEIPT_ESM_CLASSES = {RECEIPT_ESM_CLASS, 0x20}   # SMSC receipt, intermediate notification
 SESSION_METHODS = {"INVITE", "ACK", "BYE", "CANCEL"}
 _ROUTE_RE = re.compile(r'^\s*(\w+)\s*(?:;\s*reason="(.*)")?\s*$')
 
@@ -162,7 +172,7 @@ class Iwf:
 
     def _accept_deliver(self, pdu: Any) -> int:
         """On the ESME's reader thread: refuse an SMS nobody here can take, rather than lose it."""
-        if (pdu.esm_class or 0) & 0x3C in RECEIPT_ESM_CLASSES:
+        if smpp.is_receipt(pdu.esm_class):
             return c.SMPP_ESME_ROK
         dest = _text(pdu.destination_addr).lstrip("+")
         user = self.topology.user_by_number(dest)
@@ -200,7 +210,10 @@ class Iwf:
             self._respond(conn, message, 501, f"{message.method} not interworked yet")
 
     def _cpm_message(self, conn: SipConnection, req: SipRequest) -> None:
-        technology = _route_technology(req.headers.get("P-Iwlab-Route"))
+        route = Route.from_header(req.headers.get(Route.HEADER))
+        if route is None or not route.technology.interworked:
+            self._respond(conn, req, 403, f"No interworking decision ({Route.HEADER}): the IWF serves what its CPM server hands on")
+            return
         recipient = self.topology.user_by_uri(req.uri)
         if recipient is None:
             self._respond(conn, req, 404, "User Not Found")
@@ -213,9 +226,9 @@ class Iwf:
         if cpim.is_imdn:
             # A notification for a legacy user: SMS and email have no place for it.
             self._respond(conn, req, 200, "OK",
-                          note=f"IMDN for {recipient.name} not interworked: {technology.upper() or 'legacy'} has no equivalent")
+                          note=f"IMDN for {recipient.name} not interworked: {route.technology.name} has no equivalent")
             return
-        if technology == "email" or (technology != "sms" and recipient.device == "email"):
+        if route.technology == EMAIL:
             self._cpm_to_email(conn, req, cpim, recipient)
             return
         if not recipient.msisdn:
@@ -343,8 +356,8 @@ class Iwf:
             sms.smsc_ids.append(message_id)
             if not sms.wants_receipt:
                 continue
-            keys = receipt_keys(message_id)
-            self._by_smsc_id[_normalised_id(message_id)] = (sms, len(sms.smsc_ids) - 1)
+            keys = smpp.receipt_keys(message_id)
+            self._by_smsc_id[smpp.normalised_message_id(message_id)] = (sms, len(sms.smsc_ids) - 1)
             # The receipt can overtake the submit_sm_resp on its way to this task.
             early = next((self._early_receipts.pop(k) for k in keys if k in self._early_receipts), None)
             if early is not None:
@@ -355,7 +368,7 @@ class Iwf:
         """A deliver_sm from the SMSC: a delivery receipt, or an SMS for a CPM user."""
         if pdu.command != "deliver_sm":
             return
-        if (pdu.esm_class or 0) & 0x3C in RECEIPT_ESM_CLASSES:
+        if smpp.is_receipt(pdu.esm_class):
             self._receipt(pdu)
             return
         for sms in reassemble(self.reassembler, pdu):
@@ -413,13 +426,13 @@ class Iwf:
         found = self._find_receipted(receipt_id)
         if found is None:
             # Not known yet (its submit_sm_resp is still on its way) or never ours: keep it a while.
-            for key in receipt_keys(receipt_id):
+            for key in smpp.receipt_keys(receipt_id):
                 self._early_receipts[key] = pdu
             while len(self._early_receipts) > 1000:
                 self._early_receipts.pop(next(iter(self._early_receipts)))
             return
         sms, part = found
-        outcome = receipt_outcome(getattr(pdu, "message_state", None), fields.get("stat"))
+        outcome = smpp.receipt_outcome(getattr(pdu, "message_state", None), fields.get("stat"))
         if outcome is None:
             return   # ENROUTE, ACCEPTD, UNKNOWN: not final, wait for the next one
         stat = fields.get("stat") or str(getattr(pdu, "message_state", ""))
@@ -437,16 +450,16 @@ class Iwf:
 
     def _find_receipted(self, receipt_id: str) -> tuple[OutboundSms, int] | None:
         """The exact id first; another base only when it names exactly one message."""
-        exact = _normalised_id(receipt_id)
+        exact = smpp.normalised_message_id(receipt_id)
         if exact in self._by_smsc_id:
             return self._by_smsc_id[exact]
-        matches = {id(self._by_smsc_id[k][0]): self._by_smsc_id[k] for k in receipt_keys(receipt_id)
+        matches = {id(self._by_smsc_id[k][0]): self._by_smsc_id[k] for k in smpp.receipt_keys(receipt_id)
                    if k in self._by_smsc_id}
         return next(iter(matches.values())) if len(matches) == 1 else None
 
     def _forget_receipts(self, sms: OutboundSms) -> None:
         for message_id in sms.smsc_ids:
-            self._by_smsc_id.pop(_normalised_id(message_id), None)
+            self._by_smsc_id.pop(smpp.normalised_message_id(message_id), None)
 
     def _send_imdn(self, sms: OutboundSms, status: str, why: str) -> None:
         recipient = self.topology.user_by_number(sms.dest)
@@ -492,7 +505,7 @@ class Iwf:
     def _cpm_refused(self, req: SipRequest, response: SipResponse) -> None:
         """An SMS the CPM side would not take: the SMS sender hears why, nothing vanishes."""
         log.warning("CPM refused %s %s: %s %s", req.method, req.uri, response.status, response.reason)
-        sender = name_addr_uri(req.headers.get("From"))
+        sender = sip.uri_of(req.headers.get("From"))
         if not sender.startswith("tel:") or "message/cpim" not in (req.headers.get("Content-Type") or ""):
             return
         try:
@@ -518,37 +531,5 @@ class Iwf:
         return self._cpm_link
 
 
-def _normalised_id(message_id: str) -> str:
-    return message_id.strip().upper().lstrip("0") or "0"
-
-
-def receipt_keys(message_id: str) -> list[str]:
-    """Every form one SMSC message id may take in a receipt (hex or decimal, leading zeros or
-    not), the id as written first."""
-    value = message_id.strip()
-    keys = [_normalised_id(value)]
-    if value and all(ch in "0123456789abcdefABCDEF" for ch in value):
-        keys += [f"{int(value, 16):X}", str(int(value, 16))]
-    if value.isdigit():
-        keys += [f"{int(value):X}", str(int(value))]
-    return list(dict.fromkeys(keys))
-
-
-def receipt_outcome(message_state: int | None, stat: str | None) -> str | None:
-    """'delivered', 'failed', or None while the message is not final (SMPP v3.4 5.2.28)."""
-    if message_state in FINAL_FAILURE_STATES or (stat or "").upper() in FAILURE_STATS:
-        return "failed"
-    if message_state == MESSAGE_STATE_DELIVERED or (stat or "").upper() == "DELIVRD":
-        return "delivered"
-    return None
-
-
-
 class _PermanentFailure(Exception):
     pass
-
-
-def _route_technology(header: str | None) -> str:
-    match = _ROUTE_RE.match(header or "")
-    return match.group(1).lower() if match else ""
-

@@ -31,20 +31,28 @@ import re
 import uuid
 from dataclasses import dataclass, field
 
-from iwlab.backends.protocols import mail
-
-from iwlab.backends.protocols import sdp
-
-from iwlab.backends.protocols import sip
-
-from iwlab.backends.protocols import smstext
-from iwlab.backends.transports.msrp import MsrpListener, MsrpSession, connect, local_session
-from iwlab.backends.protocols.sip import SipParseError, SipRequest, SipResponse, make_response
-from iwlab.backends.transports.sip import SipConnection, SipConnectionClosed, name_addr_uri, open_connection
+from iwlab.backends.protocols import mail, sdp, sip, smstext
+from iwlab.backends.protocols.cpim import CPM_SESSION_ICSI, CPM_SESSION_SERVICE
+from iwlab.backends.protocols.sip import (
+    SipRequest,
+    SipResponse,
+    make_response,
+)
+from iwlab.backends.routing import EMAIL, Route
 from iwlab.backends.topology import User
+from iwlab.backends.transports.msrp import (
+    MsrpListener,
+    MsrpSession,
+    connect,
+    local_session,
+)
+from iwlab.backends.transports.sip import (
+    SipConnection,
+    SipConnectionClosed,
+    open_connection,
+)
 
 log = logging.getLogger(__name__)
-CPM_SESSION_SERVICE = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.session"
 
 
 def keyword_in(text: str, keyword: str) -> int:
@@ -185,18 +193,21 @@ class IwfSessions:
     # -- 5.8.6: a CPM user invites an SMS user ----------------------------------------------
     async def _invite(self, conn: SipConnection, req: SipRequest) -> None:
         topology = self.iwf.topology
-        technology = _route_technology(req.headers.get("P-Iwlab-Route"))
+        route = Route.from_header(req.headers.get(Route.HEADER))
+        if route is None or not route.technology.interworked:
+            self._respond(conn, req, 403, f"No interworking decision ({Route.HEADER}): the IWF serves what its CPM server hands on")
+            return
         invitee = topology.user_by_uri(req.uri)
         if invitee is None:
             self._respond(conn, req, 404, "User Not Found")
             return
-        if technology == "email" or (technology != "sms" and invitee.device == "email"):
+        if route.technology == EMAIL:
             await self._invite_by_email(conn, req, invitee)
             return
         if not invitee.msisdn:
             self._respond(conn, req, 404, f"{invitee.name} has no SMS number")
             return
-        inviter_uri = name_addr_uri(req.headers.get("From"))
+        inviter_uri = sip.uri_of(req.headers.get("From"))
         inviter = topology.user_by_uri(inviter_uri)
         if inviter is None or not inviter.msisdn:
             self._respond(conn, req, 403, "The inviter has no number to show on SMS")
@@ -217,9 +228,9 @@ class IwfSessions:
         session = IwfSession(call_id=req.headers.get("Call-ID") or "", direction="to-legacy", cpm_user=inviter,
                              cpm_uri=inviter.cpm_uri or inviter_uri, legacy_number=invitee.msisdn,
                              legacy_name=invitee.name, sms_source=source, invite=req, invite_conn=conn,
-                             offer=offer, remote_tag=_tag(req.headers.get("From")),
-                             local_uri=name_addr_uri(req.headers.get("To")) or req.uri,
-                             remote_target=name_addr_uri(req.headers.get("Contact")) or inviter_uri,
+                             offer=offer, remote_tag=sip.from_tag(req),
+                             local_uri=sip.uri_of(req.headers.get("To")) or req.uri,
+                             remote_target=sip.uri_of(req.headers.get("Contact")) or inviter_uri,
                              route_set=req.headers.get_all("Record-Route"))
         self.by_call_id[session.call_id] = session
         self.by_number[invitee.msisdn] = session
@@ -238,7 +249,7 @@ class IwfSessions:
         if self.iwf.email is None or not invitee.email:
             self._respond(conn, req, 480, f"{invitee.name} has no email this lab can reach")
             return
-        inviter_uri = name_addr_uri(req.headers.get("From"))
+        inviter_uri = sip.uri_of(req.headers.get("From"))
         inviter = self.iwf.topology.user_by_uri(inviter_uri)
         if inviter is None:     # the emails go out from the inviter's address: we must know it
             self._respond(conn, req, 403, "The inviter has no address to show on email")
@@ -255,9 +266,9 @@ class IwfSessions:
         session = IwfSession(call_id=req.headers.get("Call-ID") or "", direction="to-legacy", cpm_user=inviter,
                              cpm_uri=inviter.cpm_uri or inviter_uri, legacy_number="", legacy_name=invitee.name,
                              sms_source="", legacy_email=invitee.email, invite=req, invite_conn=conn, offer=offer,
-                             remote_tag=_tag(req.headers.get("From")),
-                             local_uri=name_addr_uri(req.headers.get("To")) or req.uri,
-                             remote_target=name_addr_uri(req.headers.get("Contact")) or inviter_uri,
+                             remote_tag=sip.from_tag(req),
+                             local_uri=sip.uri_of(req.headers.get("To")) or req.uri,
+                             remote_target=sip.uri_of(req.headers.get("Contact")) or inviter_uri,
                              route_set=req.headers.get_all("Record-Route"),
                              conversation_id=req.headers.get("Conversation-ID") or "",
                              email_subject=f"{inviter.name} invites you to chat")
@@ -503,7 +514,7 @@ class IwfSessions:
         req.headers.set("To", f"<{invitee.cpm_uri}>")
         req.headers.add("Contact", self._contact())
         req.headers.add("P-Preferred-Service", CPM_SESSION_SERVICE)
-        req.headers.add("Accept-Contact", '*;+g.3gpp.icsi-ref="urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.session"')
+        req.headers.add("Accept-Contact", f'*;+g.3gpp.icsi-ref="{CPM_SESSION_ICSI}"')
         msrp_session.conversation_id = session.conversation_id = conversation_id or uuid.uuid4().hex
         req.headers.add("Conversation-ID", msrp_session.conversation_id)
         req.headers.add("Contribution-ID", uuid.uuid4().hex)
@@ -525,9 +536,9 @@ class IwfSessions:
             self._tell(session, f"{invitee.name} could not be reached for a chat ({exc}).")
             return
         if session.state != "ringing":     # withdrawn meanwhile (END): a late 200 gets ACK and BYE
-            if response.status < 300 and _cseq_method(response) == "INVITE":
-                session.remote_tag = _tag(response.headers.get("To"))
-                session.remote_target = name_addr_uri(response.headers.get("Contact")) or invitee.cpm_uri
+            if response.status < 300 and sip.cseq_method(response) == "INVITE":
+                session.remote_tag = sip.to_tag(response)
+                session.remote_target = sip.uri_of(response.headers.get("Contact")) or invitee.cpm_uri
                 session.route_set = list(reversed(response.headers.get_all("Record-Route")))
                 link.send(self._in_dialog_request(session, "ACK", cseq))
                 await self._send_in_dialog(session, "BYE", note="the request was withdrawn")
@@ -538,8 +549,8 @@ class IwfSessions:
                 f"{invitee.name} could not chat now ({response.status} {response.reason})."
             self._tell(session, text)
             return
-        session.remote_tag = _tag(response.headers.get("To"))
-        session.remote_target = name_addr_uri(response.headers.get("Contact")) or invitee.cpm_uri
+        session.remote_tag = sip.to_tag(response)
+        session.remote_target = sip.uri_of(response.headers.get("Contact")) or invitee.cpm_uri
         session.route_set = list(reversed(response.headers.get_all("Record-Route")))
         ack = self._in_dialog_request(session, "ACK", cseq)
         try:
@@ -560,11 +571,7 @@ class IwfSessions:
         self._tell(session, f"{invitee.name} accepted: you are now chatting; reply {self.end_word} to stop.")
 
     def _cancel(self, session: IwfSession, invite: SipRequest) -> None:
-        cancel = SipRequest("CANCEL", invite.uri, sip.Headers())
-        for name in ("Via", "Max-Forwards", "Route", "From", "To", "Call-ID"):
-            for value in invite.headers.get_all(name)[:1] if name == "Via" else invite.headers.get_all(name):
-                cancel.headers.add(name, value)
-        cancel.headers.add("CSeq", f"{sip.parse_cseq(invite.headers.get('CSeq') or '1 INVITE')[0]} CANCEL")
+        cancel = sip.make_cancel(invite)
         if self._link and self._link.is_open:
             try:
                 self._link.send(cancel, note=f"no answer within {self.timeout:g} s")
@@ -592,25 +599,6 @@ class IwfSessions:
                                      contribution_id=contribution or "")
 
 
-def _tag(value: str | None) -> str:
-    try:
-        return sip.parse_name_addr(value or "").tag() or ""
-    except SipParseError:
-        return ""
-
-
-def _cseq_method(message) -> str:
-    try:
-        return sip.parse_cseq(message.headers.get("CSeq") or "")[1]
-    except SipParseError:
-        return ""
-
-
 def _reply_subject(subject: str, fallback: str) -> str:
     subject = " ".join((subject or "").split()) or fallback
     return subject if re.match(r"(?i)re\s*:", subject) else f"Re: {subject}"
-
-
-def _route_technology(header: str | None) -> str:
-    match = re.match(r'^\s*(\w+)', header or "")
-    return match.group(1).lower() if match else ""
