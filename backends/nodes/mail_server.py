@@ -283,6 +283,9 @@ class _TracedSMTP(SMTP):
     # -- connection ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.peer_address = tuple(transport.get_extra_info("peername")[:2])
+        if self.mail._server is None:     # accepted while the server stops: no socket outlives it
+            transport.close()
+            return
         self.mail._connections.add(self)
         super().connection_made(transport)
 

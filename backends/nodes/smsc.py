@@ -381,6 +381,10 @@ class _Session(asyncio.Protocol):
         self.transport = transport
         self.peer = tuple(transport.get_extra_info("peername")[:2])
         self.name = outside_name(self.peer)
+        if self.smsc._server is None:     # accepted while the SMSC stops: no socket outlives it
+            self.closing = True
+            transport.close()
+            return
         self.smsc._sessions.add(self)
         self._claim()
 

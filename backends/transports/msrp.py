@@ -135,6 +135,7 @@ class MsrpConnection(asyncio.Protocol):
         self.peer_name: str | None = None
         self.sessions: set[MsrpSession] = set()
         self._by_session_id: dict[str, MsrpSession] = {}
+        self._close_asked = False
 
     # -- asyncio.Protocol --------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -142,6 +143,8 @@ class MsrpConnection(asyncio.Protocol):
         self.transport = transport
         self.peer_address = transport.get_extra_info("peername")[:2]
         self.local_address = transport.get_extra_info("sockname")[:2]
+        if self._close_asked:    # closed by a stopping server between accept and now: no socket outlives it
+            transport.close()
 
     def data_received(self, data: bytes) -> None:
         for event in self.parser.feed(data):
@@ -167,6 +170,7 @@ class MsrpConnection(asyncio.Protocol):
         return self.transport is not None and not self.transport.is_closing()
 
     def close(self) -> None:
+        self._close_asked = True
         if self.transport and not self.transport.is_closing():
             self.transport.close()
 

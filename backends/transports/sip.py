@@ -56,6 +56,7 @@ class SipConnection(asyncio.Protocol):
         self.closed = asyncio.get_running_loop().create_future()
         self._pending: dict[str, asyncio.Future[SipResponse]] = {}
         self._provisional: dict[str, Callable[[SipResponse], None]] = {}
+        self._close_asked = False
 
     # -- asyncio.Protocol ---------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -63,6 +64,8 @@ class SipConnection(asyncio.Protocol):
         self.transport = transport
         self.peer_address = transport.get_extra_info("peername")[:2]
         self.local_address = transport.get_extra_info("sockname")[:2]
+        if self._close_asked:    # closed by a stopping server between accept and now: no socket outlives it
+            transport.close()
 
     def data_received(self, data: bytes) -> None:
         for event in self.parser.feed(data):
@@ -158,6 +161,7 @@ class SipConnection(asyncio.Protocol):
         return future
 
     def close(self) -> None:
+        self._close_asked = True
         if self.transport and not self.transport.is_closing():
             self.transport.close()
 

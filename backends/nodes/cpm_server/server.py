@@ -120,6 +120,8 @@ class CpmServer:
         return self.port
 
     async def stop(self) -> None:
+        if self._server:
+            self._server.close()      # accept nothing more; what is open is closed below
         if self._sweeper:
             self._sweeper.cancel()
         for link in self._links.values():

@@ -149,6 +149,8 @@ class Iwf:
         return self.port
 
     async def stop(self) -> None:
+        if self._server:
+            self._server.close()      # accept nothing more; what is open is closed below
         if self.sessions is not None:
             await self.sessions.stop()
         for task in (self._expiry, self._cpm_sender):
