@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 DEVICE_KINDS = ("cpm", "sms", "email")
+THREAD_POLICIES = ("last", "pool")   # how the IWF ties an SMS reply to a CPM thread (nodes/iwf/threads.py)
 
 
 class TopologyError(ValueError):
@@ -204,7 +205,6 @@ def _number_matches(pattern: str, number: str) -> bool:
 
 
 def _iwf_account(raw: dict[str, Any], where: str, need) -> IwfAccount:
-    from iwlab.backends.nodes.iwf.threads import POLICIES
     account = IwfAccount(
         system_id=str(need(raw, "system_id", where)), password=str(need(raw, "password", where)),
         thread_policy=str(raw.get("thread_policy", "last")),
@@ -215,8 +215,8 @@ def _iwf_account(raw: dict[str, Any], where: str, need) -> IwfAccount:
         session_end=str(raw.get("session_end", "END")),
         session_request=str(raw.get("session_request", "CHAT")),
         session_timeout_seconds=float(raw.get("session_timeout_seconds", 60)))
-    if account.thread_policy not in POLICIES:
-        raise TopologyError(f"{where}: thread_policy must be one of {POLICIES}")
+    if account.thread_policy not in THREAD_POLICIES:
+        raise TopologyError(f"{where}: thread_policy must be one of {THREAD_POLICIES}")
     if account.thread_policy == "pool" and not account.number_pool:
         raise TopologyError(f"{where}: the 'pool' thread policy needs a number_pool")
     return account

@@ -86,3 +86,14 @@ def _restore_application_look(request):
         app.setStyle(style)
         app.setPalette(palette)
         app.setFont(font)
+
+
+@pytest.fixture
+def window(qtbot, topology):
+    from iwlab.app.main_window import LabWindow
+    win = LabWindow(topology, theme_name="light", zoom=1.0)
+    qtbot.addWidget(win)
+    win.show()
+    win.start_lab()
+    yield win
+    win.close()

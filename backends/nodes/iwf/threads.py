@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-POLICIES = ("last", "pool")
+from iwlab.backends.topology import THREAD_POLICIES
+
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,8 @@ class ThreadRef:
 class ThreadMap:
     def __init__(self, policy: str = "last", *, expiry: float = 24 * 3600.0, pool: list[str] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        if policy not in POLICIES:
-            raise ValueError(f"thread policy must be one of {POLICIES}, not {policy!r}")
+        if policy not in THREAD_POLICIES:
+            raise ValueError(f"thread policy must be one of {THREAD_POLICIES}, not {policy!r}")
         if policy == "pool" and not pool:
             raise ValueError("the 'pool' thread policy needs a number pool")
         self.policy = policy
@@ -45,8 +46,8 @@ class ThreadMap:
 
     def set_policy(self, policy: str) -> None:
         """Switch at run time; what either policy remembered stays usable."""
-        if policy not in POLICIES:
-            raise ValueError(f"thread policy must be one of {POLICIES}, not {policy!r}")
+        if policy not in THREAD_POLICIES:
+            raise ValueError(f"thread policy must be one of {THREAD_POLICIES}, not {policy!r}")
         if policy == "pool" and not self.pool:
             raise ValueError("the 'pool' thread policy needs a number pool")
         self.policy = policy

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.smppclient import SmppHandset
-from tests.test_lab_core import received_text
-from tests.test_legacy_to_cpm import encoded, peter_submits
+from tests.helpers.raw_smpp import SmppHandset
+from tests.helpers.sip_client import received_text
+from tests.helpers.smpp_client import encoded, peter_submits
 
 SIPP = shutil.which("sipp")
 SCENARIOS = Path(__file__).parent / "sipp"

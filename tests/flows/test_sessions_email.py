@@ -16,18 +16,10 @@ import pytest
 from iwlab.backends.protocols import mail, sdp
 from iwlab.backends.protocols.msrp import MsrpRequest
 from iwlab.backends.protocols.sip import SipRequest, SipResponse
-from tests.sipclient import RawSipClient
-from tests.test_email_interworking import john_writes, johns_maildir
-from tests.test_lab_core import MARY
-from tests.test_sessions import (
-    SESSION_SERVICE,
-    RawMsrpClient,
-    cancel,
-    final,
-    in_dialog,
-    invite,
-    wait_for,
-)
+from tests.helpers.mail_client import john_writes, johns_maildir
+from tests.helpers.raw_sip import RawSipClient
+from tests.helpers.sessions import SESSION_SERVICE, RawMsrpClient, cancel, final, in_dialog, invite, wait_for
+from tests.helpers.sip_client import MARY
 
 JOHN_TEL = "tel:+15550202"
 

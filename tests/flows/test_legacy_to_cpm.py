@@ -6,43 +6,13 @@ client registered as Mary. The lab (CPM-A, CPM-B, IWF, SMSC) in between.
 import re
 
 import pytest
-import smpplib.consts
 
 from iwlab.backends.protocols import smstext
 from iwlab.backends.protocols.cpim import parse_cpim, parse_imdn_xml
-from iwlab.backends.protocols.sip import SipRequest
-from tests.sipclient import RawSipClient, cpim_body
-from tests.smppclient import SmppHandset
-from tests.test_lab_core import MARY, PETER_TEL, received_text, send_cpm_message
-
-
-def is_message(m) -> bool:
-    return isinstance(m, SipRequest) and m.method == "MESSAGE"
-
-
-def next_message(mary: RawSipClient, *, imdn: bool = False) -> SipRequest:
-    """The next MESSAGE for Mary (answered 200, as her phone would); IMDNs or chat as asked."""
-    while True:
-        request = mary.receive(is_message)
-        mary.answer(request)
-        if parse_cpim(request.body).is_imdn == imdn:
-            return request
-
-
-def peter_submits(peter: SmppHandset, text_or_parts, *, to: str = "15550101", esm_class: int = 0,
-                  data_coding: int = 0):
-    parts = text_or_parts if isinstance(text_or_parts, list) else [text_or_parts]
-    for short_message in parts:
-        peter.client.send_message(source_addr_ton=1, source_addr="15550201", dest_addr_ton=1,
-                                  destination_addr=to, esm_class=esm_class, data_coding=data_coding,
-                                  short_message=short_message)
-        response = peter.responses.get(timeout=10)
-        assert response.status == smpplib.consts.SMPP_ESME_ROK
-
-
-def encoded(text: str) -> bytes:
-    [part] = smstext.encode(text, ref=1)
-    return part.short_message()
+from tests.helpers.raw_sip import RawSipClient, cpim_body
+from tests.helpers.raw_smpp import SmppHandset
+from tests.helpers.sip_client import MARY, PETER_TEL, received_text, send_cpm_message
+from tests.helpers.smpp_client import encoded, next_message, peter_submits
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from iwlab.backends.lab.control import run_command
 from iwlab.backends.protocols.sip import SipRequest
-from tests.sipclient import RawSipClient
-from tests.smppclient import SmppHandset
-from tests.test_lab_core import MARY, received_text, send_cpm_message
+from tests.helpers.raw_sip import RawSipClient
+from tests.helpers.raw_smpp import SmppHandset
+from tests.helpers.sip_client import MARY, received_text, send_cpm_message
 
 PETER_CPM = "sip:+15550201@cpm-b.lab;user=phone"   # a REGISTER names a SIP AOR
 

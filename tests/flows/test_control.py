@@ -1,8 +1,8 @@
 """Commands that change a running lab (what `iwlab serve` reads on stdin)."""
 
 from iwlab.backends.lab.control import run_command
-from tests.smppclient import SmppHandset
-from tests.test_lab_core import received_text
+from tests.helpers.raw_smpp import SmppHandset
+from tests.helpers.sip_client import received_text
 
 
 def command(lab, line: str) -> str:

@@ -20,7 +20,7 @@ from iwlab.backends.protocols.sip import (
     unsupported_options,
     validate_request,
 )
-from tests.rfc4475_table import RFC4475_DIR, RFC4475_EXPECTATIONS, stream_expectations
+from tests.helpers.rfc4475 import RFC4475_DIR, RFC4475_EXPECTATIONS, stream_expectations
 
 pytestmark = pytest.mark.skipif(not RFC4475_DIR.is_dir(), reason=f"no RFC 4475 messages in {RFC4475_DIR}")
 

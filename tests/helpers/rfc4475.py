@@ -28,7 +28,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-RFC4475_DIR = Path(os.environ.get("IWLAB_RFC4475_DIR", "/work/shared/conformance/rfc4475"))
+def _conformance_dir() -> Path:
+    """IWLAB_RFC4475_DIR, else ../shared/conformance/rfc4475 beside the checkout, else the workplace's copy."""
+    if os.environ.get("IWLAB_RFC4475_DIR"):
+        return Path(os.environ["IWLAB_RFC4475_DIR"])
+    beside = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "rfc4475"
+    return beside if beside.is_dir() else Path("/work/shared/conformance/rfc4475")
+
+
+RFC4475_DIR = _conformance_dir()
 
 RFC4475_EXPECTATIONS: dict[str, tuple[str, str | int]] = {
     # 3.1.1 Valid messages: a parser must accept every one of these.

@@ -11,8 +11,8 @@ import socket
 import pytest
 
 from iwlab.backends.protocols.sip import SipResponse, SipStreamParser
-from tests.rfc4475_table import RFC4475_DIR, RFC4475_EXPECTATIONS, stream_expectations
-from tests.sipclient import RawSipClient
+from tests.helpers.raw_sip import RawSipClient
+from tests.helpers.rfc4475 import RFC4475_DIR, RFC4475_EXPECTATIONS, stream_expectations
 
 pytestmark = pytest.mark.skipif(not RFC4475_DIR.is_dir(), reason="RFC 4475 files not available")
 

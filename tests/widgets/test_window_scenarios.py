@@ -1,6 +1,5 @@
 """Use cases played in the window: Step shows the seed step, its explanation and
 highlights its ladder rows; Play runs a flow to its verdict."""
-from tests.test_window import window  # noqa: F401  (the fixture)
 
 
 def choose(panel, scenario_id):

@@ -7,16 +7,6 @@ from PySide6.QtCore import Qt
 from iwlab.app.main_window import LabWindow, ladder_nodes
 
 
-@pytest.fixture
-def window(qtbot, topology):
-    win = LabWindow(topology, theme_name="light", zoom=1.0)
-    qtbot.addWidget(win)
-    win.show()
-    win.start_lab()
-    yield win
-    win.close()
-
-
 def ladder_events(win):
     model = win.ladder.model
     return [model.event_at(row) for row in range(model.rowCount())]

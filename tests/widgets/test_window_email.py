@@ -1,8 +1,6 @@
 """John's email client in the window, over the lab's real SMTP and SIP."""
 from PySide6.QtCore import Qt
 
-from tests.test_window import window  # noqa: F401  (the fixture)
-
 
 def test_mary_and_john_by_email_from_the_window(qtbot, window):  # noqa: F811
     phone, client = window.phones["mary"], window.phones["john"]

@@ -1,21 +1,17 @@
 """Email interworking both ways, with real clients: stdlib smtplib as John's
 mail client, a raw SIP client as Mary, the lab's mail server and IWF between."""
-import mailbox
 import smtplib
-import time
 from email import policy
 from email.message import EmailMessage
-from pathlib import Path
 
 import pytest
 
 from iwlab.backends.protocols import mail
 from iwlab.backends.protocols.cpim import parse_cpim, parse_imdn_xml
-from tests.sipclient import RawSipClient, cpim_body
-from tests.test_lab_core import MARY
-from tests.test_legacy_to_cpm import next_message
-
-JOHN_TEL = "tel:+15550202"
+from tests.helpers.mail_client import JOHN_TEL, john_writes, smtp, wait_for_mail
+from tests.helpers.raw_sip import RawSipClient, cpim_body
+from tests.helpers.sip_client import MARY
+from tests.helpers.smpp_client import next_message
 
 
 @pytest.fixture
@@ -27,41 +23,12 @@ def lab_and_mary(lab_factory):
     mary.close()
 
 
-def smtp(lab) -> smtplib.SMTP:
-    host, port = lab.lab.endpoints()["smtp"].rsplit(":", 1)
-    return smtplib.SMTP(host, int(port), timeout=10)
 
 
-def john_writes(lab, text: str, *, subject="Hello", in_reply_to: str | None = None, to="mary@cpm-a.lab"):
-    message = EmailMessage(policy=policy.default)
-    message["From"] = "John <john@mail-b.lab>"
-    message["To"] = to
-    message["Subject"] = subject
-    message["Message-ID"] = f"<john-{time.monotonic_ns()}@mail-b.lab>"
-    if in_reply_to:
-        message["In-Reply-To"] = in_reply_to
-        message["References"] = in_reply_to
-    message.set_content(text)
-    with smtp(lab) as client:
-        client.send_message(message)
-    return message
 
 
-def johns_maildir(lab) -> mailbox.Maildir:
-    return mailbox.Maildir(Path(lab.lab.endpoints()["maildir"]) / "john@mail-b.lab", create=False)
 
 
-def wait_for_mail(lab, count: int = 1, timeout: float = 10.0) -> list:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            messages = list(johns_maildir(lab))
-        except mailbox.NoSuchMailboxError:
-            messages = []
-        if len(messages) >= count:
-            return messages
-        time.sleep(0.02)
-    raise AssertionError(f"John's Maildir did not get {count} message(s)")
 
 
 def test_john_writes_first_and_mary_receives_it(lab_and_mary):

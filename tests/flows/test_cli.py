@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.sipclient import RawSipClient
+from tests.helpers.raw_sip import RawSipClient
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def iwlab(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
@@ -122,3 +122,13 @@ def test_serve_takes_commands_on_stdin(tmp_path):
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
     assert proc.returncode == 0
+
+
+def test_play_works_from_any_folder(tmp_path):
+    """The installed iwlab package, not the checkout's folders, is what runs."""
+    proc = subprocess.Popen([sys.executable, "-m", "iwlab.app.cli", "play", "5.8.5", "--port-base", "0", "--quiet"],
+                            cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=without_display())
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    assert "PASS  5.8.5" in out
