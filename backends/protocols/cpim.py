@@ -91,7 +91,7 @@ def _split_block(data: bytes, what: str) -> tuple[list[tuple[str, str]], bytes]:
         raise CpimError(f"no blank line after the {what} headers")
     at, sep = min(ends)
     head, rest = data[:at], data[at + len(sep):]
-    headers = []
+    headers: list[tuple[str, str]] = []
     for line in head.decode("utf-8", errors="replace").splitlines():
         if not line.strip():
             continue

@@ -10,11 +10,12 @@ message is acceptable.
 from __future__ import annotations
 
 import re
+from typing import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy
 from email.headerregistry import Address
-from email.message import EmailMessage, Message
+from email.message import EmailMessage, Message, MIMEPart
 from email.parser import BytesParser, HeaderParser
 from email.utils import format_datetime, getaddresses, make_msgid
 from html.parser import HTMLParser
@@ -186,16 +187,17 @@ def _first_address(msg: Message, name: str) -> tuple[str, str]:
     return "", ""
 
 
-def _text_of(part: EmailMessage, warnings: list[str]) -> str:
+def _text_of(part: MIMEPart, warnings: list[str]) -> str:
     try:
         text = part.get_content()
     except (LookupError, UnicodeError) as exc:   # an unknown or lying charset: keep what we can
         warnings.append(f"text part charset {part.get_content_charset()!r}: {exc}; decoded as UTF-8 with replacements")
-        text = (part.get_payload(decode=True) or b"").decode("utf-8", errors="replace")
+        payload = part.get_payload(decode=True)
+        text = (payload if isinstance(payload, bytes) else b"").decode("utf-8", errors="replace")
     return text.replace("\r\n", "\n")
 
 
-def _leaves(part: EmailMessage, in_alternative: bool = False):
+def _leaves(part: MIMEPart, in_alternative: bool = False) -> Iterator[tuple[MIMEPart, bool]]:
     """(leaf part, whether it is one form of an alternative); an attached
     message/rfc822 counts as one leaf."""
     if part.get_content_maintype() == "multipart":
@@ -206,7 +208,7 @@ def _leaves(part: EmailMessage, in_alternative: bool = False):
         yield part, in_alternative
 
 
-def _is_attachment(part: EmailMessage) -> bool:
+def _is_attachment(part: MIMEPart) -> bool:
     """Inline text/plain and text/html without a file name are the body (or its
     other forms); everything else is something the person attached."""
     return part.is_attachment() or bool(part.get_filename()) or \
@@ -217,9 +219,10 @@ def _describe_attachment(part: Message) -> str:
     name = part.get_filename() or f"unnamed.{part.get_content_subtype()}"
     payload = part.get_payload()
     if isinstance(payload, list):      # an attached message
-        size = sum(len(p.as_bytes()) for p in payload)
+        size = sum(len(p.as_bytes()) for p in payload if isinstance(p, Message))
     else:
-        size = len(part.get_payload(decode=True) or b"")
+        decoded = part.get_payload(decode=True)
+        size = len(decoded) if isinstance(decoded, bytes) else 0
     return f"{name} ({part.get_content_type()}, {format_size(size)})"
 
 
@@ -240,8 +243,8 @@ def _mdn_fields(msg: EmailMessage) -> tuple[bool, str | None, str | None]:
         if part.get_content_type() in MDN_TYPES:
             payload = part.get_payload()
             # The parser treats message/* bodies as an embedded header block.
-            fields = payload[0] if isinstance(payload, list) and payload else \
-                HeaderParser(policy=policy.default).parsestr(str(payload))
+            fields: Message = payload[0] if isinstance(payload, list) and payload and \
+                isinstance(payload[0], Message) else HeaderParser(policy=policy.default).parsestr(str(payload))
             original = normalise_message_id(str(fields.get("Original-Message-ID", "") or "")) or None
             disposition = str(fields.get("Disposition", "") or "")
             kind = disposition.partition(";")[2].strip().split("/")[0].strip().lower() or None
@@ -472,8 +475,8 @@ def why_malformed(raw: bytes) -> str | None:
     bare = raw.replace(b"\r\n", b"")
     for char, name in ((b"\n", "LF"), (b"\r", "CR")):
         if char in bare:
-            line = raw[: raw.replace(b"\r\n", b"  ").find(char)].count(b"\r\n") + 1
-            return (f"bare {name} in message data (line {line}); lines must end with CRLF "
+            line_no = raw[: raw.replace(b"\r\n", b"  ").find(char)].count(b"\r\n") + 1
+            return (f"bare {name} in message data (line {line_no}); lines must end with CRLF "
                     "(RFC 5321 2.3.8; SMTP smuggling guard)")
     lines = raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n") if not raw.startswith(b"\r\n") else [b""]
     if not lines[0] or not _FIELD_NAME.match(lines[0]):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass, field
+from typing import Sequence
 
 from iwlab.backends.protocols.cpim import CpimError, parse_cpim
 
@@ -205,8 +206,10 @@ def _build(tid: str, start: str, lines: list[bytes], body: bytes | None,
             problems.append("malformed Message-ID")
         if "byte-range" in special:
             m = _RANGE_RE.fullmatch(special["byte-range"])
-            first, end, total = (int(m.group(1)), *(None if g == "*" else int(g) for g in m.groups()[1:])) \
-                if m else (0, None, None)
+            first, end, total = 0, None, None
+            if m:
+                first = int(m.group(1))
+                end, total = (None if g == "*" else int(g) for g in m.groups()[1:])
             if first < 1 or (end is not None and (end < first - 1 or (total is not None and end > total))):
                 problems.append("malformed Byte-Range")
             message.byte_range = (first, end, total) if m else None
@@ -246,7 +249,7 @@ class MsrpStreamParser:
 
     def _skip(self, at: int | None, reason: str, status: int) -> MsrpParseError:
         """Report the message now; with ``at``, drop what is buffered before it and all up to the end-line."""
-        built = _build(self._tid, self._start, self._lines, None, "$")
+        built = _build(self._tid or "", self._start, self._lines, None, "$")
         if at is not None:
             del self._buf[:at]
             self._skipping, self._body, self._scan = True, 0, 0
@@ -287,13 +290,13 @@ class MsrpStreamParser:
                 elif line == b"":   # the end-line may follow at once: an empty body, sloppily framed
                     self._body, self._scan = self._pos, self._pos - 2
                 elif line[:-1] == b"-------" + self._tid.encode() and line[-1:] in (b"$", b"+", b"#"):
-                    events.append(_build(self._tid, self._start, self._lines, None, line[-1:].decode()))
+                    events.append(_build(self._tid or "", self._start, self._lines, None, line[-1:].decode()))
                     del self._buf[:self._pos]
                     self._reset()
                 else:
                     self._lines.append(line)
                 continue
-            marker = b"\r\n-------" + self._tid.encode()
+            marker = b"\r\n-------" + (self._tid or "").encode()
             at = self._buf.find(marker, self._scan)
             while at >= 0 and len(self._buf) >= at + len(marker) + 3:
                 tail = self._buf[at + len(marker):at + len(marker) + 3]
@@ -316,7 +319,7 @@ class MsrpStreamParser:
                     events.append(self._skip(None, "chunk too large", 413))
                 else:
                     flag = chr(self._buf[end - 3])
-                    events.append(_build(self._tid, self._start, self._lines, body, flag))
+                    events.append(_build(self._tid or "", self._start, self._lines, body, flag))
             del self._buf[:end]
             self._reset()
         return events
@@ -335,7 +338,7 @@ class MsrpStreamParser:
 
 
 def chunk(to_path: list[str], from_path: list[str], message_id: str, content_type: str, body: bytes,
-          max_chunk: int = 2048, headers: list[tuple[str, str]] = ()) -> list[MsrpRequest]:
+          max_chunk: int = 2048, headers: Sequence[tuple[str, str]] = ()) -> list[MsrpRequest]:
     """SENDs carrying ``body`` in pieces of at most ``max_chunk`` bytes (RFC 4975 5.1): Byte-Range
     1-based, inclusive ("1-2048/5000"); '+' on all but the last, '$' on the last; a fresh transaction
     id each; same Message-ID. Splits fall anywhere (even inside a UTF-8 sequence); b"" -> one "1-0/0"."""

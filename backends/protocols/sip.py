@@ -334,6 +334,7 @@ class NameAddr:
 def parse_name_addr(value: str) -> NameAddr:
     """``"Display" <uri>;params``, ``token words <uri>``, or a bare addr-spec ``uri;params``."""
     text = value.strip()
+    display: str | None
     if text.startswith('"'):
         display, end = _scan_quoted(text, 0)
         rest = text[end:].lstrip()
@@ -342,7 +343,7 @@ def parse_name_addr(value: str) -> NameAddr:
     else:
         lt = text.find("<")
         if lt < 0:   # addr-spec: the URI ends at the first ';' or LWS, the rest are header params
-            uri = re.match(r"[^;\s]*", text).group()
+            uri = re.match(r"[^;\s]*", text).group()  # type: ignore[union-attr]  # matches always
             if "?" in uri or "," in uri:   # RFC 3261 20: such a URI must be enclosed in <>
                 raise SipParseError(400, "URI with '?' or ',' not enclosed in <>")
             if not _URI_RE.fullmatch(uri):

@@ -184,7 +184,7 @@ def _blank(name: str) -> sm_command.Command:
         first = smpp.make_pdu(name, client=_NOSEQ, allow_unknown_opt_params=True)
         entry = _TEMPLATES[name] = (type(first), dict(vars(first)))
     cls, template = entry
-    pdu = cls.__new__(cls)
+    pdu: Any = object.__new__(cls)
     pdu.__dict__.update(template)
     return pdu
 
@@ -388,7 +388,7 @@ _OSTR = sm_command.ostr
 _PLANS: dict[type, tuple[tuple[tuple[str, Any], ...], tuple[tuple[str, Any], ...]]] = {}
 
 
-def _plan(cls: type) -> tuple[tuple[tuple[str, Any], ...], tuple[tuple[str, Any], ...]]:
+def _plan(cls: Any) -> tuple[tuple[tuple[str, Any], ...], tuple[tuple[str, Any], ...]]:
     """(mandatory, optional) (name, type) pairs of a PDU class, worked out once."""
     plan = _PLANS.get(cls)
     if plan is None:

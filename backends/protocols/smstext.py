@@ -347,8 +347,9 @@ class Reassembler:
 
     def add(self, *, source: str, dest: str, data_coding: int, esm_class: int,
             short_message: bytes, tlvs: dict[str, object]) -> list[IncomingSms]:
-        body = tlvs.get("message_payload") or short_message or b""
-        body = bytes(body)  # type: ignore[arg-type]
+        payload_tlv = tlvs.get("message_payload")
+        body = bytes(payload_tlv) if isinstance(payload_tlv, (bytes, bytearray)) and payload_tlv else \
+            bytes(short_message or b"")
         try:
             udh, payload = split_udh(body, esm_class)
         except SmsDecodeError as e:

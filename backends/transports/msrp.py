@@ -208,7 +208,7 @@ class MsrpConnection(asyncio.Protocol):
         session, binds = self._session_for(event)
         if self.trace is not None:
             self._record(event, session, incoming=True)
-        if binds and isinstance(event, MsrpRequest):
+        if binds and session is not None and isinstance(event, MsrpRequest):
             self.bind(session)
             try:
                 self._handle(event, session)
