@@ -22,6 +22,7 @@ from PySide6.QtCore import (
     QEvent,
     QItemSelection,
     QModelIndex,
+    QPersistentModelIndex,
     QObject,
     QPointF,
     QRectF,
@@ -227,10 +228,10 @@ class LadderModel(QAbstractTableModel):
         return next((i for i, e in enumerate(self._events) if e.seq == seq), None)
 
     # -- QAbstractTableModel --
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self._events)
 
-    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self.HEADERS)
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):
@@ -238,7 +239,7 @@ class LadderModel(QAbstractTableModel):
             return self.HEADERS[section]
         return None
 
-    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
             return None
         return self.event_data(self._events[index.row()], index.column(), role)
@@ -303,6 +304,11 @@ class LadderFilterProxy(QAbstractTableModel):
     def sourceModel(self) -> LadderModel | None:
         return self._source
 
+    def _attached(self) -> LadderModel:
+        """The source model, which every path below runs with (rows exist only with one)."""
+        assert self._source is not None, "the proxy has no source model"
+        return self._source
+
     def setSourceModel(self, model: LadderModel | None) -> None:
         self.beginResetModel()
         if self._source is not None:
@@ -316,7 +322,7 @@ class LadderFilterProxy(QAbstractTableModel):
         self.endResetModel()
 
     def _source_links(self):
-        source = self._source
+        source = self._attached()
         return [(source.rowsInserted, self._on_source_inserted),
                 (source.rowsAboutToBeRemoved, self._on_source_about_to_remove),
                 (source.rowsRemoved, self._on_source_removed),
@@ -328,7 +334,7 @@ class LadderFilterProxy(QAbstractTableModel):
         offset = self._dropped
         if not self.is_filtering():
             return list(range(first + offset, last + 1 + offset))
-        event_at, accepts = self._source.event_at, self.accepts
+        event_at, accepts = self._attached().event_at, self.accepts
         return [row + offset for row in range(first, last + 1) if accepts(event_at(row))]
 
     def _rebuild(self) -> None:
@@ -337,7 +343,7 @@ class LadderFilterProxy(QAbstractTableModel):
         self._rows = self._accepted(0, count - 1) if count else []
 
     def _on_source_inserted(self, parent: QModelIndex, first: int, last: int) -> None:
-        if first != self._source.rowCount() - (last - first + 1):   # not an append: start over
+        if first != self._attached().rowCount() - (last - first + 1):   # not an append: start over
             self.beginResetModel()
             self._rebuild()
             self.endResetModel()
@@ -405,7 +411,9 @@ class LadderFilterProxy(QAbstractTableModel):
         # A SIP response carries only the Call-ID: it belongs where the model's
         # colour (call_id -> conversation) puts it.
         model = self.sourceModel()
-        slot = model.colour_slot(key) if model is not None else -1
+        if model is None or key is None:
+            return False
+        slot = model.colour_slot(key)
         return slot >= 0 and model.colour_slot(colour_key(event)) == slot
 
     def set_text(self, text: str) -> None:
@@ -458,22 +466,22 @@ class LadderFilterProxy(QAbstractTableModel):
         return QModelIndex() if row is None else self.index(row, source_index.column())
 
     def event_at(self, row: int) -> TraceEvent:
-        return self._source.event_at(self._rows[row] - self._dropped)
+        return self._attached().event_at(self._rows[row] - self._dropped)
 
     # -- QAbstractTableModel --
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self._rows)
 
-    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
         return 0 if parent.isValid() or self._source is None else self._source.columnCount()
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):
         return self._source.headerData(section, orientation, role) if self._source is not None else None
 
-    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
             return None
-        return self._source.event_data(self.event_at(index.row()), index.column(), role)
+        return self._attached().event_data(self.event_at(index.row()), index.column(), role)
 
 
 # -- geometry shared by the header strip and the rows ------------------------------------
@@ -517,7 +525,7 @@ class LadderDelegate(QStyledItemDelegate):
     def sizeHint(self, option, index) -> QSize:
         return QSize(int(self.ladder_geometry.width), row_height(option.fontMetrics))
 
-    def paint(self, painter: QPainter, option, index: QModelIndex) -> None:
+    def paint(self, painter: QPainter, option, index: QModelIndex | QPersistentModelIndex) -> None:
         event: TraceEvent = index.data(EventRole)
         if event is None:
             return

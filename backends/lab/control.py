@@ -92,8 +92,8 @@ async def _state(lab: Lab, args: list[str]) -> str:
     if isinstance(device, CpmDevice):
         await device.set_state(**changes)
     else:
-        for name, value in changes.items():
-            setattr(user, name, value)
+        for name, flag in changes.items():
+            setattr(user, name, flag)
     return _describe(lab, user)
 
 
@@ -116,7 +116,8 @@ async def _threads(lab: Lab, args: list[str]) -> str:
         lab.iwf.threads.set_policy(args[0].lower())
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    lab.iwf.operator.iwf.thread_policy = args[0].lower()
+    if lab.iwf.operator.iwf is not None:          # a restarted lab keeps the choice
+        lab.iwf.operator.iwf.thread_policy = args[0].lower()
     return f"SMS thread policy: {args[0].lower()}"
 
 
