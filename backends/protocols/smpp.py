@@ -203,12 +203,84 @@ def parse(raw: bytes) -> sm_command.Command:
                          f"{name} is not supported") from None
     if length == MIN_LENGTH and pdu.params_order and not command_id & RESPONSE_BIT:
         raise ParseError(consts.SMPP_ESME_RINVCMDLEN, command_id, sequence, f"{name} without a body")
+    problem = body_problem(pdu, raw[MIN_LENGTH:], is_response=bool(command_id & RESPONSE_BIT))
+    if problem is not None:
+        raise ParseError(problem[0], command_id, sequence, f"{name}: {problem[1]}")
     try:
         pdu.parse(raw)
     except Exception as exc:   # smpplib raises struct.error, KeyError, IndexError ... on bad bodies
         raise ParseError(consts.SMPP_ESME_RINVCMDLEN, command_id, sequence,
                          f"{name} body unreadable ({type(exc).__name__}: {exc})") from None
     return pdu
+
+
+# A C-octet string that is too long says which field is wrong with its own status (SMPP v3.4 5.1.3).
+_FIELD_STATUS = {
+    "source_addr": consts.SMPP_ESME_RINVSRCADR, "destination_addr": consts.SMPP_ESME_RINVDSTADR,
+    "system_id": consts.SMPP_ESME_RINVSYSID, "password": consts.SMPP_ESME_RINVPASWD,
+    "service_type": consts.SMPP_ESME_RINVSERTYP, "schedule_delivery_time": consts.SMPP_ESME_RINVSCHED,
+    "validity_period": consts.SMPP_ESME_RINVEXPIRY, "message_id": consts.SMPP_ESME_RINVMSGID,
+}
+TLV_BY_TAG = {tag: name for name, tag in consts.OPTIONAL_PARAMS.items()}
+
+
+def body_problem(pdu: Any, body: bytes, *, is_response: bool = False) -> tuple[int, str] | None:
+    """(status, reason) if a PDU body does not follow its command's layout, else None.
+
+    smpplib's parser is lenient (FIELD-NOTES): a missing field becomes None, a TLV that runs
+    past the PDU is skipped, sm_length is not checked against what follows. A server must
+    refuse such PDUs rather than act on half of them, so the layout is walked here first:
+    every mandatory field present and within its size, short_message exactly sm_length
+    octets, then a well-formed TLV stream to the last byte.
+    """
+    if is_response and not body:
+        return None   # many ESMEs answer deliver_sm with a header-only deliver_sm_resp
+    pos, lengths, previous = 0, {}, "the header"
+    for field in pdu.params_order:
+        if pdu.field_is_optional(field):
+            break
+        param = pdu.params[field]
+        if pos >= len(body):
+            return consts.SMPP_ESME_RINVCMDLEN, f"the body stops after {previous}: {field} is missing"
+        if param.type is int:
+            size = getattr(param, "size", 1)
+            if pos + size > len(body):
+                return consts.SMPP_ESME_RINVCMDLEN, f"{field} is cut short"
+            lengths[field] = int.from_bytes(body[pos:pos + size], "big")
+            pos += size
+        elif param.type is str:
+            end = body.find(b"\0", pos)
+            limit = getattr(param, "max", None)
+            if end < 0:
+                return consts.SMPP_ESME_RINVCMDLEN, f"{field} has no terminating NUL before the end of the PDU"
+            if limit is not None and end - pos + 1 > limit:
+                return (_FIELD_STATUS.get(field, consts.SMPP_ESME_RINVCMDLEN),
+                        f"{field} is {end - pos + 1} octets with its NUL, at most {limit}")
+            pos = end + 1
+        else:   # an octet string whose length is in an earlier field (short_message <- sm_length)
+            size = lengths.get(getattr(param, "len_field", ""), 0)
+            if pos + size > len(body):
+                return (consts.SMPP_ESME_RINVMSGLEN,
+                        f"sm_length {size} but only {len(body) - pos} octets follow")
+            pos += size
+        previous = field
+    while pos < len(body):
+        if pos + 4 > len(body):
+            return consts.SMPP_ESME_RINVOPTPARSTREAM, f"{len(body) - pos} stray octets after the last TLV"
+        tag, size = int.from_bytes(body[pos:pos + 2], "big"), int.from_bytes(body[pos + 2:pos + 4], "big")
+        if pos + 4 + size > len(body):
+            name = TLV_BY_TAG.get(tag, f"0x{tag:04X}")
+            return (consts.SMPP_ESME_RINVOPTPARSTREAM,
+                    f"TLV {name} says {size} octets, only {len(body) - pos - 4} are left"
+                    + ("; or sm_length does not match short_message" if "sm_length" in lengths else ""))
+        name = TLV_BY_TAG.get(tag)
+        param = pdu.params.get(name) if name else None
+        if name and param is None:
+            return consts.SMPP_ESME_ROPTPARNOTALLWD, f"TLV {name} is not allowed in {pdu.command}"
+        if param is not None and param.type is int and size != getattr(param, "size", size):
+            return consts.SMPP_ESME_RINVPARLEN, f"TLV {name} is {size} octets, must be {param.size}"
+        pos += 4 + size
+    return None
 
 
 def make(name: str, sequence: int, status: int = 0, **fields: Any) -> sm_command.Command:

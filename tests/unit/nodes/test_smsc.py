@@ -514,7 +514,7 @@ def test_generic_nack_for_unknown_and_unreadable_pdus(world):
     broken = struct.pack(">L", len(good) + 3) + good[4:] + b"\x04\x24\x00"   # truncated TLV
     raw.send(broken)
     nack = raw.read()
-    assert (nack.command, nack.sequence, nack.status) == ("generic_nack", 42, C.SMPP_ESME_RINVCMDLEN)
+    assert (nack.command, nack.sequence, nack.status) == ("generic_nack", 42, C.SMPP_ESME_RINVOPTPARSTREAM)
     raw.send(codec.encode(codec.make("enquire_link", 43)))
     assert raw.read().command == "enquire_link_resp"
     raw.close()

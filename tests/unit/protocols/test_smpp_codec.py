@@ -85,15 +85,15 @@ def test_known_command_without_smpplib_class_is_rinvcmdid():
     assert err.value.status == C.SMPP_ESME_RINVCMDID and "cancel_sm" in err.value.reason
 
 
-@pytest.mark.parametrize("raw", [
-    pdu(0x04, 5),                                                   # submit_sm without a body
-    pdu(0x04, 5, submit_body(tlvs=b"\x04\x24")),                     # truncated TLV header
-    pdu(0x04, 5, submit_body(tlvs=tlv(0x001E, b"12\0"))),            # a deliver_sm-only TLV
+@pytest.mark.parametrize("raw, status", [
+    (pdu(0x04, 5), C.SMPP_ESME_RINVCMDLEN),                                      # submit_sm without a body
+    (pdu(0x04, 5, submit_body(tlvs=b"\x04\x24")), C.SMPP_ESME_RINVOPTPARSTREAM),  # truncated TLV header
+    (pdu(0x04, 5, submit_body(tlvs=tlv(0x001E, b"12\0"))), C.SMPP_ESME_ROPTPARNOTALLWD),   # deliver_sm-only TLV
 ], ids=["no-body", "truncated-tlv", "foreign-tlv"])
-def test_unreadable_body_is_rinvcmdlen(raw):
+def test_unreadable_body_gets_the_status_that_says_why(raw, status):
     with pytest.raises(codec.ParseError) as err:
         codec.parse(raw)
-    assert err.value.status == C.SMPP_ESME_RINVCMDLEN and err.value.sequence == 5
+    assert err.value.status == status and err.value.sequence == 5
 
 
 def test_unknown_tlv_is_skipped():
@@ -237,3 +237,59 @@ def test_make_gives_the_same_bytes_as_smpplibs_make_pdu():
     assert codec.encode(codec.make("deliver_sm", 77, **fields)) == theirs.generate()
     assert codec.encode(codec.make("bind_receiver_resp", 3, system_id="SMSC", sc_interface_version=0x34)) == \
         pdu(0x80000001, 3, b"SMSC\0" + tlv(0x0210, b"\x34"))
+
+
+# -- strict decoding: what smpplib would half-parse is refused with SMPP's own status --------------
+
+def refused(raw: bytes) -> tuple[int, str]:
+    with pytest.raises(codec.ParseError) as info:
+        codec.parse(raw)
+    return info.value.status, info.value.reason
+
+
+def test_sm_length_longer_than_what_follows_is_invalid_message_length():
+    body = submit_body(sm=b"Hi Peter")
+    body = body[:-9] + bytes([40]) + b"Hi Peter"       # sm_length 40, 8 octets
+    status, reason = refused(pdu(0x04, 4, body))
+    assert status == C.SMPP_ESME_RINVMSGLEN and "sm_length 40 but only 8 octets follow" in reason
+
+
+def test_sm_length_shorter_than_what_follows_is_refused():
+    body = submit_body(sm=b"Hi Peter")
+    body = body[:-9] + bytes([3]) + b"Hi Peter"        # 3 declared, 8 follow: 5 stray octets
+    status, reason = refused(pdu(0x04, 4, body))
+    assert status == C.SMPP_ESME_RINVOPTPARSTREAM and "sm_length does not match short_message" in reason
+
+
+def test_a_body_that_stops_after_priority_flag_is_refused():
+    body = submit_body()
+    cut = body[: body.index(cstr("15550201")) + len(cstr("15550201")) + 3]   # ... esm_class, protocol_id, priority
+    status, reason = refused(pdu(0x04, 4, cut))
+    assert status == C.SMPP_ESME_RINVCMDLEN and "stops after priority_flag" in reason
+
+
+def test_a_tlv_running_past_the_pdu_is_refused():
+    status, reason = refused(pdu(0x04, 4, submit_body(tlvs=b"\x04\x24\x00\x10abc")))
+    assert status == C.SMPP_ESME_RINVOPTPARSTREAM and "message_payload says 16 octets, only 3 are left" in reason
+
+
+def test_a_fixed_size_tlv_of_the_wrong_size_is_invalid_parameter_length():
+    status, reason = refused(pdu(0x04, 4, submit_body(tlvs=tlv(0x020C, b"\x01"))))   # sar_msg_ref_num is 2
+    assert status == C.SMPP_ESME_RINVPARLEN and "sar_msg_ref_num is 1 octets, must be 2" in reason
+
+
+def test_an_over_long_address_names_the_field_that_is_wrong():
+    status, _ = refused(pdu(0x04, 4, submit_body(src="1" * 30)))
+    assert status == C.SMPP_ESME_RINVSRCADR
+    status, _ = refused(pdu(0x04, 4, submit_body(dst="2" * 30)))
+    assert status == C.SMPP_ESME_RINVDSTADR
+
+
+def test_an_unterminated_string_is_invalid_command_length():
+    status, reason = refused(pdu(0x09, 1, b"15550201"))   # bind_transceiver, system_id without NUL
+    assert status == C.SMPP_ESME_RINVCMDLEN and "no terminating NUL" in reason
+
+
+def test_unknown_tlvs_and_header_only_responses_are_accepted():
+    assert codec.parse(pdu(0x04, 4, submit_body(tlvs=tlv(0x1400, b"vendor")))).command == "submit_sm"
+    assert codec.parse(pdu(0x80000005, 9)).command == "deliver_sm_resp"
