@@ -30,8 +30,8 @@ import smpplib.client  # noqa: E402
 import smpplib.consts  # noqa: E402
 
 from iwlab.backends.topology import default_topology_path  # noqa: E402
-from tests.sipclient import RawSipClient, cpim_body  # noqa: E402
-from tests.smppclient import SmppHandset  # noqa: E402
+from tests.helpers.raw_sip import RawSipClient, cpim_body  # noqa: E402
+from tests.helpers.raw_smpp import SmppHandset  # noqa: E402
 
 MARY, PETER = "sip:mary@cpm-a.lab", "tel:+15550201"
 

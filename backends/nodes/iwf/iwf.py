@@ -173,7 +173,7 @@ class Iwf:
             self._server = None
 
     def _accept_deliver(self, pdu: Any) -> int:
-        """On the ESME's reader thread: refuse an SMS nobody here can take, rather than lose it."""
+        """Before the deliver_sm_resp: refuse an SMS nobody here can take, rather than lose it."""
         if smpp.is_receipt(pdu.esm_class):
             return c.SMPP_ESME_ROK
         dest = _text(pdu.destination_addr).lstrip("+")
