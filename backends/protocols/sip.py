@@ -218,6 +218,20 @@ class Headers:
         self._keys.insert(at, item[0].lower())
         self._by_key = None
 
+    def replace_top(self, name: str, value: str) -> None:
+        """Replace the first value of a list header (a Via), where it stands; the others follow
+        it as fields of their own."""
+        values = self.get_all(name)
+        if not values:
+            self.add(name, value)
+            return
+        at = self._index(name, len(self._items))
+        self.remove(name)
+        for offset, item in enumerate(self._field(name, v) for v in [value, *values[1:]]):
+            self._items.insert(at + offset, item)
+            self._keys.insert(at + offset, item[0].lower())
+        self._by_key = None
+
     def items(self) -> list[tuple[str, str]]:
         return list(self._items)
 
@@ -453,6 +467,36 @@ def parse_cseq(value: str) -> tuple[int, str]:
     if len(digits) > 10 or int(digits) > _MAX_CSEQ:   # length guard first: int() of huge strings is slow
         raise SipParseError(400, "sequence number larger than 2**32-1")
     return int(digits), m.group(2)
+
+
+def hostport(host: str, port: int | None = None) -> str:
+    """host[:port] as SIP writes it: an IPv6 address in brackets (RFC 3261 25.1, RFC 5118)."""
+    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return shown if port is None else f"{shown}:{port}"
+
+
+def with_via_transport(via: str, transport: str) -> str:
+    """A Via value with its transport token replaced (the transport that really carries it)."""
+    return re.sub(r"^(\s*SIP\s*/\s*2\.0\s*/\s*)[A-Za-z0-9.!%*_+`'~-]+", rf"\g<1>{transport.upper()}", via,
+                  count=1, flags=re.I)
+
+
+def mark_received(via: str, source: tuple[str, int]) -> str:
+    """The top Via of a request as a server keeps it (RFC 3261 18.2.1, RFC 3581): received= the
+    source address when it differs from sent-by (always, when the client asked for rport), and
+    rport= the source port when the client asked for it. Responses go back there, which is what
+    lets a client behind NAT, or one that sent from another port, hear them."""
+    try:
+        parsed = parse_via(via)
+    except SipParseError:
+        return via
+    wants_rport = "rport" in parsed.params
+    value = via
+    if wants_rport:
+        value = re.sub(r";\s*rport(?=\s*(;|$))", f";rport={source[1]}", value, count=1, flags=re.I)
+    if (wants_rport or parsed.host.strip("[]") != source[0]) and parsed.received is None:
+        value += f";received={source[0]}"
+    return value
 
 
 def new_branch() -> str:

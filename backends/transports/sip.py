@@ -130,12 +130,18 @@ class SipConnection(asyncio.Protocol):
 
     # -- sending ------------------------------------------------------------
     @property
+    def transport_name(self) -> str:
+        """"tcp" or "tls": what a Via or a ;transport= parameter names for this flow."""
+        return "tls" if self.transport is not None and self.transport.get_extra_info("ssl_object") else "tcp"
+
+    @property
     def is_open(self) -> bool:
         return self.transport is not None and not self.transport.is_closing()
 
     def send(self, message: SipMessage, note: str = "") -> None:
         if not self.is_open:
             raise SipConnectionClosed(f"connection to {self.name_of_peer()} is closed")
+        stamp_transport(message, self.transport_name)
         raw = message.to_bytes()
         assert self.transport is not None
         self.transport.write(raw)
@@ -187,6 +193,14 @@ class SipConnection(asyncio.Protocol):
         self.trace.record(src, dst, "SIP", summary, raw=raw if raw is not None else message.to_bytes(),
                           fields=fields, is_response=isinstance(message, SipResponse),
                           correlation=correlation, note=note)
+
+
+def stamp_transport(message: SipMessage, transport: str) -> None:
+    """The top Via of a request is the sender's own: it names the transport really used (RFC 3261 18.1.1)."""
+    if isinstance(message, SipRequest):
+        vias = message.headers.get_all("Via")
+        if vias and sip.with_via_transport(vias[0], transport) != vias[0]:
+            message.headers.replace_top("Via", sip.with_via_transport(vias[0], transport))
 
 
 async def open_connection(host: str, port: int, on_message: MessageHandler, *, local_name: str,
