@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 Listener = Callable[["TraceEvent"], None]
+MAX_RAW = 1_100_000          # bytes kept of one PDU: a whole 1 MB mail or SIP body; beyond, the start
+MAX_BYTES = 128 * 1024 * 1024   # the whole trace; the oldest events go first (Trace.dropped counts them)
+EVENT_OVERHEAD = 600         # the event object, its fields and correlation, approximately
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +35,11 @@ class TraceEvent:
     correlation: dict[str, str] = field(default_factory=dict)
     note: str = ""           # why this hop happened (routing reason), if any
 
+    @property
+    def footprint(self) -> int:
+        """Roughly what the event costs in memory: what bounds the trace (and the ladder) in bytes."""
+        return len(self.raw) + len(self.summary) + len(self.note) + EVENT_OVERHEAD
+
     def ladder_line(self) -> str:
         stamp = time.strftime("%H:%M:%S", time.localtime(self.time)) + f".{int(self.time * 1000) % 1000:03d}"
         arrow = "..>" if self.is_response else "-->"   # dashed for responses, as on the ladder
@@ -48,9 +56,12 @@ class Trace:
     own thread (and batch) themselves.
     """
 
-    def __init__(self, max_events: int | None = 500_000) -> None:
-        # Bounded: a lab left running keeps the newest events, not all of them.
-        self._events: deque[TraceEvent] = deque(maxlen=max_events)
+    def __init__(self, max_events: int | None = 500_000, *, max_bytes: int = MAX_BYTES, max_raw: int = MAX_RAW) -> None:
+        # Bounded by count and by bytes: a lab left running, or fed junk, keeps the newest events.
+        self._events: deque[TraceEvent] = deque()
+        self.max_bytes, self.max_raw = max_bytes, max_raw
+        self.bytes = 0
+        self.dropped = 0          # events let go to stay within the bounds (the ladder says so)
         self._listeners: list[Listener] = []
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
@@ -70,17 +81,28 @@ class Trace:
         correlation: dict[str, str] | None = None,
         note: str = "",
     ) -> TraceEvent:
+        fields = fields or {}
+        if len(raw) > self.max_raw:   # the PDU's start is what a reader needs; say what was cut
+            fields = {**fields, "raw_truncated": {"kept": self.max_raw, "size": len(raw)}}
+            note = f"{note}; " if note else ""
+            note += f"raw bytes truncated: the first {self.max_raw} of {len(raw)} kept"
+            raw = raw[:self.max_raw]
         with self._lock:
             if not note and not is_response and correlation and self._notes:
                 note = next((self._notes.pop(v) for v in correlation.values() if v in self._notes), "")
             event = TraceEvent(
                 seq=next(self._seq), time=time.time(), src=src, dst=dst,
                 protocol=protocol, summary=summary, is_response=is_response,
-                fields=fields or {}, raw=bytes(raw),
+                fields=fields, raw=bytes(raw),
                 correlation={k: v for k, v in (correlation or {}).items() if v},
                 note=note,
             )
             self._events.append(event)
+            self.bytes += event.footprint
+            while self._events and (self.bytes > self.max_bytes or
+                                    (self.max_events is not None and len(self._events) > self.max_events)):
+                self.bytes -= self._events.popleft().footprint
+                self.dropped += 1
             listeners = list(self._listeners)
         for listener in listeners:
             listener(event)
@@ -116,6 +138,7 @@ class Trace:
     def clear(self) -> None:
         with self._lock:
             self._events.clear()
+            self.bytes = 0
 
     def __len__(self) -> int:
         return len(self._events)

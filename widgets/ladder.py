@@ -52,7 +52,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from iwlab.backends.trace import Trace, TraceEvent
+from iwlab.backends.trace import MAX_BYTES, Trace, TraceEvent
 from iwlab.widgets.trace_bridge import TraceBridge
 
 DEFAULT_NODES = ["Mary", "CPM-A", "CPM-B", "IWF", "SMSC", "Peter", "John", "Mail"]
@@ -131,7 +131,7 @@ class LadderModel(QAbstractTableModel):
     nodesChanged = Signal(list)
 
     def __init__(self, nodes: Iterable[str] = DEFAULT_NODES, parent: QObject | None = None, *,
-                 max_rows: int = 200_000) -> None:
+                 max_rows: int = 200_000, max_bytes: int = MAX_BYTES) -> None:
         super().__init__(parent)
         self._initial_nodes = list(dict.fromkeys(nodes))
         self._nodes: list[str] = []
@@ -139,7 +139,9 @@ class LadderModel(QAbstractTableModel):
         self._events: list[TraceEvent] = []
         self._colour_slot: dict[str, int] = {}
         self._next_slot = 0
-        self.max_rows = max_rows
+        self.max_rows, self.max_bytes = max_rows, max_bytes
+        self._bytes = 0
+        self.dropped = 0          # rows let go to stay within the bounds (the ladder's title says so)
         self._set_nodes(self._initial_nodes)
 
     # -- nodes (ladder columns) --
@@ -188,21 +190,31 @@ class LadderModel(QAbstractTableModel):
             return
         self._learn(events)
         if len(events) > self.max_rows:
+            self.dropped += len(events) - self.max_rows
             events = events[-self.max_rows:]
-        overflow = len(self._events) + len(events) - self.max_rows
+        added = sum(e.footprint for e in events)
+        overflow = max(len(self._events) + len(events) - self.max_rows, 0)
+        freed = sum(e.footprint for e in self._events[:overflow])
+        while overflow < len(self._events) and self._bytes + added - freed > self.max_bytes:
+            freed += self._events[overflow].footprint       # the oldest rows go until the batch fits
+            overflow += 1
         if overflow > 0:
             self.beginRemoveRows(QModelIndex(), 0, overflow - 1)
             del self._events[:overflow]
             self.endRemoveRows()
+            self._bytes -= freed
+            self.dropped += overflow
         first = len(self._events)
         self.beginInsertRows(QModelIndex(), first, first + len(events) - 1)
         self._events.extend(events)
+        self._bytes += added
         self.endInsertRows()
 
     def clear(self) -> None:
         """Drop all rows; columns go back to the nodes given at construction."""
         self.beginResetModel()
         self._events.clear()
+        self._bytes = 0
         self._colour_slot.clear()
         self._next_slot = 0
         changed = self._nodes != self._initial_nodes
@@ -740,7 +752,7 @@ class LadderView(QWidget):
     conversationFilterChanged = Signal(str)   # "" when every conversation is shown
 
     def __init__(self, nodes: Iterable[str] = DEFAULT_NODES, parent: QWidget | None = None, *,
-                 max_rows: int = 200_000) -> None:
+                 max_rows: int = 200_000, max_bytes: int = MAX_BYTES) -> None:
         super().__init__(parent)
         self.model = LadderModel(nodes, self, max_rows=max_rows)
         self.proxy = LadderFilterProxy(self)

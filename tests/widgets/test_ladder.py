@@ -403,3 +403,14 @@ def test_a_sip_response_takes_the_colour_of_its_conversation():
     model.append_events([request, other, response])
     slot = [model.index(row, 0).data(ColourSlotRole) for row in range(3)]
     assert slot[2] == slot[0] != slot[1]
+
+
+def test_the_model_is_bounded_in_bytes_too(qapp):
+    trace = Trace(max_raw=10_000)
+    events = [trace.record("Mary", "CPM-A", "SIP", f"MESSAGE {i}", raw=b"x" * 5_000) for i in range(50)]
+    model = LadderModel(max_bytes=30_000)
+    for event in events:
+        model.append_events([event])
+    assert model.rowCount() < 50 and model.dropped == 50 - model.rowCount()
+    assert model.event_at(model.rowCount() - 1).summary == "MESSAGE 49"
+    assert sum(model.event_at(r).footprint for r in range(model.rowCount())) <= 30_000

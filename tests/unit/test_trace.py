@@ -1,0 +1,21 @@
+"""The trace is bounded in bytes as well as in events: junk cannot grow the lab without limit."""
+from __future__ import annotations
+
+from iwlab.backends.trace import Trace
+
+
+def test_a_huge_pdu_is_kept_truncated_with_a_note():
+    trace = Trace(max_raw=100)
+    event = trace.record("x", "SMSC", "SMPP", "submit_sm", raw=b"a" * 1000)
+    assert event.raw == b"a" * 100
+    assert event.fields["raw_truncated"] == {"kept": 100, "size": 1000}
+    assert "first 100 of 1000 kept" in event.note
+
+
+def test_the_oldest_events_go_when_the_bytes_run_out_and_are_counted():
+    trace = Trace(max_bytes=20_000, max_raw=10_000)
+    for i in range(100):
+        trace.record("x", "y", "SIP", f"MESSAGE {i}", raw=b"b" * 5_000)
+    kept = trace.events()
+    assert trace.bytes <= 20_000 and len(kept) < 100
+    assert trace.dropped == 100 - len(kept) and kept[-1].summary == "MESSAGE 99"
