@@ -6,6 +6,7 @@ without any display or Qt libraries.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import sys
 
@@ -14,7 +15,11 @@ from iwlab.backends.topology import TopologyError, load_topology
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="iwlab", description="CPM <-> SMS / email interworking test lab (OMA CPM use cases 5.8 and 5.9).")
+        prog="iwlab", description="CPM <-> SMS / email interworking test lab (OMA CPM use cases 5.8 and 5.9).",
+        epilog="exit codes: 0 all well; 1 a use case failed its verdict; 2 a usage error (unknown use case, "
+               "bad topology or option); 3 the lab could not start (e.g. a port in use: try --port-base 0)",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"iwlab {version()}")
     sub = parser.add_subparsers(dest="command")
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -30,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="which simulated devices run in-process; leave one out to use a real client instead")
     serve.add_argument("--endpoints-file", metavar="PATH", help="write the endpoints as JSON here")
     serve.add_argument("--quiet", action="store_true", help="do not print PDUs")
+    serve.add_argument("--trace-json", metavar="FILE", help="when stopped, export the whole trace as JSON")
+    serve.add_argument("--pcap", metavar="FILE.pcapng", help="when stopped, export the whole trace as pcapng")
     play = sub.add_parser("play", help="run the use-case flows headless and print verdicts")
     common(play)
     play.add_argument("use_cases", nargs="*", metavar="USE-CASE",
@@ -38,7 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--junit", metavar="FILE", help="write JUnit XML verdicts here (for CI)")
     play.add_argument("--report", metavar="FILE.html", help="write a self-contained HTML report here")
     play.add_argument("--trace-json", metavar="FILE", help="export the whole trace as JSON")
+    play.add_argument("--pcap", metavar="FILE.pcapng", help="export the whole trace as pcapng (Wireshark, tshark)")
     return parser
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("iwlab")
+    except importlib.metadata.PackageNotFoundError:   # run from a checkout that was never installed
+        return "unknown"
 
 
 def load(args: argparse.Namespace):
@@ -64,7 +79,7 @@ COMMANDS = ("window", "serve", "play")
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
         # No command: the window where there is a display, the flows headless where there is none.
         # Options given (e.g. `iwlab --port-base 0`) go to that command.
         if has_display():
@@ -80,13 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     except (TopologyError, OSError) as exc:
         print(f"iwlab: {exc}", file=sys.stderr)
         return 2
-    if command == "serve":
-        from iwlab.app.headless import serve
-        return serve(topology, devices=args.devices, endpoints_file=args.endpoints_file, quiet=args.quiet)
-    if command == "play":
-        from iwlab.app.headless import play
-        return play(topology, args.use_cases, quiet=args.quiet, junit=getattr(args, "junit", None),
-                    report=getattr(args, "report", None), trace_json=getattr(args, "trace_json", None))
+    if command in ("serve", "play"):
+        from iwlab.app.headless import Exports, play, serve
+        exports = Exports(junit=getattr(args, "junit", None), report=getattr(args, "report", None),
+                          trace_json=args.trace_json, pcap=args.pcap)
+        if command == "serve":
+            return serve(topology, devices=args.devices, endpoints_file=args.endpoints_file, quiet=args.quiet,
+                         exports=exports)
+        return play(topology, args.use_cases, quiet=args.quiet, exports=exports)
     from iwlab.app.main_window import run_window
     return run_window(topology)
 

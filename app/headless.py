@@ -1,4 +1,9 @@
-"""The lab without a window: `iwlab serve` and `iwlab play`. No Qt here."""
+"""The lab without a window: `iwlab serve` and `iwlab play`. No Qt here.
+
+Exit codes (also in `iwlab --help`): 0 all well, 1 a use case failed its verdict,
+2 a usage error (unknown use case, bad topology, bad option), 3 the lab could not start
+(a port in use, an address that is not ours).
+"""
 from __future__ import annotations
 
 import asyncio
@@ -7,10 +12,12 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from iwlab.backends.lab.control import run_command
 from iwlab.backends.lab.lab import Lab
+from iwlab.backends.lab.pcap import to_pcapng
 from iwlab.backends.lab.report import write_html, write_junit, write_trace_json
 from iwlab.backends.lab.scenarios import (
     ScenarioError,
@@ -21,6 +28,24 @@ from iwlab.backends.lab.scenarios import (
 )
 from iwlab.backends.topology import Topology
 from iwlab.backends.trace import TraceEvent
+
+
+EXIT_OK, EXIT_VERDICT_FAILED, EXIT_USAGE, EXIT_CANNOT_START = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class Exports:
+    """Files a run writes when it ends (each optional)."""
+    junit: str | None = None         # JUnit XML verdicts (play)
+    report: str | None = None        # a self-contained HTML report (play)
+    trace_json: str | None = None    # the whole trace as JSON (File > Open trace reads it)
+    pcap: str | None = None          # the whole trace as pcapng (Wireshark, tshark)
+
+    def write_traces(self, events: list[TraceEvent]) -> None:
+        if self.trace_json:
+            write_trace_json(Path(self.trace_json), events)
+        if self.pcap:
+            Path(self.pcap).write_bytes(to_pcapng(events))
 
 
 def _print_event(event: TraceEvent) -> None:
@@ -46,7 +71,7 @@ def endpoints_table(lab: Lab) -> str:
     return "\n".join(["Endpoints:", *lines, "Users:", *users, handset_hint])
 
 
-async def _serve(topology: Topology, devices: str, endpoints_file: str | None, quiet: bool) -> int:
+async def _serve(topology: Topology, devices: str, endpoints_file: str | None, quiet: bool, exports: Exports) -> int:
     lab = Lab(topology, devices=devices)
     if not quiet:
         lab.trace.subscribe(_print_event)
@@ -65,7 +90,8 @@ async def _serve(topology: Topology, devices: str, endpoints_file: str | None, q
     commands.cancel()
     print("Stopping the lab...", flush=True)
     await lab.stop()
-    return 0
+    exports.write_traces(lab.trace.events())
+    return EXIT_OK
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -95,19 +121,18 @@ async def _read_commands(lab: Lab) -> None:
 
 
 def serve(topology: Topology, *, devices: str = "all", endpoints_file: str | None = None,
-          quiet: bool = False) -> int:
+          quiet: bool = False, exports: Exports = Exports()) -> int:
     try:
-        return asyncio.run(_serve(topology, devices, endpoints_file, quiet))
+        return asyncio.run(_serve(topology, devices, endpoints_file, quiet, exports))
     except ValueError as exc:   # e.g. an unknown device name
         print(f"iwlab serve: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except OSError as exc:      # e.g. a port already in use
         print(f"iwlab serve: cannot start the lab: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_CANNOT_START
 
 
-async def _play(topology: Topology, names: list[str], quiet: bool, junit: str | None, report: str | None,
-                trace_json: str | None) -> int:
+async def _play(topology: Topology, names: list[str], quiet: bool, exports: Exports) -> int:
     scenarios = load_scenarios()
     lab = Lab(topology)
     if not quiet:
@@ -131,34 +156,32 @@ async def _play(topology: Topology, names: list[str], quiet: bool, junit: str | 
     for rid, (state, _) in requirement_verdicts(verdicts, requirements).items():
         print(f"  {state:<14} {rid}")
     events = lab.trace.events()
-    if junit:
-        write_junit(Path(junit), verdicts)
-    if report:
-        write_html(Path(report), verdicts, events, ladder_nodes(topology), requirements)
-    if trace_json:
-        write_trace_json(Path(trace_json), events)
+    if exports.junit:
+        write_junit(Path(exports.junit), verdicts)
+    if exports.report:
+        write_html(Path(exports.report), verdicts, events, ladder_nodes(topology), requirements)
+    exports.write_traces(events)
     failed = [v for v in verdicts if not v.passed]
     print(f"\n{len(verdicts) - len(failed)} passed, {len(failed)} failed")
-    return 1 if failed else 0
+    return EXIT_VERDICT_FAILED if failed else EXIT_OK
 
 
-def play(topology: Topology, names: list[str], *, quiet: bool = False, junit: str | None = None,
-         report: str | None = None, trace_json: str | None = None) -> int:
+def play(topology: Topology, names: list[str], *, quiet: bool = False, exports: Exports = Exports()) -> int:
     try:
         known = load_scenarios()
     except ScenarioError as exc:
         print(f"iwlab play: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     unknown = [n for n in names if n not in known]
     if unknown:
         print(f"iwlab play: unknown use case(s) {', '.join(unknown)}; known: {', '.join(known)}",
               file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
-        return asyncio.run(_play(topology, names, quiet, junit, report, trace_json))
+        return asyncio.run(_play(topology, names, quiet, exports))
     except OSError as exc:
         print(f"iwlab play: cannot start the lab: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_CANNOT_START
 
 
 def ladder_nodes(topology: Topology) -> list[str]:

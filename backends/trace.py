@@ -34,6 +34,10 @@ class TraceEvent:
     # call_id, smpp_message_id ...) used for colouring, filters and verdicts.
     correlation: dict[str, str] = field(default_factory=dict)
     note: str = ""           # why this hop happened (routing reason), if any
+    # Where it really went: (host, port) of each end and "tcp" / "udp" / "tls", for pcap exports.
+    src_address: tuple[str, int] | None = None
+    dst_address: tuple[str, int] | None = None
+    transport: str = ""
 
     @property
     def footprint(self) -> int:
@@ -80,6 +84,8 @@ class Trace:
         is_response: bool = False,
         correlation: dict[str, str] | None = None,
         note: str = "",
+        addresses: tuple[tuple[str, int], tuple[str, int]] | None = None,
+        transport: str = "",
     ) -> TraceEvent:
         fields = fields or {}
         if len(raw) > self.max_raw:   # the PDU's start is what a reader needs; say what was cut
@@ -96,6 +102,9 @@ class Trace:
                 fields=fields, raw=bytes(raw),
                 correlation={k: v for k, v in (correlation or {}).items() if v},
                 note=note,
+                src_address=tuple(addresses[0][:2]) if addresses else None,   # type: ignore[arg-type]
+                dst_address=tuple(addresses[1][:2]) if addresses else None,   # type: ignore[arg-type]
+                transport=transport,
             )
             self._events.append(event)
             self.bytes += event.footprint

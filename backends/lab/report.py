@@ -34,7 +34,8 @@ def event_dict(event: TraceEvent) -> dict:
     return {"seq": event.seq, "time": event.time, "src": event.src, "dst": event.dst,
             "protocol": event.protocol, "summary": event.summary, "is_response": event.is_response,
             "fields": event.fields, "raw": base64.b64encode(event.raw).decode("ascii"),
-            "correlation": event.correlation, "note": event.note}
+            "correlation": event.correlation, "note": event.note,
+            "src_address": event.src_address, "dst_address": event.dst_address, "transport": event.transport}
 
 
 def write_trace_json(path: Path, events: list[TraceEvent]) -> None:
@@ -59,8 +60,18 @@ def read_trace_json(path: Path) -> list[TraceEvent]:
 def _events(data: dict) -> list[TraceEvent]:
     return [TraceEvent(seq=e["seq"], time=e["time"], src=e["src"], dst=e["dst"], protocol=e["protocol"],
                        summary=e["summary"], is_response=e["is_response"], fields=e["fields"],
-                       raw=base64.b64decode(e["raw"]), correlation=e["correlation"], note=e["note"])
+                       raw=base64.b64decode(e["raw"]), correlation=e["correlation"], note=e["note"],
+                       src_address=_address(e.get("src_address")), dst_address=_address(e.get("dst_address")),
+                       transport=str(e.get("transport") or ""))
             for e in data["events"]]
+
+
+def _address(value) -> tuple[str, int] | None:
+    """A saved [host, port] (older exports have none)."""
+    if value is None:
+        return None
+    host, port = value
+    return str(host), int(port)
 
 
 def ladder_svg(events: list[TraceEvent], nodes: list[str]) -> str:

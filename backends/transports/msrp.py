@@ -264,9 +264,10 @@ class MsrpConnection(asyncio.Protocol):
         peer, me = self.name_of_peer(), self.local_name
         src, dst = (peer, me) if incoming else (me, peer)
         summary, fields = msrp.describe(message)
+        ends = (self.peer_address, self.local_address) if incoming else (self.local_address, self.peer_address)
         self.trace.record(src, dst, "MSRP", summary, raw=raw if raw is not None else message.to_bytes(),
                           fields=fields, is_response=isinstance(message, MsrpResponse),
-                          correlation=_correlation(session, message))
+                          correlation=_correlation(session, message), addresses=ends, transport="tcp")
 
 
 def _correlation(session: MsrpSession | None, message) -> dict[str, str]:

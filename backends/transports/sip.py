@@ -190,9 +190,11 @@ class SipConnection(asyncio.Protocol):
             note = route.reason if route else ""
         peer, me = self.name_of_peer(), self.local_name
         src, dst = (peer, me) if incoming else (me, peer)
+        ends = (self.peer_address, self.local_address) if incoming else (self.local_address, self.peer_address)
         self.trace.record(src, dst, "SIP", summary, raw=raw if raw is not None else message.to_bytes(),
                           fields=fields, is_response=isinstance(message, SipResponse),
-                          correlation=correlation, note=note)
+                          correlation=correlation, note=note, addresses=ends,
+                          transport="udp" if self.transport_name == "udp" else "tcp")
 
 
 def stamp_transport(message: SipMessage, transport: str) -> None:

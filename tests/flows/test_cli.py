@@ -132,3 +132,31 @@ def test_play_works_from_any_folder(tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, out + err
     assert "PASS  5.8.5" in out
+
+
+def test_version_and_documented_exit_codes(tmp_path):
+    proc = iwlab("--version")
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and out.startswith("iwlab 0.")
+    proc = iwlab("--help")
+    out, _ = proc.communicate(timeout=30)
+    assert "1 a use case failed" in out and "3 the lab could not start" in out
+    proc = iwlab("play", "no-such-case", env=without_display())
+    proc.communicate(timeout=30)
+    assert proc.returncode == 2                                  # a usage error
+
+
+def test_a_port_in_use_is_exit_code_3(tmp_path):
+    import socket as socket_module
+    blocker = socket_module.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    topology = tmp_path / "lab.toml"
+    text = (ROOT / "resources" / "topology.toml").read_text()
+    topology.write_text(text.replace("sip_port = 5060", f"sip_port = {blocker.getsockname()[1]}"))
+    try:
+        proc = iwlab("play", "5.8.5", "--topology", str(topology), env=without_display())
+        _, err = proc.communicate(timeout=60)
+    finally:
+        blocker.close()
+    assert proc.returncode == 3 and "cannot start the lab" in err

@@ -1,0 +1,45 @@
+"""What Wireshark and CI read: a pcapng of the trace that tshark decodes without a malformed frame."""
+from __future__ import annotations
+
+import collections
+import shutil
+import subprocess
+
+import pytest
+
+from iwlab.backends.lab.lab import Lab
+from iwlab.backends.lab.pcap import to_pcapng
+from iwlab.backends.lab.scenarios import ScenarioRun, load_scenarios
+
+TSHARK = shutil.which("tshark")
+
+
+def tshark_protocols(path, decode_as: dict[int, str]) -> collections.Counter:
+    args = [TSHARK, "-r", str(path), "-T", "fields", "-e", "frame.protocols", "-e", "_ws.malformed"]
+    for port, protocol in decode_as.items():
+        args += ["-d", f"tcp.port=={port},{protocol}"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=60, check=True).stdout
+    counts: collections.Counter = collections.Counter()
+    for line in out.splitlines():
+        protocols, _, malformed = line.partition("\t")
+        counts["malformed"] += bool(malformed.strip()) or "malformed" in protocols
+        for name in ("sip", "smpp", "smtp", "msrp"):
+            counts[name] += f":{name}" in protocols
+    return counts
+
+
+@pytest.mark.skipif(TSHARK is None, reason="tshark is not installed (Debian package tshark)")
+@pytest.mark.parametrize("scenario_id, present", [("5.8.5", {"sip"}), ("5.8.6", {"sip", "msrp"})])
+def test_tshark_decodes_the_pcapng_with_no_malformed_frame(lab_factory, tmp_path, scenario_id, present):
+    lab = lab_factory()
+    verdict = lab.run(ScenarioRun(lab.lab, load_scenarios()[scenario_id]).play(), timeout=60)
+    assert verdict.passed, verdict.report()
+    path = tmp_path / "trace.pcapng"
+    path.write_bytes(to_pcapng(lab.lab.trace.events()))
+    the_lab: Lab = lab.lab
+    sip_ports = {server.port: "sip" for server in the_lab.cpm_servers.values()}
+    sip_ports[the_lab.iwf.port] = "sip"
+    counts = tshark_protocols(path, sip_ports)
+    assert counts["malformed"] == 0
+    for protocol in present:
+        assert counts[protocol] > 0, (protocol, counts)
