@@ -151,3 +151,17 @@ class Trace:
 
     def __len__(self) -> int:
         return len(self._events)
+
+
+def hex_dump(data: bytes) -> str:
+    """Offset, 16 bytes in two groups of 8, printable ASCII ('.' otherwise),
+    like `hexdump -C` and Wireshark's bytes pane."""
+    width = max(4, len(f"{max(len(data) - 1, 0):x}"))
+    lines = []
+    for offset in range(0, len(data), 16):
+        chunk = data[offset:offset + 16]
+        left = " ".join(f"{b:02x}" for b in chunk[:8])
+        right = " ".join(f"{b:02x}" for b in chunk[8:])
+        text = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in chunk)
+        lines.append(f"{offset:0{width}x}  {left:<23}  {right:<23}  {text}")
+    return "\n".join(lines)

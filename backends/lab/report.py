@@ -5,29 +5,51 @@ from __future__ import annotations
 import base64
 import binascii
 import html
+import importlib.metadata
 import json
+import socket
+import time
 import xml.etree.ElementTree as ET
+from datetime import datetime, timezone
 from pathlib import Path
 
 from iwlab.backends.lab.scenarios import Verdict, requirement_verdicts
-from iwlab.backends.trace import TraceEvent
+from iwlab.backends.trace import TraceEvent, hex_dump
 
 ROW = 26
 PALETTE = ["#1f6feb", "#d1242f", "#1a7f37", "#8250df", "#bf8700", "#0a7ea4", "#cf222e", "#6e7781"]
 
 
 def write_junit(path: Path, verdicts: list[Verdict]) -> None:
-    suite = ET.Element("testsuite", name="iwlab use cases", tests=str(len(verdicts)),
-                       failures=str(sum(not v.passed for v in verdicts)))
+    """The verdicts as the widely used JUnit XML (Ant's format, as CI servers read it): one
+    testsuite with name, timestamp (ISO 8601, no zone), hostname, tests, failures, errors and
+    time; properties, one testcase per use case (failure with message and type), system-out
+    and system-err, in that order."""
+    started = min((v.started for v in verdicts if v.started), default=time.time())
+    suite = ET.Element("testsuite", name="iwlab use cases",
+                       timestamp=datetime.fromtimestamp(started, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
+                       hostname=socket.gethostname() or "localhost", tests=str(len(verdicts)),
+                       failures=str(sum(not v.passed for v in verdicts)), errors="0",
+                       time=f"{sum(v.duration for v in verdicts):.3f}")
+    properties = ET.SubElement(suite, "properties")
+    ET.SubElement(properties, "property", name="iwlab.version", value=_version())
     for verdict in verdicts:
         case = ET.SubElement(suite, "testcase", classname="iwlab.usecases",
-                             name=f"{verdict.scenario.id} {verdict.scenario.title}")
+                             name=f"{verdict.scenario.id} {verdict.scenario.title}", time=f"{verdict.duration:.3f}")
         if not verdict.passed:
-            failure = ET.SubElement(case, "failure", message="; ".join(r.detail for r in verdict.results
-                                                                       if not r.passed))
+            failure = ET.SubElement(case, "failure", type="VerdictFailed",
+                                    message="; ".join(r.detail for r in verdict.results if not r.passed))
             failure.text = verdict.report()
-        ET.SubElement(case, "system-out").text = verdict.report()
+    ET.SubElement(suite, "system-out").text = "\n\n".join(v.report() for v in verdicts)
+    ET.SubElement(suite, "system-err").text = ""
     ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("iwlab")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def event_dict(event: TraceEvent) -> dict:
@@ -137,11 +159,11 @@ def write_html(path: Path, verdicts: list[Verdict], events: list[TraceEvent], no
     parts.append("<h2>Ladder</h2>" + ladder_svg(events, list(nodes)) + "<h2>PDUs</h2>")
     for event in events:
         decoded = html.escape(json.dumps(event.fields, indent=1, default=str, ensure_ascii=False))
-        raw = html.escape(event.raw.decode("utf-8", errors="replace"))
+        raw = html.escape(hex_dump(event.raw))   # bytes as bytes: NULs and binary SMPP fields stay legible
         note = f"<p><i>{html.escape(event.note)}</i></p>" if event.note else ""
         parts.append(f"<h4 id='pdu{event.seq}'>#{event.seq} {html.escape(event.src)} → {html.escape(event.dst)} "
                      f"{event.protocol}: {html.escape(event.summary)}</h4>{note}"
                      f"<details><summary>decoded</summary><pre>{decoded}</pre></details>"
-                     f"<details><summary>raw</summary><pre>{raw}</pre></details>")
+                     f"<details><summary>raw bytes (hex and ASCII)</summary><pre>{raw}</pre></details>")
     parts.append("</body></html>")
     path.write_text("\n".join(parts), encoding="utf-8")

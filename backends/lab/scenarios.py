@@ -84,6 +84,8 @@ class Verdict:
     results: list[CheckResult]
     first_seq: int
     last_seq: int
+    started: float = 0.0         # wall clock when the run began
+    duration: float = 0.0        # seconds the run took, to its verdict
 
     @property
     def passed(self) -> bool:
@@ -176,6 +178,7 @@ class ScenarioRun:
         self.timeout = timeout
         self.position = 0
         self.first_seq = self._last_seq()
+        self.started = time.time()
         self.rows_of_step: list[tuple[int, int]] = []   # (first, last) trace seq of each step
         self._tasks: list[asyncio.Task] = []
         # Scenarios change people's conditions; the lab is given back as it was found.
@@ -324,12 +327,13 @@ class ScenarioRun:
         """A verdict for a scenario that could not be played to the end."""
         check = Check("played", [], {})
         return Verdict(self.scenario, [CheckResult(check, False, f"could not be played: {reason}")],
-                       self.first_seq + 1, self._last_seq())
+                       self.first_seq + 1, self._last_seq(), self.started, time.time() - self.started)
 
     def verdict(self) -> Verdict:
         events = [e for e in self.lab.trace.events() if e.seq > self.first_seq]
         results = [evaluate(check, events, self.lab) for check in self.scenario.checks]
-        return Verdict(self.scenario, results, self.first_seq + 1, self._last_seq())
+        return Verdict(self.scenario, results, self.first_seq + 1, self._last_seq(), self.started,
+                       time.time() - self.started)
 
 
 # -- checks: read the trace only ------------------------------------------------------------

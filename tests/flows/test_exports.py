@@ -4,11 +4,14 @@ from __future__ import annotations
 import collections
 import shutil
 import subprocess
+from pathlib import Path
 
+import junitparser
 import pytest
 
 from iwlab.backends.lab.lab import Lab
 from iwlab.backends.lab.pcap import to_pcapng
+from iwlab.backends.lab.report import write_junit
 from iwlab.backends.lab.scenarios import ScenarioRun, load_scenarios
 
 TSHARK = shutil.which("tshark")
@@ -43,3 +46,33 @@ def test_tshark_decodes_the_pcapng_with_no_malformed_frame(lab_factory, tmp_path
     assert counts["malformed"] == 0
     for protocol in present:
         assert counts[protocol] > 0, (protocol, counts)
+
+
+XMLLINT = shutil.which("xmllint")
+SCHEMA = Path(__file__).resolve().parents[1] / "data" / "junit.xsd"
+
+
+def junit_of(tmp_path, lab_factory, scenario_id: str, *, break_it: bool = False) -> Path:
+    lab = lab_factory(throttle_every=2) if break_it else lab_factory()
+    scenario = load_scenarios()[scenario_id]
+    verdict = lab.run(ScenarioRun(lab.lab, scenario).play(), timeout=60)
+    path = tmp_path / "junit.xml"
+    write_junit(path, [verdict, ScenarioRun(lab.lab, scenario).failed("a use case that could not be played")])
+    return path
+
+
+@pytest.mark.skipif(XMLLINT is None, reason="xmllint is not installed (Debian package libxml2-utils)")
+def test_junit_validates_against_the_schema_ci_servers_expect(lab_factory, tmp_path):
+    path = junit_of(tmp_path, lab_factory, "5.8.5")
+    check = subprocess.run([XMLLINT, "--noout", "--schema", str(SCHEMA), str(path)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+
+
+def test_junitparser_reads_the_verdicts(lab_factory, tmp_path):
+    path = junit_of(tmp_path, lab_factory, "5.8.5")
+    parsed = junitparser.JUnitXml.fromfile(str(path))
+    suite = parsed if isinstance(parsed, junitparser.TestSuite) else next(iter(parsed))
+    cases = list(suite)
+    assert suite.tests == 2 and suite.failures == 1 and suite.errors == 0
+    assert cases[0].name.startswith("5.8.5") and cases[0].is_passed
+    assert not cases[1].is_passed and "could not be played" in cases[1].result[0].message

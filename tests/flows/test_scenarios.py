@@ -114,6 +114,8 @@ def test_reports_junit_html_and_trace_json(lab_factory, tmp_path):
     write_html(tmp_path / "report.html", [verdict], events, ladder_nodes(lab.lab.topology), load_requirements())
     page = (tmp_path / "report.html").read_text()
     assert "<svg" in page and "CPM-IOP-002" in page and "deliver_sm" in page
+    assert "\x00" not in page                      # SMPP's binary fields as a hex dump, not as raw NULs
+    assert "0000  00 00 00" in page                  # an SMPP PDU's command_length, dumped
     write_trace_json(tmp_path / "trace.json", events)
     again = read_trace_json(tmp_path / "trace.json")
     assert [e.raw for e in again] == [e.raw for e in events]

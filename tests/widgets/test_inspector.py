@@ -6,7 +6,8 @@ from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QTreeWidgetItemIterator
 
 from iwlab.backends.trace import Trace
-from iwlab.widgets.inspector import InspectorView, hex_dump, visible_text
+from iwlab.backends.trace import hex_dump
+from iwlab.widgets.inspector import InspectorView, visible_text
 
 
 def test_hex_dump_exact_text():
