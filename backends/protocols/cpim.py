@@ -209,3 +209,28 @@ def uri_of(cpim_address: str) -> str:
     if "<" in cpim_address and ">" in cpim_address:
         return cpim_address.split("<", 1)[1].split(">", 1)[0].strip()
     return cpim_address.strip()
+
+
+# -- what a pager-mode MESSAGE carries ----------------------------------------------------------
+
+# Bodies the lab can interwork without CPIM around them: what plain softphones send.
+PLAIN_TEXT_TYPES = ("text/plain",)
+ACCEPTED_TYPES = ("message/cpim", *PLAIN_TEXT_TYPES)   # the Accept of a 415
+
+
+class UnsupportedContent(CpimError):
+    """A MESSAGE body type the lab cannot carry: the answer is 415 with ACCEPTED_TYPES."""
+
+
+def message_content(content_type: str | None, body: bytes, *, sender: str, recipient: str) -> CpimMessage:
+    """The CPIM message a MESSAGE carries, whether CPIM-wrapped (CPM clients) or a bare text
+    body (Linphone, Zoiper, pjsua: `text/plain`). A bare body gets the SIP From/To as its
+    CPIM From/To, and asks for no notification: its sender never said it wanted one and
+    could not read an IMDN anyway. Raises CpimError (malformed CPIM) or UnsupportedContent."""
+    media = (content_type or "text/plain").split(";", 1)[0].strip().lower()
+    if media == "message/cpim":
+        return parse_cpim(body)
+    if media in PLAIN_TEXT_TYPES:
+        return CpimMessage(sender=sender, recipient=recipient, body=body,
+                           content_type=content_type or "text/plain; charset=utf-8", disposition=())
+    raise UnsupportedContent(f"{media} cannot be interworked; send {' or '.join(ACCEPTED_TYPES)}")

@@ -98,3 +98,20 @@ def test_new_messages_get_unique_ids():
     a = CpimMessage(sender="<sip:a@x>", recipient="<sip:b@x>", body=b"1")
     b = CpimMessage(sender="<sip:a@x>", recipient="<sip:b@x>", body=b"1")
     assert a.message_id != b.message_id
+
+
+def test_a_plain_text_message_is_read_like_cpim_without_notifications():
+    from iwlab.backends.protocols.cpim import message_content
+    message = message_content("text/plain; charset=utf-8", "Grüße".encode(), sender="<sip:mary@cpm-a.lab>",
+                              recipient="<tel:+15550201>")
+    assert message.text == "Grüße" and message.disposition == () and not message.is_imdn
+    assert message.sender == "<sip:mary@cpm-a.lab>"
+
+
+def test_a_body_the_lab_cannot_carry_is_unsupported_content():
+    import pytest
+
+    from iwlab.backends.protocols.cpim import ACCEPTED_TYPES, UnsupportedContent, message_content
+    with pytest.raises(UnsupportedContent):
+        message_content("application/vnd.example", b"\x00", sender="<a>", recipient="<b>")
+    assert ACCEPTED_TYPES[0] == "message/cpim"
