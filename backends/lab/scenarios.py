@@ -13,7 +13,6 @@ import asyncio
 import time
 import tomllib
 from dataclasses import dataclass, field
-from email import message_from_bytes, policy
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,8 @@ from iwlab.backends.devices.cpm_phone import CpmDevice
 from iwlab.backends.devices.email_client import EmailClient, reply_subject
 from iwlab.backends.devices.sms_handset import SmsHandset
 from iwlab.backends.lab.control import run_command
+from iwlab.backends.lab.evidence import received_by
 from iwlab.backends.lab.lab import Lab
-from iwlab.backends.protocols import smpp, smstext
 from iwlab.backends.trace import TraceEvent
 
 ACTIONS = ("send", "reply", "wait", "state", "start_session", "accept_session", "session_send", "end_session")
@@ -351,60 +350,6 @@ def _inbox_texts(device) -> list[str]:
 def evaluate(check: Check, events: list[TraceEvent], lab: Lab) -> CheckResult:
     return {"delivered": _delivered, "route": _route, "addressed_to_person": _addressed,
             "threaded": _threaded, "session_established": _session_established}[check.kind](check, events, lab)
-
-
-def received_by(user, events: list[TraceEvent]) -> list[tuple[TraceEvent, str]]:
-    """What reached a user's device on the wire, in order, as (event, text)."""
-    found: list[tuple[TraceEvent, str]] = []
-    if user.device == "cpm":
-        for e in events:
-            cpim = e.fields.get("cpim") if not e.is_response else None
-            if e.protocol == "SIP" and e.dst == user.name and cpim and "imdn" not in cpim.get("Content-Type", ""):
-                found.append((e, cpim.get("body", "")))
-    elif user.device == "sms":
-        reassembler = smstext.Reassembler(timeout=3600)
-        for e in events:
-            if e.protocol == "SMPP" and e.dst == user.name and e.summary.startswith("deliver_sm ") \
-                    and _answered_ok(e, events, "deliver_sm_resp", " ok"):
-                pdu = smpp.parse(e.raw)
-                if (pdu.esm_class or 0) & 0x3C:
-                    continue   # a receipt, not a message
-                for sms in smpp.reassemble(reassembler, pdu):
-                    found.append((e, sms.text))
-    elif user.device == "email" and user.email:
-        for e in events:
-            envelope = e.fields.get("envelope") or {}
-            if e.protocol == "SMTP" and e.summary.startswith("DATA (") and \
-                    user.email.lower() in [r.lower() for r in envelope.get("rcpt_to", [])] and \
-                    _answered_ok(e, events, "250 ", ""):
-                message = message_from_bytes(_undot(e.raw), policy=policy.default)
-                body = message.get_body(preferencelist=("plain",))
-                found.append((e, body.get_content().strip() if body else ""))
-    return found
-
-
-def _answered_ok(request: TraceEvent, events: list[TraceEvent], answer: str, ok: str) -> bool:
-    """Did the receiver accept this PDU? The first answer after it on the same exchange says.
-
-    SMPP: the deliver_sm_resp with the same sequence from the handset; SMTP: the reply
-    after DATA in the same session. A refused or unanswered PDU is not a delivery.
-    """
-    for e in events:
-        if e.seq <= request.seq or e.protocol != request.protocol or e.src != request.dst:
-            continue
-        if request.protocol == "SMPP":
-            if e.summary.startswith(answer) and e.correlation.get("smpp_seq") == request.correlation.get("smpp_seq"):
-                return e.summary.endswith(ok)
-        elif e.correlation.get("smtp_session") == request.correlation.get("smtp_session") and e.is_response:
-            return e.summary.startswith(answer)
-    return False
-
-
-def _undot(data: bytes) -> bytes:
-    """The message inside an SMTP DATA block: no terminating dot line, dot-stuffing undone."""
-    if data.endswith(b"\r\n.\r\n"):
-        data = data[:-3]
-    return b"\r\n".join(line[1:] if line.startswith(b"..") else line for line in data.split(b"\r\n"))
 
 
 def _delivered(check: Check, events: list[TraceEvent], lab: Lab) -> CheckResult:
