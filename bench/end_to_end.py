@@ -1,149 +1,261 @@
-"""Messages per second, Mary -> Peter end to end, beside raw submit_sm, in one run.
+"""Messages per second through the lab beside Kannel and raw submit_sm, in one run, order checked.
 
-    .venv/bin/python bench/end_to_end.py [--messages 2000]
+    .venv/bin/python bench/end_to_end.py [--messages 3000] [--no-kannel]
 
-The lab runs as `iwlab serve` in a process of its own. End to end: a raw SIP client registered as Mary on CPM-A sends pager-mode
-MESSAGEs to tel:+15550201 as fast as the lab accepts them (a window of
-outstanding requests); CPM-A -> CPM-B -> IWF -> SMSC; a real smpplib client
-bound as Peter counts deliver_sm and checks the order. Raw: one smpplib ESME
-submits directly to the same SMSC, lock-step (one submit, wait for its
-response) and pipelined (a window of 10). Rates are counted where the
-messages arrive. Figures are printed, nothing is asserted.
+The lab runs as `iwlab serve` in a process of its own, as it would for real clients, with a
+bench topology: 16 CPM senders beside Mary, a handset account for Kannel (15550208) and one
+for raw submits (15550209). Every path ends at the same smpplib client bound as Peter, where
+rates are counted and order is checked per sender:
+
+- iwlab, 1 sender: raw SIP MESSAGEs (a window of 32) Mary -> CPM-A -> CPM-B -> IWF -> SMSC -> Peter;
+  with receipts on, the rate of IMDN "delivered" back at Mary as well;
+- iwlab, 16 senders at once (16 conversations);
+- Kannel 1.4.5 (HTTP sendsms -> bearerbox -> SMPP) with 1 and with 32 HTTP clients;
+- raw smpplib, lock-step submit_sm;
+- latency, p50/p99, of Mary -> Peter at a steady 100 msg/s;
+- the lab's peak resident memory.
+Figures are printed with the ratios; nothing is asserted (speed is not a test).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import queue
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import smpplib.client  # noqa: E402
-import smpplib.consts  # noqa: E402
 
+from bench import kannel as kannel_bench  # noqa: E402
 from iwlab.backends.topology import default_topology_path  # noqa: E402
 from tests.helpers.raw_sip import RawSipClient, cpim_body  # noqa: E402
 from tests.helpers.raw_smpp import SmppHandset  # noqa: E402
 
-MARY, PETER = "sip:mary@cpm-a.lab", "tel:+15550201"
+PETER = "tel:+15550201"
+SENDERS = 16
 
 
-def wait_for(handset: SmppHandset, count: int, prefix: str) -> tuple[float, list[str]]:
-    """Collect this run's texts; a redelivery left over from an earlier run is skipped."""
-    texts: list[str] = []
-    while len(texts) < count:
-        text = handset.next_message(timeout=60).short_message.decode("latin-1")
-        if text.startswith(prefix):
-            texts.append(text)
-    return time.perf_counter(), texts
+def bench_topology() -> str:
+    users = [f'\n[[users]]\nid = "bench{i:02d}"\nname = "Bench{i:02d}"\noperator = "A"\n'
+             f'sip = "sip:bench{i:02d}@cpm-a.lab"\ntel = "+155501{i + 10:02d}"\ndevice = "cpm"\n'
+             for i in range(SENDERS)]
+    handsets = ['\n[[users]]\nid = "kannel"\nname = "Kannel"\noperator = "B"\ntel = "+15550208"\ndevice = "sms"\n',
+                '\n[[users]]\nid = "raw"\nname = "Raw"\noperator = "B"\ntel = "+15550209"\ndevice = "sms"\n']
+    return default_topology_path().read_text() + "".join(users + handsets)
 
 
-def in_order(texts: list[str], prefix: str) -> str:
-    expected = [f"{prefix}{i:06d}" for i in range(len(texts))]
-    return "in order" if texts == expected else f"OUT OF ORDER ({sum(a != b for a, b in zip(texts, expected))} misplaced)"
+class Peter:
+    """The one handset everything is counted at: texts by sender prefix, with arrival times."""
+
+    def __init__(self, smpp: str) -> None:
+        self.handset = SmppHandset(smpp, "15550201")
+
+    def collect(self, prefix: str, count: int, timeout: float = 120.0) -> list[tuple[float, str]]:
+        got: list[tuple[float, str]] = []
+        deadline = time.monotonic() + timeout
+        while len(got) < count and time.monotonic() < deadline:
+            try:
+                pdu = self.handset.next_message(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                break
+            text = pdu.short_message.decode("latin-1")
+            if text.startswith(prefix):
+                got.append((time.perf_counter(), text))
+        return got
+
+    def close(self) -> None:
+        self.handset.close()
 
 
-def end_to_end(endpoints: dict, count: int, window: int) -> None:
-    mary = RawSipClient(endpoints["sip"]["cpm-a.lab"])
-    mary.register(MARY, "cpm-a.lab")
-    peter = SmppHandset(endpoints["smpp"], "15550201")
-    bodies = [cpim_body(MARY, PETER, f"e2e{i:06d}", disposition="") for i in range(count)]
-    start = time.perf_counter()
+def inversions(texts: list[str]) -> int:
+    """Arrivals that come after a later message of the same sender ('<sender>:<n>' texts)."""
+    highest: dict[str, int] = {}
+    count = 0
+    for text in texts:
+        sender, _, number = text.rpartition(":")
+        n = int(number)
+        if n < highest.get(sender, -1):
+            count += 1
+        highest[sender] = max(highest.get(sender, -1), n)
+    return count
+
+
+def sip_burst(address: str, user: str, prefix: str, count: int, window: int, receipts: bool) -> RawSipClient:
+    client = RawSipClient(address, timeout=60)
+    uri = f"sip:{user}@cpm-a.lab"
+    client.register(uri, "cpm-a.lab")
+    disposition = "positive-delivery" if receipts else ""
     outstanding: list[str] = []
-    for body in bodies:
-        outstanding.append(mary.request("MESSAGE", PETER, from_uri=MARY, to_uri=PETER,
-                                        content_type="message/cpim", body=body))
+    for i in range(count):
+        outstanding.append(client.request("MESSAGE", PETER, from_uri=uri, to_uri=PETER, content_type="message/cpim",
+                                          body=cpim_body(uri, PETER, f"{prefix}:{i}", disposition=disposition)))
         if len(outstanding) >= window:
-            mary.response_to(outstanding.pop(0))
+            client.response_to(outstanding.pop(0))
     for call_id in outstanding:
-        mary.response_to(call_id)
-    accepted = time.perf_counter()
-    done, texts = wait_for(peter, count, "e2e")
-    print(f"  end to end  Mary -SIP-> CPM-A -> CPM-B -> IWF -SMPP-> SMSC -> Peter: "
-          f"{count / (done - start):7.0f} msg/s  ({count} msgs, SIP window {window}; "
-          f"all 202 after {accepted - start:.2f} s; {in_order(texts, 'e2e')})")
-    mary.close()
-    peter.close()
+        client.response_to(call_id)
+    return client
 
 
-def raw_submit(endpoints: dict, count: int, window: int, label: str) -> None:
-    peter = SmppHandset(endpoints["smpp"], "15550201")
+def count_imdns(client: RawSipClient, count: int, timeout: float = 120.0) -> float:
+    """Answer the IMDNs that come back; when the last one arrived."""
+    deadline, seen = time.monotonic() + timeout, 0
+    client.sock.settimeout(timeout)
+    while seen < count and time.monotonic() < deadline:
+        request = client.receive(lambda m: getattr(m, "method", "") == "MESSAGE")
+        client.answer(request)
+        seen += b"<delivered/>" in request.body
+    return time.perf_counter()
+
+
+def iwlab_run(endpoints: dict, peter: Peter, senders: int, count: int, receipts: bool = False) -> dict:
+    address = endpoints["sip"]["cpm-a.lab"]
+    users = ["mary"] if senders == 1 else [f"bench{i:02d}" for i in range(senders)]
+    per_sender = count // len(users)
+    tag = f"i{senders}{'r' if receipts else ''}-{time.monotonic_ns() % 10**6}"
+    start = time.perf_counter()
+    with ThreadPoolExecutor(len(users)) as pool:
+        clients = list(pool.map(lambda u: sip_burst(address, u, f"{tag}-{u}", per_sender, 32, receipts), users))
+    arrived = peter.collect(tag, per_sender * len(users))
+    result = {"rate": len(arrived) / (arrived[-1][0] - start) if arrived else 0.0, "count": len(arrived),
+              "inversions": inversions([t for _, t in arrived])}
+    if receipts:
+        result["imdn_rate"] = per_sender / (count_imdns(clients[0], per_sender) - start)
+    for client in clients:
+        client.close()
+    return result
+
+
+def kannel_run(kannel: kannel_bench.Kannel, peter: Peter, clients: int, count: int) -> dict:
+    per_client = count // clients
+    tag = f"k{clients}-{time.monotonic_ns() % 10**6}"
+    start = time.perf_counter()
+
+    def client(n: int) -> None:
+        for i in range(per_client):
+            kannel.sendsms("15550201", f"{tag}-{n}:{i}")
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, range(clients)))
+    arrived = peter.collect(tag, per_client * clients)
+    return {"rate": len(arrived) / (arrived[-1][0] - start) if arrived else 0.0, "count": len(arrived),
+            "inversions": inversions([t for _, t in arrived])}
+
+
+def raw_lockstep(endpoints: dict, peter: Peter, count: int) -> dict:
     host, port = endpoints["smpp"].rsplit(":", 1)
-    client = smpplib.client.Client(host, int(port), timeout=None, allow_unknown_opt_params=True)
+    client = smpplib.client.Client(host, int(port), timeout=30, allow_unknown_opt_params=True)
     client.connect()
     client._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    client.bind_transceiver(system_id="15550209", password="iwlab")   # the bench's own handset
-    answered = threading.Semaphore(window)
-    client.set_message_sent_handler(lambda pdu: answered.release())
-    client.set_error_pdu_handler(lambda pdu: None)
-    reader = threading.Thread(target=lambda: _read(client), daemon=True)
-    reader.start()
-    prefix = f"raw{label[0]}"
+    client.bind_transceiver(system_id="15550209", password="iwlab")
+    tag = f"raw-{time.monotonic_ns() % 10**6}"
     start = time.perf_counter()
     for i in range(count):
-        answered.acquire()
-        client.send_message(source_addr_ton=1, source_addr="15550209", dest_addr_ton=1,
-                            destination_addr="15550201", short_message=f"{prefix}{i:06d}".encode())
-    done, texts = wait_for(peter, count, prefix)
-    print(f"  raw submit_sm ({label}) smpplib ESME -> SMSC -> Peter:"
-          f"{' ' * (27 - len(label))}{count / (done - start):7.0f} msg/s  ({count} msgs; {in_order(texts, prefix)})")
-    client._socket.shutdown(2)
-    reader.join(5)
+        client.send_message(source_addr_ton=1, source_addr="15550209", dest_addr_ton=1, destination_addr="15550201",
+                            short_message=f"{tag}:{i}".encode())
+        client.read_once(auto_send_enquire_link=False)    # its submit_sm_resp: one at a time
+    arrived = peter.collect(tag, count)
+    client.unbind()
     client.disconnect()
-    peter.close()
+    return {"rate": len(arrived) / (arrived[-1][0] - start) if arrived else 0.0, "count": len(arrived),
+            "inversions": inversions([t for _, t in arrived])}
 
 
-def _read(client) -> None:
-    try:
-        while True:
-            client.read_once(auto_send_enquire_link=False)
-    except Exception:  # noqa: BLE001 - the bench closes the socket to stop
-        pass
+def latency(endpoints: dict, peter: Peter, rate: float, seconds: float) -> dict:
+    """Mary -> Peter at a steady rate: each text says when it was sent."""
+    mary = RawSipClient(endpoints["sip"]["cpm-a.lab"], timeout=60)
+    mary.register("sip:mary@cpm-a.lab", "cpm-a.lab")
+    tag, count = f"lat-{time.monotonic_ns() % 10**6}", int(rate * seconds)
+    sent: dict[str, float] = {}
+    answers = threading.Thread(target=lambda: [mary.receive(lambda m: getattr(m, "status", 0) >= 200)
+                                               for _ in range(count)], daemon=True)
+    answers.start()
+    start = time.perf_counter()
+    for i in range(count):
+        due = start + i / rate
+        time.sleep(max(due - time.perf_counter(), 0))
+        text = f"{tag}:{i}"
+        sent[text] = time.perf_counter()
+        mary.request("MESSAGE", PETER, from_uri="sip:mary@cpm-a.lab", to_uri=PETER, content_type="message/cpim",
+                     body=cpim_body("sip:mary@cpm-a.lab", PETER, text, disposition=""))
+    arrived = peter.collect(tag, count)
+    answers.join(30)
+    mary.close()
+    delays = sorted((at - sent[text]) * 1000 for at, text in arrived)
+    return {"p50": statistics.median(delays), "p99": delays[int(len(delays) * 0.99) - 1], "count": len(delays)}
 
 
-BENCH_USER = """
-[[users]]
-id = "bencher"
-name = "Bencher"
-operator = "B"
-tel = "+15550209"
-device = "sms"
-"""
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=2000)
-    parser.add_argument("--sip-window", type=int, default=32)
+    parser.add_argument("--messages", type=int, default=3000)
+    parser.add_argument("--no-kannel", action="store_true")
     args = parser.parse_args()
-    # The lab runs in its own process (`iwlab serve`), as it would for real
-    # clients: the clients here do not share its interpreter lock.
-    workdir = Path(tempfile.mkdtemp(prefix="iwlab-bench-"))
-    topology = workdir / "topology.toml"
-    topology.write_text(default_topology_path().read_text() + BENCH_USER)
-    endpoints_file = workdir / "endpoints.json"
+    folder = Path(tempfile.mkdtemp(prefix="iwlab-bench-"))
+    (folder / "topology.toml").write_text(bench_topology())
+    endpoints_file = folder / "endpoints.json"
     profile = ["-m", "cProfile", "-o", os.environ["IWLAB_PROFILE"]] if os.environ.get("IWLAB_PROFILE") else []
     lab = subprocess.Popen([sys.executable, *profile, "-m", "iwlab.app.cli", "serve", "--quiet", "--devices", "none",
-                            "--port-base", "0", "--topology", str(topology), "--endpoints-file", str(endpoints_file)],
-                           cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL)
+                            "--port-base", "0", "--topology", str(folder / "topology.toml"),
+                            "--endpoints-file", str(endpoints_file)],
+                           cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL, stdin=subprocess.PIPE)
+    kannel = None
     try:
         deadline = time.monotonic() + 30
         while not endpoints_file.exists() and time.monotonic() < deadline and lab.poll() is None:
             time.sleep(0.05)
         endpoints = json.loads(endpoints_file.read_text())
-        print(f"iwlab bench, {args.messages} distinct texts per run, order checked at the receiving handset:")
-        end_to_end(endpoints, args.messages, args.sip_window)
-        raw_submit(endpoints, args.messages, 1, "lock-step")
-        raw_submit(endpoints, args.messages, 10, "window 10")
+        peter = Peter(endpoints["smpp"])
+        n = args.messages
+        rows: list[tuple[str, dict]] = []
+        rows.append(("iwlab, 1 sender (Mary -SIP-> CPM-A -> CPM-B -> IWF -SMPP-> SMSC)", iwlab_run(endpoints, peter, 1, n)))
+        rows.append(("iwlab, 1 sender, receipts on (IMDN back to Mary)", iwlab_run(endpoints, peter, 1, n, True)))
+        rows.append((f"iwlab, {SENDERS} senders at once", iwlab_run(endpoints, peter, SENDERS, n)))
+        why_not = None if not args.no_kannel else "--no-kannel"
+        why_not = why_not or kannel_bench.available()
+        if why_not is None:
+            kannel = kannel_bench.Kannel(endpoints["smpp"], "iwlab")
+            kannel.wait_ready()
+            rows.append(("Kannel, 1 HTTP client (sendsms -> bearerbox -SMPP-> SMSC)", kannel_run(kannel, peter, 1, n)))
+            rows.append(("Kannel, 32 HTTP clients", kannel_run(kannel, peter, 32, n)))
+        rows.append(("raw smpplib, lock-step submit_sm -> SMSC", raw_lockstep(endpoints, peter, n)))
+        steady = latency(endpoints, peter, 100.0, 10.0)
+        print(f"iwlab bench, {n} distinct texts per run, counted and order-checked at Peter's handset\n")
+        for label, result in rows:
+            extra = f", IMDNs at Mary {result['imdn_rate']:.0f}/s" if "imdn_rate" in result else ""
+            print(f"  {label:<72} {result['rate']:7.0f} msg/s  ({result['count']} arrived, "
+                  f"{result['inversions']} inversions{extra})")
+        if why_not:
+            print(f"  Kannel: skipped ({why_not})")
+        print(f"\n  latency Mary -> Peter at a steady 100 msg/s: p50 {steady['p50']:.1f} ms, p99 {steady['p99']:.1f} ms "
+              f"({steady['count']} messages)")
+        print(f"  the lab's peak RSS: {peak_rss_mb(lab.pid):.0f} MB")
+        rates = {label: result["rate"] for label, result in rows}
+        one = rates[rows[0][0]]
+        kannel_one = rates.get("Kannel, 1 HTTP client (sendsms -> bearerbox -SMPP-> SMSC)")
+        kannel_many = rates.get("Kannel, 32 HTTP clients")
+        if kannel_one:
+            print(f"\n  ratios: iwlab 1 sender / Kannel 1 client = {one / kannel_one:.2f}; "
+                  f"iwlab {SENDERS} senders / Kannel 32 clients = {rates[rows[2][0]] / kannel_many:.2f}")
+        peter.close()
     finally:
+        if kannel:
+            kannel.stop()
         lab.send_signal(signal.SIGTERM)
         lab.wait(30)
 
