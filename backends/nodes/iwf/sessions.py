@@ -13,7 +13,7 @@ INVITE (From the legacy user's tel: URI, with an SDP offer; the IWF connects for
 IWF's CPM server; the answer is adapted back as an SMS, then messages flow as above.
 
 Email users (John) get the same, with emails instead of SMS: the adapted invitation is an email
-from the CPM user's address (so a reply comes back through the mail server to IwfEmail.relay, which
+from the CPM user's address (so a reply comes back through the mail server to EmailLeg.relay, which
 hands it to take_email); every later email of the session answers the first one (In-Reply-To), so
 John's client keeps the session in one thread. A reply belongs to the session by In-Reply-To /
 References, else by its sender while he has a session open with that CPM user; only what he wrote
@@ -46,11 +46,7 @@ from iwlab.backends.transports.msrp import (
     connect,
     local_session,
 )
-from iwlab.backends.transports.sip import (
-    SipConnection,
-    SipConnectionClosed,
-    open_connection,
-)
+from iwlab.backends.transports.sip import SipConnection, SipConnectionClosed
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +114,7 @@ class IwfSessions:
         self.by_number: dict[str, IwfSession] = {}     # legacy MSISDN -> its open session
         self.by_email: dict[str, IwfSession] = {}      # legacy email address (lower case) -> its open session
         self.by_email_id: dict[str, IwfSession] = {}   # Message-IDs of the session's emails -> the session
-        self._link: SipConnection | None = None         # our own connection to the CPM server
+        self._link = iwf.cpm.another_link(self._on_link_message)   # our own connection to the CPM server
         self._tasks: set[asyncio.Task] = set()
 
     async def start(self) -> None:
@@ -133,8 +129,7 @@ class IwfSessions:
             if session.msrp:
                 session.msrp.close()    # our outgoing MSRP connections too, not only the listener's
         await self.listener.stop()
-        if self._link:
-            self._link.close()
+        self._link.stop()
 
     def _spawn(self, coro) -> None:
         task = asyncio.ensure_future(coro)
@@ -188,7 +183,7 @@ class IwfSessions:
             pass
 
     def _contact(self) -> str:
-        return f"<sip:iwf@{self.iwf.host}:{self.iwf.port};transport=tcp>"
+        return self._link.contact()
 
     # -- 5.8.6: a CPM user invites an SMS user ----------------------------------------------
     async def _invite(self, conn: SipConnection, req: SipRequest) -> None:
@@ -238,7 +233,7 @@ class IwfSessions:
         self._respond(conn, req, 180, "Ringing", to_tag=session.local_tag, session=session,
                       note=f"adapted invitation sent by SMS to {invitee.name} (+{invitee.msisdn}); "
                            f"waiting {self.timeout:g} s for {self.accept_word} / {self.decline_word}")
-        self.iwf.send_sms_text(
+        self.iwf.sms.send_text(
             source=source, dest=invitee.msisdn,
             text=(f"{inviter.name} (+{inviter.msisdn}) invites you to a chat session. Reply {self.accept_word} "
                   f"to accept or {self.decline_word} to decline. Once chatting, send {self.end_word} to finish."))
@@ -343,7 +338,7 @@ class IwfSessions:
                 invitee = self.iwf.topology.user_by_uri(owner.cpm_uri) if owner else None
             if invitee is not None and invitee.cpm_uri and invitee.device == "cpm":
                 if session is not None and session.open:
-                    self.iwf.send_sms_text(source=dest, dest=source,
+                    self.iwf.sms.send_text(source=dest, dest=source,
                                            text="You are already in a chat session; send "
                                                 f"{self.end_word} to finish it first.")
                     return True
@@ -371,7 +366,7 @@ class IwfSessions:
 
     # -- email in -----------------------------------------------------------------------------
     def take_email(self, incoming, recipient_address: str) -> bool:
-        """True when an email (an mail.IncomingEmail, from IwfEmail.relay) belongs to a session:
+        """True when an email (an mail.IncomingEmail, from EmailLeg.relay) belongs to a session:
         an answer to an invitation, a message in a session, or a chat request to a CPM user."""
         sender = incoming.sender.lower()
         recipient = self.iwf.topology.user_by_uri("sip:" + recipient_address.lower())
@@ -432,14 +427,7 @@ class IwfSessions:
 
     # -- SIP out -----------------------------------------------------------------------------
     async def _connection(self) -> SipConnection:
-        if self._link is None or not self._link.is_open:
-            address = self.iwf._cpm_address()
-            if address is None:
-                raise OSError("the CPM server is not running")
-            self._link = await open_connection(address[0], address[1], self._on_link_message,
-                                               local_name=self.iwf.name, nodes=self.iwf.nodes,
-                                               annotate=self.iwf.trace.annotate)
-        return self._link
+        return await self._link.connection()
 
     def _on_link_message(self, conn: SipConnection, message) -> None:
         if isinstance(message, SipRequest):
@@ -450,7 +438,7 @@ class IwfSessions:
 
     def _in_dialog_request(self, session: IwfSession, method: str, cseq: int | None = None) -> SipRequest:
         return sip.make_request(
-            method, session.remote_target or session.cpm_uri, via=(self.iwf.host, self.iwf.port),
+            method, session.remote_target or session.cpm_uri, via=self._link.via(),
             routes=session.route_set, from_=f"<{session.local_uri}>;tag={session.local_tag}",
             to=f"<{session.cpm_uri}>;tag={session.remote_tag}", call_id=session.call_id,
             cseq=cseq if cseq is not None else next(session.cseq))
@@ -469,7 +457,7 @@ class IwfSessions:
         topology = self.iwf.topology
         requester = topology.user_by_number(source)
         name = requester.name if requester else f"+{source}"
-        call_id = sip.new_call_id(self.iwf.operator.cpm_domain)
+        call_id = self._link.new_call_id()
         session = IwfSession(call_id=call_id, direction="from-legacy", cpm_user=invitee, cpm_uri=invitee.cpm_uri,
                              legacy_number=source, legacy_name=name, sms_source=dest,
                              local_uri=f"tel:+{source}", remote_target=invitee.cpm_uri)
@@ -482,11 +470,11 @@ class IwfSessions:
                                          f"a CPM session invitation to {invitee.name}")
 
     async def _request_from_email(self, incoming, invitee: User) -> None:
-        """5.9.6 from an email user: his identity as IwfEmail.relay shows it (tel: when the lab knows him)."""
+        """5.9.6 from an email user: his identity as EmailLeg.relay shows it (tel: when the lab knows him)."""
         requester = self.iwf.topology.user_by_email(incoming.sender)
         name = requester.name if requester else (incoming.sender_name or incoming.sender)
         uri = f"tel:{requester.tel}" if requester and requester.tel else f"sip:{incoming.sender}"
-        call_id = sip.new_call_id(self.iwf.operator.cpm_domain)
+        call_id = self._link.new_call_id()
         thread = self.iwf.threads.find_by_ids(mail.thread_key_candidates(incoming))
         session = IwfSession(call_id=call_id, direction="from-legacy", cpm_user=invitee, cpm_uri=invitee.cpm_uri,
                              legacy_number="", legacy_name=name, sms_source="", legacy_email=incoming.sender,
@@ -572,16 +560,12 @@ class IwfSessions:
 
     def _cancel(self, session: IwfSession, invite: SipRequest) -> None:
         cancel = sip.make_cancel(invite)
-        if self._link and self._link.is_open:
-            try:
-                self._link.send(cancel, note=f"no answer within {self.timeout:g} s")
-            except SipConnectionClosed:
-                pass
+        self._link.send_if_connected(cancel, note=f"no answer within {self.timeout:g} s")
 
     def _tell(self, session: IwfSession, text: str, subject: str | None = None) -> None:
         """A text to the session's legacy user, by SMS or by email (in order either way)."""
         if not session.legacy_email:
-            self.iwf.send_sms_text(source=session.sms_source, dest=session.legacy_number, text=text)
+            self.iwf.sms.send_text(source=session.sms_source, dest=session.legacy_number, text=text)
             return
         if self.iwf.email is None or session.cpm_user is None:
             log.warning("no email leg for the session %s: %r not sent", session.call_id, text)
