@@ -12,13 +12,13 @@ goes to the session leg first (an answer, a chat message, a chat request), else 
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Callable
 
 from iwlab.backends.directory import NodeDirectory
 from iwlab.backends.nodes.iwf.cpm_leg import Answer, CpmLeg
 from iwlab.backends.nodes.iwf.email_leg import EmailLeg
-from iwlab.backends.nodes.iwf.sessions import IwfSessions
+from iwlab.backends.nodes.iwf.session import SessionRules
+from iwlab.backends.nodes.iwf.sessions import SESSION_METHODS, IwfSessions
 from iwlab.backends.nodes.iwf.sms_leg import SmsLeg
 from iwlab.backends.nodes.iwf.threads import ThreadMap
 from iwlab.backends.protocols import mail, sip, smstext
@@ -35,8 +35,6 @@ from iwlab.backends.trace import Trace
 from iwlab.backends.transports.sip import SipConnection, SipConnectionClosed
 from iwlab.backends.transports.smpp_esme import Esme
 
-log = logging.getLogger(__name__)
-SESSION_METHODS = {"INVITE", "ACK", "BYE", "CANCEL"}
 Address = tuple[str, int]
 
 
@@ -72,7 +70,9 @@ class Iwf:
             self.email = EmailLeg(topology=topology, threads=self.threads, cpm=self.cpm, nodes=nodes, name=name,
                                   mail_address=mail_address, session_claims=self._email_for_session)
         # Sessions with legacy users (5.8.6 / 5.9.6).
-        self.sessions = IwfSessions(self)
+        self.sessions = IwfSessions(rules=SessionRules.of(account), cpm=self.cpm, sms=self.sms, email=self.email,
+                                    topology=topology, threads=self.threads, host=host, name=name, trace=trace,
+                                    nodes=nodes)
 
     # -- lifecycle ------------------------------------------------------------
     async def start(self, sip_port: int) -> int:
