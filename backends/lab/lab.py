@@ -18,9 +18,7 @@ from iwlab.backends.devices.email_client import EmailClient
 from iwlab.backends.devices.sms_handset import SmsHandset
 from iwlab.backends.directory import NodeDirectory
 from iwlab.backends.nodes.cpm_server.server import CpmServer
-from iwlab.backends.nodes.iwf.email_leg import IwfEmail
 from iwlab.backends.nodes.iwf.iwf import Iwf
-from iwlab.backends.nodes.iwf.sessions import IwfSessions
 from iwlab.backends.nodes.mail_server import MailServer
 from iwlab.backends.nodes.smsc import EsmeAccount, Smsc
 from iwlab.backends.topology import Topology, User
@@ -66,12 +64,11 @@ class Lab:
                              validity_seconds=topology.smsc.validity_seconds)
             self.iwf = Iwf(iwf_operator, topology, self.trace, self.nodes, host=self.host,
                            smsc_address=lambda: (self.host, self.smsc.port),
-                           cpm_address=lambda: self._sip_address_of(iwf_operator.id))
-            self.iwf.sessions = IwfSessions(self.iwf)   # sessions with legacy users (5.8.6 / 5.9.6)
+                           cpm_address=lambda: self._sip_address_of(iwf_operator.id),
+                           # with a mail domain, an email leg toward the mail server built below
+                           mail_address=self._mail_address if iwf_operator.mail_domain else None)
         self.mail: MailServer | None = None
-        if iwf_operator and iwf_operator.mail_domain and self.iwf:
-            self.iwf.email = IwfEmail(self.iwf, mail_address=lambda: (self.host, self.mail.port)
-                                      if self.mail and self.mail.port else None)
+        if iwf_operator and self.iwf and self.iwf.email:
             cpm_domains = {op.cpm_domain: self.iwf.email.relay for op in topology.operators}
             self.mail = MailServer(
                 self.trace, self.nodes, maildir_root=self.workdir / "maildir",
@@ -126,6 +123,9 @@ class Lab:
         server = self.cpm_servers.get(operator_id)
         return (self.host, server.port) if server and server.port else None
 
+    def _mail_address(self) -> tuple[str, int] | None:
+        return (self.host, self.mail.port) if self.mail and self.mail.port else None
+
     def _iwf_address(self) -> tuple[str, int] | None:
         return (self.host, self.iwf.port) if self.iwf and self.iwf.port else None
 
@@ -142,8 +142,8 @@ class Lab:
                 await self.mail.start(self.host, iwf_op.smtp_port or 0)
             for device in self.devices.values():
                 await device.start()
-            if self.iwf and self.iwf.esme:
-                await self.iwf.esme.wait_bound(timeout=10)
+            if self.iwf and self.iwf.sms.esme:
+                await self.iwf.sms.esme.wait_bound(timeout=10)
             for device in self.devices.values():
                 if isinstance(device, SmsHandset) and device.esme:
                     await device.esme.wait_bound(timeout=10)

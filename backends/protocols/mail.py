@@ -10,7 +10,6 @@ message is acceptable.
 from __future__ import annotations
 
 import re
-from typing import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy
@@ -19,6 +18,7 @@ from email.message import EmailMessage, Message, MIMEPart
 from email.parser import BytesParser, HeaderParser
 from email.utils import format_datetime, getaddresses, make_msgid
 from html.parser import HTMLParser
+from typing import Iterator
 
 SUBJECT_WORDS, SUBJECT_CHARS = 8, 60
 REFERENCES_KEPT = 12          # the first + the last 11, as common clients trim

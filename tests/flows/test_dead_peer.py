@@ -21,11 +21,11 @@ def test_messages_survive_an_smsc_restart(lab_factory):
     smsc = lab.lab.smsc
     port = smsc.port
     lab.run(smsc.stop())
-    assert wait(lambda: not lab.lab.iwf.esme.is_bound)
+    assert wait(lambda: not lab.lab.iwf.sms.esme.is_bound)
     for text in ("while the SMSC is down", "and another"):
         message = lab.run(mary.send_message(lab.lab.user("peter"), text))
         assert message.status == "sent"          # 202: the IWF has it
-    assert lab.call(lab.lab.iwf.pending) == 2
+    assert lab.call(lab.lab.iwf.sms.outbox.pending) == 2
     lab.run(smsc.start(lab.lab.host, port))
     assert wait(lambda: [s.text for s in peter.inbox] == ["while the SMSC is down", "and another"])
     notes = [e.summary for e in lab.lab.trace.events() if e.protocol == "SMPP" and e.src == "IWF"]

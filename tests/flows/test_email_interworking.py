@@ -121,7 +121,7 @@ def test_johns_reply_without_in_reply_to_still_finds_marys_thread(lab_and_mary):
 def test_a_failed_handover_is_retried_for_real(lab_and_mary):
     """451 then a retry of the same message: the retry is handed on, not swallowed as a duplicate."""
     lab, mary = lab_and_mary
-    original = lab.lab.iwf.email._hand_on
+    original = lab.lab.iwf.email.hand_on
     calls = []
 
     async def flaky(incoming, recipient):
@@ -129,7 +129,7 @@ def test_a_failed_handover_is_retried_for_real(lab_and_mary):
         if len(calls) == 1:
             raise ConnectionError("CPM side busy")
         await original(incoming, recipient)
-    lab.lab.iwf.email._hand_on = flaky
+    lab.lab.iwf.email.hand_on = flaky
     message = EmailMessage(policy=policy.default)
     message["From"], message["To"], message["Subject"] = "John <john@mail-b.lab>", "mary@cpm-a.lab", "retry"
     message["Message-ID"] = "<retry-1@mail-b.lab>"

@@ -137,7 +137,7 @@ def test_a_multipart_message_is_delivered_when_all_its_parts_are(lab_with):
 
 def test_a_missing_part_still_arrives_marked_incomplete(lab_with):
     lab, mary, peter = lab_with()
-    lab.call(setattr, lab.lab.iwf.reassembler, "timeout", 0.5)
+    lab.call(setattr, lab.lab.iwf.sms.reassembler, "timeout", 0.5)
     parts = smstext.encode("y" * 300, ref=7)
     peter_submits(peter, [parts[0].short_message()], esm_class=0x40)   # part 2 never comes
     text = parse_cpim(next_message(mary).body).text

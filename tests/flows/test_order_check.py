@@ -31,7 +31,7 @@ def order_at_peter(lab, count: int, timeout: float = 20.0):
 @pytest.mark.parametrize("ordering", [True, False], ids=["iwf-keeps-order", "ordering-off-demo"])
 def test_positions_and_inversions_under_throttling(lab_factory, ordering):
     lab = lab_factory(throttle_every=2)
-    lab.call(setattr, lab.lab.iwf, "ordering_enabled", ordering)
+    lab.call(setattr, lab.lab.iwf.sms.outbox, "ordering_enabled", ordering)
     texts = ["one", "two", "three"]
     send_all(lab, texts)
     order = order_at_peter(lab, 3)

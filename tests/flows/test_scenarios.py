@@ -85,7 +85,7 @@ texts = ["one", "two", "three"]
 ''')
     scenario = load_scenario(tmp_path / "order.toml")
     lab = lab_factory(throttle_every=2)
-    lab.call(setattr, lab.lab.iwf, "ordering_enabled", False)   # the test switch: a naive gateway
+    lab.call(setattr, lab.lab.iwf.sms.outbox, "ordering_enabled", False)   # the test switch: a naive gateway
     run = ScenarioRun(lab.lab, scenario, settle=0.0)
 
     async def all_at_once():

@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+
 def _conformance_dir() -> Path:
     """IWLAB_RFC4475_DIR, else ../shared/conformance/rfc4475 beside the checkout, else the workplace's copy."""
     if os.environ.get("IWLAB_RFC4475_DIR"):

@@ -5,8 +5,7 @@ import pytest
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QTreeWidgetItemIterator
 
-from iwlab.backends.trace import Trace
-from iwlab.backends.trace import hex_dump
+from iwlab.backends.trace import Trace, hex_dump
 from iwlab.widgets.inspector import InspectorView, visible_text
 
 

@@ -6,7 +6,8 @@ Message-ID goes into the thread map. The mail server tells us when it is in
 the recipient's Maildir (-> IMDN delivered); an MDN from the reader's client
 (-> IMDN displayed).
 In: mail for a CPM domain reaches relay() from the mail server: threaded by
-In-Reply-To / References, else by subject, and sent on as a CPIM MESSAGE.
+In-Reply-To / References, else by subject, and sent on as a CPIM MESSAGE
+through the CPM leg (unless the session leg claims it: a chat answer or request).
 """
 from __future__ import annotations
 
@@ -17,22 +18,23 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import aiosmtplib
 
-from iwlab.backends.nodes.iwf.threads import ThreadRef
+from iwlab.backends.directory import NodeDirectory
+from iwlab.backends.nodes.iwf.cpm_leg import Answer, CpmLeg
+from iwlab.backends.nodes.iwf.threads import ThreadMap, ThreadRef
 from iwlab.backends.protocols import mail
 from iwlab.backends.protocols.cpim import (
     CPM_MSG_SERVICE,
     CpimMessage,
     Imdn,
     imdn_message,
+    uri_of,
 )
-from iwlab.backends.topology import User
-
-if TYPE_CHECKING:
-    from iwlab.backends.nodes.iwf.iwf import Iwf
+from iwlab.backends.protocols.sip import SipRequest
+from iwlab.backends.topology import Topology, User
 
 log = logging.getLogger(__name__)
 Address = tuple[str, int]
@@ -52,10 +54,19 @@ class OutboundEmail:
     conversation_id: str
 
 
-class IwfEmail:
-    def __init__(self, iwf: "Iwf", *, mail_address: Callable[[], Address | None]) -> None:
-        self.iwf = iwf
+class EmailLeg:
+    def __init__(self, *, topology: Topology, threads: ThreadMap, cpm: CpmLeg, nodes: NodeDirectory, name: str,
+                 mail_address: Callable[[], Address | None],
+                 session_claims: Callable[[mail.IncomingEmail, str], bool]) -> None:
+        """mail_address: the lab's mail server, when it runs; session_claims(incoming, recipient
+        address): True when an email belongs to a chat session (the session leg takes it)."""
+        self._topology = topology
+        self._threads = threads
+        self._cpm = cpm
+        self._nodes = nodes
+        self._name = name
         self._mail_address = mail_address
+        self._session_claims = session_claims
         self._outbox: deque[OutboundEmail] = deque()     # one queue: email keeps send order
         self._sender: asyncio.Task | None = None
         self._client: aiosmtplib.SMTP | None = None
@@ -73,10 +84,23 @@ class IwfEmail:
                 self._client.close()
 
     # -- CPM -> email ---------------------------------------------------------------
+    def take_message(self, req: SipRequest, cpim: CpimMessage, recipient: User) -> Answer:
+        """A CPM message the IWF admitted for email: queued, or why not."""
+        sender = self._topology.user_by_uri(uri_of(cpim.sender))
+        if not recipient.email:
+            return Answer(480, f"{recipient.name} has no email this lab can reach")
+        if sender is None:
+            return Answer(403, "Sender unknown to this lab: no address to show on email")
+        note = self.send(sender=sender, recipient=recipient, cpim=cpim,
+                         conversation_id=req.headers.get("Conversation-ID") or "",
+                         contribution_id=req.headers.get("Contribution-ID") or "",
+                         in_reply_to=req.headers.get("InReplyTo-Contribution-ID") or "")
+        return Answer(202, "Accepted", note)
+
     def send(self, *, sender: User, recipient: User, cpim: CpimMessage, conversation_id: str,
              contribution_id: str, in_reply_to: str) -> str:
         """Queue a CPM message for email; returns a note for the trace."""
-        domain = self.iwf.topology.operator(sender.operator).cpm_domain
+        domain = self._topology.operator(sender.operator).cpm_domain
         sender_address = f"{sender.id}@{domain}"
         parent = self._parent_message_id(conversation_id, in_reply_to)
         references = [parent] if parent else []
@@ -86,7 +110,7 @@ class IwfEmail:
             in_reply_to_message_id=parent, references=references,
             request_mdn="display" in cpim.disposition, domain=domain)
         message_id = mail.normalise_message_id(message["Message-ID"])
-        self.iwf.threads.remember_id(message_id, cpm_uri=sender.cpm_uri or "", conversation_id=conversation_id,
+        self._threads.remember_id(message_id, cpm_uri=sender.cpm_uri or "", conversation_id=conversation_id,
                                      contribution_id=contribution_id)
         # A reply from a client that drops In-Reply-To still finds the thread by its subject.
         self._by_subject[(recipient.email.lower(), mail.normalise_subject(message["Subject"]))] = ThreadRef(
@@ -103,7 +127,7 @@ class IwfEmail:
                   in_reply_to: str | None = None, conversation_id: str = "") -> str:
         """A text the IWF writes itself (a session's adapted invitation, messages, closing):
         no IMDN to report, same ordered outbox as send(); returns its Message-ID for threading."""
-        domain = self.iwf.topology.operator(sender.operator).cpm_domain
+        domain = self._topology.operator(sender.operator).cpm_domain
         message = mail.cpm_to_email(
             sender_name=sender.name, sender_address=f"{sender.id}@{domain}", recipient_address=recipient_address,
             text=text, contribution_id=uuid.uuid4().hex, conversation_id=conversation_id or uuid.uuid4().hex,
@@ -117,7 +141,7 @@ class IwfEmail:
     def _parent_message_id(self, conversation_id: str, in_reply_to: str) -> str | None:
         """Mary answering John: the email she answers, so his client threads it."""
         newest = None
-        for message_id, ref in self.iwf.threads.ids():
+        for message_id, ref in self._threads.ids():
             if ref.conversation_id == conversation_id and (not in_reply_to or ref.contribution_id == in_reply_to):
                 newest = message_id
         return f"<{newest}>" if newest else None
@@ -171,7 +195,7 @@ class IwfEmail:
         client = aiosmtplib.SMTP(hostname=address[0], port=address[1], timeout=30, start_tls=False)
         await client.connect()
         sockname = client.get_transport_info("sockname")
-        self.iwf.nodes.claim(sockname[:2], self.iwf.name)   # so the mail server names us
+        self._nodes.claim(sockname[:2], self._name)   # so the mail server names us
         self._client = client
         return client
 
@@ -188,22 +212,23 @@ class IwfEmail:
         seen_key = (incoming.message_id, recipient_address.lower())
         if seen_key in self._seen_incoming:
             return   # the client's retry of a mail already handed on
-        await self._hand_on(incoming, recipient_address)
+        await self.hand_on(incoming, recipient_address)
         self._seen_incoming.add(seen_key)   # only once it was handed on: a 451 retry is retried for real
 
-    async def _hand_on(self, incoming: mail.IncomingEmail, recipient_address: str) -> None:
+    async def hand_on(self, incoming: mail.IncomingEmail, recipient_address: str) -> None:
+        """One parsed email for a CPM user: an MDN, a session's, or a message to send on."""
         if incoming.is_mdn:
             self._mdn(incoming)
             return
-        if self.iwf.sessions is not None and self.iwf.sessions.take_email(incoming, recipient_address):
+        if self._session_claims(incoming, recipient_address):
             return
         recipient = self._cpm_user(recipient_address)
         if recipient is None:
             raise ValueError(f"no CPM user {recipient_address}")   # 451 to the client; nothing lost
-        sender = self.iwf.topology.user_by_email(incoming.sender)
+        sender = self._topology.user_by_email(incoming.sender)
         peer = incoming.sender.lower()
         subject_key = (peer, mail.normalise_subject(incoming.subject))
-        thread = self.iwf.threads.find_by_ids(mail.thread_key_candidates(incoming))
+        thread = self._threads.find_by_ids(mail.thread_key_candidates(incoming))
         how = "In-Reply-To/References"
         if thread is None and subject_key[1]:
             thread = self._by_subject.get(subject_key)
@@ -219,8 +244,8 @@ class IwfEmail:
         cpim = CpimMessage(sender=f'"{incoming.sender_name or incoming.sender}" <{sender_uri}>',
                            recipient=f"<{recipient.cpm_uri}>", body=text.encode("utf-8"),
                            disposition=("positive-delivery",))
-        req = self.iwf._new_request("MESSAGE", recipient.cpm_uri, from_uri=sender_uri,
-                                    from_name=incoming.sender_name or None)
+        req = self._cpm.new_request("MESSAGE", recipient.cpm_uri, from_uri=sender_uri,
+                                   from_name=incoming.sender_name or None)
         req.headers.add("P-Preferred-Service", CPM_MSG_SERVICE)
         req.headers.add("Conversation-ID", conversation_id)
         req.headers.add("Contribution-ID", contribution_id)
@@ -229,18 +254,18 @@ class IwfEmail:
         req.headers.add("Content-Type", "message/cpim")
         req.body = cpim.to_bytes()
         ref = ThreadRef(recipient.cpm_uri, conversation_id, contribution_id, 0.0)
-        self.iwf.threads.remember_id(incoming.message_id, cpm_uri=recipient.cpm_uri,
+        self._threads.remember_id(incoming.message_id, cpm_uri=recipient.cpm_uri,
                                      conversation_id=conversation_id, contribution_id=contribution_id)
         self._by_subject[subject_key] = ref
         note = (f"email from {incoming.sender} answers {recipient.name}'s thread (by {how})" if thread
                 else f"email from {incoming.sender} starts a conversation with {recipient.name}")
         if incoming.trimmed_quote:
             note += "; quoted history trimmed"
-        self.iwf._send_to_cpm(req, note)
+        self._cpm.send(req, note)
 
     def _cpm_user(self, address: str) -> User | None:
         local, _, domain = address.lower().partition("@")
-        return self.iwf.topology.user_by_uri(f"sip:{local}@{domain}")
+        return self._topology.user_by_uri(f"sip:{local}@{domain}")
 
     def _mdn(self, incoming: mail.IncomingEmail) -> None:
         outbound = self._sent.get(mail.normalise_message_id(incoming.mdn_original_message_id or ""))
@@ -256,9 +281,9 @@ class IwfEmail:
         peer_uri = outbound.recipient_uri or f"mailto:{outbound.recipient}"
         envelope = imdn_message(Imdn(outbound.imdn_message_id, kind, status, outbound.datetime, peer_uri),
                                 sender=f"<{peer_uri}>", recipient=f"<{outbound.sender_uri}>")
-        req = self.iwf._new_request("MESSAGE", outbound.sender_uri, from_uri=peer_uri)
+        req = self._cpm.new_request("MESSAGE", outbound.sender_uri, from_uri=peer_uri)
         if outbound.conversation_id:
             req.headers.add("Conversation-ID", outbound.conversation_id)
         req.headers.add("Content-Type", "message/cpim")
         req.body = envelope.to_bytes()
-        self.iwf._send_to_cpm(req, f"IMDN {status} for imdn.Message-ID {outbound.imdn_message_id}: {why}")
+        self._cpm.send(req, f"IMDN {status} for imdn.Message-ID {outbound.imdn_message_id}: {why}")

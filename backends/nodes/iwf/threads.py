@@ -20,7 +20,6 @@ from typing import Callable
 from iwlab.backends.topology import THREAD_POLICIES
 
 
-
 @dataclass(frozen=True)
 class ThreadRef:
     cpm_uri: str              # the CPM user's identity (who the reply goes to)

@@ -88,19 +88,20 @@ def test_receipt_ids_match_in_hex_or_decimal_with_or_without_zeros(submitted, in
 
 def test_a_receipt_goes_to_its_own_message_even_when_ids_read_alike():
     """'10' (decimal) and '16' read as each other in the other base: the exact id wins."""
-    from iwlab.backends.nodes.iwf.iwf import Iwf, OutboundSms
-    iwf = Iwf.__new__(Iwf)
-    iwf._by_smsc_id = {}
+    from iwlab.backends.nodes.iwf.sms_leg import ReceiptBook
+    from iwlab.backends.nodes.iwf.sms_outbox import OutboundSms
+    book = ReceiptBook()
 
     def sms(name):
         return OutboundSms(source="1", dest="2", text=name, imdn_message_id=name, sender_uri="s",
                            recipient_uri="r", disposition=("positive-delivery",), datetime="")
     ten, sixteen = sms("ten"), sms("sixteen")
-    iwf._by_smsc_id = {"10": (ten, 0), "16": (sixteen, 0)}
-    assert iwf._find_receipted("10")[0] is ten
-    assert iwf._find_receipted("0016")[0] is sixteen
-    assert iwf._find_receipted("A") is None or iwf._find_receipted("A")[0] is ten   # 0xA = 10: unique
-    assert iwf._find_receipted("99") is None
+    book.expect("10", ten, 0)
+    book.expect("16", sixteen, 0)
+    assert book.find("10")[0] is ten
+    assert book.find("0016")[0] is sixteen
+    assert book.find("A") is None or book.find("A")[0] is ten   # 0xA = 10: unique
+    assert book.find("99") is None
 
 
 @pytest.mark.parametrize("state, stat, outcome", [

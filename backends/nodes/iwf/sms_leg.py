@@ -1,0 +1,295 @@
+"""The IWF's SMS leg: an ESME bound to the SMSC.
+
+CPM -> SMS (5.8.5): a CPM message the IWF admitted becomes an OutboundSms in its conversation's
+ordered outbox (sms_outbox.py), sent from the number the thread map picks; SMSC receipts become
+IMDNs (a multipart message is delivered when every part is).
+SMS -> CPM (5.9.5): deliver_sm parts are reassembled (in any order; what never completes is
+shown, marked incomplete), threaded by the thread map, and sent on as CPIM MESSAGEs through the
+CPM leg; an SMS the CPM side refuses comes back to its sender as a bounce SMS.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any, Callable
+
+import smpplib.consts as c
+
+from iwlab.backends.directory import NodeDirectory
+from iwlab.backends.nodes.iwf.cpm_leg import Answer, CpmLeg
+from iwlab.backends.nodes.iwf.sms_outbox import OutboundSms, SmsOutbox
+from iwlab.backends.nodes.iwf.threads import ThreadMap
+from iwlab.backends.protocols import sip, smpp, smstext
+from iwlab.backends.protocols.cpim import (
+    CPM_MSG_SERVICE,
+    CpimError,
+    CpimMessage,
+    Imdn,
+    imdn_message,
+    parse_cpim,
+    uri_of,
+)
+from iwlab.backends.protocols.sip import SipRequest, SipResponse
+from iwlab.backends.protocols.smpp import parse_receipt_text, reassemble
+from iwlab.backends.protocols.smpp import text as _text
+from iwlab.backends.topology import IwfAccount, Topology, User
+from iwlab.backends.transports.smpp_esme import Esme
+
+log = logging.getLogger(__name__)
+Address = tuple[str, int]
+
+
+class ReceiptBook:
+    """Which submitted part an SMSC receipt reports on, by the SMSC's message id.
+
+    Real SMSCs write the id back in hex or decimal, with or without leading zeros
+    (smpp.receipt_keys); a receipt may also overtake the submit_sm_resp that names the id.
+    """
+
+    def __init__(self, early_limit: int = 1000) -> None:
+        self._by_id: dict[str, tuple[OutboundSms, int]] = {}   # normalised id -> (message, part)
+        self._early: dict[str, Any] = {}
+        self._early_limit = early_limit
+
+    def expect(self, message_id: str, sms: OutboundSms, part: int) -> Any | None:
+        """Remember a submitted part; returns a receipt for it that came before, if one did."""
+        self._by_id[smpp.normalised_message_id(message_id)] = (sms, part)
+        return next((self._early.pop(k) for k in smpp.receipt_keys(message_id) if k in self._early), None)
+
+    def find(self, receipt_id: str) -> tuple[OutboundSms, int] | None:
+        """The exact id first; another base only when it names exactly one message."""
+        exact = smpp.normalised_message_id(receipt_id)
+        if exact in self._by_id:
+            return self._by_id[exact]
+        matches = {id(self._by_id[k][0]): self._by_id[k] for k in smpp.receipt_keys(receipt_id)
+                   if k in self._by_id}
+        return next(iter(matches.values())) if len(matches) == 1 else None
+
+    def hold(self, receipt_id: str, pdu: Any) -> None:
+        """A receipt for nothing known yet (its submit_sm_resp is on its way, or it was never ours)."""
+        for key in smpp.receipt_keys(receipt_id):
+            self._early[key] = pdu
+        while len(self._early) > self._early_limit:
+            self._early.pop(next(iter(self._early)))
+
+    def forget(self, sms: OutboundSms) -> None:
+        for message_id in sms.smsc_ids:
+            self._by_id.pop(smpp.normalised_message_id(message_id), None)
+
+
+class SmsLeg:
+    def __init__(self, *, account: IwfAccount, topology: Topology, threads: ThreadMap, cpm: CpmLeg,
+                 nodes: NodeDirectory, name: str, smsc_address: Callable[[], Address],
+                 session_claims: Callable[[smstext.IncomingSms], bool], reassembly_timeout: float = 30.0,
+                 make_esme: Callable[..., Esme] = Esme) -> None:
+        """session_claims(sms): True when an incoming SMS belongs to a chat session (the session
+        leg takes it); make_esme: Esme's signature, so a test can bind to no SMSC at all."""
+        self._account = account
+        self._topology = topology
+        self._threads = threads
+        self._cpm = cpm
+        self._nodes = nodes
+        self._name = name
+        self._smsc_address = smsc_address
+        self._session_claims = session_claims
+        self._make_esme = make_esme
+        # Parts that never all arrive are shown, marked incomplete, after this long.
+        self.reassembler = smstext.Reassembler(timeout=reassembly_timeout)
+        self.receipts = ReceiptBook()
+        self.outbox = SmsOutbox(submit=self._submit, on_accepted=self._accepted, on_failed=self._fail)
+        self.failed: list[tuple[OutboundSms, str]] = []
+        self.esme: Esme | None = None
+        self._expiry: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        smsc_host, smsc_port = self._smsc_address()
+        self.esme = self._make_esme(smsc_host, smsc_port, self._account.system_id, self._account.password,
+                                    node_name=self._name, nodes=self._nodes, on_deliver=self._sms_received,
+                                    on_state=self._esme_state, accept=self._accept_deliver)
+        await self.esme.start()
+        self._expiry = asyncio.create_task(self._expire_parts(), name="IWF reassembly timer")
+
+    def stop_sending(self) -> None:
+        """Stop the timers and outbox workers (the ESME's own stop is awaited by stop())."""
+        if self._expiry:
+            self._expiry.cancel()
+        self.outbox.stop()
+
+    async def stop(self) -> None:
+        self.stop_sending()
+        if self.esme:
+            await self.esme.stop()
+
+    def _esme_state(self, state: str, detail: str) -> None:
+        log.info("IWF ESME %s: %s", state, detail)
+
+    async def _submit(self, **params: Any) -> Any:
+        assert self.esme is not None
+        return await self.esme.submit(**params)
+
+    # -- CPM -> SMS ----------------------------------------------------------------------
+    def take_message(self, req: SipRequest, cpim: CpimMessage, recipient: User) -> Answer:
+        """A CPM message the IWF admitted for SMS: queued in its conversation, or why not."""
+        if not recipient.msisdn:
+            return Answer(404, f"{recipient.name} has no SMS number")
+        sender_uri = uri_of(cpim.sender) or sip.parse_name_addr(req.headers.get("From") or "").uri
+        sender = self._topology.user_by_uri(sender_uri)
+        if sender is None or not sender.msisdn:
+            return Answer(403, "Sender has no number to show on SMS")
+        parts, _ = smstext.sms_count(cpim.text)
+        if parts > smstext.MAX_PARTS:
+            return Answer(413, f"Too long for SMS: {parts} parts, at most {smstext.MAX_PARTS}")
+        conversation_id = req.headers.get("Conversation-ID") or ""
+        source = self._threads.outbound_sms(
+            cpm_uri=sender.cpm_uri or sender_uri, cpm_number=sender.msisdn, peer=recipient.msisdn,
+            conversation_id=conversation_id, contribution_id=req.headers.get("Contribution-ID") or "")
+        sms = OutboundSms(source=source, dest=recipient.msisdn, text=cpim.text,
+                          imdn_message_id=cpim.message_id, sender_uri=sender.cpm_uri or sender_uri,
+                          recipient_uri=req.uri, disposition=cpim.disposition, datetime=cpim.datetime,
+                          conversation_id=conversation_id)
+        note = f"queued for SMS to {recipient.name} (+{recipient.msisdn})"
+        if source != sender.msisdn:
+            note += f", sent from pool number +{source} so a reply names this thread"
+        if "display" in cpim.disposition:
+            note += "; a display notification was asked for, but SMS cannot report reading: it will not be sent"
+        self.outbox.enqueue(sms)
+        return Answer(202, "Accepted", note)
+
+    def send_text(self, *, source: str, dest: str, text: str, sender_uri: str = "") -> None:
+        """An SMS the IWF writes itself (an adapted invitation, a session text), in conversation order."""
+        self.outbox.enqueue(OutboundSms(source=source.lstrip("+"), dest=dest.lstrip("+"), text=text,
+                                        imdn_message_id="", sender_uri=sender_uri,
+                                        recipient_uri=f"tel:+{dest.lstrip('+')}", disposition=(), datetime=""))
+
+    def _fail(self, sms: OutboundSms, why: str) -> None:
+        self.failed.append((sms, why))
+        log.warning("SMS +%s -> +%s failed: %s", sms.source, sms.dest, why)
+        if sms.imdn_message_id and sms.wants_receipt:
+            self._send_imdn(sms, "failed", why)
+
+    def _accepted(self, sms: OutboundSms, message_id: str) -> None:
+        # The receipt can overtake the submit_sm_resp on its way to the outbox.
+        early = self.receipts.expect(message_id, sms, len(sms.smsc_ids) - 1)
+        if early is not None:
+            self._receipt(early)
+
+    def _receipt(self, pdu: Any) -> None:
+        receipt_id = _text(getattr(pdu, "receipted_message_id", None) or b"")
+        fields = parse_receipt_text(_text(pdu.short_message)) or {}
+        receipt_id = receipt_id or fields.get("id", "")
+        found = self.receipts.find(receipt_id)
+        if found is None:
+            self.receipts.hold(receipt_id, pdu)   # kept a while: its submit_sm_resp may be on its way
+            return
+        sms, part = found
+        outcome = smpp.receipt_outcome(getattr(pdu, "message_state", None), fields.get("stat"))
+        if outcome is None:
+            return   # ENROUTE, ACCEPTD, UNKNOWN: not final, wait for the next one
+        stat = fields.get("stat") or str(getattr(pdu, "message_state", ""))
+        if outcome == "delivered":
+            sms.delivered_parts.add(part)
+            # A multipart message is delivered when every part is.
+            if len(sms.delivered_parts) == sms.parts:
+                self.receipts.forget(sms)
+                if "positive-delivery" in sms.disposition:
+                    self._send_imdn(sms, "delivered", f"SMSC receipt: all {sms.parts} part(s) delivered")
+        elif not sms.failed:
+            sms.failed = True
+            self.receipts.forget(sms)
+            self._send_imdn(sms, "failed", f"SMSC receipt: stat:{stat}")
+
+    def _send_imdn(self, sms: OutboundSms, status: str, why: str) -> None:
+        recipient = self._topology.user_by_number(sms.dest)
+        peer_uri = recipient.cpm_uri if recipient and recipient.cpm_uri else f"tel:+{sms.dest}"
+        envelope = imdn_message(Imdn(sms.imdn_message_id, "delivery", status, sms.datetime, peer_uri),
+                                sender=f"<{peer_uri}>", recipient=f"<{sms.sender_uri}>")
+        req = self._cpm.new_request("MESSAGE", sms.sender_uri, from_uri=peer_uri)
+        if sms.conversation_id:
+            req.headers.add("Conversation-ID", sms.conversation_id)
+        req.headers.add("Content-Type", "message/cpim")
+        req.body = envelope.to_bytes()
+        self._cpm.send(req, f"IMDN {status} for imdn.Message-ID {sms.imdn_message_id}: {why}")
+
+    # -- SMS -> CPM (use case 5.9.5) -------------------------------------------------------------
+    def _accept_deliver(self, pdu: Any) -> int:
+        """Before the deliver_sm_resp: refuse an SMS nobody here can take, rather than lose it."""
+        if smpp.is_receipt(pdu.esm_class):
+            return c.SMPP_ESME_ROK
+        dest = _text(pdu.destination_addr).lstrip("+")
+        user = self._topology.user_by_number(dest)
+        if (user and user.cpm_uri) or self._threads.is_pool_number(dest):
+            return c.SMPP_ESME_ROK
+        return c.SMPP_ESME_RINVDSTADR
+
+    def _sms_received(self, pdu: Any) -> None:
+        """A deliver_sm from the SMSC: a delivery receipt, or an SMS for a CPM user."""
+        if pdu.command != "deliver_sm":
+            return
+        if smpp.is_receipt(pdu.esm_class):
+            self._receipt(pdu)
+            return
+        for sms in reassemble(self.reassembler, pdu):
+            self._incoming(sms)
+
+    async def _expire_parts(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            for sms in self.reassembler.expire():   # shown incomplete, never dropped
+                self._incoming(sms)
+
+    def _incoming(self, sms: smstext.IncomingSms) -> None:
+        if self._session_claims(sms):
+            return   # an answer to an invitation, or a message inside a session
+        source, dest = sms.source.lstrip("+"), sms.dest.lstrip("+")
+        recipient = self._topology.user_by_number(dest)
+        thread = None
+        if self._threads.is_pool_number(dest):
+            thread = self._threads.inbound_sms(peer=source, dest_number=dest, cpm_uri=None)
+            owner = self._threads.pool_owner(source, dest)
+            recipient = self._topology.user_by_uri(owner.cpm_uri) if owner else None
+        elif recipient is not None:
+            thread = self._threads.inbound_sms(peer=source, dest_number=dest, cpm_uri=recipient.cpm_uri)
+        if recipient is None or not recipient.cpm_uri:
+            log.warning("SMS from +%s to +%s: no CPM user behind that number", source, dest)
+            return
+        sender = self._topology.user_by_number(source)
+        contribution_id = uuid.uuid4().hex
+        conversation_id = thread.conversation_id if thread else uuid.uuid4().hex
+        text = sms.text if sms.complete else f"{sms.text}\n[incomplete: {sms.parts} of {sms.total} parts arrived]"
+        cpim = CpimMessage(sender=f'"{sender.name}" <tel:+{source}>' if sender else f"<tel:+{source}>",
+                           recipient=f"<{recipient.cpm_uri}>", body=text.encode("utf-8"),
+                           disposition=("positive-delivery",))
+        req = self._cpm.new_request("MESSAGE", recipient.cpm_uri, from_uri=f"tel:+{source}",
+                                    from_name=sender.name if sender else None)
+        req.headers.add("P-Preferred-Service", CPM_MSG_SERVICE)
+        req.headers.add("Conversation-ID", conversation_id)
+        req.headers.add("Contribution-ID", contribution_id)
+        if thread:
+            req.headers.add("InReplyTo-Contribution-ID", thread.contribution_id)
+            self._threads.note_reply(source, thread, contribution_id)
+        req.headers.add("Content-Type", "message/cpim")
+        req.body = cpim.to_bytes()
+        parts = f" ({sms.parts}/{sms.total} parts)" if sms.total > 1 else ""
+        if thread:
+            note = f"SMS{parts} from +{source} answers {recipient.name}'s thread ({self._threads.policy} policy)"
+        else:
+            note = f"SMS{parts} from +{source} starts a new conversation with {recipient.name}"
+        self._cpm.send(req, note)
+
+    def bounce(self, req: SipRequest, response: SipResponse) -> None:
+        """A message from a tel: user the CPM side would not take: the sender hears why, by SMS."""
+        sender = sip.uri_of(req.headers.get("From"))
+        if not sender.startswith("tel:") or "message/cpim" not in (req.headers.get("Content-Type") or ""):
+            return
+        try:
+            if parse_cpim(req.body).is_imdn:
+                return
+        except CpimError:
+            return
+        recipient = self._topology.user_by_uri(req.uri)
+        who = recipient.name if recipient else req.uri
+        own_number = recipient.msisdn if recipient and recipient.msisdn else ""
+        if own_number:
+            self.send_text(source=own_number, dest=sender[4:],
+                           text=f"Your message to {who} was not delivered ({response.status} {response.reason}).")
