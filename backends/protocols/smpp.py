@@ -402,7 +402,10 @@ def parse_udh(data: bytes) -> tuple[list[dict[str, Any]], bytes]:
         iei, iel = udh[pos], udh[pos + 1]
         value = udh[pos + 2:pos + 2 + iel]
         pos += 2 + iel
-        if iei == 0x00 and iel == 3:
+        if len(value) < iel:   # cut short by the UDH length or the message: shown as it is, not decoded
+            ies.append({"iei": iei, "name": f"IE 0x{iei:02X} (cut short: {len(value)} of {iel} octets)",
+                        "data": value.hex()})
+        elif iei == 0x00 and iel == 3:
             ies.append({"iei": iei, "name": "concatenation, 8-bit ref",
                         "ref": value[0], "total": value[1], "seq": value[2]})
         elif iei == 0x08 and iel == 4:
@@ -571,7 +574,7 @@ def _describe_message(pdu: Any, fields: dict[str, Any]) -> str:
             fields["receipt"] = receipt
         rid = fields.get("receipted_message_id") or (receipt or {}).get("id", "?")
         return f"{summary} receipt id={rid} {(receipt or {}).get('stat', '')}".rstrip()
-    concat = next((ie for ie in ies if ie["iei"] in (0x00, 0x08)), None)
+    concat = next((ie for ie in ies if ie["iei"] in (0x00, 0x08) and "seq" in ie), None)
     if concat:
         summary += f" part {concat['seq']}/{concat['total']} ref={concat['ref']}"
     elif getattr(pdu, "sar_total_segments", None):

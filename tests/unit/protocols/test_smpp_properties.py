@@ -84,6 +84,22 @@ def test_make_refuses_what_smpplib_would_garble(command, key, data):
         codec.encode(codec.make(command, 1, **{"source_addr": "1", "destination_addr": "2", key: data.draw(bad)}))
 
 
+@settings(max_examples=200)
+@given(command=st.sampled_from(["submit_sm", "deliver_sm"]), esm=st.sampled_from([0x40, 0x44, 0x00, 0x04]),
+       dc=st.sampled_from([0, 3, 4, 8, 0xF4, 0x15]),
+       sm=st.builds(lambda udhl, ies, rest: bytes([udhl]) + ies + rest, octet,
+                    st.lists(st.sampled_from([b"\x00\x03", b"\x08\x04", b"\x05\x04", b"\x00", b"\x08"])
+                             .flatmap(lambda h: st.binary(max_size=5).map(lambda v: h + v)), max_size=3).map(b"".join),
+                    st.binary(max_size=20)) | st.binary(max_size=40))
+def test_any_user_data_can_be_described(command, esm, dc, sm):
+    """The trace describes every PDU a handset sends: any UDH, however cut, is shown, never raised."""
+    pdu = codec.parse(codec.encode(codec.make(command, 1, source_addr="1", destination_addr="2", esm_class=esm,
+                                              data_coding=dc, short_message=sm)))
+    summary, fields = codec.describe(pdu)
+    assert summary.startswith(f"{command} seq=1 1->2")
+    codec.content(pdu)
+
+
 # -- framing and hostile input -------------------------------------------------------------
 
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -225,3 +241,16 @@ def test_an_empty_short_message_may_end_the_pdu():
     assert pdu.sm_length == 0 and not pdu.short_message
     with pytest.raises(codec.ParseError, match="short_message"):   # a positive sm_length still needs its octets
         codec.parse(raw[:-1] + b"\x02")
+
+
+def test_a_cut_or_odd_concatenation_ie_is_shown_not_raised():
+    """Found by test_submit_and_deliver_sm_round_trip / test_any_user_data_can_be_described: describe() of a
+    message whose UDH held a concatenation IE cut short (b"\\x02\\x08\\x04": IndexError) or of another length
+    (b"\\x02\\x00\\x00": KeyError 'seq') raised, in the trace of every PDU a handset sends."""
+    for sm in (b"\x02\x08\x04", b"\x02\x00\x00Hi", b"\x04\x00\x03\x01\x02", b"\x05\x00\x03\x01\x02\x01Hi"):
+        pdu = codec.parse(codec.encode(codec.make("deliver_sm", 1, source_addr="1", destination_addr="2",
+                                                  esm_class=0x40, short_message=sm)))
+        summary, fields = codec.describe(pdu)
+        assert ("part 1/2 ref=1" in summary) == (sm[0] == 5), summary
+    assert codec.parse_udh(b"\x02\x08\x04")[0] == [{"iei": 8, "name": "IE 0x08 (cut short: 0 of 4 octets)",
+                                                     "data": ""}]
