@@ -190,7 +190,7 @@ def build_imdn_xml(imdn: Imdn) -> bytes:
 def parse_imdn_xml(data: bytes) -> Imdn:
     try:
         root = ET.fromstring(data)
-    except ET.ParseError as exc:
+    except (ET.ParseError, LookupError, ValueError) as exc:   # LookupError: encoding="TTF-8" in the declaration
         raise CpimError(f"IMDN body is not XML: {exc}") from None
     ns = {"i": IMDN_XML_NS}
 
