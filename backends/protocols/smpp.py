@@ -240,7 +240,8 @@ def body_problem(pdu: Any, body: bytes, *, is_response: bool = False) -> tuple[i
     """
     if is_response and not body:
         return None   # many ESMEs answer deliver_sm with a header-only deliver_sm_resp
-    pos, lengths, previous = 0, {}, "the header"
+    pos, previous = 0, "the header"
+    lengths: dict[str, int] = {}
     for field in pdu.params_order:
         if pdu.field_is_optional(field):
             break
