@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import Iterator
+from typing import Any, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy
@@ -192,7 +192,7 @@ def parse_incoming(raw: bytes | EmailMessage) -> IncomingEmail:
         disposition_notification_to=dnt or None, trimmed_quote=trimmed)
 
 
-def _header(msg: Message, name: str) -> object:
+def _header(msg: Message, name: str) -> Any:
     """The header as the policy parses it, or its raw text when the stdlib's structured parser breaks on
     a hostile value (Message-ID "<" raises IndexError, an odd address HeaderParseError ...)."""
     try:
