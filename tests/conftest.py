@@ -1,9 +1,11 @@
 import os
+import tempfile
 import threading
 import time
 
 import pytest
 from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -14,6 +16,8 @@ settings.register_profile("ci", derandomize=True, database=None, deadline=None, 
                           print_blob=True)
 settings.register_profile("explore", derandomize=False, database=None, deadline=None, max_examples=2000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+# Even without a database Hypothesis caches (unicode tables, constants) in ./.hypothesis: keep it out.
+set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), f"iwlab-hypothesis-{os.getuid()}"))
 
 
 @pytest.fixture(autouse=True)
