@@ -52,7 +52,7 @@ def same(parsed, built) -> None:
         assert parsed == built
 
 
-@settings(max_examples=120)
+@settings(max_examples=50)
 @given(to_path=paths, from_path=paths, message_id=ident, content_type=st.sampled_from(["message/cpim", "text/plain"]),
        data=body, max_chunk=st.integers(1, 64), headers=extra, cuts=st.lists(st.integers(0, 10_000), max_size=20),
        seed=st.randoms(use_true_random=False), interleave=st.booleans())
@@ -83,7 +83,7 @@ def test_chunks_survive_the_stream_and_any_order(to_path, from_path, message_id,
     assert whole == [data]
 
 
-@settings(max_examples=100)
+@settings(max_examples=40)
 @given(u=uri)
 def test_msrp_uri_round_trips(u):
     parsed = parse_msrp_uri(u)
@@ -130,7 +130,7 @@ def check_event(event) -> None:
         describe(event)
 
 
-@settings(max_examples=250)
+@settings(max_examples=100)
 @given(chunks=st.lists(mutated() | st.binary(max_size=100), min_size=1, max_size=3),
        cuts=st.lists(st.integers(0, 10_000), max_size=12))
 def test_stream_parser_on_hostile_octets(chunks, cuts):
@@ -153,7 +153,7 @@ def test_stream_parser_on_hostile_octets(chunks, cuts):
                 assert exc.status == 413
 
 
-@settings(max_examples=60)
+@settings(max_examples=25)
 @given(chunks=st.lists(mutated(), min_size=1, max_size=2))
 def test_a_valid_message_after_garbage_that_framed_is_still_read(chunks):
     """Whatever a framable message held, the parser goes on: a valid SEND after it is not lost."""
@@ -169,7 +169,7 @@ def test_a_valid_message_after_garbage_that_framed_is_still_read(chunks):
         assert [type(e) for e in parser.feed(VALID)] == [MsrpRequest] * 4 + [MsrpResponse]
 
 
-@settings(max_examples=150)
+@settings(max_examples=60)
 @given(st.text(max_size=60))
 def test_uri_parsing_raises_only_msrp_parse_error(text):
     try:

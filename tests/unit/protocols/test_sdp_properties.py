@@ -31,13 +31,13 @@ sdps = st.builds(MsrpSdp, host=host, port=port, path=st.lists(path, min_size=1, 
                  transport=st.sampled_from(TRANSPORTS), extra=extra)
 
 
-@settings(max_examples=150)
+@settings(max_examples=60)
 @given(sdp=sdps)
 def test_any_msrp_sdp_round_trips(sdp):
     assert parse_sdp(sdp.to_bytes()) == sdp
 
 
-@settings(max_examples=100)
+@settings(max_examples=40)
 @given(offer_host=host, offer_port=port, sid=session, offer_types=types, answer_types=types, setup_=setup,
        answer_host=host, answer_port=port, answer_sid=session)
 def test_offer_and_answer_round_trip(offer_host, offer_port, sid, offer_types, answer_types, setup_, answer_host,
@@ -57,7 +57,7 @@ def test_offer_and_answer_round_trip(offer_host, offer_port, sid, offer_types, a
     assert reply.setup == {"active": "passive", "passive": "active", "actpass": "passive", None: None}[setup_]
 
 
-@settings(max_examples=30)
+@settings(max_examples=25)
 @given(sdp=sdps, field=st.sampled_from(["session_name", "origin_user", "host", "extra", "path"]))
 def test_a_line_break_in_a_value_is_refused(sdp, field):
     if field in ("extra", "path"):
@@ -117,7 +117,7 @@ def mutated(draw):
     return bytes(data)
 
 
-@settings(max_examples=300)
+@settings(max_examples=120)
 @given(st.binary(max_size=200) | mutated())
 def test_sdp_parsing_raises_only_sdp_error(raw):
     check(raw)

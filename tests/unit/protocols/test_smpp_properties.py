@@ -41,7 +41,7 @@ def as_sent(key, value):
     return value
 
 
-@settings(max_examples=120)
+@settings(max_examples=50)
 @given(command=st.sampled_from(["submit_sm", "deliver_sm"]), sequence=st.integers(1, 0x7FFFFFFF),
        fields=message_fields, extra=deliver_extra, body=content)
 def test_submit_and_deliver_sm_round_trip(command, sequence, fields, extra, body):
@@ -62,7 +62,7 @@ def test_submit_and_deliver_sm_round_trip(command, sequence, fields, extra, body
     assert codec.describe(pdu)[0].startswith(f"{command} seq={sequence} ")
 
 
-@settings(max_examples=60)
+@settings(max_examples=25)
 @given(command=st.sampled_from(["submit_sm", "deliver_sm"]), key=st.sampled_from(
     ["source_addr", "destination_addr", "service_type", "receipted_message_id", "esm_class", "sar_msg_ref_num",
      "short_message"]), data=st.data())
@@ -84,7 +84,7 @@ def test_make_refuses_what_smpplib_would_garble(command, key, data):
         codec.encode(codec.make(command, 1, **{"source_addr": "1", "destination_addr": "2", key: data.draw(bad)}))
 
 
-@settings(max_examples=200)
+@settings(max_examples=80)
 @given(command=st.sampled_from(["submit_sm", "deliver_sm"]), esm=st.sampled_from([0x40, 0x44, 0x00, 0x04]),
        dc=st.sampled_from([0, 3, 4, 8, 0xF4, 0x15]),
        sm=st.builds(lambda udhl, ies, rest: bytes([udhl]) + ies + rest, octet,
@@ -122,7 +122,7 @@ def pdu_stream(draw):
     return b"".join(pdus) + draw(st.binary(max_size=24))
 
 
-@settings(max_examples=150)
+@settings(max_examples=60)
 @given(stream=pdu_stream(), cuts=st.lists(st.integers(0, 10_000), max_size=12),
        max_length=st.sampled_from([codec.MAX_LENGTH, 64]))
 def test_the_framer_cuts_any_chunking_the_same_way(stream, cuts, max_length):
@@ -149,7 +149,7 @@ def test_the_framer_cuts_any_chunking_the_same_way(stream, cuts, max_length):
         assert rest.startswith(framer.error.data) and framer.error.data[:4] == rest[:4]
 
 
-@settings(max_examples=300)
+@settings(max_examples=120)
 @given(st.binary(max_size=80) | st.builds(lambda cid, body: struct.pack(">LLLL", 16 + len(body), cid, 0, 3) + body,
                                           st.sampled_from(sorted(codec.COMMAND_NAMES)) | st.integers(0, 2**32 - 1),
                                           st.binary(max_size=80)))
@@ -201,7 +201,7 @@ def mutated(draw):
     return bytes(data)
 
 
-@settings(max_examples=300)
+@settings(max_examples=120)
 @given(mutated())
 def test_mutated_pdus_raise_only_parse_error(raw):
     check_parse(raw)

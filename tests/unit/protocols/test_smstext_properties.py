@@ -47,7 +47,7 @@ def _deliver(reassembler: Reassembler, part) -> list:
                            tlvs=part.sar_tlvs())
 
 
-@settings(max_examples=150)
+@settings(max_examples=60)
 @given(text=texts, mode=modes, ref=st.integers(0, 0xFFFF), data=st.data())
 def test_any_text_survives_the_parts_in_any_order(text, mode, ref, data):
     parts = _encode(text, mode, ref)
@@ -66,7 +66,7 @@ def test_any_text_survives_the_parts_in_any_order(text, mode, ref, data):
     assert reassembler.pending() == 0
 
 
-@settings(max_examples=150)
+@settings(max_examples=60)
 @given(text=texts, mode=modes)
 def test_every_part_stands_alone_and_fits_one_sms(text, mode):
     """No escape and no surrogate pair is cut: each part decodes by itself to a piece of the text."""
@@ -89,7 +89,7 @@ def test_every_part_stands_alone_and_fits_one_sms(text, mode):
             assert (c or part.concat) is not None
 
 
-@settings(max_examples=50)
+@settings(max_examples=25)
 @given(st.text(st.sampled_from(GSM_BASIC), max_size=160) | st.text(st.sampled_from("aé中😀"), max_size=35))
 def test_a_text_that_fits_is_one_part_without_udh(text):
     coding_limit = 160 if all(c in GSM_BASIC for c in text) else 70
@@ -105,13 +105,13 @@ def test_a_lone_surrogate_is_refused_with_a_value_error():
 
 # -- hostile input -----------------------------------------------------------------------
 
-@settings(max_examples=300)
+@settings(max_examples=120)
 @given(dc=st.integers(0, 255), payload=st.binary(max_size=300))
 def test_decode_payload_never_raises(dc, payload):
     assert isinstance(decode_payload(dc, payload), str)
 
 
-@settings(max_examples=300)
+@settings(max_examples=120)
 @given(sm=st.binary(max_size=200), esm=st.integers(0, 255))
 def test_split_udh_raises_only_sms_decode_error(sm, esm):
     try:
@@ -133,7 +133,7 @@ udh_like = st.builds(
 tlv_values = st.one_of(st.none(), st.integers(-1, 300), st.binary(max_size=3), st.text(max_size=3))
 
 
-@settings(max_examples=120)
+@settings(max_examples=50)
 @given(st.lists(st.tuples(st.sampled_from(["1", "2"]), st.integers(0, 255), st.sampled_from([0, UDHI, 0xFF]),
                           udh_like | st.binary(max_size=40),
                           st.fixed_dictionaries({}, optional={
