@@ -146,19 +146,19 @@ def check(raw: bytes) -> None:
         contribution_id_from_message_id(got.message_id)
 
 
-@settings(max_examples=100)
+@settings(max_examples=60)
 @given(st.binary(max_size=200) | mutated())
 def test_mail_functions_never_raise_on_any_octets(raw):
     check(raw)
 
 
-@settings(max_examples=100)
+@settings(max_examples=60)
 @given(hostile_mail)
 def test_mail_functions_never_raise_on_hostile_headers(raw):
     check(raw)
 
 
-@settings(max_examples=80)
+@settings(max_examples=50)
 @given(st.text(max_size=200) | st.lists(st.sampled_from(["<p>", "</p>", "<br>", "<blockquote>", "</blockquote>",
                                                          "<li>", "<script>", "</script>", "<head>", "<body>", "&",
                                                          "&amp;", "&#0;", "&#xffffff;", "<", ">", "x", "\n", " ",

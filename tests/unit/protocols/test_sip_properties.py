@@ -82,7 +82,7 @@ def same(parsed, built) -> None:
     assert parsed.body == built.body
 
 
-@settings(max_examples=60)
+@settings(max_examples=35)
 @given(message=requests() | responses())
 def test_built_messages_parse_back(message):
     raw = message.to_bytes()
@@ -107,8 +107,8 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in zip([0, *points], [*points, len(data)])]
 
 
-@settings(max_examples=40)
-@given(messages=st.lists(requests() | responses(), min_size=1, max_size=4),
+@settings(max_examples=20)
+@given(messages=st.lists(requests() | responses(), min_size=1, max_size=3),
        pings=st.lists(st.sampled_from([b"", b"\r\n\r\n", b"\r\n"]), min_size=4, max_size=4),
        cuts=st.lists(st.integers(0, 10_000), max_size=20))
 def test_stream_parser_frames_any_chunking(messages, pings, cuts):
@@ -174,19 +174,19 @@ def mutated(draw):
     return bytes(data)
 
 
-@settings(max_examples=120)
+@settings(max_examples=80)
 @given(st.binary(max_size=200))
 def test_arbitrary_octets_raise_only_sip_parse_error(raw):
     check_parse(raw)
 
 
-@settings(max_examples=160)
+@settings(max_examples=100)
 @given(mutated())
 def test_mutated_messages_raise_only_sip_parse_error(raw):
     check_parse(raw)
 
 
-@settings(max_examples=120)
+@settings(max_examples=80)
 @given(st.text(max_size=60) | mutated().map(lambda b: b.decode("utf-8", "surrogateescape")))
 def test_header_value_parsers_raise_only_sip_parse_error(text):
     for parse in (parse_name_addr, parse_uri, parse_via, parse_cseq):
@@ -200,7 +200,7 @@ def test_header_value_parsers_raise_only_sip_parse_error(text):
 MAX_HEADER, MAX_BODY = 300, 200
 
 
-@settings(max_examples=80)
+@settings(max_examples=50)
 @given(chunks=st.lists(mutated() | st.binary(max_size=120) | st.just(b"\r\n\r\n"), max_size=6),
        cuts=st.lists(st.integers(0, 10_000), max_size=10))
 def test_stream_parser_on_hostile_octets(chunks, cuts):
