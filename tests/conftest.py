@@ -1,10 +1,23 @@
 import os
+import tempfile
 import threading
 import time
 
 import pytest
+from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+# Property-based codec tests (tests/unit/protocols/test_*_properties.py): the same examples on every
+# run, so a failure is a defect and not luck; nothing written into the checkout (no .hypothesis/).
+# HYPOTHESIS_PROFILE=explore draws fresh random examples (more of them) when hunting for bugs by hand.
+settings.register_profile("ci", derandomize=True, database=None, deadline=None, max_examples=50,
+                          print_blob=True)
+settings.register_profile("explore", derandomize=False, database=None, deadline=None, max_examples=2000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+# Even without a database Hypothesis caches (unicode tables, constants) in ./.hypothesis: keep it out.
+set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), f"iwlab-hypothesis-{os.getuid()}"))
 
 
 @pytest.fixture(autouse=True)

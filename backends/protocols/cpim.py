@@ -60,7 +60,7 @@ class CpimMessage:
         match = re.search(r'charset\s*=\s*"?([\w.:-]+)', self.content_type, re.IGNORECASE)
         try:
             return self.body.decode(match.group(1) if match else "utf-8", errors="replace")
-        except LookupError:   # an unknown charset: UTF-8 is the CPM default
+        except (LookupError, UnicodeError):   # an unknown charset, or a codec that cannot replace
             return self.body.decode("utf-8", errors="replace")
 
     @property
@@ -81,6 +81,8 @@ class CpimMessage:
         lines += ["", f"Content-Type: {self.content_type}"]
         lines += [f"{name}: {value}" for name, value in self.content_headers]
         lines += [f"Content-Length: {len(self.body)}", "", ""]
+        if any("\r" in line or "\n" in line for line in lines):
+            raise ValueError("CR/LF inside a CPIM or MIME header value")
         return "\r\n".join(lines).encode("utf-8") + self.body
 
 
@@ -92,17 +94,18 @@ def _split_block(data: bytes, what: str) -> tuple[list[tuple[str, str]], bytes]:
     at, sep = min(ends)
     head, rest = data[:at], data[at + len(sep):]
     headers: list[tuple[str, str]] = []
-    for line in head.decode("utf-8", errors="replace").splitlines():
+    # CR and LF end lines; str.splitlines() would also cut at U+2028, U+0085, FF ... inside a value.
+    for line in re.split(r"\r\n|\r|\n", head.decode("utf-8", errors="replace")):
         if not line.strip():
             continue
         if line[0] in " \t" and headers:  # folded continuation
             name, value = headers[-1]
-            headers[-1] = (name, value + " " + line.strip())
+            headers[-1] = (name, value + " " + line.strip(" \t"))
             continue
         name, colon, value = line.partition(":")
         if not colon or not _TOKEN.match(name.strip()):
             raise CpimError(f"bad {what} header line: {line[:60]!r}")
-        headers.append((name.strip(), value.strip()))
+        headers.append((name.strip(), value.strip(" \t")))   # LWS only: a value may end in NBSP
     return headers, rest
 
 
@@ -161,7 +164,18 @@ class Imdn:
     recipient_uri: str | None = None
 
 
+_NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")   # XML 1.0 Char
+_XML_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+
+
 def build_imdn_xml(imdn: Imdn) -> bytes:
+    """The message/imdn+xml body; ValueError for what XML cannot carry (ElementTree would write it
+    anyway, as a body no receiver can parse): control characters, or a kind/status that is no name."""
+    for name in ("message_id", "datetime", "recipient_uri"):
+        if _NOT_XML_CHAR.search(getattr(imdn, name) or ""):
+            raise ValueError(f"IMDN {name} holds a character XML cannot carry")
+    if not (_XML_NAME.fullmatch(imdn.kind) and _XML_NAME.fullmatch(imdn.status)):
+        raise ValueError(f"IMDN kind/status {imdn.kind[:20]!r}/{imdn.status[:20]!r} is not an XML name")
     root = ET.Element("imdn", xmlns=IMDN_XML_NS)
     ET.SubElement(root, "message-id").text = imdn.message_id
     ET.SubElement(root, "datetime").text = imdn.datetime
@@ -176,7 +190,7 @@ def build_imdn_xml(imdn: Imdn) -> bytes:
 def parse_imdn_xml(data: bytes) -> Imdn:
     try:
         root = ET.fromstring(data)
-    except ET.ParseError as exc:
+    except (ET.ParseError, LookupError, ValueError) as exc:   # LookupError: encoding="TTF-8" in the declaration
         raise CpimError(f"IMDN body is not XML: {exc}") from None
     ns = {"i": IMDN_XML_NS}
 

@@ -9,6 +9,7 @@ message is acceptable.
 """
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,7 +19,7 @@ from email.message import EmailMessage, Message, MIMEPart
 from email.parser import BytesParser, HeaderParser
 from email.utils import format_datetime, getaddresses, make_msgid
 from html.parser import HTMLParser
-from typing import Iterator
+from typing import Any, Iterator
 
 SUBJECT_WORDS, SUBJECT_CHARS = 8, 60
 REFERENCES_KEPT = 12          # the first + the last 11, as common clients trim
@@ -79,15 +80,38 @@ def trim_references(references: list[str]) -> list[str]:
     return references if len(references) <= REFERENCES_KEPT else [references[0], *references[-(REFERENCES_KEPT - 1):]]
 
 
+# The characters str.splitlines() ends a line at (the stdlib refuses a header value holding one:
+# ValueError "Header values may not contain linefeed ..."), and other controls (a NUL makes the mail
+# one our own server refuses), though a SIP header value may hold all but CR/LF.
+_LINE_BREAK = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+
+
+def _unstructured(value: str) -> str:
+    """A free-text header value that the stdlib will store and send on one line: one with a line
+    break or control character goes as an RFC 2047 encoded-word, which the parser decodes back.
+    A NUL becomes U+FFFD: the stdlib writes the decoded text out again, and no mail may hold a NUL."""
+    value = value.replace("\0", "\ufffd")
+    if not _LINE_BREAK.search(value):
+        return value
+    return "=?utf-8?b?" + base64.b64encode(value.encode("utf-8", "surrogateescape")).decode("ascii") + "?="
+
+
+def _display_name(name: str) -> str:
+    """A display name on one line: its line break and control characters become spaces."""
+    return _LINE_BREAK.sub(" ", name)
+
+
 def cpm_to_email(*, sender_name: str, sender_address: str, recipient_address: str, text: str,
                  contribution_id: str, conversation_id: str, in_reply_to_message_id: str | None = None,
                  references: list[str] | tuple[str, ...] = (), request_mdn: bool = True, domain: str,
                  subject: str | None = None, date: datetime | None = None) -> EmailMessage:
     """A CPM message as the email John's client receives. `subject` None: the first words."""
     msg = EmailMessage(policy=policy.default)
+    sender_name = _display_name(sender_name)
     msg["From"] = Address(display_name=sender_name, addr_spec=sender_address)
     msg["To"] = recipient_address
-    msg["Subject"] = subject if subject is not None else subject_from_text(text, f"Message from {sender_name}")
+    msg["Subject"] = _unstructured(subject if subject is not None
+                                   else subject_from_text(text, f"Message from {sender_name}"))
     msg["Date"] = format_datetime(date or datetime.now().astimezone())
     msg["Message-ID"] = message_id_for(contribution_id, domain)
     if in_reply_to_message_id:
@@ -95,8 +119,8 @@ def cpm_to_email(*, sender_name: str, sender_address: str, recipient_address: st
         chain = [normalise_message_id(r) for r in references if r and normalise_message_id(r) != parent]
         msg["In-Reply-To"] = parent
         msg["References"] = " ".join(trim_references(list(dict.fromkeys(chain)) + [parent]))
-    msg["Conversation-ID"] = conversation_id
-    msg["Contribution-ID"] = contribution_id
+    msg["Conversation-ID"] = _unstructured(conversation_id)
+    msg["Contribution-ID"] = _unstructured(contribution_id)
     if request_mdn:
         # Not an address header to the stdlib registry: store its text form.
         msg["Disposition-Notification-To"] = str(Address(display_name=sender_name, addr_spec=sender_address))
@@ -158,23 +182,39 @@ def parse_incoming(raw: bytes | EmailMessage) -> IncomingEmail:
     kept, trimmed = trim_quoted(text) if not is_mdn else (text.strip(), False)
     return IncomingEmail(
         sender=sender, sender_name=sender_name, recipients=recipients,
-        subject=str(msg.get("Subject", "") or ""), text=kept,
-        message_id=normalise_message_id(str(msg.get("Message-ID", "") or "")),
-        in_reply_to=next(iter(_MSG_ID.findall(str(msg.get("In-Reply-To", "") or ""))), None),
-        references=_MSG_ID.findall(str(msg.get("References", "") or "")),
-        conversation_id=(str(msg["Conversation-ID"]).strip() or None) if msg["Conversation-ID"] else None,
+        subject=_text_header(msg, "Subject"), text=kept,
+        message_id=normalise_message_id(_text_header(msg, "Message-ID")),
+        in_reply_to=next(iter(_MSG_ID.findall(_text_header(msg, "In-Reply-To"))), None),
+        references=_MSG_ID.findall(_text_header(msg, "References")),
+        conversation_id=_text_header(msg, "Conversation-ID").strip() or None,
         attachments=attachments, was_html_only=was_html_only, is_mdn=is_mdn,
         mdn_original_message_id=original_id, mdn_disposition=disposition, warnings=warnings,
         disposition_notification_to=dnt or None, trimmed_quote=trimmed)
 
 
+def _header(msg: Message, name: str) -> Any:
+    """The header as the policy parses it, or its raw text when the stdlib's structured parser breaks on
+    a hostile value (Message-ID "<" raises IndexError, an odd address HeaderParseError ...)."""
+    try:
+        return msg.get(name)
+    except Exception:   # noqa: BLE001 - whatever the stdlib raises, a peer's header must not stop us
+        raw = next((v for k, v in msg.raw_items() if k.lower() == name.lower()), None)
+        if raw is None:
+            return None
+        return str(raw).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _text_header(msg: Message, name: str) -> str:
+    return str(_header(msg, name) or "")
+
+
 def _addresses(msg: Message, name: str) -> list[str]:
-    header = msg.get(name)
+    header = _header(msg, name)
     return [a.addr_spec for a in getattr(header, "addresses", ()) if a.addr_spec and a.addr_spec != "<>"]
 
 
 def _first_address(msg: Message, name: str) -> tuple[str, str]:
-    header = msg.get(name)
+    header = _header(msg, name)
     if header is None:
         return "", ""
     if hasattr(header, "addresses"):
@@ -500,7 +540,10 @@ def why_malformed(raw: bytes) -> str | None:
         return "no From header (RFC 5322 3.6.2)"
     # Only From (the CPM sender to be) goes through the structured parser: it
     # costs ~0.3 ms a header, and a bad To/Cc harms nobody here.
-    header = policy.default.header_factory("From", senders[0])
+    try:
+        header = policy.default.header_factory("From", senders[0])
+    except Exception:   # noqa: BLE001 - the stdlib's parser raises IndexError on "<", '"', "a@" ...
+        return f"From header does not parse: {senders[0][:60]!r}"
     if any("address" in str(d).lower() for d in header.defects) or \
             not any(a.addr_spec and "@" in a.addr_spec for a in header.addresses):
         return f"From header does not parse: {senders[0][:60]!r}"

@@ -104,7 +104,9 @@ def parse_sdp(data: bytes) -> MsrpSdp:
     sdp = MsrpSdp(host=c_parts[2].split("/", 1)[0], port=int(parts[1]), path=[], setup=session.get("setup"),
                   session_name=session.get("s", "-"), transport=parts[2].upper())
     origin = session.get("o", "").split()
-    if len(origin) >= 3 and origin[1].isdigit() and origin[2].isdigit():
+    # ASCII digits only, and few of them: str.isdigit() takes '²' (int() does not) and int() refuses
+    # more than 4300 digits. An unusable o= is tolerated like other lines.
+    if len(origin) >= 3 and all(re.fullmatch(r"[0-9]{1,20}", n) for n in origin[1:3]):
         sdp.origin_user, sdp.session_id, sdp.version = origin[0], int(origin[1]), int(origin[2])
     for kind, value in lines:
         if kind != "a":

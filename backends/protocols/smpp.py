@@ -191,7 +191,12 @@ def _blank(name: str) -> sm_command.Command:
 
 def parse(raw: bytes) -> sm_command.Command:
     """One whole PDU (from Framer) -> smpplib PDU object. Raises ParseError."""
+    if len(raw) < MIN_LENGTH:
+        raise ParseError(consts.SMPP_ESME_RINVCMDLEN, 0, 0, f"{len(raw)} octets are no PDU header")
     length, command_id, _status, sequence = HEADER.unpack_from(raw)
+    if length != len(raw):   # smpplib ignores command_length: it would read a neighbour's octets as TLVs
+        raise ParseError(consts.SMPP_ESME_RINVCMDLEN, command_id, sequence,
+                         f"command_length {length} but {len(raw)} octets")
     name = COMMAND_NAMES.get(command_id)
     if name is None:
         raise ParseError(consts.SMPP_ESME_RINVCMDID, command_id, sequence,
@@ -235,12 +240,14 @@ def body_problem(pdu: Any, body: bytes, *, is_response: bool = False) -> tuple[i
     """
     if is_response and not body:
         return None   # many ESMEs answer deliver_sm with a header-only deliver_sm_resp
-    pos, lengths, previous = 0, {}, "the header"
+    pos, previous = 0, "the header"
+    lengths: dict[str, int] = {}
     for field in pdu.params_order:
         if pdu.field_is_optional(field):
             break
         param = pdu.params[field]
-        if pos >= len(body):
+        empty = param.type is _OSTR and not lengths.get(getattr(param, "len_field", ""), 0)
+        if pos >= len(body) and not empty:   # an sm_length of 0 may end the PDU: no short_message octets
             return consts.SMPP_ESME_RINVCMDLEN, f"the body stops after {previous}: {field} is missing"
         if param.type is int:
             size = getattr(param, "size", 1)
@@ -284,8 +291,17 @@ def body_problem(pdu: Any, body: bytes, *, is_response: bool = False) -> tuple[i
 
 
 def make(name: str, sequence: int, status: int = 0, **fields: Any) -> sm_command.Command:
-    """A PDU object to send. String fields must be str (latin-1 round-trips bytes)."""
+    """A PDU object to send. String fields must be str (latin-1 round-trips bytes).
+
+    Raises ValueError for a value smpplib would not send as given: it cuts an over-long
+    C-octet string short, a NUL inside one ends it early (the rest is read as the next
+    fields), a string TLV goes out as UTF-8 with its length counted in characters, and an
+    integer too large for its octets fails deep inside generate()."""
     pdu = _blank(name)
+    for key, value in fields.items():
+        problem = _field_problem(pdu, key, value)
+        if problem:
+            raise ValueError(f"{name}: {problem}")
     pdu.__dict__.update(fields)   # what make_pdu(**fields) does to a fresh PDU, minus its cost
     pdu.status = status
     pdu.sequence = sequence       # (make_pdu would ignore a sequence argument)
@@ -295,6 +311,30 @@ def make(name: str, sequence: int, status: int = 0, **fields: Any) -> sm_command
         pdu.params_order = tuple(k for k, _ in mandatory) + tuple(
             k for k, _ in optional if fields.get(k) is not None)
     return pdu
+
+
+def _field_problem(pdu: Any, key: str, value: Any) -> str | None:
+    param = pdu.params.get(key)
+    if param is None or value is None:
+        return None
+    tlv = pdu.field_is_optional(key)
+    if param.type is int and isinstance(value, int):
+        size = getattr(param, "size", 1)
+        if not 0 <= value < 1 << 8 * size:
+            return f"{key} {value} does not fit in {size} octet(s)"
+    elif param.type is str and isinstance(value, str):
+        limit = getattr(param, "max", None)
+        if "\0" in value:
+            return f"NUL inside {key}"
+        if limit is not None and len(value) + 1 > limit:
+            return f"{key} is {len(value) + 1} octets with its NUL, at most {limit}"
+        if not (value.isascii() if tlv else all(ord(ch) < 256 for ch in value)):
+            return f"{key} has characters that are not {'ASCII' if tlv else 'Latin-1'}"
+    elif param.type is _OSTR and isinstance(value, (bytes, bytearray)):
+        limit = 0xFFFF if tlv else getattr(param, "max", 0xFF)
+        if len(value) > limit:
+            return f"{key} is {len(value)} octets, at most {limit}"
+    return None
 
 
 def encode(pdu: sm_command.Command) -> bytes:
@@ -363,7 +403,10 @@ def parse_udh(data: bytes) -> tuple[list[dict[str, Any]], bytes]:
         iei, iel = udh[pos], udh[pos + 1]
         value = udh[pos + 2:pos + 2 + iel]
         pos += 2 + iel
-        if iei == 0x00 and iel == 3:
+        if len(value) < iel:   # cut short by the UDH length or the message: shown as it is, not decoded
+            ies.append({"iei": iei, "name": f"IE 0x{iei:02X} (cut short: {len(value)} of {iel} octets)",
+                        "data": value.hex()})
+        elif iei == 0x00 and iel == 3:
             ies.append({"iei": iei, "name": "concatenation, 8-bit ref",
                         "ref": value[0], "total": value[1], "seq": value[2]})
         elif iei == 0x08 and iel == 4:
@@ -532,7 +575,7 @@ def _describe_message(pdu: Any, fields: dict[str, Any]) -> str:
             fields["receipt"] = receipt
         rid = fields.get("receipted_message_id") or (receipt or {}).get("id", "?")
         return f"{summary} receipt id={rid} {(receipt or {}).get('stat', '')}".rstrip()
-    concat = next((ie for ie in ies if ie["iei"] in (0x00, 0x08)), None)
+    concat = next((ie for ie in ies if ie["iei"] in (0x00, 0x08) and "seq" in ie), None)
     if concat:
         summary += f" part {concat['seq']}/{concat['total']} ref={concat['ref']}"
     elif getattr(pdu, "sar_total_segments", None):

@@ -298,7 +298,9 @@ def _sar(tlvs: dict[str, object]) -> Concat | None:
     seq = _tlv_int(tlvs.get("sar_segment_seqnum"))
     if ref is None or total is None or seq is None:
         return None
-    if total == 0 or not 1 <= seq <= total:
+    # SMPP's SAR TLVs are one octet (total, seq) and two (ref): a larger value is no SAR at all
+    # (and a huge total would have _flush mark millions of missing parts).
+    if not (0 <= ref <= 0xFFFF and 1 <= total <= MAX_PARTS and 1 <= seq <= total):
         return None
     return Concat(ref, total, seq, True)
 
