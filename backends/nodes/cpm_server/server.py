@@ -12,10 +12,12 @@ import asyncio
 import re
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from iwlab.backends.directory import NodeDirectory
+from iwlab.backends.nodes.cpm_server.links import NextHops, PeerLink
+from iwlab.backends.nodes.cpm_server.replies import respond
 from iwlab.backends.protocols import sip
 from iwlab.backends.protocols.sip import (
     SipParseError,
@@ -26,11 +28,7 @@ from iwlab.backends.protocols.sip import (
 from iwlab.backends.routing import CPM, NONE, STORE, Route, decide_route
 from iwlab.backends.topology import Operator, Topology, User
 from iwlab.backends.trace import Trace
-from iwlab.backends.transports.sip import (
-    SipConnection,
-    SipConnectionClosed,
-    open_connection,
-)
+from iwlab.backends.transports.sip import SipConnection, SipConnectionClosed
 
 TRANSACTION_TIMEOUT = 32.0              # RFC 3261 Timer F / B
 INVITE_TIMEOUT = 200.0                  # RFC 3261 Timer C (> 3 min): waits for a person
@@ -73,18 +71,9 @@ class _Dialog:
     """A session's path through this server, for the requests inside it."""
     caller_tag: str                        # From tag of the INVITE: tells which side sends
     caller: SipConnection                  # towards the inviter
-    callee: "SipConnection | _PeerLink"    # towards the invitee
+    callee: SipConnection | PeerLink       # towards the invitee
     invite: SipRequest                     # as forwarded: a CANCEL reuses its branch
     answered: bool = False
-
-
-@dataclass
-class _PeerLink:
-    """One outgoing connection to a next hop, with an ordered outbox while it opens."""
-    address: Callable[[], Address | None]
-    connection: SipConnection | None = None
-    outbox: deque = field(default_factory=deque)
-    opening: asyncio.Task | None = None
 
 
 class CpmServer:
@@ -98,7 +87,6 @@ class CpmServer:
         self.host = host
         self.port = 0
         self.name = operator.node_name
-        self._server_address = server_address
         self._iwf_address = iwf_address
         self._server: asyncio.Server | None = None
         self._connections: set[SipConnection] = set()
@@ -106,10 +94,12 @@ class CpmServer:
         self._stored: dict[str, deque[SipRequest]] = {}  # user id -> MESSAGEs waiting for registration
         self._delivering: dict[str, str] = {}             # user id -> branch of the stored one in flight
         self._transactions: dict[str, _Transaction] = {}
-        self._links: dict[str, _PeerLink] = {}
         self._dialogs: dict[str, _Dialog] = {}           # Call-ID -> session path
         self._sweeper: asyncio.Task | None = None
         self.registration_listeners: list[Callable[[User, bool], None]] = []
+        self.links = NextHops(name=self.name, nodes=nodes, annotate=trace.annotate, on_message=self._on_message,
+                              on_undeliverable=self._next_hop_unreachable,
+                              server_address=server_address, iwf_address=iwf_address)
 
     # -- lifecycle ------------------------------------------------------------
     async def start(self, port: int) -> int:
@@ -124,11 +114,7 @@ class CpmServer:
             self._server.close()      # accept nothing more; what is open is closed below
         if self._sweeper:
             self._sweeper.cancel()
-        for link in self._links.values():
-            if link.opening:
-                link.opening.cancel()
-            if link.connection:
-                link.connection.close()
+        self.links.close()
         for conn in list(self._connections):
             conn.close()
         if self._server:
@@ -196,15 +182,15 @@ class CpmServer:
             unsupported = sip.unsupported_options(req, SUPPORTED_OPTIONS, proxy=True)
             unsupported = [tag for tag in unsupported if tag not in req.headers.get_all("Require")]
             if unsupported:
-                self._respond(conn, req, 420, "Bad Extension", extra_headers=[("Unsupported", ", ".join(unsupported))])
+                respond(conn, req, 420, "Bad Extension", extra_headers=[("Unsupported", ", ".join(unsupported))])
                 return
         if problem:
             extra = [("Unsupported", ", ".join(sip.unsupported_options(req, SUPPORTED_OPTIONS)))] \
                 if problem[0] == 420 else []
-            self._respond(conn, req, *problem, extra_headers=extra)
+            respond(conn, req, *problem, extra_headers=extra)
             return
         if req.method not in KNOWN_METHODS:
-            self._respond(conn, req, 501, "Not Implemented", extra_headers=[("Allow", ALLOWED)])
+            respond(conn, req, 501, "Not Implemented", extra_headers=[("Allow", ALLOWED)])
             return
         if req.method == "REGISTER":
             self._register(conn, req)
@@ -217,7 +203,7 @@ class CpmServer:
             return
         max_forwards = sip.max_forwards(req)
         if max_forwards is not None and max_forwards <= 0:
-            self._respond(conn, req, 483, "Too Many Hops")
+            respond(conn, req, 483, "Too Many Hops")
             return
         self._strip_own_route(req)
         if req.method == "CANCEL" or sip.to_tag(req) or req.method == "ACK":
@@ -225,14 +211,14 @@ class CpmServer:
             return
         home = self.topology.home_operator_of_uri(req.uri)
         if home is None:
-            self._respond(conn, req, 404, f"No operator serves {req.uri}"[:80])
+            respond(conn, req, 404, f"No operator serves {req.uri}"[:80])
             return
         if home.id != self.operator.id:
-            self._forward(conn, req, self._link_to_operator(home), note="")
+            self._forward(conn, req, self.links.to_operator(home), note="")
             return
         user = self.topology.user_by_uri(req.uri)
         if user is None:
-            self._respond(conn, req, 404, "User Not Found")
+            respond(conn, req, 404, "User Not Found")
             return
         self._terminate(conn, req, user)
 
@@ -241,8 +227,8 @@ class CpmServer:
         if route.technology == CPM and req.method == "MESSAGE" and self._stored.get(user.id):
             # Older stored messages go first: this one waits behind them (seed 5.9.5 step 6).
             self._stored[user.id].append(req)
-            self._respond(conn, req, 202, "Accepted (queued behind stored messages)",
-                          note=f"{len(self._stored[user.id]) - 1} older message(s) for {user.name} go first")
+            respond(conn, req, 202, "Accepted (queued behind stored messages)",
+                    note=f"{len(self._stored[user.id]) - 1} older message(s) for {user.name} go first")
             self._flush_stored(user)
         elif route.technology == CPM:
             binding = self.bindings[user.id]
@@ -250,11 +236,11 @@ class CpmServer:
             self._forward(conn, req, binding.connection, note=route.reason, request_uri=binding.target)
         elif route.technology == STORE and req.method == "MESSAGE":
             self._stored.setdefault(user.id, deque()).append(req)
-            self._respond(conn, req, 202, "Accepted (stored until the recipient registers)", note=route.reason)
+            respond(conn, req, 202, "Accepted (stored until the recipient registers)", note=route.reason)
         elif route.technology in (STORE, NONE):
-            self._respond(conn, req, 480, "Temporarily Unavailable", note=route.reason)
+            respond(conn, req, 480, "Temporarily Unavailable", note=route.reason)
         else:  # a legacy technology: the operator's interworking function takes it from here
-            self._forward(conn, req, self._link_to_iwf(), note=route.reason, route=route)
+            self._forward(conn, req, self.links.to_iwf(), note=route.reason, route=route)
 
     # -- dialogs (sessions: INVITE, ACK, BYE, CANCEL) -----------------------------------
     def _strip_own_route(self, req: SipRequest) -> None:
@@ -281,10 +267,10 @@ class CpmServer:
         dialog = self._dialogs.get(call_id)
         if dialog is None:
             if req.method != "ACK":
-                self._respond(conn, req, 481, "Call/Transaction Does Not Exist")
+                respond(conn, req, 481, "Call/Transaction Does Not Exist")
             return
         if req.method == "CANCEL":
-            self._respond(conn, req, 200, "OK")
+            respond(conn, req, 200, "OK")
             if not dialog.answered:
                 cancel = sip.make_cancel(dialog.invite)
                 self._send_towards(dialog.callee, cancel, "")   # same branch as the INVITE it cancels
@@ -296,9 +282,9 @@ class CpmServer:
             return
         self._forward(conn, req, towards, note="")
 
-    def _send_towards(self, target: "SipConnection | _PeerLink", message: SipRequest, note: str) -> None:
-        if isinstance(target, _PeerLink):
-            self._send_on_link(target, message, note)
+    def _send_towards(self, target: SipConnection | PeerLink, message: SipRequest, note: str) -> None:
+        if isinstance(target, PeerLink):
+            target.send(message, note)
             return
         try:
             target.send(message, note=note)
@@ -326,10 +312,10 @@ class CpmServer:
         aor = sip.uri_of(req.headers.get("To"))
         user = self.topology.user_by_uri(aor)
         if user is None:
-            self._respond(conn, req, 404, "User Not Found")
+            respond(conn, req, 404, "User Not Found")
             return
         if user.operator != self.operator.id:
-            self._respond(conn, req, 403, f"{user.name} is not a subscriber of {self.operator.cpm_domain}")
+            respond(conn, req, 403, f"{user.name} is not a subscriber of {self.operator.cpm_domain}")
             return
         contacts = req.headers.get_all("Contact")
         if not contacts:   # a query of the bindings
@@ -342,10 +328,10 @@ class CpmServer:
         contact = contacts[0]
         expires = _expires(contact, req.headers.get("Expires"))
         if expires is None:
-            self._respond(conn, req, 400, "Bad Expires")
+            respond(conn, req, 400, "Bad Expires")
             return
         if contact.strip() == "*" and (expires != 0 or len(contacts) > 1):
-            self._respond(conn, req, 400, "Contact: * needs Expires: 0 and no other Contact")   # RFC 3261 10.3
+            respond(conn, req, 400, "Contact: * needs Expires: 0 and no other Contact")   # RFC 3261 10.3
             return
         conn.peer_name = conn.peer_name or user.name
         if expires == 0 or contact.strip() == "*":
@@ -406,7 +392,7 @@ class CpmServer:
         fwd.headers.prepend("Via", f"SIP/2.0/TCP {self.host}:{self.port};branch={sip.new_branch()}")
         return fwd
 
-    def _forward(self, origin: SipConnection, req: SipRequest, target: SipConnection | _PeerLink,
+    def _forward(self, origin: SipConnection, req: SipRequest, target: SipConnection | PeerLink,
                  note: str, route: Route | None = None, request_uri: str | None = None) -> None:
         fwd = self._prepare_forward(req)
         if request_uri:
@@ -426,8 +412,8 @@ class CpmServer:
                 note = ""
         if req.method != "ACK":
             self._transactions[sip.top_branch(fwd)] = _Transaction(origin, req, time.monotonic() + timeout)
-        if isinstance(target, _PeerLink):
-            self._send_on_link(target, fwd, note)
+        if isinstance(target, PeerLink):
+            target.send(fwd, note)
             return
         try:
             target.send(fwd, note=note)
@@ -472,24 +458,12 @@ class CpmServer:
         elif request.method == "BYE" and status >= 200:
             del self._dialogs[call_id]
 
-    def _respond(self, conn: SipConnection, req: SipRequest, status: int, reason: str, note: str = "",
-                 extra_headers: list[tuple[str, str]] = ()) -> None:
-        if req.method == "ACK":
-            return
-        response = make_response(req, status, reason, to_tag=sip.new_tag())
-        for name, value in extra_headers:
-            response.headers.add(name, value)
-        try:
-            conn.send(response, note=note)
-        except SipConnectionClosed:
-            pass
-
     def _fail_transaction(self, branch: str, status: int, reason: str) -> None:
         transaction = self._transactions.pop(branch, None)
         if transaction:
             self._follow_dialog(transaction.request, status)   # a timed-out INVITE leaves no session behind
         if transaction and transaction.origin is not None:
-            self._respond(transaction.origin, transaction.request, status, reason)
+            respond(transaction.origin, transaction.request, status, reason)
         elif transaction:   # a stored message we could not deliver: it stays at the head of the store
             self._stored_answered(transaction, delivered=False)
 
@@ -502,48 +476,8 @@ class CpmServer:
             for user_id in [u for u, b in self.bindings.items() if b.expires_at < now]:
                 self._unbind(user_id)   # not refreshed in time: no longer registered
 
-    # -- next hops ------------------------------------------------------------
-    def _link_to_operator(self, operator: Operator) -> _PeerLink:
-        key = f"op:{operator.id}"
-        if key not in self._links:
-            self._links[key] = _PeerLink(lambda: self._server_address(operator.id))
-        return self._links[key]
-
-    def _link_to_iwf(self) -> _PeerLink:
-        if "iwf" not in self._links:
-            self._links["iwf"] = _PeerLink(lambda: self._iwf_address() if self._iwf_address else None)
-        return self._links["iwf"]
-
-    def _send_on_link(self, link: _PeerLink, message: SipRequest, note: str) -> None:
-        if link.connection and link.connection.is_open and not link.outbox:
-            try:
-                link.connection.send(message, note=note)
-                return
-            except SipConnectionClosed:
-                pass
-        link.outbox.append((message, note))
-        if link.opening is None or link.opening.done():
-            link.opening = asyncio.create_task(self._open_link(link), name=f"{self.name} next hop")
-
-    async def _open_link(self, link: _PeerLink) -> None:
-        address = link.address()
-        try:
-            if address is None:
-                raise OSError("no address")
-            link.connection = await open_connection(address[0], address[1], self._on_message,
-                                                    local_name=self.name, nodes=self.nodes,
-                                                    annotate=self.trace.annotate)
-        except OSError:
-            while link.outbox:
-                message, _ = link.outbox.popleft()
-                self._fail_transaction(sip.top_branch(message), 503, "Next Hop Unreachable")
-            return
-        while link.outbox:   # in order: nothing overtakes what was queued first
-            message, note = link.outbox.popleft()
-            try:
-                link.connection.send(message, note=note)
-            except SipConnectionClosed:
-                self._fail_transaction(sip.top_branch(message), 503, "Next Hop Unreachable")
+    def _next_hop_unreachable(self, message: SipRequest) -> None:
+        self._fail_transaction(sip.top_branch(message), 503, "Next Hop Unreachable")
 
 
 def _expires(contact: str, expires_header: str | None) -> int | None:
