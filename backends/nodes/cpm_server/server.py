@@ -9,7 +9,6 @@ function. Responses retrace the Via path.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Callable
 
 from iwlab.backends.directory import NodeDirectory
 from iwlab.backends.nodes.cpm_server.links import NextHops, PeerLink
+from iwlab.backends.nodes.cpm_server.registrar import Binding, Registrar
 from iwlab.backends.nodes.cpm_server.replies import respond
 from iwlab.backends.protocols import sip
 from iwlab.backends.protocols.sip import (
@@ -35,27 +35,8 @@ INVITE_TIMEOUT = 200.0                  # RFC 3261 Timer C (> 3 min): waits for 
 ALLOWED = "REGISTER, MESSAGE, INVITE, ACK, BYE, CANCEL, OPTIONS"
 KNOWN_METHODS = {m.strip() for m in ALLOWED.split(",")}
 SUPPORTED_OPTIONS = ()   # no SIP extensions that a Require could ask for
-_ICSI_RE = re.compile(r'\+g\.3gpp\.icsi-ref="([^"]*)"', re.IGNORECASE)
 
 Address = tuple[str, int]
-
-
-@dataclass
-class Binding:
-    user: User
-    connection: SipConnection
-    contact: str
-    expires_at: float
-    icsi_refs: tuple[str, ...]
-
-    @property
-    def target(self) -> str:
-        """The Contact URI: where requests for this user go (the Request-URI)."""
-        return sip.uri_of(self.contact) or self.user.cpm_uri or ""
-
-    @property
-    def cpm_capable(self) -> bool:
-        return any("oma.cpm" in ref.replace("%3A", ":") for ref in self.icsi_refs)
 
 
 @dataclass
@@ -90,16 +71,25 @@ class CpmServer:
         self._iwf_address = iwf_address
         self._server: asyncio.Server | None = None
         self._connections: set[SipConnection] = set()
-        self.bindings: dict[str, Binding] = {}           # user id -> binding
         self._stored: dict[str, deque[SipRequest]] = {}  # user id -> MESSAGEs waiting for registration
         self._delivering: dict[str, str] = {}             # user id -> branch of the stored one in flight
         self._transactions: dict[str, _Transaction] = {}
         self._dialogs: dict[str, _Dialog] = {}           # Call-ID -> session path
         self._sweeper: asyncio.Task | None = None
-        self.registration_listeners: list[Callable[[User, bool], None]] = []
+        self.registrar = Registrar(operator, topology, on_bound=self._flush_stored)
         self.links = NextHops(name=self.name, nodes=nodes, annotate=trace.annotate, on_message=self._on_message,
                               on_undeliverable=self._next_hop_unreachable,
                               server_address=server_address, iwf_address=iwf_address)
+
+    @property
+    def bindings(self) -> dict[str, Binding]:
+        """user id -> binding (the registrar's)."""
+        return self.registrar.bindings
+
+    @property
+    def registration_listeners(self) -> list[Callable[[User, bool], None]]:
+        """Called with (user, True) when a user registers, (user, False) when the binding ends."""
+        return self.registrar.listeners
 
     # -- lifecycle ------------------------------------------------------------
     async def start(self, port: int) -> int:
@@ -133,27 +123,18 @@ class CpmServer:
         for call_id, dialog in list(self._dialogs.items()):
             if conn in (dialog.caller, dialog.callee):   # one side is gone: the session's path is too
                 del self._dialogs[call_id]
-        for user_id, binding in list(self.bindings.items()):
-            if binding.connection is conn:   # the flow the device registered on is gone
-                self._unbind(user_id)
+        self.registrar.connection_closed(conn)
 
     # -- state --------------------------------------------------------------
     def is_registered(self, user: User) -> bool:
-        binding = self.bindings.get(user.id)
-        return bool(binding and binding.expires_at > time.monotonic() and binding.connection.is_open)
+        return self.registrar.is_registered(user)
 
     def route_for(self, user: User) -> Route:
-        binding = self.bindings.get(user.id)
+        binding = self.registrar.binding(user)
         registered = self.is_registered(user)
         capable = binding.cpm_capable if registered and binding else user.cpm_capable
         return decide_route(user, registered=registered, cpm_capable=capable,
                             iwf_available=self._iwf_address is not None and self._iwf_address() is not None)
-
-    def _unbind(self, user_id: str) -> None:
-        binding = self.bindings.pop(user_id, None)
-        if binding:
-            for listener in self.registration_listeners:
-                listener(binding.user, False)
 
     # -- incoming -----------------------------------------------------------
     def _on_message(self, conn: SipConnection, message: SipRequest | SipResponse | SipParseError) -> None:
@@ -193,7 +174,7 @@ class CpmServer:
             respond(conn, req, 501, "Not Implemented", extra_headers=[("Allow", ALLOWED)])
             return
         if req.method == "REGISTER":
-            self._register(conn, req)
+            self.registrar.register(conn, req)
             return
         target = sip.parse_uri(req.uri)
         if req.method == "OPTIONS" and not target.user and self._is_me(target.host):
@@ -231,7 +212,7 @@ class CpmServer:
                     note=f"{len(self._stored[user.id]) - 1} older message(s) for {user.name} go first")
             self._flush_stored(user)
         elif route.technology == CPM:
-            binding = self.bindings[user.id]
+            binding = self.registrar.binding(user)
             # RFC 3261 16.5/16.6: the registered Contact becomes the Request-URI.
             self._forward(conn, req, binding.connection, note=route.reason, request_uri=binding.target)
         elif route.technology == STORE and req.method == "MESSAGE":
@@ -307,50 +288,7 @@ class CpmServer:
     def _is_me(self, host: str) -> bool:
         return host.lower() in (self.operator.cpm_domain, self.host, "localhost")
 
-    # -- registrar ----------------------------------------------------------
-    def _register(self, conn: SipConnection, req: SipRequest) -> None:
-        aor = sip.uri_of(req.headers.get("To"))
-        user = self.topology.user_by_uri(aor)
-        if user is None:
-            respond(conn, req, 404, "User Not Found")
-            return
-        if user.operator != self.operator.id:
-            respond(conn, req, 403, f"{user.name} is not a subscriber of {self.operator.cpm_domain}")
-            return
-        contacts = req.headers.get_all("Contact")
-        if not contacts:   # a query of the bindings
-            response = make_response(req, 200, to_tag=sip.new_tag())
-            binding = self.bindings.get(user.id)
-            if binding and self.is_registered(user):
-                response.headers.add("Contact", binding.contact)
-            conn.send(response)
-            return
-        contact = contacts[0]
-        expires = _expires(contact, req.headers.get("Expires"))
-        if expires is None:
-            respond(conn, req, 400, "Bad Expires")
-            return
-        if contact.strip() == "*" and (expires != 0 or len(contacts) > 1):
-            respond(conn, req, 400, "Contact: * needs Expires: 0 and no other Contact")   # RFC 3261 10.3
-            return
-        conn.peer_name = conn.peer_name or user.name
-        if expires == 0 or contact.strip() == "*":
-            self._unbind(user.id)
-            conn.send(make_response(req, 200, to_tag=sip.new_tag()))
-            return
-        binding = Binding(user, conn, contact.split(";expires=")[0], time.monotonic() + expires,
-                          tuple(_ICSI_RE.findall(contact)))
-        was_registered = self.is_registered(user)
-        self.bindings[user.id] = binding
-        response = make_response(req, 200, to_tag=sip.new_tag())
-        response.headers.add("Contact", f"{binding.contact};expires={expires}")
-        response.headers.add("Expires", str(expires))
-        conn.send(response)
-        if not was_registered:
-            for listener in self.registration_listeners:
-                listener(user, True)
-        self._flush_stored(user)
-
+    # -- store and forward ----------------------------------------------------
     def _flush_stored(self, user: User) -> None:
         """Deliver messages kept while the user was away, one at a time, in the order they came.
 
@@ -358,7 +296,7 @@ class CpmServer:
         anything else keeps it for the next registration.
         """
         queue = self._stored.get(user.id)
-        binding = self.bindings.get(user.id)
+        binding = self.registrar.binding(user)
         if not queue or user.id in self._delivering or binding is None \
                 or self.route_for(user).technology != CPM:
             return
@@ -473,20 +411,10 @@ class CpmServer:
             now = time.monotonic()
             for branch in [b for b, t in self._transactions.items() if t.deadline < now]:
                 self._fail_transaction(branch, 408, "Request Timeout")
-            for user_id in [u for u, b in self.bindings.items() if b.expires_at < now]:
-                self._unbind(user_id)   # not refreshed in time: no longer registered
+            self.registrar.expire(now)
 
     def _next_hop_unreachable(self, message: SipRequest) -> None:
         self._fail_transaction(sip.top_branch(message), 503, "Next Hop Unreachable")
-
-
-def _expires(contact: str, expires_header: str | None) -> int | None:
-    match = re.search(r";\s*expires\s*=\s*(\d+)", contact, re.IGNORECASE)
-    value = match.group(1) if match else (expires_header or "3600")
-    try:
-        return min(int(value.strip()), 2**31 - 1)
-    except ValueError:
-        return None
 
 
 _HEADER_CHECKS = {"Via": sip.parse_via, "From": sip.parse_name_addr, "To": sip.parse_name_addr,
