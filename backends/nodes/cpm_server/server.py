@@ -5,17 +5,21 @@ operator's server; requests for its own users go to their registered device
 (over the TCP flow they registered on), are stored until they register, or,
 when the routing decision says so, go to the operator's interworking
 function. Responses retrace the Via path.
+
+This module is the listener and the dispatch; the jobs are in registrar.py
+(bindings), proxy.py (transactions, timers, sessions' paths) and links.py
+(connections to next hops).
 """
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Callable
 
 from iwlab.backends.directory import NodeDirectory
-from iwlab.backends.nodes.cpm_server.links import NextHops, PeerLink
+from iwlab.backends.nodes.cpm_server.links import NextHops
+from iwlab.backends.nodes.cpm_server.proxy import Proxy
 from iwlab.backends.nodes.cpm_server.registrar import Binding, Registrar
 from iwlab.backends.nodes.cpm_server.replies import respond
 from iwlab.backends.protocols import sip
@@ -30,8 +34,6 @@ from iwlab.backends.topology import Operator, Topology, User
 from iwlab.backends.trace import Trace
 from iwlab.backends.transports.sip import SipConnection, SipConnectionClosed
 
-TRANSACTION_TIMEOUT = 32.0              # RFC 3261 Timer F / B
-INVITE_TIMEOUT = 200.0                  # RFC 3261 Timer C (> 3 min): waits for a person
 ALLOWED = "REGISTER, MESSAGE, INVITE, ACK, BYE, CANCEL, OPTIONS"
 KNOWN_METHODS = {m.strip() for m in ALLOWED.split(",")}
 SUPPORTED_OPTIONS = ()   # no SIP extensions that a Require could ask for
@@ -39,25 +41,13 @@ SUPPORTED_OPTIONS = ()   # no SIP extensions that a Require could ask for
 Address = tuple[str, int]
 
 
-@dataclass
-class _Transaction:
-    origin: SipConnection | None          # None: a stored message this server delivers itself
-    request: SipRequest
-    deadline: float
-    stored_for: str | None = None         # user id, for a stored message
-
-
-@dataclass
-class _Dialog:
-    """A session's path through this server, for the requests inside it."""
-    caller_tag: str                        # From tag of the INVITE: tells which side sends
-    caller: SipConnection                  # towards the inviter
-    callee: SipConnection | PeerLink       # towards the invitee
-    invite: SipRequest                     # as forwarded: a CANCEL reuses its branch
-    answered: bool = False
-
-
 class CpmServer:
+    """Listener and dispatch: validates each request and hands it to the part whose job it is.
+
+    The parts (registrar, proxy, next-hop links) are built here and
+    reached through their public methods; the route decision is made here, once.
+    """
+
     def __init__(self, operator: Operator, topology: Topology, trace: Trace, nodes: NodeDirectory, *,
                  host: str, server_address: Callable[[str], Address | None],
                  iwf_address: Callable[[], Address | None] | None = None) -> None:
@@ -71,14 +61,13 @@ class CpmServer:
         self._iwf_address = iwf_address
         self._server: asyncio.Server | None = None
         self._connections: set[SipConnection] = set()
-        self._stored: dict[str, deque[SipRequest]] = {}  # user id -> MESSAGEs waiting for registration
-        self._delivering: dict[str, str] = {}             # user id -> branch of the stored one in flight
-        self._transactions: dict[str, _Transaction] = {}
-        self._dialogs: dict[str, _Dialog] = {}           # Call-ID -> session path
         self._sweeper: asyncio.Task | None = None
+        self._stored: dict[str, deque[SipRequest]] = {}  # user id -> MESSAGEs waiting for registration
+        self._delivering: set[str] = set()               # user ids with a stored message in flight
         self.registrar = Registrar(operator, topology, on_bound=self._flush_stored)
+        self.proxy = Proxy(lambda: (self.host, self.port))
         self.links = NextHops(name=self.name, nodes=nodes, annotate=trace.annotate, on_message=self._on_message,
-                              on_undeliverable=self._next_hop_unreachable,
+                              on_undeliverable=self.proxy.next_hop_unreachable,
                               server_address=server_address, iwf_address=iwf_address)
 
     @property
@@ -96,7 +85,7 @@ class CpmServer:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(self._new_connection, self.host, port)
         self.port = self._server.sockets[0].getsockname()[1]
-        self._sweeper = asyncio.create_task(self._sweep_transactions(), name=f"{self.name} transaction timer")
+        self._sweeper = asyncio.create_task(self._sweep(), name=f"{self.name} transaction timer")
         return self.port
 
     async def stop(self) -> None:
@@ -120,10 +109,15 @@ class CpmServer:
 
     def _connection_closed(self, conn: SipConnection) -> None:
         self._connections.discard(conn)
-        for call_id, dialog in list(self._dialogs.items()):
-            if conn in (dialog.caller, dialog.callee):   # one side is gone: the session's path is too
-                del self._dialogs[call_id]
+        self.proxy.connection_closed(conn)
         self.registrar.connection_closed(conn)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            self.proxy.expire(now)
+            self.registrar.expire(now)
 
     # -- state --------------------------------------------------------------
     def is_registered(self, user: User) -> bool:
@@ -141,7 +135,7 @@ class CpmServer:
         if isinstance(message, SipParseError):
             self._answer_parse_error(conn, message)
         elif isinstance(message, SipResponse):
-            self._relay_response(message)
+            self.proxy.relay_response(message)
         else:
             self._handle_request(conn, message)
 
@@ -188,14 +182,14 @@ class CpmServer:
             return
         self._strip_own_route(req)
         if req.method == "CANCEL" or sip.to_tag(req) or req.method == "ACK":
-            self._in_dialog(conn, req)
+            self.proxy.in_dialog(conn, req)
             return
         home = self.topology.home_operator_of_uri(req.uri)
         if home is None:
             respond(conn, req, 404, f"No operator serves {req.uri}"[:80])
             return
         if home.id != self.operator.id:
-            self._forward(conn, req, self.links.to_operator(home), note="")
+            self.proxy.forward(conn, req, self.links.to_operator(home), note="")
             return
         user = self.topology.user_by_uri(req.uri)
         if user is None:
@@ -214,16 +208,44 @@ class CpmServer:
         elif route.technology == CPM:
             binding = self.registrar.binding(user)
             # RFC 3261 16.5/16.6: the registered Contact becomes the Request-URI.
-            self._forward(conn, req, binding.connection, note=route.reason, request_uri=binding.target)
+            self.proxy.forward(conn, req, binding.connection, note=route.reason, request_uri=binding.target)
         elif route.technology == STORE and req.method == "MESSAGE":
             self._stored.setdefault(user.id, deque()).append(req)
             respond(conn, req, 202, "Accepted (stored until the recipient registers)", note=route.reason)
         elif route.technology in (STORE, NONE):
             respond(conn, req, 480, "Temporarily Unavailable", note=route.reason)
         else:  # a legacy technology: the operator's interworking function takes it from here
-            self._forward(conn, req, self.links.to_iwf(), note=route.reason, route=route)
+            self.proxy.forward(conn, req, self.links.to_iwf(), note=route.reason, route=route)
 
-    # -- dialogs (sessions: INVITE, ACK, BYE, CANCEL) -----------------------------------
+    # -- store and forward ----------------------------------------------------
+    def _flush_stored(self, user: User) -> None:
+        """Deliver messages kept while the user was away, one at a time, in the order they came.
+
+        The head leaves the store only when the device has answered it with 2xx;
+        anything else keeps it for the next registration.
+        """
+        queue = self._stored.get(user.id)
+        binding = self.registrar.binding(user)
+        if not queue or user.id in self._delivering or binding is None \
+                or self.route_for(user).technology != CPM:
+            return
+        head = queue[0]
+        # The original transaction was answered (202); this delivery is ours.
+        self._delivering.add(user.id)
+        sent = self.proxy.send_own(head, binding.connection, request_uri=binding.target,
+                                   note=f"stored message delivered now that {user.name} is registered",
+                                   on_final=lambda status: self._stored_answered(user, head, delivered=status < 300))
+        if not sent:
+            self._delivering.discard(user.id)
+
+    def _stored_answered(self, user: User, request: SipRequest, delivered: bool) -> None:
+        self._delivering.discard(user.id)
+        queue = self._stored.get(user.id)
+        if delivered and queue and queue[0] is request:
+            queue.popleft()
+            self._flush_stored(user)
+
+    # -- whose request is it ------------------------------------------------------
     def _strip_own_route(self, req: SipRequest) -> None:
         """Loose routing (RFC 3261 16.4): a Route naming us has done its job here."""
         routes = req.headers.get_all("Route")
@@ -242,36 +264,6 @@ class CpmServer:
             return False
         return self._is_me(parsed.host) and parsed.port in (None, self.port)
 
-    def _in_dialog(self, conn: SipConnection, req: SipRequest) -> None:
-        """Requests inside a session follow the path its INVITE took, whichever side sends them."""
-        call_id = req.headers.get("Call-ID") or ""
-        dialog = self._dialogs.get(call_id)
-        if dialog is None:
-            if req.method != "ACK":
-                respond(conn, req, 481, "Call/Transaction Does Not Exist")
-            return
-        if req.method == "CANCEL":
-            respond(conn, req, 200, "OK")
-            if not dialog.answered:
-                cancel = sip.make_cancel(dialog.invite)
-                self._send_towards(dialog.callee, cancel, "")   # same branch as the INVITE it cancels
-            return
-        from_tag = sip.from_tag(req)
-        towards = dialog.callee if from_tag == dialog.caller_tag else dialog.caller
-        if req.method == "ACK":
-            self._send_towards(towards, self._prepare_forward(req), "")
-            return
-        self._forward(conn, req, towards, note="")
-
-    def _send_towards(self, target: SipConnection | PeerLink, message: SipRequest, note: str) -> None:
-        if isinstance(target, PeerLink):
-            target.send(message, note)
-            return
-        try:
-            target.send(message, note=note)
-        except SipConnectionClosed:
-            pass
-
     def _forwards(self, req: SipRequest) -> bool:
         """Will this request go on to another node (rather than be answered here)?"""
         if req.method == "REGISTER":
@@ -287,134 +279,6 @@ class CpmServer:
 
     def _is_me(self, host: str) -> bool:
         return host.lower() in (self.operator.cpm_domain, self.host, "localhost")
-
-    # -- store and forward ----------------------------------------------------
-    def _flush_stored(self, user: User) -> None:
-        """Deliver messages kept while the user was away, one at a time, in the order they came.
-
-        The head leaves the store only when the device has answered it with 2xx;
-        anything else keeps it for the next registration.
-        """
-        queue = self._stored.get(user.id)
-        binding = self.registrar.binding(user)
-        if not queue or user.id in self._delivering or binding is None \
-                or self.route_for(user).technology != CPM:
-            return
-        fwd = self._prepare_forward(queue[0])
-        fwd.uri = binding.target
-        branch = sip.top_branch(fwd)
-        # The original transaction was answered (202); this delivery is ours.
-        self._transactions[branch] = _Transaction(origin=None, request=queue[0],
-                                                  deadline=time.monotonic() + TRANSACTION_TIMEOUT,
-                                                  stored_for=user.id)
-        self._delivering[user.id] = branch
-        try:
-            binding.connection.send(fwd, note=f"stored message delivered now that {user.name} is registered")
-        except SipConnectionClosed:
-            self._transactions.pop(branch, None)
-            self._delivering.pop(user.id, None)
-
-    def _stored_answered(self, transaction: _Transaction, delivered: bool) -> None:
-        user_id = transaction.stored_for or ""
-        self._delivering.pop(user_id, None)
-        queue = self._stored.get(user_id)
-        if delivered and queue and queue[0] is transaction.request:
-            queue.popleft()
-            self._flush_stored(self.topology.user(user_id))
-
-    # -- proxying -----------------------------------------------------------
-    def _prepare_forward(self, req: SipRequest) -> SipRequest:
-        fwd = SipRequest(req.method, req.uri, req.headers.copy(), req.body, req.version)
-        max_forwards = sip.max_forwards(req)
-        fwd.headers.set("Max-Forwards", str((max_forwards if max_forwards is not None else 70) - 1))
-        fwd.headers.prepend("Via", f"SIP/2.0/TCP {self.host}:{self.port};branch={sip.new_branch()}")
-        return fwd
-
-    def _forward(self, origin: SipConnection, req: SipRequest, target: SipConnection | PeerLink,
-                 note: str, route: Route | None = None, request_uri: str | None = None) -> None:
-        fwd = self._prepare_forward(req)
-        if request_uri:
-            fwd.uri = request_uri
-        if route:
-            fwd.headers.set(Route.HEADER, route.to_header())
-        timeout = TRANSACTION_TIMEOUT
-        if req.method == "INVITE" and not sip.to_tag(req):
-            # Stay on the session's path (RFC 3261 16.6 step 4) and remember it for ACK/BYE/CANCEL.
-            fwd.headers.prepend("Record-Route", f"<sip:{self.host}:{self.port};transport=tcp;lr>")
-            self._dialogs[req.headers.get("Call-ID") or ""] = _Dialog(
-                caller_tag=sip.from_tag(req), caller=origin, callee=target, invite=fwd)
-            timeout = INVITE_TIMEOUT   # a person answers an invitation, not a machine
-            if route:
-                # The IWF records the reason from the decision header; a note would linger on the
-                # trace under this Call-ID and end up on the session's ACK.
-                note = ""
-        if req.method != "ACK":
-            self._transactions[sip.top_branch(fwd)] = _Transaction(origin, req, time.monotonic() + timeout)
-        if isinstance(target, PeerLink):
-            target.send(fwd, note)
-            return
-        try:
-            target.send(fwd, note=note)
-        except SipConnectionClosed:
-            self._fail_transaction(sip.top_branch(fwd), 503, "Next Hop Unreachable")
-
-    def _relay_response(self, response: SipResponse) -> None:
-        branch = sip.top_branch(response)
-        transaction = self._transactions.get(branch)
-        if transaction is None:
-            return  # stray or late response: the trace already shows it
-        if sip.cseq_method(response) != transaction.request.method:
-            return  # the answer to a CANCEL we sent on the INVITE's branch: we answered that CANCEL ourselves
-        if response.status >= 200:
-            del self._transactions[branch]
-        self._follow_dialog(transaction.request, response.status)
-        if transaction.origin is None:   # the answer to a stored message we delivered ourselves
-            if response.status >= 200:
-                self._stored_answered(transaction, delivered=response.status < 300)
-            return
-        relayed = SipResponse(response.status, response.reason, response.headers.copy(), response.body,
-                              response.version)
-        vias = relayed.headers.get_all("Via")
-        relayed.headers.remove("Via")
-        for via in vias[1:]:
-            relayed.headers.add("Via", via)
-        try:
-            transaction.origin.send(relayed)
-        except SipConnectionClosed:
-            pass  # the requester went away; nothing to tell it
-
-    def _follow_dialog(self, request: SipRequest, status: int) -> None:
-        call_id = request.headers.get("Call-ID") or ""
-        dialog = self._dialogs.get(call_id)
-        if dialog is None:
-            return
-        if request.method == "INVITE" and not sip.to_tag(request):
-            if status >= 200:
-                dialog.answered = True
-            if status >= 300:
-                del self._dialogs[call_id]        # refused, cancelled or timed out: no session
-        elif request.method == "BYE" and status >= 200:
-            del self._dialogs[call_id]
-
-    def _fail_transaction(self, branch: str, status: int, reason: str) -> None:
-        transaction = self._transactions.pop(branch, None)
-        if transaction:
-            self._follow_dialog(transaction.request, status)   # a timed-out INVITE leaves no session behind
-        if transaction and transaction.origin is not None:
-            respond(transaction.origin, transaction.request, status, reason)
-        elif transaction:   # a stored message we could not deliver: it stays at the head of the store
-            self._stored_answered(transaction, delivered=False)
-
-    async def _sweep_transactions(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            now = time.monotonic()
-            for branch in [b for b, t in self._transactions.items() if t.deadline < now]:
-                self._fail_transaction(branch, 408, "Request Timeout")
-            self.registrar.expire(now)
-
-    def _next_hop_unreachable(self, message: SipRequest) -> None:
-        self._fail_transaction(sip.top_branch(message), 503, "Next Hop Unreachable")
 
 
 _HEADER_CHECKS = {"Via": sip.parse_via, "From": sip.parse_name_addr, "To": sip.parse_name_addr,
