@@ -7,14 +7,13 @@ when the routing decision says so, go to the operator's interworking
 function. Responses retrace the Via path.
 
 This module is the listener and the dispatch; the jobs are in registrar.py
-(bindings), proxy.py (transactions, timers, sessions' paths) and links.py
-(connections to next hops).
+(bindings), proxy.py (transactions, timers, sessions' paths), store.py (store
+and forward) and links.py (connections to next hops).
 """
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from typing import Callable
 
 from iwlab.backends.directory import NodeDirectory
@@ -22,6 +21,7 @@ from iwlab.backends.nodes.cpm_server.links import NextHops
 from iwlab.backends.nodes.cpm_server.proxy import Proxy
 from iwlab.backends.nodes.cpm_server.registrar import Binding, Registrar
 from iwlab.backends.nodes.cpm_server.replies import respond
+from iwlab.backends.nodes.cpm_server.store import MessageStore
 from iwlab.backends.protocols import sip
 from iwlab.backends.protocols.sip import (
     SipParseError,
@@ -44,7 +44,7 @@ Address = tuple[str, int]
 class CpmServer:
     """Listener and dispatch: validates each request and hands it to the part whose job it is.
 
-    The parts (registrar, proxy, next-hop links) are built here and
+    The parts (registrar, proxy, message store, next-hop links) are built here and
     reached through their public methods; the route decision is made here, once.
     """
 
@@ -62,10 +62,9 @@ class CpmServer:
         self._server: asyncio.Server | None = None
         self._connections: set[SipConnection] = set()
         self._sweeper: asyncio.Task | None = None
-        self._stored: dict[str, deque[SipRequest]] = {}  # user id -> MESSAGEs waiting for registration
-        self._delivering: set[str] = set()               # user ids with a stored message in flight
-        self.registrar = Registrar(operator, topology, on_bound=self._flush_stored)
+        self.registrar = Registrar(operator, topology, on_bound=self._registered)
         self.proxy = Proxy(lambda: (self.host, self.port))
+        self.store = MessageStore(self.registrar, self.proxy, self.route_for)
         self.links = NextHops(name=self.name, nodes=nodes, annotate=trace.annotate, on_message=self._on_message,
                               on_undeliverable=self.proxy.next_hop_unreachable,
                               server_address=server_address, iwf_address=iwf_address)
@@ -129,6 +128,9 @@ class CpmServer:
         capable = binding.cpm_capable if registered and binding else user.cpm_capable
         return decide_route(user, registered=registered, cpm_capable=capable,
                             iwf_available=self._iwf_address is not None and self._iwf_address() is not None)
+
+    def _registered(self, user: User) -> None:
+        self.store.deliver(user)   # what waited for the user goes now, oldest first
 
     # -- incoming -----------------------------------------------------------
     def _on_message(self, conn: SipConnection, message: SipRequest | SipResponse | SipParseError) -> None:
@@ -199,51 +201,23 @@ class CpmServer:
 
     def _terminate(self, conn: SipConnection, req: SipRequest, user: User) -> None:
         route = self.route_for(user)
-        if route.technology == CPM and req.method == "MESSAGE" and self._stored.get(user.id):
+        if route.technology == CPM and req.method == "MESSAGE" and self.store.waiting(user):
             # Older stored messages go first: this one waits behind them (seed 5.9.5 step 6).
-            self._stored[user.id].append(req)
+            waiting = self.store.keep(user, req)
             respond(conn, req, 202, "Accepted (queued behind stored messages)",
-                    note=f"{len(self._stored[user.id]) - 1} older message(s) for {user.name} go first")
-            self._flush_stored(user)
+                    note=f"{waiting - 1} older message(s) for {user.name} go first")
+            self.store.deliver(user)
         elif route.technology == CPM:
             binding = self.registrar.binding(user)
             # RFC 3261 16.5/16.6: the registered Contact becomes the Request-URI.
             self.proxy.forward(conn, req, binding.connection, note=route.reason, request_uri=binding.target)
         elif route.technology == STORE and req.method == "MESSAGE":
-            self._stored.setdefault(user.id, deque()).append(req)
+            self.store.keep(user, req)
             respond(conn, req, 202, "Accepted (stored until the recipient registers)", note=route.reason)
         elif route.technology in (STORE, NONE):
             respond(conn, req, 480, "Temporarily Unavailable", note=route.reason)
         else:  # a legacy technology: the operator's interworking function takes it from here
             self.proxy.forward(conn, req, self.links.to_iwf(), note=route.reason, route=route)
-
-    # -- store and forward ----------------------------------------------------
-    def _flush_stored(self, user: User) -> None:
-        """Deliver messages kept while the user was away, one at a time, in the order they came.
-
-        The head leaves the store only when the device has answered it with 2xx;
-        anything else keeps it for the next registration.
-        """
-        queue = self._stored.get(user.id)
-        binding = self.registrar.binding(user)
-        if not queue or user.id in self._delivering or binding is None \
-                or self.route_for(user).technology != CPM:
-            return
-        head = queue[0]
-        # The original transaction was answered (202); this delivery is ours.
-        self._delivering.add(user.id)
-        sent = self.proxy.send_own(head, binding.connection, request_uri=binding.target,
-                                   note=f"stored message delivered now that {user.name} is registered",
-                                   on_final=lambda status: self._stored_answered(user, head, delivered=status < 300))
-        if not sent:
-            self._delivering.discard(user.id)
-
-    def _stored_answered(self, user: User, request: SipRequest, delivered: bool) -> None:
-        self._delivering.discard(user.id)
-        queue = self._stored.get(user.id)
-        if delivered and queue and queue[0] is request:
-            queue.popleft()
-            self._flush_stored(user)
 
     # -- whose request is it ------------------------------------------------------
     def _strip_own_route(self, req: SipRequest) -> None:
