@@ -82,7 +82,7 @@ class CpmServer:
     # -- lifecycle ------------------------------------------------------------
     async def start(self, port: int) -> int:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._new_connection, self.host, port)
+        self._server = await loop.create_server(self.new_connection, self.host, port)
         self.port = self._server.sockets[0].getsockname()[1]
         self._sweeper = asyncio.create_task(self._sweep(), name=f"{self.name} transaction timer")
         return self.port
@@ -100,7 +100,8 @@ class CpmServer:
             await self._server.wait_closed()
             self._server = None
 
-    def _new_connection(self) -> SipConnection:
+    def new_connection(self) -> SipConnection:
+        """The protocol for one accepted connection (the listener's factory; tests give it a transport)."""
         conn = SipConnection(self._on_message, local_name=self.name, trace=self.trace, nodes=self.nodes,
                              on_close=self._connection_closed)
         self._connections.add(conn)
