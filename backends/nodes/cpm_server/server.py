@@ -5,17 +5,23 @@ operator's server; requests for its own users go to their registered device
 (over the TCP flow they registered on), are stored until they register, or,
 when the routing decision says so, go to the operator's interworking
 function. Responses retrace the Via path.
+
+This module is the listener and the dispatch; the jobs are in registrar.py
+(bindings), proxy.py (transactions, timers, sessions' paths), store.py (store
+and forward) and links.py (connections to next hops).
 """
 from __future__ import annotations
 
 import asyncio
-import re
 import time
-from collections import deque
-from dataclasses import dataclass, field
 from typing import Callable
 
 from iwlab.backends.directory import NodeDirectory
+from iwlab.backends.nodes.cpm_server.links import NextHops
+from iwlab.backends.nodes.cpm_server.proxy import Proxy
+from iwlab.backends.nodes.cpm_server.registrar import Binding, Registrar
+from iwlab.backends.nodes.cpm_server.replies import respond
+from iwlab.backends.nodes.cpm_server.store import MessageStore
 from iwlab.backends.protocols import sip
 from iwlab.backends.protocols.sip import (
     SipParseError,
@@ -26,68 +32,22 @@ from iwlab.backends.protocols.sip import (
 from iwlab.backends.routing import CPM, NONE, STORE, Route, decide_route
 from iwlab.backends.topology import Operator, Topology, User
 from iwlab.backends.trace import Trace
-from iwlab.backends.transports.sip import (
-    SipConnection,
-    SipConnectionClosed,
-    open_connection,
-)
+from iwlab.backends.transports.sip import SipConnection, SipConnectionClosed
 
-TRANSACTION_TIMEOUT = 32.0              # RFC 3261 Timer F / B
-INVITE_TIMEOUT = 200.0                  # RFC 3261 Timer C (> 3 min): waits for a person
 ALLOWED = "REGISTER, MESSAGE, INVITE, ACK, BYE, CANCEL, OPTIONS"
 KNOWN_METHODS = {m.strip() for m in ALLOWED.split(",")}
 SUPPORTED_OPTIONS = ()   # no SIP extensions that a Require could ask for
-_ICSI_RE = re.compile(r'\+g\.3gpp\.icsi-ref="([^"]*)"', re.IGNORECASE)
 
 Address = tuple[str, int]
 
 
-@dataclass
-class Binding:
-    user: User
-    connection: SipConnection
-    contact: str
-    expires_at: float
-    icsi_refs: tuple[str, ...]
-
-    @property
-    def target(self) -> str:
-        """The Contact URI: where requests for this user go (the Request-URI)."""
-        return sip.uri_of(self.contact) or self.user.cpm_uri or ""
-
-    @property
-    def cpm_capable(self) -> bool:
-        return any("oma.cpm" in ref.replace("%3A", ":") for ref in self.icsi_refs)
-
-
-@dataclass
-class _Transaction:
-    origin: SipConnection | None          # None: a stored message this server delivers itself
-    request: SipRequest
-    deadline: float
-    stored_for: str | None = None         # user id, for a stored message
-
-
-@dataclass
-class _Dialog:
-    """A session's path through this server, for the requests inside it."""
-    caller_tag: str                        # From tag of the INVITE: tells which side sends
-    caller: SipConnection                  # towards the inviter
-    callee: "SipConnection | _PeerLink"    # towards the invitee
-    invite: SipRequest                     # as forwarded: a CANCEL reuses its branch
-    answered: bool = False
-
-
-@dataclass
-class _PeerLink:
-    """One outgoing connection to a next hop, with an ordered outbox while it opens."""
-    address: Callable[[], Address | None]
-    connection: SipConnection | None = None
-    outbox: deque = field(default_factory=deque)
-    opening: asyncio.Task | None = None
-
-
 class CpmServer:
+    """Listener and dispatch: validates each request and hands it to the part whose job it is.
+
+    The parts (registrar, proxy, message store, next-hop links) are built here and
+    reached through their public methods; the route decision is made here, once.
+    """
+
     def __init__(self, operator: Operator, topology: Topology, trace: Trace, nodes: NodeDirectory, *,
                  host: str, server_address: Callable[[str], Address | None],
                  iwf_address: Callable[[], Address | None] | None = None) -> None:
@@ -98,25 +58,33 @@ class CpmServer:
         self.host = host
         self.port = 0
         self.name = operator.node_name
-        self._server_address = server_address
         self._iwf_address = iwf_address
         self._server: asyncio.Server | None = None
         self._connections: set[SipConnection] = set()
-        self.bindings: dict[str, Binding] = {}           # user id -> binding
-        self._stored: dict[str, deque[SipRequest]] = {}  # user id -> MESSAGEs waiting for registration
-        self._delivering: dict[str, str] = {}             # user id -> branch of the stored one in flight
-        self._transactions: dict[str, _Transaction] = {}
-        self._links: dict[str, _PeerLink] = {}
-        self._dialogs: dict[str, _Dialog] = {}           # Call-ID -> session path
         self._sweeper: asyncio.Task | None = None
-        self.registration_listeners: list[Callable[[User, bool], None]] = []
+        self.registrar = Registrar(operator, topology, on_bound=self._registered)
+        self.proxy = Proxy(lambda: (self.host, self.port))
+        self.store = MessageStore(self.registrar, self.proxy, self.route_for)
+        self.links = NextHops(name=self.name, nodes=nodes, annotate=trace.annotate, on_message=self._on_message,
+                              on_undeliverable=self.proxy.next_hop_unreachable,
+                              server_address=server_address, iwf_address=iwf_address)
+
+    @property
+    def bindings(self) -> dict[str, Binding]:
+        """user id -> binding (the registrar's)."""
+        return self.registrar.bindings
+
+    @property
+    def registration_listeners(self) -> list[Callable[[User, bool], None]]:
+        """Called with (user, True) when a user registers, (user, False) when the binding ends."""
+        return self.registrar.listeners
 
     # -- lifecycle ------------------------------------------------------------
     async def start(self, port: int) -> int:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._new_connection, self.host, port)
+        self._server = await loop.create_server(self.new_connection, self.host, port)
         self.port = self._server.sockets[0].getsockname()[1]
-        self._sweeper = asyncio.create_task(self._sweep_transactions(), name=f"{self.name} transaction timer")
+        self._sweeper = asyncio.create_task(self._sweep(), name=f"{self.name} transaction timer")
         return self.port
 
     async def stop(self) -> None:
@@ -124,11 +92,7 @@ class CpmServer:
             self._server.close()      # accept nothing more; what is open is closed below
         if self._sweeper:
             self._sweeper.cancel()
-        for link in self._links.values():
-            if link.opening:
-                link.opening.cancel()
-            if link.connection:
-                link.connection.close()
+        self.links.close()
         for conn in list(self._connections):
             conn.close()
         if self._server:
@@ -136,7 +100,8 @@ class CpmServer:
             await self._server.wait_closed()
             self._server = None
 
-    def _new_connection(self) -> SipConnection:
+    def new_connection(self) -> SipConnection:
+        """The protocol for one accepted connection (the listener's factory; tests give it a transport)."""
         conn = SipConnection(self._on_message, local_name=self.name, trace=self.trace, nodes=self.nodes,
                              on_close=self._connection_closed)
         self._connections.add(conn)
@@ -144,37 +109,36 @@ class CpmServer:
 
     def _connection_closed(self, conn: SipConnection) -> None:
         self._connections.discard(conn)
-        for call_id, dialog in list(self._dialogs.items()):
-            if conn in (dialog.caller, dialog.callee):   # one side is gone: the session's path is too
-                del self._dialogs[call_id]
-        for user_id, binding in list(self.bindings.items()):
-            if binding.connection is conn:   # the flow the device registered on is gone
-                self._unbind(user_id)
+        self.proxy.connection_closed(conn)
+        self.registrar.connection_closed(conn)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            self.proxy.expire(now)
+            self.registrar.expire(now)
 
     # -- state --------------------------------------------------------------
     def is_registered(self, user: User) -> bool:
-        binding = self.bindings.get(user.id)
-        return bool(binding and binding.expires_at > time.monotonic() and binding.connection.is_open)
+        return self.registrar.is_registered(user)
 
     def route_for(self, user: User) -> Route:
-        binding = self.bindings.get(user.id)
+        binding = self.registrar.binding(user)
         registered = self.is_registered(user)
         capable = binding.cpm_capable if registered and binding else user.cpm_capable
         return decide_route(user, registered=registered, cpm_capable=capable,
                             iwf_available=self._iwf_address is not None and self._iwf_address() is not None)
 
-    def _unbind(self, user_id: str) -> None:
-        binding = self.bindings.pop(user_id, None)
-        if binding:
-            for listener in self.registration_listeners:
-                listener(binding.user, False)
+    def _registered(self, user: User) -> None:
+        self.store.deliver(user)   # what waited for the user goes now, oldest first
 
     # -- incoming -----------------------------------------------------------
     def _on_message(self, conn: SipConnection, message: SipRequest | SipResponse | SipParseError) -> None:
         if isinstance(message, SipParseError):
             self._answer_parse_error(conn, message)
         elif isinstance(message, SipResponse):
-            self._relay_response(message)
+            self.proxy.relay_response(message)
         else:
             self._handle_request(conn, message)
 
@@ -196,18 +160,18 @@ class CpmServer:
             unsupported = sip.unsupported_options(req, SUPPORTED_OPTIONS, proxy=True)
             unsupported = [tag for tag in unsupported if tag not in req.headers.get_all("Require")]
             if unsupported:
-                self._respond(conn, req, 420, "Bad Extension", extra_headers=[("Unsupported", ", ".join(unsupported))])
+                respond(conn, req, 420, "Bad Extension", extra_headers=[("Unsupported", ", ".join(unsupported))])
                 return
         if problem:
             extra = [("Unsupported", ", ".join(sip.unsupported_options(req, SUPPORTED_OPTIONS)))] \
                 if problem[0] == 420 else []
-            self._respond(conn, req, *problem, extra_headers=extra)
+            respond(conn, req, *problem, extra_headers=extra)
             return
         if req.method not in KNOWN_METHODS:
-            self._respond(conn, req, 501, "Not Implemented", extra_headers=[("Allow", ALLOWED)])
+            respond(conn, req, 501, "Not Implemented", extra_headers=[("Allow", ALLOWED)])
             return
         if req.method == "REGISTER":
-            self._register(conn, req)
+            self.registrar.register(conn, req)
             return
         target = sip.parse_uri(req.uri)
         if req.method == "OPTIONS" and not target.user and self._is_me(target.host):
@@ -217,46 +181,46 @@ class CpmServer:
             return
         max_forwards = sip.max_forwards(req)
         if max_forwards is not None and max_forwards <= 0:
-            self._respond(conn, req, 483, "Too Many Hops")
+            respond(conn, req, 483, "Too Many Hops")
             return
         self._strip_own_route(req)
         if req.method == "CANCEL" or sip.to_tag(req) or req.method == "ACK":
-            self._in_dialog(conn, req)
+            self.proxy.in_dialog(conn, req)
             return
         home = self.topology.home_operator_of_uri(req.uri)
         if home is None:
-            self._respond(conn, req, 404, f"No operator serves {req.uri}"[:80])
+            respond(conn, req, 404, f"No operator serves {req.uri}"[:80])
             return
         if home.id != self.operator.id:
-            self._forward(conn, req, self._link_to_operator(home), note="")
+            self.proxy.forward(conn, req, self.links.to_operator(home), note="")
             return
         user = self.topology.user_by_uri(req.uri)
         if user is None:
-            self._respond(conn, req, 404, "User Not Found")
+            respond(conn, req, 404, "User Not Found")
             return
         self._terminate(conn, req, user)
 
     def _terminate(self, conn: SipConnection, req: SipRequest, user: User) -> None:
         route = self.route_for(user)
-        if route.technology == CPM and req.method == "MESSAGE" and self._stored.get(user.id):
+        if route.technology == CPM and req.method == "MESSAGE" and self.store.waiting(user):
             # Older stored messages go first: this one waits behind them (seed 5.9.5 step 6).
-            self._stored[user.id].append(req)
-            self._respond(conn, req, 202, "Accepted (queued behind stored messages)",
-                          note=f"{len(self._stored[user.id]) - 1} older message(s) for {user.name} go first")
-            self._flush_stored(user)
+            waiting = self.store.keep(user, req)
+            respond(conn, req, 202, "Accepted (queued behind stored messages)",
+                    note=f"{waiting - 1} older message(s) for {user.name} go first")
+            self.store.deliver(user)
         elif route.technology == CPM:
-            binding = self.bindings[user.id]
+            binding = self.registrar.binding(user)
             # RFC 3261 16.5/16.6: the registered Contact becomes the Request-URI.
-            self._forward(conn, req, binding.connection, note=route.reason, request_uri=binding.target)
+            self.proxy.forward(conn, req, binding.connection, note=route.reason, request_uri=binding.target)
         elif route.technology == STORE and req.method == "MESSAGE":
-            self._stored.setdefault(user.id, deque()).append(req)
-            self._respond(conn, req, 202, "Accepted (stored until the recipient registers)", note=route.reason)
+            self.store.keep(user, req)
+            respond(conn, req, 202, "Accepted (stored until the recipient registers)", note=route.reason)
         elif route.technology in (STORE, NONE):
-            self._respond(conn, req, 480, "Temporarily Unavailable", note=route.reason)
+            respond(conn, req, 480, "Temporarily Unavailable", note=route.reason)
         else:  # a legacy technology: the operator's interworking function takes it from here
-            self._forward(conn, req, self._link_to_iwf(), note=route.reason, route=route)
+            self.proxy.forward(conn, req, self.links.to_iwf(), note=route.reason, route=route)
 
-    # -- dialogs (sessions: INVITE, ACK, BYE, CANCEL) -----------------------------------
+    # -- whose request is it ------------------------------------------------------
     def _strip_own_route(self, req: SipRequest) -> None:
         """Loose routing (RFC 3261 16.4): a Route naming us has done its job here."""
         routes = req.headers.get_all("Route")
@@ -275,36 +239,6 @@ class CpmServer:
             return False
         return self._is_me(parsed.host) and parsed.port in (None, self.port)
 
-    def _in_dialog(self, conn: SipConnection, req: SipRequest) -> None:
-        """Requests inside a session follow the path its INVITE took, whichever side sends them."""
-        call_id = req.headers.get("Call-ID") or ""
-        dialog = self._dialogs.get(call_id)
-        if dialog is None:
-            if req.method != "ACK":
-                self._respond(conn, req, 481, "Call/Transaction Does Not Exist")
-            return
-        if req.method == "CANCEL":
-            self._respond(conn, req, 200, "OK")
-            if not dialog.answered:
-                cancel = sip.make_cancel(dialog.invite)
-                self._send_towards(dialog.callee, cancel, "")   # same branch as the INVITE it cancels
-            return
-        from_tag = sip.from_tag(req)
-        towards = dialog.callee if from_tag == dialog.caller_tag else dialog.caller
-        if req.method == "ACK":
-            self._send_towards(towards, self._prepare_forward(req), "")
-            return
-        self._forward(conn, req, towards, note="")
-
-    def _send_towards(self, target: "SipConnection | _PeerLink", message: SipRequest, note: str) -> None:
-        if isinstance(target, _PeerLink):
-            self._send_on_link(target, message, note)
-            return
-        try:
-            target.send(message, note=note)
-        except SipConnectionClosed:
-            pass
-
     def _forwards(self, req: SipRequest) -> bool:
         """Will this request go on to another node (rather than be answered here)?"""
         if req.method == "REGISTER":
@@ -320,239 +254,6 @@ class CpmServer:
 
     def _is_me(self, host: str) -> bool:
         return host.lower() in (self.operator.cpm_domain, self.host, "localhost")
-
-    # -- registrar ----------------------------------------------------------
-    def _register(self, conn: SipConnection, req: SipRequest) -> None:
-        aor = sip.uri_of(req.headers.get("To"))
-        user = self.topology.user_by_uri(aor)
-        if user is None:
-            self._respond(conn, req, 404, "User Not Found")
-            return
-        if user.operator != self.operator.id:
-            self._respond(conn, req, 403, f"{user.name} is not a subscriber of {self.operator.cpm_domain}")
-            return
-        contacts = req.headers.get_all("Contact")
-        if not contacts:   # a query of the bindings
-            response = make_response(req, 200, to_tag=sip.new_tag())
-            binding = self.bindings.get(user.id)
-            if binding and self.is_registered(user):
-                response.headers.add("Contact", binding.contact)
-            conn.send(response)
-            return
-        contact = contacts[0]
-        expires = _expires(contact, req.headers.get("Expires"))
-        if expires is None:
-            self._respond(conn, req, 400, "Bad Expires")
-            return
-        if contact.strip() == "*" and (expires != 0 or len(contacts) > 1):
-            self._respond(conn, req, 400, "Contact: * needs Expires: 0 and no other Contact")   # RFC 3261 10.3
-            return
-        conn.peer_name = conn.peer_name or user.name
-        if expires == 0 or contact.strip() == "*":
-            self._unbind(user.id)
-            conn.send(make_response(req, 200, to_tag=sip.new_tag()))
-            return
-        binding = Binding(user, conn, contact.split(";expires=")[0], time.monotonic() + expires,
-                          tuple(_ICSI_RE.findall(contact)))
-        was_registered = self.is_registered(user)
-        self.bindings[user.id] = binding
-        response = make_response(req, 200, to_tag=sip.new_tag())
-        response.headers.add("Contact", f"{binding.contact};expires={expires}")
-        response.headers.add("Expires", str(expires))
-        conn.send(response)
-        if not was_registered:
-            for listener in self.registration_listeners:
-                listener(user, True)
-        self._flush_stored(user)
-
-    def _flush_stored(self, user: User) -> None:
-        """Deliver messages kept while the user was away, one at a time, in the order they came.
-
-        The head leaves the store only when the device has answered it with 2xx;
-        anything else keeps it for the next registration.
-        """
-        queue = self._stored.get(user.id)
-        binding = self.bindings.get(user.id)
-        if not queue or user.id in self._delivering or binding is None \
-                or self.route_for(user).technology != CPM:
-            return
-        fwd = self._prepare_forward(queue[0])
-        fwd.uri = binding.target
-        branch = sip.top_branch(fwd)
-        # The original transaction was answered (202); this delivery is ours.
-        self._transactions[branch] = _Transaction(origin=None, request=queue[0],
-                                                  deadline=time.monotonic() + TRANSACTION_TIMEOUT,
-                                                  stored_for=user.id)
-        self._delivering[user.id] = branch
-        try:
-            binding.connection.send(fwd, note=f"stored message delivered now that {user.name} is registered")
-        except SipConnectionClosed:
-            self._transactions.pop(branch, None)
-            self._delivering.pop(user.id, None)
-
-    def _stored_answered(self, transaction: _Transaction, delivered: bool) -> None:
-        user_id = transaction.stored_for or ""
-        self._delivering.pop(user_id, None)
-        queue = self._stored.get(user_id)
-        if delivered and queue and queue[0] is transaction.request:
-            queue.popleft()
-            self._flush_stored(self.topology.user(user_id))
-
-    # -- proxying -----------------------------------------------------------
-    def _prepare_forward(self, req: SipRequest) -> SipRequest:
-        fwd = SipRequest(req.method, req.uri, req.headers.copy(), req.body, req.version)
-        max_forwards = sip.max_forwards(req)
-        fwd.headers.set("Max-Forwards", str((max_forwards if max_forwards is not None else 70) - 1))
-        fwd.headers.prepend("Via", f"SIP/2.0/TCP {self.host}:{self.port};branch={sip.new_branch()}")
-        return fwd
-
-    def _forward(self, origin: SipConnection, req: SipRequest, target: SipConnection | _PeerLink,
-                 note: str, route: Route | None = None, request_uri: str | None = None) -> None:
-        fwd = self._prepare_forward(req)
-        if request_uri:
-            fwd.uri = request_uri
-        if route:
-            fwd.headers.set(Route.HEADER, route.to_header())
-        timeout = TRANSACTION_TIMEOUT
-        if req.method == "INVITE" and not sip.to_tag(req):
-            # Stay on the session's path (RFC 3261 16.6 step 4) and remember it for ACK/BYE/CANCEL.
-            fwd.headers.prepend("Record-Route", f"<sip:{self.host}:{self.port};transport=tcp;lr>")
-            self._dialogs[req.headers.get("Call-ID") or ""] = _Dialog(
-                caller_tag=sip.from_tag(req), caller=origin, callee=target, invite=fwd)
-            timeout = INVITE_TIMEOUT   # a person answers an invitation, not a machine
-            if route:
-                # The IWF records the reason from the decision header; a note would linger on the
-                # trace under this Call-ID and end up on the session's ACK.
-                note = ""
-        if req.method != "ACK":
-            self._transactions[sip.top_branch(fwd)] = _Transaction(origin, req, time.monotonic() + timeout)
-        if isinstance(target, _PeerLink):
-            self._send_on_link(target, fwd, note)
-            return
-        try:
-            target.send(fwd, note=note)
-        except SipConnectionClosed:
-            self._fail_transaction(sip.top_branch(fwd), 503, "Next Hop Unreachable")
-
-    def _relay_response(self, response: SipResponse) -> None:
-        branch = sip.top_branch(response)
-        transaction = self._transactions.get(branch)
-        if transaction is None:
-            return  # stray or late response: the trace already shows it
-        if sip.cseq_method(response) != transaction.request.method:
-            return  # the answer to a CANCEL we sent on the INVITE's branch: we answered that CANCEL ourselves
-        if response.status >= 200:
-            del self._transactions[branch]
-        self._follow_dialog(transaction.request, response.status)
-        if transaction.origin is None:   # the answer to a stored message we delivered ourselves
-            if response.status >= 200:
-                self._stored_answered(transaction, delivered=response.status < 300)
-            return
-        relayed = SipResponse(response.status, response.reason, response.headers.copy(), response.body,
-                              response.version)
-        vias = relayed.headers.get_all("Via")
-        relayed.headers.remove("Via")
-        for via in vias[1:]:
-            relayed.headers.add("Via", via)
-        try:
-            transaction.origin.send(relayed)
-        except SipConnectionClosed:
-            pass  # the requester went away; nothing to tell it
-
-    def _follow_dialog(self, request: SipRequest, status: int) -> None:
-        call_id = request.headers.get("Call-ID") or ""
-        dialog = self._dialogs.get(call_id)
-        if dialog is None:
-            return
-        if request.method == "INVITE" and not sip.to_tag(request):
-            if status >= 200:
-                dialog.answered = True
-            if status >= 300:
-                del self._dialogs[call_id]        # refused, cancelled or timed out: no session
-        elif request.method == "BYE" and status >= 200:
-            del self._dialogs[call_id]
-
-    def _respond(self, conn: SipConnection, req: SipRequest, status: int, reason: str, note: str = "",
-                 extra_headers: list[tuple[str, str]] = ()) -> None:
-        if req.method == "ACK":
-            return
-        response = make_response(req, status, reason, to_tag=sip.new_tag())
-        for name, value in extra_headers:
-            response.headers.add(name, value)
-        try:
-            conn.send(response, note=note)
-        except SipConnectionClosed:
-            pass
-
-    def _fail_transaction(self, branch: str, status: int, reason: str) -> None:
-        transaction = self._transactions.pop(branch, None)
-        if transaction:
-            self._follow_dialog(transaction.request, status)   # a timed-out INVITE leaves no session behind
-        if transaction and transaction.origin is not None:
-            self._respond(transaction.origin, transaction.request, status, reason)
-        elif transaction:   # a stored message we could not deliver: it stays at the head of the store
-            self._stored_answered(transaction, delivered=False)
-
-    async def _sweep_transactions(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            now = time.monotonic()
-            for branch in [b for b, t in self._transactions.items() if t.deadline < now]:
-                self._fail_transaction(branch, 408, "Request Timeout")
-            for user_id in [u for u, b in self.bindings.items() if b.expires_at < now]:
-                self._unbind(user_id)   # not refreshed in time: no longer registered
-
-    # -- next hops ------------------------------------------------------------
-    def _link_to_operator(self, operator: Operator) -> _PeerLink:
-        key = f"op:{operator.id}"
-        if key not in self._links:
-            self._links[key] = _PeerLink(lambda: self._server_address(operator.id))
-        return self._links[key]
-
-    def _link_to_iwf(self) -> _PeerLink:
-        if "iwf" not in self._links:
-            self._links["iwf"] = _PeerLink(lambda: self._iwf_address() if self._iwf_address else None)
-        return self._links["iwf"]
-
-    def _send_on_link(self, link: _PeerLink, message: SipRequest, note: str) -> None:
-        if link.connection and link.connection.is_open and not link.outbox:
-            try:
-                link.connection.send(message, note=note)
-                return
-            except SipConnectionClosed:
-                pass
-        link.outbox.append((message, note))
-        if link.opening is None or link.opening.done():
-            link.opening = asyncio.create_task(self._open_link(link), name=f"{self.name} next hop")
-
-    async def _open_link(self, link: _PeerLink) -> None:
-        address = link.address()
-        try:
-            if address is None:
-                raise OSError("no address")
-            link.connection = await open_connection(address[0], address[1], self._on_message,
-                                                    local_name=self.name, nodes=self.nodes,
-                                                    annotate=self.trace.annotate)
-        except OSError:
-            while link.outbox:
-                message, _ = link.outbox.popleft()
-                self._fail_transaction(sip.top_branch(message), 503, "Next Hop Unreachable")
-            return
-        while link.outbox:   # in order: nothing overtakes what was queued first
-            message, note = link.outbox.popleft()
-            try:
-                link.connection.send(message, note=note)
-            except SipConnectionClosed:
-                self._fail_transaction(sip.top_branch(message), 503, "Next Hop Unreachable")
-
-
-def _expires(contact: str, expires_header: str | None) -> int | None:
-    match = re.search(r";\s*expires\s*=\s*(\d+)", contact, re.IGNORECASE)
-    value = match.group(1) if match else (expires_header or "3600")
-    try:
-        return min(int(value.strip()), 2**31 - 1)
-    except ValueError:
-        return None
 
 
 _HEADER_CHECKS = {"Via": sip.parse_via, "From": sip.parse_name_addr, "To": sip.parse_name_addr,

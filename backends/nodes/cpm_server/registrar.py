@@ -1,0 +1,133 @@
+"""The registrar of a CPM service provider domain (RFC 3261 10.3).
+
+A binding ties a user to the TCP flow the device registered on: requests for
+the user go back on that flow, so the binding ends with it, with an
+unregistering REGISTER, or when it is not refreshed in time.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from iwlab.backends.nodes.cpm_server.replies import respond
+from iwlab.backends.protocols import sip
+from iwlab.backends.protocols.sip import SipRequest, make_response
+from iwlab.backends.topology import Operator, Topology, User
+from iwlab.backends.transports.sip import SipConnection
+
+_ICSI_RE = re.compile(r'\+g\.3gpp\.icsi-ref="([^"]*)"', re.IGNORECASE)
+
+RegistrationListener = Callable[[User, bool], None]
+
+
+@dataclass
+class Binding:
+    user: User
+    connection: SipConnection
+    contact: str
+    expires_at: float
+    icsi_refs: tuple[str, ...]
+
+    @property
+    def target(self) -> str:
+        """The Contact URI: where requests for this user go (the Request-URI)."""
+        return sip.uri_of(self.contact) or self.user.cpm_uri or ""
+
+    @property
+    def cpm_capable(self) -> bool:
+        return any("oma.cpm" in ref.replace("%3A", ":") for ref in self.icsi_refs)
+
+
+class Registrar:
+    """Bindings of one operator's users, and who hears when a user comes or goes.
+
+    `listeners` hear (user, True) when a user becomes registered and (user, False)
+    when a binding ends; `on_bound` runs after every successful binding (first or
+    refresh), so what waited for the user can go.
+    """
+
+    def __init__(self, operator: Operator, topology: Topology, *,
+                 on_bound: Callable[[User], None] = lambda user: None) -> None:
+        self._operator = operator
+        self._topology = topology
+        self._on_bound = on_bound
+        self.bindings: dict[str, Binding] = {}           # user id -> binding
+        self.listeners: list[RegistrationListener] = []
+
+    # -- state --------------------------------------------------------------
+    def binding(self, user: User) -> Binding | None:
+        return self.bindings.get(user.id)
+
+    def is_registered(self, user: User) -> bool:
+        binding = self.bindings.get(user.id)
+        return bool(binding and binding.expires_at > time.monotonic() and binding.connection.is_open)
+
+    def unbind(self, user_id: str) -> None:
+        binding = self.bindings.pop(user_id, None)
+        if binding:
+            for listener in self.listeners:
+                listener(binding.user, False)
+
+    def expire(self, now: float) -> None:
+        for user_id in [u for u, b in self.bindings.items() if b.expires_at < now]:
+            self.unbind(user_id)   # not refreshed in time: no longer registered
+
+    def connection_closed(self, conn: SipConnection) -> None:
+        for user_id, binding in list(self.bindings.items()):
+            if binding.connection is conn:   # the flow the device registered on is gone
+                self.unbind(user_id)
+
+    # -- REGISTER -------------------------------------------------------------
+    def register(self, conn: SipConnection, req: SipRequest) -> None:
+        aor = sip.uri_of(req.headers.get("To"))
+        user = self._topology.user_by_uri(aor)
+        if user is None:
+            respond(conn, req, 404, "User Not Found")
+            return
+        if user.operator != self._operator.id:
+            respond(conn, req, 403, f"{user.name} is not a subscriber of {self._operator.cpm_domain}")
+            return
+        contacts = req.headers.get_all("Contact")
+        if not contacts:   # a query of the bindings
+            response = make_response(req, 200, to_tag=sip.new_tag())
+            binding = self.bindings.get(user.id)
+            if binding and self.is_registered(user):
+                response.headers.add("Contact", binding.contact)
+            conn.send(response)
+            return
+        contact = contacts[0]
+        expires = _expires(contact, req.headers.get("Expires"))
+        if expires is None:
+            respond(conn, req, 400, "Bad Expires")
+            return
+        if contact.strip() == "*" and (expires != 0 or len(contacts) > 1):
+            respond(conn, req, 400, "Contact: * needs Expires: 0 and no other Contact")   # RFC 3261 10.3
+            return
+        conn.peer_name = conn.peer_name or user.name
+        if expires == 0 or contact.strip() == "*":
+            self.unbind(user.id)
+            conn.send(make_response(req, 200, to_tag=sip.new_tag()))
+            return
+        binding = Binding(user, conn, contact.split(";expires=")[0], time.monotonic() + expires,
+                          tuple(_ICSI_RE.findall(contact)))
+        was_registered = self.is_registered(user)
+        self.bindings[user.id] = binding
+        response = make_response(req, 200, to_tag=sip.new_tag())
+        response.headers.add("Contact", f"{binding.contact};expires={expires}")
+        response.headers.add("Expires", str(expires))
+        conn.send(response)
+        if not was_registered:
+            for listener in self.listeners:
+                listener(user, True)
+        self._on_bound(user)
+
+
+def _expires(contact: str, expires_header: str | None) -> int | None:
+    match = re.search(r";\s*expires\s*=\s*(\d+)", contact, re.IGNORECASE)
+    value = match.group(1) if match else (expires_header or "3600")
+    try:
+        return min(int(value.strip()), 2**31 - 1)
+    except ValueError:
+        return None
