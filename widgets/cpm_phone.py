@@ -29,6 +29,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from iwlab.backends.devices.cpm_phone import ChatMessage
+from iwlab.backends.devices.events import (
+    ConditionsChanged,
+    DeviceEvent,
+    MessageAdded,
+    MessageStatusChanged,
+    RegistrationChanged,
+    SessionChanged,
+    SessionMessageAdded,
+)
 from iwlab.widgets.chat_bubbles import BubbleDelegate, ConversationModel
 from iwlab.widgets.device_bridge import DeviceBridge
 from iwlab.widgets.device_frame import device_header, set_pill
@@ -217,7 +227,6 @@ class CpmPhone(QFrame):
                 self.choose_recipient(peer.id)
 
     def _session_message(self, session, direction: str, text: str) -> None:
-        from iwlab.backends.devices.cpm_phone import ChatMessage
         message = ChatMessage(direction, session.peer_uri, session.peer_name, text, "",
                               session.conversation_id or session.call_id, "",
                               status="sent" if direction == "out" else "received", status_detail="MSRP")
@@ -236,17 +245,18 @@ class CpmPhone(QFrame):
                                               roaming_without_cpm=self.roaming_box.isChecked()))
 
     # -- device events --------------------------------------------------------------
-    def _device_event(self, kind: str, payload: object) -> None:
-        if kind == "message":
-            self._add_message(payload)
-        elif kind == "status":
-            self.model.refresh(payload)
-        elif kind in ("registration", "state"):
-            self._show_state()
-        elif kind == "session":
-            self._session_changed(payload)
-        elif kind == "session_message":
-            self._session_message(*payload)
+    def _device_event(self, event: DeviceEvent) -> None:
+        match event:
+            case MessageAdded(message):
+                self._add_message(message)
+            case MessageStatusChanged(message):
+                self.model.refresh(message)
+            case RegistrationChanged() | ConditionsChanged():
+                self._show_state()
+            case SessionChanged(session):
+                self._session_changed(session)
+            case SessionMessageAdded(session, direction, text):
+                self._session_message(session, direction, text)
 
     def _add_message(self, message) -> None:
         key = message.conversation_id

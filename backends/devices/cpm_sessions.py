@@ -5,8 +5,8 @@ technology): the INVITE goes to the person's identity and the network decides (a
 IWF that adapts it to SMS). The phone offers MSRP (setup:active: it connects when answered) and,
 for incoming sessions, answers with its own MSRP listener (the offerer connects to it; it records).
 
-Events through the device's listeners: ("session", ChatSession) on every state change and
-("session_message", (session, direction, text)) for each message in a session.
+Events through the device's listeners (backends/devices/events.py): SessionChanged on every state
+change and SessionMessageAdded for each message in a session.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from iwlab.backends.devices.events import SessionChanged, SessionMessageAdded
 from iwlab.backends.protocols import sdp, sip
 from iwlab.backends.protocols.cpim import CPM_SESSION_SERVICE, CpimMessage
 from iwlab.backends.protocols.sip import (
@@ -96,7 +97,7 @@ class CpmSessions:
 
     # -- helpers ------------------------------------------------------------------------
     def _emit(self, session: ChatSession) -> None:
-        self.device._emit("session", session)
+        self.device.emit(SessionChanged(session, session.state))
 
     def _set_state(self, session: ChatSession, state: str, reason: str = "") -> None:
         session.state, session.reason = state, reason
@@ -116,7 +117,7 @@ class CpmSessions:
     def _on_msrp(self, session: ChatSession):
         def deliver(_msrp: MsrpSession, text: str, content_type: str, message_id: str) -> None:
             session.messages.append(SessionMessage("in", text))
-            self.device._emit("session_message", (session, "in", text))
+            self.device.emit(SessionMessageAdded(session, "in", text))
         return deliver
 
     # -- outgoing -------------------------------------------------------------------------
@@ -125,12 +126,12 @@ class CpmSessions:
         peer_uri, peer_name = self._peer(peer)
         call_id = sip.new_call_id(self.device.domain)
         session = ChatSession(call_id, "out", peer_uri, peer_name,
-                              conversation_id=self.device._conversation_with.setdefault(peer_uri, uuid.uuid4().hex),
+                              conversation_id=self.device.conversation_with(peer_uri),
                               contribution_id=uuid.uuid4().hex)
         self.sessions[call_id] = session
         self._emit(session)
         try:
-            conn = await self.device._connect()
+            conn = await self.device.connect()
             await self.listener.start()
         except OSError as exc:
             self._set_state(session, "failed", f"not sent: {exc}")
@@ -141,7 +142,7 @@ class CpmSessions:
         session.msrp = msrp_session
         offer = sdp.offer(host=self.host, port=self.listener.port, session_id_path=msrp_session.session_id)
         offer.path = [msrp_session.local_uri]
-        req = self.device._new_request("INVITE", peer_uri, to=peer_uri, call_id=call_id)
+        req = self.device.new_request("INVITE", peer_uri, to=peer_uri, call_id=call_id)
         session.local_tag = sip.from_tag(req)
         req.headers.add("Contact", self._contact(conn))
         req.headers.add("P-Preferred-Service", CPM_SESSION_SERVICE)
@@ -235,7 +236,7 @@ class CpmSessions:
 
     async def _bye(self, session: ChatSession) -> None:
         try:
-            conn = await self.device._connect()
+            conn = await self.device.connect()
             await asyncio.wait_for(conn.request(self._in_dialog_request(session, "BYE")), 32)
         except (OSError, SipConnectionClosed, asyncio.TimeoutError):
             pass
@@ -252,7 +253,7 @@ class CpmSessions:
         else:
             session.msrp.send_text(text)
         session.messages.append(SessionMessage("out", text))
-        self.device._emit("session_message", (session, "out", text))
+        self.device.emit(SessionMessageAdded(session, "out", text))
 
     # -- incoming -------------------------------------------------------------------------
     def on_request(self, conn: SipConnection, req: SipRequest) -> None:

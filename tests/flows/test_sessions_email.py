@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 
+from iwlab.backends.devices.events import SessionChanged
 from iwlab.backends.protocols import mail, sdp
 from iwlab.backends.protocols.msrp import MsrpRequest
 from iwlab.backends.protocols.sip import SipRequest, SipResponse
@@ -226,10 +227,9 @@ def test_john_asks_and_marys_phone_answers(email_session_lab, accept):
     lab, mary, media, inbox = email_session_lab(devices="mary")
     device = lab.lab.device("mary")
     events: list = []
-    lab.call(device.listeners.append,
-             lambda kind, payload: events.append((kind, payload.state if kind == "session" else payload)))
+    lab.call(device.listeners.append, events.append)
     john_writes(lab, "chat", subject="Quick chat?")
-    wait_for(lambda: ("session", "incoming") in events)
+    wait_for(lambda: any(isinstance(e, SessionChanged) and e.state == "incoming" for e in list(events)))
     session = lab.call(lambda: next(iter(device.sessions.sessions.values())))
     assert session.direction == "in" and session.peer_name == "John"
     if not accept:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from iwlab.backends.devices.events import SessionChanged
 from tests.helpers.raw_smpp import SmppHandset
 from tests.helpers.sip_client import received_text
 from tests.helpers.smpp_client import encoded, peter_submits
@@ -85,7 +86,7 @@ def test_sipp_invites_marys_phone_which_accepts(lab_factory, tmp_path):
     device = lab.lab.device("mary")
     states: list = []
     lab.call(device.listeners.append,
-             lambda kind, payload: states.append(payload.state) if kind == "session" else None)
+             lambda event: states.append(event.state) if isinstance(event, SessionChanged) else None)
     sipp = run_sipp("uac_invite_mary.xml", lab.lab.endpoints()["sip"]["cpm-a.lab"], tmp_path)
     deadline = time.monotonic() + 15
     while "incoming" not in states:
