@@ -39,6 +39,7 @@ from iwlab.backends.devices.events import (
     SessionChanged,
     SessionMessageAdded,
 )
+from iwlab.backends.devices.session_state import SessionState
 from iwlab.widgets.chat_bubbles import BubbleDelegate, ConversationModel
 from iwlab.widgets.device_bridge import DeviceBridge
 from iwlab.widgets.device_frame import device_header, set_pill
@@ -177,7 +178,7 @@ class CpmPhone(QFrame):
         contact = self.device.topology.user(self.recipient.currentData())
         self.text.clear()
         session = self.session
-        if session is not None and session.state == "established" and session.peer_uri == contact.cpm_uri:
+        if session is not None and session.state is SessionState.ESTABLISHED and session.peer_uri == contact.cpm_uri:
             self.run_in_lab(_call(self.device.sessions.send, session, text))   # in the session: MSRP
             return
         self.run_in_lab(self.device.send_message(contact, text))
@@ -192,12 +193,12 @@ class CpmPhone(QFrame):
         self.run_in_lab(self.device.sessions.start_session(contact))
 
     def accept_session(self) -> None:
-        if self.session is not None and self.session.state == "incoming":
+        if self.session is not None and self.session.state is SessionState.INCOMING:
             self.session_banner.hide()
             self.run_in_lab(self.device.sessions.accept(self.session))
 
     def decline_session(self) -> None:
-        if self.session is not None and self.session.state == "incoming":
+        if self.session is not None and self.session.state is SessionState.INCOMING:
             self.session_banner.hide()
             self.run_in_lab(_call(self.device.sessions.decline, self.session))
 
@@ -210,7 +211,7 @@ class CpmPhone(QFrame):
                 and not session.is_open:
             return   # an old session's late news does not hide the live one
         self.session = session
-        if session.state == "incoming":
+        if session.state is SessionState.INCOMING:
             self.session_banner_label.setText(f"{session.peer_name} invites you to a chat session")
             self.session_banner.show()
         else:
@@ -218,10 +219,10 @@ class CpmPhone(QFrame):
         self.session_line.setText(session.describe())
         self.session_row.show()
         self.end_button.setEnabled(session.is_open)
-        self.end_button.setVisible(session.state != "incoming")   # the banner answers an invitation
-        self.end_button.setText("Cancel" if session.state in ("inviting", "ringing") else "End")
+        self.end_button.setVisible(session.state is not SessionState.INCOMING)   # the banner answers an invitation
+        self.end_button.setText("Cancel" if session.state in (SessionState.INVITING, SessionState.RINGING) else "End")
         self.session_button.setEnabled(not session.is_open)
-        if session.state == "established":
+        if session.state is SessionState.ESTABLISHED:
             peer = self.device.topology.user_by_uri(session.peer_uri)
             if peer is not None:
                 self.choose_recipient(peer.id)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 if TYPE_CHECKING:
     from iwlab.backends.devices.cpm_phone import ChatMessage
     from iwlab.backends.devices.cpm_sessions import ChatSession
+    from iwlab.backends.devices.session_state import SessionState
     from iwlab.backends.devices.email_client import MailItem
     from iwlab.backends.devices.sms_handset import Sms
     from iwlab.backends.topology import User
@@ -54,7 +55,7 @@ class MessageStatusChanged(DeviceEvent):
 class SessionChanged(DeviceEvent):
     """A chat session appeared or changed state; `state` is the state it changed to, as it was then."""
     session: ChatSession
-    state: str
+    state: SessionState
 
 
 @dataclass(frozen=True)
