@@ -1,81 +1,87 @@
 """The lab window: CPM phones on the left, legacy devices on the right, the
 bridge in the middle as a live ladder with a PDU inspector under it.
 
-The lab runs on its own asyncio thread (backends.lab_thread): protocol work
-never shares a thread with painting. The window's own loop is qasync, so
-slots can await the lab (start/stop) without freezing the window.
+This class lays the window out and wires its parts, each with one job:
+LabController (the lab's lifecycle and actions on it), DeviceColumns (the
+device widgets), WindowActions (toolbar and menus), TraceFiles (open/save),
+Look (theme and zoom), Notices (status bar and error boxes).
 """
 from __future__ import annotations
 
 import asyncio
 import sys
-from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QApplication,
-    QComboBox,
-    QFileDialog,
     QLabel,
     QMainWindow,
-    QMessageBox,
-    QScrollArea,
     QSplitter,
     QTabWidget,
-    QToolBar,
     QTreeWidgetItemIterator,
     QVBoxLayout,
     QWidget,
 )
 
+from iwlab.app.device_columns import DeviceColumns
 from iwlab.app.headless import ladder_nodes
-from iwlab.backends.lab.control import run_command
-from iwlab.backends.lab.lab import Lab
+from iwlab.app.lab_controller import LabController
+from iwlab.app.look import Look
+from iwlab.app.notices import Notices
+from iwlab.app.trace_files import TraceFiles
+from iwlab.app.window_actions import WindowActions
 from iwlab.backends.lab.lab_thread import LabThread
-from iwlab.backends.lab.report import read_trace_json, write_trace_json
 from iwlab.backends.topology import Topology
-from iwlab.widgets import theme
-from iwlab.widgets.cpm_phone import CpmPhone
-from iwlab.widgets.email_client import EmailClientWidget
 from iwlab.widgets.inspector import InspectorView
 from iwlab.widgets.ladder import LadderView
 from iwlab.widgets.scenario_panel import ScenarioPanel
-from iwlab.widgets.sms_handset import SmsHandsetWidget
 
-PROTOCOL_FILTERS = {"All protocols": None, "SIP only": {"SIP"}, "SMPP only": {"SMPP"},
-                    "SIP + SMPP": {"SIP", "SMPP"}}
+__all__ = ["LabWindow", "ladder_nodes", "run_window"]
 
 
 class LabWindow(QMainWindow):
-    labError = Signal(str)   # an action in the lab failed (emitted from the lab thread)
-    labInfo = Signal(str)    # what a change did, e.g. the route it leads to (from the lab thread)
-
     def __init__(self, topology: Topology, *, theme_name: str | None = None, zoom: float | None = None) -> None:
         super().__init__()
         self.topology = topology
-        self.runner: LabThread | None = None
-        self.settings = QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "iwlab", "iwlab")
-        self.theme_name = theme_name or str(self.settings.value("theme", "system"))
-        self.zoom = float(zoom or self.settings.value("zoom", 1.0))
         self.setWindowTitle("iwlab — CPM ↔ SMS / email interworking lab")
-        self.phones: dict[str, QWidget] = {}
-        self._busy = False              # an async start/stop is running
-        self._close_requested = False
-        self.device_scrolls: list[QScrollArea] = []
+        self._close_requested = False   # asked while a start/stop ran: close when it is done
 
         self.ladder = LadderView(ladder_nodes(topology))
         self.inspector = InspectorView()
         self.ladder.eventSelected.connect(self.inspector.show_event)
-
-        left_column, self.left = self._device_column("CPM users")
-        right_column, self.right = self._device_column("Legacy devices")
-        centre = QSplitter(Qt.Orientation.Vertical)
-        centre.addWidget(self._titled("Interworking ladder — every PDU on the wire", self.ladder))
-        self.scenarios = ScenarioPanel(self.run_in_lab, lambda: self.runner.lab if self.runner else None)
+        self.notices = Notices(self)
+        self.controller = LabController(topology, self.ladder, self.notices, self)
+        self.columns = DeviceColumns(topology, self.controller.run_in_lab, self.controller.set_conditions, self)
+        self.scenarios = ScenarioPanel(self.controller.run_in_lab, lambda: self.controller.lab)
         self.scenarios.highlight.connect(self.ladder.highlight_seqs)
         self.scenarios.showRow.connect(self.ladder.select_seq)
-        self.scenarios.failed.connect(lambda text: self.statusBar().showMessage(f"Failed: {text}", 8000))
+        self.scenarios.failed.connect(self.notices.failed)
+        self._lay_out()
+
+        self.look = Look(self.notices, theme_name=theme_name, zoom=zoom, on_applied=self._fit_columns)
+        self.trace_files = TraceFiles(self, self.ladder, self.controller, self.notices)
+        self.commands = WindowActions(self, controller=self.controller, ladder=self.ladder,
+                                      trace_files=self.trace_files, look=self.look, notices=self.notices)
+        a = self.commands   # the commands, also by their old names (tests and scripts trigger them)
+        self.start_action, self.stop_action, self.pause_action, self.clear_action = \
+            a.start_action, a.stop_action, a.pause_action, a.clear_action
+        self.zoom_in_action, self.zoom_out_action, self.zoom_reset_action = \
+            a.zoom_in_action, a.zoom_out_action, a.zoom_reset_action
+        self.protocol_filter, self.theme_box = a.protocol_filter, a.theme_box
+        self.all_conversations_action, self.thread_policy_actions = a.all_conversations_action, a.thread_policy_actions
+
+        self.controller.labError.connect(self.notices.failed)
+        self.controller.labInfo.connect(lambda text: self.notices.status(text, 10000))
+        self.controller.attached.connect(self._lab_attached)
+        self.controller.detached.connect(self._lab_detached)
+        self.controller.settled.connect(self._close_if_asked)
+        self.look.apply()
+        self._fit_to_screen()
+
+    # -- layout --------------------------------------------------------------------------------
+    def _lay_out(self) -> None:
+        centre = QSplitter(Qt.Orientation.Vertical)
+        centre.addWidget(self._titled("Interworking ladder — every PDU on the wire", self.ladder))
         self.bottom_tabs = QTabWidget()
         self.bottom_tabs.addTab(self.inspector, "Inspector")
         self.bottom_tabs.addTab(self.scenarios, "Use cases and requirements")
@@ -84,69 +90,15 @@ class LabWindow(QMainWindow):
         centre.setStretchFactor(1, 1)
         centre.setSizes([700, 260])   # the ladder is the show; the inspector is for the curious
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
-        self.splitter.addWidget(left_column)
+        self.splitter.addWidget(self.columns.left_column)
         self.splitter.addWidget(centre)
-        self.splitter.addWidget(right_column)
+        self.splitter.addWidget(self.columns.right_column)
         self.splitter.setStretchFactor(0, 0)
         self.splitter.setStretchFactor(1, 1)
         self.splitter.setStretchFactor(2, 0)
         self.splitter.setChildrenCollapsible(False)
         self.splitter.setObjectName("centre")
         self.setCentralWidget(self.splitter)
-
-        self._build_actions()
-        self.labError.connect(lambda text: self.statusBar().showMessage(f"Failed: {text}", 8000))
-        # Scenarios and the console change people's conditions too: the switches follow.
-        self._sync_timer = QTimer(self, interval=500, timeout=self._sync_conditions)
-        self.labInfo.connect(lambda text: self.statusBar().showMessage(text, 10000))
-        self.endpoints_label = QLabel("Lab stopped")
-        self.statusBar().addPermanentWidget(self.endpoints_label)
-        self.apply_look()
-        self._fit_to_screen()
-
-    def _fit_to_screen(self) -> None:
-        """A lab in front of a room uses the whole screen."""
-        screen = self.screen().availableGeometry() if self.screen() else None
-        if screen is None:
-            self.resize(1600, 960)
-            return
-        self.resize(screen.width(), screen.height())
-        self.setWindowState(Qt.WindowState.WindowMaximized)
-
-    def _fit_columns(self) -> None:
-        """Device columns never clip a phone: as wide as their widest device needs (zoom included)."""
-        for scroll in self.device_scrolls:
-            inner = scroll.widget()
-            needed = inner.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width()
-            column = scroll.parentWidget()
-            margins = column.layout().contentsMargins()
-            column.setMinimumWidth(max(needed, 300) + margins.left() + margins.right())
-        # QSplitter keeps the widths it chose before the phones existed: hand the
-        # side columns what they need now and the ladder all the rest.
-        sides = [self.splitter.widget(i).minimumWidth() for i in (0, 2)]
-        centre = max(self.splitter.width() - sum(sides) - 2 * self.splitter.handleWidth(), 500)
-        self.splitter.setSizes([sides[0], centre, sides[1]])
-
-    # -- layout helpers ---------------------------------------------------------------
-    def _device_column(self, title: str) -> tuple[QWidget, QVBoxLayout]:
-        """A titled, scrollable column; returns it and the layout devices go into."""
-        column = QWidget()
-        layout = QVBoxLayout(column)
-        layout.setContentsMargins(8, 8, 8, 8)
-        heading = QLabel(title)
-        heading.setObjectName("paneTitle")
-        layout.addWidget(heading)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        inner = QWidget()
-        devices = QVBoxLayout(inner)
-        devices.setContentsMargins(0, 0, 0, 0)
-        scroll.setWidget(inner)
-        layout.addWidget(scroll, 1)
-        self.device_scrolls.append(scroll)
-        return column, devices
 
     @staticmethod
     def _titled(title: str, widget: QWidget) -> QWidget:
@@ -159,262 +111,101 @@ class LabWindow(QMainWindow):
         layout.addWidget(widget, 1)
         return box
 
-    def _build_actions(self) -> None:
-        bar = QToolBar("Lab")
-        bar.setObjectName("mainToolbar")
-        bar.setMovable(False)
-        self.addToolBar(bar)
-        # Text glyphs rather than the style's icons: those are black on a dark theme.
-        self.start_action = QAction("▶  Start lab", self,
-                                    triggered=lambda: asyncio.ensure_future(self.start_lab_async()))
-        self.stop_action = QAction("■  Stop lab", self,
-                                   triggered=lambda: asyncio.ensure_future(self.stop_lab_async()))
-        self.pause_action = QAction("❚❚  Pause trace", self, checkable=True, shortcut=QKeySequence("Ctrl+P"))
-        self.pause_action.toggled.connect(self.ladder.set_paused)
-        self.clear_action = QAction("Clear trace", self, shortcut=QKeySequence("Ctrl+L"), triggered=self.ladder.clear)
-        self.zoom_in_action = QAction("A+", self, shortcut=QKeySequence.StandardKey.ZoomIn,
-                                      triggered=lambda: self.set_zoom(theme.next_zoom(self.zoom, +1)))
-        self.zoom_in_action.setShortcuts([QKeySequence("Ctrl++"), QKeySequence("Ctrl+=")])
-        self.zoom_out_action = QAction("A−", self, shortcut=QKeySequence.StandardKey.ZoomOut,
-                                       triggered=lambda: self.set_zoom(theme.next_zoom(self.zoom, -1)))
-        self.zoom_reset_action = QAction("Actual size", self, shortcut=QKeySequence("Ctrl+0"),
-                                         triggered=lambda: self.set_zoom(1.0))
-        self.protocol_filter = QComboBox()
-        self.protocol_filter.addItems(list(PROTOCOL_FILTERS))
-        self.protocol_filter.currentTextChanged.connect(
-            lambda text: self.ladder.set_protocol_filter(PROTOCOL_FILTERS[text]))
-        self.theme_box = QComboBox()
-        self.theme_box.addItems([t.capitalize() for t in theme.THEMES])
-        self.theme_box.setCurrentText(self.theme_name.capitalize())
-        self.theme_box.currentTextChanged.connect(lambda text: self.set_theme(text.lower()))
-        for action in (self.start_action, self.stop_action):
-            bar.addAction(action)
-        bar.addSeparator()
-        bar.addAction(self.pause_action)
-        bar.addAction(self.clear_action)
-        bar.addWidget(self.protocol_filter)
-        bar.addSeparator()
-        bar.addWidget(QLabel(" Theme "))
-        bar.addWidget(self.theme_box)
-        bar.addAction(self.zoom_out_action)
-        bar.addAction(self.zoom_in_action)
-
-        file_menu = self.menuBar().addMenu("&File")
-        file_menu.addAction(QAction("&Open trace…", self, shortcut=QKeySequence.StandardKey.Open,
-                                    triggered=lambda: self._ask_path("open")))
-        file_menu.addAction(QAction("&Save trace…", self, shortcut=QKeySequence.StandardKey.Save,
-                                    triggered=lambda: self._ask_path("save")))
-        lab_menu = self.menuBar().addMenu("&Lab")
-        lab_menu.addAction(self.start_action)
-        lab_menu.addAction(self.stop_action)
-        lab_menu.addSeparator()
-        lab_menu.addAction(QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit, triggered=self.close))
-        self.all_conversations_action = QAction("Show all conversations", self, enabled=False,
-                                                triggered=lambda: self.ladder.set_conversation_filter(None))
-        self.ladder.conversationFilterChanged.connect(
-            lambda key: self.all_conversations_action.setEnabled(bool(key)))
-        bar.addAction(self.all_conversations_action)
-        threads_menu = lab_menu.addMenu("SMS &threads")
-        policies = QActionGroup(self)
-        self.thread_policy_actions = {}
-        for policy, label in (("last", "Reply joins the latest conversation"),
-                              ("pool", "One originating number per conversation (pool)")):
-            action = QAction(label, self, checkable=True)
-            action.triggered.connect(lambda _=False, p=policy: self.set_thread_policy(p))
-            policies.addAction(action)
-            threads_menu.addAction(action)
-            self.thread_policy_actions[policy] = action
-        iwf_operator = self.topology.iwf_operator()
-        current = iwf_operator.iwf.thread_policy if iwf_operator else "last"
-        self.thread_policy_actions[current].setChecked(True)
-        self.thread_policy_actions["pool"].setEnabled(bool(iwf_operator and iwf_operator.iwf.number_pool))
-        trace_menu = self.menuBar().addMenu("&Trace")
-        trace_menu.addAction(self.pause_action)
-        trace_menu.addAction(self.clear_action)
-        view_menu = self.menuBar().addMenu("&View")
-        themes = QActionGroup(self)
-        for name in theme.THEMES:
-            action = QAction(f"{name.capitalize()} theme", self, checkable=True, checked=name == self.theme_name)
-            action.triggered.connect(lambda _=False, n=name: self.theme_box.setCurrentText(n.capitalize()))
-            themes.addAction(action)
-            view_menu.addAction(action)
-        view_menu.addSeparator()
-        for action in (self.zoom_in_action, self.zoom_out_action, self.zoom_reset_action):
-            view_menu.addAction(action)
-        self._update_actions()
-
-    def _update_actions(self) -> None:
-        running = self.runner is not None
-        self.start_action.setEnabled(not running)
-        self.stop_action.setEnabled(running)
-
-    # -- looks ---------------------------------------------------------------------------
-    def apply_look(self) -> None:
-        app = QApplication.instance()
-        if isinstance(app, QApplication):
-            theme.apply(app, self.theme_name, self.zoom)
-        self._fit_columns()
-
-    def set_theme(self, name: str) -> None:
-        self.theme_name = name
-        self.settings.setValue("theme", name)
-        self.apply_look()
-
-    def set_zoom(self, zoom: float) -> None:
-        self.zoom = zoom
-        self.settings.setValue("zoom", zoom)
-        self.apply_look()
-        self.statusBar().showMessage(f"Zoom {int(zoom * 100)} %", 2000)
-
-    # -- the lab ---------------------------------------------------------------------------
-    def run_in_lab(self, coro):
-        """Schedule an action on the lab; if it fails, say so in the status bar (never silently)."""
-        if self.runner is None:
-            coro.close()
-            self.statusBar().showMessage("The lab is stopped: start it first", 4000)
-            return None
-        future = self.runner.submit(coro)
-        future.add_done_callback(self._report_failure)   # runs on the lab thread: hop via a signal
-        return future
-
-    def _report_failure(self, future) -> None:
-        if future.cancelled():
+    def _fit_to_screen(self) -> None:
+        """A lab in front of a room uses the whole screen."""
+        screen = self.screen().availableGeometry() if self.screen() else None
+        if screen is None:
+            self.resize(1600, 960)
             return
-        error = future.exception()
-        if error is not None:
-            self.labError.emit(f"{type(error).__name__}: {error}" if str(error) else type(error).__name__)
+        self.resize(screen.width(), screen.height())
+        self.setWindowState(Qt.WindowState.WindowMaximized)
+
+    def _fit_columns(self) -> None:
+        """Device columns never clip a phone; the ladder gets all the rest."""
+        self.columns.fit_widths()
+        # QSplitter keeps the widths it chose before the phones existed: hand the
+        # side columns what they need now and the ladder all the rest.
+        sides = [self.splitter.widget(i).minimumWidth() for i in (0, 2)]
+        centre = max(self.splitter.width() - sum(sides) - 2 * self.splitter.handleWidth(), 500)
+        self.splitter.setSizes([sides[0], centre, sides[1]])
+
+    # -- the lab coming and going ------------------------------------------------------------
+    def _lab_attached(self, runner: LabThread) -> None:
+        self.columns.attach(runner.lab)
+        self._fit_columns()
+        QTimer.singleShot(0, self._fit_columns)   # again once the window has its real size
+        endpoints = runner.lab.endpoints()
+        sip = "  ".join(f"{domain} {address}" for domain, address in endpoints["sip"].items())
+        self.notices.set_lab_line(f"SIP {sip}   SMPP {endpoints.get('smpp', '-')}   "
+                                  f"SMTP {endpoints.get('smtp', '-')}")
+
+    def _lab_detached(self) -> None:
+        self.columns.detach()
+        self.notices.set_lab_line("Lab stopped")
+
+    # -- what callers (tests, run_window, the actions) use ------------------------------------
+    @property
+    def runner(self) -> LabThread | None:
+        return self.controller.runner
+
+    @property
+    def busy(self) -> bool:
+        """An async start or stop is under way (the window closes when it is done)."""
+        return self.controller.busy
+
+    @property
+    def phones(self) -> dict[str, QWidget]:
+        return self.columns.phones
+
+    @property
+    def labError(self):   # the controller's signals, by the names they had on the window
+        return self.controller.labError
+
+    @property
+    def labInfo(self):
+        return self.controller.labInfo
+
+    @property
+    def theme_name(self) -> str:
+        return self.look.theme_name
+
+    @property
+    def zoom(self) -> float:
+        return self.look.zoom
 
     def start_lab(self) -> None:
         """Start the lab and show its devices (blocks briefly: binding loopback ports)."""
-        if self.runner is not None:
-            return
-        runner = LabThread(Lab(self.topology))
-        self.ladder.attach_trace(runner.lab.trace)   # before start: the REGISTERs are part of the show
-        try:
-            runner.start()
-        except BaseException:
-            self.ladder.detach_trace()
-            raise
-        self._attach(runner)
-
-    async def start_lab_async(self) -> None:
-        if self.runner is not None or self._busy:
-            return
-        self._busy = True
-        self.start_action.setEnabled(False)
-        runner = LabThread(Lab(self.topology))
-        self.ladder.attach_trace(runner.lab.trace)
-        try:
-            await asyncio.get_running_loop().run_in_executor(None, runner.start)
-        except OSError as exc:
-            self.ladder.detach_trace()
-            self._update_actions()
-            self._show_error("Cannot start the lab", str(exc))
-            return
-        finally:
-            self._busy = False
-        self._attach(runner)
-        self._close_if_asked()
-
-    def _attach(self, runner: LabThread) -> None:
-        self.runner = runner
-        lab = runner.lab
-        for user in self.topology.users:
-            device = lab.devices.get(user.id)
-            if device is None:
-                continue
-            if user.device == "cpm":
-                widget = CpmPhone(device, self.run_in_lab)
-                self.left.addWidget(widget, 1)
-            elif user.device == "email":
-                widget = EmailClientWidget(device, self.run_in_lab)
-                self.right.addWidget(widget, 1)
-            else:
-                widget = SmsHandsetWidget(device, self.run_in_lab,
-                                          set_conditions=lambda uid=user.id, **kw: self._set_conditions(uid, **kw))
-                self.right.addWidget(widget, 1)
-            self.phones[user.id] = widget
-        first_phone = next((w for w in self.phones.values() if isinstance(w, CpmPhone)), None)
-        if first_phone:
-            first_phone.text.setFocus()   # ready to type: the demo starts at Mary's keyboard
-        self._fit_columns()
-        QTimer.singleShot(0, self._fit_columns)   # again once the window has its real size
-        self._sync_timer.start()
-        endpoints = lab.endpoints()
-        sip = "  ".join(f"{domain} {address}" for domain, address in endpoints["sip"].items())
-        self.endpoints_label.setText(f"SIP {sip}   SMPP {endpoints.get('smpp', '-')}   "
-                                     f"SMTP {endpoints.get('smtp', '-')}")
-        self._update_actions()
-
-    def _detach(self) -> LabThread | None:
-        self._sync_timer.stop()
-        runner, self.runner = self.runner, None
-        self.ladder.detach_trace()
-        for widget in self.phones.values():
-            widget.bridge.detach()
-            widget.setParent(None)
-            widget.deleteLater()
-        self.phones.clear()
-        for column in (self.left, self.right):
-            while column.count():
-                item = column.takeAt(0)
-                if item.widget():
-                    item.widget().deleteLater()
-        self.endpoints_label.setText("Lab stopped")
-        self._update_actions()
-        return runner
+        self.controller.start()
 
     def stop_lab(self) -> None:
-        runner = self._detach()
-        if runner:
-            runner.stop()
+        self.controller.stop()
+
+    async def start_lab_async(self) -> None:
+        await self.controller.start_async()
 
     async def stop_lab_async(self) -> None:
-        if self._busy:
-            return
-        runner = self._detach()
-        if runner:
-            self._busy = True
-            try:
-                await asyncio.get_running_loop().run_in_executor(None, runner.stop)
-            finally:
-                self._busy = False
-        self._close_if_asked()
+        await self.controller.stop_async()
 
-    def _close_if_asked(self) -> None:
-        if self._close_requested:
-            self.close()
+    def run_in_lab(self, coro):
+        return self.controller.run_in_lab(coro)
 
-    # -- traces on disk (JSON, as `iwlab play --trace-json` writes) ---------------------------
-    def _ask_path(self, mode: str) -> None:
-        dialog = QFileDialog(self, "Open a trace" if mode == "open" else "Save the trace", "",
-                             "iwlab trace (*.json)")
-        dialog.setAcceptMode(QFileDialog.AcceptMode.AcceptOpen if mode == "open"
-                             else QFileDialog.AcceptMode.AcceptSave)
-        dialog.setDefaultSuffix("json")
-        dialog.fileSelected.connect(self.open_trace if mode == "open" else self.save_trace)
-        dialog.open()   # non-modal: never exec() under qasync
+    def set_theme(self, name: str) -> None:
+        self.look.set_theme(name)
 
-    def save_trace(self, path: str) -> None:
-        events = self.ladder.model.events()
-        try:
-            write_trace_json(Path(path), events)
-        except OSError as exc:
-            self._show_error("Cannot save the trace", str(exc))
-            return
-        self.statusBar().showMessage(f"Saved {len(events)} PDUs to {path}", 6000)
+    def set_zoom(self, zoom: float) -> None:
+        self.look.set_zoom(zoom)
+
+    def set_thread_policy(self, policy: str) -> None:
+        self.commands.set_thread_policy(policy)
 
     def open_trace(self, path: str) -> None:
-        """Show a saved trace: the live lab stops so the ladder shows only the file."""
-        try:
-            events = read_trace_json(Path(path))
-        except (OSError, ValueError, KeyError) as exc:
-            self._show_error("Cannot open the trace", f"{path}: {exc}")
-            return
-        self.stop_lab()
-        self.ladder.clear()
-        self.ladder.append_events(events)
-        self.endpoints_label.setText(f"Lab stopped: showing {Path(path).name} ({len(events)} PDUs)")
+        self.trace_files.open(path)
+
+    def save_trace(self, path: str) -> None:
+        self.trace_files.save(path)
+
+    def show_error(self, title: str, text: str) -> None:
+        self.notices.error(title, text)
 
     def inspector_text(self) -> str:
         """Everything the inspector's field tree shows, as text (for tests and copying)."""
@@ -426,40 +217,13 @@ class LabWindow(QMainWindow):
             iterator += 1
         return "\n".join(lines)
 
-    async def _set_conditions(self, user_id: str, **flags: bool):
-        """A legacy user's conditions from the window (runs on the lab loop); returns their CPM app."""
-        lab = self.runner.lab
-        answer = await run_command(lab, f"state {user_id} " + " ".join(f"{k}={'yes' if v else 'no'}"
-                                                                         for k, v in flags.items()))
-        if answer.startswith("error"):
-            raise RuntimeError(answer)
-        self.labInfo.emit(answer)
-        return lab.cpm_apps.get(user_id)
-
-    def _sync_conditions(self) -> None:
-        if self.runner is None:
-            return
-        apps = dict(self.runner.lab.cpm_apps)
-        for user_id, widget in self.phones.items():
-            if isinstance(widget, SmsHandsetWidget):
-                widget.sync_conditions(apps.get(user_id))
-
-    def set_thread_policy(self, policy: str) -> None:
-        """How the IWF matches an SMS reply to a CPM thread (issue: message-thread management)."""
-        operator = self.topology.iwf_operator()
-        if operator:
-            operator.iwf.thread_policy = policy   # a restarted lab keeps the choice
-        if self.runner and self.runner.lab.iwf:
-            self.runner.call(self.runner.lab.iwf.threads.set_policy, policy)
-        self.thread_policy_actions[policy].setChecked(True)
-        self.statusBar().showMessage(f"SMS thread policy: {policy}", 4000)
-
-    def _show_error(self, title: str, text: str) -> None:
-        box = QMessageBox(QMessageBox.Icon.Critical, title, text, parent=self)
-        box.open()   # non-modal: never exec() under qasync
+    # -- closing -----------------------------------------------------------------------------------
+    def _close_if_asked(self) -> None:
+        if self._close_requested:
+            self.close()
 
     def closeEvent(self, event) -> None:
-        if self._busy:   # a start or stop is under way on a worker thread: close when it is done
+        if self.controller.busy:   # a start or stop is under way on a worker thread: close when it is done
             self._close_requested = True
             event.ignore()
             return
@@ -479,8 +243,8 @@ def run_window(topology: Topology) -> int:
     try:
         window.start_lab()
     except OSError as exc:
-        window._show_error("Cannot start the lab", f"{exc}\n\nIs another lab running on the same ports? "
-                                                   "Try `iwlab --port-base 0`.")
+        window.show_error("Cannot start the lab", f"{exc}\n\nIs another lab running on the same ports? "
+                                                  "Try `iwlab --port-base 0`.")
     app.aboutToQuit.connect(window.stop_lab)
     with loop:
         loop.run_forever()

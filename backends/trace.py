@@ -140,6 +140,11 @@ class Trace:
                     self._listeners.remove(listener)
         return unsubscribe
 
+    def listener_count(self) -> int:
+        """How many listeners are subscribed: a view that went away must have let go of the trace."""
+        with self._lock:
+            return len(self._listeners)
+
     def events(self) -> list[TraceEvent]:
         with self._lock:
             return list(self._events)

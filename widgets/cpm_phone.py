@@ -29,6 +29,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from iwlab.backends.devices.cpm_phone import ChatMessage
+from iwlab.backends.devices.events import (
+    ConditionsChanged,
+    DeviceEvent,
+    MessageAdded,
+    MessageStatusChanged,
+    RegistrationChanged,
+    SessionChanged,
+    SessionMessageAdded,
+)
+from iwlab.backends.devices.session_state import SessionState
 from iwlab.widgets.chat_bubbles import BubbleDelegate, ConversationModel
 from iwlab.widgets.device_bridge import DeviceBridge
 from iwlab.widgets.device_frame import device_header, set_pill
@@ -167,7 +178,7 @@ class CpmPhone(QFrame):
         contact = self.device.topology.user(self.recipient.currentData())
         self.text.clear()
         session = self.session
-        if session is not None and session.state == "established" and session.peer_uri == contact.cpm_uri:
+        if session is not None and session.state is SessionState.ESTABLISHED and session.peer_uri == contact.cpm_uri:
             self.run_in_lab(_call(self.device.sessions.send, session, text))   # in the session: MSRP
             return
         self.run_in_lab(self.device.send_message(contact, text))
@@ -182,12 +193,12 @@ class CpmPhone(QFrame):
         self.run_in_lab(self.device.sessions.start_session(contact))
 
     def accept_session(self) -> None:
-        if self.session is not None and self.session.state == "incoming":
+        if self.session is not None and self.session.state is SessionState.INCOMING:
             self.session_banner.hide()
             self.run_in_lab(self.device.sessions.accept(self.session))
 
     def decline_session(self) -> None:
-        if self.session is not None and self.session.state == "incoming":
+        if self.session is not None and self.session.state is SessionState.INCOMING:
             self.session_banner.hide()
             self.run_in_lab(_call(self.device.sessions.decline, self.session))
 
@@ -200,7 +211,7 @@ class CpmPhone(QFrame):
                 and not session.is_open:
             return   # an old session's late news does not hide the live one
         self.session = session
-        if session.state == "incoming":
+        if session.state is SessionState.INCOMING:
             self.session_banner_label.setText(f"{session.peer_name} invites you to a chat session")
             self.session_banner.show()
         else:
@@ -208,16 +219,15 @@ class CpmPhone(QFrame):
         self.session_line.setText(session.describe())
         self.session_row.show()
         self.end_button.setEnabled(session.is_open)
-        self.end_button.setVisible(session.state != "incoming")   # the banner answers an invitation
-        self.end_button.setText("Cancel" if session.state in ("inviting", "ringing") else "End")
+        self.end_button.setVisible(session.state is not SessionState.INCOMING)   # the banner answers an invitation
+        self.end_button.setText("Cancel" if session.state in (SessionState.INVITING, SessionState.RINGING) else "End")
         self.session_button.setEnabled(not session.is_open)
-        if session.state == "established":
+        if session.state is SessionState.ESTABLISHED:
             peer = self.device.topology.user_by_uri(session.peer_uri)
             if peer is not None:
                 self.choose_recipient(peer.id)
 
     def _session_message(self, session, direction: str, text: str) -> None:
-        from iwlab.backends.devices.cpm_phone import ChatMessage
         message = ChatMessage(direction, session.peer_uri, session.peer_name, text, "",
                               session.conversation_id or session.call_id, "",
                               status="sent" if direction == "out" else "received", status_detail="MSRP")
@@ -236,17 +246,18 @@ class CpmPhone(QFrame):
                                               roaming_without_cpm=self.roaming_box.isChecked()))
 
     # -- device events --------------------------------------------------------------
-    def _device_event(self, kind: str, payload: object) -> None:
-        if kind == "message":
-            self._add_message(payload)
-        elif kind == "status":
-            self.model.refresh(payload)
-        elif kind in ("registration", "state"):
-            self._show_state()
-        elif kind == "session":
-            self._session_changed(payload)
-        elif kind == "session_message":
-            self._session_message(*payload)
+    def _device_event(self, event: DeviceEvent) -> None:
+        match event:
+            case MessageAdded(message):
+                self._add_message(message)
+            case MessageStatusChanged(message):
+                self.model.refresh(message)
+            case RegistrationChanged() | ConditionsChanged():
+                self._show_state()
+            case SessionChanged(session):
+                self._session_changed(session)
+            case SessionMessageAdded(session, direction, text):
+                self._session_message(session, direction, text)
 
     def _add_message(self, message) -> None:
         key = message.conversation_id

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 from PySide6.QtCore import QObject, Signal
 
+from iwlab.backends.devices.events import DeviceEvent
+
 
 class DeviceBridge(QObject):
-    event = Signal(str, object)   # (kind, payload) as the device reported it
+    event = Signal(object)   # the DeviceEvent as the device reported it (backends/devices/events.py)
 
     def __init__(self, device, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.device = device
         device.listeners.append(self._forward)
 
-    def _forward(self, kind: str, payload: object) -> None:
-        self.event.emit(kind, payload)
+    def _forward(self, event: DeviceEvent) -> None:
+        self.event.emit(event)
 
     def detach(self) -> None:
         if self._forward in self.device.listeners:

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from iwlab.backends.devices.email_client import reply_subject
+from iwlab.backends.devices.events import DeviceEvent, MailReceived, MailSent, ReadReceiptSent
 from iwlab.widgets.device_bridge import DeviceBridge
 from iwlab.widgets.device_frame import device_header, folders
 
@@ -132,14 +133,15 @@ class EmailClientWidget(QFrame):
         self.body.setTextCursor(cursor)
 
     # -- client events -----------------------------------------------------------------
-    def _client_event(self, kind: str, payload: object) -> None:
-        if kind == "mail":
-            self._add(self.inbox, payload)
-            self.mailShown.emit(payload)
-        elif kind == "sent":
-            self._add(self.sent, payload)
-        elif kind == "receipt":
-            self._refresh_labels()
+    def _client_event(self, event: DeviceEvent) -> None:
+        match event:
+            case MailReceived(item):
+                self._add(self.inbox, item)
+                self.mailShown.emit(item)
+            case MailSent(item):
+                self._add(self.sent, item)
+            case ReadReceiptSent():
+                self._refresh_labels()
 
     def _add(self, listing: QListWidget, item) -> None:
         row = QListWidgetItem(mail_line(item))

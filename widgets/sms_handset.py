@@ -24,6 +24,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from iwlab.backends.devices.events import (
+    BindStateChanged,
+    DeviceEvent,
+    MessageAdded,
+    SmsReceived,
+    SmsSent,
+)
 from iwlab.backends.devices.sms_handset import Sms
 from iwlab.backends.protocols import smstext
 from iwlab.widgets.device_bridge import DeviceBridge
@@ -190,25 +197,26 @@ class SmsHandsetWidget(QFrame):
             self.cpm_bridge = DeviceBridge(app, self)
             self.cpm_bridge.event.connect(self._cpm_event)
 
-    def _cpm_event(self, kind: str, payload: object) -> None:
-        if kind == "message" and getattr(payload, "direction", "") == "in":
-            sms = Sms("in", payload.peer_uri.removeprefix("tel:"), payload.text)
+    def _cpm_event(self, event: DeviceEvent) -> None:
+        if isinstance(event, MessageAdded) and event.message.direction == "in":
+            sms = Sms("in", event.message.peer_uri.removeprefix("tel:"), event.message.text)
             sms.status = "via CPM"
             self._add(self.inbox, sms)
             self.inbox.item(self.inbox.count() - 1).setText(sms_line(sms) + "  [CPM]")
             self.tabs.setCurrentWidget(self.inbox)
             self.smsShown.emit(sms)
 
-    def _device_event(self, kind: str, payload: object) -> None:
-        if kind == "sms":
-            self._add(self.inbox, payload)
-            self.tabs.setCurrentWidget(self.inbox)
-            self.inbox.setCurrentRow(self.inbox.count() - 1)
-            self.smsShown.emit(payload)
-        elif kind == "sent":
-            self._add(self.sent, payload)
-        elif kind == "state":
-            self._show_signal(str(payload))
+    def _device_event(self, event: DeviceEvent) -> None:
+        match event:
+            case SmsReceived(sms):
+                self._add(self.inbox, sms)
+                self.tabs.setCurrentWidget(self.inbox)
+                self.inbox.setCurrentRow(self.inbox.count() - 1)
+                self.smsShown.emit(sms)
+            case SmsSent(sms):
+                self._add(self.sent, sms)
+            case BindStateChanged(state):
+                self._show_signal(str(state))
 
     def _add(self, listing: QListWidget, sms) -> None:
         item = QListWidgetItem(sms_line(sms))

@@ -16,6 +16,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
+from iwlab.backends.devices.events import (
+    ConditionsChanged,
+    DeviceEvent,
+    DeviceListener,
+    MessageAdded,
+    MessageStatusChanged,
+    RegistrationChanged,
+)
 from iwlab.backends.directory import NodeDirectory
 from iwlab.backends.protocols import sip
 from iwlab.backends.protocols.cpim import (
@@ -63,9 +71,6 @@ class ChatMessage:
     status_detail: str = ""
 
 
-DeviceListener = Callable[[str, object], None]   # (event kind, payload)
-
-
 class CpmDevice:
     def __init__(self, user: User, topology: Topology, nodes: NodeDirectory, *,
                  server_address: Callable[[], Address], register_expires: int = 600) -> None:
@@ -107,7 +112,8 @@ class CpmDevice:
             self.connection = None
         self.registered = False
 
-    async def _connect(self) -> SipConnection:
+    async def connect(self) -> SipConnection:
+        """The flow to the home CPM server, opened if need be; the phone's sessions share it."""
         async with self._connecting:   # two sends at once must share one flow, in order
             if self.connection is None or not self.connection.is_open:
                 host, port = self._server_address()
@@ -118,16 +124,16 @@ class CpmDevice:
     def _closed(self, conn: SipConnection) -> None:
         if conn is self.connection and self.registered:
             self.registered = False
-            self._emit("registration", False)
+            self.emit(RegistrationChanged(False))
 
     async def register(self, expires: int | None = None) -> SipResponse:
-        conn = await self._connect()
+        conn = await self.connect()
         expires = self.register_expires if expires is None else expires
         host, port = conn.local_address
         contact = f"<sip:{self.user.id}@{host}:{port};transport=tcp>"
         if self.user.cpm_capable:
             contact += f';+g.3gpp.icsi-ref="{CPM_MSG_ICSI}"'
-        req = self._new_request("REGISTER", f"sip:{self.domain}", to=self.address_of_record,
+        req = self.new_request("REGISTER", f"sip:{self.domain}", to=self.address_of_record,
                                 call_id=self._register_call_id)
         req.headers.add("Contact", contact)
         req.headers.add("Expires", str(expires))
@@ -135,7 +141,7 @@ class CpmDevice:
         now_registered = response.status == 200 and expires > 0
         if now_registered != self.registered:
             self.registered = now_registered
-            self._emit("registration", now_registered)
+            self.emit(RegistrationChanged(now_registered))
         if self._refresh:
             self._refresh.cancel()
             self._refresh = None
@@ -177,7 +183,7 @@ class CpmDevice:
             await self.register()   # again, so the Contact's feature tags say what the device is now
         elif self.registered:
             await self.deregister()
-        self._emit("state", self.user)
+        self.emit(ConditionsChanged(self.user))
 
     # -- sending ------------------------------------------------------------------
     def contacts(self) -> list[User]:
@@ -188,8 +194,7 @@ class CpmDevice:
         peer_uri = to.cpm_uri if isinstance(to, User) else to
         peer = to if isinstance(to, User) else self.topology.user_by_uri(to)
         assert peer_uri, "the recipient has no identity"
-        conversation_id = (in_reply_to.conversation_id if in_reply_to
-                           else self._conversation_with.setdefault(peer_uri, uuid.uuid4().hex))
+        conversation_id = in_reply_to.conversation_id if in_reply_to else self.conversation_with(peer_uri)
         cpim = CpimMessage(sender=f'"{self.name}" <{self.uri}>', recipient=f"<{peer_uri}>",
                            body=text.encode("utf-8"))
         msg = ChatMessage("out", peer_uri, peer.name if peer else peer_uri, text, cpim.message_id,
@@ -197,11 +202,11 @@ class CpmDevice:
                           in_reply_to=in_reply_to.contribution_id if in_reply_to else "")
         self._track(msg)
         try:
-            conn = await self._connect()
+            conn = await self.connect()
         except OSError as exc:
             self._set_status(msg, "failed", f"not sent: {exc}")
             return msg
-        req = self._new_request("MESSAGE", peer_uri, to=peer_uri)
+        req = self.new_request("MESSAGE", peer_uri, to=peer_uri)
         req.headers.add("P-Preferred-Service", CPM_MSG_SERVICE)
         req.headers.add("Conversation-ID", msg.conversation_id)
         req.headers.add("Contribution-ID", msg.contribution_id)
@@ -220,7 +225,13 @@ class CpmDevice:
             self._set_status(msg, "failed", f"{response.status} {response.reason}")
         return msg
 
-    def _new_request(self, method: str, uri: str, *, to: str, call_id: str | None = None) -> SipRequest:
+    def conversation_with(self, peer_uri: str) -> str:
+        """The Conversation-ID of this phone's conversation with a peer (a new one the first time):
+        messages and sessions with the same person stay in one conversation."""
+        return self._conversation_with.setdefault(peer_uri, uuid.uuid4().hex)
+
+    def new_request(self, method: str, uri: str, *, to: str, call_id: str | None = None) -> SipRequest:
+        """A request from this phone (its From, a fresh tag, its CSeq), for messages and sessions alike."""
         via = self.connection.local_address if self.connection else ("127.0.0.1", 0)
         return sip.make_request(method, uri, via=via, from_=f'"{self.name}" <{self.uri}>;tag={sip.new_tag()}',
                                 to=f"<{to}>", call_id=call_id or sip.new_call_id(self.domain),
@@ -277,8 +288,8 @@ class CpmDevice:
                                      self.uri),
                                 sender=f"<{self.uri}>", recipient=f"<{msg.peer_uri}>")
         try:
-            conn = await self._connect()
-            req = self._new_request("MESSAGE", msg.peer_uri, to=msg.peer_uri)
+            conn = await self.connect()
+            req = self.new_request("MESSAGE", msg.peer_uri, to=msg.peer_uri)
             req.headers.add("Conversation-ID", msg.conversation_id)
             req.headers.add("Content-Type", "message/cpim")
             req.body = envelope.to_bytes()
@@ -290,7 +301,7 @@ class CpmDevice:
     def _track(self, msg: ChatMessage) -> None:
         self.messages.append(msg)
         self._by_imdn_id[msg.imdn_message_id] = msg
-        self._emit("message", msg)
+        self.emit(MessageAdded(msg))
 
     def _set_status(self, msg: ChatMessage, status: str, detail: str) -> None:
         # Notifications may overtake the MESSAGE's own 202: never move a tick backwards.
@@ -301,14 +312,15 @@ class CpmDevice:
                 STATUS_ORDER.index(status) <= STATUS_ORDER.index(msg.status):
             return
         msg.status, msg.status_detail = status, detail
-        self._emit("status", msg)
+        self.emit(MessageStatusChanged(msg))
 
-    def _emit(self, kind: str, payload: object) -> None:
+    def emit(self, event: DeviceEvent) -> None:
+        """Tell every listener what happened (the phone's sessions report through here too)."""
         for listener in list(self.listeners):
             try:
-                listener(kind, payload)
+                listener(event)
             except Exception:   # noqa: BLE001 - a broken window must not break the phone's SIP flow
-                log.exception("%s: listener failed on %s", self.name, kind)
+                log.exception("%s: listener failed on %s", self.name, type(event).__name__)
 
 
 def _granted_expires(response: SipResponse, asked: int) -> int:

@@ -5,8 +5,8 @@ technology): the INVITE goes to the person's identity and the network decides (a
 IWF that adapts it to SMS). The phone offers MSRP (setup:active: it connects when answered) and,
 for incoming sessions, answers with its own MSRP listener (the offerer connects to it; it records).
 
-Events through the device's listeners: ("session", ChatSession) on every state change and
-("session_message", (session, direction, text)) for each message in a session.
+Events through the device's listeners (backends/devices/events.py): SessionChanged on every state
+change and SessionMessageAdded for each message in a session.
 """
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from iwlab.backends.devices.events import SessionChanged, SessionMessageAdded
+from iwlab.backends.devices.session_state import IllegalTransition, SessionState
 from iwlab.backends.protocols import sdp, sip
 from iwlab.backends.protocols.cpim import CPM_SESSION_SERVICE, CpimMessage
 from iwlab.backends.protocols.sip import (
@@ -34,9 +36,6 @@ from iwlab.backends.transports.msrp import (
 )
 from iwlab.backends.transports.sip import SipConnection, SipConnectionClosed
 
-OPEN_STATES = ("inviting", "ringing", "incoming", "established")
-
-
 @dataclass
 class SessionMessage:
     direction: str      # "out" / "in"
@@ -50,8 +49,7 @@ class ChatSession:
     direction: str                   # "out": we invited; "in": we were invited
     peer_uri: str
     peer_name: str
-    state: str = "inviting"          # inviting / ringing / incoming / established / declined / failed / cancelled / ended
-    reason: str = ""
+    reason: str = ""                 # why it is in its state ("180 Ringing", "you declined" ...)
     conversation_id: str = ""
     contribution_id: str = ""
     transport: str = "MSRP"
@@ -67,14 +65,28 @@ class ChatSession:
     offer: sdp.MsrpSdp | None = None
     msrp: MsrpSession | None = None
     peer_accepts: list[str] = field(default_factory=list)   # the peer's a=accept-types
+    _state: SessionState = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._state = SessionState.INVITING if self.direction == "out" else SessionState.INCOMING
+
+    @property
+    def state(self) -> SessionState:
+        return self._state
+
+    def move_to(self, state: SessionState, reason: str = "") -> None:
+        """The one way a session changes state: refuses what the transition table does not allow."""
+        if not self._state.may_become(state):
+            raise IllegalTransition(self._state, state)
+        self._state, self.reason = state, reason
 
     @property
     def is_open(self) -> bool:
-        return self.state in OPEN_STATES
+        return self._state.is_open
 
     def describe(self) -> str:
-        line = f"Session with {self.peer_name}: {self.state}"
-        if self.state == "established":
+        line = f"Session with {self.peer_name}: {self.state.value}"
+        if self.state is SessionState.ESTABLISHED:
             line += f" — {self.transport}"
         elif self.reason:
             line += f" ({self.reason})"
@@ -95,14 +107,14 @@ class CpmSessions:
         await self.listener.stop()
 
     # -- helpers ------------------------------------------------------------------------
-    def _emit(self, session: ChatSession) -> None:
-        self.device._emit("session", session)
+    def _announce(self, session: ChatSession) -> None:
+        self.device.emit(SessionChanged(session, session.state))
 
-    def _set_state(self, session: ChatSession, state: str, reason: str = "") -> None:
-        session.state, session.reason = state, reason
-        if state not in OPEN_STATES and session.msrp is not None:
+    def _set_state(self, session: ChatSession, state: SessionState, reason: str = "") -> None:
+        session.move_to(state, reason)
+        if not state.is_open and session.msrp is not None:
             session.msrp.close()
-        self._emit(session)
+        self._announce(session)
 
     def _contact(self, conn: SipConnection) -> str:
         host, port = conn.local_address
@@ -116,7 +128,7 @@ class CpmSessions:
     def _on_msrp(self, session: ChatSession):
         def deliver(_msrp: MsrpSession, text: str, content_type: str, message_id: str) -> None:
             session.messages.append(SessionMessage("in", text))
-            self.device._emit("session_message", (session, "in", text))
+            self.device.emit(SessionMessageAdded(session, "in", text))
         return deliver
 
     # -- outgoing -------------------------------------------------------------------------
@@ -125,15 +137,15 @@ class CpmSessions:
         peer_uri, peer_name = self._peer(peer)
         call_id = sip.new_call_id(self.device.domain)
         session = ChatSession(call_id, "out", peer_uri, peer_name,
-                              conversation_id=self.device._conversation_with.setdefault(peer_uri, uuid.uuid4().hex),
+                              conversation_id=self.device.conversation_with(peer_uri),
                               contribution_id=uuid.uuid4().hex)
         self.sessions[call_id] = session
-        self._emit(session)
+        self._announce(session)
         try:
-            conn = await self.device._connect()
+            conn = await self.device.connect()
             await self.listener.start()
         except OSError as exc:
-            self._set_state(session, "failed", f"not sent: {exc}")
+            self._set_state(session, SessionState.FAILED, f"not sent: {exc}")
             return session
         msrp_session = local_session(self.host, self.listener.port, call_id=call_id,
                                      on_message=self._on_msrp(session))
@@ -141,7 +153,7 @@ class CpmSessions:
         session.msrp = msrp_session
         offer = sdp.offer(host=self.host, port=self.listener.port, session_id_path=msrp_session.session_id)
         offer.path = [msrp_session.local_uri]
-        req = self.device._new_request("INVITE", peer_uri, to=peer_uri, call_id=call_id)
+        req = self.device.new_request("INVITE", peer_uri, to=peer_uri, call_id=call_id)
         session.local_tag = sip.from_tag(req)
         req.headers.add("Contact", self._contact(conn))
         req.headers.add("P-Preferred-Service", CPM_SESSION_SERVICE)
@@ -152,23 +164,24 @@ class CpmSessions:
         session.invite, session.invite_conn = req, conn
 
         def provisional(response: SipResponse) -> None:
-            if response.status == 180 and session.state == "inviting":
-                self._set_state(session, "ringing", "180 Ringing")
+            if response.status == 180 and session.state is SessionState.INVITING:
+                self._set_state(session, SessionState.RINGING, "180 Ringing")
         try:
             response = await conn.request(req, on_provisional=provisional)
         except SipConnectionClosed as exc:
-            self._set_state(session, "failed", str(exc))
+            if session.is_open:   # not withdrawn meanwhile
+                self._set_state(session, SessionState.FAILED, str(exc))
             return session
-        if sip.cseq_method(response) == "CANCEL" or session.state == "cancelled":
+        if sip.cseq_method(response) == "CANCEL" or session.state is SessionState.CANCELLED:
             if response.status == 200 and sip.cseq_method(response) == "INVITE":   # answered as we cancelled
                 self._dialog_from_response(session, response)
                 self._send_ack(session, conn)
                 await self._bye(session)
-            if session.state != "cancelled":
-                self._set_state(session, "cancelled", "cancelled")
+            if session.state is not SessionState.CANCELLED:
+                self._set_state(session, SessionState.CANCELLED, "cancelled")
             return session
         if response.status >= 300:
-            state = "declined" if response.status in (603, 486, 600) else "failed"
+            state = SessionState.DECLINED if response.status in (603, 486, 600) else SessionState.FAILED
             self._set_state(session, state, f"{response.status} {response.reason}")
             return session
         self._dialog_from_response(session, response)
@@ -180,10 +193,14 @@ class CpmSessions:
             host, port = answer.connect_address()
             await connect(msrp_session, host, port, local_name=self.device.name, nodes=self.device.nodes)
         except (sdp.SdpError, OSError) as exc:
-            self._set_state(session, "failed", f"no MSRP connection: {exc}")
+            if session.is_open:
+                self._set_state(session, SessionState.FAILED, f"no MSRP connection: {exc}")
             await self._bye(session)
             return session
-        self._set_state(session, "established", f"{response.status} {response.reason}")
+        if not session.is_open:   # withdrawn while MSRP connected: the dialog is up, hang it up
+            await self._bye(session)
+            return session
+        self._set_state(session, SessionState.ESTABLISHED, f"{response.status} {response.reason}")
         return session
 
     def _dialog_from_response(self, session: ChatSession, response: SipResponse) -> None:
@@ -210,11 +227,12 @@ class CpmSessions:
 
     def cancel(self, session: ChatSession) -> None:
         """Withdraw an invitation not answered yet (CANCEL on the INVITE's branch)."""
-        if session.direction != "out" or session.state not in ("inviting", "ringing") or session.invite is None:
+        if session.direction != "out" or session.state not in (SessionState.INVITING, SessionState.RINGING) \
+                or session.invite is None:
             return
         invite = session.invite
         cancel = sip.make_cancel(invite)
-        self._set_state(session, "cancelled", "you withdrew the invitation")
+        self._set_state(session, SessionState.CANCELLED, "you withdrew the invitation")
         try:
             session.invite_conn.send(cancel)
         except (SipConnectionClosed, AttributeError):
@@ -222,27 +240,27 @@ class CpmSessions:
 
     async def end(self, session: ChatSession) -> None:
         """Hang up an established session (BYE)."""
-        if session.state in ("inviting", "ringing"):
+        if session.state in (SessionState.INVITING, SessionState.RINGING):
             self.cancel(session)
             return
-        if session.state == "incoming":
+        if session.state is SessionState.INCOMING:
             self.decline(session)
             return
-        if session.state != "established":
+        if session.state is not SessionState.ESTABLISHED:
             return
-        self._set_state(session, "ended", "you ended the session")
+        self._set_state(session, SessionState.ENDED, "you ended the session")
         await self._bye(session)
 
     async def _bye(self, session: ChatSession) -> None:
         try:
-            conn = await self.device._connect()
+            conn = await self.device.connect()
             await asyncio.wait_for(conn.request(self._in_dialog_request(session, "BYE")), 32)
         except (OSError, SipConnectionClosed, asyncio.TimeoutError):
             pass
 
     def send(self, session: ChatSession, text: str) -> None:
         """A message inside an established session, over MSRP."""
-        if session.state != "established" or session.msrp is None:
+        if session.state is not SessionState.ESTABLISHED or session.msrp is None:
             raise RuntimeError(f"the session with {session.peer_name} is not established")
         if any(t.split(";")[0].strip().lower() == "message/cpim" for t in session.peer_accepts):
             # CPM wraps session messages in CPIM (no IMDN asked for inside the session here)
@@ -252,7 +270,7 @@ class CpmSessions:
         else:
             session.msrp.send_text(text)
         session.messages.append(SessionMessage("out", text))
-        self.device._emit("session_message", (session, "out", text))
+        self.device.emit(SessionMessageAdded(session, "out", text))
 
     # -- incoming -------------------------------------------------------------------------
     def on_request(self, conn: SipConnection, req: SipRequest) -> None:
@@ -267,15 +285,15 @@ class CpmSessions:
             return
         elif req.method == "CANCEL":
             conn.send(make_response(req, 200, to_tag=sip.new_tag()))
-            if session and session.state == "incoming" and session.invite is not None:
+            if session and session.state is SessionState.INCOMING and session.invite is not None:
                 conn.send(make_response(session.invite, 487, "Request Terminated", to_tag=session.local_tag))
-                self._set_state(session, "cancelled", f"{session.peer_name} withdrew the invitation")
+                self._set_state(session, SessionState.CANCELLED, f"{session.peer_name} withdrew the invitation")
         elif req.method == "BYE":
-            if session is None or session.state != "established":
+            if session is None or session.state is not SessionState.ESTABLISHED:
                 conn.send(make_response(req, 481, to_tag=sip.new_tag()))
                 return
             conn.send(make_response(req, 200, to_tag=session.local_tag))
-            self._set_state(session, "ended", f"{session.peer_name} ended the session")
+            self._set_state(session, SessionState.ENDED, f"{session.peer_name} ended the session")
 
     def _incoming(self, conn: SipConnection, req: SipRequest) -> None:
         peer_uri = sip.uri_of(req.headers.get("From"))
@@ -290,7 +308,7 @@ class CpmSessions:
         except (SipParseError, AttributeError):
             display = None
         session = ChatSession(req.headers.get("Call-ID") or "", "in", peer_uri,
-                              peer.name if peer else (display or peer_uri).strip('"'), state="incoming",
+                              peer.name if peer else (display or peer_uri).strip('"'),
                               conversation_id=req.headers.get("Conversation-ID") or "",
                               contribution_id=req.headers.get("Contribution-ID") or "",
                               remote_tag=sip.from_tag(req),
@@ -301,7 +319,7 @@ class CpmSessions:
         response = make_response(req, 180, "Ringing", to_tag=session.local_tag)
         self._dialog_headers(response, req, conn)
         conn.send(response)
-        self._emit(session)
+        self._announce(session)
 
     def _dialog_headers(self, response: SipResponse, req: SipRequest, conn: SipConnection) -> None:
         for route in req.headers.get_all("Record-Route"):
@@ -309,9 +327,11 @@ class CpmSessions:
         response.headers.add("Contact", self._contact(conn))
 
     async def accept(self, session: ChatSession) -> None:
-        if session.state != "incoming" or session.invite is None or session.offer is None:
+        if session.state is not SessionState.INCOMING or session.invite is None or session.offer is None:
             return
         await self.listener.start()
+        if session.state is not SessionState.INCOMING:   # withdrawn while the listener started
+            return
         msrp_session = self.listener.new_session(call_id=session.call_id, on_message=self._on_msrp(session))
         msrp_session.remote_path = list(session.offer.path)
         msrp_session.conversation_id = session.conversation_id
@@ -320,7 +340,7 @@ class CpmSessions:
         except sdp.SdpError as exc:
             msrp_session.close()
             self._respond_invite(session, exc.status, exc.reason[:80])
-            self._set_state(session, "failed", exc.reason)
+            self._set_state(session, SessionState.FAILED, exc.reason)
             return
         session.msrp = msrp_session
         session.peer_accepts = list(session.offer.accept_types)
@@ -330,15 +350,15 @@ class CpmSessions:
         try:
             session.invite_conn.send(response)
         except SipConnectionClosed as exc:
-            self._set_state(session, "failed", str(exc))
+            self._set_state(session, SessionState.FAILED, str(exc))
             return
-        self._set_state(session, "established", "you accepted")
+        self._set_state(session, SessionState.ESTABLISHED, "you accepted")
 
     def decline(self, session: ChatSession) -> None:
-        if session.state != "incoming" or session.invite is None:
+        if session.state is not SessionState.INCOMING or session.invite is None:
             return
         self._respond_invite(session, 603, "Decline")
-        self._set_state(session, "declined", "you declined")
+        self._set_state(session, SessionState.DECLINED, "you declined")
 
     def _respond_invite(self, session: ChatSession, status: int, reason: str) -> None:
         try:

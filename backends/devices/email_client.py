@@ -16,12 +16,19 @@ from typing import Callable
 
 import aiosmtplib
 
+from iwlab.backends.devices.events import (
+    DeviceEvent,
+    DeviceListener,
+    MailReceived,
+    MailSent,
+    ReadReceiptFailed,
+    ReadReceiptSent,
+)
 from iwlab.backends.directory import NodeDirectory
 from iwlab.backends.protocols import mail
 from iwlab.backends.topology import Topology, User
 
 Address = tuple[str, int]
-ClientListener = Callable[[str, object], None]
 
 
 @dataclass
@@ -61,7 +68,7 @@ class EmailClient:
         self.send_read_receipts = send_read_receipts
         self.inbox: list[MailItem] = []
         self.sent: list[MailItem] = []
-        self.listeners: list[ClientListener] = []
+        self.listeners: list[DeviceListener] = []
 
     async def start(self) -> None:
         pass
@@ -85,7 +92,7 @@ class EmailClient:
             return
         item = MailItem("inbox", message, mail.parse_incoming(message))
         self.inbox.append(item)
-        self._emit("mail", item)
+        self.emit(MailReceived(item))
 
     async def open(self, item: MailItem) -> None:
         """Read a message; answer its read-receipt request once, if the user allows."""
@@ -96,10 +103,10 @@ class EmailClient:
             try:
                 await self._submit(mdn, [item.parsed.disposition_notification_to])
             except (aiosmtplib.SMTPException, OSError) as exc:   # not sent: opening it again retries
-                self._emit("receipt_failed", (item, str(exc)))
+                self.emit(ReadReceiptFailed(item, str(exc)))
                 return
             item.receipt_sent = True
-            self._emit("receipt", item)
+            self.emit(ReadReceiptSent(item))
 
     # -- sending ----------------------------------------------------------------------
     async def send(self, to: str, subject: str, text: str, *, reply_to: MailItem | None = None) -> MailItem:
@@ -123,7 +130,7 @@ class EmailClient:
             item.status = "sent"
         except (aiosmtplib.SMTPException, OSError) as exc:
             item.status = f"failed: {exc}"
-        self._emit("sent", item)
+        self.emit(MailSent(item))
         return item
 
     async def _submit(self, message: EmailMessage, recipients: list[str]) -> None:
@@ -141,9 +148,10 @@ class EmailClient:
             except aiosmtplib.SMTPException:
                 client.close()
 
-    def _emit(self, kind: str, payload: object) -> None:
+    def emit(self, event: DeviceEvent) -> None:
+        """Tell every listener what happened."""
         for listener in list(self.listeners):
-            listener(kind, payload)
+            listener(event)
 
 
 def reply_subject(subject: str) -> str:

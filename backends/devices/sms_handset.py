@@ -14,6 +14,14 @@ from typing import Any, Callable
 
 import smpplib.consts as c
 
+from iwlab.backends.devices.events import (
+    BindStateChanged,
+    DeviceEvent,
+    DeviceListener,
+    ReceiptReceived,
+    SmsReceived,
+    SmsSent,
+)
 from iwlab.backends.directory import NodeDirectory
 from iwlab.backends.protocols import smpp, smstext
 from iwlab.backends.protocols.smpp import reassemble
@@ -38,9 +46,6 @@ class Sms:
         return self.number
 
 
-HandsetListener = Callable[[str, object], None]
-
-
 class SmsHandset:
     def __init__(self, user: User, topology: Topology, nodes: NodeDirectory, *,
                  smsc_address: Callable[[], Address], password: str, reassembly_timeout: float = 30.0) -> None:
@@ -54,7 +59,7 @@ class SmsHandset:
         self._password = password
         self.inbox: list[Sms] = []
         self.sent: list[Sms] = []
-        self.listeners: list[HandsetListener] = []
+        self.listeners: list[DeviceListener] = []
         self._reassembler = smstext.Reassembler(timeout=reassembly_timeout)
         self._refs = itertools.cycle(range(1, 256))
         self._expiry: asyncio.Task | None = None
@@ -63,7 +68,7 @@ class SmsHandset:
     async def start(self) -> None:
         host, port = self._smsc_address()
         self.esme = Esme(host, port, self.user.msisdn, self._password, node_name=self.name, nodes=self.nodes,
-                         on_deliver=self._deliver, on_state=lambda state, detail: self._emit("state", state))
+                         on_deliver=self._deliver, on_state=lambda state, detail: self.emit(BindStateChanged(state)))
         await self.esme.start()
         self._expiry = asyncio.create_task(self._expire_parts(), name=f"{self.name} reassembly timer")
 
@@ -78,7 +83,7 @@ class SmsHandset:
         if pdu.command != "deliver_sm":
             return
         if smpp.is_receipt(pdu.esm_class):
-            self._emit("receipt", pdu)
+            self.emit(ReceiptReceived(pdu))
             return
         for sms in reassemble(self._reassembler, pdu):
             self._store_incoming(sms)
@@ -87,7 +92,7 @@ class SmsHandset:
         number = sms.source if sms.source.startswith("+") else f"+{sms.source}"
         message = Sms("in", number, sms.text, parts=sms.total, complete=sms.complete)
         self.inbox.append(message)
-        self._emit("sms", message)
+        self.emit(SmsReceived(message))
 
     async def _expire_parts(self) -> None:
         while True:
@@ -115,10 +120,11 @@ class SmsHandset:
             message.status = "sent"
         except (SubmitFailed, ConnectionError) as exc:
             message.status = f"failed: {exc}"
-        self._emit("sent", message)
+        self.emit(SmsSent(message))
         return message
 
-    def _emit(self, kind: str, payload: object) -> None:
+    def emit(self, event: DeviceEvent) -> None:
+        """Tell every listener what happened."""
         for listener in list(self.listeners):
-            listener(kind, payload)
+            listener(event)
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from iwlab.backends.devices.cpm_phone import CpmDevice
 from iwlab.backends.devices.email_client import EmailClient, reply_subject
+from iwlab.backends.devices.session_state import SessionState
 from iwlab.backends.devices.sms_handset import SmsHandset
 from iwlab.backends.lab.control import run_command
 from iwlab.backends.lab.evidence import received_by
@@ -311,9 +312,9 @@ class ScenarioRun:
             return
         def latest():
             return list(sessions.sessions.values())[-1] if sessions.sessions else None
-        wanted = ("incoming",) if step.action == "accept_session" else ("established",)
-        await self._until(lambda: latest() is not None and latest().state in wanted,
-                          f"a session of {step.sender}'s in state {wanted[0]} (for {step.action})")
+        wanted = SessionState.INCOMING if step.action == "accept_session" else SessionState.ESTABLISHED
+        await self._until(lambda: latest() is not None and latest().state is wanted,
+                          f"a session of {step.sender}'s in state {wanted.value} (for {step.action})")
         latest = latest()
         if step.action == "accept_session":
             await sessions.accept(latest)

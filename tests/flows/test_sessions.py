@@ -10,6 +10,8 @@ import uuid
 
 import pytest
 
+from iwlab.backends.devices.events import SessionChanged, SessionMessageAdded
+from iwlab.backends.devices.session_state import SessionState
 from iwlab.backends.protocols import msrp, sdp
 from iwlab.backends.protocols.msrp import MsrpRequest, MsrpResponse
 from iwlab.backends.protocols.sip import SipRequest, SipResponse
@@ -159,6 +161,11 @@ def test_peter_ends_with_end_and_mary_gets_bye(session_lab):
     assert "You ended the chat" in sms_text(peter)
 
 
+def session_states(events: list) -> list:
+    """The states Mary's phone reported for its sessions, in order (each as it was when reported)."""
+    return [e.state for e in list(events) if isinstance(e, SessionChanged)]
+
+
 @pytest.fixture
 def phone_lab(lab_factory, topology):
     clients: list = []
@@ -171,8 +178,7 @@ def phone_lab(lab_factory, topology):
         clients.append(peter)
         device = lab.lab.device("mary")
         events: list = []
-        lab.call(device.listeners.append,
-                 lambda kind, payload: events.append((kind, payload.state if kind == "session" else payload)))
+        lab.call(device.listeners.append, events.append)
         return lab, device, peter, events
     yield start
     for client in clients:
@@ -185,7 +191,8 @@ def test_marys_phone_starts_a_session_with_peter_who_accepts(phone_lab):
     assert "Mary" in sms_text(peter)
     answer_sms(peter, "Yes!")
     session = pending.result(10)
-    assert session.state == "established" and session.describe() == "Session with Peter: established — MSRP"
+    assert session.state is SessionState.ESTABLISHED
+    assert session.describe() == "Session with Peter: established — MSRP"
     assert "now chatting" in sms_text(peter)
     lab.call(device.sessions.send, session, "Hi from the phone")
     assert sms_text(peter) == "Hi from the phone"
@@ -195,9 +202,9 @@ def test_marys_phone_starts_a_session_with_peter_who_accepts(phone_lab):
     wait_for(lambda: any(m.text == "Hi phone" and m.direction == "in" for m in session.messages))
     lab.run(device.sessions.end(session))
     assert "Mary ended the chat" in sms_text(peter)
-    states = [payload for kind, payload in events if kind == "session"]
-    assert states == ["inviting", "ringing", "established", "ended"]
-    assert ("session_message", (session, "in", "Hi phone")) in [(k, p) for k, p in events if k == "session_message"]
+    assert session_states(events) == [SessionState.INVITING, SessionState.RINGING, SessionState.ESTABLISHED,
+                                      SessionState.ENDED]
+    assert SessionMessageAdded(session, "in", "Hi phone") in events
 
 
 def test_marys_phone_sees_a_decline(phone_lab):
@@ -206,7 +213,7 @@ def test_marys_phone_sees_a_decline(phone_lab):
     sms_text(peter)
     answer_sms(peter, "no")
     session = pending.result(10)
-    assert session.state == "declined" and "603" in session.reason
+    assert session.state is SessionState.DECLINED and "603" in session.reason
 
 
 def test_marys_phone_cancels_before_peter_answers(phone_lab):
@@ -214,16 +221,16 @@ def test_marys_phone_cancels_before_peter_answers(phone_lab):
     pending = lab.submit(device.sessions.start_session(lab.lab.user("peter")))
     sms_text(peter)
     session = lab.call(lambda: next(iter(device.sessions.sessions.values())))
-    wait_for(lambda: session.state == "ringing")
+    wait_for(lambda: session.state is SessionState.RINGING)
     lab.call(device.sessions.cancel, session)
-    assert pending.result(10).state == "cancelled"
+    assert pending.result(10).state is SessionState.CANCELLED
     assert "withdrew" in sms_text(peter)
 
 
 def test_peter_asks_mary_for_a_chat_and_her_phone_accepts(phone_lab):
     lab, device, peter, events = phone_lab()
     answer_sms(peter, "chat are you free?")
-    wait_for(lambda: ("session", "incoming") in events)
+    wait_for(lambda: SessionState.INCOMING in session_states(events))
     session = lab.call(lambda: next(iter(device.sessions.sessions.values())))
     assert session.direction == "in" and session.peer_name == "Peter"
     lab.run(device.sessions.accept(session))
@@ -234,7 +241,7 @@ def test_peter_asks_mary_for_a_chat_and_her_phone_accepts(phone_lab):
     answer_sms(peter, "Lunch tomorrow?")
     wait_for(lambda: any(m.text == "Lunch tomorrow?" for m in session.messages))
     answer_sms(peter, "END")
-    wait_for(lambda: session.state == "ended")
+    wait_for(lambda: session.state is SessionState.ENDED)
     assert "You ended the chat" in sms_text(peter)
     invite = [e for e in lab.lab.trace.events() if e.protocol == "SIP" and e.summary.startswith("INVITE")
               and e.dst == "Mary"]
@@ -246,7 +253,7 @@ def test_peter_asks_mary_for_a_chat_and_her_phone_accepts(phone_lab):
 def test_mary_declines_peters_chat_request(phone_lab):
     lab, device, peter, events = phone_lab()
     answer_sms(peter, "CHAT")
-    wait_for(lambda: ("session", "incoming") in events)
+    wait_for(lambda: SessionState.INCOMING in session_states(events))
     session = lab.call(lambda: next(iter(device.sessions.sessions.values())))
     lab.call(device.sessions.decline, session)
     assert "Mary declined" in sms_text(peter)
@@ -391,18 +398,18 @@ def test_msrp_for_an_unknown_session_gets_481():
 def test_marys_phone_does_not_answer_peters_request_in_time(phone_lab):
     lab, device, peter, events = phone_lab(timeout=0.5)
     answer_sms(peter, "CHAT")
-    wait_for(lambda: ("session", "incoming") in events)
+    wait_for(lambda: SessionState.INCOMING in session_states(events))
     assert "Mary did not answer your chat request." in sms_text(peter)
-    wait_for(lambda: ("session", "cancelled") in events)      # the IWF's CANCEL reached her phone
+    wait_for(lambda: SessionState.CANCELLED in session_states(events))      # the IWF's CANCEL reached her phone
 
 
 def test_peter_withdraws_his_request_with_end(phone_lab):
     lab, device, peter, events = phone_lab()
     answer_sms(peter, "CHAT")
-    wait_for(lambda: ("session", "incoming") in events)
+    wait_for(lambda: SessionState.INCOMING in session_states(events))
     answer_sms(peter, "end")
     assert "You withdrew your chat request to Mary." in sms_text(peter)
-    wait_for(lambda: ("session", "cancelled") in events)
+    wait_for(lambda: SessionState.CANCELLED in session_states(events))
 
 
 def test_a_chat_request_to_a_pool_number_reaches_the_thread_owner_in_her_thread(phone_lab):
@@ -412,7 +419,7 @@ def test_a_chat_request_to_a_pool_number_reaches_the_thread_owner_in_her_thread(
     pool_number = pdu.source_addr.decode()
     assert pool_number.startswith("1555029")
     answer_sms(peter, "CHAT", to=pool_number)
-    wait_for(lambda: ("session", "incoming") in events)
+    wait_for(lambda: SessionState.INCOMING in session_states(events))
     session = lab.call(lambda: next(iter(device.sessions.sessions.values())))
     assert session.conversation_id == message.conversation_id
     lab.run(device.sessions.accept(session))

@@ -13,6 +13,8 @@ import uuid
 
 import pytest
 
+from iwlab.backends.devices.events import SessionChanged
+from iwlab.backends.devices.session_state import SessionState
 from iwlab.backends.protocols import mail, sdp
 from iwlab.backends.protocols.msrp import MsrpRequest
 from iwlab.backends.protocols.sip import SipRequest, SipResponse
@@ -226,10 +228,9 @@ def test_john_asks_and_marys_phone_answers(email_session_lab, accept):
     lab, mary, media, inbox = email_session_lab(devices="mary")
     device = lab.lab.device("mary")
     events: list = []
-    lab.call(device.listeners.append,
-             lambda kind, payload: events.append((kind, payload.state if kind == "session" else payload)))
+    lab.call(device.listeners.append, events.append)
     john_writes(lab, "chat", subject="Quick chat?")
-    wait_for(lambda: ("session", "incoming") in events)
+    wait_for(lambda: any(isinstance(e, SessionChanged) and e.state is SessionState.INCOMING for e in list(events)))
     session = lab.call(lambda: next(iter(device.sessions.sessions.values())))
     assert session.direction == "in" and session.peer_name == "John"
     if not accept:
@@ -255,7 +256,7 @@ def test_marys_phone_starts_a_session_with_john_whose_email_client_answers(lab_f
     assert invitation.subject == "Mary invites you to chat"
     lab.run(john.send(invitation.parsed.sender, "Re: " + invitation.subject, "Yes!", reply_to=invitation))
     session = pending.result(10)
-    assert session.state == "established"
+    assert session.state is SessionState.ESTABLISHED
     wait_for(lambda: len(john.inbox) == 2 and "now chatting" in john.inbox[1].parsed.text)
     lab.call(phone.sessions.send, session, "Hi John, from the phone")
     wait_for(lambda: len(john.inbox) == 3)

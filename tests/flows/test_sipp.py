@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from iwlab.backends.devices.events import SessionChanged
+from iwlab.backends.devices.session_state import SessionState
 from tests.helpers.raw_smpp import SmppHandset
 from tests.helpers.sip_client import received_text
 from tests.helpers.smpp_client import encoded, peter_submits
@@ -85,10 +87,10 @@ def test_sipp_invites_marys_phone_which_accepts(lab_factory, tmp_path):
     device = lab.lab.device("mary")
     states: list = []
     lab.call(device.listeners.append,
-             lambda kind, payload: states.append(payload.state) if kind == "session" else None)
+             lambda event: states.append(event.state) if isinstance(event, SessionChanged) else None)
     sipp = run_sipp("uac_invite_mary.xml", lab.lab.endpoints()["sip"]["cpm-a.lab"], tmp_path)
     deadline = time.monotonic() + 15
-    while "incoming" not in states:
+    while SessionState.INCOMING not in states:
         assert time.monotonic() < deadline and sipp.poll() is None, "no invitation reached Mary's phone"
         time.sleep(0.02)
     session = lab.call(lambda: next(iter(device.sessions.sessions.values())))
@@ -96,8 +98,8 @@ def test_sipp_invites_marys_phone_which_accepts(lab_factory, tmp_path):
     _, err = sipp.communicate(timeout=30)
     assert sipp.returncode == 0, err.decode(errors="replace")[-2000:]
     deadline = time.monotonic() + 10
-    while "ended" not in states:
+    while SessionState.ENDED not in states:
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    assert states == ["incoming", "established", "ended"]
+    assert states == [SessionState.INCOMING, SessionState.ESTABLISHED, SessionState.ENDED]
     assert session.reason == "Sipp ended the session"

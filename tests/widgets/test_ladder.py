@@ -164,9 +164,9 @@ def test_bridge_pause_holds_events_and_delivers_them_on_resume(qtbot):
 def test_deleted_bridge_stops_listening():
     trace = Trace()
     bridge = TraceBridge(trace)
-    assert bridge.is_subscribed() and len(trace._listeners) == 1
+    assert bridge.is_subscribed() and trace.listener_count() == 1
     shiboken6.delete(bridge)               # as when its parent window is destroyed
-    assert trace._listeners == []
+    assert trace.listener_count() == 0
 
 
 def test_bridge_backlog_is_split_into_capped_batches(qtbot):

@@ -22,7 +22,7 @@ def test_async_start_stop_and_a_close_during_start(qtbot, topology, lab_threads_
 
         async def close_while_starting():
             starting = asyncio.ensure_future(window.start_lab_async())
-            while not window._busy:         # the start is under way on a worker thread
+            while not window.busy:          # the start is under way on a worker thread
                 await asyncio.sleep(0)
             window.close()                  # refused for now, done when the start finishes
             await starting

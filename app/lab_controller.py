@@ -1,0 +1,158 @@
+"""The lab behind the window: starts and stops it, and runs the window's actions on its loop.
+
+The lab runs on its own asyncio thread (backends.lab_thread): protocol work never shares a thread
+with painting. start()/stop() block briefly (binding and closing loopback ports); the *_async
+variants do that on a worker thread, so a qasync slot can await them without freezing the window.
+The views follow through signals: `attached` when a started lab's devices can be shown, `detached`
+when the lab is let go, `changed` when running/starting changes.
+"""
+from __future__ import annotations
+
+import asyncio
+
+from PySide6.QtCore import QObject, Signal
+
+from iwlab.app.notices import Notices
+from iwlab.backends.lab.control import run_command
+from iwlab.backends.lab.lab import Lab
+from iwlab.backends.lab.lab_thread import LabThread
+from iwlab.backends.topology import Topology
+
+
+class LabController(QObject):
+    labError = Signal(str)    # an action in the lab failed (emitted from the lab thread)
+    labInfo = Signal(str)     # what a change did, e.g. the route it leads to (from the lab thread)
+    attached = Signal(object)  # the LabThread just started: its devices are ready to show
+    detached = Signal()        # the lab was let go (it stops next): views drop its devices
+    changed = Signal()         # running or starting changed
+    settled = Signal()         # an async start or stop is over: a close asked for meanwhile may go ahead
+
+    def __init__(self, topology: Topology, ladder, notices: Notices, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.topology = topology
+        self._ladder = ladder        # shows the trace: attach_trace / detach_trace
+        self._notices = notices
+        self._runner: LabThread | None = None
+        self._busy = False           # an async start/stop is running on a worker thread
+        self._starting = False
+
+    @property
+    def runner(self) -> LabThread | None:
+        return self._runner
+
+    @property
+    def lab(self) -> Lab | None:
+        return self._runner.lab if self._runner else None
+
+    @property
+    def running(self) -> bool:
+        return self._runner is not None
+
+    @property
+    def busy(self) -> bool:
+        """An async start or stop is under way: the window must not close under it."""
+        return self._busy
+
+    @property
+    def starting(self) -> bool:
+        return self._starting
+
+    # -- actions on the lab ---------------------------------------------------------------
+    def run_in_lab(self, coro):
+        """Schedule an action on the lab; if it fails, say so in the status bar (never silently)."""
+        if self._runner is None:
+            coro.close()
+            self._notices.status("The lab is stopped: start it first", 4000)
+            return None
+        future = self._runner.submit(coro)
+        future.add_done_callback(self._report_failure)   # runs on the lab thread: hop via a signal
+        return future
+
+    def _report_failure(self, future) -> None:
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            self.labError.emit(f"{type(error).__name__}: {error}" if str(error) else type(error).__name__)
+
+    async def set_conditions(self, user_id: str, **flags: bool):
+        """A legacy user's conditions from the window (runs on the lab loop); returns their CPM app."""
+        lab = self._runner.lab
+        answer = await run_command(lab, f"state {user_id} " + " ".join(f"{k}={'yes' if v else 'no'}"
+                                                                         for k, v in flags.items()))
+        if answer.startswith("error"):
+            raise RuntimeError(answer)
+        self.labInfo.emit(answer)
+        return lab.cpm_apps.get(user_id)
+
+    def set_thread_policy(self, policy: str) -> None:
+        """How the IWF matches an SMS reply to a CPM thread (issue: message-thread management)."""
+        operator = self.topology.iwf_operator()
+        if operator:
+            operator.iwf.thread_policy = policy   # a restarted lab keeps the choice
+        if self._runner and self._runner.lab.iwf:
+            self._runner.call(self._runner.lab.iwf.threads.set_policy, policy)
+
+    # -- start and stop ------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the lab and show its devices (blocks briefly: binding loopback ports)."""
+        if self._runner is not None:
+            return
+        runner = LabThread(Lab(self.topology))
+        self._ladder.attach_trace(runner.lab.trace)   # before start: the REGISTERs are part of the show
+        try:
+            runner.start()
+        except BaseException:
+            self._ladder.detach_trace()
+            raise
+        self._attach(runner)
+
+    async def start_async(self) -> None:
+        if self._runner is not None or self._busy:
+            return
+        self._busy = self._starting = True
+        self.changed.emit()
+        runner = LabThread(Lab(self.topology))
+        self._ladder.attach_trace(runner.lab.trace)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, runner.start)
+        except OSError as exc:
+            self._ladder.detach_trace()
+            self._starting = False
+            self.changed.emit()
+            self._notices.error("Cannot start the lab", str(exc))
+            return
+        finally:
+            self._busy = self._starting = False
+        self._attach(runner)
+        self.settled.emit()
+
+    def stop(self) -> None:
+        runner = self._detach()
+        if runner:
+            runner.stop()
+
+    async def stop_async(self) -> None:
+        if self._busy:
+            return
+        runner = self._detach()
+        if runner:
+            self._busy = True
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, runner.stop)
+            finally:
+                self._busy = False
+        self.settled.emit()
+
+    def _attach(self, runner: LabThread) -> None:
+        self._runner = runner
+        self.attached.emit(runner)
+        self.changed.emit()
+
+    def _detach(self) -> LabThread | None:
+        """Let the views go of the lab (also when none runs: they show "stopped"); returns it to stop."""
+        runner, self._runner = self._runner, None
+        self._ladder.detach_trace()
+        self.detached.emit()
+        self.changed.emit()
+        return runner

@@ -1,0 +1,28 @@
+"""Where the window tells people things: a passing line in the status bar, the lab's endpoints
+beside it, and error boxes. Every part of the window reports through this one object, so none of
+them needs the window itself."""
+from __future__ import annotations
+
+from PySide6.QtWidgets import QLabel, QMainWindow, QMessageBox
+
+
+class Notices:
+    def __init__(self, window: QMainWindow) -> None:
+        self._window = window
+        self.endpoints_label = QLabel("Lab stopped")
+        window.statusBar().addPermanentWidget(self.endpoints_label)
+
+    def status(self, text: str, timeout_ms: int) -> None:
+        self._window.statusBar().showMessage(text, timeout_ms)
+
+    def failed(self, text: str) -> None:
+        """An action that went wrong: said in the status bar, never swallowed."""
+        self.status(f"Failed: {text}", 8000)
+
+    def set_lab_line(self, text: str) -> None:
+        """The permanent line: the running lab's endpoints, or what the ladder shows instead."""
+        self.endpoints_label.setText(text)
+
+    def error(self, title: str, text: str) -> None:
+        box = QMessageBox(QMessageBox.Icon.Critical, title, text, parent=self._window)
+        box.open()   # non-modal: never exec() under qasync
