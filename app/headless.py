@@ -29,7 +29,6 @@ from iwlab.backends.lab.scenarios import (
 from iwlab.backends.topology import Topology
 from iwlab.backends.trace import TraceEvent
 
-
 EXIT_OK, EXIT_VERDICT_FAILED, EXIT_USAGE, EXIT_CANNOT_START = 0, 1, 2, 3
 
 

@@ -36,6 +36,7 @@ from iwlab.backends.transports.msrp import (
 )
 from iwlab.backends.transports.sip import SipConnection, SipConnectionClosed
 
+
 @dataclass
 class SessionMessage:
     direction: str      # "out" / "in"

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Callable
 if TYPE_CHECKING:
     from iwlab.backends.devices.cpm_phone import ChatMessage
     from iwlab.backends.devices.cpm_sessions import ChatSession
-    from iwlab.backends.devices.session_state import SessionState
     from iwlab.backends.devices.email_client import MailItem
+    from iwlab.backends.devices.session_state import SessionState
     from iwlab.backends.devices.sms_handset import Sms
     from iwlab.backends.topology import User
 
