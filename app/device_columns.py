@@ -7,7 +7,7 @@ re-synchronised with the lab twice a second while it runs.
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable
+from typing import Any, Callable, Coroutine
 
 from PySide6.QtCore import QObject, Qt, QTimer
 from PySide6.QtWidgets import QLabel, QScrollArea, QVBoxLayout, QWidget
@@ -15,11 +15,11 @@ from PySide6.QtWidgets import QLabel, QScrollArea, QVBoxLayout, QWidget
 from iwlab.backends.lab.lab import Lab
 from iwlab.backends.topology import Topology
 from iwlab.widgets.cpm_phone import CpmPhone
+from iwlab.widgets.device_bridge import RunInLab
 from iwlab.widgets.email_client import EmailClientWidget
 from iwlab.widgets.sms_handset import SmsHandsetWidget
 
-RunInLab = Callable[[object], object]          # schedules a coroutine on the lab loop
-SetConditions = Callable[..., object]          # (user_id, **flags) -> coroutine returning their CPM app
+SetConditions = Callable[..., Coroutine[Any, Any, Any]]   # (user_id, **flags) -> coroutine returning their CPM app
 
 
 class DeviceColumns(QObject):
@@ -29,7 +29,7 @@ class DeviceColumns(QObject):
         self.topology = topology
         self._run_in_lab = run_in_lab
         self._set_conditions = set_conditions
-        self.phones: dict[str, QWidget] = {}   # user id -> the widget of their device
+        self.phones: dict[str, CpmPhone | EmailClientWidget | SmsHandsetWidget] = {}   # user id -> their device
         self._scrolls: list[QScrollArea] = []
         self.left_column, self.left = self._device_column("CPM users")
         self.right_column, self.right = self._device_column("Legacy devices")
@@ -73,6 +73,7 @@ class DeviceColumns(QObject):
             device = lab.devices.get(user.id)
             if device is None:
                 continue
+            widget: CpmPhone | EmailClientWidget | SmsHandsetWidget
             if user.device == "cpm":
                 widget = CpmPhone(device, self._run_in_lab)
                 self.left.addWidget(widget, 1)

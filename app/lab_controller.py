@@ -9,6 +9,8 @@ when the lab is let go, `changed` when running/starting changes.
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import Future
+from typing import Any, Coroutine
 
 from PySide6.QtCore import QObject, Signal
 
@@ -58,7 +60,7 @@ class LabController(QObject):
         return self._starting
 
     # -- actions on the lab ---------------------------------------------------------------
-    def run_in_lab(self, coro):
+    def run_in_lab(self, coro: Coroutine[Any, Any, Any]) -> "Future[Any] | None":
         """Schedule an action on the lab; if it fails, say so in the status bar (never silently)."""
         if self._runner is None:
             coro.close()

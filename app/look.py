@@ -15,7 +15,7 @@ class Look:
                  on_applied: Callable[[], None] = lambda: None) -> None:
         self.settings = QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "iwlab", "iwlab")
         self.theme_name = theme_name or str(self.settings.value("theme", "system"))
-        self.zoom = float(zoom or self.settings.value("zoom", 1.0))
+        self.zoom = float(zoom or str(self.settings.value("zoom", 1.0)))
         self._notices = notices
         self._on_applied = on_applied   # e.g. refit the device columns: fonts changed their widths
 

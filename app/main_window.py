@@ -32,9 +32,12 @@ from iwlab.app.trace_files import TraceFiles
 from iwlab.app.window_actions import WindowActions
 from iwlab.backends.lab.lab_thread import LabThread
 from iwlab.backends.topology import Topology
+from iwlab.widgets.cpm_phone import CpmPhone
+from iwlab.widgets.email_client import EmailClientWidget
 from iwlab.widgets.inspector import InspectorView
 from iwlab.widgets.ladder import LadderView
 from iwlab.widgets.scenario_panel import ScenarioPanel
+from iwlab.widgets.sms_handset import SmsHandsetWidget
 
 __all__ = ["LabWindow", "ladder_nodes", "run_window"]
 
@@ -154,7 +157,7 @@ class LabWindow(QMainWindow):
         return self.controller.busy
 
     @property
-    def phones(self) -> dict[str, QWidget]:
+    def phones(self) -> dict[str, CpmPhone | EmailClientWidget | SmsHandsetWidget]:
         return self.columns.phones
 
     @property

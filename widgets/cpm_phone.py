@@ -10,8 +10,6 @@ in the session until End.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -41,10 +39,8 @@ from iwlab.backends.devices.events import (
 )
 from iwlab.backends.devices.session_state import SessionState
 from iwlab.widgets.chat_bubbles import BubbleDelegate, ConversationModel
-from iwlab.widgets.device_bridge import DeviceBridge
+from iwlab.widgets.device_bridge import DeviceBridge, RunInLab
 from iwlab.widgets.device_frame import device_header, set_pill
-
-RunInLab = Callable[[object], object]   # schedules a coroutine on the lab loop
 
 
 class CpmPhone(QFrame):
@@ -167,7 +163,7 @@ class CpmPhone(QFrame):
         layout.addLayout(compose)
 
         self.bridge = DeviceBridge(device, self)
-        self.bridge.event.connect(self._device_event)
+        self.bridge.happened.connect(self._device_event)
         self._show_state()
 
     # -- actions ------------------------------------------------------------------

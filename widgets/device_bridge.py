@@ -6,13 +6,19 @@ Qt objects on their own thread.
 """
 from __future__ import annotations
 
+from concurrent.futures import Future
+from typing import Any, Callable, Coroutine
+
 from PySide6.QtCore import QObject, Signal
 
 from iwlab.backends.devices.events import DeviceEvent
 
+# Schedules a coroutine on the lab loop; None when the lab is stopped (the window says so).
+RunInLab = Callable[[Coroutine[Any, Any, Any]], "Future[Any] | None"]
+
 
 class DeviceBridge(QObject):
-    event = Signal(object)   # the DeviceEvent as the device reported it (backends/devices/events.py)
+    happened = Signal(object)   # the DeviceEvent as the device reported it (backends/devices/events.py)
 
     def __init__(self, device, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -20,7 +26,7 @@ class DeviceBridge(QObject):
         device.listeners.append(self._forward)
 
     def _forward(self, event: DeviceEvent) -> None:
-        self.event.emit(event)
+        self.happened.emit(event)
 
     def detach(self) -> None:
         if self._forward in self.device.listeners:

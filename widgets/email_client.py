@@ -4,7 +4,6 @@ compose and reply. Opening a message answers its read-receipt request (MDN).
 from __future__ import annotations
 
 import time
-from typing import Callable
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -24,10 +23,8 @@ from PySide6.QtWidgets import (
 
 from iwlab.backends.devices.email_client import reply_subject
 from iwlab.backends.devices.events import DeviceEvent, MailReceived, MailSent, ReadReceiptSent
-from iwlab.widgets.device_bridge import DeviceBridge
+from iwlab.widgets.device_bridge import DeviceBridge, RunInLab
 from iwlab.widgets.device_frame import device_header, folders
-
-RunInLab = Callable[[object], object]
 
 
 def mail_line(item) -> str:
@@ -97,7 +94,7 @@ class EmailClientWidget(QFrame):
         layout.addWidget(self.body)
 
         self.bridge = DeviceBridge(client, self)
-        self.bridge.event.connect(self._client_event)
+        self.bridge.happened.connect(self._client_event)
 
     # -- actions ---------------------------------------------------------------------
     def send(self) -> None:

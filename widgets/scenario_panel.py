@@ -182,7 +182,12 @@ class ScenarioPanel(QWidget):
                 self.verdictReady.emit(verdict)
         future = self.run_in_lab(one_step())
         if future is not None:
-            future.add_done_callback(lambda f: f.exception() and self.failed.emit(str(f.exception())))
+            future.add_done_callback(self._report_failure)
+
+    def _report_failure(self, future) -> None:
+        """On the lab thread: a signal carries the failure to the panel."""
+        if not future.cancelled() and future.exception() is not None:
+            self.failed.emit(str(future.exception()))
 
     # -- results ----------------------------------------------------------------------------
     def _step_done(self, step, first: int, last: int) -> None:

@@ -5,7 +5,7 @@ came from, as a real handset does.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Any, Callable, Coroutine
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -33,10 +33,8 @@ from iwlab.backends.devices.events import (
 )
 from iwlab.backends.devices.sms_handset import Sms
 from iwlab.backends.protocols import smstext
-from iwlab.widgets.device_bridge import DeviceBridge
+from iwlab.widgets.device_bridge import DeviceBridge, RunInLab
 from iwlab.widgets.device_frame import device_header, folders, set_pill
-
-RunInLab = Callable[[object], object]
 
 
 def sms_line(sms) -> str:
@@ -54,7 +52,7 @@ class SmsHandsetWidget(QFrame):
     cpmAppReady = Signal(object)   # the CpmDevice given to this user (from the lab thread), or None
 
     def __init__(self, handset, run_in_lab: RunInLab, parent: QWidget | None = None, *,
-                 set_conditions: Callable[..., object] | None = None) -> None:
+                 set_conditions: Callable[..., Coroutine[Any, Any, Any]] | None = None) -> None:
         super().__init__(parent)
         self.handset = handset
         self.run_in_lab = run_in_lab
@@ -131,7 +129,7 @@ class SmsHandsetWidget(QFrame):
         layout.addWidget(self.counter)
 
         self.bridge = DeviceBridge(handset, self)
-        self.bridge.event.connect(self._device_event)
+        self.bridge.happened.connect(self._device_event)
         self._show_signal(handset.esme.state if handset.esme else "closed")
         self._count("")
 
@@ -195,7 +193,7 @@ class SmsHandsetWidget(QFrame):
         self.cpm_app = app
         if app is not None:
             self.cpm_bridge = DeviceBridge(app, self)
-            self.cpm_bridge.event.connect(self._cpm_event)
+            self.cpm_bridge.happened.connect(self._cpm_event)
 
     def _cpm_event(self, event: DeviceEvent) -> None:
         if isinstance(event, MessageAdded) and event.message.direction == "in":

@@ -210,7 +210,7 @@ class CpmSessions:
         session.route_set = list(reversed(response.headers.get_all("Record-Route")))
 
     def _send_ack(self, session: ChatSession, conn: SipConnection) -> None:
-        cseq = sip.parse_cseq(session.invite.headers.get("CSeq"))[0] if session.invite else 1
+        cseq = sip.parse_cseq(session.invite.headers.get("CSeq") or "1 INVITE")[0] if session.invite else 1
         try:
             conn.send(self._in_dialog_request(session, "ACK", cseq))
         except SipConnectionClosed:
@@ -234,10 +234,11 @@ class CpmSessions:
         invite = session.invite
         cancel = sip.make_cancel(invite)
         self._set_state(session, SessionState.CANCELLED, "you withdrew the invitation")
-        try:
-            session.invite_conn.send(cancel)
-        except (SipConnectionClosed, AttributeError):
-            pass
+        if session.invite_conn is not None:
+            try:
+                session.invite_conn.send(cancel)
+            except SipConnectionClosed:
+                pass
 
     async def end(self, session: ChatSession) -> None:
         """Hang up an established session (BYE)."""
@@ -345,6 +346,7 @@ class CpmSessions:
             return
         session.msrp = msrp_session
         session.peer_accepts = list(session.offer.accept_types)
+        assert session.invite is not None and session.invite_conn is not None   # an incoming session has both
         response = make_response(session.invite, 200, "OK", to_tag=session.local_tag, body=answer.to_bytes(),
                                  content_type="application/sdp")
         self._dialog_headers(response, session.invite, session.invite_conn)
@@ -362,6 +364,8 @@ class CpmSessions:
         self._set_state(session, SessionState.DECLINED, "you declined")
 
     def _respond_invite(self, session: ChatSession, status: int, reason: str) -> None:
+        if session.invite is None or session.invite_conn is None:
+            return
         try:
             session.invite_conn.send(make_response(session.invite, status, reason, to_tag=session.local_tag))
         except SipConnectionClosed:

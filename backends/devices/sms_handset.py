@@ -67,7 +67,7 @@ class SmsHandset:
 
     async def start(self) -> None:
         host, port = self._smsc_address()
-        self.esme = Esme(host, port, self.user.msisdn, self._password, node_name=self.name, nodes=self.nodes,
+        self.esme = Esme(host, port, self.number.lstrip("+"), self._password, node_name=self.name, nodes=self.nodes,
                          on_deliver=self._deliver, on_state=lambda state, detail: self.emit(BindStateChanged(state)))
         await self.esme.start()
         self._expiry = asyncio.create_task(self._expire_parts(), name=f"{self.name} reassembly timer")

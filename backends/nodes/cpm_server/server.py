@@ -210,6 +210,7 @@ class CpmServer:
             self.store.deliver(user)
         elif route.technology == CPM:
             binding = self.registrar.binding(user)
+            assert binding is not None   # route CPM means a live binding
             # RFC 3261 16.5/16.6: the registered Contact becomes the Request-URI.
             self.proxy.forward(conn, req, binding.connection, note=route.reason, request_uri=binding.target)
         elif route.technology == STORE and req.method == "MESSAGE":
@@ -256,8 +257,9 @@ class CpmServer:
         return host.lower() in (self.operator.cpm_domain, self.host, "localhost")
 
 
-_HEADER_CHECKS = {"Via": sip.parse_via, "From": sip.parse_name_addr, "To": sip.parse_name_addr,
-                  "Call-ID": str.strip, "CSeq": sip.parse_cseq}
+_HEADER_CHECKS: dict[str, Callable[[str], object]] = {
+    "Via": sip.parse_via, "From": sip.parse_name_addr, "To": sip.parse_name_addr, "Call-ID": str.strip,
+    "CSeq": sip.parse_cseq}
 
 
 def _readable_transaction_headers(request: SipRequest) -> sip.Headers:

@@ -102,6 +102,7 @@ class EmailLeg:
         """Queue a CPM message for email; returns a note for the trace."""
         domain = self._topology.operator(sender.operator).cpm_domain
         sender_address = f"{sender.id}@{domain}"
+        assert recipient.email, "the IWF checks that the recipient has an email address"
         parent = self._parent_message_id(conversation_id, in_reply_to)
         references = [parent] if parent else []
         message = mail.cpm_to_email(
@@ -241,6 +242,7 @@ class EmailLeg:
             text += "\n[converted from HTML]"
         for attachment in incoming.attachments:
             text += f"\n[attachment not forwarded: {attachment}]"
+        assert recipient.cpm_uri, "_cpm_user found a CPM user"
         cpim = CpimMessage(sender=f'"{incoming.sender_name or incoming.sender}" <{sender_uri}>',
                            recipient=f"<{recipient.cpm_uri}>", body=text.encode("utf-8"),
                            disposition=("positive-delivery",))

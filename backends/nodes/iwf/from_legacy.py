@@ -40,8 +40,8 @@ class FromLegacy:
         requester = self._topology.user_by_number(source)
         name = requester.name if requester else f"+{source}"
         session = IwfSession(call_id=self._link.new_call_id(), direction=Direction.FROM_LEGACY, cpm_user=invitee,
-                             cpm_uri=invitee.cpm_uri, legacy_number=source, legacy_name=name, sms_source=dest,
-                             local_uri=f"tel:+{source}", remote_target=invitee.cpm_uri)
+                             cpm_uri=invitee.cpm_uri or "", legacy_number=source, legacy_name=name, sms_source=dest,
+                             local_uri=f"tel:+{source}", remote_target=invitee.cpm_uri or "")
         self._table.add(session)
         await self._listener.start()
         thread = self._threads.inbound_sms(peer=source, dest_number=dest, cpm_uri=invitee.cpm_uri)
@@ -57,8 +57,8 @@ class FromLegacy:
         call_id = self._link.new_call_id()
         thread = self._threads.find_by_ids(mail.thread_key_candidates(incoming))
         session = IwfSession(call_id=call_id, direction=Direction.FROM_LEGACY, cpm_user=invitee,
-                             cpm_uri=invitee.cpm_uri, legacy_number="", legacy_name=name, sms_source="",
-                             legacy_email=incoming.sender, local_uri=uri, remote_target=invitee.cpm_uri,
+                             cpm_uri=invitee.cpm_uri or "", legacy_number="", legacy_name=name, sms_source="",
+                             legacy_email=incoming.sender, local_uri=uri, remote_target=invitee.cpm_uri or "",
                              email_thread=incoming.message_id,      # our answers thread under his request
                              email_subject=reply_subject(incoming.subject, f"Chat with {invitee.name}"))
         self._table.add(session)
@@ -111,7 +111,7 @@ class FromLegacy:
             return
         if not session.ringing:     # withdrawn meanwhile (END): a late 200 gets ACK and BYE
             if response.status < 300 and sip.cseq_method(response) == "INVITE":
-                session.learn_dialog(response, invitee.cpm_uri)
+                session.learn_dialog(response, invitee.cpm_uri or "")
                 link.send(table.dialog_request(session, "ACK", cseq))
                 await table.send_in_dialog(session, "BYE", note="the request was withdrawn")
             return
@@ -121,7 +121,7 @@ class FromLegacy:
                 f"{invitee.name} could not chat now ({response.status} {response.reason})."
             table.tell(session, text)
             return
-        session.learn_dialog(response, invitee.cpm_uri)
+        session.learn_dialog(response, invitee.cpm_uri or "")
         try:
             link.send(table.dialog_request(session, "ACK", cseq))
         except SipConnectionClosed:

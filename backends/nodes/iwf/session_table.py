@@ -80,11 +80,11 @@ class SessionTable:
             del self.by_email_id[message_id]
 
     # -- SIP ----------------------------------------------------------------------------------
-    def respond(self, conn: SipConnection | None, req: SipRequest, status: int, reason: str, *, note: str = "",
+    def respond(self, conn: SipConnection | None, req: SipRequest | None, status: int, reason: str, *, note: str = "",
                 to_tag: str | None = None, body: bytes = b"", content_type: str | None = None,
                 session: IwfSession | None = None) -> None:
         """session: a 1xx/2xx that makes (or keeps) its dialog carries the Record-Route and our Contact."""
-        if conn is None:
+        if conn is None or req is None:
             return
         response = make_response(req, status, reason, to_tag=to_tag or sip.new_tag(), body=body,
                                  content_type=content_type)
