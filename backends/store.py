@@ -11,7 +11,8 @@ the process dying at any point (what the lab must survive); only a power cut cou
 lose the last commits. Without a state folder the database lives in memory: the same
 code paths, nothing on disk (`iwlab play`, tests).
 
-The store is used from the lab's loop thread only; calls are short and synchronous.
+The store is used from the lab's loop thread (it may be built on another, before the lab
+starts); calls are short and synchronous.
 """
 from __future__ import annotations
 
@@ -54,7 +55,9 @@ class StoredItem:
 class Store:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
-        self._db = sqlite3.connect(str(path) if path else ":memory:", isolation_level=None)
+        # Built where the Lab is built, used on the lab's loop thread: one thread at a time.
+        self._db = sqlite3.connect(str(path) if path else ":memory:", isolation_level=None,
+                                   check_same_thread=False)
         if path:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")

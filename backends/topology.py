@@ -33,6 +33,10 @@ class IwfAccount:
     session_end: str = "END"
     session_request: str = "CHAT"
     session_timeout_seconds: float = 60.0
+    # What the IWF keeps for a CPM recipient who cannot take it now (not answering, away):
+    # tried again when they register, or every retry_seconds, until the validity runs out.
+    message_validity_seconds: float = 3600.0
+    retry_seconds: float = 30.0
 
 
 @dataclass
@@ -214,7 +218,9 @@ def _iwf_account(raw: dict[str, Any], where: str, need) -> IwfAccount:
         session_decline=str(raw.get("session_decline", "NO")),
         session_end=str(raw.get("session_end", "END")),
         session_request=str(raw.get("session_request", "CHAT")),
-        session_timeout_seconds=float(raw.get("session_timeout_seconds", 60)))
+        session_timeout_seconds=float(raw.get("session_timeout_seconds", 60)),
+        message_validity_seconds=float(raw.get("message_validity_seconds", 3600)),
+        retry_seconds=float(raw.get("retry_seconds", 30)))
     if account.thread_policy not in THREAD_POLICIES:
         raise TopologyError(f"{where}: thread_policy must be one of {THREAD_POLICIES}")
     if account.thread_policy == "pool" and not account.number_pool:

@@ -1,8 +1,12 @@
 """The Lab façade: builds the whole interworking world from a topology and
 owns its lifecycle. start() binds every server, stop() closes them all.
 
-Everything runs on one asyncio loop (whichever loop calls start()); the
-blocking smpplib clients run on their own threads inside Esme.
+Everything runs on one asyncio loop (whichever loop calls start()).
+
+State: with a state folder (`iwlab serve --state-dir`, the window's folder under the user's
+data folder) the lab keeps its durable store (`iwlab.db`) and Maildirs there, and a restart
+delivers what was owed; `fresh=True` empties it first. Without one, the store is in memory
+and the Maildirs live in a temporary folder that goes when the lab stops.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from iwlab.backends.nodes.cpm_server.server import CpmServer
 from iwlab.backends.nodes.iwf.iwf import Iwf
 from iwlab.backends.nodes.mail_server import MailServer
 from iwlab.backends.nodes.smsc import EsmeAccount, Smsc
+from iwlab.backends.store import Store
 from iwlab.backends.topology import Topology, User
 from iwlab.backends.trace import Trace
 
@@ -29,7 +34,7 @@ Device = CpmDevice | SmsHandset | EmailClient
 
 class Lab:
     def __init__(self, topology: Topology, *, devices: str | set[str] = "all", trace: Trace | None = None,
-                 workdir: str | Path | None = None) -> None:
+                 state_dir: str | Path | None = None, fresh: bool = False) -> None:
         self.topology = topology
         self.host = topology.host
         self.trace = trace or Trace()
@@ -37,11 +42,18 @@ class Lab:
         # Without a folder of the user's, the lab's files (Maildirs) live in a temporary folder
         # that is the lab's own: removed when it stops, or when it is dropped without starting.
         self._own_workdir: weakref.finalize | None = None
-        if workdir:
-            self.workdir = Path(workdir)
+        if state_dir:
+            self.workdir = Path(state_dir)
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            if fresh:
+                shutil.rmtree(self.workdir / "maildir", ignore_errors=True)
+            self.store = Store(self.workdir / "iwlab.db")
+            if fresh:
+                self.store.clear()
         else:
             self.workdir = Path(tempfile.mkdtemp(prefix="iwlab-"))
             self._own_workdir = weakref.finalize(self, shutil.rmtree, self.workdir, ignore_errors=True)
+            self.store = Store()
         self._device_ids = self._select_devices(devices)
         self.cpm_servers: dict[str, CpmServer] = {}
         self.iwf: Iwf | None = None
@@ -62,7 +74,7 @@ class Lab:
                                               if u.device == "sms" and u.msisdn},
                              throttle_every=topology.smsc.throttle_every,
                              validity_seconds=topology.smsc.validity_seconds)
-            self.iwf = Iwf(iwf_operator, topology, self.trace, self.nodes, host=self.host,
+            self.iwf = Iwf(iwf_operator, topology, self.trace, self.nodes, host=self.host, store=self.store,
                            smsc_address=lambda: (self.host, self.smsc.port),
                            cpm_address=lambda: self._sip_address_of(iwf_operator.id),
                            # with a mail domain, an email leg toward the mail server built below
@@ -129,8 +141,16 @@ class Lab:
     def _iwf_address(self) -> tuple[str, int] | None:
         return (self.host, self.iwf.port) if self.iwf and self.iwf.port else None
 
+    def _tell_iwf_of(self, user: User, registered: bool) -> None:
+        """The registrar tells the nodes: what the IWF holds for a user goes once they are back."""
+        if registered and self.iwf is not None and user.cpm_uri:
+            self.iwf.cpm.recipient_registered(user.cpm_uri)
+
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
+        for server in self.cpm_servers.values():
+            if self._tell_iwf_of not in server.registration_listeners:
+                server.registration_listeners.append(self._tell_iwf_of)
         try:
             for op in self.topology.operators:
                 await self.cpm_servers[op.id].start(op.sip_port)
@@ -166,6 +186,7 @@ class Lab:
         self.running = False
         # Let transports finish closing so no socket outlives the lab.
         await asyncio.sleep(0)
+        self.store.close()
         if self._own_workdir is not None:
             self._own_workdir()   # runs once: the temporary folder goes with the lab
 

@@ -431,15 +431,31 @@ def content(pdu: Any) -> tuple[list[dict[str, Any]], str | None]:
     return ies, decode_text(data, pdu.data_coding or 0)
 
 
+_CONCAT_TLVS = ("sar_msg_ref_num", "sar_total_segments", "sar_segment_seqnum", "message_payload")
+
+
+def message_fields(pdu: Any) -> dict[str, Any]:
+    """What a deliver_sm carries of a message, JSON-friendly (octets as hex): enough to keep a
+    part that waits for the others, and to feed it to a Reassembler again later."""
+    tlvs = {name: getattr(pdu, name) for name in _CONCAT_TLVS if getattr(pdu, name, None) is not None}
+    return {"source": text(pdu.source_addr), "dest": text(pdu.destination_addr),
+            "data_coding": pdu.data_coding or 0, "esm_class": pdu.esm_class or 0,
+            "short_message": bytes(pdu.short_message or b"").hex(),
+            "tlvs": {k: (bytes(v).hex() if isinstance(v, (bytes, bytearray)) else v) for k, v in tlvs.items()}}
+
+
+def reassemble_fields(reassembler, fields: dict[str, Any]) -> list:
+    """Feed message_fields() to an smstext.Reassembler."""
+    tlvs = {k: (bytes.fromhex(v) if k == "message_payload" else v) for k, v in fields["tlvs"].items()}
+    return reassembler.add(source=fields["source"], dest=fields["dest"], data_coding=fields["data_coding"],
+                           esm_class=fields["esm_class"], short_message=bytes.fromhex(fields["short_message"]),
+                           tlvs=tlvs)
+
+
 def reassemble(reassembler, pdu: Any) -> list:
     """Feed a deliver_sm to an smstext.Reassembler: the one place that knows which
     PDU fields carry concatenation (UDH in short_message, SAR TLVs, message_payload)."""
-    tlvs = {name: getattr(pdu, name) for name in ("sar_msg_ref_num", "sar_total_segments",
-                                                   "sar_segment_seqnum", "message_payload")
-            if getattr(pdu, name, None) is not None}
-    return reassembler.add(source=text(pdu.source_addr), dest=text(pdu.destination_addr),
-                           data_coding=pdu.data_coding or 0, esm_class=pdu.esm_class or 0,
-                           short_message=pdu.short_message or b"", tlvs=tlvs)
+    return reassemble_fields(reassembler, message_fields(pdu))
 
 
 def delivered_text(raw: bytes) -> str | None:

@@ -305,6 +305,20 @@ def _sar(tlvs: dict[str, object]) -> Concat | None:
     return Concat(ref, total, seq, True)
 
 
+def concatenation(*, esm_class: int, short_message: bytes, tlvs: dict[str, object]) -> Concat | None:
+    """How a PDU says it is one part of several (UDH first, then SAR TLVs); None for a whole SMS
+    (or one whose UDH cannot be read: it is shown as it is)."""
+    payload_tlv = tlvs.get("message_payload")
+    body = bytes(payload_tlv) if isinstance(payload_tlv, (bytes, bytearray)) and payload_tlv else \
+        bytes(short_message or b"")
+    try:
+        udh, _ = split_udh(body, esm_class)
+    except SmsDecodeError:
+        return None
+    concat = (concat_info(udh) if udh else None) or _sar(tlvs)
+    return concat if concat is not None and concat.total > 1 else None
+
+
 def _join(parts: list[tuple[int, bytes]]) -> str:
     """Decode consecutive parts together when they share a coding, so an
     escape or surrogate pair cut by a careless sender still decodes (an odd

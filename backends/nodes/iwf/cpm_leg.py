@@ -2,9 +2,15 @@
 
 The SMS, email and session legs all speak to CPM through a CpmLeg: new_request() builds an
 out-of-dialog request from the IWF (its Via, a fresh Call-ID, the node's CSeq counter); send()
-queues it, and the queue goes to the IWF's CPM server strictly in order, each request resent
-until the link carries it (a broken link loses nothing and reorders nothing). A final response
-of 300 or more is handed to on_refused, so whoever must hear of it (an SMS sender) does.
+keeps it in the lab's durable store (before the legacy side hears "taken") and queues it.
+
+One outbox per recipient: a CPM device that never answers delays only its own messages.
+Each outbox goes to the IWF's CPM server strictly in order, each request resent until the link
+carries it (a broken link loses nothing and reorders nothing). A request the recipient could
+not take now (408, 480, 503: not answering, not there) is kept at the head of its outbox and
+tried again when the recipient registers again (recipient_registered) or, failing that, every
+`retry_seconds`, until its validity runs out. Only then, or on a final refusal (another 3xx-6xx),
+does on_refused hear of it, so whoever must be told (an SMS sender) is.
 
 Sessions keep their own connection (another_link), as they always had: their dialogs'
 requests are sent and awaited one by one, not queued behind pager-mode traffic.
@@ -14,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable
@@ -21,6 +28,7 @@ from typing import Callable
 from iwlab.backends.directory import NodeDirectory
 from iwlab.backends.protocols import sip
 from iwlab.backends.protocols.sip import SipRequest, SipResponse
+from iwlab.backends.store import DurableQueue
 from iwlab.backends.trace import Trace
 from iwlab.backends.transports.sip import (
     MessageHandler,
@@ -41,13 +49,41 @@ class Answer:
     note: str = ""
 
 
+TRY_AGAIN_LATER = {408, 480, 503}     # the recipient may take it later: keep it
+
+
+@dataclass
+class _Pending:
+    request: SipRequest
+    note: str
+    store_id: int | None
+    expires: float                   # wall clock: given up (and reported) after this
+
+
+class _Outbox:
+    """The requests for one recipient, in order, and the worker that sends them."""
+
+    def __init__(self) -> None:
+        self.queue: deque[_Pending] = deque()
+        self.worker: asyncio.Task | None = None
+        self.wake = asyncio.Event()      # set when the recipient registers again
+        self.held_since: float | None = None   # the head could not be delivered: since when
+
+
 class CpmLeg:
     def __init__(self, *, name: str, host: str, domain: str, trace: Trace, nodes: NodeDirectory,
                  server_address: Callable[[], Address | None], local_port: Callable[[], int],
                  on_message: MessageHandler,
-                 on_refused: Callable[[SipRequest, SipResponse], None] | None = None) -> None:
+                 on_refused: Callable[[SipRequest, SipResponse], None] | None = None,
+                 store: DurableQueue | None = None, validity_seconds: float = 3600.0,
+                 retry_seconds: float = 30.0) -> None:
         """server_address: the IWF's CPM server, when it runs; local_port: the IWF's SIP
-        listener (our Via and Contact); on_message: requests the server sends on our link."""
+        listener (our Via and Contact); on_message: requests the server sends on our link;
+        store: where sent-but-unanswered requests wait (None: a session link, nothing kept)."""
+        self._store = store
+        self.validity_seconds = validity_seconds
+        self.retry_seconds = retry_seconds
+        self._outboxes: dict[str, _Outbox] = {}
         self.name = name
         self.host = host
         self.domain = domain
@@ -58,8 +94,6 @@ class CpmLeg:
         self._on_message = on_message
         self._on_refused = on_refused
         self._link: SipConnection | None = None
-        self._outbox: deque[tuple[SipRequest, str]] = deque()   # requests to CPM, in order
-        self._sender: asyncio.Task | None = None
         self._cseq = itertools.count(1)
 
     def another_link(self, on_message: MessageHandler) -> "CpmLeg":
@@ -68,10 +102,37 @@ class CpmLeg:
                       server_address=self._server_address, local_port=self._local_port, on_message=on_message)
 
     def stop(self) -> None:
-        if self._sender:
-            self._sender.cancel()
+        for outbox in self._outboxes.values():
+            if outbox.worker:
+                outbox.worker.cancel()
         if self._link:
             self._link.close()
+
+    def restore(self) -> int:
+        """After a restart: what the store holds goes out again, per recipient, in order."""
+        if self._store is None:
+            return 0
+        items = self._store.items()
+        for item in items:
+            try:
+                request = sip.parse_message(item.payload)
+            except sip.SipParseError:
+                self._store.remove(item.id)
+                continue
+            assert isinstance(request, SipRequest)
+            self._queue(_Pending(request, item.meta.get("note", "") + " (kept across a restart)", item.id,
+                                 item.meta.get("expires", time.time() + self.validity_seconds)))
+        return len(items)
+
+    def held(self) -> dict[str, int]:
+        """Per recipient: how many requests wait (what the window shows)."""
+        return {uri: len(box.queue) for uri, box in self._outboxes.items() if box.queue}
+
+    def recipient_registered(self, uri: str) -> None:
+        """The registrar says a user is back: what waited for them goes now."""
+        outbox = self._outboxes.get(uri)
+        if outbox is not None:
+            outbox.wake.set()
 
     # -- building --------------------------------------------------------------------
     def via(self) -> Address:
@@ -92,29 +153,69 @@ class CpmLeg:
 
     # -- sending -----------------------------------------------------------------------
     def send(self, req: SipRequest, note: str) -> None:
-        """Queue a request to the CPM side; sent in order, resent if the link breaks."""
-        self._outbox.append((req, note))
-        if self._sender is None or self._sender.done():
-            self._sender = asyncio.create_task(self._drain(), name="IWF -> CPM")
+        """Keep a request (durably, before the caller acknowledges what it carries) and queue it
+        for its recipient; sent in order, resent if the link breaks."""
+        expires = time.time() + self.validity_seconds
+        store_id = None
+        if self._store is not None:
+            store_id = self._store.put(req.uri, req.to_bytes(), {"note": note, "expires": expires})
+        self._queue(_Pending(req, note, store_id, expires))
 
-    async def _drain(self) -> None:
+    def _queue(self, pending: _Pending) -> None:
+        outbox = self._outboxes.get(pending.request.uri)
+        if outbox is None:
+            outbox = self._outboxes[pending.request.uri] = _Outbox()
+        outbox.queue.append(pending)
+        if outbox.worker is None or outbox.worker.done():
+            outbox.worker = asyncio.create_task(self._drain(outbox), name=f"IWF -> CPM {pending.request.uri}")
+
+    async def _drain(self, outbox: _Outbox) -> None:
         delay = 0.05
-        while self._outbox:
-            req, note = self._outbox[0]
+        while outbox.queue:
+            pending = outbox.queue[0]
+            if time.time() > pending.expires:
+                self._finished(outbox, SipResponse(408, "Request Timeout (validity ran out in the IWF)",
+                                                   sip.Headers()))
+                continue
             try:
                 link = await self.connection()
-                response = await link.request(req, note=note)
+                response = await link.request(pending.request, note=pending.note)
             except (OSError, SipConnectionClosed) as exc:
                 log.warning("IWF cannot reach CPM (%s); retrying", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
             delay = 0.05
-            self._outbox.popleft()
-            if response.status >= 300:
-                log.warning("CPM refused %s %s: %s %s", req.method, req.uri, response.status, response.reason)
-                if self._on_refused is not None:
-                    self._on_refused(req, response)
+            if response.status in TRY_AGAIN_LATER:
+                await self._hold(outbox, pending, response)
+                continue
+            self._finished(outbox, response)
+
+    async def _hold(self, outbox: _Outbox, pending: _Pending, response: SipResponse) -> None:
+        """The recipient cannot take it now: wait for them to register again (or a while)."""
+        outbox.held_since = outbox.held_since or time.time()
+        log.info("IWF holds %s for %s: %s %s", pending.request.method, pending.request.uri,
+                 response.status, response.reason)
+        outbox.wake.clear()
+        # A fresh transaction next time: the same request, a new branch (RFC 3261 8.1.3.5 style).
+        pending.request.headers.replace_top("Via", f"SIP/2.0/TCP {sip.hostport(*self.via())};branch={sip.new_branch()}")
+        pending.note = (f"kept since {response.status} {response.reason}; sent again now that "
+                        f"{pending.request.uri} is back")
+        try:
+            await asyncio.wait_for(outbox.wake.wait(), min(self.retry_seconds, max(pending.expires - time.time(), 0)))
+        except asyncio.TimeoutError:
+            pending.note = f"kept since {response.status} {response.reason}; tried again"
+
+    def _finished(self, outbox: _Outbox, response: SipResponse) -> None:
+        pending = outbox.queue.popleft()
+        outbox.held_since = None
+        if pending.store_id is not None and self._store is not None:
+            self._store.remove(pending.store_id)
+        if response.status >= 300:
+            req = pending.request
+            log.warning("CPM refused %s %s: %s %s", req.method, req.uri, response.status, response.reason)
+            if self._on_refused is not None:
+                self._on_refused(req, response)
 
     async def connection(self) -> SipConnection:
         """The open link to the CPM server, opened (again) when there is none."""

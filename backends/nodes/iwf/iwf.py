@@ -30,6 +30,7 @@ from iwlab.backends.protocols.sip import (
     make_response,
 )
 from iwlab.backends.routing import EMAIL, Route
+from iwlab.backends.store import Store
 from iwlab.backends.topology import Operator, Topology
 from iwlab.backends.trace import Trace
 from iwlab.backends.transports.sip import SipConnection, SipConnectionClosed
@@ -41,10 +42,11 @@ Address = tuple[str, int]
 class Iwf:
     def __init__(self, operator: Operator, topology: Topology, trace: Trace, nodes: NodeDirectory, *,
                  host: str, smsc_address: Callable[[], Address], cpm_address: Callable[[], Address | None],
-                 mail_address: Callable[[], Address | None] | None = None,
+                 store: Store, mail_address: Callable[[], Address | None] | None = None,
                  reassembly_timeout: float = 30.0, name: str = "IWF",
                  make_esme: Callable[..., Esme] = Esme) -> None:
-        """mail_address: given when the lab has a mail server (then the IWF has an email leg);
+        """store: the lab's durable store (what the IWF acknowledged and still owes waits there);
+        mail_address: given when the lab has a mail server (then the IWF has an email leg);
         make_esme: the SMS leg's ESME (a test passes a fake that binds to nothing)."""
         assert operator.iwf is not None
         account = operator.iwf
@@ -61,10 +63,11 @@ class Iwf:
                                  pool=account.number_pool)
         self.cpm = CpmLeg(name=name, host=host, domain=operator.cpm_domain, trace=trace, nodes=nodes,
                           server_address=cpm_address, local_port=lambda: self.port,
-                          on_message=self._on_sip, on_refused=self._cpm_refused)
+                          on_message=self._on_sip, on_refused=self._cpm_refused, store=store.queue("IWF cpm out"),
+                          validity_seconds=account.message_validity_seconds, retry_seconds=account.retry_seconds)
         self.sms = SmsLeg(account=account, topology=topology, threads=self.threads, cpm=self.cpm, nodes=nodes,
                           name=name, smsc_address=smsc_address, session_claims=self._sms_for_session,
-                          reassembly_timeout=reassembly_timeout, make_esme=make_esme)
+                          store=store, reassembly_timeout=reassembly_timeout, make_esme=make_esme)
         self.email: EmailLeg | None = None
         if mail_address is not None:
             self.email = EmailLeg(topology=topology, threads=self.threads, cpm=self.cpm, nodes=nodes, name=name,
@@ -79,6 +82,7 @@ class Iwf:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(self.new_connection, self.host, sip_port)
         self.port = self._server.sockets[0].getsockname()[1]
+        self.cpm.restore()
         await self.sms.start()
         return self.port
 

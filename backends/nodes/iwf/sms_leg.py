@@ -33,6 +33,7 @@ from iwlab.backends.protocols.cpim import (
 from iwlab.backends.protocols.sip import SipRequest, SipResponse
 from iwlab.backends.protocols.smpp import parse_receipt_text, reassemble
 from iwlab.backends.protocols.smpp import text as _text
+from iwlab.backends.store import Store
 from iwlab.backends.topology import IwfAccount, Topology, User
 from iwlab.backends.transports.smpp_esme import Esme
 
@@ -81,10 +82,11 @@ class ReceiptBook:
 class SmsLeg:
     def __init__(self, *, account: IwfAccount, topology: Topology, threads: ThreadMap, cpm: CpmLeg,
                  nodes: NodeDirectory, name: str, smsc_address: Callable[[], Address],
-                 session_claims: Callable[[smstext.IncomingSms], bool], reassembly_timeout: float = 30.0,
-                 make_esme: Callable[..., Esme] = Esme) -> None:
+                 session_claims: Callable[[smstext.IncomingSms], bool], store: Store,
+                 reassembly_timeout: float = 30.0, make_esme: Callable[..., Esme] = Esme) -> None:
         """session_claims(sms): True when an incoming SMS belongs to a chat session (the session
-        leg takes it); make_esme: Esme's signature, so a test can bind to no SMSC at all."""
+        leg takes it); store: the lab's durable store (what was acknowledged waits there);
+        make_esme: Esme's signature, so a test can bind to no SMSC at all."""
         self._account = account
         self._topology = topology
         self._threads = threads
@@ -97,18 +99,32 @@ class SmsLeg:
         # Parts that never all arrive are shown, marked incomplete, after this long.
         self.reassembler = smstext.Reassembler(timeout=reassembly_timeout)
         self.receipts = ReceiptBook()
-        self.outbox = SmsOutbox(submit=self._submit, on_accepted=self._accepted, on_failed=self._fail)
+        self.outbox = SmsOutbox(submit=self._submit, on_accepted=self._accepted, on_failed=self._fail,
+                                store=store.queue("IWF sms out"))
+        # Parts of a concatenated SMS acknowledged to the SMSC while the others are still missing.
+        self._parts = store.queue("IWF sms parts")
+        self._part_items: dict[tuple[str, str, int | None], list[int]] = {}
         self.failed: list[tuple[OutboundSms, str]] = []
         self.esme: Esme | None = None
         self._expiry: asyncio.Task | None = None
 
     async def start(self) -> None:
+        self._restore()
         smsc_host, smsc_port = self._smsc_address()
         self.esme = self._make_esme(smsc_host, smsc_port, self._account.system_id, self._account.password,
                                     node_name=self._name, nodes=self._nodes, on_deliver=self._sms_received,
                                     on_state=self._esme_state, accept=self._accept_deliver)
         await self.esme.start()
         self._expiry = asyncio.create_task(self._expire_parts(), name="IWF reassembly timer")
+
+    def _restore(self) -> None:
+        """What the store held when the lab last stopped (or died): owed again, in order."""
+        for sms in self.outbox.restore():
+            for part, message_id in enumerate(sms.smsc_ids):
+                if part not in sms.delivered_parts:
+                    self.receipts.expect(message_id, sms, part)
+        for item in self._parts.items():
+            self._feed_part(item.meta, item.id)
 
     def stop_sending(self) -> None:
         """Stop the timers and outbox workers (the ESME's own stop is awaited by stop())."""
@@ -140,6 +156,9 @@ class SmsLeg:
         parts, _ = smstext.sms_count(cpim.text)
         if parts > smstext.MAX_PARTS:
             return Answer(413, f"Too long for SMS: {parts} parts, at most {smstext.MAX_PARTS}")
+        if self.outbox.seen(sender.cpm_uri or sender_uri, cpim.message_id):
+            return Answer(202, "Accepted", f"imdn.Message-ID {cpim.message_id} was accepted before: "
+                                           "a resend, not sent again")
         conversation_id = req.headers.get("Conversation-ID") or ""
         source = self._threads.outbound_sms(
             cpm_uri=sender.cpm_uri or sender_uri, cpm_number=sender.msisdn, peer=recipient.msisdn,
@@ -192,11 +211,13 @@ class SmsLeg:
             # A multipart message is delivered when every part is.
             if len(sms.delivered_parts) == sms.parts:
                 self.receipts.forget(sms)
+                self.outbox.done(sms)
                 if "positive-delivery" in sms.disposition:
                     self._send_imdn(sms, "delivered", f"SMSC receipt: all {sms.parts} part(s) delivered")
         elif not sms.failed:
             sms.failed = True
             self.receipts.forget(sms)
+            self.outbox.done(sms)
             self._send_imdn(sms, "failed", f"SMSC receipt: stat:{stat}")
 
     def _send_imdn(self, sms: OutboundSms, status: str, why: str) -> None:
@@ -229,14 +250,32 @@ class SmsLeg:
         if smpp.is_receipt(pdu.esm_class):
             self._receipt(pdu)
             return
-        for sms in reassemble(self.reassembler, pdu):
-            self._incoming(sms)
+        fields = smpp.message_fields(pdu)
+        self._feed_part(fields, None)
+
+    def _feed_part(self, fields: dict[str, Any], item_id: int | None) -> None:
+        """One part (or a whole SMS). A part that must wait for the others is kept in the store
+        first: its deliver_sm_resp tells the SMSC the IWF has it. A whole SMS is handed on at
+        once, into the CPM leg's durable outbox, before the deliver_sm_resp leaves."""
+        concat = smstext.concatenation(esm_class=fields["esm_class"],
+                                       short_message=bytes.fromhex(fields["short_message"]), tlvs=fields["tlvs"])
+        if concat is not None:
+            if item_id is None:
+                item_id = self._parts.put(f"{fields['source']}>{fields['dest']}", b"", fields)
+            self._part_items.setdefault((fields["source"], fields["dest"], concat.ref), []).append(item_id)
+        for sms in smpp.reassemble_fields(self.reassembler, fields):
+            self._handed_on(sms)
+
+    def _handed_on(self, sms: smstext.IncomingSms) -> None:
+        self._incoming(sms)
+        for kept in self._part_items.pop((sms.source, sms.dest, sms.ref), []):
+            self._parts.remove(kept)
 
     async def _expire_parts(self) -> None:
         while True:
             await asyncio.sleep(1.0)
             for sms in self.reassembler.expire():   # shown incomplete, never dropped
-                self._incoming(sms)
+                self._handed_on(sms)
 
     def _incoming(self, sms: smstext.IncomingSms) -> None:
         if self._session_claims(sms):

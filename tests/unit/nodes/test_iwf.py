@@ -30,6 +30,7 @@ from iwlab.backends.protocols.cpim import CpimMessage, Imdn, imdn_message
 from iwlab.backends.protocols.sip import SipResponse
 from iwlab.backends.routing import CPM, EMAIL, SMS, Route
 from iwlab.backends.topology import load_topology
+from iwlab.backends.store import Store
 from iwlab.backends.trace import Trace
 from tests.helpers.recording_transport import RecordingTransport
 
@@ -65,7 +66,7 @@ class FakeEsme:
 
 def make_iwf(**kwargs) -> Iwf:
     topology = load_topology()
-    return Iwf(topology.iwf_operator(), topology, Trace(), NodeDirectory(), host="127.0.0.1",
+    return Iwf(topology.iwf_operator(), topology, Trace(), NodeDirectory(), host="127.0.0.1", store=Store(),
                smsc_address=lambda: ("127.0.0.1", 9), cpm_address=lambda: None, make_esme=FakeEsme, **kwargs)
 
 
