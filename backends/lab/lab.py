@@ -66,7 +66,7 @@ class Lab:
             self.cpm_servers[op.id] = CpmServer(
                 op, topology, self.trace, self.nodes, host=self.host,
                 server_address=self._sip_address_of,
-                iwf_address=self._iwf_address if op is iwf_operator else None)
+                iwf_address=self._iwf_address if op is iwf_operator else None, store=self.store)
         if iwf_operator:
             self.smsc = Smsc(self.trace, self.nodes, accounts=[self._iwf_account()],
                              handset_password=topology.smsc.handset_password,

@@ -30,6 +30,7 @@ from iwlab.backends.protocols.sip import (
     make_response,
 )
 from iwlab.backends.routing import CPM, NONE, STORE, Route, decide_route
+from iwlab.backends.store import Store
 from iwlab.backends.topology import Operator, Topology, User
 from iwlab.backends.trace import Trace
 from iwlab.backends.transports.sip import SipConnection, SipConnectionClosed
@@ -50,7 +51,8 @@ class CpmServer:
 
     def __init__(self, operator: Operator, topology: Topology, trace: Trace, nodes: NodeDirectory, *,
                  host: str, server_address: Callable[[str], Address | None],
-                 iwf_address: Callable[[], Address | None] | None = None) -> None:
+                 iwf_address: Callable[[], Address | None] | None = None, store: Store | None = None) -> None:
+        """store: the lab's durable store (messages kept for offline users wait there)."""
         self.operator = operator
         self.topology = topology
         self.trace = trace
@@ -64,7 +66,8 @@ class CpmServer:
         self._sweeper: asyncio.Task | None = None
         self.registrar = Registrar(operator, topology, on_bound=self._registered)
         self.proxy = Proxy(lambda: (self.host, self.port))
-        self.store = MessageStore(self.registrar, self.proxy, self.route_for)
+        self.store = MessageStore(self.registrar, self.proxy, self.route_for,
+                                  durable=(store or Store()).queue(f"{self.name} stored"), users=self._user_by_id)
         self.links = NextHops(name=self.name, nodes=nodes, annotate=trace.annotate, on_message=self._on_message,
                               on_undeliverable=self.proxy.next_hop_unreachable,
                               server_address=server_address, iwf_address=iwf_address)
@@ -85,7 +88,14 @@ class CpmServer:
         self._server = await loop.create_server(self.new_connection, self.host, port)
         self.port = self._server.sockets[0].getsockname()[1]
         self._sweeper = asyncio.create_task(self._sweep(), name=f"{self.name} transaction timer")
+        self.store.restore()
         return self.port
+
+    def _user_by_id(self, user_id: str) -> User | None:
+        try:
+            return self.topology.user(user_id)
+        except KeyError:
+            return None
 
     async def stop(self) -> None:
         if self._server:
