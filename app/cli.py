@@ -27,10 +27,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--port-base", type=int, default=None, metavar="N",
                        help="0: free ports; N: shift every default port by N-5060 (default: 5060, 5062, 2775 ...)")
 
+    def state(p: argparse.ArgumentParser, default: str) -> None:
+        p.add_argument("--state-dir", metavar="DIR", default=None,
+                       help=f"keep the lab's store and mailboxes here; a restart delivers what was owed ({default})")
+        p.add_argument("--fresh", action="store_true", help="empty the state folder first")
+
     window = sub.add_parser("window", help="open the lab window (the default when there is a display)")
     common(window)
+    state(window, "default: the user's data folder")
     serve = sub.add_parser("serve", help="run the lab headless: endpoints table and one line per PDU")
     common(serve)
+    state(serve, "default: none, a fresh lab each time")
     serve.add_argument("--devices", default="all", metavar="all|none|mary,peter,...",
                        help="which simulated devices run in-process; leave one out to use a real client instead")
     serve.add_argument("--endpoints-file", metavar="PATH", help="write the endpoints as JSON here")
@@ -101,10 +108,10 @@ def main(argv: list[str] | None = None) -> int:
                           trace_json=args.trace_json, pcap=args.pcap)
         if command == "serve":
             return serve(topology, devices=args.devices, endpoints_file=args.endpoints_file, quiet=args.quiet,
-                         exports=exports)
+                         exports=exports, state_dir=args.state_dir, fresh=args.fresh)
         return play(topology, args.use_cases, quiet=args.quiet, exports=exports)
     from iwlab.app.main_window import run_window
-    return run_window(topology)
+    return run_window(topology, state_dir=args.state_dir, fresh=args.fresh)
 
 
 if __name__ == "__main__":

@@ -70,8 +70,9 @@ def endpoints_table(lab: Lab) -> str:
     return "\n".join(["Endpoints:", *lines, "Users:", *users, handset_hint])
 
 
-async def _serve(topology: Topology, devices: str, endpoints_file: str | None, quiet: bool, exports: Exports) -> int:
-    lab = Lab(topology, devices=devices)
+async def _serve(topology: Topology, devices: str, endpoints_file: str | None, quiet: bool, exports: Exports,
+                 state_dir: str | None, fresh: bool) -> int:
+    lab = Lab(topology, devices=devices, state_dir=state_dir, fresh=fresh)
     if not quiet:
         lab.trace.subscribe(_print_event)
     # Before anything is announced: a stop asked for as soon as the endpoints are known is a clean stop.
@@ -120,9 +121,9 @@ async def _read_commands(lab: Lab) -> None:
 
 
 def serve(topology: Topology, *, devices: str = "all", endpoints_file: str | None = None,
-          quiet: bool = False, exports: Exports = Exports()) -> int:
+          quiet: bool = False, exports: Exports = Exports(), state_dir: str | None = None, fresh: bool = False) -> int:
     try:
-        return asyncio.run(_serve(topology, devices, endpoints_file, quiet, exports))
+        return asyncio.run(_serve(topology, devices, endpoints_file, quiet, exports, state_dir, fresh))
     except ValueError as exc:   # e.g. an unknown device name
         print(f"iwlab serve: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any, Coroutine
 
 from PySide6.QtCore import QObject, Signal
@@ -29,9 +30,14 @@ class LabController(QObject):
     changed = Signal()         # running or starting changed
     settled = Signal()         # an async start or stop is over: a close asked for meanwhile may go ahead
 
-    def __init__(self, topology: Topology, ladder, notices: Notices, parent: QObject | None = None) -> None:
+    def __init__(self, topology: Topology, ladder, notices: Notices, parent: QObject | None = None, *,
+                 state_dir: Path | None = None, fresh: bool = False) -> None:
+        """state_dir: where the lab keeps its store and mailboxes across restarts (None: nowhere);
+        fresh: empty it on the first start."""
         super().__init__(parent)
         self.topology = topology
+        self.state_dir = state_dir
+        self._fresh_next = fresh
         self._ladder = ladder        # shows the trace: attach_trace / detach_trace
         self._notices = notices
         self._runner: LabThread | None = None
@@ -100,7 +106,7 @@ class LabController(QObject):
         """Start the lab and show its devices (blocks briefly: binding loopback ports)."""
         if self._runner is not None:
             return
-        runner = LabThread(Lab(self.topology))
+        runner = LabThread(self._new_lab())
         self._ladder.attach_trace(runner.lab.trace)   # before start: the REGISTERs are part of the show
         try:
             runner.start()
@@ -114,7 +120,7 @@ class LabController(QObject):
             return
         self._busy = self._starting = True
         self.changed.emit()
-        runner = LabThread(Lab(self.topology))
+        runner = LabThread(self._new_lab())
         self._ladder.attach_trace(runner.lab.trace)
         try:
             await asyncio.get_running_loop().run_in_executor(None, runner.start)
@@ -128,6 +134,19 @@ class LabController(QObject):
             self._busy = self._starting = False
         self._attach(runner)
         self.settled.emit()
+
+    def _new_lab(self) -> Lab:
+        fresh, self._fresh_next = self._fresh_next, False
+        return Lab(self.topology, state_dir=self.state_dir, fresh=fresh)
+
+    async def reset_state(self) -> None:
+        """Forget everything the lab kept (stored messages, mailboxes), and start it again."""
+        running = self._runner is not None
+        await self.stop_async()
+        self._fresh_next = True
+        if running or self.state_dir is not None:
+            await self.start_async()
+        self._notices.status("Lab state reset: nothing stored, mailboxes empty", 6000)
 
     def stop(self) -> None:
         runner = self._detach()

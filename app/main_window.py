@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 
+import platformdirs
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QApplication,
@@ -43,7 +45,8 @@ __all__ = ["LabWindow", "ladder_nodes", "run_window"]
 
 
 class LabWindow(QMainWindow):
-    def __init__(self, topology: Topology, *, theme_name: str | None = None, zoom: float | None = None) -> None:
+    def __init__(self, topology: Topology, *, theme_name: str | None = None, zoom: float | None = None,
+                 state_dir: Path | None = None, fresh: bool = False) -> None:
         super().__init__()
         self.topology = topology
         self.setWindowTitle("iwlab — CPM ↔ SMS / email interworking lab")
@@ -53,7 +56,7 @@ class LabWindow(QMainWindow):
         self.inspector = InspectorView()
         self.ladder.eventSelected.connect(self.inspector.show_event)
         self.notices = Notices(self)
-        self.controller = LabController(topology, self.ladder, self.notices, self)
+        self.controller = LabController(topology, self.ladder, self.notices, self, state_dir=state_dir, fresh=fresh)
         self.columns = DeviceColumns(topology, self.controller.run_in_lab, self.controller.set_conditions, self)
         self.scenarios = ScenarioPanel(self.controller.run_in_lab, lambda: self.controller.lab)
         self.scenarios.highlight.connect(self.ladder.highlight_seqs)
@@ -234,14 +237,19 @@ class LabWindow(QMainWindow):
         super().closeEvent(event)
 
 
-def run_window(topology: Topology) -> int:
+def default_state_dir() -> Path:
+    """Where the window keeps its lab between runs: the user's data folder."""
+    return platformdirs.user_data_path("iwlab", appauthor=False) / "lab"
+
+
+def run_window(topology: Topology, *, state_dir: str | None = None, fresh: bool = False) -> int:
     import qasync
 
     app = QApplication.instance() or QApplication(sys.argv)
     app.setApplicationName("iwlab")
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
-    window = LabWindow(topology)
+    window = LabWindow(topology, state_dir=Path(state_dir) if state_dir else default_state_dir(), fresh=fresh)
     window.show()
     try:
         window.start_lab()

@@ -86,6 +86,8 @@ class WindowActions:
         lab_menu = window.menuBar().addMenu("&Lab")
         lab_menu.addAction(self.start_action)
         lab_menu.addAction(self.stop_action)
+        lab_menu.addAction(QAction("Reset lab state (forget stored messages and mailboxes)", window,
+                                   triggered=lambda: asyncio.ensure_future(self._controller.reset_state())))
         lab_menu.addSeparator()
         lab_menu.addAction(QAction("&Quit", window, shortcut=QKeySequence.StandardKey.Quit, triggered=window.close))
         threads_menu = lab_menu.addMenu("SMS &threads")
