@@ -99,6 +99,7 @@ class Topology:
     users: list[User]
     smsc: SmscSettings
     source: str = "<memory>"
+    sip_transaction_seconds: float = 32.0   # RFC 3261 Timer F (64*T1): a silent device's request fails after this
 
     # -- lookups ---------------------------------------------------------
     def operator(self, operator_id: str) -> Operator:
@@ -303,5 +304,6 @@ def parse_topology(data: dict[str, Any], source: str = "<memory>") -> Topology:
         throttle_every=int(smsc_raw.get("throttle_every", 0)),
         validity_seconds=float(smsc_raw.get("validity_seconds", 120)),
     )
-    return Topology(host=data.get("lab", {}).get("host", "127.0.0.1"),
-                    operators=operators, users=users, smsc=smsc, source=source)
+    lab = data.get("lab", {})
+    return Topology(host=lab.get("host", "127.0.0.1"), operators=operators, users=users, smsc=smsc, source=source,
+                    sip_transaction_seconds=float(lab.get("sip_transaction_seconds", 32.0)))

@@ -141,16 +141,16 @@ class Lab:
     def _iwf_address(self) -> tuple[str, int] | None:
         return (self.host, self.iwf.port) if self.iwf and self.iwf.port else None
 
-    def _tell_iwf_of(self, user: User, registered: bool) -> None:
+    def _tell_iwf_of(self, user: User) -> None:
         """The registrar tells the nodes: what the IWF holds for a user goes once they are back."""
-        if registered and self.iwf is not None and user.cpm_uri:
+        if self.iwf is not None and user.cpm_uri:
             self.iwf.cpm.recipient_registered(user.cpm_uri)
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
         for server in self.cpm_servers.values():
-            if self._tell_iwf_of not in server.registration_listeners:
-                server.registration_listeners.append(self._tell_iwf_of)
+            if self._tell_iwf_of not in server.binding_listeners:
+                server.binding_listeners.append(self._tell_iwf_of)
         try:
             for op in self.topology.operators:
                 await self.cpm_servers[op.id].start(op.sip_port)

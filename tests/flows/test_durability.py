@@ -133,3 +133,36 @@ def test_sigkill_in_a_burst_loses_nothing_acknowledged(tmp_path, count, kill_aft
     finally:
         again.stop()
     check(accepted, arrived)
+
+
+def test_a_stuck_device_delays_only_its_own_messages_and_they_arrive_once_mary_is_back(lab_factory, topology):
+    """Mary's first client never answers; she registers again from a working one while the IWF's
+    request waits: the SMS and the email held for her are delivered there, nothing dropped."""
+    from iwlab.backends.protocols.cpim import parse_cpim
+    from iwlab.backends.protocols.sip import SipRequest
+    from tests.helpers.mail_client import john_writes
+    from tests.helpers.smpp_client import peter_submits
+    topology.sip_transaction_seconds = 1.0           # the silent device's try fails soon
+    lab = lab_factory(devices="none")
+    endpoints = lab.lab.endpoints()
+    stuck = RawSipClient(endpoints["sip"]["cpm-a.lab"])
+    assert stuck.register(MARY, "cpm-a.lab").status == 200
+    peter = SmppHandset(endpoints["smpp"], "15550201")
+    working = None
+    try:
+        peter_submits(peter, b"for Mary, by SMS")
+        john_writes(lab, "for Mary, by email")
+        stuck.receive(lambda m: isinstance(m, SipRequest) and m.method == "MESSAGE")   # ...and never answered
+        working = RawSipClient(endpoints["sip"]["cpm-a.lab"])
+        assert working.register(MARY, "cpm-a.lab").status == 200
+        got = []
+        while len(got) < 2:
+            request = working.receive(lambda m: isinstance(m, SipRequest) and m.method == "MESSAGE")
+            working.answer(request)
+            got.append(parse_cpim(request.body).text.strip())
+        assert sorted(got) == ["for Mary, by SMS", "for Mary, by email"]
+    finally:
+        peter.close()
+        stuck.close()
+        if working:
+            working.close()

@@ -52,7 +52,9 @@ class Proxy:
     into our Via and Record-Route.
     """
 
-    def __init__(self, address: Callable[[], Address]) -> None:
+    def __init__(self, address: Callable[[], Address], *, transaction_timeout: float = TRANSACTION_TIMEOUT) -> None:
+        """transaction_timeout: Timer F / B, how long a forwarded non-INVITE waits for its answer."""
+        self.transaction_timeout = transaction_timeout
         self._address = address
         self._transactions: dict[str, _Transaction] = {}
         self._dialogs: dict[str, _Dialog] = {}           # Call-ID -> session path
@@ -65,7 +67,7 @@ class Proxy:
             fwd.uri = request_uri
         if route:
             fwd.headers.set(Route.HEADER, route.to_header())
-        timeout = TRANSACTION_TIMEOUT
+        timeout = self.transaction_timeout
         if req.method == "INVITE" and not sip.to_tag(req):
             # Stay on the session's path (RFC 3261 16.6 step 4) and remember it for ACK/BYE/CANCEL.
             host, port = self._address()
@@ -94,7 +96,7 @@ class Proxy:
         fwd = self._prepare_forward(req)
         fwd.uri = request_uri
         branch = sip.top_branch(fwd)
-        self._transactions[branch] = _Transaction(req, time.monotonic() + TRANSACTION_TIMEOUT, on_final=on_final)
+        self._transactions[branch] = _Transaction(req, time.monotonic() + self.transaction_timeout, on_final=on_final)
         try:
             conn.send(fwd, note=note)
         except SipConnectionClosed:

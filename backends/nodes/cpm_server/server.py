@@ -64,8 +64,9 @@ class CpmServer:
         self._server: asyncio.Server | None = None
         self._connections: set[SipConnection] = set()
         self._sweeper: asyncio.Task | None = None
+        self._binding_listeners: list[Callable[[User], None]] = []
         self.registrar = Registrar(operator, topology, on_bound=self._registered)
-        self.proxy = Proxy(lambda: (self.host, self.port))
+        self.proxy = Proxy(lambda: (self.host, self.port), transaction_timeout=topology.sip_transaction_seconds)
         self.store = MessageStore(self.registrar, self.proxy, self.route_for,
                                   durable=(store or Store()).queue(f"{self.name} stored"), users=self._user_by_id)
         self.links = NextHops(name=self.name, nodes=nodes, annotate=trace.annotate, on_message=self._on_message,
@@ -76,6 +77,12 @@ class CpmServer:
     def bindings(self) -> dict[str, Binding]:
         """user id -> binding (the registrar's)."""
         return self.registrar.bindings
+
+    @property
+    def binding_listeners(self) -> list[Callable[[User], None]]:
+        """Called after every successful REGISTER (a first one, a refresh, a new device): other
+        nodes holding something for the user try again."""
+        return self._binding_listeners
 
     @property
     def registration_listeners(self) -> list[Callable[[User, bool], None]]:
@@ -142,6 +149,8 @@ class CpmServer:
 
     def _registered(self, user: User) -> None:
         self.store.deliver(user)   # what waited for the user goes now, oldest first
+        for listener in list(self.binding_listeners):
+            listener(user)
 
     # -- incoming -----------------------------------------------------------
     def _on_message(self, conn: SipConnection, message: SipRequest | SipResponse | SipParseError) -> None:

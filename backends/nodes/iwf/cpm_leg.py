@@ -67,6 +67,7 @@ class _Outbox:
         self.queue: deque[_Pending] = deque()
         self.worker: asyncio.Task | None = None
         self.wake = asyncio.Event()      # set when the recipient registers again
+        self.registered_at = 0.0         # when they last did (a registration during a try counts)
         self.held_since: float | None = None   # the head could not be delivered: since when
 
 
@@ -132,6 +133,7 @@ class CpmLeg:
         """The registrar says a user is back: what waited for them goes now."""
         outbox = self._outboxes.get(uri)
         if outbox is not None:
+            outbox.registered_at = time.time()
             outbox.wake.set()
 
     # -- building --------------------------------------------------------------------
@@ -177,6 +179,7 @@ class CpmLeg:
                 self._finished(outbox, SipResponse(408, "Request Timeout (validity ran out in the IWF)",
                                                    sip.Headers()))
                 continue
+            attempt = time.time()
             try:
                 link = await self.connection()
                 response = await link.request(pending.request, note=pending.note)
@@ -187,12 +190,14 @@ class CpmLeg:
                 continue
             delay = 0.05
             if response.status in TRY_AGAIN_LATER:
-                await self._hold(outbox, pending, response)
+                await self._hold(outbox, pending, response, registered_meanwhile=outbox.registered_at >= attempt)
                 continue
             self._finished(outbox, response)
 
-    async def _hold(self, outbox: _Outbox, pending: _Pending, response: SipResponse) -> None:
-        """The recipient cannot take it now: wait for them to register again (or a while)."""
+    async def _hold(self, outbox: _Outbox, pending: _Pending, response: SipResponse, *,
+                    registered_meanwhile: bool) -> None:
+        """The recipient cannot take it now: wait for them to register again (or a while); at
+        once when they did while this try was on its way (it went to the device they left)."""
         outbox.held_since = outbox.held_since or time.time()
         log.info("IWF holds %s for %s: %s %s", pending.request.method, pending.request.uri,
                  response.status, response.reason)
@@ -201,6 +206,8 @@ class CpmLeg:
         pending.request.headers.replace_top("Via", f"SIP/2.0/TCP {sip.hostport(*self.via())};branch={sip.new_branch()}")
         pending.note = (f"kept since {response.status} {response.reason}; sent again now that "
                         f"{pending.request.uri} is back")
+        if registered_meanwhile:
+            return
         try:
             await asyncio.wait_for(outbox.wake.wait(), min(self.retry_seconds, max(pending.expires - time.time(), 0)))
         except asyncio.TimeoutError:
