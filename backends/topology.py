@@ -6,6 +6,7 @@ different lab is a different file, not different code.
 """
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 DEVICE_KINDS = ("cpm", "sms", "email")
+UNTAGGED_POLICIES = ("cpm", "not-cpm")
 THREAD_POLICIES = ("last", "pool")   # how the IWF ties an SMS reply to a CPM thread (nodes/iwf/threads.py)
 
 
@@ -48,6 +50,8 @@ class Operator:
     sip_port: int
     mail_domain: str | None = None
     iwf_sip_port: int | None = None
+    sip_tls_port: int | None = None          # SIP over TLS (default: sip_port + 1)
+    iwf_sip_tls_port: int | None = None      # the IWF's (default: iwf_sip_port + 1)
     smpp_port: int | None = None
     smtp_port: int | None = None
     iwf: IwfAccount | None = None
@@ -100,6 +104,11 @@ class Topology:
     smsc: SmscSettings
     source: str = "<memory>"
     sip_transaction_seconds: float = 32.0   # RFC 3261 Timer F (64*T1): a silent device's request fails after this
+    # A REGISTER without any +g.3gpp.icsi-ref (a plain softphone): "cpm" counts it CPM-capable (it can
+    # send and receive pager-mode text); "not-cpm" is the strict IMS reading (no tag, no CPM).
+    untagged_registrations: str = "cpm"
+    hosts: list[str] = field(default_factory=list)   # every listening address (host is the first)
+    tls: bool = True                        # SIP over TLS beside UDP and TCP, with the lab's own CA
 
     # -- lookups ---------------------------------------------------------
     def operator(self, operator_id: str) -> Operator:
@@ -179,7 +188,7 @@ class Topology:
         """Move every listening port by the same offset (two labs on one machine)."""
         for op in self.operators:
             op.sip_port += offset
-            for name in ("iwf_sip_port", "smpp_port", "smtp_port"):
+            for name in ("iwf_sip_port", "sip_tls_port", "iwf_sip_tls_port", "smpp_port", "smtp_port"):
                 if getattr(op, name) is not None:
                     setattr(op, name, getattr(op, name) + offset)
         return self
@@ -188,8 +197,10 @@ class Topology:
         """Every listening port 0: the OS picks free ones (tests, --port-base 0)."""
         for op in self.operators:
             op.sip_port = 0
+            op.sip_tls_port = 0
             if op.iwf:
                 op.iwf_sip_port = 0
+                op.iwf_sip_tls_port = 0
             if op.smpp_port is not None:
                 op.smpp_port = 0
             if op.smtp_port is not None:
@@ -260,6 +271,9 @@ def parse_topology(data: dict[str, Any], source: str = "<memory>") -> Topology:
             sip_port=int(need(raw, "sip_port", where)),
             mail_domain=raw.get("mail_domain"),
             iwf_sip_port=raw.get("iwf_sip_port"),
+            sip_tls_port=raw.get("sip_tls_port", int(raw.get("sip_port", 0)) + 1 if raw.get("sip_port") else 0),
+            iwf_sip_tls_port=raw.get("iwf_sip_tls_port",
+                                     int(raw["iwf_sip_port"]) + 1 if raw.get("iwf_sip_port") else None),
             smpp_port=raw.get("smpp_port"),
             smtp_port=raw.get("smtp_port"),
             iwf=_iwf_account(iwf_raw, f"{source}: {where}.iwf", need) if iwf_raw else None,
@@ -305,5 +319,24 @@ def parse_topology(data: dict[str, Any], source: str = "<memory>") -> Topology:
         validity_seconds=float(smsc_raw.get("validity_seconds", 120)),
     )
     lab = data.get("lab", {})
-    return Topology(host=lab.get("host", "127.0.0.1"), operators=operators, users=users, smsc=smsc, source=source,
-                    sip_transaction_seconds=float(lab.get("sip_transaction_seconds", 32.0)))
+    hosts = parse_hosts(lab.get("host", "127.0.0.1"), where=f"{source}: [lab] host")
+    policy = str(lab.get("untagged_registrations", "cpm"))
+    if policy not in UNTAGGED_POLICIES:
+        raise TopologyError(f"{source}: [lab] untagged_registrations must be one of {UNTAGGED_POLICIES}")
+    return Topology(host=hosts[0], hosts=hosts, operators=operators, users=users, smsc=smsc, source=source,
+                    sip_transaction_seconds=float(lab.get("sip_transaction_seconds", 32.0)),
+                    untagged_registrations=policy, tls=bool(lab.get("tls", True)))
+
+
+def parse_hosts(value: Any, *, where: str = "--host") -> list[str]:
+    """"127.0.0.1", "::1", "127.0.0.1,::1" or a list: the addresses to listen on (literal IPs only)."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    hosts = [str(item).strip().strip("[]") for item in items if str(item).strip()]
+    for host in hosts:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise TopologyError(f"{where}: {host!r} is not an IP address (e.g. 127.0.0.1, ::1)") from None
+    if not hosts:
+        raise TopologyError(f"{where}: no address")
+    return hosts

@@ -29,6 +29,7 @@ from iwlab.backends.protocols import sip
 from iwlab.backends.protocols.cpim import (
     CPM_MSG_ICSI,
     CPM_MSG_SERVICE,
+    MMTEL_ICSI,
     CpimError,
     CpimMessage,
     Imdn,
@@ -130,9 +131,10 @@ class CpmDevice:
         conn = await self.connect()
         expires = self.register_expires if expires is None else expires
         host, port = conn.local_address
-        contact = f"<sip:{self.user.id}@{host}:{port};transport=tcp>"
-        if self.user.cpm_capable:
-            contact += f';+g.3gpp.icsi-ref="{CPM_MSG_ICSI}"'
+        contact = f"<sip:{self.user.id}@{sip.hostport(host, port)};transport=tcp>"
+        # A device that is not CPM-capable still says what it is (an IMS voice phone): no tag at
+        # all is how a plain softphone registers, which the topology's policy may count as CPM.
+        contact += f';+g.3gpp.icsi-ref="{CPM_MSG_ICSI if self.user.cpm_capable else MMTEL_ICSI}"'
         req = self.new_request("REGISTER", f"sip:{self.domain}", to=self.address_of_record,
                                 call_id=self._register_call_id)
         req.headers.add("Contact", contact)

@@ -25,7 +25,9 @@ from iwlab.backends.nodes.cpm_server.server import CpmServer
 from iwlab.backends.nodes.iwf.iwf import Iwf
 from iwlab.backends.nodes.mail_server import MailServer
 from iwlab.backends.nodes.smsc import EsmeAccount, Smsc
+from iwlab.backends.protocols import sip
 from iwlab.backends.store import Store
+from iwlab.backends.tls import LabCA
 from iwlab.backends.topology import Topology, User
 from iwlab.backends.trace import Trace
 
@@ -55,6 +57,7 @@ class Lab:
             self._own_workdir = weakref.finalize(self, shutil.rmtree, self.workdir, ignore_errors=True)
             self.store = Store()
         self._device_ids = self._select_devices(devices)
+        self.ca: LabCA | None = None   # made at start when the topology has TLS on
         self.cpm_servers: dict[str, CpmServer] = {}
         self.iwf: Iwf | None = None
         self.smsc: Smsc | None = None
@@ -151,13 +154,19 @@ class Lab:
         for server in self.cpm_servers.values():
             if self._tell_iwf_of not in server.binding_listeners:
                 server.binding_listeners.append(self._tell_iwf_of)
+        hosts = self.topology.hosts or [self.host]
+        if self.topology.tls and self.ca is None:
+            names = [op.cpm_domain for op in self.topology.operators] + hosts + ["localhost"]
+            self.ca = LabCA(names, self.workdir)
+        tls = self.ca.server_context() if self.ca else None
         try:
             for op in self.topology.operators:
-                await self.cpm_servers[op.id].start(op.sip_port)
+                await self.cpm_servers[op.id].start(op.sip_port, hosts=hosts, tls=tls, tls_port=op.sip_tls_port or 0)
             iwf_op = self.topology.iwf_operator()
-            if self.smsc and iwf_op:
+            if self.smsc and self.iwf and iwf_op:
                 await self.smsc.start(self.host, iwf_op.smpp_port or 0)
-                await self.iwf.start(iwf_op.iwf_sip_port or 0)
+                await self.iwf.start(iwf_op.iwf_sip_port or 0, hosts=hosts, tls=tls,
+                                     tls_port=iwf_op.iwf_sip_tls_port or 0)
             if self.mail and iwf_op:
                 await self.mail.start(self.host, iwf_op.smtp_port or 0)
             for device in self.devices.values():
@@ -192,15 +201,29 @@ class Lab:
 
     # -- what people and tests use ---------------------------------------------------
     def endpoints(self) -> dict:
-        result: dict = {"sip": {op.cpm_domain: f"{self.host}:{self.cpm_servers[op.id].port}"
-                                for op in self.topology.operators}}
-        if self.smsc:
-            result["smpp"] = f"{self.host}:{self.smsc.port}"
-        if self.mail:
-            result["smtp"] = f"{self.host}:{self.mail.port}"
-            result["maildir"] = str(self.mail.maildir_root)
+        """Every listener, for people and tools (the endpoints table, `--endpoints-file`)."""
+        here = lambda port: sip.hostport(self.host, port)   # noqa: E731
+        result: dict = {"sip": {op.cpm_domain: here(self.cpm_servers[op.id].port) for op in self.topology.operators}}
+        listeners: list[dict] = []
+        for op in self.topology.operators:
+            listeners += [{"node": op.node_name, "domain": op.cpm_domain, "protocol": "sip",
+                           "transport": item.transport, "address": item.address}
+                          for item in self.cpm_servers[op.id].sip.listeners]
         if self.iwf:
-            result["iwf_sip"] = f"{self.host}:{self.iwf.port}"
+            result["iwf_sip"] = here(self.iwf.port)
+            listeners += [{"node": self.iwf.name, "domain": self.iwf.operator.cpm_domain, "protocol": "sip",
+                           "transport": item.transport, "address": item.address} for item in self.iwf.sip.listeners]
+        if self.smsc:
+            result["smpp"] = here(self.smsc.port)
+            listeners.append({"node": "SMSC", "protocol": "smpp", "transport": "tcp", "address": result["smpp"]})
+        if self.mail:
+            result["smtp"] = here(self.mail.port)
+            result["maildir"] = str(self.mail.maildir_root)
+            listeners.append({"node": "Mail", "domain": self.mail.hostname, "protocol": "smtp", "transport": "tcp",
+                              "address": result["smtp"]})
+        result["listeners"] = listeners
+        if self.ca is not None:
+            result["ca"] = str(self.ca.ca_file)
         return result
 
     def device(self, user_id: str) -> Device:

@@ -23,6 +23,7 @@ def icsi_ref(service: str) -> str:
 
 CPM_MSG_ICSI = icsi_ref(CPM_MSG_SERVICE)
 CPM_SESSION_ICSI = icsi_ref(CPM_SESSION_SERVICE)
+MMTEL_ICSI = icsi_ref("urn:urn-7:3gpp-service.ims.icsi.mmtel")   # an IMS voice phone: registered, not CPM
 
 IMDN_NS = "urn:ietf:params:imdn"
 IMDN_XML_NS = "urn:ietf:params:xml:ns:imdn"

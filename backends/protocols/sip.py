@@ -759,7 +759,7 @@ def make_request(method: str, uri: str, *, via: tuple[str, int], from_: str, to:
     """A new request from a user agent: a fresh Via branch over TCP, Max-Forwards 70, the
     given From/To (name-addr, tags included), Call-ID, CSeq and any Route set."""
     headers = Headers()
-    headers.add("Via", f"SIP/2.0/TCP {via[0]}:{via[1]};branch={new_branch()}")
+    headers.add("Via", f"SIP/2.0/TCP {hostport(via[0], via[1])};branch={new_branch()}")
     headers.add("Max-Forwards", "70")
     for route in routes:
         headers.add("Route", route)

@@ -4,7 +4,6 @@ most the one in flight twice."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -71,7 +71,7 @@ class Proxy:
         if req.method == "INVITE" and not sip.to_tag(req):
             # Stay on the session's path (RFC 3261 16.6 step 4) and remember it for ACK/BYE/CANCEL.
             host, port = self._address()
-            fwd.headers.prepend("Record-Route", f"<sip:{host}:{port};transport=tcp;lr>")
+            fwd.headers.prepend("Record-Route", f"<sip:{sip.hostport(host, port)};transport=tcp;lr>")
             self._dialogs[req.headers.get("Call-ID") or ""] = _Dialog(
                 caller_tag=sip.from_tag(req), caller=origin, callee=target, invite=fwd)
             timeout = INVITE_TIMEOUT   # a person answers an invitation, not a machine
@@ -180,7 +180,7 @@ class Proxy:
         max_forwards = sip.max_forwards(req)
         fwd.headers.set("Max-Forwards", str((max_forwards if max_forwards is not None else 70) - 1))
         host, port = self._address()
-        fwd.headers.prepend("Via", f"SIP/2.0/TCP {host}:{port};branch={sip.new_branch()}")
+        fwd.headers.prepend("Via", f"SIP/2.0/TCP {sip.hostport(host, port)};branch={sip.new_branch()}")
         return fwd
 
     def _send_towards(self, target: NextHop, message: SipRequest, note: str) -> None:

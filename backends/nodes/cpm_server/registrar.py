@@ -39,6 +39,11 @@ class Binding:
     def cpm_capable(self) -> bool:
         return any("oma.cpm" in ref.replace("%3A", ":") for ref in self.icsi_refs)
 
+    @property
+    def untagged(self) -> bool:
+        """No service feature tag at all: how plain softphones register (the topology's policy decides)."""
+        return not self.icsi_refs
+
 
 class Registrar:
     """Bindings of one operator's users, and who hears when a user comes or goes.

@@ -13,6 +13,7 @@ and forward) and links.py (connections to next hops).
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from typing import Callable
 
@@ -34,6 +35,7 @@ from iwlab.backends.store import Store
 from iwlab.backends.topology import Operator, Topology, User
 from iwlab.backends.trace import Trace
 from iwlab.backends.transports.sip import SipConnection, SipConnectionClosed
+from iwlab.backends.transports.sip_listeners import SipListeners
 
 ALLOWED = "REGISTER, MESSAGE, INVITE, ACK, BYE, CANCEL, OPTIONS"
 KNOWN_METHODS = {m.strip() for m in ALLOWED.split(",")}
@@ -61,8 +63,9 @@ class CpmServer:
         self.port = 0
         self.name = operator.node_name
         self._iwf_address = iwf_address
-        self._server: asyncio.Server | None = None
         self._connections: set[SipConnection] = set()
+        self.sip = SipListeners(name=self.name, new_connection=self.new_connection, on_message=self._on_message,
+                                trace=trace, nodes=nodes, on_close=self._connection_closed)
         self._sweeper: asyncio.Task | None = None
         self._binding_listeners: list[Callable[[User], None]] = []
         self.registrar = Registrar(operator, topology, on_bound=self._registered)
@@ -90,10 +93,11 @@ class CpmServer:
         return self.registrar.listeners
 
     # -- lifecycle ------------------------------------------------------------
-    async def start(self, port: int) -> int:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self.new_connection, self.host, port)
-        self.port = self._server.sockets[0].getsockname()[1]
+    async def start(self, port: int, *, hosts: list[str] | None = None, tls: ssl.SSLContext | None = None,
+                    tls_port: int = 0) -> int:
+        """UDP and TCP on `port`, TLS on `tls_port` when given a context, on every address in `hosts`."""
+        await self.sip.start(hosts or [self.host], port, tls=tls, tls_port=tls_port)
+        self.port = self.sip.port
         self._sweeper = asyncio.create_task(self._sweep(), name=f"{self.name} transaction timer")
         self.store.restore()
         return self.port
@@ -105,17 +109,13 @@ class CpmServer:
             return None
 
     async def stop(self) -> None:
-        if self._server:
-            self._server.close()      # accept nothing more; what is open is closed below
+        self.sip.close()      # accept nothing more; what is open is closed below
         if self._sweeper:
             self._sweeper.cancel()
         self.links.close()
         for conn in list(self._connections):
             conn.close()
-        if self._server:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        await self.sip.stop()
 
     def new_connection(self) -> SipConnection:
         """The protocol for one accepted connection (the listener's factory; tests give it a transport)."""
@@ -144,8 +144,21 @@ class CpmServer:
         binding = self.registrar.binding(user)
         registered = self.is_registered(user)
         capable = binding.cpm_capable if registered and binding else user.cpm_capable
-        return decide_route(user, registered=registered, cpm_capable=capable,
-                            iwf_available=self._iwf_address is not None and self._iwf_address() is not None)
+        policy = ""
+        if registered and binding and binding.untagged:
+            capable = self.topology.untagged_registrations == "cpm"
+            policy = (" (registered without CPM feature tags: counted as CPM-capable, topology policy "
+                      f'untagged_registrations = "{self.topology.untagged_registrations}")')
+        route = decide_route(user, registered=registered, cpm_capable=capable,
+                             iwf_available=self._iwf_address is not None and self._iwf_address() is not None)
+        if policy and capable:
+            return Route(route.technology, route.reason.replace(" -> ", policy + " -> ", 1))
+        if policy:   # the strict IMS reading: no tag, not CPM
+            return Route(route.technology, route.reason.replace("'s device is not CPM-capable",
+                                                                 "'s device registered without CPM feature tags "
+                                                                 '(topology policy untagged_registrations = "not-cpm")',
+                                                                 1))
+        return route
 
     def _registered(self, user: User) -> None:
         self.store.deliver(user)   # what waited for the user goes now, oldest first

@@ -141,7 +141,7 @@ class CpmLeg:
         return self.host, self._local_port()
 
     def contact(self) -> str:
-        return f"<sip:iwf@{self.host}:{self._local_port()};transport=tcp>"
+        return f"<sip:iwf@{sip.hostport(self.host, self._local_port())};transport=tcp>"
 
     def new_call_id(self) -> str:
         return sip.new_call_id(self.domain)

@@ -11,7 +11,7 @@ goes to the session leg first (an answer, a chat message, a chat request), else 
 """
 from __future__ import annotations
 
-import asyncio
+import ssl
 from typing import Callable
 
 from iwlab.backends.directory import NodeDirectory
@@ -34,6 +34,7 @@ from iwlab.backends.store import Store
 from iwlab.backends.topology import Operator, Topology
 from iwlab.backends.trace import Trace
 from iwlab.backends.transports.sip import SipConnection, SipConnectionClosed
+from iwlab.backends.transports.sip_listeners import SipListeners
 from iwlab.backends.transports.smpp_esme import Esme
 
 Address = tuple[str, int]
@@ -57,8 +58,9 @@ class Iwf:
         self.host = host
         self.name = name
         self.port = 0
-        self._server: asyncio.Server | None = None
         self._connections: set[SipConnection] = set()
+        self.sip = SipListeners(name=name, new_connection=self.new_connection, on_message=self._on_sip,
+                                trace=trace, nodes=nodes, on_close=self._connections.discard)
         self.threads = ThreadMap(account.thread_policy, expiry=account.thread_expiry_seconds,
                                  pool=account.number_pool)
         self.cpm = CpmLeg(name=name, host=host, domain=operator.cpm_domain, trace=trace, nodes=nodes,
@@ -78,17 +80,16 @@ class Iwf:
                                     nodes=nodes)
 
     # -- lifecycle ------------------------------------------------------------
-    async def start(self, sip_port: int) -> int:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self.new_connection, self.host, sip_port)
-        self.port = self._server.sockets[0].getsockname()[1]
+    async def start(self, sip_port: int, *, hosts: list[str] | None = None, tls: ssl.SSLContext | None = None,
+                    tls_port: int = 0) -> int:
+        await self.sip.start(hosts or [self.host], sip_port, tls=tls, tls_port=tls_port)
+        self.port = self.sip.port
         self.cpm.restore()
         await self.sms.start()
         return self.port
 
     async def stop(self) -> None:
-        if self._server:
-            self._server.close()      # accept nothing more; what is open is closed below
+        self.sip.close()      # accept nothing more; what is open is closed below
         await self.sessions.stop()
         self.sms.stop_sending()
         self.cpm.stop()
@@ -97,10 +98,7 @@ class Iwf:
         await self.sms.stop()
         for conn in list(self._connections):
             conn.close()
-        if self._server:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        await self.sip.stop()
 
     def new_connection(self) -> SipConnection:
         """The listener's protocol factory: one SipConnection per accepted TCP connection."""

@@ -31,7 +31,7 @@ from iwlab.backends.protocols.cpim import (
     uri_of,
 )
 from iwlab.backends.protocols.sip import SipRequest, SipResponse
-from iwlab.backends.protocols.smpp import parse_receipt_text, reassemble
+from iwlab.backends.protocols.smpp import parse_receipt_text
 from iwlab.backends.protocols.smpp import text as _text
 from iwlab.backends.store import Store
 from iwlab.backends.topology import IwfAccount, Topology, User

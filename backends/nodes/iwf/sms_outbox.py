@@ -52,7 +52,7 @@ class OutboundSms:
     failed: bool = False
     ref: int | None = None                   # the concatenation reference, kept across a restart
     store_id: int | None = None              # its item in the durable store
-    from_store: bool = False                 # picked up again after a restart
+    restored: bool = False                   # picked up again after a restart
 
     @property
     def wants_receipt(self) -> bool:
@@ -77,7 +77,7 @@ class OutboundSms:
                    imdn_message_id=m["imdn_message_id"], sender_uri=m["sender_uri"],
                    recipient_uri=m["recipient_uri"], disposition=tuple(m["disposition"]), datetime=m["datetime"],
                    conversation_id=m["conversation_id"], smsc_ids=list(m["smsc_ids"]), parts=m["parts"],
-                   delivered_parts=set(m["delivered_parts"]), ref=m["ref"], store_id=item.id, from_store=True)
+                   delivered_parts=set(m["delivered_parts"]), ref=m["ref"], store_id=item.id, restored=True)
 
 
 class PermanentFailure(Exception):

@@ -29,8 +29,8 @@ from iwlab.backends.protocols import sip, smpp
 from iwlab.backends.protocols.cpim import CpimMessage, Imdn, imdn_message
 from iwlab.backends.protocols.sip import SipResponse
 from iwlab.backends.routing import CPM, EMAIL, SMS, Route
-from iwlab.backends.topology import load_topology
 from iwlab.backends.store import Store
+from iwlab.backends.topology import load_topology
 from iwlab.backends.trace import Trace
 from tests.helpers.recording_transport import RecordingTransport
 
