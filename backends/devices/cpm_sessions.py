@@ -173,6 +173,11 @@ class CpmSessions:
             if session.is_open:   # not withdrawn meanwhile
                 self._set_state(session, SessionState.FAILED, str(exc))
             return session
+        if response.status >= 300 and sip.cseq_method(response) == "INVITE":
+            try:   # RFC 3261 17.1.1.3: our INVITE transaction ACKs its 3xx-6xx itself
+                conn.send(sip.make_non2xx_ack(req, response))
+            except SipConnectionClosed:
+                pass
         if sip.cseq_method(response) == "CANCEL" or session.state is SessionState.CANCELLED:
             if response.status == 200 and sip.cseq_method(response) == "INVITE":   # answered as we cancelled
                 self._dialog_from_response(session, response)

@@ -103,3 +103,57 @@ def test_sipp_invites_marys_phone_which_accepts(lab_factory, tmp_path):
         time.sleep(0.02)
     assert states == [SessionState.INCOMING, SessionState.ESTABLISHED, SessionState.ENDED]
     assert session.reason == "Sipp ended the session"
+
+
+def udp_register(server: str, aor: str, contact_port: int) -> int:
+    """A REGISTER over UDP whose Contact is another port (sipp's, as a softphone would): the status."""
+    import socket
+    import uuid
+    host, port = server.rsplit(":", 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(10)
+        sock.bind(("127.0.0.1", 0))
+        local = sock.getsockname()
+        request = "\r\n".join([
+            "REGISTER sip:cpm-a.lab SIP/2.0", f"Via: SIP/2.0/UDP {local[0]}:{local[1]};rport;branch=z9hG4bK{uuid.uuid4().hex}",
+            f"From: <{aor}>;tag=reg1", f"To: <{aor}>", f"Call-ID: {uuid.uuid4().hex}", "CSeq: 1 REGISTER",
+            f"Contact: <sip:mary@127.0.0.1:{contact_port}>;+g.3gpp.icsi-ref="
+            '"urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.msg,urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.session"',
+            "Expires: 600", "Max-Forwards: 70", "Content-Length: 0", "", ""])
+        sock.sendto(request.encode(), (host, int(port)))
+        return int(sock.recvfrom(65535)[0].split(b" ")[1])
+
+
+def free_udp_port() -> int:
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_sipp_as_mary_answers_486_and_gets_the_ack(lab_factory, tmp_path):
+    """A UAS that refuses gets the ACK its 486 is owed, from CPM-A (hop by hop, RFC 3261 16.7/17.1.1.3),
+    over UDP, to the Contact it registered."""
+    lab = lab_factory(devices="none")
+    endpoints = lab.lab.endpoints()
+    port = free_udp_port()
+    sipp = subprocess.Popen(
+        [SIPP, "-sf", str(SCENARIOS / "uas_mary_busy.xml"), "-t", "u1", "-i", "127.0.0.1", "-p", str(port),
+         "-m", "1", "-timeout", "30s", "-nostdin", "-trace_err", "-error_file", str(tmp_path / "sipp-errors.log")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
+    peter = SmppHandset(endpoints["smpp"], "15550201")
+    try:
+        assert udp_register(endpoints["sip"]["cpm-a.lab"], "sip:mary@cpm-a.lab", port) == 200
+        peter_submits(peter, encoded("CHAT"))
+        _, err = sipp.communicate(timeout=30)
+        errors = tmp_path / "sipp-errors.log"
+        assert sipp.returncode == 0, (err.decode(errors="replace")[-2000:],
+                                      errors.read_text(errors="replace")[-2000:] if errors.exists() else "")
+    finally:
+        peter.close()
+        if sipp.poll() is None:
+            sipp.kill()
+            sipp.communicate()
+    acks = [(e.src, e.dst) for e in lab.lab.trace.events() if e.protocol == "SIP" and e.summary.startswith("ACK")]
+    assert ("CPM-A", "127.0.0.1:%d" % port) in acks, acks       # CPM-A ACKs sipp's 486 itself
+    assert ("IWF", "CPM-B") in acks, acks                       # and the IWF's INVITE client the 486 it got

@@ -33,6 +33,8 @@ class _Transaction:
     deadline: float
     origin: SipConnection | None = None   # None: a request this server sends on its own behalf
     on_final: Callable[[int], None] | None = None   # for those: told the final status
+    forwarded: SipRequest | None = None   # as sent on: an INVITE's non-2xx is ACKed from it
+    target: "NextHop | None" = None       # where it went
 
 
 @dataclass
@@ -80,7 +82,8 @@ class Proxy:
                 # trace under this Call-ID and end up on the session's ACK.
                 note = ""
         if req.method != "ACK":
-            self._transactions[sip.top_branch(fwd)] = _Transaction(req, time.monotonic() + timeout, origin)
+            self._transactions[sip.top_branch(fwd)] = _Transaction(req, time.monotonic() + timeout, origin,
+                                                                   forwarded=fwd, target=target)
         if isinstance(target, PeerLink):
             target.send(fwd, note)
             return
@@ -135,6 +138,11 @@ class Proxy:
             return  # the answer to a CANCEL we sent on the INVITE's branch: we answered that CANCEL ourselves
         if response.status >= 200:
             del self._transactions[branch]
+        if response.status >= 300 and transaction.request.method == "INVITE" and transaction.forwarded is not None \
+                and transaction.target is not None:
+            # RFC 3261 16.7 / 17.1.1.3: the ACK for a 3xx-6xx is ours to send, hop by hop; the
+            # caller's own ACK ends at this proxy (its dialog is gone below, so it is absorbed).
+            self._send_towards(transaction.target, sip.make_non2xx_ack(transaction.forwarded, response), "")
         self._follow_dialog(transaction.request, response.status)
         if transaction.origin is None:   # the answer to a request we sent on our own behalf
             if response.status >= 200 and transaction.on_final:

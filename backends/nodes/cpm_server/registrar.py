@@ -6,6 +6,7 @@ unregistering REGISTER, or when it is not refreshed in time.
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 import time
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from iwlab.backends.protocols import sip
 from iwlab.backends.protocols.sip import SipRequest, make_response
 from iwlab.backends.topology import Operator, Topology, User
 from iwlab.backends.transports.sip import SipConnection
+from iwlab.backends.transports.sip_udp import SipUdpFlow
 
 _ICSI_RE = re.compile(r'\+g\.3gpp\.icsi-ref="([^"]*)"', re.IGNORECASE)
 
@@ -38,6 +40,17 @@ class Binding:
     @property
     def cpm_capable(self) -> bool:
         return any("oma.cpm" in ref.replace("%3A", ":") for ref in self.icsi_refs)
+
+    @property
+    def flow(self) -> SipConnection:
+        """Where requests for the user go. Over a stream, back on the connection the device
+        registered on (its Contact may not even listen); over UDP, to the Contact's address
+        (RFC 3261: a softphone may register from one port and listen on another)."""
+        if isinstance(self.connection, SipUdpFlow):
+            address = _literal_address(self.target)
+            if address is not None and address != self.connection.peer_address:
+                return self.connection.endpoint.flow(address)
+        return self.connection
 
     @property
     def untagged(self) -> bool:
@@ -136,3 +149,13 @@ def _expires(contact: str, expires_header: str | None) -> int | None:
         return min(int(value.strip()), 2**31 - 1)
     except ValueError:
         return None
+
+
+def _literal_address(uri: str) -> tuple[str, int] | None:
+    """(IP, port) of a Contact URI that names one (port 5060 when it names none); else None."""
+    try:
+        parsed = sip.parse_uri(uri)
+        ipaddress.ip_address(parsed.host.strip("[]"))
+    except (sip.SipParseError, ValueError):
+        return None
+    return parsed.host.strip("[]"), parsed.port or 5060

@@ -244,7 +244,7 @@ class CpmServer:
             binding = self.registrar.binding(user)
             assert binding is not None   # route CPM means a live binding
             # RFC 3261 16.5/16.6: the registered Contact becomes the Request-URI.
-            self.proxy.forward(conn, req, binding.connection, note=route.reason, request_uri=binding.target)
+            self.proxy.forward(conn, req, binding.flow, note=route.reason, request_uri=binding.target)
         elif route.technology == STORE and req.method == "MESSAGE":
             self.store.keep(user, req)
             respond(conn, req, 202, "Accepted (stored until the recipient registers)", note=route.reason)

@@ -82,7 +82,7 @@ class MessageStore:
         head = queue[0]
         # The original transaction was answered (202); this delivery is ours.
         self._in_flight.add(user.id)
-        sent = self._proxy.send_own(head, binding.connection, request_uri=binding.target,
+        sent = self._proxy.send_own(head, binding.flow, request_uri=binding.target,
                                     note=f"stored message delivered now that {user.name} is registered",
                                     on_final=lambda status: self._answered(user, head, delivered=status < 300))
         if not sent:

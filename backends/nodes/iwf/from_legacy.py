@@ -109,6 +109,8 @@ class FromLegacy:
                 table.finish(session, SessionState.FAILED)
                 table.tell(session, f"{invitee.name} could not be reached for a chat ({exc}).")
             return
+        if response.status >= 300 and sip.cseq_method(response) == "INVITE":
+            self._link.send_if_connected(sip.make_non2xx_ack(req, response))   # RFC 3261 17.1.1.3
         if not session.ringing:     # withdrawn meanwhile (END): a late 200 gets ACK and BYE
             if response.status < 300 and sip.cseq_method(response) == "INVITE":
                 session.learn_dialog(response, invitee.cpm_uri or "")
