@@ -1,9 +1,9 @@
 """One SMPP connection, seen from the SMSC: a handler per command.
 
-The wire (framing, the trace, nacks for what cannot be parsed) is
-SmppServerConnection's; this end accepts every SMPP connection, so it records
-them. A peer that vanishes while bound gets one extra trace event with empty
-`raw` (a note, not a PDU).
+The wire is SmppServerConnection's (framing, every PDU recorded in the trace
+once, nacks for what cannot be parsed): the SMSC accepts every SMPP
+connection, so it is the recording end. A peer that vanishes while bound
+gets one extra trace event with empty `raw` (a note, not a PDU).
 """
 from __future__ import annotations
 
