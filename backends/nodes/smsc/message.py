@@ -1,0 +1,72 @@
+"""A short message the SMSC holds, and the deliver_sm parameters it becomes:
+those of an accepted submit_sm, or of the delivery receipt for one."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from smpplib import command as sm_command
+
+from iwlab.backends.protocols import smpp as codec
+from iwlab.backends.protocols.smpp import MessageState
+
+# TLVs a deliver_sm carries over from the submit_sm. smpplib's str-typed TLVs
+# (sub-addresses) are binary in reality and do not round-trip, so they stay out.
+_SUBMIT, _DELIVER = sm_command.SubmitSM.params, sm_command.DeliverSM.params
+COPY_TLVS = tuple(k for k in sm_command.SubmitSM.params_order
+                  if k in codec.TLV_NAMES and k in _DELIVER and _SUBMIT[k].type is _DELIVER[k].type
+                  and _SUBMIT[k].type in (int, sm_command.ostr))
+
+
+@dataclass(eq=False, slots=True)
+class Message:
+    id: str
+    owner: str                # system_id whose receiver binds get it
+    owner_name: str           # its node name, for notes and events
+    fields: dict[str, Any]    # deliver_sm parameters, ready for codec.make
+    deadline: float           # loop time
+    submitted: float          # wall time, for the receipt
+    origin: str | None        # submitter's system_id (receipts go there); None for a receipt
+    want_receipt: int         # registered_delivery & 3
+    text_start: str           # first 20 characters, for the receipt text
+    stored: bool = False      # nobody could take it when it arrived
+    attempts: int = 0
+    last_error: str = ""      # why the previous attempt failed, for the retry's note
+
+
+def deliver_fields(submit_sm: Any, dest: str) -> dict[str, Any]:
+    """The deliver_sm parameters for an accepted submit_sm (dest: its destination digits)."""
+    pdu = submit_sm
+    fields = {
+        "service_type": codec.text(pdu.service_type),
+        "source_addr_ton": pdu.source_addr_ton or 0, "source_addr_npi": pdu.source_addr_npi or 0,
+        "source_addr": codec.text(pdu.source_addr),
+        "dest_addr_ton": pdu.dest_addr_ton or 0, "dest_addr_npi": pdu.dest_addr_npi or 0,
+        "destination_addr": dest,
+        # Keep UDHI / reply path; the message-type bits are the SMSC's to set (receipts).
+        "esm_class": (pdu.esm_class or 0) & 0xC0,
+        "protocol_id": pdu.protocol_id or 0, "priority_flag": pdu.priority_flag or 0,
+        "data_coding": pdu.data_coding or 0,
+        "short_message": pdu.short_message or None,
+    }
+    for key in COPY_TLVS:
+        value = getattr(pdu, key, None)
+        if value is not None:
+            fields[key] = value
+    return fields
+
+
+def receipt_fields(msg: Message, state: MessageState, error: int, now: float) -> dict[str, Any]:
+    """The deliver_sm parameters of the receipt for msg, back from its recipient to its sender."""
+    f = msg.fields
+    text = codec.receipt_text(msg.id, state.stat, msg.submitted, now, msg.text_start,
+                              err=error & 0xFFF, delivered=state == MessageState.DELIVERED)
+    return {
+        "source_addr_ton": f["dest_addr_ton"], "source_addr_npi": f["dest_addr_npi"],
+        "source_addr": f["destination_addr"],
+        "dest_addr_ton": f["source_addr_ton"], "dest_addr_npi": f["source_addr_npi"],
+        "destination_addr": f["source_addr"],
+        "esm_class": codec.RECEIPT_ESM_CLASS, "data_coding": 0,
+        "short_message": text.encode("ascii", "replace"),
+        "receipted_message_id": msg.id, "message_state": state,
+    }

@@ -1,0 +1,246 @@
+"""One SMPP connection, seen from the SMSC: a handler per command.
+
+The wire is SmppServerConnection's (framing, every PDU recorded in the trace
+once, nacks for what cannot be parsed): the SMSC accepts every SMPP
+connection, so it is the recording end. A peer that vanishes while bound
+gets one extra trace event with empty `raw` (a note, not a PDU).
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from smpplib import consts as C
+
+from iwlab.backends.nodes.smsc.delivery import OK, PERMANENT, Delivery
+from iwlab.backends.nodes.smsc.message import Message, deliver_fields
+from iwlab.backends.protocols import smpp as codec
+from iwlab.backends.protocols.smpp import MessageState
+from iwlab.backends.transports.smpp_server import PROTOCOL, SmppServerConnection
+
+if TYPE_CHECKING:
+    from iwlab.backends.nodes.smsc.smsc import Smsc
+
+RECEIVING = ("receiver", "transceiver")
+SENDING = ("transmitter", "transceiver")
+
+
+class SmppSession(SmppServerConnection):
+    """One SMPP connection: asks its Smsc about binds and routes, hands accepted
+    messages and the answers to its deliver_sm to the Delivery."""
+
+    def __init__(self, smsc: Smsc, delivery: Delivery, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(smsc.trace, smsc.nodes, smsc.name)
+        self.smsc, self.delivery, self.loop = smsc, delivery, loop
+        self.mode: str | None = None          # "transmitter" | "receiver" | "transceiver" once bound
+        self.system_id = ""
+        self.pending: dict[int, Message] = {}    # our deliver_sm sequence -> message
+        self.submits = 0
+        self.detached = False                 # out of the receivers, in-flight messages given back
+        self.gone: asyncio.Future[None] = loop.create_future()
+
+    @property
+    def receiving(self) -> bool:
+        return self.mode in RECEIVING
+
+    # -- connection ----------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if not self.smsc.accepting:     # accepted while the SMSC stops: no socket outlives it
+            self.closing = True
+            transport.close()
+            return
+        self.smsc.session_opened(self)
+        self.claim()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.smsc.session_closed(self)
+        kept = len(self.pending)
+        if not self.closing and (exc is not None or self.mode):
+            why = f"connection lost ({exc})" if exc else "closed without unbind"
+            queued = self.delivery.pending(self.system_id) if self.system_id else 0
+            self.trace.record(self.name, self.local_name, PROTOCOL, why, raw=b"",
+                              fields={"event": "connection_lost", "error": repr(exc) if exc else "",
+                                      "system_id": self.system_id, "in_flight": kept, "queued": queued},
+                              note=f"peer gone; {queued} queued for it kept ({kept} sent, not acknowledged)")
+        self.closing = True
+        self._detach()
+        if not self.gone.done():
+            self.gone.set_result(None)
+
+    def on_close(self) -> None:
+        self._detach()
+
+    def abort(self) -> None:
+        """The peer did not let go in time."""
+        self.transport.abort()
+
+    def _detach(self) -> None:
+        """No more deliveries here: what the peer has not acknowledged goes back to its mailbox."""
+        if self.detached:
+            return
+        self.detached = True
+        unanswered, self.pending = self.pending, {}
+        self.smsc.detached(self, unanswered.values())
+
+    # -- deliveries (a Receiver, for the Delivery) ---------------------------------------------
+    def deliver(self, msg: Message) -> int:
+        seq = self.next_seq()
+        msg.attempts += 1
+        self.pending[seq] = msg
+        note = ""
+        if msg.attempts > 1:
+            note = f"attempt {msg.attempts}" + (f" (after {msg.last_error})" if msg.last_error else "")
+        elif msg.stored:
+            note = f"stored until {self.name} bound"
+        self.send(codec.make("deliver_sm", seq, **msg.fields),
+                  {"smpp_message_id": msg.id, "smpp_seq": str(seq)}, note)
+        return seq
+
+    def withdraw(self, sequence: int) -> Message | None:
+        return self.pending.pop(sequence, None)
+
+    # -- incoming PDUs -----------------------------------------------------------------------
+    def dispatch(self, pdu: Any, raw: bytes) -> None:
+        handler = _HANDLERS.get(pdu.command)
+        if handler:
+            handler(self, pdu, raw)
+        elif pdu.is_response():
+            self.record_in(pdu, raw, note="unexpected response, ignored")
+        else:
+            self.record_in(pdu, raw, note=f"{pdu.command} is not supported by this SMSC")
+            self.nack(pdu.sequence, C.SMPP_ESME_RINVCMDID)
+
+    def garbled_response(self, sequence: int) -> None:
+        msg = self.pending.pop(sequence, None)
+        if msg:   # a garbled answer to our deliver_sm: not an ack, so retry later
+            self.delivery.result(msg, C.SMPP_ESME_RSYSERR)
+
+    def _bind(self, pdu: Any, raw: bytes) -> None:
+        smsc = self.smsc
+        system_id = codec.text(pdu.system_id)
+        if self.mode:
+            status, note = C.SMPP_ESME_RALYBND, f"already bound as {self.mode}"
+        else:
+            status = smsc.authenticate(system_id, codec.text(pdu.password))
+            note = "" if status == OK else f"bind refused: {codec.status_name(status)}"
+        if status == OK:
+            self.mode, self.system_id = pdu.command[5:], system_id
+            if not self.claimed:
+                self.name = smsc.name_for(system_id) or self.name
+        self.record_in(pdu, raw, {"smpp_seq": str(pdu.sequence)}, note)
+        self.respond(pdu, status, {"smpp_seq": str(pdu.sequence)}, note, system_id=smsc.name,
+                     sc_interface_version=C.SMPP_VERSION_34 if status == OK else None)
+        if status == OK:
+            smsc.bound(self)
+
+    def _unbind(self, pdu: Any, raw: bytes) -> None:
+        corr = {"smpp_seq": str(pdu.sequence)}
+        self.record_in(pdu, raw, corr)
+        if not self.mode:
+            self.respond(pdu, C.SMPP_ESME_RINVBNDSTS, corr, "not bound")
+            return
+        self.respond(pdu, OK, corr)
+        self.close()
+
+    def _enquire_link(self, pdu: Any, raw: bytes) -> None:
+        corr = {"smpp_seq": str(pdu.sequence)}
+        self.record_in(pdu, raw, corr)
+        self.respond(pdu, OK, corr)
+
+    def _submit(self, pdu: Any, raw: bytes) -> None:
+        smsc = self.smsc
+        dest = codec.text(pdu.destination_addr).lstrip("+")
+        route: tuple[str, str, str] | None = None   # (owner system_id, its node name, why)
+        validity: float | None = None
+        status, note = OK, ""
+        if self.mode not in SENDING:
+            status, note = C.SMPP_ESME_RINVBNDSTS, f"not bound as transmitter ({self.mode or 'unbound'})"
+        else:
+            self.submits += 1
+            every = smsc.throttle_every
+            if every and self.submits % every == 0:
+                status, note = C.SMPP_ESME_RTHROTTLED, f"throttled (every {every}th submit_sm)"
+            elif pdu.short_message and pdu.message_payload:
+                status, note = C.SMPP_ESME_RINVMSGLEN, "both short_message and message_payload"
+            elif pdu.short_message is not None and len(pdu.short_message) != (pdu.sm_length or 0):
+                status, note = C.SMPP_ESME_RINVMSGLEN, "sm_length does not match short_message"
+            else:
+                route = smsc.route(dest)
+                if route is None:
+                    status, note = C.SMPP_ESME_RINVDSTADR, f"no handset or route for {dest or '(empty)'}"
+                else:
+                    try:
+                        validity = codec.validity_seconds(codec.text(pdu.validity_period))
+                    except ValueError as exc:
+                        status, note = C.SMPP_ESME_RINVEXPIRY, str(exc)
+                    else:
+                        if validity is not None and validity <= 0:
+                            status, note = C.SMPP_ESME_RINVEXPIRY, "validity_period already over"
+        if route is None or status != OK:
+            self._refuse_submit(pdu, raw, status, note)
+            return
+        message_id = self.delivery.new_id()
+        owner, owner_name, why = route
+        stored = not self.delivery.has_receiver(owner)
+        note = f"{why}; stored: {owner_name} not bound as receiver" if stored else why
+        corr = {"smpp_message_id": message_id, "smpp_seq": str(pdu.sequence)}
+        self.record_in(pdu, raw, corr, note)
+        self.respond(pdu, OK, corr, message_id=message_id)
+        rd = (pdu.registered_delivery or 0) & 0x03
+        text_start = ""
+        if rd:
+            text_start = codec.content(pdu)[1] or ""
+        lifetime = validity if validity is not None else self.delivery.validity_seconds
+        self.delivery.accept(Message(message_id, owner, owner_name, deliver_fields(pdu, dest),
+                                     self.loop.time() + lifetime, time.time(), self.system_id, rd,
+                                     text_start[:20], stored=stored))
+
+    def _refuse_submit(self, pdu: Any, raw: bytes, status: int, note: str) -> None:
+        corr = {"smpp_message_id": "", "smpp_seq": str(pdu.sequence)}
+        self.record_in(pdu, raw, corr, note)
+        self.respond(pdu, status, corr, message_id="")
+
+    def _deliver_resp(self, pdu: Any, raw: bytes) -> None:
+        msg = self.pending.pop(pdu.sequence, None)
+        if msg is None:
+            self.record_in(pdu, raw, {"smpp_seq": str(pdu.sequence)}, "no deliver_sm waits for this sequence")
+            return
+        note = "" if pdu.status == OK else (
+            "permanent error: dropped" if pdu.status in PERMANENT else "kept for retry")
+        self.record_in(pdu, raw, {"smpp_message_id": msg.id, "smpp_seq": str(pdu.sequence)}, note)
+        self.delivery.result(msg, pdu.status)
+
+    def _query(self, pdu: Any, raw: bytes) -> None:
+        message_id = codec.text(pdu.message_id)
+        corr = {"smpp_message_id": message_id, "smpp_seq": str(pdu.sequence)}
+        self.record_in(pdu, raw, corr)
+        if not self.mode:
+            self.respond(pdu, C.SMPP_ESME_RINVBNDSTS, corr, "not bound")
+            return
+        known = self.delivery.state_of(message_id)
+        if known is None:
+            self.respond(pdu, C.SMPP_ESME_RQUERYFAIL, corr, "unknown message id")
+            return
+        state, when = known
+        final = "" if state == MessageState.ENROUTE else time.strftime("%y%m%d%H%M%S", time.gmtime(when)) + "000+"
+        self.respond(pdu, OK, corr, message_id=message_id, final_date=final, message_state=state, error_code=0)
+
+    def _response(self, pdu: Any, raw: bytes) -> None:
+        self.record_in(pdu, raw, {"smpp_seq": str(pdu.sequence)})
+
+
+_HANDLERS: dict[str, Callable[[SmppSession, Any, bytes], None]] = {
+    "bind_transmitter": SmppSession._bind,
+    "bind_receiver": SmppSession._bind,
+    "bind_transceiver": SmppSession._bind,
+    "unbind": SmppSession._unbind,
+    "enquire_link": SmppSession._enquire_link,
+    "submit_sm": SmppSession._submit,
+    "query_sm": SmppSession._query,
+    "deliver_sm_resp": SmppSession._deliver_resp,
+    "generic_nack": SmppSession._deliver_resp,    # a nack of our deliver_sm: retry later
+    "enquire_link_resp": SmppSession._response,
+    "unbind_resp": SmppSession._response,
+}

@@ -1,0 +1,180 @@
+"""The SMSC: lifecycle, accounts and authentication, routes, events for the lab.
+
+Deliveries are the Delivery's (delivery.py); each connection is an
+SmppSession (session.py), which asks this class who may bind and where a
+destination goes.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from smpplib import consts as C
+
+from iwlab.backends.directory import NodeDirectory
+from iwlab.backends.nodes.smsc.delivery import OK, Delivery
+from iwlab.backends.nodes.smsc.events import EventCallback, Events
+from iwlab.backends.nodes.smsc.message import Message
+from iwlab.backends.nodes.smsc.session import SmppSession
+from iwlab.backends.trace import Trace
+
+
+@dataclass
+class EsmeAccount:
+    system_id: str
+    password: str
+    node_name: str
+    # Destination numbers (digits, no '+') or prefixes ending in '*' whose SMS
+    # go to this account's receiver bind instead of a handset.
+    routes: list[str] = field(default_factory=list)
+
+    def routes_to(self, digits: str) -> str | None:
+        """The matching route pattern, if any."""
+        for route in self.routes:
+            pattern = route.lstrip("+")
+            if (digits.startswith(pattern[:-1]) if pattern.endswith("*") else digits == pattern):
+                return route
+        return None
+
+
+class Smsc:
+    def __init__(self, trace: Trace, nodes: NodeDirectory, *, accounts: list[EsmeAccount],
+                 handset_password: str, handset_numbers: dict[str, str], name: str = "SMSC",
+                 throttle_every: int = 0, validity_seconds: float = 60.0, retry_seconds: float = 1.0,
+                 response_seconds: float = 10.0, system_id_name: Callable[[str], str | None] | None = None) -> None:
+        self.trace, self.nodes, self.name = trace, nodes, name
+        self.accounts = accounts                  # kept by reference: edits apply at once
+        self.handset_password = handset_password
+        self.handset_numbers = handset_numbers    # digits -> node name
+        self.throttle_every = throttle_every      # every Nth submit_sm per bind -> ESME_RTHROTTLED
+        self._system_id_name = system_id_name
+        self.port: int | None = None
+        self._server: asyncio.Server | None = None
+        self._sessions: set[SmppSession] = set()
+        self._events = Events()
+        self._delivery = Delivery(self._events, self.name_for, validity_seconds=validity_seconds,
+                                  retry_seconds=retry_seconds, response_seconds=response_seconds)
+
+    # The delivery's settings, here where the lab and the tests set them.
+    @property
+    def validity_seconds(self) -> float:
+        """Unless a submit_sm sets validity_period."""
+        return self._delivery.validity_seconds
+
+    @validity_seconds.setter
+    def validity_seconds(self, value: float) -> None:
+        self._delivery.validity_seconds = value
+
+    @property
+    def retry_seconds(self) -> float:
+        """After a failed deliver_sm."""
+        return self._delivery.retry_seconds
+
+    @retry_seconds.setter
+    def retry_seconds(self, value: float) -> None:
+        self._delivery.retry_seconds = value
+
+    @property
+    def response_seconds(self) -> float:
+        """No deliver_sm_resp by then: failed, retry."""
+        return self._delivery.response_seconds
+
+    @response_seconds.setter
+    def response_seconds(self, value: float) -> None:
+        self._delivery.response_seconds = value
+
+    # -- lifecycle --------------------------------------------------------------------
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        if self._server and self.port is not None:
+            return self.port
+        loop = asyncio.get_running_loop()
+        self._delivery.open(loop)
+        self._server = await loop.create_server(lambda: SmppSession(self, self._delivery, loop), host, port)
+        self.port = port = self._server.sockets[0].getsockname()[1]
+        self._delivery.start()
+        return port
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._delivery.halt()
+        server.close()
+        sessions = list(self._sessions)
+        for session in sessions:
+            session.close()
+        if sessions:
+            await asyncio.wait([s.gone for s in sessions], timeout=2)
+            for session in sessions:
+                if not session.gone.done():
+                    session.abort()
+        await server.wait_closed()
+        await self._delivery.stop()
+
+    # -- events for the lab -------------------------------------------------------------
+    def on_event(self, callback: EventCallback) -> Callable[[], None]:
+        """callback(kind, details) on the server's loop: bound, unbound, stored,
+        delivered, expired, undeliverable, receipt_dropped. Returns unsubscribe."""
+        return self._events.subscribe(callback)
+
+    def pending(self, system_id: str | None = None) -> int:
+        """Messages waiting for delivery (to one owner, or in all)."""
+        return self._delivery.pending(system_id)
+
+    # -- accounts, names, routes -----------------------------------------------------------
+    def authenticate(self, system_id: str, password: str) -> int:
+        """The bind_*_resp status for these credentials."""
+        for account in self.accounts:
+            if account.system_id == system_id:
+                return OK if account.password == password else C.SMPP_ESME_RINVPASWD
+        if system_id in self.handset_numbers:
+            return OK if password == self.handset_password else C.SMPP_ESME_RINVPASWD
+        return C.SMPP_ESME_RINVSYSID
+
+    def name_for(self, system_id: str) -> str | None:
+        if self._system_id_name:
+            name = self._system_id_name(system_id)
+            if name:
+                return name
+        for account in self.accounts:
+            if account.system_id == system_id:
+                return account.node_name
+        return self.handset_numbers.get(system_id)
+
+    def route(self, digits: str) -> tuple[str, str, str] | None:
+        """(owner system_id, node name, why) for destination digits, or None."""
+        for account in self.accounts:
+            pattern = account.routes_to(digits)
+            if pattern:
+                return account.system_id, account.node_name, f"route {pattern} -> {account.node_name}"
+        name = self.handset_numbers.get(digits)
+        if name:
+            return digits, name, f"handset {name}"
+        return None
+
+    # -- sessions (called by SmppSession) ------------------------------------------------------
+    @property
+    def accepting(self) -> bool:
+        """False while stopping: a connection accepted then is closed at once."""
+        return self._server is not None
+
+    def session_opened(self, session: SmppSession) -> None:
+        self._sessions.add(session)
+
+    def session_closed(self, session: SmppSession) -> None:
+        self._sessions.discard(session)
+
+    def bound(self, session: SmppSession) -> None:
+        if session.receiving:
+            self._delivery.add_receiver(session.system_id, session)
+        if self._events:
+            self._events.emit("bound", system_id=session.system_id, node=session.name, mode=session.mode)
+        if session.receiving:
+            self._delivery.deliver_waiting(session.system_id)
+
+    def detached(self, session: SmppSession, unanswered: Iterable[Message]) -> None:
+        """The session takes no more deliveries (closing or gone); unanswered: its deliver_sm still unacknowledged."""
+        self._delivery.receiver_gone(session.system_id, session, unanswered)
+        if session.mode and self._events:
+            self._events.emit("unbound", system_id=session.system_id, node=session.name)

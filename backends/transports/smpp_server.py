@@ -1,0 +1,145 @@
+"""The accepting end of an SMPP connection: the thin asyncio adapter around
+the codec in protocols/smpp (smpp_esme.py is the other end).
+
+It cuts the byte stream into PDUs, records every PDU on the connection (both
+directions) in the trace, exactly once, before writing it, and answers what
+cannot be parsed: a generic_nack with the codec's status and reason or, for
+an impossible command_length (the stream cannot be re-synchronised), a nack
+and close. Answers to one chunk of bytes leave in one write. What a PDU
+means is the subclass's (`dispatch`).
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from smpplib import consts as C
+
+from iwlab.backends.directory import NodeDirectory, outside_name
+from iwlab.backends.protocols import smpp as codec
+from iwlab.backends.trace import Trace
+
+PROTOCOL = "SMPP"
+
+
+class SmppServerConnection(asyncio.Protocol):
+    transport: asyncio.Transport   # from connection_made on
+
+    def __init__(self, trace: Trace, nodes: NodeDirectory, local_name: str) -> None:
+        self.trace, self.nodes, self.local_name = trace, nodes, local_name
+        self.framer = codec.Framer()
+        self.peer: tuple[str, int] = ("?", 0)
+        self.name = ""                        # the peer's node name, for the trace
+        self.claimed = False                  # the peer claimed its address (in-lab client)
+        self.out: list[bytes] | None = None   # writes held back while a chunk is handled
+        self.seq = 0
+        self.closing = False                  # this end chose to close
+
+    # -- transport ---------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)   # a TCP server's: a stream transport
+        self.peer = tuple(transport.get_extra_info("peername")[:2])
+        self.name = outside_name(self.peer)
+
+    def claim(self) -> None:
+        """Name the peer by its claim. In-lab clients claim their address right
+        after connecting, maybe after we accepted: look again until the first PDU."""
+        name = self.nodes.lookup(self.peer)
+        if name:
+            self.name, self.claimed = name, True
+
+    def data_received(self, data: bytes) -> None:
+        if not self.claimed:
+            self.claim()
+        # Answers to one chunk (a pipelining ESME sends many PDUs at once) leave
+        # in one write: one syscall instead of one per PDU.
+        self.out = []
+        try:
+            for raw in self.framer.feed(data):
+                if self.closing:
+                    break
+                self.handle(raw)
+            if self.framer.error and not self.closing:
+                self._bad_length(self.framer.error)
+        finally:
+            self.flush()
+
+    def flush(self) -> None:
+        out, self.out = self.out, None
+        if out:
+            self.transport.write(b"".join(out))
+
+    def close(self) -> None:
+        if not self.closing:
+            self.closing = True
+            self.flush()
+            self.on_close()
+            self.transport.close()
+
+    def on_close(self) -> None:
+        """This end closes the connection: its last writes are out, the socket not yet closed."""
+
+    # -- trace + write ---------------------------------------------------------------------
+    def record_in(self, pdu: Any, raw: bytes, correlation: dict[str, str] | None = None, note: str = "") -> None:
+        summary, fields = codec.describe(pdu)
+        self.trace.record(self.name, self.local_name, PROTOCOL, summary, raw=raw, fields=fields,
+                          is_response=pdu.is_response(), correlation=correlation, note=note)
+
+    def send(self, pdu: Any, correlation: dict[str, str] | None = None, note: str = "") -> None:
+        raw = codec.encode(pdu)
+        summary, fields = codec.describe(pdu)
+        # Record before writing: once the peer has the PDU, the trace has it too.
+        self.trace.record(self.local_name, self.name, PROTOCOL, summary, raw=raw, fields=fields,
+                          is_response=pdu.is_response(), correlation=correlation, note=note)
+        if self.out is None:
+            self.transport.write(raw)
+        else:
+            self.out.append(raw)
+
+    def respond(self, request: Any, status: int = C.SMPP_ESME_ROK, correlation: dict[str, str] | None = None,
+                note: str = "", **fields: Any) -> None:
+        self.send(codec.make(request.command + "_resp", request.sequence, status, **fields), correlation, note)
+
+    def nack(self, sequence: int, status: int, note: str = "") -> None:
+        self.send(codec.make("generic_nack", sequence, status), {"smpp_seq": str(sequence)}, note)
+
+    def next_seq(self) -> int:
+        self.seq = self.seq % 0x7FFFFFFF + 1
+        return self.seq
+
+    # -- incoming PDUs -----------------------------------------------------------------------
+    def handle(self, raw: bytes) -> None:
+        try:
+            pdu = codec.parse(raw)
+        except codec.ParseError as err:
+            self._unreadable(raw, err)
+            return
+        self.dispatch(pdu, raw)
+
+    def dispatch(self, pdu: Any, raw: bytes) -> None:
+        """One parsed PDU from the peer (not yet in the trace)."""
+        raise NotImplementedError
+
+    def garbled_response(self, sequence: int) -> None:
+        """A response to our request with this sequence came, but cannot be parsed
+        (already in the trace; a generic_nack follows)."""
+
+    def _unreadable(self, raw: bytes, err: codec.ParseError) -> None:
+        summary, fields = codec.describe_raw(raw)
+        self.trace.record(self.name, self.local_name, PROTOCOL, summary, raw=raw, fields=fields,
+                          is_response=bool(err.command_id & codec.RESPONSE_BIT),
+                          correlation={"smpp_seq": str(err.sequence)}, note=err.reason)
+        if err.command_id & codec.RESPONSE_BIT:
+            self.garbled_response(err.sequence)
+        if err.command_id != codec.GENERIC_NACK:   # never nack a nack
+            self.nack(err.sequence, err.status, err.reason)
+
+    def _bad_length(self, err: codec.BadLength) -> None:
+        summary, fields = codec.describe_raw(err.data)
+        fields["command_length"] = err.length
+        why = (f"command_length {err.length} is impossible ({codec.MIN_LENGTH}..{codec.MAX_LENGTH}); "
+               "closing: the byte stream cannot be re-synchronised")
+        self.trace.record(self.name, self.local_name, PROTOCOL, summary, raw=err.data, fields=fields,
+                          correlation={"smpp_seq": str(err.sequence)}, note=why)
+        self.nack(err.sequence, C.SMPP_ESME_RINVCMDLEN, why)
+        self.close()

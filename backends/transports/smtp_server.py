@@ -1,0 +1,242 @@
+"""The accepting end of an SMTP connection: aiosmtpd's SMTP, with every line traced.
+
+This end accepts every SMTP connection, so it records the dialogue: one event
+per command line, one per reply (a multi-line reply is one event), one for
+the DATA payload. The hook: aiosmtpd reads every line from `self._reader`
+and writes every reply through `push()`; we wrap the reader right where
+aiosmtpd receives it (`_cb_client_connected`) and override `push`, so the
+trace sees exactly the bytes aiosmtpd consumes and sends, in its own order,
+without re-implementing its state machine.
+
+Naming: the greeting goes out before an in-lab client can claim its address
+(aiosmtplib's connect() waits for it), so events are held until the client
+is known: a claim seen at any command, else node_name_for(MAIL FROM), else
+"ip:port" at the first other command. The whole dialogue then sits in one
+ladder column.
+
+What the mail does (the handle_* hooks, policy, storage) is the server's
+(`SmtpHost`), which is also aiosmtpd's handler.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any, Callable, Protocol, cast
+
+from aiosmtpd import __version__ as aiosmtpd_version
+from aiosmtpd.smtp import SMTP
+
+from iwlab.backends.directory import NodeDirectory, outside_name
+from iwlab.backends.protocols.mail import format_size
+from iwlab.backends.trace import Trace
+
+PROTOCOL = "SMTP"
+
+# aiosmtpd answers these itself; give them enhanced status codes (RFC 3463)
+# and a reason, like every other refusal here. Matched exactly: a test fails
+# if an aiosmtpd release rewords them.
+_REWRITES = {
+    "552 Error: message size exceeds fixed maximum message size":
+        "552 5.3.4 Message size exceeds fixed maximum message size of {limit} bytes",
+    "552 Error: Too much mail data": "552 5.3.4 Message too big: more than {limit} bytes of data",
+    "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.2 Line longer than 1000 octets (RFC 5321 4.5.3.1.6)",
+}
+_MAIL_FROM = re.compile(rb"^MAIL\s+FROM:\s*<?([^<>\s]*)>?", re.I)
+_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
+
+
+class SmtpHost(Protocol):
+    """The mail server a TracedSMTP serves: aiosmtpd's handler (handle_* hooks) and the trace's node."""
+    trace: Trace
+    nodes: NodeDirectory
+    name: str
+    hostname: str
+    max_size: int
+    node_name_for: Callable[[str], str | None] | None
+
+    @property
+    def accepting(self) -> bool: ...
+
+    def next_session_id(self) -> int: ...
+
+    def connection_opened(self, connection: TracedSMTP) -> None: ...
+
+    def connection_closed(self, connection: TracedSMTP) -> None: ...
+
+
+class TapReader:
+    """Stands in for aiosmtpd's StreamReader: passes every read through and
+    shows the bytes to the session first."""
+
+    def __init__(self, reader: asyncio.StreamReader, session: TracedSMTP) -> None:
+        self._reader, self._session = reader, session
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        data = await self._reader.readuntil(separator)
+        self._session.bytes_read(data, complete=True)
+        return data
+
+    async def read(self, n: int = -1) -> bytes:      # aiosmtpd's way past an over-long line
+        data = await self._reader.read(n)
+        self._session.bytes_read(data, complete=False)
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reader, name)
+
+
+class TracedSMTP(SMTP):
+    """One SMTP connection, as aiosmtpd runs it, with every line traced."""
+
+    def __init__(self, mail: SmtpHost, loop: asyncio.AbstractEventLoop) -> None:
+        # hostname given: aiosmtpd would otherwise call socket.getfqdn() (DNS) per connection.
+        super().__init__(mail, data_size_limit=mail.max_size, enable_SMTPUTF8=True, decode_data=False,
+                         hostname=mail.hostname, ident=f"ESMTP iwlab (aiosmtpd {aiosmtpd_version})", loop=loop)
+        self.mail = mail
+        self.session_id = f"smtp-{mail.next_session_id()}"
+        self.peer_address: tuple[str, int] = ("?", 0)
+        self.node_name: str | None = None          # None until we know who the client is
+        self._held: list[dict[str, Any]] = []      # events recorded before that
+        self._partial = bytearray()                # an over-long command line, read in pieces
+        self._reply_lines: list[str] = []
+        self._payload: bytearray | None = None     # DATA bytes as sent, between 354 and the verdict
+        self._payload_recorded = False
+        self._payload_size = 0                     # all of it, even past the kept bytes
+        self.routes: dict[str, str] = {}           # rcpt -> "mailbox" | "relay", this transaction
+        self.correlation: dict[str, str] = {}      # of the message in this transaction
+
+    @property
+    def session_task(self) -> asyncio.Task[None] | None:
+        """aiosmtpd's task for this session (it cancels it in connection_lost)."""
+        return self._handler_coroutine
+
+    # -- connection ----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.peer_address = tuple(transport.get_extra_info("peername")[:2])
+        if not self.mail.accepting:     # accepted while the server stops: no socket outlives it
+            transport.close()
+            return
+        self.mail.connection_opened(self)
+        super().connection_made(transport)
+
+    def _cb_client_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # A stand-in, not a StreamReader: aiosmtpd reads with readuntil() and read(); the rest passes through.
+        super()._cb_client_connected(cast(asyncio.StreamReader, TapReader(reader, self)), writer)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self.mail.connection_closed(self)
+        if self._payload and not self._payload_recorded:
+            self.record_payload(self._payload_size, {}, {}, note="connection lost during DATA: nothing stored")
+        self._name_peer(self.node_name or outside_name(self.peer_address))
+        super().connection_lost(error)
+
+    # -- naming: in-lab clients claim their address; others are named by MAIL FROM ----------
+    def _name_peer(self, name: str) -> None:
+        self.node_name = name
+        held, self._held = self._held, []
+        for event in held:
+            self._record(**event)
+
+    def _naming_line(self, line: bytes) -> None:
+        if self.node_name:
+            return
+        claimed = self.mail.nodes.lookup(self.peer_address)
+        verb = line.split(b" ", 1)[0].strip().upper()
+        if claimed:
+            self._name_peer(claimed)
+        elif verb == b"MAIL":
+            match = _MAIL_FROM.match(line)
+            sender = match.group(1).decode("utf-8", "replace") if match else ""
+            by_sender = self.mail.node_name_for(sender) if self.mail.node_name_for and sender else None
+            self._name_peer(by_sender or outside_name(self.peer_address))
+        elif verb not in (b"EHLO", b"HELO", b"NOOP", b"RSET"):
+            self._name_peer(outside_name(self.peer_address))
+        # Greeting and handshake wait (held) until then, so one ladder column shows the whole dialogue.
+
+    def _record(self, **event: Any) -> None:
+        if self.node_name is None:
+            self._held.append(event)
+            return
+        client, server = self.node_name, self.mail.name
+        from_client = event.pop("from_client")
+        src, dst = (client, server) if from_client else (server, client)
+        correlation = {"smtp_session": self.session_id, **event.pop("correlation", {})}
+        self.mail.trace.record(src, dst, PROTOCOL, correlation=correlation, **event)
+
+    # -- what aiosmtpd reads ----------------------------------------------------------------
+    def bytes_read(self, data: bytes, complete: bool) -> None:
+        if self._payload is not None:             # DATA content: one event at its end
+            self._payload_size += len(data)
+            room = self.mail.max_size + 4096 - len(self._payload)
+            self._payload += data[:max(room, 0)]
+            return
+        self._partial += data
+        if not complete or not data.endswith(b"\n"):
+            return
+        line, self._partial = bytes(self._partial), bytearray()
+        self._naming_line(line)
+        text = line.rstrip(b"\r\n").decode("utf-8", "replace")
+        verb, _, argument = text.partition(" ")
+        summary = " ".join(filter(None, (verb.upper(), argument)))   # the exact case is in raw
+        self._record(from_client=True, summary=cut(summary) or "(empty line)", raw=line,
+                     fields={"command": verb.upper(), "argument": argument})
+
+    def record_payload(self, size: int, fields: dict[str, Any], correlation: dict[str, str], note: str = "") -> None:
+        """The DATA payload as one event (called once per DATA, before any work on it)."""
+        raw = bytes(self._payload or b"")
+        self._payload_recorded = True
+        subject = fields.get("headers", {}).get("Subject")
+        subject = subject[0] if isinstance(subject, list) else subject
+        summary = f"DATA ({format_size(size)})" + (f' Subject: "{cut(subject, 60)}"' if subject else "")
+        if "problem" in fields:
+            summary += " refused"
+        if size > self.mail.max_size:
+            summary, note = summary + " too big", note or f"over the {self.mail.max_size} byte limit"
+        if len(raw) < size:
+            fields = {**fields, "raw_truncated_at": len(raw)}
+        self._record(from_client=True, summary=summary, raw=raw, fields={"size": size, **fields},
+                     correlation=correlation, note=note)
+
+    # -- what aiosmtpd writes ------------------------------------------------------------------
+    async def push(self, status: str | bytes) -> None:
+        text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
+        text = _REWRITES.get(text, text).format(limit=self.mail.max_size)
+        text = text.replace("\r", " ").replace("\n", " ")
+        self._reply_lines.append(text)
+        if len(text) > 3 and text[3] == "-":      # more lines follow: one event for the reply
+            return
+        lines, self._reply_lines = self._reply_lines, []
+        raw = b"".join(line.encode("ascii", "backslashreplace") + b"\r\n" for line in lines)
+        if self._payload is not None and not lines[-1].startswith("354"):
+            if not self._payload_recorded:       # refused before handle_DATA (552, 500)
+                self.record_payload(self._payload_size, {}, {})
+            self._payload = None
+        self._record(from_client=False, summary=_reply_summary(lines), raw=raw, is_response=True,
+                     fields=_reply_fields(lines), correlation=self.correlation)
+        if lines[-1].startswith("354"):
+            self._payload, self._payload_recorded, self._payload_size = bytearray(), False, 0
+        elif self._payload is None:
+            self.correlation = {}
+        self._writer.write(raw)
+        await self._writer.drain()
+
+
+def _reply_summary(lines: list[str]) -> str:
+    code = lines[-1][:3]
+    return cut(code + " " + " ".join(line[4:] for line in lines))
+
+
+def _reply_fields(lines: list[str]) -> dict[str, Any]:
+    code, text = lines[-1][:3], " ".join(line[4:] for line in lines)
+    first, _, rest = text.partition(" ")
+    fields: dict[str, Any] = {"code": int(code) if code.isdigit() else code, "text": text}
+    if _ENHANCED.match(first):
+        fields.update(enhanced_status=first, text=rest)
+    if len(lines) > 1:
+        fields["lines"] = [line[4:] for line in lines]
+    return fields
+
+
+def cut(text: str, limit: int = 120) -> str:
+    """text, shortened with an ellipsis to at most limit characters (trace summaries)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
