@@ -154,6 +154,14 @@ def test_sipp_as_mary_answers_486_and_gets_the_ack(lab_factory, tmp_path):
         if sipp.poll() is None:
             sipp.kill()
             sipp.communicate()
-    acks = [(e.src, e.dst) for e in lab.lab.trace.events() if e.protocol == "SIP" and e.summary.startswith("ACK")]
-    assert ("CPM-A", "127.0.0.1:%d" % port) in acks, acks       # CPM-A ACKs sipp's 486 itself
-    assert ("IWF", "CPM-B") in acks, acks                       # and the IWF's INVITE client the 486 it got
+    import time
+
+    def acks():
+        return [(e.src, e.dst) for e in lab.lab.trace.events() if e.protocol == "SIP" and e.summary.startswith("ACK")]
+    wanted = [("CPM-A", "127.0.0.1:%d" % port),     # CPM-A ACKs sipp's 486 itself
+              ("CPM-B", "CPM-A"),                   # CPM-B the 486 CPM-A relayed
+              ("IWF", "CPM-B")]                     # and the IWF's INVITE client the 486 it got
+    deadline = time.monotonic() + 10               # sipp is done at its own ACK; the others follow
+    while not all(hop in acks() for hop in wanted) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert all(hop in acks() for hop in wanted), acks()
