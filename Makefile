@@ -12,6 +12,8 @@ run: $(STAMP)
 	$(VENV)/bin/iwlab $(ARGS)
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check --select F --quiet app backends widgets tests bench
+	scripts/typecheck.sh
 	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python -m pytest $(ARGS)
 
 serve: $(STAMP)

@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
+from iwlab.backends.devices.cpm_sessions import CpmSessions
 from iwlab.backends.devices.events import (
     ConditionsChanged,
     DeviceEvent,
@@ -45,6 +46,7 @@ from iwlab.backends.protocols.sip import (
     make_response,
 )
 from iwlab.backends.topology import Topology, User
+from iwlab.backends.trace import Trace
 from iwlab.backends.transports.sip import (
     SipConnection,
     SipConnectionClosed,
@@ -74,7 +76,10 @@ class ChatMessage:
 
 class CpmDevice:
     def __init__(self, user: User, topology: Topology, nodes: NodeDirectory, *,
-                 server_address: Callable[[], Address], register_expires: int = 600) -> None:
+                 server_address: Callable[[], Address | None], register_expires: int = 600,
+                 sessions_trace: Trace | None = None, sessions_host: str | None = None) -> None:
+        """server_address: the home CPM server, once it runs; sessions_host: given, the phone also
+        does chat sessions (its MSRP listener binds there and records into sessions_trace)."""
         self.user = user
         self.topology = topology
         self.nodes = nodes
@@ -91,7 +96,7 @@ class CpmDevice:
         self._cseq = itertools.count(1)
         self._register_call_id = sip.new_call_id(self.domain)
         self.listeners: list[DeviceListener] = []
-        self.sessions = None   # a CpmSessions (backends/cpm_sessions.py) once sessions exist
+        self.sessions = CpmSessions(self, trace=sessions_trace, host=sessions_host) if sessions_host else None
         self._connecting = asyncio.Lock()
         self._refresh: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -117,7 +122,10 @@ class CpmDevice:
         """The flow to the home CPM server, opened if need be; the phone's sessions share it."""
         async with self._connecting:   # two sends at once must share one flow, in order
             if self.connection is None or not self.connection.is_open:
-                host, port = self._server_address()
+                address = self._server_address()
+                if address is None:
+                    raise OSError(f"{self.domain}'s CPM server is not running")
+                host, port = address
                 self.connection = await open_connection(host, port, self._on_sip, local_name=self.name,
                                                         nodes=self.nodes, on_close=self._closed)
             return self.connection

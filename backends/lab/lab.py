@@ -14,16 +14,16 @@ import asyncio
 import shutil
 import tempfile
 import weakref
+from functools import partial
 from pathlib import Path
 
 from iwlab.backends.devices.cpm_phone import CpmDevice
-from iwlab.backends.devices.cpm_sessions import CpmSessions
 from iwlab.backends.devices.email_client import EmailClient
 from iwlab.backends.devices.sms_handset import SmsHandset
 from iwlab.backends.directory import NodeDirectory
 from iwlab.backends.nodes.cpm_server.server import CpmServer
 from iwlab.backends.nodes.iwf.iwf import Iwf
-from iwlab.backends.nodes.mail_server import MailServer
+from iwlab.backends.nodes.mail_server import MailServer, RelayCallback
 from iwlab.backends.nodes.smsc import EsmeAccount, Smsc
 from iwlab.backends.protocols import sip
 from iwlab.backends.store import Store
@@ -78,13 +78,13 @@ class Lab:
                              throttle_every=topology.smsc.throttle_every,
                              validity_seconds=topology.smsc.validity_seconds)
             self.iwf = Iwf(iwf_operator, topology, self.trace, self.nodes, host=self.host, store=self.store,
-                           smsc_address=lambda: (self.host, self.smsc.port),
+                           smsc_address=self._smsc_address,
                            cpm_address=lambda: self._sip_address_of(iwf_operator.id),
                            # with a mail domain, an email leg toward the mail server built below
                            mail_address=self._mail_address if iwf_operator.mail_domain else None)
         self.mail: MailServer | None = None
-        if iwf_operator and self.iwf and self.iwf.email:
-            cpm_domains = {op.cpm_domain: self.iwf.email.relay for op in topology.operators}
+        if iwf_operator and iwf_operator.mail_domain and self.iwf and self.iwf.email:
+            cpm_domains: dict[str, RelayCallback] = {op.cpm_domain: self.iwf.email.relay for op in topology.operators}
             self.mail = MailServer(
                 self.trace, self.nodes, maildir_root=self.workdir / "maildir",
                 mailbox_domains={iwf_operator.mail_domain}, relay_domains=cpm_domains,
@@ -96,17 +96,14 @@ class Lab:
                 continue
             if user.device == "cpm":
                 op_id = user.operator
-                self.devices[user.id] = CpmDevice(user, topology, self.nodes,
-                                                  server_address=lambda op_id=op_id: self._sip_address_of(op_id))
-                self.devices[user.id].sessions = CpmSessions(self.devices[user.id], trace=self.trace, host=self.host)
+                self.devices[user.id] = CpmDevice(user, topology, self.nodes, server_address=partial(
+                    self._sip_address_of, op_id), sessions_trace=self.trace, sessions_host=self.host)
             elif user.device == "email" and self.mail and user.email:
-                client = EmailClient(user, topology, self.nodes,
-                                     smtp_address=lambda: (self.host, self.mail.port) if self.mail.port else None)
+                client = EmailClient(user, topology, self.nodes, smtp_address=self._mail_address)
                 self.mail.on_delivered.append(client.delivered)
                 self.devices[user.id] = client
             elif user.device == "sms" and self.smsc:
-                self.devices[user.id] = SmsHandset(user, topology, self.nodes,
-                                                   smsc_address=lambda: (self.host, self.smsc.port),
+                self.devices[user.id] = SmsHandset(user, topology, self.nodes, smsc_address=self._smsc_address,
                                                    password=topology.smsc.handset_password)
 
     def _select_devices(self, devices: str | set[str]) -> set[str]:
@@ -137,6 +134,10 @@ class Lab:
     def _sip_address_of(self, operator_id: str) -> tuple[str, int] | None:
         server = self.cpm_servers.get(operator_id)
         return (self.host, server.port) if server and server.port else None
+
+    def _smsc_address(self) -> tuple[str, int]:
+        assert self.smsc is not None and self.smsc.port, "the SMSC starts before its clients"
+        return self.host, self.smsc.port
 
     def _mail_address(self) -> tuple[str, int] | None:
         return (self.host, self.mail.port) if self.mail and self.mail.port else None

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from iwlab.backends.devices.cpm_phone import CpmDevice
+from iwlab.backends.devices.cpm_sessions import ChatSession
 from iwlab.backends.devices.email_client import EmailClient, reply_subject
 from iwlab.backends.devices.session_state import SessionState
 from iwlab.backends.devices.sms_handset import SmsHandset
@@ -310,18 +311,19 @@ class ScenarioRun:
             # Returns when the invitee answers, which is a later step: let it run.
             self._tasks.append(asyncio.create_task(sessions.start_session(self.lab.topology.user(step.recipient))))
             return
-        def latest():
+        def newest() -> ChatSession | None:
             return list(sessions.sessions.values())[-1] if sessions.sessions else None
         wanted = SessionState.INCOMING if step.action == "accept_session" else SessionState.ESTABLISHED
-        await self._until(lambda: latest() is not None and latest().state is wanted,
+        await self._until(lambda: (found := newest()) is not None and found.state is wanted,
                           f"a session of {step.sender}'s in state {wanted.value} (for {step.action})")
-        latest = latest()
+        session = newest()
+        assert session is not None
         if step.action == "accept_session":
-            await sessions.accept(latest)
+            await sessions.accept(session)
         elif step.action == "session_send":
-            sessions.send(latest, step.text)
+            sessions.send(session, step.text)
         else:
-            await sessions.end(latest)
+            await sessions.end(session)
 
     def failed(self, reason: str) -> Verdict:
         """A verdict for a scenario that could not be played to the end."""
