@@ -76,7 +76,7 @@ class Lab:
                              handset_numbers={u.msisdn: u.name for u in topology.users
                                               if u.device == "sms" and u.msisdn},
                              throttle_every=topology.smsc.throttle_every,
-                             validity_seconds=topology.smsc.validity_seconds)
+                             validity_seconds=topology.smsc.validity_seconds, store=self.store)
             self.iwf = Iwf(iwf_operator, topology, self.trace, self.nodes, host=self.host, store=self.store,
                            smsc_address=self._smsc_address,
                            cpm_address=lambda: self._sip_address_of(iwf_operator.id),

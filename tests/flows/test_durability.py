@@ -107,8 +107,7 @@ def check(accepted: list[str], arrived: list[str]) -> None:
 
 @pytest.mark.parametrize("count, kill_after, peter_bound", [
     (1000, 400, True),
-    pytest.param(300, 150, False, marks=pytest.mark.xfail(reason="the SMSC's store for unbound handsets is not durable yet",
-                                                          strict=True)),
+    (300, 150, False),
 ], ids=["peter-bound", "peter-unbound"])
 def test_sigkill_in_a_burst_loses_nothing_acknowledged(tmp_path, count, kill_after, peter_bound):
     state = tmp_path / "state"

@@ -11,6 +11,10 @@ for query_sm and, if the submitter asked, goes back to it as a delivery
 receipt, through the submitter's own mailbox.
 
 Connections are known here only as `Receiver`s: what delivery needs of one.
+
+Every accepted message (and every receipt owed) is in the lab's durable store before the
+submit_sm_resp that accepts it leaves (keep), and leaves the store with its final state: a
+restarted SMSC delivers what it held, in order (restore).
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from iwlab.backends.nodes.smsc.events import Events
 from iwlab.backends.nodes.smsc.message import Message, receipt_fields
 from iwlab.backends.protocols import smpp as codec
 from iwlab.backends.protocols.smpp import MessageState
+from iwlab.backends.store import DurableQueue
 
 OK = C.SMPP_ESME_ROK
 # deliver_sm_resp statuses that mean "never": drop with an UNDELIV receipt instead of retrying.
@@ -68,8 +73,9 @@ class Delivery:
     states of the messages they held."""
 
     def __init__(self, events: Events, name_for: Callable[[str], str | None], *, validity_seconds: float,
-                 retry_seconds: float, response_seconds: float) -> None:
+                 retry_seconds: float, response_seconds: float, store: DurableQueue) -> None:
         self.events = events
+        self._store = store
         self.name_for = name_for                  # system_id -> node name, for a receipt's mailbox
         self.validity_seconds = validity_seconds  # unless a submit_sm sets validity_period
         self.retry_seconds = retry_seconds        # after a failed deliver_sm
@@ -92,6 +98,21 @@ class Delivery:
     def open(self, loop: asyncio.AbstractEventLoop) -> None:
         """Deliveries may go out: a session can bind as soon as the server listens."""
         self._loop, self._stopping = loop, False
+
+    def restore(self) -> int:
+        """After a restart: the messages and receipts the store held, back in their mailboxes in
+        the order they were accepted; new ids continue after theirs."""
+        items = self._store.items()
+        highest = 0
+        for item in items:
+            msg = Message.from_store(item.meta, item.id, self.loop.time())
+            self._remember(msg.id, MessageState.ENROUTE)
+            self._enqueue(msg, keep=False)
+            with contextlib.suppress(ValueError):
+                highest = max(highest, int(msg.id, 16))
+        if highest:
+            self._ids = itertools.count(max(highest + 1, next(self._ids)))
+        return len(items)
 
     def start(self) -> None:
         """The expiry sweep runs, and messages kept from before a stop go out."""
@@ -145,10 +166,15 @@ class Delivery:
     def new_id(self) -> str:
         return f"{next(self._ids):X}"
 
+    def keep(self, msg: Message) -> None:
+        """Before the submit_sm_resp that accepts it: the message is in the durable store."""
+        payload, meta = msg.to_store(self.loop.time())
+        msg.store_id = self._store.put(msg.owner, payload, meta, message_id=msg.id)
+
     def accept(self, msg: Message) -> None:
-        """An accepted submit_sm: en route until its mailbox gets rid of it."""
+        """An accepted (and kept) submit_sm: en route until its mailbox gets rid of it."""
         self._remember(msg.id, MessageState.ENROUTE)
-        self._enqueue(msg)
+        self._enqueue(msg, keep=msg.store_id is None)
 
     def state_of(self, message_id: str) -> tuple[MessageState, float] | None:
         """(message_state, wall time it was reached) for query_sm, if the id is known."""
@@ -164,7 +190,9 @@ class Delivery:
         if len(self._states) > STATES_KEPT:
             self._states.popitem(last=False)
 
-    def _enqueue(self, msg: Message) -> None:
+    def _enqueue(self, msg: Message, *, keep: bool = True) -> None:
+        if keep:
+            self.keep(msg)
         mailbox = self._mailboxes.get(msg.owner)
         if mailbox is None:
             mailbox = self._mailboxes[msg.owner] = _Mailbox(msg.owner)
@@ -215,6 +243,14 @@ class Delivery:
 
     def _finish(self, msg: Message, state: MessageState, error: int = 0) -> None:
         """Final state: remember it, tell the lab, send the receipt if asked for."""
+        try:
+            self._send_receipt(msg, state, error)   # kept first: the store never holds less than owed
+        finally:
+            if msg.store_id is not None:
+                self._store.remove(msg.store_id)
+                msg.store_id = None
+
+    def _send_receipt(self, msg: Message, state: MessageState, error: int) -> None:
         if msg.origin is None:            # a receipt itself
             if state != MessageState.DELIVERED and self.events:
                 self.events.emit("receipt_dropped", message_id=msg.id, owner=msg.owner)

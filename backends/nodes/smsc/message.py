@@ -2,6 +2,7 @@
 those of an accepted submit_sm, or of the delivery receipt for one."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,24 @@ class Message:
     stored: bool = False      # nobody could take it when it arrived
     attempts: int = 0
     last_error: str = ""      # why the previous attempt failed, for the retry's note
+    store_id: int | None = None   # its item in the lab's durable store
+    restored: bool = False    # picked up again after a restart
+
+    def to_store(self, now_loop: float) -> tuple[bytes, dict[str, Any]]:
+        """(payload, meta) for the durable store: octet fields as hex, the deadline as wall time."""
+        fields = {k: (v.hex() if isinstance(v, (bytes, bytearray)) else v) for k, v in self.fields.items()}
+        octets = [k for k, v in self.fields.items() if isinstance(v, (bytes, bytearray))]
+        return b"", {"id": self.id, "owner": self.owner, "owner_name": self.owner_name, "fields": fields,
+                     "octets": octets, "expires": time.time() + (self.deadline - now_loop),
+                     "submitted": self.submitted, "origin": self.origin, "want_receipt": self.want_receipt,
+                     "text_start": self.text_start, "stored": self.stored}
+
+    @classmethod
+    def from_store(cls, meta: dict[str, Any], store_id: int, now_loop: float) -> "Message":
+        fields = {k: (bytes.fromhex(v) if k in meta["octets"] else v) for k, v in meta["fields"].items()}
+        return cls(meta["id"], meta["owner"], meta["owner_name"], fields, now_loop + (meta["expires"] - time.time()),
+                   meta["submitted"], meta["origin"], meta["want_receipt"], meta["text_start"], stored=True,
+                   store_id=store_id, restored=True)
 
 
 def deliver_fields(submit_sm: Any, dest: str) -> dict[str, Any]:

@@ -186,16 +186,17 @@ class SmppSession(SmppServerConnection):
         stored = not self.delivery.has_receiver(owner)
         note = f"{why}; stored: {owner_name} not bound as receiver" if stored else why
         corr = {"smpp_message_id": message_id, "smpp_seq": str(pdu.sequence)}
-        self.record_in(pdu, raw, corr, note)
-        self.respond(pdu, OK, corr, message_id=message_id)
         rd = (pdu.registered_delivery or 0) & 0x03
         text_start = ""
         if rd:
             text_start = codec.content(pdu)[1] or ""
         lifetime = validity if validity is not None else self.delivery.validity_seconds
-        self.delivery.accept(Message(message_id, owner, owner_name, deliver_fields(pdu, dest),
-                                     self.loop.time() + lifetime, time.time(), self.system_id, rd,
-                                     text_start[:20], stored=stored))
+        msg = Message(message_id, owner, owner_name, deliver_fields(pdu, dest), self.loop.time() + lifetime,
+                      time.time(), self.system_id, rd, text_start[:20], stored=stored)
+        self.delivery.keep(msg)          # durable before the answer says "accepted"
+        self.record_in(pdu, raw, corr, note)
+        self.respond(pdu, OK, corr, message_id=message_id)
+        self.delivery.accept(msg)
 
     def _refuse_submit(self, pdu: Any, raw: bytes, status: int, note: str) -> None:
         corr = {"smpp_message_id": "", "smpp_seq": str(pdu.sequence)}

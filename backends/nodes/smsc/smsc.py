@@ -17,6 +17,7 @@ from iwlab.backends.nodes.smsc.delivery import OK, Delivery
 from iwlab.backends.nodes.smsc.events import EventCallback, Events
 from iwlab.backends.nodes.smsc.message import Message
 from iwlab.backends.nodes.smsc.session import SmppSession
+from iwlab.backends.store import Store
 from iwlab.backends.trace import Trace
 
 
@@ -42,7 +43,9 @@ class Smsc:
     def __init__(self, trace: Trace, nodes: NodeDirectory, *, accounts: list[EsmeAccount],
                  handset_password: str, handset_numbers: dict[str, str], name: str = "SMSC",
                  throttle_every: int = 0, validity_seconds: float = 60.0, retry_seconds: float = 1.0,
-                 response_seconds: float = 10.0, system_id_name: Callable[[str], str | None] | None = None) -> None:
+                 response_seconds: float = 10.0, system_id_name: Callable[[str], str | None] | None = None,
+                 store: Store | None = None) -> None:
+        """store: the lab's durable store (what the SMSC accepted and not yet delivered waits there)."""
         self.trace, self.nodes, self.name = trace, nodes, name
         self.accounts = accounts                  # kept by reference: edits apply at once
         self.handset_password = handset_password
@@ -54,7 +57,9 @@ class Smsc:
         self._sessions: set[SmppSession] = set()
         self._events = Events()
         self._delivery = Delivery(self._events, self.name_for, validity_seconds=validity_seconds,
-                                  retry_seconds=retry_seconds, response_seconds=response_seconds)
+                                  retry_seconds=retry_seconds, response_seconds=response_seconds,
+                                  store=(store or Store()).queue(f"{name} held"))
+        self._restored = False
 
     # The delivery's settings, here where the lab and the tests set them.
     @property
@@ -90,6 +95,9 @@ class Smsc:
             return self.port
         loop = asyncio.get_running_loop()
         self._delivery.open(loop)
+        if not self._restored:   # once per process: a stop and start keeps the mailboxes in memory
+            self._restored = True
+            self._delivery.restore()
         self._server = await loop.create_server(lambda: SmppSession(self, self._delivery, loop), host, port)
         self.port = port = self._server.sockets[0].getsockname()[1]
         self._delivery.start()
