@@ -164,3 +164,25 @@ def test_a_stuck_device_delays_only_its_own_messages_and_they_arrive_once_mary_i
         stuck.close()
         if working:
             working.close()
+
+
+def test_an_email_accepted_while_the_mail_server_is_down_is_sent_by_the_next_lab(topology, tmp_path):
+    """Accepted (202) with nowhere to go yet, kept in the state folder: the lab that starts next sends it."""
+    from iwlab.backends.lab.lab import Lab
+    from iwlab.backends.lab.lab_thread import LabThread
+    first = LabThread(Lab(topology, devices="mary", state_dir=tmp_path / "state")).start()
+    try:
+        first.run(first.lab.mail.stop())
+        message = first.run(first.lab.device("mary").send_message(first.lab.user("john"), "kept for John"))
+        assert message.status == "sent"
+    finally:
+        first.stop()
+    second = LabThread(Lab(topology, devices="john", state_dir=tmp_path / "state")).start()
+    try:
+        john = second.lab.device("john")
+        deadline = time.monotonic() + 20
+        while not [i for i in john.inbox if "kept for John" in i.parsed.text] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [i.parsed.text.strip() for i in john.inbox] == ["kept for John"]
+    finally:
+        second.stop()

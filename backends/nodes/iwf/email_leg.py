@@ -17,7 +17,9 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
+from email import policy
 from email.message import EmailMessage
+from email.parser import BytesParser
 from typing import Callable
 
 import aiosmtplib
@@ -34,6 +36,7 @@ from iwlab.backends.protocols.cpim import (
     uri_of,
 )
 from iwlab.backends.protocols.sip import SipRequest
+from iwlab.backends.store import DurableQueue, StoredItem
 from iwlab.backends.topology import Topology, User
 
 log = logging.getLogger(__name__)
@@ -52,14 +55,31 @@ class OutboundEmail:
     disposition: tuple[str, ...]
     datetime: str
     conversation_id: str
+    store_id: int | None = None      # its item in the lab's durable store, until the mail server has it
+
+    def meta(self) -> dict[str, object]:
+        return {"recipient": self.recipient, "sender": self.sender, "imdn_message_id": self.imdn_message_id,
+                "sender_uri": self.sender_uri, "recipient_uri": self.recipient_uri,
+                "disposition": list(self.disposition), "datetime": self.datetime,
+                "conversation_id": self.conversation_id}
+
+    @classmethod
+    def from_store(cls, item: StoredItem) -> "OutboundEmail":
+        m = item.meta
+        message = BytesParser(policy=policy.default).parsebytes(item.payload)
+        assert isinstance(message, EmailMessage)
+        return cls(message, m["recipient"], m["sender"], m["imdn_message_id"], m["sender_uri"], m["recipient_uri"],
+                   tuple(m["disposition"]), m["datetime"], m["conversation_id"], store_id=item.id)
 
 
 class EmailLeg:
     def __init__(self, *, topology: Topology, threads: ThreadMap, cpm: CpmLeg, nodes: NodeDirectory, name: str,
                  mail_address: Callable[[], Address | None],
-                 session_claims: Callable[[mail.IncomingEmail, str], bool]) -> None:
+                 session_claims: Callable[[mail.IncomingEmail, str], bool], store: DurableQueue) -> None:
         """mail_address: the lab's mail server, when it runs; session_claims(incoming, recipient
-        address): True when an email belongs to a chat session (the session leg takes it)."""
+        address): True when an email belongs to a chat session (the session leg takes it);
+        store: where an email waits (from before its 202) until the mail server has it."""
+        self._store = store
         self._topology = topology
         self._threads = threads
         self._cpm = cpm
@@ -119,10 +139,31 @@ class EmailLeg:
         self._sent[message_id] = OutboundEmail(message, recipient.email, sender_address, cpim.message_id,
                                                sender.cpm_uri or "", recipient.cpm_uri or "", cpim.disposition,
                                                cpim.datetime, conversation_id)
-        self._outbox.append(self._sent[message_id])
+        self._queue(self._sent[message_id])
+        return f"queued as email {message_id} to {recipient.name} <{recipient.email}>"
+
+    def _queue(self, outbound: OutboundEmail) -> None:
+        """Keep it (durably, before the caller acknowledges it) and send it after what waits."""
+        if outbound.store_id is None:
+            outbound.store_id = self._store.put(outbound.recipient, outbound.message.as_bytes(), outbound.meta())
+        self._outbox.append(outbound)
         if self._sender is None or self._sender.done():
             self._sender = asyncio.create_task(self._drain(), name="IWF -> mail server")
-        return f"queued as email {message_id} to {recipient.name} <{recipient.email}>"
+
+    def restore(self) -> int:
+        """After a restart: what the store held goes to the mail server, in order."""
+        items = self._store.items()
+        for item in items:
+            outbound = OutboundEmail.from_store(item)
+            self._sent[mail.normalise_message_id(outbound.message["Message-ID"])] = outbound
+            self._queue(outbound)
+        return len(items)
+
+    def _sent_on(self, outbound: OutboundEmail) -> None:
+        self._outbox.popleft()
+        if outbound.store_id is not None:
+            self._store.remove(outbound.store_id)
+            outbound.store_id = None
 
     def send_text(self, *, sender: User, recipient_address: str, subject: str, text: str,
                   in_reply_to: str | None = None, conversation_id: str = "") -> str:
@@ -133,10 +174,8 @@ class EmailLeg:
             sender_name=sender.name, sender_address=f"{sender.id}@{domain}", recipient_address=recipient_address,
             text=text, contribution_id=uuid.uuid4().hex, conversation_id=conversation_id or uuid.uuid4().hex,
             in_reply_to_message_id=in_reply_to, request_mdn=False, domain=domain, subject=subject)
-        self._outbox.append(OutboundEmail(message, recipient_address, f"{sender.id}@{domain}", "", "", "", (), "",
-                                          conversation_id))
-        if self._sender is None or self._sender.done():
-            self._sender = asyncio.create_task(self._drain(), name="IWF -> mail server")
+        self._queue(OutboundEmail(message, recipient_address, f"{sender.id}@{domain}", "", "", "", (), "",
+                                  conversation_id))
         return mail.normalise_message_id(message["Message-ID"])
 
     def _parent_message_id(self, conversation_id: str, in_reply_to: str) -> str | None:
@@ -172,7 +211,7 @@ class EmailLeg:
                 why = f"mail server unreachable: {exc}"
             else:
                 delay, first_try = 0.1, time.monotonic()
-                self._outbox.popleft()
+                self._sent_on(outbound)
                 continue
             if time.monotonic() - first_try > GIVE_UP_AFTER:   # temporary for too long: say so
                 self._give_up(outbound, f"not accepted within {GIVE_UP_AFTER:.0f} s ({why})")
@@ -182,7 +221,7 @@ class EmailLeg:
             delay = min(delay * 2, 5.0)
 
     def _give_up(self, outbound: OutboundEmail, why: str) -> None:
-        self._outbox.popleft()
+        self._sent_on(outbound)
         log.warning("email %s not sent: %s", outbound.message["Message-ID"], why)
         if outbound.imdn_message_id:
             self._imdn(outbound, "failed", why)

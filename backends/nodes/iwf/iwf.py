@@ -73,7 +73,8 @@ class Iwf:
         self.email: EmailLeg | None = None
         if mail_address is not None:
             self.email = EmailLeg(topology=topology, threads=self.threads, cpm=self.cpm, nodes=nodes, name=name,
-                                  mail_address=mail_address, session_claims=self._email_for_session)
+                                  mail_address=mail_address, session_claims=self._email_for_session,
+                                  store=store.queue("IWF email out"))
         # Sessions with legacy users (5.8.6 / 5.9.6).
         self.sessions = IwfSessions(rules=SessionRules.of(account), cpm=self.cpm, sms=self.sms, email=self.email,
                                     topology=topology, threads=self.threads, host=host, name=name, trace=trace,
@@ -85,6 +86,8 @@ class Iwf:
         await self.sip.start(hosts or [self.host], sip_port, tls=tls, tls_port=tls_port)
         self.port = self.sip.port
         self.cpm.restore()
+        if self.email:
+            self.email.restore()
         await self.sms.start()
         return self.port
 
