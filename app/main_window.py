@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import platformdirs
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QApplication,
     QLabel,
@@ -45,6 +45,8 @@ __all__ = ["LabWindow", "ladder_nodes", "run_window"]
 
 
 class LabWindow(QMainWindow):
+    holdingsKnown = Signal(str)   # what the nodes hold, from the lab thread
+
     def __init__(self, topology: Topology, *, theme_name: str | None = None, zoom: float | None = None,
                  state_dir: Path | None = None, fresh: bool = False) -> None:
         super().__init__()
@@ -56,6 +58,10 @@ class LabWindow(QMainWindow):
         self.inspector = InspectorView()
         self.ladder.eventSelected.connect(self.inspector.show_event)
         self.notices = Notices(self)
+        self.holdingsKnown.connect(self.notices.set_holdings)
+        self._holdings_timer = QTimer(self)
+        self._holdings_timer.setInterval(1000)
+        self._holdings_timer.timeout.connect(self._ask_holdings)
         self.controller = LabController(topology, self.ladder, self.notices, self, state_dir=state_dir, fresh=fresh)
         self.columns = DeviceColumns(topology, self.controller.run_in_lab, self.controller.set_conditions, self)
         self.scenarios = ScenarioPanel(self.controller.run_in_lab, lambda: self.controller.lab)
@@ -136,7 +142,19 @@ class LabWindow(QMainWindow):
         self.splitter.setSizes([sides[0], centre, sides[1]])
 
     # -- the lab coming and going ------------------------------------------------------------
+    def _ask_holdings(self) -> None:
+        """Once a second: what the nodes hold (asked on the lab's thread, shown on ours)."""
+        runner = self.runner
+        if runner is None:
+            return
+
+        async def holdings() -> str:
+            return runner.lab.holdings()
+        future = runner.submit(holdings())
+        future.add_done_callback(lambda f: None if f.cancelled() or f.exception() else self.holdingsKnown.emit(f.result()))
+
     def _lab_attached(self, runner: LabThread) -> None:
+        self._holdings_timer.start()
         self.columns.attach(runner.lab)
         self._fit_columns()
         QTimer.singleShot(0, self._fit_columns)   # again once the window has its real size
@@ -146,6 +164,8 @@ class LabWindow(QMainWindow):
                                   f"SMTP {endpoints.get('smtp', '-')}")
 
     def _lab_detached(self) -> None:
+        self._holdings_timer.stop()
+        self.notices.set_holdings("")
         self.columns.detach()
         self.notices.set_lab_line("Lab stopped")
 

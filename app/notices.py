@@ -9,6 +9,9 @@ from PySide6.QtWidgets import QLabel, QMainWindow, QMessageBox
 class Notices:
     def __init__(self, window: QMainWindow) -> None:
         self._window = window
+        self.holdings_label = QLabel("")
+        self.holdings_label.setToolTip("What the nodes hold for later (durable): the lab delivers it when it can")
+        window.statusBar().addPermanentWidget(self.holdings_label)
         self.endpoints_label = QLabel("Lab stopped")
         window.statusBar().addPermanentWidget(self.endpoints_label)
 
@@ -22,6 +25,9 @@ class Notices:
     def set_lab_line(self, text: str) -> None:
         """The permanent line: the running lab's endpoints, or what the ladder shows instead."""
         self.endpoints_label.setText(text)
+
+    def set_holdings(self, text: str) -> None:
+        self.holdings_label.setText(f"Held: {text}" if text else "")
 
     def error(self, title: str, text: str) -> None:
         box = QMessageBox(QMessageBox.Icon.Critical, title, text, parent=self._window)

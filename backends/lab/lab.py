@@ -11,6 +11,7 @@ and the Maildirs live in a temporary folder that goes when the lab stops.
 from __future__ import annotations
 
 import asyncio
+import time
 import shutil
 import tempfile
 import weakref
@@ -226,6 +227,13 @@ class Lab:
         if self.ca is not None:
             result["ca"] = str(self.ca.ca_file)
         return result
+
+    def holdings(self) -> str:
+        """What the nodes hold for later, in a line: "IWF sms out 3 (oldest 12 s) · SMSC held 1"."""
+        now = time.time()
+        parts = [f"{owner} {count} (oldest {now - oldest:.0f} s)" for owner, (count, oldest)
+                 in sorted(self.store.holdings().items()) if count and oldest is not None]
+        return " · ".join(parts) if parts else "nothing held"
 
     def device(self, user_id: str) -> Device:
         return self.devices[user_id]

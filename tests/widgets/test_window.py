@@ -243,3 +243,13 @@ def test_peters_switches_follow_changes_made_elsewhere(qtbot, window):
     window.runner.run(run_command(window.runner.lab, "state peter roaming=no registered=yes"))
     qtbot.waitUntil(lambda: handset.cpm_app_box.isChecked() and not handset.roaming_box.isChecked(), timeout=10000)
     assert handset.cpm_app is window.runner.lab.cpm_apps["peter"]
+
+
+def test_the_status_bar_shows_what_the_nodes_hold(qtbot, window):
+    """Peter's handset is off: the SMSC holds Mary's message, and the window says so."""
+    window.runner.run(window.runner.lab.device("peter").stop())
+    phone = window.phones["mary"]
+    phone.choose_recipient("peter")
+    qtbot.keyClicks(phone.text, "while your phone is off")
+    qtbot.keyClick(phone.text, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: "SMSC held 1" in window.notices.holdings_label.text(), timeout=10000)
