@@ -28,14 +28,16 @@ from iwlab.backends.devices.events import (
 from iwlab.backends.directory import NodeDirectory
 from iwlab.backends.protocols import sip
 from iwlab.backends.protocols.cpim import (
+    ACCEPTED_TYPES,
     CPM_MSG_ICSI,
     CPM_MSG_SERVICE,
     MMTEL_ICSI,
     CpimError,
     CpimMessage,
     Imdn,
+    UnsupportedContent,
     imdn_message,
-    parse_cpim,
+    message_content,
     parse_imdn_xml,
     uri_of,
 )
@@ -259,7 +261,13 @@ class CpmDevice:
                 conn.send(make_response(message, 501, to_tag=sip.new_tag()))
             return
         try:
-            cpim = parse_cpim(message.body)
+            cpim = message_content(message.headers.get("Content-Type"), message.body,
+                                   sender=message.headers.get("From") or "", recipient=message.headers.get("To") or "")
+        except UnsupportedContent as exc:
+            refusal = make_response(message, 415, "Unsupported Media Type", to_tag=sip.new_tag())
+            refusal.headers.add("Accept", ", ".join(ACCEPTED_TYPES))
+            conn.send(refusal, note=str(exc))
+            return
         except CpimError as exc:
             conn.send(make_response(message, 400, f"Bad CPIM: {exc}"[:80], to_tag=sip.new_tag()))
             return

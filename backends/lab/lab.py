@@ -11,9 +11,9 @@ and the Maildirs live in a temporary folder that goes when the lab stops.
 from __future__ import annotations
 
 import asyncio
-import time
 import shutil
 import tempfile
+import time
 import weakref
 from functools import partial
 from pathlib import Path

@@ -24,6 +24,7 @@ from iwlab.backends.nodes.cpm_server.registrar import Binding, Registrar
 from iwlab.backends.nodes.cpm_server.replies import respond
 from iwlab.backends.nodes.cpm_server.store import MessageStore
 from iwlab.backends.protocols import sip
+from iwlab.backends.protocols.cpim import CpimError, parse_cpim
 from iwlab.backends.protocols.sip import (
     SipParseError,
     SipRequest,
@@ -243,8 +244,17 @@ class CpmServer:
         elif route.technology == CPM:
             binding = self.registrar.binding(user)
             assert binding is not None   # route CPM means a live binding
+            note = route.reason
+            if req.method == "MESSAGE" and binding.untagged:
+                adapted = for_plain_softphone(req)
+                if adapted is None:
+                    respond(conn, req, 200, "OK", note=f"IMDN not sent on: {user.name}'s client registered without "
+                                                       "CPM feature tags (a plain softphone) cannot read one")
+                    return
+                if adapted is not req:
+                    req, note = adapted, note + "; CPIM unwrapped to text/plain for a plain softphone"
             # RFC 3261 16.5/16.6: the registered Contact becomes the Request-URI.
-            self.proxy.forward(conn, req, binding.flow, note=route.reason, request_uri=binding.target)
+            self.proxy.forward(conn, req, binding.flow, note=note, request_uri=binding.target)
         elif route.technology == STORE and req.method == "MESSAGE":
             self.store.keep(user, req)
             respond(conn, req, 202, "Accepted (stored until the recipient registers)", note=route.reason)
@@ -317,3 +327,20 @@ def _reason_phrase(reason: str) -> str:
     """A parse error's reason, safe as a one-line ASCII reason phrase."""
     text = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in reason)
     return (text or "Bad Request")[:120]
+
+
+def for_plain_softphone(req: SipRequest) -> SipRequest | None:
+    """A MESSAGE as a client without CPM feature tags can show it: a CPIM envelope unwrapped to
+    its payload (text/plain, as such clients send and accept); None for an IMDN, which such a
+    client cannot read (its sender asked a CPM question); the request itself when not CPIM."""
+    if (req.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower() != "message/cpim":
+        return req
+    try:
+        cpim = parse_cpim(req.body)
+    except CpimError:
+        return req   # the device will say what is wrong with it
+    if cpim.is_imdn:
+        return None
+    plain = SipRequest(req.method, req.uri, req.headers.copy(), cpim.body, req.version)
+    plain.headers.set("Content-Type", cpim.content_type)
+    return plain

@@ -12,7 +12,7 @@ goes to the session leg first (an answer, a chat message, a chat request), else 
 from __future__ import annotations
 
 import ssl
-from typing import Callable
+from typing import Callable, Sequence
 
 from iwlab.backends.directory import NodeDirectory
 from iwlab.backends.nodes.iwf.cpm_leg import Answer, CpmLeg
@@ -22,7 +22,7 @@ from iwlab.backends.nodes.iwf.sessions import SESSION_METHODS, IwfSessions
 from iwlab.backends.nodes.iwf.sms_leg import SmsLeg
 from iwlab.backends.nodes.iwf.threads import ThreadMap
 from iwlab.backends.protocols import mail, sip, smstext
-from iwlab.backends.protocols.cpim import CpimError, parse_cpim
+from iwlab.backends.protocols.cpim import ACCEPTED_TYPES, CpimError, UnsupportedContent, message_content
 from iwlab.backends.protocols.sip import (
     SipParseError,
     SipRequest,
@@ -149,8 +149,13 @@ class Iwf:
         if recipient is None:
             self._respond(conn, req, 404, "User Not Found")
             return
-        try:
-            cpim = parse_cpim(req.body)
+        try:   # CPIM from CPM clients, a bare text/plain body from plain softphones
+            cpim = message_content(req.headers.get("Content-Type"), req.body, sender=req.headers.get("From") or "",
+                                   recipient=req.headers.get("To") or "")
+        except UnsupportedContent as exc:
+            self._respond(conn, req, 415, f"Unsupported Media Type: {exc}"[:100],
+                          headers=[("Accept", ", ".join(ACCEPTED_TYPES))])
+            return
         except CpimError as exc:
             self._respond(conn, req, 400, f"Bad CPIM body: {exc}"[:100])
             return
@@ -168,10 +173,14 @@ class Iwf:
             answer = self.sms.take_message(req, cpim, recipient)
         self._respond(conn, req, answer.status, answer.reason, note=answer.note)
 
-    def _respond(self, conn: SipConnection, req: SipRequest, status: int, reason: str, note: str = "") -> None:
+    def _respond(self, conn: SipConnection, req: SipRequest, status: int, reason: str, note: str = "",
+                 headers: Sequence[tuple[str, str]] = ()) -> None:
         if req.method == "ACK":
             return
+        response = make_response(req, status, reason, to_tag=sip.new_tag())
+        for name, value in headers:
+            response.headers.add(name, value)
         try:
-            conn.send(make_response(req, status, reason, to_tag=sip.new_tag()), note=note)
+            conn.send(response, note=note)
         except SipConnectionClosed:
             pass
