@@ -10,7 +10,7 @@ import importlib.metadata
 import os
 import sys
 
-from iwlab.backends.topology import TopologyError, load_topology
+from iwlab.backends.topology import TopologyError, load_topology, parse_hosts
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--topology", metavar="FILE", help="lab topology (TOML); default: the bundled lab")
+        p.add_argument("--host", metavar="ADDR[,ADDR]", default=None,
+                       help="listen on these addresses (IPv4 and/or IPv6, e.g. 127.0.0.1,::1); default: the "
+                            "topology's, loopback only")
         p.add_argument("--port-base", type=int, default=None, metavar="N",
                        help="0: free ports; N: shift every default port by N-5060 (default: 5060, 5062, 2775 ...)")
 
@@ -65,6 +68,9 @@ def version() -> str:
 
 def load(args: argparse.Namespace):
     topology = load_topology(args.topology)
+    if args.host:
+        topology.hosts = parse_hosts(args.host)
+        topology.host = topology.hosts[0]
     if args.port_base is not None:
         if args.port_base == 0:
             topology.with_free_ports()

@@ -52,12 +52,17 @@ def _print_event(event: TraceEvent) -> None:
 
 
 def endpoints_table(lab: Lab) -> str:
-    rows = [(f"SIP  {domain}", address) for domain, address in lab.endpoints()["sip"].items()]
+    """Every listener, as people point clients at them, then who is simulated and who is not."""
     endpoints = lab.endpoints()
-    if "iwf_sip" in endpoints:
-        rows.append(("SIP  IWF (interworking function)", endpoints["iwf_sip"]))
-    if "smpp" in endpoints:
-        rows.append(("SMPP SMSC", endpoints["smpp"]))
+    rows = []
+    for item in endpoints["listeners"]:
+        what = f"{item['protocol'].upper():<4} {item['transport'].upper():<3}"
+        who = f"{item['node']} ({item['domain']})" if item.get("domain") else item["node"]
+        rows.append((f"{what} {who}", item["address"]))
+    if "maildir" in endpoints:
+        rows.append(("Maildir (what John's mail client reads)", endpoints["maildir"]))
+    if "ca" in endpoints:
+        rows.append(("TLS: the lab's CA certificate (trust it in clients)", endpoints["ca"]))
     width = max(len(name) for name, _ in rows)
     lines = [f"  {name:<{width}}  {address}" for name, address in rows]
     users = []

@@ -166,11 +166,11 @@ class Lab:
                 await self.cpm_servers[op.id].start(op.sip_port, hosts=hosts, tls=tls, tls_port=op.sip_tls_port or 0)
             iwf_op = self.topology.iwf_operator()
             if self.smsc and self.iwf and iwf_op:
-                await self.smsc.start(self.host, iwf_op.smpp_port or 0)
+                await self.smsc.start(hosts, iwf_op.smpp_port or 0)
                 await self.iwf.start(iwf_op.iwf_sip_port or 0, hosts=hosts, tls=tls,
                                      tls_port=iwf_op.iwf_sip_tls_port or 0)
             if self.mail and iwf_op:
-                await self.mail.start(self.host, iwf_op.smtp_port or 0)
+                await self.mail.start(hosts, iwf_op.smtp_port or 0)
             for device in self.devices.values():
                 await device.start()
             if self.iwf and self.iwf.sms.esme:
@@ -215,14 +215,16 @@ class Lab:
             result["iwf_sip"] = here(self.iwf.port)
             listeners += [{"node": self.iwf.name, "domain": self.iwf.operator.cpm_domain, "protocol": "sip",
                            "transport": item.transport, "address": item.address} for item in self.iwf.sip.listeners]
+        hosts = self.topology.hosts or [self.host]
         if self.smsc:
             result["smpp"] = here(self.smsc.port)
-            listeners.append({"node": "SMSC", "protocol": "smpp", "transport": "tcp", "address": result["smpp"]})
+            listeners += [{"node": "SMSC", "protocol": "smpp", "transport": "tcp",
+                           "address": sip.hostport(host, self.smsc.port)} for host in hosts]
         if self.mail:
             result["smtp"] = here(self.mail.port)
             result["maildir"] = str(self.mail.maildir_root)
-            listeners.append({"node": "Mail", "domain": self.mail.hostname, "protocol": "smtp", "transport": "tcp",
-                              "address": result["smtp"]})
+            listeners += [{"node": "Mail", "domain": self.mail.hostname, "protocol": "smtp", "transport": "tcp",
+                           "address": sip.hostport(host, self.mail.port)} for host in hosts]
         result["listeners"] = listeners
         if self.ca is not None:
             result["ca"] = str(self.ca.ca_file)

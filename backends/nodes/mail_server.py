@@ -42,6 +42,7 @@ from aiosmtpd.smtp import Envelope, Session
 from iwlab.backends.directory import NodeDirectory
 from iwlab.backends.protocols.mail import why_malformed
 from iwlab.backends.trace import Trace
+from iwlab.backends.transports.listen import listen_on
 from iwlab.backends.transports.smtp_server import TracedSMTP, cut
 
 MAX_RECIPIENTS = 100
@@ -69,13 +70,14 @@ class MailServer:
         self.relay_timeout = relay_timeout
         self.on_delivered: list[DeliveredCallback] = []
         self.port: int | None = None
+        self._servers: list[asyncio.Server] = []
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[TracedSMTP] = set()
         self._maildirs: dict[str, mailbox.Maildir] = {}
         self._session_ids = itertools.count(1)
 
     # -- lifecycle ---------------------------------------------------------------------
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+    async def start(self, host: str | list[str] = "127.0.0.1", port: int = 0) -> int:
         if self._server and self.port is not None:
             return self.port
         loop = asyncio.get_running_loop()
@@ -84,7 +86,8 @@ class MailServer:
         # a reader never sees a half-made one (cur/ missing) or races the first delivery to create it.
         for address in self.known_mailboxes or ():
             self.maildir(address)
-        self._server = await loop.create_server(lambda: TracedSMTP(self, loop), host, port)
+        self._servers = await listen_on(lambda: TracedSMTP(self, loop), host, port)
+        self._server = self._servers[0]
         self.port = port = self._server.sockets[0].getsockname()[1]
         return port
 
@@ -92,7 +95,9 @@ class MailServer:
         server, self._server = self._server, None
         if server is None:
             return
-        server.close()
+        servers, self._servers = self._servers, []
+        for each in servers:
+            each.close()
         connections = list(self._connections)
         for connection in connections:
             if connection.transport is not None:
@@ -101,7 +106,8 @@ class MailServer:
         tasks = [t for c in connections if (t := c.session_task) and not t.done()]
         if tasks:
             await asyncio.wait(tasks, timeout=2)
-        await server.wait_closed()
+        for each in servers:
+            await each.wait_closed()
 
     # -- connections (called by TracedSMTP) --------------------------------------------
     @property

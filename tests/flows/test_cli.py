@@ -46,7 +46,8 @@ def test_serve_writes_endpoints_prints_pdus_and_stops_cleanly_on_sigterm(tmp_pat
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    assert "SIP  cpm-a.lab" in out and "SMPP SMSC" in out
+    assert "SIP  UDP CPM-A (cpm-a.lab)" in out and "SIP  TLS CPM-B (cpm-b.lab)" in out and "SMPP TCP SMSC" in out
+    assert "SMTP TCP Mail" in out and "Maildir" in out and "ca.pem" in out
     assert "Mary" in out and "not simulated" in out
     assert "REGISTER sip:cpm-a.lab" in out          # one line per PDU, live
     assert "Stopping the lab" in out

@@ -165,3 +165,32 @@ def test_sipp_as_mary_answers_486_and_gets_the_ack(lab_factory, tmp_path):
     while not all(hop in acks() for hop in wanted) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert all(hop in acks() for hop in wanted), acks()
+
+
+@pytest.mark.parametrize("transport, family", [("u1", "127.0.0.1"), ("t1", "::1")],
+                         ids=["udp-ipv4", "tcp-ipv6"])
+def test_sipp_as_mary_writes_to_peter(lab_factory, topology, tmp_path, transport, family):
+    """CPM-IOP-001: the same message from a client nobody here wrote, over UDP on IPv4 and over TCP on IPv6."""
+    topology.hosts = ["127.0.0.1", "::1"]
+    lab = lab_factory(devices="none")
+    address = next(item["address"] for item in lab.lab.endpoints()["listeners"]
+                   if item["node"] == "CPM-A" and item["transport"] == ("udp" if transport == "u1" else "tcp")
+                   and (":" in item["address"].rsplit(":", 1)[0]) == (":" in family))
+    peter = SmppHandset(lab.lab.endpoints()["smpp"], "15550201")
+    try:
+        sipp = subprocess.Popen(
+            [SIPP, address, "-sf", str(SCENARIOS / "uac_register_message.xml"), "-t", transport, "-i", family,
+             "-m", "1", "-timeout", "30s", "-recv_timeout", "20000", "-nostdin", "-trace_err",
+             "-error_file", str(tmp_path / "sipp-errors.log")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
+        _, err = sipp.communicate(timeout=40)
+        errors = tmp_path / "sipp-errors.log"
+        assert sipp.returncode == 0, (err.decode(errors="replace")[-2000:],
+                                      errors.read_text(errors="replace")[-2000:] if errors.exists() else "")
+        text = received_text(peter.next_message(timeout=15)).strip()
+        assert text == f"Hello from sipp over {'UDP' if transport == 'u1' else 'TCP'}"
+    finally:
+        peter.close()
+    message = next(e for e in lab.lab.trace.events() if e.summary.startswith("MESSAGE") and e.dst == "CPM-A")
+    assert message.transport == ("udp" if transport == "u1" else "tcp")
+    assert (":" in message.src_address[0]) == (family == "::1")

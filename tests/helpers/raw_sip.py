@@ -8,13 +8,13 @@ from __future__ import annotations
 import socket
 import uuid
 
-from iwlab.backends.protocols.sip import SipRequest, SipResponse, SipStreamParser
+from iwlab.backends.protocols.sip import SipRequest, SipResponse, SipStreamParser, hostport
 
 
 class RawSipClient:
     def __init__(self, address: str, timeout: float = 10.0) -> None:
         host, port = address.rsplit(":", 1)
-        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+        self.sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
         self.local = self.sock.getsockname()
         self.parser = SipStreamParser()
         self.inbox: list[SipRequest | SipResponse] = []
@@ -52,7 +52,7 @@ class RawSipClient:
         call_id = uuid.uuid4().hex
         lines = [
             f"{method} {uri} SIP/2.0",
-            f"Via: SIP/2.0/TCP {self.local[0]}:{self.local[1]};branch=z9hG4bK{uuid.uuid4().hex[:16]}",
+            f"Via: SIP/2.0/TCP {hostport(self.local[0], self.local[1])};branch=z9hG4bK{uuid.uuid4().hex[:16]}",
             "Max-Forwards: 70",
             f"From: <{from_uri}>;tag={uuid.uuid4().hex[:8]}",
             f"To: <{to_uri}>",
@@ -67,7 +67,7 @@ class RawSipClient:
         return call_id
 
     def register(self, aor: str, domain: str, expires: int = 600) -> SipResponse:
-        contact = (f"<sip:{aor.split(':')[1].split('@')[0]}@{self.local[0]}:{self.local[1]};transport=tcp>"
+        contact = (f"<sip:{aor.split(':')[1].split('@')[0]}@{hostport(self.local[0], self.local[1])};transport=tcp>"
                    ';+g.3gpp.icsi-ref="urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.msg"')
         call_id = self.request("REGISTER", f"sip:{domain}", from_uri=aor, to_uri=aor,
                                extra=[f"Contact: {contact}", f"Expires: {expires}"])

@@ -19,6 +19,7 @@ from iwlab.backends.nodes.smsc.message import Message
 from iwlab.backends.nodes.smsc.session import SmppSession
 from iwlab.backends.store import Store
 from iwlab.backends.trace import Trace
+from iwlab.backends.transports.listen import listen_on
 
 
 @dataclass
@@ -59,6 +60,7 @@ class Smsc:
         self._delivery = Delivery(self._events, self.name_for, validity_seconds=validity_seconds,
                                   retry_seconds=retry_seconds, response_seconds=response_seconds,
                                   store=(store or Store()).queue(f"{name} held"))
+        self._servers: list[asyncio.Server] = []
         self._restored = False
 
     # The delivery's settings, here where the lab and the tests set them.
@@ -90,7 +92,7 @@ class Smsc:
         self._delivery.response_seconds = value
 
     # -- lifecycle --------------------------------------------------------------------
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+    async def start(self, host: str | list[str] = "127.0.0.1", port: int = 0) -> int:
         if self._server and self.port is not None:
             return self.port
         loop = asyncio.get_running_loop()
@@ -98,7 +100,8 @@ class Smsc:
         if not self._restored:   # once per process: a stop and start keeps the mailboxes in memory
             self._restored = True
             self._delivery.restore()
-        self._server = await loop.create_server(lambda: SmppSession(self, self._delivery, loop), host, port)
+        self._servers = await listen_on(lambda: SmppSession(self, self._delivery, loop), host, port)
+        self._server = self._servers[0]
         self.port = port = self._server.sockets[0].getsockname()[1]
         self._delivery.start()
         return port
@@ -108,7 +111,9 @@ class Smsc:
         if server is None:
             return
         self._delivery.halt()
-        server.close()
+        servers, self._servers = self._servers, []
+        for each in servers:
+            each.close()
         sessions = list(self._sessions)
         for session in sessions:
             session.close()
@@ -117,7 +122,8 @@ class Smsc:
             for session in sessions:
                 if not session.gone.done():
                     session.abort()
-        await server.wait_closed()
+        for each in servers:
+            await each.wait_closed()
         await self._delivery.stop()
 
     # -- events for the lab -------------------------------------------------------------
