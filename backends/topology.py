@@ -15,6 +15,7 @@ from typing import Any
 
 DEVICE_KINDS = ("cpm", "sms", "email")
 UNTAGGED_POLICIES = ("cpm", "not-cpm")
+SIP_TRANSPORTS = ("udp", "tcp", "tls")
 THREAD_POLICIES = ("last", "pool")   # how the IWF ties an SMS reply to a CPM thread (nodes/iwf/threads.py)
 
 
@@ -78,6 +79,7 @@ class User:
     cpm_registered: bool = False
     cpm_capable: bool = True
     roaming_without_cpm: bool = False
+    sip_transport: str = "tcp"          # how a simulated CPM phone reaches its server: udp | tcp | tls
 
     @property
     def msisdn(self) -> str | None:
@@ -298,9 +300,12 @@ def parse_topology(data: dict[str, Any], source: str = "<memory>") -> Topology:
             cpm_registered=bool(raw.get("cpm_registered", False)),
             cpm_capable=bool(raw.get("cpm_capable", raw.get("device") == "cpm")),
             roaming_without_cpm=bool(raw.get("roaming_without_cpm", False)),
+            sip_transport=str(raw.get("sip_transport", "tcp")).lower(),
         )
         if user.operator not in ids:
             raise TopologyError(f"{source}: {where} ({user.name}) names unknown operator {user.operator!r}")
+        if user.sip_transport not in SIP_TRANSPORTS:
+            raise TopologyError(f"{source}: {where} ({user.name}) sip_transport must be one of {SIP_TRANSPORTS}")
         if user.device not in DEVICE_KINDS:
             raise TopologyError(f"{source}: {where} ({user.name}) device must be one of {DEVICE_KINDS}")
         if user.tel and not user.tel.startswith("+"):

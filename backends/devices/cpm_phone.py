@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import logging
 import re
+import ssl
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ from iwlab.backends.transports.sip import (
     SipConnectionClosed,
     open_connection,
 )
+from iwlab.backends.transports.sip_udp import open_udp_flow
 
 log = logging.getLogger(__name__)
 Address = tuple[str, int]
@@ -78,10 +80,13 @@ class ChatMessage:
 
 class CpmDevice:
     def __init__(self, user: User, topology: Topology, nodes: NodeDirectory, *,
-                 server_address: Callable[[], Address | None], register_expires: int = 600,
-                 sessions_trace: Trace | None = None, sessions_host: str | None = None) -> None:
-        """server_address: the home CPM server, once it runs; sessions_host: given, the phone also
-        does chat sessions (its MSRP listener binds there and records into sessions_trace)."""
+                 server_address: Callable[[str], Address | None], register_expires: int = 600,
+                 sessions_trace: Trace | None = None, sessions_host: str | None = None,
+                 tls_context: Callable[[], ssl.SSLContext | None] = lambda: None) -> None:
+        """server_address(transport): the home CPM server's udp/tcp/tls listener, once it runs;
+        sessions_host: given, the phone also does chat sessions (its MSRP listener binds there and
+        records into sessions_trace); tls_context: what the phone trusts for SIP over TLS."""
+        self._tls_context = tls_context
         self.user = user
         self.topology = topology
         self.nodes = nodes
@@ -124,12 +129,21 @@ class CpmDevice:
         """The flow to the home CPM server, opened if need be; the phone's sessions share it."""
         async with self._connecting:   # two sends at once must share one flow, in order
             if self.connection is None or not self.connection.is_open:
-                address = self._server_address()
+                transport = self.user.sip_transport
+                address = self._server_address(transport)
                 if address is None:
-                    raise OSError(f"{self.domain}'s CPM server is not running")
+                    raise OSError(f"{self.domain}'s CPM server is not running ({transport})")
                 host, port = address
-                self.connection = await open_connection(host, port, self._on_sip, local_name=self.name,
-                                                        nodes=self.nodes, on_close=self._closed)
+                if transport == "udp":
+                    self.connection = await open_udp_flow(host, port, self._on_sip, local_name=self.name,
+                                                          nodes=self.nodes, on_close=self._closed)
+                else:
+                    context = self._tls_context() if transport == "tls" else None
+                    if transport == "tls" and context is None:
+                        raise OSError("the lab has no TLS (its topology turns it off)")
+                    self.connection = await open_connection(host, port, self._on_sip, local_name=self.name,
+                                                            nodes=self.nodes, on_close=self._closed, tls=context,
+                                                            server_hostname=self.domain)
             return self.connection
 
     def _closed(self, conn: SipConnection) -> None:
@@ -141,7 +155,7 @@ class CpmDevice:
         conn = await self.connect()
         expires = self.register_expires if expires is None else expires
         host, port = conn.local_address
-        contact = f"<sip:{self.user.id}@{sip.hostport(host, port)};transport=tcp>"
+        contact = f"<sip:{self.user.id}@{sip.hostport(host, port)};transport={conn.transport_name}>"
         # A device that is not CPM-capable still says what it is (an IMS voice phone): no tag at
         # all is how a plain softphone registers, which the topology's policy may count as CPM.
         contact += f';+g.3gpp.icsi-ref="{CPM_MSG_ICSI if self.user.cpm_capable else MMTEL_ICSI}"'
@@ -181,13 +195,21 @@ class CpmDevice:
         return await self.register(expires=0)
 
     async def set_state(self, *, registered: bool | None = None, cpm_capable: bool | None = None,
-                        roaming_without_cpm: bool | None = None) -> None:
-        """Change the device's conditions as a trainer would (ARCHITECTURE §2)."""
+                        roaming_without_cpm: bool | None = None, sip_transport: str | None = None) -> None:
+        """Change the device's conditions as a trainer would (ARCHITECTURE §2); a new transport
+        means a new flow to the server, and registering again over it."""
+        was_registered = self.registered
+        if sip_transport is not None and sip_transport != self.user.sip_transport:
+            self.user.sip_transport = sip_transport
+            if self.connection is not None:
+                self.connection.close()
+                await self.connection.closed
+                self.connection = None
         if cpm_capable is not None:
             self.user.cpm_capable = cpm_capable
         if roaming_without_cpm is not None:
             self.user.roaming_without_cpm = roaming_without_cpm
-        want = self.registered if registered is None else registered
+        want = was_registered if registered is None else registered
         if self.user.roaming_without_cpm:
             want = False   # a network without CPM offers no CPM registration
         self.user.cpm_registered = want

@@ -119,7 +119,7 @@ class CpmSessions:
 
     def _contact(self, conn: SipConnection) -> str:
         host, port = conn.local_address
-        return f"<sip:{self.device.user.id}@{sip.hostport(host, port)};transport=tcp>"
+        return f"<sip:{self.device.user.id}@{sip.hostport(host, port)};transport={conn.transport_name}>"
 
     def _peer(self, to: User | str) -> tuple[str, str]:
         uri = to.cpm_uri if isinstance(to, User) else to

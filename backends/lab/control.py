@@ -12,6 +12,7 @@ from iwlab.backends.devices.cpm_phone import CpmDevice
 from iwlab.backends.devices.email_client import EmailClient
 from iwlab.backends.devices.sms_handset import SmsHandset
 from iwlab.backends.lab.lab import Lab
+from iwlab.backends.topology import SIP_TRANSPORTS
 
 HELP = """commands:
   state USER [registered=yes|no] [capable=yes|no] [roaming=yes|no]   change a user's device conditions
@@ -72,25 +73,30 @@ def _user(lab: Lab, user_id: str):
 
 async def _state(lab: Lab, args: list[str]) -> str:
     if not args:
-        raise CommandError("state USER [registered=yes|no] [capable=yes|no] [roaming=yes|no]")
+        raise CommandError("state USER [registered=yes|no] [capable=yes|no] [roaming=yes|no] [transport=udp|tcp|tls]")
     user = _user(lab, args[0])
-    changes: dict[str, bool] = {}
+    changes: dict[str, bool | str] = {}
     names = {"registered": "registered", "capable": "cpm_capable", "roaming": "roaming_without_cpm"}
     for arg in args[1:]:
         key, sep, value = arg.partition("=")
+        if sep and key == "transport":
+            if value.lower() not in SIP_TRANSPORTS:
+                raise CommandError(f"transport must be one of {', '.join(SIP_TRANSPORTS)}")
+            changes["sip_transport"] = value.lower()
+            continue
         if not sep or key not in names:
-            raise CommandError(f"unknown setting {arg!r}; use registered=, capable=, roaming=")
+            raise CommandError(f"unknown setting {arg!r}; use registered=, capable=, roaming=, transport=")
         changes[names[key]] = _flag(value, key)
     device = lab.devices.get(user.id)
     if not isinstance(device, CpmDevice):
         device = lab.cpm_apps.get(user.id, device)   # a legacy user's CPM app, if given one
     if not isinstance(device, CpmDevice) and "registered" in changes:
         # A legacy user registering to CPM means a CPM app beside the handset.
-        device = await lab.set_cpm_app(user.id, changes["registered"])
+        device = await lab.set_cpm_app(user.id, bool(changes["registered"]))
         if device is None:
             changes.pop("registered")
     if isinstance(device, CpmDevice):
-        await device.set_state(**changes)
+        await device.set_state(**changes)   # type: ignore[arg-type]  # names and types checked above
     else:
         for name, flag in changes.items():
             setattr(user, name, flag)
@@ -102,7 +108,7 @@ def _describe(lab: Lab, user) -> str:
     route = server.route_for(user)
     return (f"{user.name}: registered={'yes' if server.is_registered(user) else 'no'} "
             f"capable={'yes' if user.cpm_capable else 'no'} roaming={'yes' if user.roaming_without_cpm else 'no'}"
-            f" -> {route.reason}")
+            + (f" transport={user.sip_transport}" if user.device == "cpm" else "") + f" -> {route.reason}")
 
 
 async def _users(lab: Lab, args: list[str]) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import ssl
 import tempfile
 import time
 import weakref
@@ -98,7 +99,8 @@ class Lab:
             if user.device == "cpm":
                 op_id = user.operator
                 self.devices[user.id] = CpmDevice(user, topology, self.nodes, server_address=partial(
-                    self._sip_address_of, op_id), sessions_trace=self.trace, sessions_host=self.host)
+                    self._sip_address_of, op_id), sessions_trace=self.trace, sessions_host=self.host,
+                    tls_context=self._tls_client_context)
             elif user.device == "email" and self.mail and user.email:
                 client = EmailClient(user, topology, self.nodes, smtp_address=self._mail_address)
                 self.mail.on_delivered.append(client.delivered)
@@ -132,9 +134,16 @@ class Lab:
         user = self.topology.user_by_email(address)
         return user.name if user else None
 
-    def _sip_address_of(self, operator_id: str) -> tuple[str, int] | None:
+    def _tls_client_context(self) -> ssl.SSLContext | None:
+        return self.ca.client_context() if self.ca else None
+
+    def _sip_address_of(self, operator_id: str, transport: str = "tcp") -> tuple[str, int] | None:
+        """An operator's CPM server: its listener for `transport` on the lab's first address."""
         server = self.cpm_servers.get(operator_id)
-        return (self.host, server.port) if server and server.port else None
+        if server is None or not server.port:
+            return None
+        listener = next((item for item in server.sip.listeners if item.transport == transport), None)
+        return (listener.host, listener.port) if listener else None
 
     def _smsc_address(self) -> tuple[str, int]:
         assert self.smsc is not None and self.smsc.port, "the SMSC starts before its clients"
@@ -250,7 +259,8 @@ class Lab:
         app = self.cpm_apps.get(user_id)
         if installed and app is None and user.device != "cpm":
             app = self.cpm_apps[user_id] = CpmDevice(
-                user, self.topology, self.nodes, server_address=lambda: self._sip_address_of(user.operator))
+                user, self.topology, self.nodes, server_address=partial(self._sip_address_of, user.operator),
+                tls_context=self._tls_client_context)
             user.cpm_registered = True
             await app.start()
         elif not installed and app is not None:

@@ -29,7 +29,7 @@ from iwlab.backends.trace import TraceEvent
 
 ACTIONS = ("send", "reply", "wait", "state", "start_session", "accept_session", "session_send", "end_session")
 STATE_KEYS = ("registered", "capable", "roaming")
-CHECKS = ("delivered", "route", "addressed_to_person", "threaded", "session_established")
+CHECKS = ("delivered", "route", "addressed_to_person", "threaded", "session_established", "networks")
 
 
 class ScenarioError(ValueError):
@@ -44,7 +44,7 @@ class Step:
     sender: str = ""           # user id ("from")
     recipient: str = ""        # user id ("to")
     text: str = ""
-    state: dict[str, bool] = field(default_factory=dict)   # "state": the user's new conditions
+    state: dict[str, bool | str] = field(default_factory=dict)   # "state": the user's new conditions
 
 
 @dataclass
@@ -108,7 +108,7 @@ def scenario_dir() -> Path:
     return Path(str(resources.files("iwlab.resources").joinpath("scenarios")))
 
 
-REQUIRED_PARAMS = {"delivered": ("to", "texts"), "route": ("note",), "addressed_to_person": ("from", "to"),
+REQUIRED_PARAMS = {"networks": ("from", "to", "over"), "delivered": ("to", "texts"), "route": ("note",), "addressed_to_person": ("from", "to"),
                    "threaded": ("to", "text", "answers"), "session_established": ("answered_to",)}
 
 
@@ -133,7 +133,8 @@ def load_scenario(path: Path) -> Scenario:
     try:
         steps = [Step(action=s["action"], explain=s.get("explain", "").strip(), seed_step=str(s.get("seed_step", "")),
                       sender=s.get("from", s.get("user", "")), recipient=s.get("to", ""), text=s.get("text", ""),
-                      state={k: bool(s[k]) for k in STATE_KEYS if k in s})
+                      state={**{k: bool(s[k]) for k in STATE_KEYS if k in s},
+                             **({"transport": str(s["transport"])} if "transport" in s else {})})
                  for s in data.get("steps", [])]
         checks = [Check(kind=c["kind"], requirements=list(c.get("requirements", [])),
                         params={k: v for k, v in c.items() if k not in ("kind", "requirements")})
@@ -265,7 +266,8 @@ class ScenarioRun:
         if step.action == "wait":
             return
         if step.action == "state":   # the same command a trainer types in `iwlab serve`
-            settings = " ".join(f"{k}={'yes' if v else 'no'}" for k, v in step.state.items())
+            settings = " ".join(f"{k}={v if isinstance(v, str) else 'yes' if v else 'no'}"
+                                for k, v in step.state.items())
             answer = await run_command(self.lab, f"state {step.sender} {settings}")
             if answer.startswith("error"):
                 raise ScenarioError(f"{self.scenario.id}: {answer}")
@@ -352,7 +354,8 @@ def _inbox_texts(device) -> list[str]:
 
 def evaluate(check: Check, events: list[TraceEvent], lab: Lab) -> CheckResult:
     return {"delivered": _delivered, "route": _route, "addressed_to_person": _addressed,
-            "threaded": _threaded, "session_established": _session_established}[check.kind](check, events, lab)
+            "threaded": _threaded, "session_established": _session_established,
+            "networks": _networks}[check.kind](check, events, lab)
 
 
 def _delivered(check: Check, events: list[TraceEvent], lab: Lab) -> CheckResult:
@@ -440,3 +443,25 @@ def requirement_verdicts(verdicts: list[Verdict], requirements: dict[str, str]) 
                     state = "passed"
                 table[rid] = (state, rows + result.evidence)
     return table
+
+
+def _networks(check: Check, events: list[TraceEvent], lab: Lab) -> CheckResult:
+    """CPM-IOP-001: the same messages got through over every transport (and address family) the
+    sender used: each of the sender's MESSAGEs, as its first hop carried it, reached the recipient."""
+    sender, recipient = lab.topology.user(check.params["from"]), lab.topology.user(check.params["to"])
+    arrived = {text for _, text in received_by(recipient, events)}
+    first_hops = [e for e in events if e.protocol == "SIP" and e.src == sender.name and not e.is_response
+                  and e.summary.startswith("MESSAGE") and "imdn" not in (e.fields.get("cpim") or {}).get(
+                      "Content-Type", "")]
+    through: dict[str, list[int]] = {}
+    for event in first_hops:
+        text = (event.fields.get("cpim") or {}).get("body", event.fields.get("body"))
+        if text in arrived and event.src_address:
+            family = "IPv6" if ":" in event.src_address[0] else "IPv4"
+            through.setdefault(f"{event.transport}/{family}", []).append(event.seq)
+    wanted = [str(t).lower() for t in check.params["over"]]
+    missing = [t for t in wanted if not any(key.startswith(f"{t}/") for key in through)]
+    detail = (f"{sender.name}'s messages reached {recipient.name} over {', '.join(sorted(through)) or 'nothing'}"
+              + (f"; none over {', '.join(missing)}" if missing else ""))
+    return CheckResult(check, not missing, detail, [seqs[0] for seqs in through.values()],
+                       decided_failure=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import Callable
 
 from iwlab.backends.directory import NodeDirectory, outside_name
@@ -194,7 +195,7 @@ class SipConnection(asyncio.Protocol):
         self.trace.record(src, dst, "SIP", summary, raw=raw if raw is not None else message.to_bytes(),
                           fields=fields, is_response=isinstance(message, SipResponse),
                           correlation=correlation, note=note, addresses=ends,
-                          transport="udp" if self.transport_name == "udp" else "tcp")
+                          transport=self.transport_name)
 
 
 def stamp_transport(message: SipMessage, transport: str) -> None:
@@ -208,16 +209,18 @@ def stamp_transport(message: SipMessage, transport: str) -> None:
 async def open_connection(host: str, port: int, on_message: MessageHandler, *, local_name: str,
                           nodes: NodeDirectory | None, trace: Trace | None = None,
                           on_close: Callable[[SipConnection], None] | None = None,
-                          annotate: Callable[[str, str], None] | None = None) -> SipConnection:
+                          annotate: Callable[[str, str], None] | None = None,
+                          tls: ssl.SSLContext | None = None, server_hostname: str | None = None) -> SipConnection:
     """Connect as an in-lab client: claim our local address so the server can name us.
 
-    The server end records; `annotate` (Trace.annotate) carries our notes to it.
+    The server end records; `annotate` (Trace.annotate) carries our notes to it. With `tls`,
+    the connection is SIP over TLS, the server's certificate checked for `server_hostname`.
     """
     loop = asyncio.get_running_loop()
     _, conn = await loop.create_connection(
         lambda: SipConnection(on_message, local_name=local_name, trace=trace, nodes=nodes, on_close=on_close,
                               annotate=annotate),
-        host, port)
+        host, port, ssl=tls, server_hostname=server_hostname if tls else None)
     if nodes is not None:
         nodes.claim(conn.local_address, local_name)
     return conn

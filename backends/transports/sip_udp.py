@@ -216,3 +216,21 @@ async def open_udp_endpoint(host: str, port: int, on_message: MessageHandler, *,
                                annotate=annotate),
         local_addr=(host, port))
     return endpoint
+
+
+async def open_udp_flow(host: str, port: int, on_message: MessageHandler, *, local_name: str,
+                        nodes: NodeDirectory | None, on_close: Callable[[SipConnection], None] | None = None,
+                        annotate: Callable[[str, str], None] | None = None) -> SipUdpFlow:
+    """A UDP "connection" for an in-lab client (a phone set to UDP): a socket of its own, one flow
+    to the server; closing the flow closes the socket. The local address is claimed, so the
+    server (the recording end) names us."""
+    def closed(flow: SipConnection) -> None:
+        endpoint.close()
+        if on_close is not None:
+            on_close(flow)
+    family_host = "::1" if ":" in host else "127.0.0.1"
+    endpoint = await open_udp_endpoint(family_host, 0, on_message, local_name=local_name, nodes=nodes,
+                                       on_close=closed, annotate=annotate)
+    if nodes is not None:
+        nodes.claim(endpoint.local_address, local_name)
+    return endpoint.flow((host.strip("[]"), port))

@@ -146,3 +146,17 @@ def test_two_scenarios_with_one_id_are_refused(tmp_path):
         (tmp_path / name).write_text('id = "same"\ntitle = "t"\n')
     with pytest.raises(ScenarioError, match="already used"):
         load_scenarios(tmp_path)
+
+
+def test_without_tls_the_all_networks_requirement_fails(lab_factory, topology):
+    """CPM-IOP-001 is exercised, not assumed: a lab without TLS cannot pass its TLS step."""
+    topology.tls = False
+    lab = lab_factory()
+    run = ScenarioRun(lab.lab, SCENARIOS["IOP-001-networks"], timeout=5)
+    try:
+        verdict = lab.run(run.play(), timeout=60)
+    except ScenarioError as exc:
+        verdict = run.failed(str(exc))
+    assert not verdict.passed
+    assert requirement_verdicts([verdict], load_requirements())["CPM-IOP-001"][0] == "failed"
+    lab.run(lab.lab.device("mary").set_state(sip_transport="tcp"))   # back for the fixture's stop
