@@ -101,8 +101,12 @@ def check(accepted: list[str], arrived: list[str]) -> None:
     assert not missing, f"{len(missing)} acknowledged messages lost, e.g. {missing[:5]}"
     first_arrivals = list(dict.fromkeys(arrived))
     assert first_arrivals == sorted(first_arrivals), "out of order"
+    # At least once, as SMPP allows no better: the one message each hop had in flight when the
+    # process died may come twice (the IWF's submit_sm whose answer it never saw, the SMSC's
+    # deliver_sm whose deliver_sm_resp it never read), and nothing else.
     duplicates = len(arrived) - len(first_arrivals)
-    assert duplicates <= 1, f"{duplicates} duplicates"
+    assert duplicates <= 2, f"{duplicates} duplicates"
+    assert all(arrived.count(text) <= 2 for text in first_arrivals)
 
 
 @pytest.mark.parametrize("count, kill_after, peter_bound", [
