@@ -328,9 +328,12 @@ class ScenarioRun:
             await sessions.end(session)
 
     def failed(self, reason: str) -> Verdict:
-        """A verdict for a scenario that could not be played to the end."""
-        check = Check("played", [], {})
-        return Verdict(self.scenario, [CheckResult(check, False, f"could not be played: {reason}")],
+        """A verdict for a scenario that could not be played to the end: it proves none of its
+        requirements, so each of them fails (with the reason), rather than going unexercised."""
+        requirements = list(dict.fromkeys(r for check in self.scenario.checks for r in check.requirements))
+        check = Check("played", requirements, {})
+        return Verdict(self.scenario, [CheckResult(check, False, f"could not be played: {reason}",
+                                                   decided_failure=True)],
                        self.first_seq + 1, self._last_seq(), self.started, time.time() - self.started)
 
     def verdict(self) -> Verdict:
