@@ -27,7 +27,7 @@ class Notices:
         self.endpoints_label.setText(text)
 
     def set_holdings(self, text: str) -> None:
-        self.holdings_label.setText(f"Held: {text}" if text else "")
+        self.holdings_label.setText(f"Held for later: {text}   " if text else "")
 
     def error(self, title: str, text: str) -> None:
         box = QMessageBox(QMessageBox.Icon.Critical, title, text, parent=self._window)

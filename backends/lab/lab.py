@@ -240,11 +240,11 @@ class Lab:
         return result
 
     def holdings(self) -> str:
-        """What the nodes hold for later, in a line: "IWF sms out 3 (oldest 12 s) · SMSC held 1"."""
+        """What the nodes hold for later, in a line: "IWF sms out 3 (oldest 12 s) · SMSC held 1" ("" for nothing)."""
         now = time.time()
         parts = [f"{owner} {count} (oldest {now - oldest:.0f} s)" for owner, (count, oldest)
                  in sorted(self.store.holdings().items()) if count and oldest is not None]
-        return " · ".join(parts) if parts else "nothing held"
+        return " · ".join(parts)
 
     def device(self, user_id: str) -> Device:
         return self.devices[user_id]
