@@ -64,3 +64,33 @@ def test_mary_to_john_takes_email(lab_factory):
                    for e in lab.lab.trace.events())
     finally:
         mary.close()
+
+
+def test_options_for_a_user_shows_the_cpm_tags_only_while_a_cpm_client_is_registered(lab_factory):
+    """Capability discovery (issue 17): Peter's home server answers for him, from his registration."""
+    from iwlab.backends.protocols.sip import SipResponse
+    from tests.helpers.raw_sip import RawSipClient
+    lab = lab_factory(devices="none")
+    endpoints = lab.lab.endpoints()
+    mary = RawSipClient(endpoints["sip"]["cpm-a.lab"])
+    try:
+        assert mary.register("sip:mary@cpm-a.lab", "cpm-a.lab").status == 200
+
+        def capabilities() -> SipResponse:
+            call_id = mary.request("OPTIONS", "tel:+15550201", from_uri="sip:mary@cpm-a.lab", to_uri="tel:+15550201")
+            return mary.response_to(call_id)
+        before = capabilities()
+        assert before.status == 200 and "icsi-ref" not in (before.headers.get("Contact") or "")
+        peter_app = RawSipClient(endpoints["sip"]["cpm-b.lab"])
+        assert peter_app.register("sip:+15550201@cpm-b.lab;user=phone", "cpm-b.lab").status == 200
+        during = capabilities()
+        assert "oma.cpm.msg" in (during.headers.get("Contact") or "")
+        peter_app.close()
+        deadline = time.monotonic() + 10
+        after = capabilities()
+        while "icsi-ref" in (after.headers.get("Contact") or "") and time.monotonic() < deadline:
+            time.sleep(0.05)
+            after = capabilities()
+        assert "icsi-ref" not in (after.headers.get("Contact") or "")   # the flow is gone: no CPM client
+    finally:
+        mary.close()

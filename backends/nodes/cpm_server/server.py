@@ -234,6 +234,9 @@ class CpmServer:
         self._terminate(conn, req, user)
 
     def _terminate(self, conn: SipConnection, req: SipRequest, user: User) -> None:
+        if req.method == "OPTIONS":
+            self._capabilities(conn, req, user)
+            return
         route = self.route_for(user)
         if route.technology == CPM and req.method == "MESSAGE" and self.store.waiting(user):
             # Older stored messages go first: this one waits behind them (seed 5.9.5 step 6).
@@ -262,6 +265,19 @@ class CpmServer:
             respond(conn, req, 480, "Temporarily Unavailable", note=route.reason)
         else:  # a legacy technology: the operator's interworking function takes it from here
             self.proxy.forward(conn, req, self.links.to_iwf(), note=route.reason, route=route)
+
+    def _capabilities(self, conn: SipConnection, req: SipRequest, user: User) -> None:
+        """Capability discovery (RFC 3840, GSMA IR.90 style): the user's home server answers from the
+        registration: the CPM feature tags while a CPM-capable device is registered, none otherwise
+        (then messages reach the user by their legacy service; the route reason says how)."""
+        binding = self.registrar.binding(user)
+        route = self.route_for(user)
+        tags = binding.icsi_refs if binding is not None and route.technology == CPM else ()
+        contact = f"<{user.cpm_uri}>" + (f';+g.3gpp.icsi-ref="{",".join(tags)}"' if tags else "")
+        note = f"capabilities of {user.name}: " + (
+            "CPM (" + ", ".join(t.replace("%3A", ":") for t in tags) + ")" if tags else f"no CPM now ({route.reason})")
+        respond(conn, req, 200, "OK", note=note,
+                extra_headers=[("Contact", contact), ("Accept", "message/cpim, text/plain" if tags else "text/plain")])
 
     # -- whose request is it ------------------------------------------------------
     def _strip_own_route(self, req: SipRequest) -> None:
