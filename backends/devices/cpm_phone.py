@@ -220,6 +220,19 @@ class CpmDevice:
         self.emit(ConditionsChanged(self.user))
 
     # -- sending ------------------------------------------------------------------
+    async def reachability(self, peer: User) -> str:
+        """How a message to `peer` would travel, as the network says before one is sent (an
+        OPTIONS to the peer, answered by their home server): "CPM", or "not CPM" (then the
+        network picks their legacy service). Shown beside the contact; never a choice to make."""
+        conn = await self.connect()
+        uri = peer.cpm_uri or ""
+        request = self.new_request("OPTIONS", uri, to=uri)
+        request.headers.add("Accept", "message/cpim, text/plain")
+        response = await conn.request(request)
+        if response.status != 200:
+            return f"unknown ({response.status} {response.reason})"
+        return "CPM" if "oma.cpm" in (response.headers.get("Contact") or "") else "not CPM"
+
     def contacts(self) -> list[User]:
         return [self.topology.user(contact) for contact in self.user.contacts]
 

@@ -94,3 +94,11 @@ def test_options_for_a_user_shows_the_cpm_tags_only_while_a_cpm_client_is_regist
         assert "icsi-ref" not in (after.headers.get("Contact") or "")   # the flow is gone: no CPM client
     finally:
         mary.close()
+
+
+def test_marys_phone_asks_how_a_message_would_reach_a_contact(lab_factory):
+    lab = lab_factory()
+    mary = lab.lab.device("mary")
+    assert lab.run(mary.reachability(lab.lab.user("peter"))) == "not CPM"
+    lab.run(lab.lab.set_cpm_app("peter", True))
+    assert lab.run(mary.reachability(lab.lab.user("peter"))) == "CPM"
