@@ -100,5 +100,6 @@ def test_marys_phone_asks_how_a_message_would_reach_a_contact(lab_factory):
     lab = lab_factory()
     mary = lab.lab.device("mary")
     assert lab.run(mary.reachability(lab.lab.user("peter"))) == "not CPM"
-    lab.run(lab.lab.set_cpm_app("peter", True))
+    from iwlab.backends.lab.control import run_command
+    lab.run(run_command(lab.lab, "state peter capable=yes registered=yes"))   # a CPM app on his phone
     assert lab.run(mary.reachability(lab.lab.user("peter"))) == "CPM"
