@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import queue
+import shutil
 import signal
 import socket
 import statistics
@@ -184,6 +185,10 @@ def latency(endpoints: dict, peter: Peter, rate: float, seconds: float) -> dict:
     answers = threading.Thread(target=lambda: [mary.receive(lambda m: getattr(m, "status", 0) >= 200)
                                                for _ in range(count)], daemon=True)
     answers.start()
+    # Peter counts while Mary sends: an arrival is stamped when it arrives, not when it is read.
+    arrivals: list[list[tuple[float, str]]] = []
+    counting = threading.Thread(target=lambda: arrivals.append(peter.collect(tag, count)), daemon=True)
+    counting.start()
     start = time.perf_counter()
     for i in range(count):
         due = start + i / rate
@@ -192,7 +197,8 @@ def latency(endpoints: dict, peter: Peter, rate: float, seconds: float) -> dict:
         sent[text] = time.perf_counter()
         mary.request("MESSAGE", PETER, from_uri="sip:mary@cpm-a.lab", to_uri=PETER, content_type="message/cpim",
                      body=cpim_body("sip:mary@cpm-a.lab", PETER, text, disposition=""))
-    arrived = peter.collect(tag, count)
+    counting.join(150)
+    arrived = arrivals[0] if arrivals else []
     answers.join(30)
     mary.close()
     delays = sorted((at - sent[text]) * 1000 for at, text in arrived)
@@ -206,25 +212,38 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def start_lab(folder: Path, state_dir: Path | None = None) -> tuple[subprocess.Popen, dict]:
+    """`iwlab serve` with the bench topology in a process of its own; its endpoints once it listens.
+    state_dir: the lab keeps what it has acknowledged there (sqlite, as a user's lab would)."""
+    (folder / "topology.toml").write_text(bench_topology())
+    endpoints_file = folder / "endpoints.json"
+    endpoints_file.unlink(missing_ok=True)
+    profile = ["-m", "cProfile", "-o", os.environ["IWLAB_PROFILE"]] if os.environ.get("IWLAB_PROFILE") else []
+    durable = ["--state-dir", str(state_dir), "--fresh"] if state_dir else []
+    lab = subprocess.Popen([sys.executable, *profile, "-m", "iwlab.app.cli", "serve", "--quiet", "--devices", "none",
+                            "--port-base", "0", "--topology", str(folder / "topology.toml"),
+                            "--endpoints-file", str(endpoints_file), *durable],
+                           cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL, stdin=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not endpoints_file.exists() and time.monotonic() < deadline and lab.poll() is None:
+        time.sleep(0.05)
+    return lab, json.loads(endpoints_file.read_text())
+
+
+def stop_lab(lab: subprocess.Popen) -> None:
+    lab.send_signal(signal.SIGTERM)
+    lab.wait(30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--no-kannel", action="store_true")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="iwlab-bench-"))
-    (folder / "topology.toml").write_text(bench_topology())
-    endpoints_file = folder / "endpoints.json"
-    profile = ["-m", "cProfile", "-o", os.environ["IWLAB_PROFILE"]] if os.environ.get("IWLAB_PROFILE") else []
-    lab = subprocess.Popen([sys.executable, *profile, "-m", "iwlab.app.cli", "serve", "--quiet", "--devices", "none",
-                            "--port-base", "0", "--topology", str(folder / "topology.toml"),
-                            "--endpoints-file", str(endpoints_file)],
-                           cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL, stdin=subprocess.PIPE)
+    lab, endpoints = start_lab(folder)
     kannel = None
     try:
-        deadline = time.monotonic() + 30
-        while not endpoints_file.exists() and time.monotonic() < deadline and lab.poll() is None:
-            time.sleep(0.05)
-        endpoints = json.loads(endpoints_file.read_text())
         peter = Peter(endpoints["smpp"])
         n = args.messages
         rows: list[tuple[str, dict]] = []
@@ -261,8 +280,8 @@ def main() -> None:
     finally:
         if kannel:
             kannel.stop()
-        lab.send_signal(signal.SIGTERM)
-        lab.wait(30)
+        stop_lab(lab)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":
