@@ -337,6 +337,19 @@ def _field_problem(pdu: Any, key: str, value: Any) -> str | None:
     return None
 
 
+def error_response(command_id: int, sequence: int, status: int) -> sm_command.Command | None:
+    """The request's own response carrying an error status (SMPP v3.4 5.1.3: a known request
+    whose body is wrong gets e.g. submit_sm_resp ESME_RINVMSGLEN), or None where only a
+    generic_nack fits: an unknown command_id, a response, or a command smpplib has no class for."""
+    name = COMMAND_NAMES.get(command_id)
+    if name is None or command_id & RESPONSE_BIT or status == consts.SMPP_ESME_RINVCMDID:
+        return None
+    try:
+        return make(name + "_resp", sequence, status)
+    except UnknownCommandError:   # outbind, alert_notification (no response), replace_sm ... (no class)
+        return None
+
+
 def encode(pdu: sm_command.Command) -> bytes:
     """Wire bytes. An error response is header-only, as SMPP v3.4 says."""
     if pdu.status and pdu.command != "generic_nack" and pdu.is_response():

@@ -293,3 +293,12 @@ def test_an_unterminated_string_is_invalid_command_length():
 def test_unknown_tlvs_and_header_only_responses_are_accepted():
     assert codec.parse(pdu(0x04, 4, submit_body(tlvs=tlv(0x1400, b"vendor")))).command == "submit_sm"
     assert codec.parse(pdu(0x80000005, 9)).command == "deliver_sm_resp"
+
+
+def test_error_response_is_the_requests_own_resp_or_none_for_a_nack():
+    resp = codec.error_response(0x00000004, 9, C.SMPP_ESME_RINVMSGLEN)
+    assert (resp.command, resp.sequence, resp.status) == ("submit_sm_resp", 9, C.SMPP_ESME_RINVMSGLEN)
+    assert codec.encode(resp) == struct.pack(">LLLL", 16, 0x80000004, C.SMPP_ESME_RINVMSGLEN, 9)
+    assert codec.error_response(0x99, 9, C.SMPP_ESME_RINVCMDLEN) is None          # unknown: generic_nack
+    assert codec.error_response(0x80000004, 9, C.SMPP_ESME_RINVCMDLEN) is None    # a response
+    assert codec.error_response(0x00000102, 9, C.SMPP_ESME_RINVCMDLEN) is None    # alert_notification
