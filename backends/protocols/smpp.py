@@ -99,6 +99,28 @@ def receipt_keys(message_id: str) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
+TON_INTERNATIONAL = 0x01
+TON_ALPHANUMERIC = 0x05
+MAX_E164_DIGITS = 15
+
+
+def address_problem(address: str, ton: int | None) -> str | None:
+    """Why an SMPP address (source_addr, destination_addr) cannot be carried on, or None.
+
+    Checked where an address enters the lab: a CR/LF or other control character would
+    travel on into a SIP From or a mail header and fail there, after the SMSC had said
+    "accepted". TON international means an E.164 number: digits only (a '+' tolerated)."""
+    if any(ord(ch) < 0x20 or ord(ch) > 0x7E for ch in address):
+        return "control or non-ASCII characters in the address"
+    if ton == TON_INTERNATIONAL:
+        digits = address[1:] if address.startswith("+") else address
+        if not digits.isdigit() or len(digits) > MAX_E164_DIGITS:
+            return f"TON international needs 1 to {MAX_E164_DIGITS} digits, not {address!r}"
+    elif ton == TON_ALPHANUMERIC and len(address) > 11:
+        return "an alphanumeric address has at most 11 characters"
+    return None
+
+
 def status_name(status: int) -> str:
     return STATUS_NAMES.get(status, f"0x{status:08X}")
 

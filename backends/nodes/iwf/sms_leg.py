@@ -237,6 +237,8 @@ class SmsLeg:
         """Before the deliver_sm_resp: refuse an SMS nobody here can take, rather than lose it."""
         if smpp.is_receipt(pdu.esm_class):
             return c.SMPP_ESME_ROK
+        if smpp.address_problem(_text(pdu.source_addr), pdu.source_addr_ton):   # it would become a SIP From
+            return c.SMPP_ESME_RINVSRCADR
         dest = _text(pdu.destination_addr).lstrip("+")
         user = self._topology.user_by_number(dest)
         if (user and user.cpm_uri) or self._threads.is_pool_number(dest):
