@@ -149,6 +149,17 @@ class MailServer:
         return next(cb for d, cb in self.relay_domains.items() if d.lower() == domain)
 
     # -- the aiosmtpd handler hooks (server is the session's TracedSMTP) ----------------
+    async def handle_EHLO(self, server: TracedSMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname            # aiosmtpd leaves this to a hook that answers
+        # Every refusal here carries an RFC 3463 code: say so (RFC 2034).
+        return [*responses[:-1], "250-ENHANCEDSTATUSCODES", responses[-1]]
+
+    async def handle_exception(self, error: Exception) -> str:
+        """A bug in a hook: the client hears a temporary failure, and the session goes on."""
+        log.error("SMTP session error", exc_info=error)
+        return f"451 4.3.0 Temporary failure: {type(error).__name__}; try again later"
+
     async def handle_MAIL(self, server: TracedSMTP, session: Session, envelope: Envelope, address: str,
                           options: list[str]) -> str:
         envelope.mail_from = address               # aiosmtpd leaves this to a hook that answers
