@@ -298,7 +298,7 @@ class SmsLeg:
         contribution_id = uuid.uuid4().hex
         conversation_id = thread.conversation_id if thread else uuid.uuid4().hex
         text = sms.text if sms.complete else f"{sms.text}\n[incomplete: {sms.parts} of {sms.total} parts arrived]"
-        cpim = CpimMessage(sender=f'"{sender.name}" <tel:+{source}>' if sender else f"<tel:+{source}>",
+        cpim = CpimMessage(sender=sip.name_addr(f"tel:+{source}", sender.name if sender else None),
                            recipient=f"<{recipient.cpm_uri}>", body=text.encode("utf-8"),
                            disposition=("positive-delivery",))
         req = self._cpm.new_request("MESSAGE", recipient.cpm_uri, from_uri=f"tel:+{source}",
