@@ -11,6 +11,8 @@ from PySide6.QtCore import QAbstractListModel, QModelIndex, QRect, QSize, Qt
 from PySide6.QtGui import QColor, QFontMetrics, QPainter, QPalette
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem
 
+from iwlab.widgets.plain import plain_tooltip
+
 MessageRole = Qt.ItemDataRole.UserRole + 1
 # Words wrap, and so does a word longer than the bubble (a URL, a pasted id).
 WRAP = int(Qt.TextFlag.TextWordWrap) | int(Qt.TextFlag.TextWrapAnywhere)
@@ -84,7 +86,7 @@ class ConversationModel(QAbstractListModel):
             return message
         if role == Qt.ItemDataRole.ToolTipRole:
             detail = f" ({message.status_detail})" if message.status_detail else ""
-            return f"{tick_for(message.status)[1]}{detail}\nimdn.Message-ID {message.imdn_message_id}"
+            return plain_tooltip(f"{tick_for(message.status)[1]}{detail}\nimdn.Message-ID {message.imdn_message_id}")
         return None
 
 

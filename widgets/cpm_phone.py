@@ -41,6 +41,7 @@ from iwlab.backends.devices.session_state import SessionState
 from iwlab.widgets.chat_bubbles import BubbleDelegate, ConversationModel
 from iwlab.widgets.device_bridge import DeviceBridge, RunInLab
 from iwlab.widgets.device_frame import device_header, set_pill
+from iwlab.widgets.plain import plain_label
 
 
 class CpmPhone(QFrame):
@@ -58,7 +59,7 @@ class CpmPhone(QFrame):
         self._open_conversation: str | None = None
 
         user = device.user
-        self.status_pill = QLabel()
+        self.status_pill = plain_label()
         header = device_header(user.name, user.sip or user.tel or "", self.status_pill)
 
         self.registered_box = QCheckBox("Registered to CPM")
@@ -108,7 +109,7 @@ class CpmPhone(QFrame):
         self.session = None                      # the ChatSession shown (the latest one)
         self.session_banner = QFrame()
         self.session_banner.setObjectName("sessionBanner")
-        self.session_banner_label = QLabel()
+        self.session_banner_label = plain_label()       # the peer's name: what the network said
         self.session_banner_label.setWordWrap(True)
         self.accept_button = QPushButton("Accept")
         self.accept_button.setObjectName("acceptSession")
@@ -122,7 +123,7 @@ class CpmPhone(QFrame):
         banner.addWidget(self.accept_button)
         banner.addWidget(self.decline_button)
         self.session_banner.hide()
-        self.session_line = QLabel()
+        self.session_line = plain_label()
         self.session_line.setObjectName("sessionLine")
         self.session_line.setWordWrap(True)
         self.end_button = QPushButton("End")

@@ -7,12 +7,14 @@ from typing import Callable
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QListWidget, QTabWidget, QVBoxLayout
 
+from iwlab.widgets.plain import plain_label, plain_tooltip
+
 
 def device_header(name: str, subtitle: str, pill: QLabel | None = None) -> QHBoxLayout:
     """The device owner's name, large, the identity under it, and a status pill on the right."""
-    title = QLabel(name)
+    title = plain_label(name)
     title.setObjectName("phoneTitle")
-    identity = QLabel(subtitle)
+    identity = plain_label(subtitle)
     identity.setObjectName("phoneSubtitle")
     names = QVBoxLayout()
     names.addWidget(title)
@@ -27,7 +29,7 @@ def device_header(name: str, subtitle: str, pill: QLabel | None = None) -> QHBox
 
 def set_pill(pill: QLabel, on: bool, text: str, tooltip: str = "") -> None:
     pill.setText(text)
-    pill.setToolTip(tooltip)
+    pill.setToolTip(plain_tooltip(tooltip))
     pill.setProperty("state", "on" if on else "off")
     pill.style().unpolish(pill)   # the QSS colours depend on the property
     pill.style().polish(pill)

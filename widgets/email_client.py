@@ -25,6 +25,7 @@ from iwlab.backends.devices.email_client import reply_subject
 from iwlab.backends.devices.events import DeviceEvent, MailReceived, MailSent, ReadReceiptSent
 from iwlab.widgets.device_bridge import DeviceBridge, RunInLab
 from iwlab.widgets.device_frame import device_header, folders
+from iwlab.widgets.plain import plain_tooltip
 
 
 def mail_line(item) -> str:
@@ -144,7 +145,7 @@ class EmailClientWidget(QFrame):
         row = QListWidgetItem(mail_line(item))
         row.setData(Qt.ItemDataRole.UserRole, item)
         if item.status.startswith("failed"):
-            row.setToolTip(item.status)
+            row.setToolTip(plain_tooltip(item.status))
         listing.addItem(row)
         listing.scrollToBottom()
 

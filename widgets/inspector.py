@@ -12,7 +12,6 @@ from typing import Any
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QFontDatabase, QGuiApplication
 from PySide6.QtWidgets import (
-    QLabel,
     QPlainTextEdit,
     QPushButton,
     QTabWidget,
@@ -24,6 +23,7 @@ from PySide6.QtWidgets import (
 
 from iwlab.backends.trace import TraceEvent, hex_dump
 from iwlab.widgets.ladder import format_time
+from iwlab.widgets.plain import plain_label, plain_tooltip
 
 
 # -- pure helpers ------------------------------------------------------------------------
@@ -86,7 +86,7 @@ def fill_tree(parent: QTreeWidgetItem, value: Any) -> None:
         else:
             text = "(empty)" if isinstance(item, (dict, list, tuple)) else scalar_text(item)
             node.setText(1, text)
-            node.setToolTip(1, item if isinstance(item, str) else text)
+            node.setToolTip(1, plain_tooltip(item if isinstance(item, str) else text))
 
 
 # -- widget ------------------------------------------------------------------------------
@@ -97,7 +97,7 @@ class InspectorView(QWidget):
         self.current_event: TraceEvent | None = None
         mono = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
 
-        self.title = QLabel()
+        self.title = plain_label()           # summaries quote message text: never rich text
         self.title.setWordWrap(True)
         self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         title_font = self.title.font()
@@ -105,7 +105,7 @@ class InspectorView(QWidget):
         self.title.setFont(title_font)
 
         # Fixed amber with its own dark text: readable whatever the theme.
-        self.note = QLabel()
+        self.note = plain_label()
         self.note.setWordWrap(True)
         self.note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.note.setStyleSheet("QLabel { background: #fff1bf; color: #4a3800; border: 1px solid #e0a800;"

@@ -54,6 +54,7 @@ from PySide6.QtWidgets import (
 
 from iwlab.backends.trace import MAX_BYTES, Trace, TraceEvent
 from iwlab.widgets.trace_bridge import TraceBridge
+from iwlab.widgets.plain import plain_tooltip
 
 DEFAULT_NODES = ["Mary", "CPM-A", "CPM-B", "IWF", "SMSC", "Peter", "John", "Mail"]
 
@@ -284,7 +285,7 @@ class LadderModel(QAbstractTableModel):
             return self.colour_slot(colour_key(event))
         if role == Qt.ItemDataRole.ToolTipRole:
             tip = f"#{event.seq} {event.src} \u2192 {event.dst} {event.protocol}\n{event.summary}"
-            return tip + (f"\n\u2139 {event.note}" if event.note else "")
+            return plain_tooltip(tip + (f"\n\u2139 {event.note}" if event.note else ""))
         return None
 
 

@@ -7,6 +7,7 @@ panel only schedules its steps and shows what came back.
 """
 from __future__ import annotations
 
+import html
 from typing import Callable
 
 from PySide6.QtCore import Qt, QTimer, Signal
@@ -34,6 +35,7 @@ from iwlab.backends.lab.scenarios import (
     load_scenarios,
     requirement_verdicts,
 )
+from iwlab.widgets.plain import plain_label, plain_tooltip
 
 STATE_COLOURS = {"passed": "#1a7f37", "failed": "#d1242f", "not exercised": "#6e7781"}
 
@@ -66,7 +68,7 @@ class ScenarioPanel(QWidget):
         for scenario in self.scenarios.values():
             item = QListWidgetItem(f"{scenario.id}  {scenario.title}")
             item.setData(Qt.ItemDataRole.UserRole, scenario.id)
-            item.setToolTip(f"{scenario.use_case}\n{scenario.flow}")
+            item.setToolTip(plain_tooltip(f"{scenario.use_case}\n{scenario.flow}"))
             self.list.addItem(item)
         self.list.setCurrentRow(0)
         self.list.currentItemChanged.connect(lambda *_: self.reset())
@@ -78,10 +80,10 @@ class ScenarioPanel(QWidget):
         self.step_button.clicked.connect(self.step)
         self.reset_button.clicked.connect(self.reset)
 
-        self.position = QLabel()
+        self.position = plain_label()
         self.position.setObjectName("paneTitle")
         self.position.setWordWrap(True)   # never wider than the window has room for
-        self.explain = QLabel()
+        self.explain = plain_label()
         self.explain.setWordWrap(True)
         self.explain.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.explain.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -89,6 +91,7 @@ class ScenarioPanel(QWidget):
         larger.setPointSizeF(larger.pointSizeF() * 1.15)
         self.explain.setFont(larger)
         self.verdict_label = QLabel()
+        self.verdict_label.setTextFormat(Qt.TextFormat.RichText)   # our markup; the details in it are escaped
         self.verdict_label.setWordWrap(True)
         for label in (self.explain, self.verdict_label, self.position):
             # A long unbroken word (an id in a verdict) must never widen the window past the screen.
@@ -210,14 +213,15 @@ class ScenarioPanel(QWidget):
                  f"{'PASSED' if verdict.passed else 'FAILED'}</b>"]
         for result in verdict.results:
             mark = "✔" if result.passed else "✘"
-            lines.append(f"{mark} [{', '.join(result.check.requirements)}] {result.detail}")
+            # The detail quotes what was on the wire: escaped, in the label's own markup.
+            lines.append(html.escape(f"{mark} [{', '.join(result.check.requirements)}] {result.detail}"))
         self.verdict_label.setText("<br>".join(lines))
         self._show_requirements()
         self._set_busy(False)
 
     def _failed(self, text: str) -> None:
         self.playing = False
-        self.verdict_label.setText(f"<b style='color:#d1242f'>Could not run:</b> {text}")
+        self.verdict_label.setText(f"<b style='color:#d1242f'>Could not run:</b> {html.escape(text)}")
         self._set_busy(False)
 
     def _show_requirements(self) -> None:
@@ -226,7 +230,7 @@ class ScenarioPanel(QWidget):
         for rid, text in self.requirements.items():
             state, rows = table[rid]
             item = QTreeWidgetItem([rid, state, ", ".join(map(str, sorted(set(rows))[:8]))])
-            item.setToolTip(0, text)
+            item.setToolTip(0, plain_tooltip(text))
             item.setForeground(1, QColor(STATE_COLOURS[state]))
             item.setData(0, Qt.ItemDataRole.UserRole, sorted(set(rows)))
             self.requirement_tree.addTopLevelItem(item)

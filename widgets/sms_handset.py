@@ -35,6 +35,7 @@ from iwlab.backends.devices.sms_handset import Sms
 from iwlab.backends.protocols import smstext
 from iwlab.widgets.device_bridge import DeviceBridge, RunInLab
 from iwlab.widgets.device_frame import device_header, folders, set_pill
+from iwlab.widgets.plain import plain_label, plain_tooltip
 
 
 def sms_line(sms) -> str:
@@ -59,7 +60,7 @@ class SmsHandsetWidget(QFrame):
         self.setObjectName("phone")
         self.setProperty("kind", "sms")
 
-        self.signal_label = QLabel()
+        self.signal_label = plain_label()
         header = device_header(handset.user.name, f"{handset.number} · SMS only", self.signal_label)
         self.inbox, self.sent, self.tabs = folders(self._show_item)
 
@@ -83,7 +84,7 @@ class SmsHandsetWidget(QFrame):
         self.text.setPlaceholderText("Text message")
         self.text.textChanged.connect(self._count)
         self.text.returnPressed.connect(self.send)
-        self.counter = QLabel()
+        self.counter = plain_label()
         self.counter.setObjectName("smsCounter")
         self.send_button = QPushButton("Send")
         self.send_button.setObjectName("sendButton")
@@ -220,7 +221,7 @@ class SmsHandsetWidget(QFrame):
         item = QListWidgetItem(sms_line(sms))
         item.setData(Qt.ItemDataRole.UserRole, sms)
         if sms.status.startswith("failed"):
-            item.setToolTip(sms.status)
+            item.setToolTip(plain_tooltip(sms.status))
         listing.addItem(item)
         listing.scrollToBottom()
 

@@ -91,7 +91,7 @@ class Lab:
                 self.trace, self.nodes, maildir_root=self.workdir / "maildir",
                 mailbox_domains={iwf_operator.mail_domain}, relay_domains=cpm_domains,
                 known_mailboxes={u.email.lower(): u.name for u in topology.users if u.email},
-                node_name_for=self._node_for_address)
+                node_name_for=self._node_for_address, relay_refusal=self.iwf.email.recipient_refusal)
             self.mail.on_delivered.append(self.iwf.email.delivered)
         for user in topology.users:
             if user.id not in self._device_ids:

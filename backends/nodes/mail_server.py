@@ -2,18 +2,20 @@
 Maildir mailboxes (stdlib `mailbox`), and a hand-off to the IWF for CPM users.
 
 Policy, in SMTP terms:
-- RCPT: a known mailbox of a mailbox domain (mail-b.lab) or any address of a
-  relay domain (cpm-a.lab, cpm-b.lab: handed to the IWF); an unknown mailbox
-  gets 550 5.1.1, anything else 550 5.7.1 (no open relay).
+- RCPT: a known mailbox of a mailbox domain (mail-b.lab) or an address of a
+  relay domain (cpm-a.lab, cpm-b.lab: handed to the IWF) that the relay says
+  it can reach (`relay_refusal`); an unknown mailbox or CPM user gets
+  550 5.1.1 there and then, anything else 550 5.7.1 (no open relay).
 - Size: SIZE is offered in EHLO; SIZE= above it and an actual oversized DATA
   both get 552 5.3.4.
 - DATA: a payload that is not an RFC 5322 message (no header block, a header
   line that does not parse, bare CR/LF - the SMTP smuggling guard) gets
   554 5.6.0 with the reason. aiosmtpd (>= 1.4.5) itself only ends DATA at
   <CRLF>.<CRLF>, so `\\n.\\n` cannot end it early.
-- Accepted mail: relay recipients first (a callback that raises or times out
-  means 451 4.3.0 and nothing is stored: the client retries the whole
-  transaction), then every mailbox copy is written to its Maildir (stdlib
+- Accepted mail: relay recipients first (a callback that raises RelayRefused
+  gives its 5xx: never a 250 for what the relay cannot carry; one that raises
+  anything else or times out means 451 4.3.0 and nothing is stored: the client
+  retries the whole transaction), then every mailbox copy is written to its Maildir (stdlib
   Maildir.add fsyncs), and only then 250 2.0.0. on_delivered fires after
   that. A message without Message-ID gets one, as an MTA's cleanup would.
 
@@ -40,7 +42,7 @@ from typing import Any, Awaitable, Callable
 from aiosmtpd.smtp import Envelope, Session
 
 from iwlab.backends.directory import NodeDirectory
-from iwlab.backends.protocols.mail import why_malformed
+from iwlab.backends.protocols.mail import RelayRefused, why_malformed
 from iwlab.backends.trace import Trace
 from iwlab.backends.transports.listen import listen_on
 from iwlab.backends.transports.smtp_server import TracedSMTP, cut
@@ -57,7 +59,10 @@ class MailServer:
                  relay_domains: dict[str, RelayCallback], known_mailboxes: dict[str, str] | None = None,
                  name: str = "Mail", max_size: int = 1_000_000,
                  node_name_for: Callable[[str], str | None] | None = None,
-                 hostname: str | None = None, relay_timeout: float = 30.0) -> None:
+                 hostname: str | None = None, relay_timeout: float = 30.0,
+                 relay_refusal: Callable[[str], str | None] | None = None) -> None:
+        """relay_refusal(address): for an address of a relay domain, the RCPT refusal when the
+        relay cannot reach it ("550 5.1.1 ..."), None when it can."""
         self.trace, self.nodes, self.name = trace, nodes, name
         self.maildir_root = Path(maildir_root)
         # Kept by reference: the lab may edit them while running.
@@ -68,6 +73,7 @@ class MailServer:
         self.node_name_for = node_name_for
         self.hostname = hostname or next(iter(sorted(mailbox_domains)), "localhost")
         self.relay_timeout = relay_timeout
+        self.relay_refusal = relay_refusal
         self.on_delivered: list[DeliveredCallback] = []
         self.port: int | None = None
         self._servers: list[asyncio.Server] = []
@@ -146,7 +152,8 @@ class MailServer:
                 return None, f"550 5.1.1 <{address}>: no such mailbox here"
             return "mailbox", ""
         if domain in {d.lower() for d in self.relay_domains}:
-            return "relay", ""
+            refusal = self.relay_refusal(address) if self.relay_refusal else None
+            return (None, refusal) if refusal else ("relay", "")
         served = ", ".join(sorted({*self.mailbox_domains, *self.relay_domains}))
         return None, f"550 5.7.1 <{address}>: Relaying denied (this server takes mail for {served} only)"
 
@@ -155,6 +162,17 @@ class MailServer:
         return next(cb for d, cb in self.relay_domains.items() if d.lower() == domain)
 
     # -- the aiosmtpd handler hooks (server is the session's TracedSMTP) ----------------
+    async def handle_EHLO(self, server: TracedSMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname            # aiosmtpd leaves this to a hook that answers
+        # Every refusal here carries an RFC 3463 code: say so (RFC 2034).
+        return [*responses[:-1], "250-ENHANCEDSTATUSCODES", responses[-1]]
+
+    async def handle_exception(self, error: Exception) -> str:
+        """A bug in a hook: the client hears a temporary failure, and the session goes on."""
+        log.error("SMTP session error", exc_info=error)
+        return f"451 4.3.0 Temporary failure: {type(error).__name__}; try again later"
+
     async def handle_MAIL(self, server: TracedSMTP, session: Session, envelope: Envelope, address: str,
                           options: list[str]) -> str:
         envelope.mail_from = address               # aiosmtpd leaves this to a hook that answers
@@ -209,6 +227,8 @@ class MailServer:
                 result = self._relay_callback(rcpt)(message, sender, rcpt)
                 if inspect.isawaitable(result):
                     await asyncio.wait_for(result, self.relay_timeout)
+        except RelayRefused as refused:                 # the relay cannot carry it: say so now, not later
+            return refused.reply
         except asyncio.TimeoutError:
             return f"451 4.3.0 Temporary failure: hand-off for <{rcpt}> took over {self.relay_timeout:g} s; try again later"
         except Exception as exc:                        # noqa: BLE001 - the client must hear why and retry
@@ -256,7 +276,10 @@ def _decoded_headers(message: EmailMessage) -> dict[str, Any]:
     for name, value in message.raw_items():
         value = re.sub(r"\r?\n(?=[ \t])", "", value).strip()
         if "=?" in value:
-            value = str(policy.default.header_factory(name, value))
+            try:
+                value = str(policy.default.header_factory(name, value))
+            except Exception:   # noqa: BLE001 - an encoded CR/LF in an address raises; the trace shows it raw
+                pass
         if name in headers:
             previous = headers[name]
             headers[name] = (previous if isinstance(previous, list) else [previous]) + [value]

@@ -328,6 +328,65 @@ def build_mdn(*, original: IncomingEmail | EmailMessage, reader_address: str, re
     return report
 
 
+# -- refusals and bounces ---------------------------------------------------------------------------
+class RelayRefused(Exception):
+    """What a relay hand-off says when it cannot carry a message: `reply` is the whole SMTP
+    reply ("550 5.1.1 ...", "554 5.6.0 ..."), given to the client instead of a 250."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
+        self.reply = " ".join(reply.split())
+
+
+# A SIP final response as the RFC 3463 status of a failed delivery.
+_SIP_TO_DSN = {400: "5.6.0", 403: "5.7.1", 404: "5.1.1", 408: "5.4.7", 410: "5.1.6", 413: "5.3.4",
+               415: "5.6.1", 480: "5.4.7", 484: "5.1.3", 488: "5.6.0", 503: "5.4.7", 603: "5.7.1"}
+
+
+def dsn_status_for_sip(status: int) -> str:
+    return _SIP_TO_DSN.get(status, "5.0.0")
+
+
+def build_dsn(*, original: EmailMessage, recipient: str, reporting_mta: str, status: str, diagnostic: str,
+              explanation: str, postmaster: str) -> EmailMessage:
+    """A delivery status notification (RFC 3464, "failed") for a message the lab took and then
+    could not deliver: a human part, the machine-readable status, and the original's headers.
+    Sent with the null reverse-path (RFC 5321 4.5.5) so it can never bounce in turn."""
+    original_id = normalise_message_id(_text_header(original, "Message-ID"))
+    subject = _text_header(original, "Subject")
+    to = _first_address(original, "From")[0]
+    report = EmailMessage(policy=policy.default)
+    report["From"] = Address(display_name="Mail Delivery System", addr_spec=postmaster)
+    report["To"] = to
+    report["Subject"] = _unstructured(f"Undelivered Mail Returned to Sender: {subject}" if subject
+                                      else "Undelivered Mail Returned to Sender")
+    report["Date"] = format_datetime(datetime.now().astimezone())
+    report["Message-ID"] = make_msgid(domain=reporting_mta)
+    if original_id:
+        report["In-Reply-To"] = original_id
+        report["References"] = original_id
+    report["Auto-Submitted"] = "auto-replied"
+    report["MIME-Version"] = "1.0"
+    report["Content-Type"] = "multipart/report; report-type=delivery-status"
+    human = EmailMessage(policy=policy.default)
+    human.set_content(f"Your message to <{recipient}> could not be delivered.\n\n{explanation}\n")
+    machine = EmailMessage(policy=policy.default)
+    machine["Content-Type"] = "message/delivery-status"
+    per_message, per_recipient = Message(policy=policy.compat32), Message(policy=policy.compat32)
+    per_message["Reporting-MTA"] = f"dns; {reporting_mta}"
+    per_message["Arrival-Date"] = format_datetime(datetime.now().astimezone())
+    per_recipient["Final-Recipient"] = f"rfc822; {recipient}"
+    per_recipient["Action"] = "failed"
+    per_recipient["Status"] = status
+    per_recipient["Diagnostic-Code"] = "X-SIP; " + " ".join(_LINE_BREAK.sub(" ", diagnostic).split())
+    machine.set_payload([per_message, per_recipient])
+    headers = EmailMessage(policy=policy.default)
+    headers["Content-Type"] = "text/rfc822-headers"
+    headers.set_payload("".join(f"{k}: {_LINE_BREAK.sub(' ', str(v))}\r\n" for k, v in original.raw_items()))
+    report.set_payload([human, machine, headers])
+    return report
+
+
 # -- HTML and quoted history --------------------------------------------------------------------
 _BLOCK_TAGS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol",
                "pre", "hr", "blockquote", "section", "article", "header", "footer"}

@@ -18,7 +18,7 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Iterable
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from iwlab.backends.protocols.cpim import CpimError, parse_cpim, parse_imdn_xml
 
@@ -497,6 +497,41 @@ def mark_received(via: str, source: tuple[str, int]) -> str:
     if (wants_rport or parsed.host.strip("[]") != source[0]) and parsed.received is None:
         value += f";received={source[0]}"
     return value
+
+
+_NOT_IN_QUOTED = re.compile(r"[\x00-\x1f\x7f]")   # RFC 3261 25.1: not even as a quoted-pair (CR, LF)
+_HOST_RE = re.compile(_HOST)
+
+
+def quote_display_name(name: str) -> str:
+    """A display name as an RFC 3261 25.1 quoted-string, whatever it holds: `"` and `\\`
+    escaped as quoted-pairs, and what a quoted-string cannot carry at all (CR, LF and the other
+    control characters, which an RFC 2047 word may decode to) as spaces."""
+    text = " ".join(_NOT_IN_QUOTED.sub(" ", name).split())
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def name_addr(uri: str, display: str | None = None, *, tag: str | None = None) -> str:
+    """A From/To value: `"display" <uri>;tag=...`, the display name quoted whatever it holds."""
+    shown = f"{quote_display_name(display)} " if display else ""
+    return f"{shown}<{uri}>" + (f";tag={tag}" if tag else "")
+
+
+def sip_uri_for_address(address: str) -> str:
+    """A mail address (local@domain) as a sip: URI: the local part %-escaped down to RFC 3261's
+    unreserved characters, so `"x y"@evil.test` becomes sip:%22x%20y%22@evil.test. Raises
+    ValueError for a domain that is no SIP host (IDN domains go as their A-label)."""
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain:
+        raise ValueError(f"not a local@domain address: {address[:60]!r}")
+    try:
+        host = domain.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise ValueError(f"domain {domain[:60]!r} is no host name") from None
+    if not _HOST_RE.fullmatch(host):
+        raise ValueError(f"domain {domain[:60]!r} is no SIP host")
+    user = quote(local.encode("utf-8", "surrogateescape"), safe="-_.!~*'()")
+    return f"sip:{user}@{host}"
 
 
 def new_branch() -> str:

@@ -99,6 +99,28 @@ def receipt_keys(message_id: str) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
+TON_INTERNATIONAL = 0x01
+TON_ALPHANUMERIC = 0x05
+MAX_E164_DIGITS = 15
+
+
+def address_problem(address: str, ton: int | None) -> str | None:
+    """Why an SMPP address (source_addr, destination_addr) cannot be carried on, or None.
+
+    Checked where an address enters the lab: a CR/LF or other control character would
+    travel on into a SIP From or a mail header and fail there, after the SMSC had said
+    "accepted". TON international means an E.164 number: digits only (a '+' tolerated)."""
+    if any(ord(ch) < 0x20 or ord(ch) > 0x7E for ch in address):
+        return "control or non-ASCII characters in the address"
+    if ton == TON_INTERNATIONAL:
+        digits = address[1:] if address.startswith("+") else address
+        if not digits.isdigit() or len(digits) > MAX_E164_DIGITS:
+            return f"TON international needs 1 to {MAX_E164_DIGITS} digits, not {address!r}"
+    elif ton == TON_ALPHANUMERIC and len(address) > 11:
+        return "an alphanumeric address has at most 11 characters"
+    return None
+
+
 def status_name(status: int) -> str:
     return STATUS_NAMES.get(status, f"0x{status:08X}")
 
@@ -335,6 +357,19 @@ def _field_problem(pdu: Any, key: str, value: Any) -> str | None:
         if len(value) > limit:
             return f"{key} is {len(value)} octets, at most {limit}"
     return None
+
+
+def error_response(command_id: int, sequence: int, status: int) -> sm_command.Command | None:
+    """The request's own response carrying an error status (SMPP v3.4 5.1.3: a known request
+    whose body is wrong gets e.g. submit_sm_resp ESME_RINVMSGLEN), or None where only a
+    generic_nack fits: an unknown command_id, a response, or a command smpplib has no class for."""
+    name = COMMAND_NAMES.get(command_id)
+    if name is None or command_id & RESPONSE_BIT or status == consts.SMPP_ESME_RINVCMDID:
+        return None
+    try:
+        return make(name + "_resp", sequence, status)
+    except UnknownCommandError:   # outbind, alert_notification (no response), replace_sm ... (no class)
+        return None
 
 
 def encode(pdu: sm_command.Command) -> bytes:

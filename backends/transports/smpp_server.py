@@ -3,9 +3,10 @@ the codec in protocols/smpp (smpp_esme.py is the other end).
 
 It cuts the byte stream into PDUs, records every PDU on the connection (both
 directions) in the trace, exactly once, before writing it, and answers what
-cannot be parsed: a generic_nack with the codec's status and reason or, for
-an impossible command_length (the stream cannot be re-synchronised), a nack
-and close. Answers to one chunk of bytes leave in one write. What a PDU
+cannot be parsed: a known request with a bad body gets its own response with
+the codec's status (submit_sm_resp ESME_RINVMSGLEN, SMPP v3.4 5.1.3), an
+unknown command a generic_nack, and an impossible command_length (the stream
+cannot be re-synchronised) a nack and close. Answers to one chunk of bytes leave in one write. What a PDU
 means is the subclass's (`dispatch`).
 """
 from __future__ import annotations
@@ -131,7 +132,12 @@ class SmppServerConnection(asyncio.Protocol):
                           correlation={"smpp_seq": str(err.sequence)}, note=err.reason)
         if err.command_id & codec.RESPONSE_BIT:
             self.garbled_response(err.sequence)
-        if err.command_id != codec.GENERIC_NACK:   # never nack a nack
+        if err.command_id == codec.GENERIC_NACK:   # never nack a nack
+            return
+        own = codec.error_response(err.command_id, err.sequence, err.status)
+        if own is not None:
+            self.send(own, {"smpp_seq": str(err.sequence)}, err.reason)
+        else:
             self.nack(err.sequence, err.status, err.reason)
 
     def _bad_length(self, err: codec.BadLength) -> None:

@@ -34,7 +34,8 @@ PROTOCOL = "SMTP"
 
 # aiosmtpd answers these itself; give them enhanced status codes (RFC 3463)
 # and a reason, like every other refusal here. Matched exactly: a test fails
-# if an aiosmtpd release rewords them.
+# if an aiosmtpd release rewords them. "{limit}" is replaced, never formatted:
+# replies echo what the client sent, braces included.
 _REWRITES = {
     "552 Error: message size exceeds fixed maximum message size":
         "552 5.3.4 Message size exceeds fixed maximum message size of {limit} bytes",
@@ -43,6 +44,11 @@ _REWRITES = {
 }
 _MAIL_FROM = re.compile(rb"^MAIL\s+FROM:\s*<?([^<>\s]*)>?", re.I)
 _ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
+# aiosmtpd's other refusals ("500 Error: command ... not recognized", "503 Error: need RCPT
+# command") carry no enhanced code: the class's usual one (RFC 3463 3.6, 3.5, 3.8).
+_NO_ENHANCED = re.compile(r"^([45])(\d\d)([ -])(?![245]\.\d{1,3}\.\d{1,3}(?:\s|$))")
+_DEFAULT_ENHANCED = {"500": "5.5.2", "501": "5.5.4", "502": "5.5.1", "503": "5.5.1", "504": "5.5.4",
+                     "530": "5.7.0", "552": "5.3.4", "554": "5.7.0", "555": "5.5.4", "421": "4.3.0"}
 
 
 class SmtpHost(Protocol):
@@ -200,8 +206,7 @@ class TracedSMTP(SMTP):
     # -- what aiosmtpd writes ------------------------------------------------------------------
     async def push(self, status: str | bytes) -> None:
         text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
-        text = _REWRITES.get(text, text).format(limit=self.mail.max_size)
-        text = text.replace("\r", " ").replace("\n", " ")
+        text = with_enhanced_code(text, self.mail.max_size)
         self._reply_lines.append(text)
         if len(text) > 3 and text[3] == "-":      # more lines follow: one event for the reply
             return
@@ -219,6 +224,21 @@ class TracedSMTP(SMTP):
             self.correlation = {}
         self._writer.write(raw)
         await self._writer.drain()
+
+
+def with_enhanced_code(reply: str, limit: int) -> str:
+    """One reply line as the lab sends it: aiosmtpd's own texts reworded or given an enhanced
+    status code, on one line. Plain string operations only: a reply may echo the client's
+    braces (`FOO{`), which str.format would take for fields and fail on."""
+    rewrite = _REWRITES.get(reply)
+    if rewrite is not None:
+        reply = rewrite.replace("{limit}", str(limit))
+    else:
+        match = _NO_ENHANCED.match(reply)
+        code = match and _DEFAULT_ENHANCED.get(match.group(1) + match.group(2))
+        if match and code:
+            reply = f"{reply[:4]}{code} {reply[4:]}"
+    return reply.replace("\r", " ").replace("\n", " ")
 
 
 def _reply_summary(lines: list[str]) -> str:

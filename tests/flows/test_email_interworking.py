@@ -124,11 +124,11 @@ def test_a_failed_handover_is_retried_for_real(lab_and_mary):
     original = lab.lab.iwf.email.hand_on
     calls = []
 
-    async def flaky(incoming, recipient):
+    async def flaky(incoming, recipient, **kw):
         calls.append(incoming.message_id)
         if len(calls) == 1:
             raise ConnectionError("CPM side busy")
-        await original(incoming, recipient)
+        await original(incoming, recipient, **kw)
     lab.lab.iwf.email.hand_on = flaky
     message = EmailMessage(policy=policy.default)
     message["From"], message["To"], message["Subject"] = "John <john@mail-b.lab>", "mary@cpm-a.lab", "retry"

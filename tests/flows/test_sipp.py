@@ -131,6 +131,20 @@ def free_udp_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_udp_bound(port: int, timeout: float = 10.0) -> None:
+    """Until something (sipp) listens on the UDP port: a proxy does not retransmit a request it
+    forwards over UDP, so an INVITE sent before sipp has bound its socket is lost. Read from
+    /proc/net/udp, without touching the port (a probe bind could take it from sipp)."""
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open("/proc/net/udp") as table:
+            if any(line.split()[1].endswith(f":{port:04X}") for line in list(table)[1:]):
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"sipp never listened on UDP port {port}")
+
+
 def test_sipp_as_mary_answers_486_and_gets_the_ack(lab_factory, tmp_path):
     """A UAS that refuses gets the ACK its 486 is owed, from CPM-A (hop by hop, RFC 3261 16.7/17.1.1.3),
     over UDP, to the Contact it registered."""
@@ -143,6 +157,7 @@ def test_sipp_as_mary_answers_486_and_gets_the_ack(lab_factory, tmp_path):
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
     peter = SmppHandset(endpoints["smpp"], "15550201")
     try:
+        wait_udp_bound(port)
         assert udp_register(endpoints["sip"]["cpm-a.lab"], "sip:mary@cpm-a.lab", port) == 200
         peter_submits(peter, encoded("CHAT"))
         _, err = sipp.communicate(timeout=30)

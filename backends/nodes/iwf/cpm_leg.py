@@ -148,9 +148,8 @@ class CpmLeg:
 
     def new_request(self, method: str, uri: str, *, from_uri: str, from_name: str | None = None) -> SipRequest:
         """An out-of-dialog request from the IWF (a MESSAGE from a legacy user, an IMDN)."""
-        display = f'"{from_name}" ' if from_name else ""
         return sip.make_request(method, uri, via=self.via(),
-                                from_=f"{display}<{from_uri}>;tag={sip.new_tag()}", to=f"<{uri}>",
+                                from_=sip.name_addr(from_uri, from_name, tag=sip.new_tag()), to=f"<{uri}>",
                                 call_id=self.new_call_id(), cseq=next(self._cseq))
 
     # -- sending -----------------------------------------------------------------------

@@ -8,6 +8,10 @@ the recipient's Maildir (-> IMDN delivered); an MDN from the reader's client
 In: mail for a CPM domain reaches relay() from the mail server: threaded by
 In-Reply-To / References, else by subject, and sent on as a CPIM MESSAGE
 through the CPM leg (unless the session leg claims it: a chat answer or request).
+Never a 250 for what will be dropped: an address no CPM user has is refused at
+RCPT (recipient_refusal), a message that would not make a valid SIP request
+(its sender's address, say) at DATA (RelayRefused), and one the CPM side
+refuses later is bounced to its sender with a DSN (RFC 3464).
 """
 from __future__ import annotations
 
@@ -27,15 +31,18 @@ import aiosmtplib
 from iwlab.backends.directory import NodeDirectory
 from iwlab.backends.nodes.iwf.cpm_leg import Answer, CpmLeg
 from iwlab.backends.nodes.iwf.threads import ThreadMap, ThreadRef
-from iwlab.backends.protocols import mail
+from iwlab.backends.protocols import mail, sip
 from iwlab.backends.protocols.cpim import (
     CPM_MSG_SERVICE,
+    CpimError,
     CpimMessage,
     Imdn,
     imdn_message,
+    parse_cpim,
     uri_of,
 )
-from iwlab.backends.protocols.sip import SipRequest
+from iwlab.backends.protocols.mail import RelayRefused
+from iwlab.backends.protocols.sip import SipRequest, SipResponse
 from iwlab.backends.store import DurableQueue, StoredItem
 from iwlab.backends.topology import Topology, User
 
@@ -72,6 +79,17 @@ class OutboundEmail:
                    tuple(m["disposition"]), m["datetime"], m["conversation_id"], store_id=item.id)
 
 
+@dataclass(frozen=True)
+class _Origin:
+    """Where an email handed on into CPM came from: whom to bounce it to if CPM refuses it."""
+    envelope_from: str               # "" for the null reverse-path: a bounce is never bounced
+    message: EmailMessage
+    recipient: str
+
+
+MAX_ORIGINS = 10_000                 # bounce addresses kept for requests still unanswered
+
+
 class EmailLeg:
     def __init__(self, *, topology: Topology, threads: ThreadMap, cpm: CpmLeg, nodes: NodeDirectory, name: str,
                  mail_address: Callable[[], Address | None],
@@ -93,6 +111,7 @@ class EmailLeg:
         self._sent: dict[str, OutboundEmail] = {}         # Message-ID -> what it carried
         self._by_subject: dict[tuple[str, str], ThreadRef] = {}   # (peer, subject) fallback
         self._seen_incoming: set[tuple[str, str]] = set()  # (Message-ID, recipient): SMTP retries repeat
+        self._origins: dict[str, _Origin] = {}             # Call-ID of a MESSAGE we sent -> its email
 
     async def stop(self) -> None:
         if self._sender:
@@ -246,26 +265,46 @@ class EmailLeg:
             self._imdn(outbound, "delivered", f"in {address}'s Maildir")
 
     # -- email -> CPM ---------------------------------------------------------------
+    def recipient_refusal(self, address: str) -> str | None:
+        """The mail server's RCPT check for a CPM domain: an address no CPM user has is refused
+        there and then (not a 250, then a failure at DATA)."""
+        if self._cpm_user(address) is None:
+            return f"550 5.1.1 <{address}>: no such CPM user here"
+        return None
+
     async def relay(self, message: EmailMessage, envelope_from: str, recipient_address: str) -> None:
-        """Mail for a CPM user (the mail server awaits this before answering 250)."""
+        """Mail for a CPM user (the mail server awaits this before answering 250). Raises
+        RelayRefused for what cannot be carried into CPM."""
         incoming = mail.parse_incoming(message)
         seen_key = (incoming.message_id, recipient_address.lower())
         if seen_key in self._seen_incoming:
             return   # the client's retry of a mail already handed on
-        await self.hand_on(incoming, recipient_address)
+        await self.hand_on(incoming, recipient_address, origin=_Origin(envelope_from, message, recipient_address))
         self._seen_incoming.add(seen_key)   # only once it was handed on: a 451 retry is retried for real
 
-    async def hand_on(self, incoming: mail.IncomingEmail, recipient_address: str) -> None:
+    def _sender_uri(self, incoming: mail.IncomingEmail) -> str:
+        """The email sender as a CPM identity: his tel: URI when the lab knows him, else his
+        address as a sip: URI (escaped: `"x y"@evil.test` is a valid local part, not a SIP user)."""
+        sender = self._topology.user_by_email(incoming.sender)
+        if sender and sender.tel:
+            return f"tel:{sender.tel}"
+        try:
+            return sip.sip_uri_for_address(incoming.sender)
+        except ValueError as exc:
+            raise RelayRefused(f"553 5.1.7 The sender's address cannot be carried into CPM: {exc}") from None
+
+    async def hand_on(self, incoming: mail.IncomingEmail, recipient_address: str,
+                      origin: _Origin | None = None) -> None:
         """One parsed email for a CPM user: an MDN, a session's, or a message to send on."""
         if incoming.is_mdn:
             self._mdn(incoming)
             return
+        sender_uri = self._sender_uri(incoming)      # before a session leg takes it: it needs one too
         if self._session_claims(incoming, recipient_address):
             return
         recipient = self._cpm_user(recipient_address)
-        if recipient is None:
-            raise ValueError(f"no CPM user {recipient_address}")   # 451 to the client; nothing lost
-        sender = self._topology.user_by_email(incoming.sender)
+        if recipient is None:                         # the RCPT check let it through: the topology changed
+            raise RelayRefused(f"550 5.1.1 <{recipient_address}>: no such CPM user here")
         peer = incoming.sender.lower()
         subject_key = (peer, mail.normalise_subject(incoming.subject))
         thread = self._threads.find_by_ids(mail.thread_key_candidates(incoming))
@@ -275,14 +314,13 @@ class EmailLeg:
             how = "subject"
         contribution_id = uuid.uuid4().hex
         conversation_id = thread.conversation_id if thread else (incoming.conversation_id or uuid.uuid4().hex)
-        sender_uri = (f"tel:{sender.tel}" if sender and sender.tel else f"sip:{incoming.sender}")
         text = incoming.text
         if incoming.was_html_only:
             text += "\n[converted from HTML]"
         for attachment in incoming.attachments:
             text += f"\n[attachment not forwarded: {attachment}]"
         assert recipient.cpm_uri, "_cpm_user found a CPM user"
-        cpim = CpimMessage(sender=f'"{incoming.sender_name or incoming.sender}" <{sender_uri}>',
+        cpim = CpimMessage(sender=sip.name_addr(sender_uri, incoming.sender_name or incoming.sender),
                            recipient=f"<{recipient.cpm_uri}>", body=text.encode("utf-8"),
                            disposition=("positive-delivery",))
         req = self._cpm.new_request("MESSAGE", recipient.cpm_uri, from_uri=sender_uri,
@@ -294,6 +332,13 @@ class EmailLeg:
             req.headers.add("InReplyTo-Contribution-ID", thread.contribution_id)
         req.headers.add("Content-Type", "message/cpim")
         req.body = cpim.to_bytes()
+        problem = _cannot_carry(req)
+        if problem:   # refused at DATA: CPM would answer 400 after our 250, and the mail would be lost
+            raise RelayRefused(f"554 5.6.0 Message refused: it cannot be carried into CPM ({problem})")
+        if origin is not None and origin.envelope_from:
+            if len(self._origins) >= MAX_ORIGINS:
+                self._origins.pop(next(iter(self._origins)))
+            self._origins[req.headers.get("Call-ID") or ""] = origin
         ref = ThreadRef(recipient.cpm_uri, conversation_id, contribution_id, 0.0)
         self._threads.remember_id(incoming.message_id, cpm_uri=recipient.cpm_uri,
                                      conversation_id=conversation_id, contribution_id=contribution_id)
@@ -305,8 +350,32 @@ class EmailLeg:
         self._cpm.send(req, note)
 
     def _cpm_user(self, address: str) -> User | None:
-        local, _, domain = address.lower().partition("@")
-        return self._topology.user_by_uri(f"sip:{local}@{domain}")
+        """The CPM user an address of a CPM domain names: by SIP URI (mary@cpm-a.lab, or
+        +15550101@cpm-a.lab), or by user id at their operator's domain (what our emails say)."""
+        local, _, domain = address.lower().rpartition("@")
+        user = self._topology.user_by_uri(f"sip:{local}@{domain}")
+        if user is None:
+            user = next((u for u in self._topology.users if u.id.lower() == local
+                         and self._topology.operator(u.operator).cpm_domain == domain), None)
+        return user if user is not None and user.cpm_uri else None
+
+    def cpm_refused(self, req: SipRequest, response: SipResponse) -> bool:
+        """The CPM side refused a MESSAGE we made of an email (after the 250): bounce it to its
+        sender with a DSN (RFC 3464). False when the request did not come from an email."""
+        origin = self._origins.pop(req.headers.get("Call-ID") or "", None)
+        if origin is None:
+            return False
+        domain = origin.recipient.rpartition("@")[2] or "localhost"
+        diagnostic = f"{response.status} {response.reason}"
+        dsn = mail.build_dsn(original=origin.message, recipient=origin.recipient, reporting_mta=domain,
+                             status=mail.dsn_status_for_sip(response.status), diagnostic=diagnostic,
+                             explanation=f"The CPM network answered {diagnostic}.",
+                             postmaster=f"postmaster@{domain}")
+        log.info("bouncing email %s to %s: CPM answered %s", origin.message.get("Message-ID"),
+                 origin.envelope_from, diagnostic)
+        # The null reverse-path: a DSN never bounces in turn (RFC 5321 4.5.5).
+        self._queue(OutboundEmail(dsn, origin.envelope_from, "", "", "", "", (), "", ""))
+        return True
 
     def _mdn(self, incoming: mail.IncomingEmail) -> None:
         outbound = self._sent.get(mail.normalise_message_id(incoming.mdn_original_message_id or ""))
@@ -328,3 +397,21 @@ class EmailLeg:
         req.headers.add("Content-Type", "message/cpim")
         req.body = envelope.to_bytes()
         self._cpm.send(req, f"IMDN {status} for imdn.Message-ID {outbound.imdn_message_id}: {why}")
+
+
+def _cannot_carry(req: SipRequest) -> str | None:
+    """Why a request we built from an email would be refused by the next hop, or None: it is
+    parsed back and checked as a CPM server checks what it receives."""
+    try:
+        parsed = sip.parse_message(req.to_bytes())
+    except (sip.SipParseError, ValueError) as exc:
+        return getattr(exc, "reason", str(exc))
+    assert isinstance(parsed, SipRequest)
+    problem = sip.validate_request(parsed)
+    if problem:
+        return problem[1]
+    try:
+        parse_cpim(parsed.body)
+    except CpimError as exc:
+        return f"CPIM: {exc}"
+    return None

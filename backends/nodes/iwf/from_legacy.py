@@ -53,7 +53,8 @@ class FromLegacy:
         """From an email user: his identity as EmailLeg.relay shows it (tel: when the lab knows him)."""
         requester = self._topology.user_by_email(incoming.sender)
         name = requester.name if requester else (incoming.sender_name or incoming.sender)
-        uri = f"tel:{requester.tel}" if requester and requester.tel else f"sip:{incoming.sender}"
+        # EmailLeg.hand_on checked that the address makes a sip: URI before handing it here.
+        uri = f"tel:{requester.tel}" if requester and requester.tel else sip.sip_uri_for_address(incoming.sender)
         call_id = self._link.new_call_id()
         thread = self._threads.find_by_ids(mail.thread_key_candidates(incoming))
         session = IwfSession(call_id=call_id, direction=Direction.FROM_LEGACY, cpm_user=invitee,
@@ -83,7 +84,7 @@ class FromLegacy:
         offer.path = [msrp_session.local_uri]
         cseq = next(session.cseq)
         req = table.dialog_request(session, "INVITE", cseq)
-        req.headers.set("From", f'"{session.legacy_name}" <{session.local_uri}>;tag={session.local_tag}')
+        req.headers.set("From", sip.name_addr(session.local_uri, session.legacy_name, tag=session.local_tag))
         req.headers.set("To", f"<{invitee.cpm_uri}>")
         req.headers.add("Contact", self._link.contact())
         req.headers.add("P-Preferred-Service", CPM_SESSION_SERVICE)

@@ -118,7 +118,9 @@ class Iwf:
         return self.sessions.take_email(incoming, recipient_address)
 
     def _cpm_refused(self, req: SipRequest, response: SipResponse) -> None:
-        """A request of ours the CPM side would not take: an SMS sender hears why, nothing vanishes."""
+        """A request of ours the CPM side would not take: its SMS or email sender hears why, nothing vanishes."""
+        if self.email is not None and self.email.cpm_refused(req, response):
+            return
         self.sms.bounce(req, response)
 
     # -- CPM -> legacy ----------------------------------------------------------

@@ -237,6 +237,8 @@ class SmsLeg:
         """Before the deliver_sm_resp: refuse an SMS nobody here can take, rather than lose it."""
         if smpp.is_receipt(pdu.esm_class):
             return c.SMPP_ESME_ROK
+        if smpp.address_problem(_text(pdu.source_addr), pdu.source_addr_ton):   # it would become a SIP From
+            return c.SMPP_ESME_RINVSRCADR
         dest = _text(pdu.destination_addr).lstrip("+")
         user = self._topology.user_by_number(dest)
         if (user and user.cpm_uri) or self._threads.is_pool_number(dest):
@@ -296,7 +298,7 @@ class SmsLeg:
         contribution_id = uuid.uuid4().hex
         conversation_id = thread.conversation_id if thread else uuid.uuid4().hex
         text = sms.text if sms.complete else f"{sms.text}\n[incomplete: {sms.parts} of {sms.total} parts arrived]"
-        cpim = CpimMessage(sender=f'"{sender.name}" <tel:+{source}>' if sender else f"<tel:+{source}>",
+        cpim = CpimMessage(sender=sip.name_addr(f"tel:+{source}", sender.name if sender else None),
                            recipient=f"<{recipient.cpm_uri}>", body=text.encode("utf-8"),
                            disposition=("positive-delivery",))
         req = self._cpm.new_request("MESSAGE", recipient.cpm_uri, from_uri=f"tel:+{source}",

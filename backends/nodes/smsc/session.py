@@ -164,6 +164,10 @@ class SmppSession(SmppServerConnection):
             every = smsc.throttle_every
             if every and self.submits % every == 0:
                 status, note = C.SMPP_ESME_RTHROTTLED, f"throttled (every {every}th submit_sm)"
+            elif problem := codec.address_problem(codec.text(pdu.source_addr), pdu.source_addr_ton):
+                status, note = C.SMPP_ESME_RINVSRCADR, f"source_addr: {problem}"
+            elif problem := codec.address_problem(codec.text(pdu.destination_addr), pdu.dest_addr_ton):
+                status, note = C.SMPP_ESME_RINVDSTADR, f"destination_addr: {problem}"
             elif pdu.short_message and pdu.message_payload:
                 status, note = C.SMPP_ESME_RINVMSGLEN, "both short_message and message_payload"
             elif pdu.short_message is not None and len(pdu.short_message) != (pdu.sm_length or 0):

@@ -211,11 +211,14 @@ def test_the_esme_refuses_an_sms_nobody_here_can_take():
         iwf = make_iwf()
         await iwf.sms.start()
         accept = FakeEsme.last.accept
-        to_mary = SimpleNamespace(esm_class=0, destination_addr=b"15550101")
-        to_nobody = SimpleNamespace(esm_class=0, destination_addr=b"15559999")   # no user, no pool number
-        receipt = SimpleNamespace(esm_class=smpp.RECEIPT_ESM_CLASS, destination_addr=b"15559999")
-        assert (accept(to_mary), accept(to_nobody), accept(receipt)) == (
-            c.SMPP_ESME_ROK, c.SMPP_ESME_RINVDSTADR, c.SMPP_ESME_ROK)
+        peter = {"source_addr": b"15550201", "source_addr_ton": 1}
+        to_mary = SimpleNamespace(esm_class=0, destination_addr=b"15550101", **peter)
+        to_nobody = SimpleNamespace(esm_class=0, destination_addr=b"15559999", **peter)   # no user, no pool number
+        receipt = SimpleNamespace(esm_class=smpp.RECEIPT_ESM_CLASS, destination_addr=b"15559999", **peter)
+        # From an SMSC that let CR/LF through: it would become a SIP From, so it is refused here too.
+        crlf = SimpleNamespace(esm_class=0, destination_addr=b"15550101", source_addr=b"1555\r\n", source_addr_ton=1)
+        assert (accept(to_mary), accept(to_nobody), accept(receipt), accept(crlf)) == (
+            c.SMPP_ESME_ROK, c.SMPP_ESME_RINVDSTADR, c.SMPP_ESME_ROK, c.SMPP_ESME_RINVSRCADR)
         await iwf.stop()
     run(scenario)
 

@@ -260,6 +260,42 @@ def test_over_long_line_is_500_with_enhanced_code(tmp_path):
     asyncio.run(scenario())
 
 
+def test_braces_in_what_a_reply_echoes_get_proper_5xx_and_the_session_goes_on(tmp_path):
+    """Issue 15, finding 4: replies went through str.format, so `FOO{` killed the session and
+    `{x}` in an address gave "500 Error: (KeyError) 'x'"."""
+    async def scenario():
+        async with running(tmp_path) as world:
+            replies = await raw_dialogue(
+                world.port, b"EHLO raw\r\n", b"FOO{\r\n", b"BAR}{limit}\r\n", b"MAIL FROM:<{a}@evil.test>\r\n",
+                b"RCPT TO:<{x}@evil.test>\r\n", b"RCPT TO:<{0}@cpm-a.lab>\r\n", b"RCPT TO:<john@mail-b.lab>\r\n",
+                b"DATA\r\n", simple(JOHN, JOHN, "{subject}") + b".\r\n", b"QUIT\r\n")
+            assert "250-ENHANCEDSTATUSCODES" in replies[1]
+            assert replies[2] == '500 5.5.2 Error: command "FOO{" not recognized'
+            assert replies[3] == '500 5.5.2 Error: command "BAR}{LIMIT}" not recognized'
+            assert replies[4] == "250 2.1.0 OK"
+            assert replies[5].startswith("550 5.7.1 <{x}@evil.test>: Relaying denied")
+            assert replies[6] == "250 2.1.5 OK"
+            assert replies[7] == "250 2.1.5 OK"
+            assert replies[8].startswith("354 ")
+            assert replies[9].startswith("250 2.0.0 queued as ")
+            assert replies[10].startswith("221 ")
+            assert [m.startswith(b"Return-Path: <{a}@evil.test>") for m in world.inbox()] == [True]
+            summaries = world.summaries()
+            assert '500 5.5.2 Error: command "FOO{" not recognized' in summaries
+    asyncio.run(scenario())
+
+
+def test_aiosmtpd_refusals_get_an_enhanced_code():
+    from iwlab.backends.transports.smtp_server import with_enhanced_code
+    assert with_enhanced_code("503 Error: need RCPT command", 10) == "503 5.5.1 Error: need RCPT command"
+    assert with_enhanced_code("501 Syntax: MAIL FROM: <address>", 10) == "501 5.5.4 Syntax: MAIL FROM: <address>"
+    assert with_enhanced_code("502 5.5.1 Too many unrecognized commands, goodbye.", 10).count("5.5.1") == 1
+    assert with_enhanced_code("250 OK", 10) == "250 OK"
+    assert with_enhanced_code("552 Error: Too much mail data", 10) == \
+        "552 5.3.4 Message too big: more than 10 bytes of data"
+    assert with_enhanced_code("500 Error: {x}\r\n{y}", 10) == "500 5.5.2 Error: {x}  {y}"
+
+
 # -- trace ----------------------------------------------------------------------------------------
 def test_every_command_and_reply_traced_once_with_node_names(tmp_path):
     async def scenario():
@@ -281,14 +317,14 @@ def test_every_command_and_reply_traced_once_with_node_names(tmp_path):
         iwf = [e for e in events if e.correlation["smtp_session"] == "smtp-1"]
         assert [e.summary for e in iwf] == [
             f"220 mail-b.lab ESMTP iwlab (aiosmtpd {aiosmtpd_version})", "EHLO " + iwf[1].summary.split(" ", 1)[1],
-            "250 mail-b.lab SIZE 20000 8BITMIME SMTPUTF8 HELP", f"MAIL FROM:<{MARY}> size={len(message)}",
+            "250 mail-b.lab SIZE 20000 8BITMIME SMTPUTF8 ENHANCEDSTATUSCODES HELP", f"MAIL FROM:<{MARY}> size={len(message)}",
             "250 2.1.0 OK", f"RCPT TO:<{JOHN}>", "250 2.1.5 OK", "DATA", "354 End data with <CR><LF>.<CR><LF>",
             f'DATA ({len(message)} B) Subject: "Hi John"', iwf[10].summary, "QUIT", "221 Bye"]
         assert iwf[10].summary.startswith("250 2.0.0 queued as ")
         assert [(e.src, e.dst, e.is_response) for e in iwf[:2]] == [("Mail", "IWF", True), ("IWF", "Mail", False)]
         assert all({e.src, e.dst} == {"IWF", "Mail"} for e in iwf)
         assert iwf[2].raw == (b"250-mail-b.lab\r\n250-SIZE 20000\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n"
-                              b"250 HELP\r\n")                             # one multi-line reply, one event
+                              b"250-ENHANCEDSTATUSCODES\r\n250 HELP\r\n")                             # one multi-line reply, one event
         assert iwf[5].raw == b"RCPT TO:<john@mail-b.lab>\r\n"
         payload = iwf[9]
         assert payload.raw == message + b".\r\n"

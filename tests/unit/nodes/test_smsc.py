@@ -237,8 +237,8 @@ class Raw:
         self.sock.close()
 
 
-def raw_submit(seq: int, dest: str = PETER, text: bytes = b"x", **kw) -> bytes:
-    return codec.encode(codec.make("submit_sm", seq, source_addr=MARY, destination_addr=dest,
+def raw_submit(seq: int, dest: str = PETER, text: bytes = b"x", source: str = MARY, **kw) -> bytes:
+    return codec.encode(codec.make("submit_sm", seq, source_addr=source, destination_addr=dest,
                                    short_message=text, **kw))
 
 
@@ -503,20 +503,61 @@ def test_pipelined_pdus_in_one_chunk_are_all_answered_in_order(world):
 
 # -- bad input -----------------------------------------------------------------------------------
 
-def test_generic_nack_for_unknown_and_unreadable_pdus(world):
+def test_generic_nack_for_unknown_commands_own_response_for_bad_bodies(world):
     smsc = world.smsc()
     raw = Raw(smsc.port)
     raw.send(struct.pack(">LLLL", 16, 0x99, 0, 41))
     nack = raw.read()
     assert (nack.command, nack.sequence, nack.status) == ("generic_nack", 41, C.SMPP_ESME_RINVCMDID)
     assert raw.bind(PETER).status == C.SMPP_ESME_ROK        # same connection still works
-    good = raw_submit(42)
+    good = raw_submit(42, source=PETER)
     broken = struct.pack(">L", len(good) + 3) + good[4:] + b"\x04\x24\x00"   # truncated TLV
     raw.send(broken)
-    nack = raw.read()
-    assert (nack.command, nack.sequence, nack.status) == ("generic_nack", 42, C.SMPP_ESME_RINVOPTPARSTREAM)
+    resp = raw.read()      # a known request with a bad body: its own response (SMPP v3.4 5.1.3)
+    assert (resp.command, resp.sequence, resp.status) == ("submit_sm_resp", 42, C.SMPP_ESME_RINVOPTPARSTREAM)
     raw.send(codec.encode(codec.make("enquire_link", 43)))
     assert raw.read().command == "enquire_link_resp"
+    raw.close()
+
+
+def test_short_sm_length_gets_submit_sm_resp_rinvmsglen_and_nothing_is_delivered(world):
+    smsc = world.smsc()
+    peter = world.esme(smsc, PETER, "iwlab", "receiver").listen()
+    raw = Raw(smsc.port)
+    assert raw.bind("15550202").status == C.SMPP_ESME_ROK
+    good = bytearray(raw_submit(7, source="15550202", text=b"hello"))
+    at = good.index(b"hello") - 1
+    good[at] = 200                                    # sm_length 200, five octets follow
+    raw.send(bytes(good))
+    resp = raw.read()
+    assert (resp.command, resp.sequence, resp.status) == ("submit_sm_resp", 7, C.SMPP_ESME_RINVMSGLEN)
+    assert len(codec.encode(resp)) == 16              # an error response is header-only
+    good[at] = 2                                      # sm_length 2: three octets left over, no TLV
+    good[12:16] = (17).to_bytes(4, "big")
+    raw.send(bytes(good))
+    resp = raw.read()
+    assert (resp.command, resp.sequence, resp.status) == ("submit_sm_resp", 17, C.SMPP_ESME_RINVOPTPARSTREAM)
+    cut = raw_submit(8, source="15550202")[:-5]      # the body stops inside the mandatory fields
+    raw.send(struct.pack(">L", len(cut)) + cut[4:])
+    resp = raw.read()
+    assert (resp.command, resp.sequence, resp.status) == ("submit_sm_resp", 8, C.SMPP_ESME_RINVCMDLEN)
+    raw.send(raw_submit(9, source="15550202", text=b"fine"))
+    assert raw.read().status == C.SMPP_ESME_ROK
+    assert texts(peter.wait_delivered(1)) == [b"fine"]   # only the good one
+    event = next(e for e in world.trace.events() if e.summary.startswith("submit_sm_resp seq=7"))
+    assert "sm_length" in event.note
+    raw.close()
+
+
+def test_bad_bind_body_gets_bind_resp_with_the_field_status(world):
+    smsc = world.smsc()
+    raw = Raw(smsc.port)
+    good = codec.encode(codec.make("bind_transceiver", 3, system_id="x", password="iwlab", system_type="",
+                                   addr_ton=0, addr_npi=0, address_range=""))
+    long_id = good[:16] + b"1" * 40 + good[17:]      # system_id over its 16 octets
+    raw.send(struct.pack(">L", len(long_id)) + long_id[4:])
+    resp = raw.read()
+    assert (resp.command, resp.sequence, resp.status) == ("bind_transceiver_resp", 3, C.SMPP_ESME_RINVSYSID)
     raw.close()
 
 

@@ -221,3 +221,27 @@ def test_stream_parser_on_hostile_octets(chunks, cuts):
                 make_response(event.partial, event.status).to_bytes()
         else:
             describe(event)
+
+
+@given(st.text(st.characters(exclude_categories=("Cs",)), max_size=30), uri)
+def test_any_display_name_makes_a_from_that_parses_back(name, target):
+    """Issue 15, finding 3: whatever a display name holds (quotes, backslashes, CR/LF an RFC 2047
+    word decoded to), name_addr makes a valid From; control characters become spaces."""
+    from iwlab.backends.protocols.sip import name_addr as make_name_addr
+    value = make_name_addr(target, name, tag="t1")
+    request = make_request("MESSAGE", "sip:mary@cpm-a.lab", via=("127.0.0.1", 5060), from_=value,
+                           to="<sip:mary@cpm-a.lab>", call_id="c@x", cseq=1)
+    parsed = parse_message(request.to_bytes())
+    assert validate_request(parsed) is None
+    got = parse_name_addr(parsed.headers.get("From"))
+    expected = " ".join("".join(" " if ord(ch) < 0x20 or ord(ch) == 0x7F else ch for ch in name).split())
+    assert (got.display or "", got.uri, got.tag()) == (expected, target, "t1")
+
+
+@given(st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=30), host)
+def test_any_mail_local_part_makes_a_sip_uri_with_that_user(local, domain):
+    from iwlab.backends.protocols.sip import sip_uri_for_address
+    uri = sip_uri_for_address(f"{local}@{domain}")
+    parsed = parse_uri(uri)
+    assert (parsed.scheme, parsed.user, parsed.host) == ("sip", local, domain.lower())
+    assert parse_name_addr(f"<{uri}>").uri == uri

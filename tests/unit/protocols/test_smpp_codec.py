@@ -293,3 +293,20 @@ def test_an_unterminated_string_is_invalid_command_length():
 def test_unknown_tlvs_and_header_only_responses_are_accepted():
     assert codec.parse(pdu(0x04, 4, submit_body(tlvs=tlv(0x1400, b"vendor")))).command == "submit_sm"
     assert codec.parse(pdu(0x80000005, 9)).command == "deliver_sm_resp"
+
+
+def test_error_response_is_the_requests_own_resp_or_none_for_a_nack():
+    resp = codec.error_response(0x00000004, 9, C.SMPP_ESME_RINVMSGLEN)
+    assert (resp.command, resp.sequence, resp.status) == ("submit_sm_resp", 9, C.SMPP_ESME_RINVMSGLEN)
+    assert codec.encode(resp) == struct.pack(">LLLL", 16, 0x80000004, C.SMPP_ESME_RINVMSGLEN, 9)
+    assert codec.error_response(0x99, 9, C.SMPP_ESME_RINVCMDLEN) is None          # unknown: generic_nack
+    assert codec.error_response(0x80000004, 9, C.SMPP_ESME_RINVCMDLEN) is None    # a response
+    assert codec.error_response(0x00000102, 9, C.SMPP_ESME_RINVCMDLEN) is None    # alert_notification
+
+
+@pytest.mark.parametrize("address, ton, ok", [
+    ("15550201", 1, True), ("+15550201", 1, True), ("", 0, True), ("IWLAB", 5, True), ("shortcode", 0, True),
+    ("15550201\r\n", 1, False), ("1555\n0201", 0, False), ("peter", 1, False), ("1" * 16, 1, False),
+    ("ALPHANUMERIC12", 5, False), ("grüße", 0, False), ("a\x7f", 0, False)])
+def test_address_problem(address, ton, ok):
+    assert (codec.address_problem(address, ton) is None) == ok

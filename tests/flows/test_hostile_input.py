@@ -1,0 +1,147 @@
+"""Issue 15, hostile input: what an outside client sends that the lab must refuse, at the edge,
+with the protocol's own error, so nothing invalid travels on to a leg where it fails silently.
+
+Real clients on real sockets: a raw SIP client as Mary, smpplib clients as handsets, smtplib
+and raw sockets for SMTP.
+"""
+import queue
+import smtplib
+from email import policy
+from email.parser import BytesParser
+
+import pytest
+import smpplib.consts as C
+
+from iwlab.backends.protocols.cpim import parse_cpim
+from iwlab.backends.protocols.sip import parse_name_addr, validate_request
+from tests.helpers.mail_client import john_writes, smtp, wait_for_mail
+from tests.helpers.raw_sip import RawSipClient
+from tests.helpers.raw_smpp import SmppHandset
+from tests.helpers.sip_client import MARY
+from tests.helpers.smpp_client import encoded, next_message, peter_submits
+
+
+@pytest.fixture
+def mary_and_peter(lab_factory):
+    lab = lab_factory(devices="none")
+    endpoints = lab.lab.endpoints()
+    mary = RawSipClient(endpoints["sip"]["cpm-a.lab"])
+    assert mary.register(MARY, "cpm-a.lab").status == 200
+    peter = SmppHandset(endpoints["smpp"], "15550201")
+    yield lab, mary, peter
+    mary.close()
+    peter.close()
+
+
+def submit_status(handset: SmppHandset, **fields) -> int:
+    params = {"source_addr_ton": 1, "source_addr": "15550201", "dest_addr_ton": 1, "destination_addr": "15550101",
+              "short_message": encoded("hi"), **fields}
+    handset.client.send_message(**params)
+    return handset.responses.get(timeout=10).status
+
+
+# -- finding 2: addresses are checked where they enter --------------------------------------------
+
+@pytest.mark.parametrize("fields, status", [
+    ({"source_addr": "15550201\r\nX-Evil: 1"}, C.SMPP_ESME_RINVSRCADR),
+    ({"source_addr": "1555\x070201"}, C.SMPP_ESME_RINVSRCADR),
+    ({"source_addr": "peter"}, C.SMPP_ESME_RINVSRCADR),                      # TON international: digits only
+    ({"destination_addr": "15550101\n"}, C.SMPP_ESME_RINVDSTADR),
+    ({"destination_addr": "1555010x"}, C.SMPP_ESME_RINVDSTADR),
+], ids=["crlf-source", "bell-source", "letters-international", "lf-destination", "letter-destination"])
+def test_control_characters_in_addresses_are_refused_at_the_smsc(mary_and_peter, fields, status):
+    lab, mary, peter = mary_and_peter
+    assert submit_status(peter, **fields) == status
+    peter_submits(peter, encoded("the real one"))           # the bind goes on working
+    request = next_message(mary)                            # and the next message is the good one
+    assert b"the real one" in request.body
+    with pytest.raises(queue.Empty):
+        peter.received.get(timeout=0.3)                     # no receipt or bounce for the refused one
+
+
+# -- finding 3: an email answered 250 is carried, or refused before the 250, or bounced -----------
+
+def mail_to_mary(lab, from_header: str, text: str = "hello", envelope_from: str = "eve@evil.test",
+                 to: str = "mary@cpm-a.lab"):
+    """smtplib's sendmail with a From header we write ourselves (EmailMessage would re-quote it)."""
+    raw = (f"From: {from_header}\r\nTo: {to}\r\nSubject: test\r\n"
+           f"Message-ID: <{abs(hash((from_header, text)))}@evil.test>\r\n\r\n{text}\r\n").encode()
+    with smtp(lab) as client:
+        return client.sendmail(envelope_from, [to], raw)
+
+
+@pytest.fixture
+def lab_and_mary(lab_factory):
+    lab = lab_factory(devices="none")
+    mary = RawSipClient(lab.lab.endpoints()["sip"]["cpm-a.lab"])
+    assert mary.register(MARY, "cpm-a.lab").status == 200
+    yield lab, mary
+    mary.close()
+
+
+@pytest.mark.parametrize("from_header, display, uri", [
+    ('"Ev\\"il" <eve@evil.test>', 'Ev"il', "sip:eve@evil.test"),
+    ('"x y"@evil.test', None, "sip:%22x%20y%22@evil.test"),
+    ("=?utf-8?q?Eve=0BX-Evil=3A_1?= <eve@evil.test>", "Eve X-Evil: 1", "sip:eve@evil.test"),
+    ('"back\\\\slash" <eve@evil.test>', "back\\slash", "sip:eve@evil.test"),
+], ids=["escaped-quote", "quoted-local-part", "rfc2047-control", "backslash"])
+def test_hostile_email_senders_become_a_valid_sip_from(lab_and_mary, from_header, display, uri):
+    lab, mary = lab_and_mary
+    assert mail_to_mary(lab, from_header, text="odd sender") == {}     # one 250, no 451 to retry
+    request = next_message(mary)
+    sender = parse_name_addr(request.headers.get("From"))
+    assert sender.uri == uri
+    if display is not None:
+        assert sender.display == display
+    assert validate_request(request) is None
+    assert b"odd sender" in request.body
+    assert "\r" not in parse_cpim(request.body).sender
+
+
+def test_an_rfc2047_encoded_crlf_never_means_451_for_ever(lab_and_mary):
+    """In From it is refused at DATA (the stdlib will not make an address of it); in To (which
+    the server decodes for the trace) it used to raise: 451 on every try."""
+    lab, mary = lab_and_mary
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        mail_to_mary(lab, "=?utf-8?q?Eve=0D=0AX-Evil=3A_1?= <eve@evil.test>")
+    assert refused.value.smtp_code == 554 and refused.value.smtp_error.startswith(b"5.6.0 ")
+    raw = (b"From: Eve <eve@evil.test>\r\nTo: =?utf-8?q?Mary=0D=0AX-Evil=3A_1?= <mary@cpm-a.lab>\r\n"
+           b"Subject: =?utf-8?q?a=0D=0Ab?=\r\nMessage-ID: <crlf-to@evil.test>\r\n\r\nencoded to\r\n")
+    with smtp(lab) as client:
+        assert client.sendmail("eve@evil.test", ["mary@cpm-a.lab"], raw) == {}
+    assert b"encoded to" in next_message(mary).body
+
+
+def test_mail_for_an_unknown_cpm_user_is_refused_at_rcpt(lab_and_mary):
+    lab, _ = lab_and_mary
+    with smtp(lab) as client:
+        client.ehlo()
+        client.mail("john@mail-b.lab")
+        code, reply = client.rcpt("nobody@cpm-a.lab")
+        assert (code, reply.split()[0]) == (550, b"5.1.1")
+        assert client.rcpt("mary@cpm-a.lab")[0] == 250      # the session goes on
+        client.rset()
+    assert not [e for e in lab.lab.trace.events() if e.protocol == "SIP" and "nobody" in e.summary]
+
+
+def test_a_sender_address_that_makes_no_sip_uri_is_refused_at_data(lab_and_mary):
+    lab, _ = lab_and_mary
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        mail_to_mary(lab, "Eve <eve@under_score.test>", envelope_from="eve@under_score.test")
+    assert refused.value.smtp_code == 553 and refused.value.smtp_error.startswith(b"5.1.7 ")
+
+
+def test_an_email_cpm_refuses_after_the_250_is_bounced_to_its_sender_with_a_dsn(lab_and_mary):
+    lab, mary = lab_and_mary
+    john_writes(lab, "Mary will refuse this", subject="refused later")
+    request = mary.receive(lambda m: getattr(m, "method", "") == "MESSAGE")
+    mary.answer(request, 488, "Not Acceptable Here")
+    [stored] = wait_for_mail(lab, 1)
+    dsn = BytesParser(policy=policy.default).parsebytes(stored.as_bytes())
+    assert dsn.get_content_type() == "multipart/report" and dsn.get_param("report-type") == "delivery-status"
+    assert str(dsn["Subject"]).endswith("refused later")
+    status = next(p for p in dsn.walk() if p.get_content_type() == "message/delivery-status")
+    text = status.as_string()
+    assert "Action: failed" in text and "Status: 5.6.0" in text and "488 Not Acceptable Here" in text
+    assert "Final-Recipient: rfc822; mary@cpm-a.lab" in text
+    assert stored["Return-Path"] == "<>"                      # the null reverse-path: never bounced again
