@@ -333,9 +333,14 @@ _BLOCK_TAGS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6",
                "pre", "hr", "blockquote", "section", "article", "header", "footer"}
 
 
+_LINK_SCHEMES = ("http:", "https:", "ftp:", "mailto:", "tel:", "sip:", "sips:")
+
+
 class _HtmlText(HTMLParser):
     """Visible text with a line break per block; <blockquote> becomes '> ' lines,
-    so the plain-text quote trimming applies to HTML replies too."""
+    so the plain-text quote trimming applies to HTML replies too. A link keeps its
+    target: <a href="http://x.example/plan">the plan</a> -> "the plan (http://x.example/plan)"
+    (plain text has no other place for it; the target alone when it is the text)."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -344,11 +349,13 @@ class _HtmlText(HTMLParser):
         self._line_depth = 0
         self._quote_depth = 0
         self._hidden = 0            # inside <script>/<style>/<head>
+        self._links: list[tuple[str, int]] = []   # open <a>: its target, where its text starts in _line
 
     def _break(self) -> None:
         text = re.sub(r"[ \t\r\n\f\xa0]+", " ", "".join(self._line)).strip()
         self.lines.append("> " * self._line_depth + text if text or self._line_depth else text)
         self._line, self._line_depth = [], self._quote_depth
+        self._links = [(href, 0) for href, _ in self._links]   # a link across a block break goes on
 
     def handle_starttag(self, tag: str, attrs) -> None:
         if tag == "body":          # whatever <head> left open ends here
@@ -363,8 +370,23 @@ class _HtmlText(HTMLParser):
                 self._line_depth = self._quote_depth
             if tag == "li":
                 self._line.append("- ")
+        elif tag == "a" and not self._hidden:
+            href = next((value or "" for name, value in attrs if name == "href"), "").strip()
+            # Only targets a reader can follow: no javascript:, no in-page anchors.
+            self._links.append((href if href.lower().startswith(_LINK_SCHEMES) else "", len(self._line)))
 
     def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self._links:
+            href, start = self._links.pop()
+            if not href:
+                return
+            text = "".join(self._line[start:]).strip() if start <= len(self._line) else ""
+            bare = href.split(":", 1)[1] if href.lower().startswith(("mailto:", "tel:")) else href
+            if not text:
+                self._line.append(f" {href} ")
+            elif text not in (href, bare) and href not in text:
+                self._line.append(f" ({href})")
+            return
         if tag in ("script", "style", "head", "title"):
             self._hidden = max(0, self._hidden - 1)
         elif tag in _BLOCK_TAGS and tag != "br":

@@ -150,3 +150,16 @@ def test_an_email_the_server_refuses_becomes_imdn_failed(lab_and_mary):
     assert mary.response_to(call_id).status == 202
     imdn = parse_imdn_xml(parse_cpim(next_message(mary, imdn=True).body).body)
     assert (imdn.message_id, imdn.status) == ("imdn-refused", "failed")
+
+
+def test_an_html_only_email_reaches_mary_with_its_link_targets(lab_and_mary):
+    lab, mary = lab_and_mary
+    message = EmailMessage(policy=policy.default)
+    message["From"] = "John <john@mail-b.lab>"
+    message["To"] = "mary@cpm-a.lab"
+    message["Subject"] = "plan"
+    message.set_content('<p>Here is <a href="http://x.example/plan">the plan</a></p>', subtype="html")
+    with smtp(lab) as client:
+        client.send_message(message)
+    text = parse_cpim(next_message(mary).body).text
+    assert "the plan (http://x.example/plan)" in text
