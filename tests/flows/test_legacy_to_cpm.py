@@ -69,6 +69,31 @@ def test_peters_reply_lands_in_marys_thread(lab_with, policy):
     assert f"({policy} policy)" in notes
 
 
+@pytest.mark.parametrize("policy", ["last", "pool"])
+def test_two_sms_replies_both_answer_marys_message_not_peters_own(lab_with, policy):
+    _, mary, peter = lab_with(policy)
+    call_id = mary.request("MESSAGE", PETER_TEL, from_uri=MARY, to_uri=PETER_TEL, content_type="message/cpim",
+                           body=cpim_body(MARY, PETER_TEL, "lunch?"),
+                           extra=["Conversation-ID: conv-lunch", "Contribution-ID: contrib-lunch"])
+    assert mary.response_to(call_id).status == 202
+    reply_to = peter.next_message().source_addr.decode()
+    answers = []
+    for text in ("sure", "at noon"):
+        peter_submits(peter, encoded(text), to=reply_to)
+        reply = next_message(mary)
+        answers.append((parse_cpim(reply.body).text, reply.headers.get("Conversation-ID"),
+                        reply.headers.get("InReplyTo-Contribution-ID")))
+    assert answers == [("sure", "conv-lunch", "contrib-lunch"), ("at noon", "conv-lunch", "contrib-lunch")]
+    # Mary's next message is what Peter's next reply answers.
+    call_id = mary.request("MESSAGE", PETER_TEL, from_uri=MARY, to_uri=PETER_TEL, content_type="message/cpim",
+                           body=cpim_body(MARY, PETER_TEL, "where?"),
+                           extra=["Conversation-ID: conv-lunch", "Contribution-ID: contrib-where"])
+    assert mary.response_to(call_id).status == 202
+    reply_to = peter.next_message().source_addr.decode()
+    peter_submits(peter, encoded("the usual place"), to=reply_to)
+    assert next_message(mary).headers.get("InReplyTo-Contribution-ID") == "contrib-where"
+
+
 def test_pool_policy_keeps_two_conversations_apart(lab_with):
     _, mary, peter = lab_with("pool")
     sources = {}

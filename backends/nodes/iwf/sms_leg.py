@@ -306,7 +306,7 @@ class SmsLeg:
         req.headers.add("Contribution-ID", contribution_id)
         if thread:
             req.headers.add("InReplyTo-Contribution-ID", thread.contribution_id)
-            self._threads.note_reply(source, thread, contribution_id)
+            self._threads.note_reply(source, thread)
         req.headers.add("Content-Type", "message/cpim")
         req.body = cpim.to_bytes()
         parts = f" ({sms.parts}/{sms.total} parts)" if sms.total > 1 else ""
