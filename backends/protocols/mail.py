@@ -328,6 +328,74 @@ def build_mdn(*, original: IncomingEmail | EmailMessage, reader_address: str, re
     return report
 
 
+# -- DSN (RFC 3464) ------------------------------------------------------------------------------
+def build_dsn(*, original_message_id: str, original_subject: str, original_sender: str, original_recipient: str,
+              reporting_domain: str, status: int, reason: str, arrival: datetime | None = None) -> EmailMessage:
+    """A delivery status notification for a mail that could not be delivered on (a failure DSN,
+    RFC 3464, inside multipart/report, RFC 6522): a human-readable part, the machine-readable
+    message/delivery-status, and the original's headers as far as they are known. Threaded to the
+    original (In-Reply-To / References), so the sender's client shows it with what it reports on.
+    status/reason: what the next hop answered (a SIP status: 4xx/5xx/6xx, all final here)."""
+    now = datetime.now().astimezone()
+    report = EmailMessage(policy=policy.default)
+    report["From"] = Address(display_name="Mail Delivery System", addr_spec=f"mailer-daemon@{reporting_domain}")
+    report["To"] = original_sender
+    report["Subject"] = _unstructured("Undelivered: " + (original_subject or "your message"))
+    report["Date"] = format_datetime(now)
+    report["Message-ID"] = make_msgid(domain=reporting_domain)
+    report["Auto-Submitted"] = "auto-replied"          # RFC 3834: no robot answers this one
+    parent = normalise_message_id(original_message_id)
+    if parent:
+        report["In-Reply-To"] = parent
+        report["References"] = parent
+    reason = _display_name(reason)
+    human = EmailMessage(policy=policy.default)
+    human.set_content(f"Your message to {original_recipient} could not be delivered.\n\n"
+                      f"The recipient's service answered: {status} {reason}\n", charset="utf-8")
+    machine = EmailMessage(policy=policy.default)
+    machine["Content-Type"] = "message/delivery-status"
+    # SIP's 6xx and a final 4xx/5xx are permanent here (the IWF already waited out the temporary ones).
+    per_message = [("Reporting-MTA", f"dns; {reporting_domain}"), ("Arrival-Date", format_datetime(arrival or now))]
+    per_recipient = [("Final-Recipient", f"rfc822; {original_recipient}"), ("Action", "failed"),
+                     ("Status", "5.0.0"), ("Diagnostic-Code", f"X-SIP; {status} {reason}")]
+    blocks: list[Message | str] = []
+    for fields in (per_message, per_recipient):    # the generator writes each block as a header block
+        block = Message(policy=policy.default)
+        for name, value in fields:
+            block[name] = value
+        blocks.append(block)
+    machine.set_payload(blocks)
+    headers = EmailMessage(policy=policy.default)
+    headers["Content-Type"] = "text/rfc822-headers"
+    original = [f"From: {original_sender}", f"To: {original_recipient}"]
+    if original_subject:
+        original.append(f"Subject: {_display_name(original_subject)}")
+    if parent:
+        original.append(f"Message-ID: {parent}")
+    headers.set_payload("\r\n".join(original) + "\r\n")
+    report.set_payload([human, machine, headers])
+    report.set_param("report-type", "delivery-status")
+    report.set_type("multipart/report")
+    return report
+
+
+def dsn_fields(msg: EmailMessage) -> list[dict[str, str]] | None:
+    """The per-recipient fields of a DSN (multipart/report; report-type=delivery-status), or None."""
+    if msg.get_content_type() != "multipart/report" or \
+            str(msg.get_param("report-type", "")).lower() != "delivery-status":
+        return None
+    for part in msg.walk():
+        if part.get_content_type() == "message/delivery-status":
+            payload = part.get_payload()
+            if isinstance(payload, list):     # the parser makes each field block a Message
+                blocks = [dict(block.items()) for block in payload if isinstance(block, Message)]
+            else:
+                blocks = [dict(HeaderParser(policy=policy.default).parsestr(chunk).items())
+                          for chunk in re.split(r"\r?\n\r?\n", str(payload)) if chunk.strip()]
+            return [{k: str(v) for k, v in block.items()} for block in blocks[1:]]
+    return []
+
+
 # -- HTML and quoted history --------------------------------------------------------------------
 _BLOCK_TAGS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol",
                "pre", "hr", "blockquote", "section", "article", "header", "footer"}

@@ -224,3 +224,14 @@ def test_garbage_and_a_wrong_password_on_the_smpp_port_leave_the_lab_serving(lab
     intruder.disconnect()
     assert mary.response_to(send_cpm_message(mary, "still working")).status == 202
     assert received_text(peter.next_message()) == "still working"
+
+
+def test_a_refused_sms_comes_back_to_peter_by_sms_from_the_number_he_wrote_to(lab_with):
+    lab, mary, peter = lab_with()
+    peter_submits(peter, encoded("Are you there?"))
+    request = mary.receive(lambda m: getattr(m, "method", "") == "MESSAGE")
+    mary.answer(request, 603, "Decline")
+    bounce = peter.next_message()
+    assert bounce.source_addr == b"15550101"
+    assert "not delivered (603 Decline)" in received_text(bounce)
+    assert not any(e.protocol == "SMTP" for e in lab.lab.trace.events())

@@ -8,6 +8,8 @@ the recipient's Maildir (-> IMDN delivered); an MDN from the reader's client
 In: mail for a CPM domain reaches relay() from the mail server: threaded by
 In-Reply-To / References, else by subject, and sent on as a CPIM MESSAGE
 through the CPM leg (unless the session leg claims it: a chat answer or request).
+One the CPM side refuses comes back to its sender as a DSN (RFC 3464), threaded
+to his mail (bounce): an email sender hears of a failure by email, never by SMS.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from typing import Callable
 import aiosmtplib
 
 from iwlab.backends.directory import NodeDirectory
-from iwlab.backends.nodes.iwf.cpm_leg import Answer, CpmLeg
+from iwlab.backends.nodes.iwf.cpm_leg import Answer, CpmLeg, Origin
 from iwlab.backends.nodes.iwf.threads import ThreadMap, ThreadRef
 from iwlab.backends.protocols import mail
 from iwlab.backends.protocols.cpim import (
@@ -35,7 +37,8 @@ from iwlab.backends.protocols.cpim import (
     imdn_message,
     uri_of,
 )
-from iwlab.backends.protocols.sip import SipRequest
+from iwlab.backends.protocols.sip import SipRequest, SipResponse
+from iwlab.backends.routing import EMAIL
 from iwlab.backends.store import DurableQueue, StoredItem
 from iwlab.backends.topology import Topology, User
 
@@ -75,10 +78,13 @@ class OutboundEmail:
 class EmailLeg:
     def __init__(self, *, topology: Topology, threads: ThreadMap, cpm: CpmLeg, nodes: NodeDirectory, name: str,
                  mail_address: Callable[[], Address | None],
-                 session_claims: Callable[[mail.IncomingEmail, str], bool], store: DurableQueue) -> None:
+                 session_claims: Callable[[mail.IncomingEmail, str], bool], store: DurableQueue,
+                 domain: str = "") -> None:
         """mail_address: the lab's mail server, when it runs; session_claims(incoming, recipient
         address): True when an email belongs to a chat session (the session leg takes it);
-        store: where an email waits (from before its 202) until the mail server has it."""
+        store: where an email waits (from before its 202) until the mail server has it;
+        domain: the IWF operator's domain (its DSNs come from mailer-daemon there)."""
+        self._domain = domain
         self._store = store
         self._topology = topology
         self._threads = threads
@@ -302,7 +308,21 @@ class EmailLeg:
                 else f"email from {incoming.sender} starts a conversation with {recipient.name}")
         if incoming.trimmed_quote:
             note += "; quoted history trimmed"
-        self._cpm.send(req, note)
+        self._cpm.send(req, note, origin=Origin(EMAIL, sender=incoming.sender, recipient=recipient_address,
+                                                message_id=incoming.message_id, subject=incoming.subject))
+
+    def bounce(self, origin: Origin, req: SipRequest, response: SipResponse) -> None:
+        """An email the CPM side would not take: a DSN to its sender, threaded to his mail, from
+        the null reverse-path (RFC 5321 4.5.5: nobody answers a bounce with a bounce)."""
+        if not origin.sender:
+            return
+        report = mail.build_dsn(original_message_id=origin.message_id, original_subject=origin.subject,
+                                original_sender=origin.sender, original_recipient=origin.recipient,
+                                reporting_domain=self._domain or "localhost", status=response.status,
+                                reason=response.reason)
+        self._queue(OutboundEmail(report, origin.sender, "", "", "", "", (), "", req.headers.get("Conversation-ID") or ""))
+        log.info("DSN to %s: %s not delivered (%s %s)", origin.sender, origin.message_id, response.status,
+                 response.reason)
 
     def _cpm_user(self, address: str) -> User | None:
         local, _, domain = address.lower().partition("@")

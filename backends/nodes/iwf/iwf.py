@@ -11,11 +11,12 @@ goes to the session leg first (an answer, a chat message, a chat request), else 
 """
 from __future__ import annotations
 
+import logging
 import ssl
 from typing import Callable
 
 from iwlab.backends.directory import NodeDirectory
-from iwlab.backends.nodes.iwf.cpm_leg import Answer, CpmLeg
+from iwlab.backends.nodes.iwf.cpm_leg import Answer, CpmLeg, Origin
 from iwlab.backends.nodes.iwf.email_leg import EmailLeg
 from iwlab.backends.nodes.iwf.session import SessionRules
 from iwlab.backends.nodes.iwf.sessions import SESSION_METHODS, IwfSessions
@@ -29,7 +30,7 @@ from iwlab.backends.protocols.sip import (
     SipResponse,
     make_response,
 )
-from iwlab.backends.routing import EMAIL, Route
+from iwlab.backends.routing import EMAIL, SMS, Route
 from iwlab.backends.store import Store
 from iwlab.backends.topology import Operator, Topology
 from iwlab.backends.trace import Trace
@@ -38,6 +39,7 @@ from iwlab.backends.transports.sip_listeners import SipListeners
 from iwlab.backends.transports.smpp_esme import Esme
 
 Address = tuple[str, int]
+log = logging.getLogger(__name__)
 
 
 class Iwf:
@@ -74,7 +76,7 @@ class Iwf:
         if mail_address is not None:
             self.email = EmailLeg(topology=topology, threads=self.threads, cpm=self.cpm, nodes=nodes, name=name,
                                   mail_address=mail_address, session_claims=self._email_for_session,
-                                  store=store.queue("IWF email out"))
+                                  store=store.queue("IWF email out"), domain=operator.cpm_domain)
         # Sessions with legacy users (5.8.6 / 5.9.6).
         self.sessions = IwfSessions(rules=SessionRules.of(account), cpm=self.cpm, sms=self.sms, email=self.email,
                                     topology=topology, threads=self.threads, host=host, name=name, trace=trace,
@@ -117,9 +119,17 @@ class Iwf:
     def _email_for_session(self, incoming: mail.IncomingEmail, recipient_address: str) -> bool:
         return self.sessions.take_email(incoming, recipient_address)
 
-    def _cpm_refused(self, req: SipRequest, response: SipResponse) -> None:
-        """A request of ours the CPM side would not take: an SMS sender hears why, nothing vanishes."""
-        self.sms.bounce(req, response)
+    def _cpm_refused(self, req: SipRequest, response: SipResponse, origin: Origin | None) -> None:
+        """A request of ours the CPM side would not take: its sender hears why, by the technology
+        his message came in (an SMS by SMS, an email by a DSN); nothing vanishes. An IMDN of ours
+        (origin CPM, or none) has nobody to tell."""
+        if origin is None:
+            log.info("CPM refused %s %s (%s %s): nobody to report to", req.method, req.uri,
+                     response.status, response.reason)
+        elif origin.technology == SMS:
+            self.sms.bounce(origin, req, response)
+        elif origin.technology == EMAIL and self.email is not None:
+            self.email.bounce(origin, req, response)
 
     # -- CPM -> legacy ----------------------------------------------------------
     def _on_sip(self, conn: SipConnection, message: SipRequest | SipResponse | SipParseError) -> None:

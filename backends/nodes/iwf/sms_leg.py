@@ -5,7 +5,8 @@ ordered outbox (sms_outbox.py), sent from the number the thread map picks; SMSC 
 IMDNs (a multipart message is delivered when every part is).
 SMS -> CPM (5.9.5): deliver_sm parts are reassembled (in any order; what never completes is
 shown, marked incomplete), threaded by the thread map, and sent on as CPIM MESSAGEs through the
-CPM leg; an SMS the CPM side refuses comes back to its sender as a bounce SMS.
+CPM leg; an SMS the CPM side refuses comes back to its sender as a bounce SMS (from the number he
+wrote to, so it sits in the same conversation on his handset).
 """
 from __future__ import annotations
 
@@ -17,20 +18,19 @@ from typing import Any, Callable
 import smpplib.consts as c
 
 from iwlab.backends.directory import NodeDirectory
-from iwlab.backends.nodes.iwf.cpm_leg import Answer, CpmLeg
+from iwlab.backends.nodes.iwf.cpm_leg import Answer, CpmLeg, Origin
 from iwlab.backends.nodes.iwf.sms_outbox import OutboundSms, SmsOutbox
 from iwlab.backends.nodes.iwf.threads import ThreadMap
 from iwlab.backends.protocols import sip, smpp, smstext
 from iwlab.backends.protocols.cpim import (
     CPM_MSG_SERVICE,
-    CpimError,
     CpimMessage,
     Imdn,
     imdn_message,
-    parse_cpim,
     uri_of,
 )
 from iwlab.backends.protocols.sip import SipRequest, SipResponse
+from iwlab.backends.routing import SMS
 from iwlab.backends.protocols.smpp import parse_receipt_text
 from iwlab.backends.protocols.smpp import text as _text
 from iwlab.backends.store import Store
@@ -314,21 +314,13 @@ class SmsLeg:
             note = f"SMS{parts} from +{source} answers {recipient.name}'s thread ({self._threads.policy} policy)"
         else:
             note = f"SMS{parts} from +{source} starts a new conversation with {recipient.name}"
-        self._cpm.send(req, note)
+        self._cpm.send(req, note, origin=Origin(SMS, sender=source, recipient=dest))
 
-    def bounce(self, req: SipRequest, response: SipResponse) -> None:
-        """A message from a tel: user the CPM side would not take: the sender hears why, by SMS."""
-        sender = sip.uri_of(req.headers.get("From"))
-        if not sender.startswith("tel:") or "message/cpim" not in (req.headers.get("Content-Type") or ""):
-            return
-        try:
-            if parse_cpim(req.body).is_imdn:
-                return
-        except CpimError:
-            return
+    def bounce(self, origin: Origin, req: SipRequest, response: SipResponse) -> None:
+        """An SMS the CPM side would not take: its sender hears why, by SMS, from the number he
+        wrote to (the recipient's, or the pool number of the thread)."""
         recipient = self._topology.user_by_uri(req.uri)
         who = recipient.name if recipient else req.uri
-        own_number = recipient.msisdn if recipient and recipient.msisdn else ""
-        if own_number:
-            self.send_text(source=own_number, dest=sender[4:],
+        if origin.sender and origin.recipient:
+            self.send_text(source=origin.recipient, dest=origin.sender,
                            text=f"Your message to {who} was not delivered ({response.status} {response.reason}).")
