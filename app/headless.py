@@ -19,6 +19,7 @@ from iwlab.backends.lab.control import run_command
 from iwlab.backends.lab.lab import Lab
 from iwlab.backends.lab.pcap import to_pcapng
 from iwlab.backends.lab.report import write_html, write_junit, write_trace_json
+from iwlab.backends.protocols.sip import hostport
 from iwlab.backends.lab.scenarios import (
     ScenarioError,
     ScenarioRun,
@@ -54,16 +55,20 @@ def _print_event(event: TraceEvent) -> None:
 def endpoints_table(lab: Lab) -> str:
     rows = [(f"SIP  {domain}", address) for domain, address in lab.endpoints()["sip"].items()]
     endpoints = lab.endpoints()
-    if "iwf_sip" in endpoints:
-        rows.append(("SIP  IWF (interworking function)", endpoints["iwf_sip"]))
+    for iwf in lab.iwfs.values():
+        rows.append((f"SIP  {iwf.name} (interworking function, {iwf.operator.name})", hostport(lab.host, iwf.port)))
     if "smpp" in endpoints:
         rows.append(("SMPP SMSC", endpoints["smpp"]))
+    if "content" in endpoints:
+        rows.append(("HTTP content server (links for what SMS cannot carry)", endpoints["content"]))
     width = max(len(name) for name, _ in rows)
     lines = [f"  {name:<{width}}  {address}" for name, address in rows]
     users = []
     for user in lab.topology.users:
         ids = ", ".join(i for i in (user.sip, user.tel, user.email) if i)
         where = "simulated in-process" if user.id in lab.devices else "not simulated: connect a real client"
+        if user.id in lab.sms_sides:
+            where += f"; the phone's SMS side binds as {user.msisdn}"
         users.append(f"  {user.name:<6} {user.device:<5} {ids}  ({where})")
     handset_hint = (f"  A real SMPP client binds as system_id=<MSISDN digits>, password="
                     f"{lab.topology.smsc.handset_password!r} to be that handset.")
@@ -185,12 +190,19 @@ def play(topology: Topology, names: list[str], *, quiet: bool = False, exports: 
 
 
 def ladder_nodes(topology: Topology) -> list[str]:
-    """Columns left to right: CPM devices, CPM domains, the bridge, legacy networks, legacy devices."""
+    """Columns left to right: CPM devices, CPM domains (each followed by its own IWF, unless that
+    IWF is the bridge beside the SMSC), the bridge, legacy networks, the content server, legacy devices."""
     cpm_users = [u.name for u in topology.users if u.device == "cpm"]
     legacy_users = [u.name for u in topology.users if u.device != "cpm"]
-    servers = [op.node_name for op in topology.operators]
-    iwf_operator = topology.iwf_operator()
-    bridge = ["IWF", "SMSC"] if iwf_operator else []
-    if iwf_operator and iwf_operator.mail_domain:
+    main = topology.iwf_operator()
+    servers: list[str] = []
+    for op in topology.operators:
+        servers.append(op.node_name)
+        if op.iwf and op is not main:
+            servers.append(op.iwf.node_name)
+    bridge = [main.iwf.node_name, "SMSC"] if main and main.iwf else []
+    if main and main.mail_domain:
         bridge.append("Mail")
+    if main:
+        bridge.append("Content")
     return cpm_users + servers + bridge + legacy_users

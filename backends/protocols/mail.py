@@ -104,8 +104,10 @@ def _display_name(name: str) -> str:
 def cpm_to_email(*, sender_name: str, sender_address: str, recipient_address: str, text: str,
                  contribution_id: str, conversation_id: str, in_reply_to_message_id: str | None = None,
                  references: list[str] | tuple[str, ...] = (), request_mdn: bool = True, domain: str,
-                 subject: str | None = None, date: datetime | None = None) -> EmailMessage:
-    """A CPM message as the email John's client receives. `subject` None: the first words."""
+                 subject: str | None = None, date: datetime | None = None,
+                 attachments: list[tuple[bytes, str, str]] | tuple = ()) -> EmailMessage:
+    """A CPM message as the email John's client receives. `subject` None: the first words.
+    attachments: (data, content type, file name) of what the text cannot carry (an image ...)."""
     msg = EmailMessage(policy=policy.default)
     sender_name = _display_name(sender_name)
     msg["From"] = Address(display_name=sender_name, addr_spec=sender_address)
@@ -125,6 +127,10 @@ def cpm_to_email(*, sender_name: str, sender_address: str, recipient_address: st
         # Not an address header to the stdlib registry: store its text form.
         msg["Disposition-Notification-To"] = str(Address(display_name=sender_name, addr_spec=sender_address))
     msg.set_content(text, charset="utf-8")       # 8bit UTF-8: our server offers 8BITMIME
+    for data, content_type, filename in attachments:
+        maintype, _, subtype = content_type.partition("/")
+        msg.add_attachment(bytes(data), maintype=maintype or "application", subtype=subtype or "octet-stream",
+                           filename=_display_name(filename) or None)
     return msg
 
 

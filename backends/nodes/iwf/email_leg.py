@@ -27,6 +27,7 @@ from typing import Callable
 import aiosmtplib
 
 from iwlab.backends.directory import NodeDirectory
+from iwlab.backends.nodes.iwf import content
 from iwlab.backends.nodes.iwf.cpm_leg import Answer, CpmLeg, Origin
 from iwlab.backends.nodes.iwf.threads import ThreadMap, ThreadRef
 from iwlab.backends.protocols import mail
@@ -131,11 +132,14 @@ class EmailLeg:
         assert recipient.email, "the IWF checks that the recipient has an email address"
         parent = self._parent_message_id(conversation_id, in_reply_to)
         references = [parent] if parent else []
+        adapted = content.for_email(cpim, sender.name)
+        attached = adapted.attachment
         message = mail.cpm_to_email(
             sender_name=sender.name, sender_address=sender_address, recipient_address=recipient.email,
-            text=cpim.text, contribution_id=contribution_id or uuid.uuid4().hex, conversation_id=conversation_id,
+            text=adapted.text, contribution_id=contribution_id or uuid.uuid4().hex, conversation_id=conversation_id,
             in_reply_to_message_id=parent, references=references,
-            request_mdn="display" in cpim.disposition, domain=domain)
+            request_mdn="display" in cpim.disposition, domain=domain,
+            attachments=[(attached.data, attached.content_type, attached.filename)] if attached else ())
         message_id = mail.normalise_message_id(message["Message-ID"])
         self._threads.remember_id(message_id, cpm_uri=sender.cpm_uri or "", conversation_id=conversation_id,
                                      contribution_id=contribution_id)
@@ -146,7 +150,8 @@ class EmailLeg:
                                                sender.cpm_uri or "", recipient.cpm_uri or "", cpim.disposition,
                                                cpim.datetime, conversation_id)
         self._queue(self._sent[message_id])
-        return f"queued as email {message_id} to {recipient.name} <{recipient.email}>"
+        note = f"queued as email {message_id} to {recipient.name} <{recipient.email}>"
+        return note + (f"; {adapted.note}" if adapted.note else "")
 
     def _queue(self, outbound: OutboundEmail) -> None:
         """Keep it (durably, before the caller acknowledges it) and send it after what waits."""

@@ -16,6 +16,7 @@ import ssl
 from typing import Callable
 
 from iwlab.backends.directory import NodeDirectory
+from iwlab.backends.nodes.iwf.content import Put
 from iwlab.backends.nodes.iwf.cpm_leg import Answer, CpmLeg, Origin
 from iwlab.backends.nodes.iwf.email_leg import EmailLeg
 from iwlab.backends.nodes.iwf.session import SessionRules
@@ -47,10 +48,11 @@ class Iwf:
                  host: str, smsc_address: Callable[[], Address], cpm_address: Callable[[], Address | None],
                  store: Store, mail_address: Callable[[], Address | None] | None = None,
                  reassembly_timeout: float = 30.0, name: str = "IWF",
-                 make_esme: Callable[..., Esme] = Esme) -> None:
+                 make_esme: Callable[..., Esme] = Esme, put_content: Put | None = None) -> None:
         """store: the lab's durable store (what the IWF acknowledged and still owes waits there);
         mail_address: given when the lab has a mail server (then the IWF has an email leg);
-        make_esme: the SMS leg's ESME (a test passes a fake that binds to nothing)."""
+        make_esme: the SMS leg's ESME (a test passes a fake that binds to nothing);
+        put_content: the lab's content server (what SMS cannot carry is linked from there)."""
         assert operator.iwf is not None
         account = operator.iwf
         self.operator = operator
@@ -67,16 +69,17 @@ class Iwf:
                                  pool=account.number_pool)
         self.cpm = CpmLeg(name=name, host=host, domain=operator.cpm_domain, trace=trace, nodes=nodes,
                           server_address=cpm_address, local_port=lambda: self.port,
-                          on_message=self._on_sip, on_refused=self._cpm_refused, store=store.queue("IWF cpm out"),
+                          on_message=self._on_sip, on_refused=self._cpm_refused, store=store.queue(f"{name} cpm out"),
                           validity_seconds=account.message_validity_seconds, retry_seconds=account.retry_seconds)
         self.sms = SmsLeg(account=account, topology=topology, threads=self.threads, cpm=self.cpm, nodes=nodes,
                           name=name, smsc_address=smsc_address, session_claims=self._sms_for_session,
-                          store=store, reassembly_timeout=reassembly_timeout, make_esme=make_esme)
+                          store=store, reassembly_timeout=reassembly_timeout, make_esme=make_esme,
+                          put_content=put_content)
         self.email: EmailLeg | None = None
         if mail_address is not None:
             self.email = EmailLeg(topology=topology, threads=self.threads, cpm=self.cpm, nodes=nodes, name=name,
                                   mail_address=mail_address, session_claims=self._email_for_session,
-                                  store=store.queue("IWF email out"), domain=operator.cpm_domain)
+                                  store=store.queue(f"{name} email out"), domain=operator.cpm_domain)
         # Sessions with legacy users (5.8.6 / 5.9.6).
         self.sessions = IwfSessions(rules=SessionRules.of(account), cpm=self.cpm, sms=self.sms, email=self.email,
                                     topology=topology, threads=self.threads, host=host, name=name, trace=trace,

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import smpplib.consts as c
 
 from iwlab.backends.directory import NodeDirectory
+from iwlab.backends.nodes.iwf import content
 from iwlab.backends.nodes.iwf.cpm_leg import Answer, CpmLeg, Origin
 from iwlab.backends.nodes.iwf.sms_outbox import OutboundSms, SmsOutbox
 from iwlab.backends.nodes.iwf.threads import ThreadMap
@@ -83,10 +84,13 @@ class SmsLeg:
     def __init__(self, *, account: IwfAccount, topology: Topology, threads: ThreadMap, cpm: CpmLeg,
                  nodes: NodeDirectory, name: str, smsc_address: Callable[[], Address],
                  session_claims: Callable[[smstext.IncomingSms], bool], store: Store,
-                 reassembly_timeout: float = 30.0, make_esme: Callable[..., Esme] = Esme) -> None:
+                 reassembly_timeout: float = 30.0, make_esme: Callable[..., Esme] = Esme,
+                 put_content: content.Put | None = None) -> None:
         """session_claims(sms): True when an incoming SMS belongs to a chat session (the session
         leg takes it); store: the lab's durable store (what was acknowledged waits there);
-        make_esme: Esme's signature, so a test can bind to no SMSC at all."""
+        make_esme: Esme's signature, so a test can bind to no SMSC at all; put_content: the
+        content server's put (a payload SMS cannot carry goes there, and its link by SMS)."""
+        self._put_content = put_content
         self._account = account
         self._topology = topology
         self._threads = threads
@@ -100,9 +104,9 @@ class SmsLeg:
         self.reassembler = smstext.Reassembler(timeout=reassembly_timeout)
         self.receipts = ReceiptBook()
         self.outbox = SmsOutbox(submit=self._submit, on_accepted=self._accepted, on_failed=self._fail,
-                                store=store.queue("IWF sms out"))
+                                store=store.queue(f"{name} sms out"))
         # Parts of a concatenated SMS acknowledged to the SMSC while the others are still missing.
-        self._parts = store.queue("IWF sms parts")
+        self._parts = store.queue(f"{name} sms parts")
         self._part_items: dict[tuple[str, str, int | None], list[int]] = {}
         self.failed: list[tuple[OutboundSms, str]] = []
         self.esme: Esme | None = None
@@ -153,7 +157,8 @@ class SmsLeg:
         sender = self._topology.user_by_uri(sender_uri)
         if sender is None or not sender.msisdn:
             return Answer(403, "Sender has no number to show on SMS")
-        parts, _ = smstext.sms_count(cpim.text)
+        adapted = content.for_sms(cpim, sender.name, self._put_content)
+        parts, _ = smstext.sms_count(adapted.text)
         if parts > smstext.MAX_PARTS:
             return Answer(413, f"Too long for SMS: {parts} parts, at most {smstext.MAX_PARTS}")
         if self.outbox.seen(sender.cpm_uri or sender_uri, cpim.message_id):
@@ -163,11 +168,13 @@ class SmsLeg:
         source = self._threads.outbound_sms(
             cpm_uri=sender.cpm_uri or sender_uri, cpm_number=sender.msisdn, peer=recipient.msisdn,
             conversation_id=conversation_id, contribution_id=req.headers.get("Contribution-ID") or "")
-        sms = OutboundSms(source=source, dest=recipient.msisdn, text=cpim.text,
+        sms = OutboundSms(source=source, dest=recipient.msisdn, text=adapted.text,
                           imdn_message_id=cpim.message_id, sender_uri=sender.cpm_uri or sender_uri,
                           recipient_uri=req.uri, disposition=cpim.disposition, datetime=cpim.datetime,
                           conversation_id=conversation_id)
         note = f"queued for SMS to {recipient.name} (+{recipient.msisdn})"
+        if adapted.note:
+            note += f"; {adapted.note}"
         if source != sender.msisdn:
             note += f", sent from pool number +{source} so a reply names this thread"
         if "display" in cpim.disposition:
