@@ -158,8 +158,10 @@ async def _play(topology: Topology, names: list[str], quiet: bool, exports: Expo
         print(verdict.report())
     requirements = load_requirements()
     print("\nRequirements:")
-    for rid, (state, _) in requirement_verdicts(verdicts, requirements).items():
-        print(f"  {state:<14} {rid}")
+    for rid, (state, rows) in requirement_verdicts(verdicts, requirements).items():
+        shown = sorted(set(rows))
+        proof = f"  rows {', '.join(map(str, shown[:12]))}{' …' if len(shown) > 12 else ''}" if shown else ""
+        print(f"  {state:<14} {rid}{proof}")
     events = lab.trace.events()
     if exports.junit:
         write_junit(Path(exports.junit), verdicts)

@@ -109,6 +109,7 @@ class CpmDevice:
         self._connecting = asyncio.Lock()
         self._refresh: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
+        self.accepting = True     # False: the user declines messages (the phone answers 603)
         self.sms_side: SmsHandset | None = None
         self._peer_of_number: Callable[[str], User | None] = topology.user_by_number
         self._sms_number_of: dict[str, str] = {}   # peer uri -> the number their last SMS came from
@@ -228,8 +229,11 @@ class CpmDevice:
         return await self.register(expires=0)
 
     async def set_state(self, *, registered: bool | None = None, cpm_capable: bool | None = None,
-                        roaming_without_cpm: bool | None = None) -> None:
-        """Change the device's conditions as a trainer would (ARCHITECTURE §2)."""
+                        roaming_without_cpm: bool | None = None, accepting: bool | None = None) -> None:
+        """Change the device's conditions as a trainer would (ARCHITECTURE §2); accepting=False:
+        the user declines incoming messages (a blocked or full phone answers 603)."""
+        if accepting is not None:
+            self.accepting = accepting
         if cpm_capable is not None:
             self.user.cpm_capable = cpm_capable
         if roaming_without_cpm is not None:
@@ -248,8 +252,10 @@ class CpmDevice:
     def contacts(self) -> list[User]:
         return [self.topology.user(contact) for contact in self.user.contacts]
 
-    async def send_message(self, to: User | str, text: str, *, in_reply_to: ChatMessage | None = None) -> ChatMessage:
-        """Send to a person (or a URI). The device never picks a technology (CPM-IOP-003)."""
+    async def send_message(self, to: User | str, text: str, *, in_reply_to: ChatMessage | None = None,
+                           content_type: str | None = None, body: bytes | None = None) -> ChatMessage:
+        """Send to a person (or a URI). The device never picks a technology (CPM-IOP-003).
+        content_type/body: a payload other than text (a picture ...); `text` is what the phone shows."""
         peer_uri = to.cpm_uri if isinstance(to, User) else to
         peer = to if isinstance(to, User) else self.topology.user_by_uri(to)
         assert peer_uri, "the recipient has no identity"
@@ -257,7 +263,9 @@ class CpmDevice:
             return await self._send_sms(peer, peer_uri, text)    # no CPM where she is: her phone texts
         conversation_id = in_reply_to.conversation_id if in_reply_to else self.conversation_with(peer_uri)
         cpim = CpimMessage(sender=f'"{self.name}" <{self.uri}>', recipient=f"<{peer_uri}>",
-                           body=text.encode("utf-8"))
+                           body=text.encode("utf-8") if body is None else body)
+        if content_type:
+            cpim.content_type = content_type
         msg = ChatMessage("out", peer_uri, peer.name if peer else peer_uri, text, cpim.message_id,
                           conversation_id, uuid.uuid4().hex,
                           in_reply_to=in_reply_to.contribution_id if in_reply_to else "")
@@ -313,6 +321,9 @@ class CpmDevice:
             cpim = parse_cpim(message.body)
         except CpimError as exc:
             conn.send(make_response(message, 400, f"Bad CPIM: {exc}"[:80], to_tag=sip.new_tag()))
+            return
+        if not self.accepting and not cpim.is_imdn:
+            conn.send(make_response(message, 603, "Decline", to_tag=sip.new_tag()))
             return
         conn.send(make_response(message, 200, to_tag=sip.new_tag()))
         if cpim.is_imdn:

@@ -77,13 +77,7 @@ class Lab:
                 iwf_address=partial(self._iwf_address, op.id) if op.iwf else None, store=self.store)
         main = topology.iwf_operator()
         if iwf_operators:
-            self.smsc = Smsc(self.trace, self.nodes, accounts=[self._iwf_account(op) for op in iwf_operators],
-                             handset_password=topology.smsc.handset_password,
-                             handset_numbers={u.msisdn: u.name for u in topology.users
-                                              if u.device in ("sms", "cpm") and u.msisdn},
-                             throttle_every=topology.smsc.throttle_every,
-                             validity_seconds=topology.smsc.validity_seconds, store=self.store,
-                             handset_first=self._handset_first)
+            self.smsc = self._make_smsc()
             for op in iwf_operators:
                 assert op.iwf is not None
                 self.iwfs[op.id] = Iwf(op, topology, self.trace, self.nodes, host=self.host, store=self.store,
@@ -114,7 +108,7 @@ class Lab:
                     side = self.sms_sides[user.id] = SmsHandset(
                         user, topology, self.nodes, smsc_address=self._smsc_address,
                         password=topology.smsc.handset_password)
-                    phone.attach_sms_side(side, partial(self._sms_peer, user))
+                    phone.attach_sms_side(side, partial(self.sms_peer, user))
             elif user.device == "email" and self.mail and user.email:
                 client = EmailClient(user, topology, self.nodes, smtp_address=self._mail_address)
                 self.mail.on_delivered.append(client.delivered)
@@ -134,6 +128,28 @@ class Lab:
         if unknown:
             raise ValueError(f"unknown device(s): {', '.join(sorted(unknown))}; the lab has {', '.join(sorted(every))}")
         return chosen
+
+    def _make_smsc(self) -> Smsc:
+        topology = self.topology
+        return Smsc(self.trace, self.nodes, accounts=[self._iwf_account(op) for op in topology.iwf_operators()],
+                    handset_password=topology.smsc.handset_password,
+                    handset_numbers={u.msisdn: u.name for u in topology.users
+                                     if u.device in ("sms", "cpm") and u.msisdn},
+                    throttle_every=topology.smsc.throttle_every,
+                    validity_seconds=topology.smsc.validity_seconds, store=self.store,
+                    handset_first=self._handset_first)
+
+    async def restart_smsc(self) -> int:
+        """Stop the SMSC and start a new one on the same port and durable store, as after a crash
+        and restart: it knows only what it kept (restore). Its clients rebind by themselves.
+        Returns how many messages the new one holds from before."""
+        assert self.smsc is not None and self.smsc.port, "a running SMSC"
+        port, throttle = self.smsc.port, self.smsc.throttle_every
+        await self.smsc.stop()
+        self.smsc = self._make_smsc()
+        self.smsc.throttle_every = throttle
+        await self.smsc.start(self.host, port)
+        return self.smsc.pending()
 
     def _iwf_account(self, op: Operator) -> EsmeAccount:
         """An IWF's bind at the SMSC and the numbers routed to it: its pool (replies name their
@@ -160,7 +176,7 @@ class Lab:
             return f"{user.name} is not registered to CPM, her phone takes SMS"
         return None
 
-    def _sms_peer(self, user: User, number: str) -> User | None:
+    def sms_peer(self, user: User, number: str) -> User | None:
         """Who an SMS to a phone's SMS side is from: a pool number stands for the person whose
         message the IWF sent from it (the thread map says), any other number for its owner."""
         digits = number.lstrip("+")

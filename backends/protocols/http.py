@@ -104,6 +104,25 @@ def response(status: int, *, body: bytes = b"", content_type: str | None = None,
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head_only else body)
 
 
+def request_head(target: str, host: str, method: str = "GET") -> bytes:
+    """A client's request head (a device opening a link)."""
+    return f"{method} {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode("ascii")
+
+
+def parse_response_head(head: bytes) -> tuple[int, dict[str, str]]:
+    """(status, header fields by lower-case name) of a response head."""
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        raise HttpError(502, f"not an HTTP response: {lines[0][:40]!r}")
+    fields = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if colon:
+            fields[name.strip().lower()] = value.strip()
+    return int(parts[1]), fields
+
+
 def describe_request(request: HttpRequest) -> tuple[str, dict]:
     return f"{request.method} {request.target[:80]}", {
         "request_line": f"{request.method} {request.target} {request.version}", "headers": request.headers}
