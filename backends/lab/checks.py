@@ -83,8 +83,16 @@ def _where_texts(events: Events, texts: list[str]) -> list[TraceEvent]:
 
 
 # -- messages ------------------------------------------------------------------------------------------
+STRESS = {   # delivered's `under`: what must be on the wire for the order to have been put to the test
+    "throttling": ("the SMSC throttled", lambda e: e.protocol == "SMPP" and "THROTTLED" in e.summary),
+    "smsc restart": ("messages kept across an SMSC restart",
+                     lambda e: e.protocol == "SMPP" and "kept across a restart" in e.note),
+}
+
+
 def delivered(check: Check, events: Events, lab: Lab) -> CheckResult:
-    """texts: exactly these, in this order; with among_others = true: these in this order among others."""
+    """texts: exactly these, in this order; with among_others = true: these in this order among others.
+    under = "throttling" / "smsc restart": and the wire shows the stress happened (its rows too)."""
     user = _user(lab, check, "to")
     wanted = list(check.params["texts"])
     got = received_by(user, events)
@@ -99,6 +107,15 @@ def delivered(check: Check, events: Events, lab: Lab) -> CheckResult:
     # Everything expected has arrived: waiting longer cannot mend the order.
     arrived = set(wanted) <= set(texts)
     rows = [e.seq for e, _ in got] or [e.seq for e in _where_texts(events, wanted)]
+    under = check.params.get("under")
+    if under:
+        what, seen = STRESS[under]
+        stress = [e for e in events if seen(e)]
+        rows = sorted(set(rows + [e.seq for e in stress[:5]]))
+        if not stress:
+            return CheckResult(check, False, detail + f"; but nothing on the wire shows {what}", rows,
+                               decided_failure=arrived)
+        detail += f", with {what} ({len(stress)} PDU(s))"
     return CheckResult(check, passed, detail, rows, decided_failure=arrived and not passed)
 
 
@@ -395,13 +412,23 @@ def _sms_parts_for(check: Check, events: Events, lab: Lab, user: User) -> tuple[
     return [], [], False
 
 
+def _fits_one_sm(pdu: Any) -> bool:
+    """One SM on the air carries 140 octets: 160 GSM septets (SMPP carries GSM unpacked, a septet
+    an octet, and the UDH packs into ceil(8n/7) septets), or 140 octets of 8-bit / UCS-2 data."""
+    data = bytes(pdu.short_message or b"")
+    udh = data[0] + 1 if (pdu.esm_class or 0) & 0x40 and data else 0
+    if (pdu.data_coding or 0) in (0, 1):
+        return -(-udh * 8 // 7) + len(data) - udh <= 160
+    return len(data) <= 140
+
+
 def _arrived_whole(user: User, events: Events, text: str) -> list[TraceEvent]:
     return [e for e, got in received_by(user, events) if got == text]
 
 
 def concatenated(check: Check, events: Events, lab: Lab) -> CheckResult:
-    """A long text crossed as a concatenated SMS (UDH or SAR, each part within 140 octets, at least
-    min_parts parts) and reached the other side as one whole message."""
+    """A long text crossed as a concatenated SMS (UDH or SAR, at least min_parts parts, each fitting
+    one SM) and reached the other side as one whole message."""
     user, text = _user(lab, check, "to"), check.params["text"]
     least = int(check.params.get("min_parts", 2))
     parts, pdus, found = _sms_parts_for(check, events, lab, user)
@@ -409,15 +436,15 @@ def concatenated(check: Check, events: Events, lab: Lab) -> CheckResult:
     if not found:
         return CheckResult(check, False, f"no SMS parts on the wire reassemble to the text for {user.name}",
                            [e.seq for e in _where_texts(events, [text])])
-    oversized = [p for p in pdus if len(p.short_message or b"") > 140]
+    oversized = [p for p in pdus if not _fits_one_sm(p)]
     if len(parts) < least or oversized:
-        return CheckResult(check, False, f"{len(parts)} part(s)" + (", one over 140 octets" if oversized else "") +
-                           f", expected at least {least} within 140 octets", [e.seq for e in parts],
+        return CheckResult(check, False, f"{len(parts)} part(s)" + (", one too big for an SM" if oversized else "") +
+                           f", expected at least {least} that each fit one SM", [e.seq for e in parts],
                            decided_failure=True)
     if len(whole) != 1:
         return CheckResult(check, False, f"{user.name} got the text {len(whole)} times whole (expected once)",
                            [e.seq for e in parts + whole], decided_failure=len(whole) > 1)
-    return CheckResult(check, True, f"{len(parts)} SMS parts (each within 140 octets) reassembled: "
+    return CheckResult(check, True, f"{len(parts)} SMS parts (each fits one SM, UDH included) reassembled: "
                                     f"{user.name} got one whole message", [e.seq for e in parts + whole])
 
 

@@ -24,7 +24,7 @@ from iwlab.backends.devices.cpm_sessions import ChatSession
 from iwlab.backends.devices.email_client import EmailClient, reply_subject
 from iwlab.backends.devices.session_state import SessionState
 from iwlab.backends.devices.sms_handset import SmsHandset
-from iwlab.backends.lab.checks import CHECKS, REQUIRED_PARAMS, Check, CheckResult, evaluate
+from iwlab.backends.lab.checks import CHECKS, REQUIRED_PARAMS, STRESS, Check, CheckResult, evaluate
 from iwlab.backends.lab.control import run_command
 from iwlab.backends.lab.lab import Lab
 
@@ -116,6 +116,8 @@ def load_scenario(path: Path) -> Scenario:
         missing = [p for p in REQUIRED_PARAMS.get(check.get("kind", ""), ()) if p not in check]
         if missing:
             raise ScenarioError(f"{where}: a {check.get('kind')} check needs {', '.join(missing)}")
+        if "under" in check and check["under"] not in STRESS:
+            raise ScenarioError(f"{where}: 'under' is one of {', '.join(STRESS)}")
     settings = data.get("settings", {})
     if not isinstance(settings, dict) or any(k not in SETTINGS or not isinstance(v, (int, float))
                                              for k, v in settings.items()):
@@ -191,7 +193,8 @@ class ScenarioRun:
         self._handsets = {uid: h.bound for uid, h in self._all_handsets().items()}
         self._settings_before: dict[str, float] | None = None
         self._sent: list[tuple[str, str]] = []      # (recipient id, text) as the steps sent them, in order
-        self._invited: dict[str, int] = {}          # invitee id -> their inbox size when the invitation left
+        # user id -> their inbox size when something left for them that arrives changed (an invitation, a picture)
+        self._expect_new: dict[str, int] = {}
 
     @property
     def finished(self) -> bool:
@@ -323,17 +326,20 @@ class ScenarioRun:
         if step.action == "send":
             recipient = self.lab.topology.user(step.recipient)
             for text in step.texts or [step.text]:     # a burst: one right after another, nothing settles between
+                if step.content_type:   # what arrives is an adaptation, not this text: wait for something new
+                    self._expect_new[recipient.id] = len(_inbox_texts(self.lab.devices.get(recipient.id)))
                 await self._send(device, recipient, text, step)
-                self._sent.append((recipient.id, text))
+                if not step.content_type:
+                    self._sent.append((recipient.id, text))
         elif step.action in ("reply", "read", "open_link"):
             awaited = self._awaited(step.sender)
             if awaited is not None:   # the message being answered may still be on its way
                 await self._until(lambda: awaited in _inbox_texts(device),
                                   f"{step.sender} receiving {awaited!r} (to {step.action.replace('_', ' ')})")
-            elif step.sender in self._invited:   # the adapted invitation may still be on its way
-                mark = self._invited.pop(step.sender)
+            elif step.sender in self._expect_new:   # an invitation, an adapted picture may still be on its way
+                mark = self._expect_new.pop(step.sender)
                 await self._until(lambda: len(_inbox_texts(device)) > mark,
-                                  f"{step.sender} receiving the invitation (to answer it)")
+                                  f"{step.sender} receiving what was sent (to {step.action.replace('_', ' ')})")
             if step.action == "reply":
                 await self._reply(device, step)
             elif step.action == "read" and isinstance(device, EmailClient) and device.inbox:
@@ -391,7 +397,7 @@ class ScenarioRun:
         sessions = device.sessions
         if step.action == "start_session":
             invitee = self.lab.devices.get(step.recipient)
-            self._invited[step.recipient] = len(_inbox_texts(invitee))   # the adapted invitation comes next
+            self._expect_new[step.recipient] = len(_inbox_texts(invitee))   # the adapted invitation comes next
             # Returns when the invitee answers, which is a later step: let it run.
             self._tasks.append(asyncio.create_task(sessions.start_session(self.lab.topology.user(step.recipient))))
             return
