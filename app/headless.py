@@ -69,6 +69,8 @@ def endpoints_table(lab: Lab) -> str:
     for user in lab.topology.users:
         ids = ", ".join(i for i in (user.sip, user.tel, user.email) if i)
         where = "simulated in-process" if user.id in lab.devices else "not simulated: connect a real client"
+        if user.id in lab.sms_sides:
+            where += f"; the phone's SMS side binds as {user.msisdn}"
         users.append(f"  {user.name:<6} {user.device:<5} {ids}  ({where})")
     handset_hint = (f"  A real SMPP client binds as system_id=<MSISDN digits>, password="
                     f"{lab.topology.smsc.handset_password!r} to be that handset.")
@@ -158,8 +160,10 @@ async def _play(topology: Topology, names: list[str], quiet: bool, exports: Expo
         print(verdict.report())
     requirements = load_requirements()
     print("\nRequirements:")
-    for rid, (state, _) in requirement_verdicts(verdicts, requirements).items():
-        print(f"  {state:<14} {rid}")
+    for rid, (state, rows) in requirement_verdicts(verdicts, requirements).items():
+        shown = sorted(set(rows))
+        proof = f"  rows {', '.join(map(str, shown[:12]))}{' …' if len(shown) > 12 else ''}" if shown else ""
+        print(f"  {state:<14} {rid}{proof}")
     events = lab.trace.events()
     if exports.junit:
         write_junit(Path(exports.junit), verdicts)
@@ -190,12 +194,19 @@ def play(topology: Topology, names: list[str], *, quiet: bool = False, exports: 
 
 
 def ladder_nodes(topology: Topology) -> list[str]:
-    """Columns left to right: CPM devices, CPM domains, the bridge, legacy networks, legacy devices."""
+    """Columns left to right: CPM devices, CPM domains (each followed by its own IWF, unless that
+    IWF is the bridge beside the SMSC), the bridge, legacy networks, the content server, legacy devices."""
     cpm_users = [u.name for u in topology.users if u.device == "cpm"]
     legacy_users = [u.name for u in topology.users if u.device != "cpm"]
-    servers = [op.node_name for op in topology.operators]
-    iwf_operator = topology.iwf_operator()
-    bridge = ["IWF", "SMSC"] if iwf_operator else []
-    if iwf_operator and iwf_operator.mail_domain:
+    main = topology.iwf_operator()
+    servers: list[str] = []
+    for op in topology.operators:
+        servers.append(op.node_name)
+        if op.iwf and op is not main:
+            servers.append(op.iwf.node_name)
+    bridge = [main.iwf.node_name, "SMSC"] if main and main.iwf else []
+    if main and main.mail_domain:
         bridge.append("Mail")
+    if main:
+        bridge.append("Content")
     return cpm_users + servers + bridge + legacy_users

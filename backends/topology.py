@@ -25,8 +25,9 @@ class TopologyError(ValueError):
 
 @dataclass
 class IwfAccount:
-    system_id: str
+    system_id: str                       # its bind at the lab's SMSC (every IWF binds there)
     password: str
+    node_name: str = ""                  # its ladder column; "" = "IWF" beside the SMSC, "IWF-<operator>" elsewhere
     thread_policy: str = "last"          # "last" or "pool" (backends/threads.py)
     thread_expiry_seconds: float = 24 * 3600.0
     number_pool: list[str] = field(default_factory=list)   # originating numbers for the "pool" policy
@@ -111,6 +112,7 @@ class Topology:
     untagged_registrations: str = "cpm"
     hosts: list[str] = field(default_factory=list)   # every listening address (host is the first)
     tls: bool = True                        # SIP over TLS beside UDP and TCP, with the lab's own CA
+    content_port: int = 0                   # the lab's HTTP content server (links for what SMS cannot carry)
 
     # -- lookups ---------------------------------------------------------
     def operator(self, operator_id: str) -> Operator:
@@ -133,7 +135,18 @@ class Topology:
         return next((op for op in self.operators if op.owns_number(number)), None)
 
     def iwf_operator(self) -> Operator | None:
-        return next((op for op in self.operators if op.iwf), None)
+        """The operator whose IWF sits beside the lab's SMSC and mail server (operator B by default):
+        the one that serves legacy users' conversations with CPM users."""
+        return next((op for op in self.operators if op.iwf and op.smpp_port is not None), None) \
+            or next((op for op in self.operators if op.iwf), None)
+
+    def iwf_operators(self) -> list[Operator]:
+        """Every operator running an IWF (any operator may: operator A's serves its roaming users)."""
+        return [op for op in self.operators if op.iwf]
+
+    def smsc_operator(self) -> Operator | None:
+        """Who runs the lab's one SMSC (every IWF and handset binds there)."""
+        return next((op for op in self.operators if op.smpp_port is not None), None)
 
     def user(self, user_id: str) -> User:
         for user in self.users:
@@ -193,6 +206,8 @@ class Topology:
             for name in ("iwf_sip_port", "sip_tls_port", "iwf_sip_tls_port", "smpp_port", "smtp_port"):
                 if getattr(op, name) is not None:
                     setattr(op, name, getattr(op, name) + offset)
+        if self.content_port:
+            self.content_port += offset
         return self
 
     def with_free_ports(self) -> "Topology":
@@ -207,6 +222,7 @@ class Topology:
                 op.smpp_port = 0
             if op.smtp_port is not None:
                 op.smtp_port = 0
+        self.content_port = 0
         return self
 
 
@@ -225,6 +241,7 @@ def _number_matches(pattern: str, number: str) -> bool:
 def _iwf_account(raw: dict[str, Any], where: str, need) -> IwfAccount:
     account = IwfAccount(
         system_id=str(need(raw, "system_id", where)), password=str(need(raw, "password", where)),
+        node_name=str(raw.get("name", "")),
         thread_policy=str(raw.get("thread_policy", "last")),
         thread_expiry_seconds=float(raw.get("thread_expiry_seconds", 24 * 3600)),
         number_pool=[str(n) for n in raw.get("number_pool", [])],
@@ -283,9 +300,20 @@ def parse_topology(data: dict[str, Any], source: str = "<memory>") -> Topology:
     if not operators:
         raise TopologyError(f"{source}: no [[operators]]")
     ids = {op.id for op in operators}
+    smsc_runners = [op for op in operators if op.smpp_port is not None]
+    if len(smsc_runners) > 1:
+        raise TopologyError(f"{source}: the lab has one SMSC; only one operator may set smpp_port")
     for op in operators:
-        if op.iwf and (op.iwf_sip_port is None or op.smpp_port is None):
-            raise TopologyError(f"{source}: operator {op.id} runs an IWF and needs iwf_sip_port and smpp_port")
+        if op.iwf and op.iwf_sip_port is None:
+            raise TopologyError(f"{source}: operator {op.id} runs an IWF and needs iwf_sip_port")
+        if op.iwf and not smsc_runners:
+            raise TopologyError(f"{source}: operator {op.id} runs an IWF, which binds to the lab's SMSC: "
+                                "some operator needs smpp_port")
+        if op.iwf and not op.iwf.node_name:
+            op.iwf.node_name = "IWF" if op.smpp_port is not None else f"IWF-{op.id}"
+    names = [op.iwf.node_name for op in operators if op.iwf]
+    if len(set(names)) != len(names):
+        raise TopologyError(f"{source}: two IWFs named alike ({', '.join(names)}): give one a name")
 
     users = []
     for i, raw in enumerate(data.get("users", [])):
@@ -330,7 +358,8 @@ def parse_topology(data: dict[str, Any], source: str = "<memory>") -> Topology:
         raise TopologyError(f"{source}: [lab] untagged_registrations must be one of {UNTAGGED_POLICIES}")
     return Topology(host=hosts[0], hosts=hosts, operators=operators, users=users, smsc=smsc, source=source,
                     sip_transaction_seconds=float(lab.get("sip_transaction_seconds", 32.0)),
-                    untagged_registrations=policy, tls=bool(lab.get("tls", True)))
+                    untagged_registrations=policy, tls=bool(lab.get("tls", True)),
+                    content_port=int(lab.get("content_port", 0)))
 
 
 def parse_hosts(value: Any, *, where: str = "--host") -> list[str]:

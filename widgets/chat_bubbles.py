@@ -26,6 +26,11 @@ TICKS = {
 }
 
 
+def via(message) -> str:
+    """How a message travelled on the phone: "CPM", or "SMS" (the phone's SMS side)."""
+    return getattr(message, "via", "CPM")
+
+
 def tick_for(status: str) -> tuple[str, str]:
     """The glyph and the word for a message status (the word is for tooltips and tests)."""
     return TICKS.get(status, ("", status))
@@ -86,6 +91,8 @@ class ConversationModel(QAbstractListModel):
             return message
         if role == Qt.ItemDataRole.ToolTipRole:
             detail = f" ({message.status_detail})" if message.status_detail else ""
+            if via(message) == "SMS":    # the phone's SMS side: no IMDN id to show
+                return plain_tooltip(f"by SMS: {tick_for(message.status)[1]}{detail}")
             return plain_tooltip(f"{tick_for(message.status)[1]}{detail}\nimdn.Message-ID {message.imdn_message_id}")
         return None
 
@@ -132,6 +139,8 @@ class BubbleDelegate(QStyledItemDelegate):
         stamp = time.strftime("%H:%M:%S", time.localtime(message.time))
         glyph, _ = tick_for(message.status) if message.direction == "out" else ("", "")
         footer = f"{stamp}  {glyph}".strip()
+        if via(message) == "SMS":
+            footer = f"SMS · {footer}"    # in the same conversation, marked by how it came
         max_width = int(option.rect.width() * 0.78)
         header = metrics.elidedText(header, Qt.TextElideMode.ElideRight, max_width - 2 * self.PAD)
         bubble_width = max(text_rect.width(), metrics.horizontalAdvance(header),

@@ -4,6 +4,12 @@ It registers (with the CPM feature tag when its device is CPM-capable),
 sends pager-mode MESSAGEs with CPIM bodies to people from its address book,
 receives MESSAGEs, answers delivery-notification requests, and follows the
 IMDNs that come back to update each sent message's tick.
+
+A phone is also an SMS handset (attach_sms_side: an ESME bound as its number). What comes by
+SMS joins the conversation with that person, marked as SMS (ChatMessage.via); while it roams
+where CPM is not supported, what the user sends goes by SMS too, to the number the person's
+last SMS came from (an IWF's pool number names the thread), so a reply lands in the sender's
+thread. The user still picks a person, never a technology.
 """
 from __future__ import annotations
 
@@ -25,7 +31,9 @@ from iwlab.backends.devices.events import (
     MessageAdded,
     MessageStatusChanged,
     RegistrationChanged,
+    SmsReceived,
 )
+from iwlab.backends.devices.sms_handset import SmsHandset
 from iwlab.backends.directory import NodeDirectory
 from iwlab.backends.protocols import sip
 from iwlab.backends.protocols.cpim import (
@@ -76,6 +84,7 @@ class ChatMessage:
     time: float = field(default_factory=time.time)
     status: str = "sending"        # sending / sent / delivered / displayed / failed / received
     status_detail: str = ""
+    via: str = "CPM"               # "SMS": it went by the phone's SMS side
 
 
 class CpmDevice:
@@ -107,6 +116,47 @@ class CpmDevice:
         self._connecting = asyncio.Lock()
         self._refresh: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
+        self.accepting = True     # False: the user declines messages (the phone answers 603)
+        self.sms_side: SmsHandset | None = None
+        self._peer_of_number: Callable[[str], User | None] = topology.user_by_number
+        self._sms_number_of: dict[str, str] = {}   # peer uri -> the number their last SMS came from
+
+    # -- the phone's SMS side ------------------------------------------------------
+    def attach_sms_side(self, handset: SmsHandset, peer_of_number: Callable[[str], User | None] | None = None) -> None:
+        """The same phone as an SMS handset; peer_of_number: who a number is (an IWF's pool
+        number stands for the person whose message came from it)."""
+        self.sms_side = handset
+        if peer_of_number is not None:
+            self._peer_of_number = peer_of_number
+        handset.listeners.append(self._sms_event)
+
+    def _sms_event(self, event: DeviceEvent) -> None:
+        if not isinstance(event, SmsReceived):
+            return
+        sms = event.sms
+        peer = self._peer_of_number(sms.number)
+        peer_uri = (peer.cpm_uri if peer else None) or f"tel:{sms.number}"
+        self._sms_number_of[peer_uri] = sms.number
+        text = sms.text if sms.complete else f"{sms.text} [incomplete]"
+        self._track(ChatMessage("in", peer_uri, peer.name if peer else sms.number, text, f"sms-{uuid.uuid4().hex}",
+                                self.conversation_with(peer_uri), "", status="received",
+                                status_detail=f"SMS from {sms.number}", via="SMS"))
+
+    async def _send_sms(self, peer: User | None, peer_uri: str, text: str) -> ChatMessage:
+        assert self.sms_side is not None
+        number = self._sms_number_of.get(peer_uri) or (f"+{peer.msisdn}" if peer and peer.msisdn else "")
+        msg = ChatMessage("out", peer_uri, peer.name if peer else peer_uri, text, f"sms-{uuid.uuid4().hex}",
+                          self.conversation_with(peer_uri), "", via="SMS")
+        self._track(msg)
+        if not number:
+            self._set_status(msg, "failed", "no number to send an SMS to")
+            return msg
+        sent = await self.sms_side.send_sms(number, text)
+        if sent.status == "sent":
+            self._set_status(msg, "sent", f"SMS to {number}")
+        else:
+            self._set_status(msg, "failed", f"SMS to {number}: {sent.status}")
+        return msg
 
     # -- connection and registration ---------------------------------------------
     async def start(self) -> None:
@@ -195,9 +245,13 @@ class CpmDevice:
         return await self.register(expires=0)
 
     async def set_state(self, *, registered: bool | None = None, cpm_capable: bool | None = None,
-                        roaming_without_cpm: bool | None = None, sip_transport: str | None = None) -> None:
+                        roaming_without_cpm: bool | None = None, sip_transport: str | None = None,
+                        accepting: bool | None = None) -> None:
         """Change the device's conditions as a trainer would (ARCHITECTURE §2); a new transport
-        means a new flow to the server, and registering again over it."""
+        means a new flow to the server, and registering again over it; accepting=False: the user
+        declines incoming messages (a blocked or full phone answers 603)."""
+        if accepting is not None:
+            self.accepting = accepting
         was_registered = self.registered
         if sip_transport is not None and sip_transport != self.user.sip_transport:
             self.user.sip_transport = sip_transport
@@ -236,14 +290,20 @@ class CpmDevice:
     def contacts(self) -> list[User]:
         return [self.topology.user(contact) for contact in self.user.contacts]
 
-    async def send_message(self, to: User | str, text: str, *, in_reply_to: ChatMessage | None = None) -> ChatMessage:
-        """Send to a person (or a URI). The device never picks a technology (CPM-IOP-003)."""
+    async def send_message(self, to: User | str, text: str, *, in_reply_to: ChatMessage | None = None,
+                           content_type: str | None = None, body: bytes | None = None) -> ChatMessage:
+        """Send to a person (or a URI). The device never picks a technology (CPM-IOP-003).
+        content_type/body: a payload other than text (a picture ...); `text` is what the phone shows."""
         peer_uri = to.cpm_uri if isinstance(to, User) else to
         peer = to if isinstance(to, User) else self.topology.user_by_uri(to)
         assert peer_uri, "the recipient has no identity"
+        if self.sms_side is not None and self.user.roaming_without_cpm:
+            return await self._send_sms(peer, peer_uri, text)    # no CPM where she is: her phone texts
         conversation_id = in_reply_to.conversation_id if in_reply_to else self.conversation_with(peer_uri)
         cpim = CpimMessage(sender=f'"{self.name}" <{self.uri}>', recipient=f"<{peer_uri}>",
-                           body=text.encode("utf-8"))
+                           body=text.encode("utf-8") if body is None else body)
+        if content_type:
+            cpim.content_type = content_type
         msg = ChatMessage("out", peer_uri, peer.name if peer else peer_uri, text, cpim.message_id,
                           conversation_id, uuid.uuid4().hex,
                           in_reply_to=in_reply_to.contribution_id if in_reply_to else "")
@@ -305,6 +365,9 @@ class CpmDevice:
             return
         except CpimError as exc:
             conn.send(make_response(message, 400, f"Bad CPIM: {exc}"[:80], to_tag=sip.new_tag()))
+            return
+        if not self.accepting and not cpim.is_imdn:
+            conn.send(make_response(message, 603, "Decline", to_tag=sip.new_tag()))
             return
         conn.send(make_response(message, 200, to_tag=sip.new_tag()))
         if cpim.is_imdn:

@@ -11,6 +11,7 @@ import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import smpplib.consts as c
 
@@ -23,7 +24,7 @@ from iwlab.backends.devices.events import (
     SmsSent,
 )
 from iwlab.backends.directory import NodeDirectory
-from iwlab.backends.protocols import smpp, smstext
+from iwlab.backends.protocols import http, smpp, smstext
 from iwlab.backends.protocols.smpp import reassemble
 from iwlab.backends.topology import Topology, User
 from iwlab.backends.transports.smpp_esme import Esme, SubmitFailed
@@ -77,6 +78,42 @@ class SmsHandset:
             self._expiry.cancel()
         if self.esme:
             await self.esme.stop()
+
+    @property
+    def bound(self) -> bool:
+        return self.esme is not None and self.esme.is_bound
+
+    async def set_bound(self, bound: bool) -> None:
+        """Switch the handset off (unbind: the SMSC keeps what comes) or on again (bind: it gets it)."""
+        if bound and not self.bound:
+            await self.stop()
+            await self.start()
+            assert self.esme is not None
+            await self.esme.wait_bound(timeout=10)
+        elif not bound and self.esme is not None:
+            await self.stop()
+            self.esme = None
+            self.emit(BindStateChanged("unbound"))
+
+    async def open_link(self, url: str, max_bytes: int = 2_000_000) -> tuple[int, str, bytes]:
+        """Open a link from an SMS, as a feature phone's browser would: (status, content type, body).
+        Plain HTTP only (the lab's content server)."""
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"cannot open {url!r}: only http:// links")
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
+        self.nodes.claim(writer.get_extra_info("sockname")[:2], self.name)   # the server names us
+        try:
+            writer.write(http.request_head(parts.path or "/", parts.netloc))
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            status, fields = http.parse_response_head(head)
+            length = int(fields.get("content-length", "0") or 0)
+            if length > max_bytes:
+                raise ValueError(f"{url}: {length} bytes, more than this phone opens")
+            body = await asyncio.wait_for(reader.readexactly(length), 10)
+            return status, fields.get("content-type", ""), body
+        finally:
+            writer.close()
 
     # -- receiving ----------------------------------------------------------------
     def _deliver(self, pdu: Any) -> None:

@@ -16,8 +16,11 @@ from iwlab.backends.topology import SIP_TRANSPORTS
 
 HELP = """commands:
   state USER [registered=yes|no] [capable=yes|no] [roaming=yes|no]   change a user's device conditions
+        [accepting=yes|no]          a CPM phone takes messages, or declines them (603)
+        [bound=yes|no]              an SMS handset is on (bound to the SMSC) or off
   threads last|pool                 how the IWF matches SMS replies to CPM threads
   throttle N                        the SMSC answers every Nth submit_sm with ESME_RTHROTTLED (0: off)
+  restart smsc                      stop the SMSC and start a new one on the same port and store
   send FROM TO TEXT...              a simulated device sends (FROM, TO: user ids, e.g. mary peter)
   users                             who is who, and their conditions
   help                              this text"""
@@ -73,10 +76,12 @@ def _user(lab: Lab, user_id: str):
 
 async def _state(lab: Lab, args: list[str]) -> str:
     if not args:
-        raise CommandError("state USER [registered=yes|no] [capable=yes|no] [roaming=yes|no] [transport=udp|tcp|tls]")
+        raise CommandError("state USER [registered=yes|no] [capable=yes|no] [roaming=yes|no] [accepting=yes|no] "
+                           "[bound=yes|no] [transport=udp|tcp|tls]")
     user = _user(lab, args[0])
     changes: dict[str, bool | str] = {}
-    names = {"registered": "registered", "capable": "cpm_capable", "roaming": "roaming_without_cpm"}
+    names = {"registered": "registered", "capable": "cpm_capable", "roaming": "roaming_without_cpm",
+             "accepting": "accepting", "bound": "bound"}
     for arg in args[1:]:
         key, sep, value = arg.partition("=")
         if sep and key == "transport":
@@ -85,9 +90,19 @@ async def _state(lab: Lab, args: list[str]) -> str:
             changes["sip_transport"] = value.lower()
             continue
         if not sep or key not in names:
-            raise CommandError(f"unknown setting {arg!r}; use registered=, capable=, roaming=, transport=")
+            raise CommandError(f"unknown setting {arg!r}; use registered=, capable=, roaming=, accepting=, bound=, "
+                               "transport=")
         changes[names[key]] = _flag(value, key)
     device = lab.devices.get(user.id)
+    if "bound" in changes:
+        handset = device if isinstance(device, SmsHandset) else lab.sms_sides.get(user.id)
+        if handset is None:
+            raise CommandError(f"{user.name} has no simulated SMS handset")
+        await handset.set_bound(bool(changes.pop("bound")))
+    if "accepting" in changes:
+        if not isinstance(device, CpmDevice):
+            raise CommandError(f"{user.name} has no simulated CPM phone")
+        await device.set_state(accepting=bool(changes.pop("accepting")))
     if not isinstance(device, CpmDevice):
         device = lab.cpm_apps.get(user.id, device)   # a legacy user's CPM app, if given one
     if not isinstance(device, CpmDevice) and "registered" in changes:
@@ -96,7 +111,8 @@ async def _state(lab: Lab, args: list[str]) -> str:
         if device is None:
             changes.pop("registered")
     if isinstance(device, CpmDevice):
-        await device.set_state(**changes)   # type: ignore[arg-type]  # names and types checked above
+        if changes:
+            await device.set_state(**changes)   # type: ignore[arg-type]  # names and types checked above
     else:
         for name, flag in changes.items():
             setattr(user, name, flag)
@@ -106,9 +122,16 @@ async def _state(lab: Lab, args: list[str]) -> str:
 def _describe(lab: Lab, user) -> str:
     server = lab.cpm_servers[user.operator]
     route = server.route_for(user)
+    device = lab.devices.get(user.id)
+    extra = ""
+    if isinstance(device, CpmDevice) and not device.accepting:
+        extra += " accepting=no"
+    handset = device if isinstance(device, SmsHandset) else lab.sms_sides.get(user.id)
+    if handset is not None and not handset.bound:
+        extra += " bound=no"
     return (f"{user.name}: registered={'yes' if server.is_registered(user) else 'no'} "
             f"capable={'yes' if user.cpm_capable else 'no'} roaming={'yes' if user.roaming_without_cpm else 'no'}"
-            + (f" transport={user.sip_transport}" if user.device == "cpm" else "") + f" -> {route.reason}")
+            + (f" transport={user.sip_transport}" if user.device == "cpm" else "") + f"{extra} -> {route.reason}")
 
 
 async def _users(lab: Lab, args: list[str]) -> str:
@@ -152,5 +175,12 @@ async def _send(lab: Lab, args: list[str]) -> str:
     raise CommandError(f"{sender.name}'s device is not simulated in this lab")
 
 
+async def _restart(lab: Lab, args: list[str]) -> str:
+    if args != ["smsc"] or lab.smsc is None:
+        raise CommandError("restart smsc")
+    held = await lab.restart_smsc()
+    return f"SMSC restarted on its port; it holds {held} message(s) from before"
+
+
 _COMMANDS = {"help": _help, "state": _state, "users": _users, "threads": _threads, "throttle": _throttle,
-             "send": _send}
+             "send": _send, "restart": _restart}

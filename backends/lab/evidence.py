@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from email import message_from_bytes, policy
+from email.message import EmailMessage
 from typing import Iterable
 
 from iwlab.backends.protocols import smpp, smstext
@@ -54,13 +55,17 @@ class PairOrder:
 
 
 def received_by(user, events: list[TraceEvent]) -> list[tuple[TraceEvent, str]]:
-    """What reached a user's device on the wire, in order, as (event, text)."""
+    """What reached a user's device on the wire, in order, as (event, text). A CPM phone is also
+    an SMS handset: what reached its SMS side counts too (its node has the user's name)."""
     found: list[tuple[TraceEvent, str]] = []
     if user.device == "cpm":
+        reassembler = smstext.Reassembler(timeout=3600)
         for e in events:
             cpim = e.fields.get("cpim") if not e.is_response else None
             if e.protocol == "SIP" and e.dst == user.name and cpim and "imdn" not in cpim.get("Content-Type", ""):
                 found.append((e, cpim.get("body", "")))
+            elif _sms_delivered_to(user, e, events):
+                found += [(e, sms.text) for sms in smpp.reassemble(reassembler, smpp.parse(e.raw))]
     elif user.device == "sms":
         reassembler = smstext.Reassembler(timeout=3600)
         for e in events:
@@ -80,6 +85,86 @@ def received_by(user, events: list[TraceEvent]) -> list[tuple[TraceEvent, str]]:
                 message = message_from_bytes(_undot(e.raw), policy=policy.default)
                 body = message.get_body(preferencelist=("plain",))
                 found.append((e, body.get_content().strip() if body else ""))
+    return found
+
+
+def _sms_delivered_to(user, e: TraceEvent, events: list[TraceEvent]) -> bool:
+    """A deliver_sm (a message, not a receipt) the user's handset took."""
+    if not (e.protocol == "SMPP" and e.dst == user.name and e.summary.startswith("deliver_sm ")
+            and _answered_ok(e, events, "deliver_sm_resp", " ok")):
+        return False
+    try:
+        return not (smpp.parse(e.raw).esm_class or 0) & 0x3C
+    except smpp.ParseError:
+        return False
+
+
+def header(event: TraceEvent, name: str) -> str | None:
+    """A SIP header of a recorded message (the first one), as it was on the wire."""
+    name = name.lower()
+    return next((v for k, v in event.fields.get("headers") or [] if k.lower() == name), None)
+
+
+def request_uri(event: TraceEvent) -> str:
+    parts = (event.fields.get("request_line") or "").split(" ")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def is_sip_request(event: TraceEvent, *methods: str) -> bool:
+    return event.protocol == "SIP" and not event.is_response and event.summary.split(" ", 1)[0] in methods
+
+
+def is_imdn(event: TraceEvent) -> bool:
+    return "imdn" in ((event.fields.get("cpim") or {}).get("Content-Type") or "")
+
+
+def mail_of(event: TraceEvent) -> EmailMessage | None:
+    """The message an SMTP DATA event carried (None for anything else)."""
+    if event.protocol != "SMTP" or not event.summary.startswith("DATA ("):
+        return None
+    parsed = message_from_bytes(_undot(event.raw), policy=policy.default)
+    return parsed if isinstance(parsed, EmailMessage) else None
+
+
+def mail_text(message: EmailMessage) -> str:
+    body = message.get_body(preferencelist=("plain",))
+    return body.get_content().strip() if body is not None else ""
+
+
+def mails(events: list[TraceEvent], *, to: str | None = None, src: str | None = None,
+          accepted: bool = True) -> list[tuple[TraceEvent, EmailMessage]]:
+    """SMTP DATA on the wire: to an envelope recipient and/or from a node; accepted (250) only."""
+    found = []
+    for e in events:
+        message = mail_of(e)
+        if message is None or (src and e.src != src):
+            continue
+        recipients = [r.lower() for r in (e.fields.get("envelope") or {}).get("rcpt_to", [])]
+        if to and to.lower() not in recipients:
+            continue
+        if accepted and not _answered_ok(e, events, "250 ", ""):
+            continue
+        found.append((e, message))
+    return found
+
+
+def sms_pdus(events: list[TraceEvent], command: str, *, src: str | None = None, dst: str | None = None,
+             destination: str | None = None) -> list[tuple[TraceEvent, object]]:
+    """submit_sm / deliver_sm (messages, not receipts) on the wire, parsed."""
+    found = []
+    for e in events:
+        if e.protocol != "SMPP" or not e.summary.startswith(command + " ") or (src and e.src != src) \
+                or (dst and e.dst != dst):
+            continue
+        try:
+            pdu = smpp.parse(e.raw)
+        except smpp.ParseError:
+            continue
+        if (pdu.esm_class or 0) & 0x3C:
+            continue
+        if destination and smpp.text(pdu.destination_addr).lstrip("+") != destination.lstrip("+"):
+            continue
+        found.append((e, pdu))
     return found
 
 

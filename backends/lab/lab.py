@@ -23,6 +23,7 @@ from iwlab.backends.devices.cpm_phone import CpmDevice
 from iwlab.backends.devices.email_client import EmailClient
 from iwlab.backends.devices.sms_handset import SmsHandset
 from iwlab.backends.directory import NodeDirectory
+from iwlab.backends.nodes.content_server import ContentServer
 from iwlab.backends.nodes.cpm_server.server import CpmServer
 from iwlab.backends.nodes.iwf.iwf import Iwf
 from iwlab.backends.nodes.mail_server import MailServer, RelayCallback
@@ -30,7 +31,7 @@ from iwlab.backends.nodes.smsc import EsmeAccount, Smsc
 from iwlab.backends.protocols import sip
 from iwlab.backends.store import Store
 from iwlab.backends.tls import LabCA
-from iwlab.backends.topology import Topology, User
+from iwlab.backends.topology import Operator, Topology, User
 from iwlab.backends.trace import Trace
 
 Device = CpmDevice | SmsHandset | EmailClient
@@ -61,35 +62,38 @@ class Lab:
         self._device_ids = self._select_devices(devices)
         self.ca: LabCA | None = None   # made at start when the topology has TLS on
         self.cpm_servers: dict[str, CpmServer] = {}
-        self.iwf: Iwf | None = None
+        self.iwfs: dict[str, Iwf] = {}              # operator id -> its interworking function
+        self.iwf: Iwf | None = None                 # the one beside the SMSC and the mail server (B's)
         self.smsc: Smsc | None = None
         self.devices: dict[str, Device] = {}
+        self.sms_sides: dict[str, SmsHandset] = {}  # CPM users' phones as SMS handsets (bound as their number)
         self.cpm_apps: dict[str, CpmDevice] = {}   # CPM clients given to legacy users at run time
         self.running = False
-        iwf_operator = topology.iwf_operator()
+        self.content = ContentServer(self.trace, self.nodes, host=self.host)
+        iwf_operators = topology.iwf_operators()
         for op in topology.operators:
             self.cpm_servers[op.id] = CpmServer(
                 op, topology, self.trace, self.nodes, host=self.host,
                 server_address=self._sip_address_of,
-                iwf_address=self._iwf_address if op is iwf_operator else None, store=self.store)
-        if iwf_operator:
-            self.smsc = Smsc(self.trace, self.nodes, accounts=[self._iwf_account()],
-                             handset_password=topology.smsc.handset_password,
-                             handset_numbers={u.msisdn: u.name for u in topology.users
-                                              if u.device == "sms" and u.msisdn},
-                             throttle_every=topology.smsc.throttle_every,
-                             validity_seconds=topology.smsc.validity_seconds, store=self.store)
-            self.iwf = Iwf(iwf_operator, topology, self.trace, self.nodes, host=self.host, store=self.store,
-                           smsc_address=self._smsc_address,
-                           cpm_address=lambda: self._sip_address_of(iwf_operator.id),
-                           # with a mail domain, an email leg toward the mail server built below
-                           mail_address=self._mail_address if iwf_operator.mail_domain else None)
+                iwf_address=partial(self._iwf_address, op.id) if op.iwf else None, store=self.store)
+        main = topology.iwf_operator()
+        if iwf_operators:
+            self.smsc = self._make_smsc()
+            for op in iwf_operators:
+                assert op.iwf is not None
+                self.iwfs[op.id] = Iwf(op, topology, self.trace, self.nodes, host=self.host, store=self.store,
+                                       smsc_address=self._smsc_address, name=op.iwf.node_name,
+                                       cpm_address=partial(self._sip_address_of, op.id),
+                                       # with a mail domain, an email leg toward the mail server built below
+                                       mail_address=self._mail_address if op.mail_domain else None,
+                                       put_content=self.content.put)
+            self.iwf = self.iwfs[main.id] if main else None
         self.mail: MailServer | None = None
-        if iwf_operator and iwf_operator.mail_domain and self.iwf and self.iwf.email:
+        if main and main.mail_domain and self.iwf and self.iwf.email:
             cpm_domains: dict[str, RelayCallback] = {op.cpm_domain: self.iwf.email.relay for op in topology.operators}
             self.mail = MailServer(
                 self.trace, self.nodes, maildir_root=self.workdir / "maildir",
-                mailbox_domains={iwf_operator.mail_domain}, relay_domains=cpm_domains,
+                mailbox_domains={main.mail_domain}, relay_domains=cpm_domains,
                 known_mailboxes={u.email.lower(): u.name for u in topology.users if u.email},
                 node_name_for=self._node_for_address, relay_refusal=self.iwf.email.recipient_refusal)
             self.mail.on_delivered.append(self.iwf.email.delivered)
@@ -98,9 +102,15 @@ class Lab:
                 continue
             if user.device == "cpm":
                 op_id = user.operator
-                self.devices[user.id] = CpmDevice(user, topology, self.nodes, server_address=partial(
+                phone = CpmDevice(user, topology, self.nodes, server_address=partial(
                     self._sip_address_of, op_id), sessions_trace=self.trace, sessions_host=self.host,
                     tls_context=self._tls_client_context)
+                self.devices[user.id] = phone
+                if self.smsc and user.msisdn:     # the same phone is an SMS handset too
+                    side = self.sms_sides[user.id] = SmsHandset(
+                        user, topology, self.nodes, smsc_address=self._smsc_address,
+                        password=topology.smsc.handset_password)
+                    phone.attach_sms_side(side, partial(self.sms_peer, user))
             elif user.device == "email" and self.mail and user.email:
                 client = EmailClient(user, topology, self.nodes, smtp_address=self._mail_address)
                 self.mail.on_delivered.append(client.delivered)
@@ -121,14 +131,62 @@ class Lab:
             raise ValueError(f"unknown device(s): {', '.join(sorted(unknown))}; the lab has {', '.join(sorted(every))}")
         return chosen
 
-    def _iwf_account(self) -> EsmeAccount:
-        op = self.topology.iwf_operator()
-        assert op and op.iwf
-        # Like an IP-SM-GW: SMS to CPM users' numbers reach the IWF's bind.
-        cpm_numbers = [u.msisdn for u in self.topology.users if u.device == "cpm" and u.msisdn]
-        pool = [number.lstrip("+") for number in op.iwf.number_pool]   # replies name their thread
-        return EsmeAccount(system_id=op.iwf.system_id, password=op.iwf.password, node_name="IWF",
-                           routes=cpm_numbers + pool)
+    def _make_smsc(self) -> Smsc:
+        topology = self.topology
+        return Smsc(self.trace, self.nodes, accounts=[self._iwf_account(op) for op in topology.iwf_operators()],
+                    handset_password=topology.smsc.handset_password,
+                    handset_numbers={u.msisdn: u.name for u in topology.users
+                                     if u.device in ("sms", "cpm") and u.msisdn},
+                    throttle_every=topology.smsc.throttle_every,
+                    validity_seconds=topology.smsc.validity_seconds, store=self.store,
+                    handset_first=self._handset_first)
+
+    async def restart_smsc(self) -> int:
+        """Stop the SMSC and start a new one on the same port and durable store, as after a crash
+        and restart: it knows only what it kept (restore). Its clients rebind by themselves.
+        Returns how many messages the new one holds from before."""
+        assert self.smsc is not None and self.smsc.port, "a running SMSC"
+        port, throttle = self.smsc.port, self.smsc.throttle_every
+        await self.smsc.stop()
+        self.smsc = self._make_smsc()
+        self.smsc.throttle_every = throttle
+        await self.smsc.start(self.host, port)
+        return self.smsc.pending()
+
+    def _iwf_account(self, op: Operator) -> EsmeAccount:
+        """An IWF's bind at the SMSC and the numbers routed to it: its pool (replies name their
+        thread) and, for the IWF beside the SMSC, CPM users' numbers too (like an IP-SM-GW:
+        SMS to a CPM user reach the IWF that hands them to CPM, unless her own SMS side takes
+        them: _handset_first)."""
+        assert op.iwf
+        routes = [number.lstrip("+") for number in op.iwf.number_pool]
+        if op is self.topology.iwf_operator():
+            routes = [u.msisdn for u in self.topology.users if u.device == "cpm" and u.msisdn] + routes
+        return EsmeAccount(system_id=op.iwf.system_id, password=op.iwf.password, node_name=op.iwf.node_name,
+                           routes=routes)
+
+    def _handset_first(self, digits: str, bound: bool) -> str | None:
+        """An SMS to a CPM user's number goes to her phone's SMS side while CPM cannot reach her:
+        roaming without CPM, or not registered with the SMS side bound (Smsc.route says why)."""
+        user = self.topology.user_by_number(digits)
+        if user is None or user.device != "cpm":
+            return None
+        if user.roaming_without_cpm:
+            return f"{user.name} is roaming in a network without CPM"
+        server = self.cpm_servers.get(user.operator)
+        if bound and server is not None and not server.is_registered(user):
+            return f"{user.name} is not registered to CPM, her phone takes SMS"
+        return None
+
+    def sms_peer(self, user: User, number: str) -> User | None:
+        """Who an SMS to a phone's SMS side is from: a pool number stands for the person whose
+        message the IWF sent from it (the thread map says), any other number for its owner."""
+        digits = number.lstrip("+")
+        for iwf in self.iwfs.values():
+            if iwf.threads.is_pool_number(digits) and user.msisdn:
+                owner = iwf.threads.pool_owner(user.msisdn, digits)
+                return self.topology.user_by_uri(owner.cpm_uri) if owner else None
+        return self.topology.user_by_number(digits)
 
     def _node_for_address(self, address: str) -> str | None:
         user = self.topology.user_by_email(address)
@@ -152,13 +210,15 @@ class Lab:
     def _mail_address(self) -> tuple[str, int] | None:
         return (self.host, self.mail.port) if self.mail and self.mail.port else None
 
-    def _iwf_address(self) -> tuple[str, int] | None:
-        return (self.host, self.iwf.port) if self.iwf and self.iwf.port else None
+    def _iwf_address(self, operator_id: str) -> tuple[str, int] | None:
+        iwf = self.iwfs.get(operator_id)
+        return (self.host, iwf.port) if iwf and iwf.port else None
 
     def _tell_iwf_of(self, user: User) -> None:
-        """The registrar tells the nodes: what the IWF holds for a user goes once they are back."""
-        if self.iwf is not None and user.cpm_uri:
-            self.iwf.cpm.recipient_registered(user.cpm_uri)
+        """The registrar tells the nodes: what an IWF holds for a user goes once they are back."""
+        if user.cpm_uri:
+            for iwf in self.iwfs.values():
+                iwf.cpm.recipient_registered(user.cpm_uri)
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -173,18 +233,22 @@ class Lab:
         try:
             for op in self.topology.operators:
                 await self.cpm_servers[op.id].start(op.sip_port, hosts=hosts, tls=tls, tls_port=op.sip_tls_port or 0)
-            iwf_op = self.topology.iwf_operator()
-            if self.smsc and self.iwf and iwf_op:
-                await self.smsc.start(hosts, iwf_op.smpp_port or 0)
-                await self.iwf.start(iwf_op.iwf_sip_port or 0, hosts=hosts, tls=tls,
-                                     tls_port=iwf_op.iwf_sip_tls_port or 0)
-            if self.mail and iwf_op:
-                await self.mail.start(hosts, iwf_op.smtp_port or 0)
-            for device in self.devices.values():
+            await self.content.start(self.topology.content_port)
+            smsc_op = self.topology.smsc_operator()
+            if self.smsc and smsc_op:
+                await self.smsc.start(hosts, smsc_op.smpp_port or 0)
+            for op_id, iwf in self.iwfs.items():
+                op = self.topology.operator(op_id)
+                await iwf.start(op.iwf_sip_port or 0, hosts=hosts, tls=tls, tls_port=op.iwf_sip_tls_port or 0)
+            main = self.topology.iwf_operator()
+            if self.mail and main:
+                await self.mail.start(hosts, main.smtp_port or 0)
+            for device in [*self.devices.values(), *self.sms_sides.values()]:
                 await device.start()
-            if self.iwf and self.iwf.sms.esme:
-                await self.iwf.sms.esme.wait_bound(timeout=10)
-            for device in self.devices.values():
+            for iwf in self.iwfs.values():
+                if iwf.sms.esme:
+                    await iwf.sms.esme.wait_bound(timeout=10)
+            for device in [*self.devices.values(), *self.sms_sides.values()]:
                 if isinstance(device, SmsHandset) and device.esme:
                     await device.esme.wait_bound(timeout=10)
         except BaseException:
@@ -193,10 +257,11 @@ class Lab:
         self.running = True
 
     async def stop(self) -> None:
-        for device in [*self.devices.values(), *self.cpm_apps.values()]:
+        for device in [*self.devices.values(), *self.sms_sides.values(), *self.cpm_apps.values()]:
             await device.stop()
-        if self.iwf:
-            await self.iwf.stop()
+        for iwf in self.iwfs.values():
+            await iwf.stop()
+        await self.content.stop()
         if self.smsc:
             await self.smsc.stop()
         if self.mail:
@@ -222,9 +287,14 @@ class Lab:
                           for item in self.cpm_servers[op.id].sip.listeners]
         if self.iwf:
             result["iwf_sip"] = here(self.iwf.port)
-            listeners += [{"node": self.iwf.name, "domain": self.iwf.operator.cpm_domain, "protocol": "sip",
-                           "transport": item.transport, "address": item.address} for item in self.iwf.sip.listeners]
+        for iwf in self.iwfs.values():
+            listeners += [{"node": iwf.name, "domain": iwf.operator.cpm_domain, "protocol": "sip",
+                           "transport": item.transport, "address": item.address} for item in iwf.sip.listeners]
         hosts = self.topology.hosts or [self.host]
+        if self.content.port:
+            result["content"] = here(self.content.port)
+            listeners.append({"node": self.content.name, "protocol": "http", "transport": "tcp",
+                              "address": result["content"]})
         if self.smsc:
             result["smpp"] = here(self.smsc.port)
             listeners += [{"node": "SMSC", "protocol": "smpp", "transport": "tcp",

@@ -10,6 +10,8 @@ read the PDUs that reached the devices.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -22,14 +24,18 @@ from iwlab.backends.devices.cpm_sessions import ChatSession
 from iwlab.backends.devices.email_client import EmailClient, reply_subject
 from iwlab.backends.devices.session_state import SessionState
 from iwlab.backends.devices.sms_handset import SmsHandset
+from iwlab.backends.lab.checks import CHECKS, REQUIRED_PARAMS, STRESS, Check, CheckResult, evaluate
 from iwlab.backends.lab.control import run_command
-from iwlab.backends.lab.evidence import received_by
 from iwlab.backends.lab.lab import Lab
-from iwlab.backends.trace import TraceEvent
 
-ACTIONS = ("send", "reply", "wait", "state", "start_session", "accept_session", "session_send", "end_session")
-STATE_KEYS = ("registered", "capable", "roaming")
-CHECKS = ("delivered", "route", "addressed_to_person", "threaded", "session_established", "networks")
+__all__ = ["Check", "CheckResult", "Scenario", "ScenarioError", "ScenarioRun", "Step", "Verdict", "evaluate",
+           "load_requirements", "load_scenario", "load_scenarios", "requirement_verdicts"]
+
+ACTIONS = ("send", "reply", "wait", "state", "start_session", "accept_session", "session_send", "end_session",
+           "cancel_session", "restart", "read", "open_link")
+STATE_KEYS = ("registered", "capable", "roaming", "accepting", "bound")
+# A scenario's [settings], applied when it starts and given back when it ends.
+SETTINGS = ("smsc_throttle_every", "session_timeout_seconds")
 
 
 class ScenarioError(ValueError):
@@ -45,13 +51,10 @@ class Step:
     recipient: str = ""        # user id ("to")
     text: str = ""
     state: dict[str, bool | str] = field(default_factory=dict)   # "state": the user's new conditions
-
-
-@dataclass
-class Check:
-    kind: str
-    requirements: list[str]
-    params: dict[str, Any]
+    texts: list[str] = field(default_factory=list)          # "send": a burst, one right after another
+    content_type: str = ""                                  # "send": a payload other than text ...
+    data: bytes = b""                                       # ... given as base64 in the file
+    node: str = ""                                          # "restart": which node (smsc)
 
 
 @dataclass
@@ -63,20 +66,7 @@ class Scenario:
     steps: list[Step]
     checks: list[Check]
     source: str = ""
-
-
-@dataclass
-class CheckResult:
-    check: Check
-    passed: bool
-    detail: str
-    evidence: list[int] = field(default_factory=list)
-    # Failed for good (not merely not yet passed): e.g. every expected text arrived, in the wrong order.
-    decided_failure: bool = False
-
-    @property
-    def decided(self) -> bool:
-        return self.passed or self.decided_failure
+    settings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -108,10 +98,6 @@ def scenario_dir() -> Path:
     return Path(str(resources.files("iwlab.resources").joinpath("scenarios")))
 
 
-REQUIRED_PARAMS = {"networks": ("from", "to", "over"), "delivered": ("to", "texts"), "route": ("note",), "addressed_to_person": ("from", "to"),
-                   "threaded": ("to", "text", "answers"), "session_established": ("answered_to",)}
-
-
 def load_scenario(path: Path) -> Scenario:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -130,17 +116,26 @@ def load_scenario(path: Path) -> Scenario:
         missing = [p for p in REQUIRED_PARAMS.get(check.get("kind", ""), ()) if p not in check]
         if missing:
             raise ScenarioError(f"{where}: a {check.get('kind')} check needs {', '.join(missing)}")
+        if "under" in check and check["under"] not in STRESS:
+            raise ScenarioError(f"{where}: 'under' is one of {', '.join(STRESS)}")
+    settings = data.get("settings", {})
+    if not isinstance(settings, dict) or any(k not in SETTINGS or not isinstance(v, (int, float))
+                                             for k, v in settings.items()):
+        raise ScenarioError(f"{where}: [settings] takes numbers for {', '.join(SETTINGS)}")
     try:
         steps = [Step(action=s["action"], explain=s.get("explain", "").strip(), seed_step=str(s.get("seed_step", "")),
                       sender=s.get("from", s.get("user", "")), recipient=s.get("to", ""), text=s.get("text", ""),
                       state={**{k: bool(s[k]) for k in STATE_KEYS if k in s},
-                             **({"transport": str(s["transport"])} if "transport" in s else {})})
+                             **({"transport": str(s["transport"])} if "transport" in s else {})},
+                      texts=list(s.get("texts", [])), content_type=s.get("content_type", ""),
+                      data=_payload(s, where), node=s.get("node", ""))
                  for s in data.get("steps", [])]
         checks = [Check(kind=c["kind"], requirements=list(c.get("requirements", [])),
                         params={k: v for k, v in c.items() if k not in ("kind", "requirements")})
                   for c in data.get("checks", [])]
         scenario = Scenario(id=str(data["id"]), title=data["title"], use_case=data.get("use_case", ""),
-                            flow=data.get("flow", ""), steps=steps, checks=checks, source=str(path))
+                            flow=data.get("flow", ""), steps=steps, checks=checks, source=str(path),
+                            settings=dict(settings))
     except KeyError as exc:
         raise ScenarioError(f"{where}: missing {exc}") from None
     for step in steps:
@@ -150,6 +145,16 @@ def load_scenario(path: Path) -> Scenario:
         if check.kind not in CHECKS:
             raise ScenarioError(f"{where}: unknown check {check.kind!r} (known: {', '.join(CHECKS)})")
     return scenario
+
+
+def _payload(step: dict[str, Any], where: str) -> bytes:
+    """A step's non-text payload: base64 in the file (a picture, a file description)."""
+    if "data_base64" not in step:
+        return b""
+    try:
+        return base64.b64decode("".join(str(step["data_base64"]).split()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ScenarioError(f"{where}: data_base64 is not base64 ({exc})") from None
 
 
 def load_scenarios(directory: Path | None = None) -> dict[str, Scenario]:
@@ -186,6 +191,13 @@ class ScenarioRun:
         # Scenarios change people's conditions; the lab is given back as it was found.
         self._conditions = {u.id: (u.cpm_capable, u.roaming_without_cpm) for u in lab.topology.users}
         self._apps = set(lab.cpm_apps)
+        self._phones = {uid: (d.registered, d.accepting, d.user.sip_transport) for uid, d in lab.devices.items()
+                        if isinstance(d, CpmDevice)}
+        self._handsets = {uid: h.bound for uid, h in self._all_handsets().items()}
+        self._settings_before: dict[str, float] | None = None
+        self._sent: list[tuple[str, str]] = []      # (recipient id, text) as the steps sent them, in order
+        # user id -> their inbox size when something left for them that arrives changed (an invitation, a picture)
+        self._expect_new: dict[str, int] = {}
 
     @property
     def finished(self) -> bool:
@@ -195,8 +207,34 @@ class ScenarioRun:
         events = self.lab.trace.events()
         return events[-1].seq if events else 0
 
+    def _all_handsets(self) -> dict[str, SmsHandset]:
+        found = {uid: d for uid, d in self.lab.devices.items() if isinstance(d, SmsHandset)}
+        return {**self.lab.sms_sides, **found}
+
+    def _apply_settings(self) -> None:
+        """The scenario's [settings] (SMSC throttling, a short answer timeout), given back by finish()."""
+        settings = self.scenario.settings
+        self._settings_before = {}
+        if "smsc_throttle_every" in settings and self.lab.smsc is not None:
+            self._settings_before["smsc_throttle_every"] = self.lab.smsc.throttle_every
+            self.lab.smsc.throttle_every = int(settings["smsc_throttle_every"])
+        if "session_timeout_seconds" in settings and self.lab.iwfs:
+            self._settings_before["session_timeout_seconds"] = next(iter(self.lab.iwfs.values())).sessions.rules.timeout
+            for iwf in self.lab.iwfs.values():
+                iwf.sessions.set_timeout(float(settings["session_timeout_seconds"]))
+
+    def _restore_settings(self) -> None:
+        before, self._settings_before = self._settings_before or {}, None
+        if "smsc_throttle_every" in before and self.lab.smsc is not None:
+            self.lab.smsc.throttle_every = int(before["smsc_throttle_every"])
+        if "session_timeout_seconds" in before:
+            for iwf in self.lab.iwfs.values():
+                iwf.sessions.set_timeout(before["session_timeout_seconds"])
+
     async def step(self) -> Step:
         step = self.scenario.steps[self.position]
+        if self._settings_before is None:
+            self._apply_settings()
         before = self._last_seq()
         await self._act(step)
         await self._settle()
@@ -242,11 +280,21 @@ class ScenarioRun:
             for task in pending:
                 task.cancel()
             self._tasks.clear()
+        self._restore_settings()
         for user_id in set(self.lab.cpm_apps) - self._apps:
             await self.lab.set_cpm_app(user_id, False)
         for user in self.lab.topology.users:
             capable, roaming = self._conditions.get(user.id, (user.cpm_capable, user.roaming_without_cpm))
             user.cpm_capable, user.roaming_without_cpm = capable, roaming
+        for user_id, (registered, accepting, transport) in self._phones.items():
+            phone = self.lab.devices[user_id]
+            assert isinstance(phone, CpmDevice)
+            if (phone.registered, phone.accepting, phone.user.sip_transport) != (registered, accepting, transport):
+                await phone.set_state(registered=registered, accepting=accepting, sip_transport=transport)
+        for user_id, bound in self._handsets.items():
+            handset = self._all_handsets().get(user_id)
+            if handset is not None and handset.bound != bound:
+                await handset.set_bound(bound)
 
     async def _settle(self) -> None:
         await self._settle_for(self.settle)
@@ -265,85 +313,137 @@ class ScenarioRun:
     async def _act(self, step: Step) -> None:
         if step.action == "wait":
             return
-        if step.action == "state":   # the same command a trainer types in `iwlab serve`
+        if step.action in ("state", "restart"):   # the same commands a trainer types in `iwlab serve`
             settings = " ".join(f"{k}={v if isinstance(v, str) else 'yes' if v else 'no'}"
                                 for k, v in step.state.items())
-            answer = await run_command(self.lab, f"state {step.sender} {settings}")
+            command = f"state {step.sender} {settings}" if step.action == "state" else f"restart {step.node}"
+            answer = await run_command(self.lab, command)
             if answer.startswith("error"):
                 raise ScenarioError(f"{self.scenario.id}: {answer}")
             return
         device = self.lab.devices.get(step.sender)
-        if step.action in ("start_session", "accept_session", "session_send", "end_session"):
+        if step.action in ("start_session", "accept_session", "session_send", "end_session", "cancel_session"):
             await self._session_act(step, device)
             return
         if device is None:
             raise ScenarioError(f"{self.scenario.id}: {step.sender!r} is not a simulated device in this lab")
         if step.action == "send":
             recipient = self.lab.topology.user(step.recipient)
-            if isinstance(device, CpmDevice):
-                await device.send_message(recipient, step.text)
-            elif isinstance(device, SmsHandset):
-                await device.send_sms(recipient, step.text)
-            elif isinstance(device, EmailClient):
-                address = recipient.email or (recipient.sip or "")[4:]
-                await device.send(address, step.text[:60], step.text)
-        elif step.action == "reply":
-            awaited = self._last_text_sent_to(step.sender)
+            for text in step.texts or [step.text]:     # a burst: one right after another, nothing settles between
+                if step.content_type:   # what arrives is an adaptation, not this text: wait for something new
+                    self._expect_new[recipient.id] = len(_inbox_texts(self.lab.devices.get(recipient.id)))
+                await self._send(device, recipient, text, step)
+                if not step.content_type:
+                    self._sent.append((recipient.id, text))
+        elif step.action in ("reply", "read", "open_link"):
+            awaited = self._awaited(step.sender)
             if awaited is not None:   # the message being answered may still be on its way
                 await self._until(lambda: awaited in _inbox_texts(device),
-                                  f"{step.sender} receiving {awaited!r} (to reply to it)")
-            if isinstance(device, SmsHandset) and device.inbox:
-                await device.send_sms(device.inbox[-1].number, step.text)
-            elif isinstance(device, EmailClient) and device.inbox:
-                last = device.inbox[-1]
-                await device.send(last.parsed.sender, reply_subject(last.subject), step.text, reply_to=last)
+                                  f"{step.sender} receiving {awaited!r} (to {step.action.replace('_', ' ')})")
+            elif step.sender in self._expect_new:   # an invitation, an adapted picture may still be on its way
+                mark = self._expect_new.pop(step.sender)
+                await self._until(lambda: len(_inbox_texts(device)) > mark,
+                                  f"{step.sender} receiving what was sent (to {step.action.replace('_', ' ')})")
+            if step.action == "reply":
+                await self._reply(device, step)
+            elif step.action == "read" and isinstance(device, EmailClient) and device.inbox:
+                await device.open(device.inbox[-1])       # answers a read-receipt request (MDN)
+            elif step.action == "open_link" and isinstance(device, SmsHandset):
+                link = next((word for sms in reversed(device.inbox) for word in sms.text.split()
+                             if word.startswith("http://")), None)
+                if link is None:
+                    raise ScenarioError(f"{self.scenario.id}: {step.sender} got no link to open")
+                await device.open_link(link)
             else:
-                raise ScenarioError(f"{self.scenario.id}: {step.sender} has nothing to reply to")
+                raise ScenarioError(f"{self.scenario.id}: {step.sender} cannot {step.action} here")
 
-    def _last_text_sent_to(self, user_id: str) -> str | None:
-        earlier = self.scenario.steps[:self.position]
-        return next((s.text for s in reversed(earlier) if s.action in ("send", "reply") and s.recipient == user_id
-                     and s.text), None)
+    async def _send(self, device, recipient, text: str, step: Step) -> None:
+        if isinstance(device, CpmDevice):
+            if step.content_type:
+                await device.send_message(recipient, text or f"[{step.content_type}]",
+                                          content_type=step.content_type, body=step.data)
+            else:
+                await device.send_message(recipient, text)
+        elif isinstance(device, SmsHandset):
+            await device.send_sms(recipient, text)
+        elif isinstance(device, EmailClient):
+            address = recipient.email or (recipient.sip or "")[4:]
+            await device.send(address, text[:60], text)
+
+    async def _reply(self, device, step: Step) -> None:
+        """Reply to what came last, as the user would hit Reply: by SMS to the number it came from,
+        by email to its sender (threaded), on a CPM phone to its sender (by SMS while roaming)."""
+        if isinstance(device, SmsHandset) and device.inbox:
+            number = device.inbox[-1].number
+            await device.send_sms(number, step.text)
+            peer = self.lab.sms_peer(device.user, number)
+        elif isinstance(device, EmailClient) and device.inbox:
+            last = device.inbox[-1]
+            await device.send(last.parsed.sender, reply_subject(last.subject), step.text, reply_to=last)
+            peer = self.lab.topology.user_by_email(last.parsed.sender) or self.lab.topology.user_by_uri(
+                "sip:" + last.parsed.sender)
+        elif isinstance(device, CpmDevice) and any(m.direction == "in" for m in device.messages):
+            last_in = next(m for m in reversed(device.messages) if m.direction == "in")
+            await device.send_message(last_in.peer_uri, step.text, in_reply_to=last_in)
+            peer = self.lab.topology.user_by_uri(last_in.peer_uri)
+        else:
+            raise ScenarioError(f"{self.scenario.id}: {step.sender} has nothing to reply to")
+        if peer is not None:
+            self._sent.append((peer.id, step.text))
+
+    def _awaited(self, user_id: str) -> str | None:
+        """The last text the steps sent to this user (what a reply, a read or a link waits for)."""
+        return next((text for recipient, text in reversed(self._sent) if recipient == user_id), None)
 
     async def _session_act(self, step: Step, device) -> None:
         if not isinstance(device, CpmDevice) or device.sessions is None:
             raise ScenarioError(f"{self.scenario.id}: {step.sender} has no CPM phone with sessions")
         sessions = device.sessions
         if step.action == "start_session":
+            invitee = self.lab.devices.get(step.recipient)
+            self._expect_new[step.recipient] = len(_inbox_texts(invitee))   # the adapted invitation comes next
             # Returns when the invitee answers, which is a later step: let it run.
             self._tasks.append(asyncio.create_task(sessions.start_session(self.lab.topology.user(step.recipient))))
             return
         def newest() -> ChatSession | None:
             return list(sessions.sessions.values())[-1] if sessions.sessions else None
-        wanted = SessionState.INCOMING if step.action == "accept_session" else SessionState.ESTABLISHED
+        wanted = {"accept_session": SessionState.INCOMING,
+                  "cancel_session": SessionState.RINGING}.get(step.action, SessionState.ESTABLISHED)
         await self._until(lambda: (found := newest()) is not None and found.state is wanted,
                           f"a session of {step.sender}'s in state {wanted.value} (for {step.action})")
         session = newest()
         assert session is not None
         if step.action == "accept_session":
             await sessions.accept(session)
+        elif step.action == "cancel_session":
+            sessions.cancel(session)
         elif step.action == "session_send":
             sessions.send(session, step.text)
+            peer = self.lab.topology.user_by_uri(session.peer_uri)
+            if peer is not None:
+                self._sent.append((peer.id, step.text))
         else:
             await sessions.end(session)
 
     def failed(self, reason: str) -> Verdict:
         """A verdict for a scenario that could not be played to the end: it proves none of its
-        requirements, so each of them fails (with the reason), rather than going unexercised."""
+        requirements, so each of them fails (with the reason), rather than going unexercised; each
+        check is shown too, on what the wire holds so far (its rows: how far things got)."""
         requirements = list(dict.fromkeys(r for check in self.scenario.checks for r in check.requirements))
-        check = Check("played", requirements, {})
-        return Verdict(self.scenario, [CheckResult(check, False, f"could not be played: {reason}",
-                                                   decided_failure=True)],
-                       self.first_seq + 1, self._last_seq(), self.started, time.time() - self.started)
+        played = CheckResult(Check("played", requirements, {}), False, f"could not be played: {reason}",
+                             [self.rows_of_step[-1][1]] if self.rows_of_step else [], decided_failure=True)
+        verdict = self.verdict()
+        verdict.results.insert(0, played)
+        return verdict
 
     def verdict(self) -> Verdict:
         events = [e for e in self.lab.trace.events() if e.seq > self.first_seq]
-        results = [evaluate(check, events, self.lab) for check in self.scenario.checks]
+        results = [evaluate(check, events, self.lab) for check in self.scenario.checks]  # backends/lab/checks.py
         return Verdict(self.scenario, results, self.first_seq + 1, self._last_seq(), self.started,
                        time.time() - self.started)
 
 
-# -- checks: read the trace only ------------------------------------------------------------
+# -- checks: read the trace only (backends/lab/checks.py) ------------------------------------
 
 def _inbox_texts(device) -> list[str]:
     if isinstance(device, SmsHandset):
@@ -353,84 +453,6 @@ def _inbox_texts(device) -> list[str]:
     if isinstance(device, CpmDevice):
         return [m.text for m in device.messages if m.direction == "in"]
     return []
-
-
-def evaluate(check: Check, events: list[TraceEvent], lab: Lab) -> CheckResult:
-    return {"delivered": _delivered, "route": _route, "addressed_to_person": _addressed,
-            "threaded": _threaded, "session_established": _session_established,
-            "networks": _networks}[check.kind](check, events, lab)
-
-
-def _delivered(check: Check, events: list[TraceEvent], lab: Lab) -> CheckResult:
-    """texts: exactly these, in this order; with among_others = true: these in this order among others."""
-    user = lab.topology.user(check.params["to"])
-    wanted = list(check.params["texts"])
-    got = received_by(user, events)
-    if check.params.get("among_others"):
-        remaining = iter(text for _, text in got)
-        passed = all(any(text == w for text in remaining) for w in wanted)   # an ordered subsequence
-        got = [(e, text) for e, text in got if text in wanted]
-    else:
-        passed = [text for _, text in got] == wanted
-    texts = [text for _, text in got]
-    detail = f"{user.name} received {texts}" + ("" if passed else f", expected {wanted} in this order")
-    # Everything expected has arrived: waiting longer cannot mend the order.
-    arrived = set(wanted) <= set(texts)
-    return CheckResult(check, passed, detail, [e.seq for e, _ in got], decided_failure=arrived and not passed)
-
-
-def _route(check: Check, events: list[TraceEvent], lab: Lab) -> CheckResult:
-    note = check.params["note"]
-    hits = [e for e in events if note in e.note]
-    detail = f"route: {note}" if hits else f"no PDU carries the routing reason {note!r}"
-    return CheckResult(check, bool(hits), detail, [e.seq for e in hits[:1]])
-
-
-def _addressed(check: Check, events: list[TraceEvent], lab: Lab) -> CheckResult:
-    sender, recipient = lab.topology.user(check.params["from"]), lab.topology.user(check.params["to"])
-    first = next((e for e in events if e.protocol == "SIP" and e.src == sender.name and not e.is_response
-                  and e.summary.startswith("MESSAGE")), None)
-    if first is None:
-        return CheckResult(check, False, f"no MESSAGE from {sender.name} on the wire")
-    uri = first.fields.get("request_line", "").split(" ")[1]
-    passed = uri == recipient.cpm_uri
-    detail = (f"{sender.name} addressed {recipient.name} as {uri}: a person, no technology chosen" if passed
-              else f"{sender.name} addressed {uri}, not {recipient.name}'s identity {recipient.cpm_uri}")
-    return CheckResult(check, passed, detail, [first.seq])
-
-
-def _threaded(check: Check, events: list[TraceEvent], lab: Lab) -> CheckResult:
-    user = lab.topology.user(check.params["to"])
-    reply = next((e for e, text in received_by(user, events) if text.strip() == check.params["text"]), None)
-    asked = next((e for e in events if e.protocol == "SIP" and e.src == user.name and not e.is_response
-                  and (e.fields.get("cpim") or {}).get("body") == check.params["answers"]), None)
-    if reply is None or asked is None:
-        return CheckResult(check, False, "the question or the reply is missing from the trace")
-    answered = reply.correlation.get("in_reply_to_contribution_id")
-    same_thread = reply.correlation.get("conversation_id") == asked.correlation.get("conversation_id")
-    passed = same_thread and answered == asked.correlation.get("contribution_id")
-    detail = (f"the reply carries {user.name}'s Conversation-ID and the InReplyTo-Contribution-ID of "
-              f"{check.params['answers']!r}" if passed
-              else f"the reply is not tied to {check.params['answers']!r} (InReplyTo-Contribution-ID {answered})")
-    return CheckResult(check, passed, detail, [asked.seq, reply.seq])
-
-
-def _session_established(check: Check, events: list[TraceEvent], lab: Lab) -> CheckResult:
-    """A 200 OK to an INVITE reached the inviting side, and the ACK went back (the SIP responses on the wire)."""
-    node = check.params["answered_to"]
-    ok = next((e for e in events if e.protocol == "SIP" and e.is_response and e.dst == node
-               and e.summary.startswith("200 ") and e.summary.endswith("(INVITE)")), None)
-    if ok is None:
-        return CheckResult(check, False, f"no 200 OK to an INVITE reached {node}")
-    call_id = ok.correlation.get("call_id")
-    ack = next((e for e in events if e.protocol == "SIP" and e.summary.startswith("ACK") and e.src == node
-                and e.correlation.get("call_id") == call_id), None)
-    msrp = next((e for e in events if e.protocol == "MSRP" and e.summary.startswith("SEND")
-                 and e.correlation.get("call_id") == call_id), None)
-    passed = ack is not None
-    detail = f"session established: 200 OK (INVITE) to {node}, ACK" + (", MSRP flowing" if msrp else "")
-    return CheckResult(check, passed, detail if passed else f"200 OK to {node} but no ACK",
-                       [e.seq for e in (ok, ack, msrp) if e is not None])
 
 
 def requirement_verdicts(verdicts: list[Verdict], requirements: dict[str, str]) -> dict[str, tuple[str, list[int]]]:
@@ -447,24 +469,3 @@ def requirement_verdicts(verdicts: list[Verdict], requirements: dict[str, str]) 
                 table[rid] = (state, rows + result.evidence)
     return table
 
-
-def _networks(check: Check, events: list[TraceEvent], lab: Lab) -> CheckResult:
-    """CPM-IOP-001: the same messages got through over every transport (and address family) the
-    sender used: each of the sender's MESSAGEs, as its first hop carried it, reached the recipient."""
-    sender, recipient = lab.topology.user(check.params["from"]), lab.topology.user(check.params["to"])
-    arrived = {text for _, text in received_by(recipient, events)}
-    first_hops = [e for e in events if e.protocol == "SIP" and e.src == sender.name and not e.is_response
-                  and e.summary.startswith("MESSAGE") and "imdn" not in (e.fields.get("cpim") or {}).get(
-                      "Content-Type", "")]
-    through: dict[str, list[int]] = {}
-    for event in first_hops:
-        text = (event.fields.get("cpim") or {}).get("body", event.fields.get("body"))
-        if text in arrived and event.src_address:
-            family = "IPv6" if ":" in event.src_address[0] else "IPv4"
-            through.setdefault(f"{event.transport}/{family}", []).append(event.seq)
-    wanted = [str(t).lower() for t in check.params["over"]]
-    missing = [t for t in wanted if not any(key.startswith(f"{t}/") for key in through)]
-    detail = (f"{sender.name}'s messages reached {recipient.name} over {', '.join(sorted(through)) or 'nothing'}"
-              + (f"; none over {', '.join(missing)}" if missing else ""))
-    return CheckResult(check, not missing, detail, [seqs[0] for seqs in through.values()],
-                       decided_failure=False)

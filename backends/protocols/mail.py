@@ -104,8 +104,10 @@ def _display_name(name: str) -> str:
 def cpm_to_email(*, sender_name: str, sender_address: str, recipient_address: str, text: str,
                  contribution_id: str, conversation_id: str, in_reply_to_message_id: str | None = None,
                  references: list[str] | tuple[str, ...] = (), request_mdn: bool = True, domain: str,
-                 subject: str | None = None, date: datetime | None = None) -> EmailMessage:
-    """A CPM message as the email John's client receives. `subject` None: the first words."""
+                 subject: str | None = None, date: datetime | None = None,
+                 attachments: list[tuple[bytes, str, str]] | tuple = ()) -> EmailMessage:
+    """A CPM message as the email John's client receives. `subject` None: the first words.
+    attachments: (data, content type, file name) of what the text cannot carry (an image ...)."""
     msg = EmailMessage(policy=policy.default)
     sender_name = _display_name(sender_name)
     msg["From"] = Address(display_name=sender_name, addr_spec=sender_address)
@@ -125,6 +127,10 @@ def cpm_to_email(*, sender_name: str, sender_address: str, recipient_address: st
         # Not an address header to the stdlib registry: store its text form.
         msg["Disposition-Notification-To"] = str(Address(display_name=sender_name, addr_spec=sender_address))
     msg.set_content(text, charset="utf-8")       # 8bit UTF-8: our server offers 8BITMIME
+    for data, content_type, filename in attachments:
+        maintype, _, subtype = content_type.partition("/")
+        msg.add_attachment(bytes(data), maintype=maintype or "application", subtype=subtype or "octet-stream",
+                           filename=_display_name(filename) or None)
     return msg
 
 
@@ -347,44 +353,72 @@ def dsn_status_for_sip(status: int) -> str:
     return _SIP_TO_DSN.get(status, "5.0.0")
 
 
-def build_dsn(*, original: EmailMessage, recipient: str, reporting_mta: str, status: str, diagnostic: str,
-              explanation: str, postmaster: str) -> EmailMessage:
-    """A delivery status notification (RFC 3464, "failed") for a message the lab took and then
-    could not deliver: a human part, the machine-readable status, and the original's headers.
-    Sent with the null reverse-path (RFC 5321 4.5.5) so it can never bounce in turn."""
-    original_id = normalise_message_id(_text_header(original, "Message-ID"))
-    subject = _text_header(original, "Subject")
-    to = _first_address(original, "From")[0]
+def build_dsn(*, original_message_id: str, original_subject: str, original_sender: str, original_recipient: str,
+              reporting_domain: str, status: int, reason: str, arrival: datetime | None = None) -> EmailMessage:
+    """A delivery status notification for a mail that could not be delivered on (a failure DSN,
+    RFC 3464, inside multipart/report, RFC 6522): a human-readable part, the machine-readable
+    message/delivery-status, and the original's headers as far as they are known. Threaded to the
+    original (In-Reply-To / References), so the sender's client shows it with what it reports on.
+    status/reason: what the next hop answered (a SIP status: 4xx/5xx/6xx, all final here)."""
+    now = datetime.now().astimezone()
     report = EmailMessage(policy=policy.default)
-    report["From"] = Address(display_name="Mail Delivery System", addr_spec=postmaster)
-    report["To"] = to
-    report["Subject"] = _unstructured(f"Undelivered Mail Returned to Sender: {subject}" if subject
-                                      else "Undelivered Mail Returned to Sender")
-    report["Date"] = format_datetime(datetime.now().astimezone())
-    report["Message-ID"] = make_msgid(domain=reporting_mta)
-    if original_id:
-        report["In-Reply-To"] = original_id
-        report["References"] = original_id
-    report["Auto-Submitted"] = "auto-replied"
-    report["MIME-Version"] = "1.0"
-    report["Content-Type"] = "multipart/report; report-type=delivery-status"
+    report["From"] = Address(display_name="Mail Delivery System", addr_spec=f"mailer-daemon@{reporting_domain}")
+    report["To"] = original_sender
+    report["Subject"] = _unstructured("Undelivered: " + (original_subject or "your message"))
+    report["Date"] = format_datetime(now)
+    report["Message-ID"] = make_msgid(domain=reporting_domain)
+    report["Auto-Submitted"] = "auto-replied"          # RFC 3834: no robot answers this one
+    parent = normalise_message_id(original_message_id)
+    if parent:
+        report["In-Reply-To"] = parent
+        report["References"] = parent
+    reason = _display_name(reason)
     human = EmailMessage(policy=policy.default)
-    human.set_content(f"Your message to <{recipient}> could not be delivered.\n\n{explanation}\n")
+    human.set_content(f"Your message to {original_recipient} could not be delivered.\n\n"
+                      f"The recipient's service answered: {status} {reason}\n", charset="utf-8")
     machine = EmailMessage(policy=policy.default)
     machine["Content-Type"] = "message/delivery-status"
-    per_message, per_recipient = Message(policy=policy.compat32), Message(policy=policy.compat32)
-    per_message["Reporting-MTA"] = f"dns; {reporting_mta}"
-    per_message["Arrival-Date"] = format_datetime(datetime.now().astimezone())
-    per_recipient["Final-Recipient"] = f"rfc822; {recipient}"
-    per_recipient["Action"] = "failed"
-    per_recipient["Status"] = status
-    per_recipient["Diagnostic-Code"] = "X-SIP; " + " ".join(_LINE_BREAK.sub(" ", diagnostic).split())
-    machine.set_payload([per_message, per_recipient])
+    # SIP's 6xx and a final 4xx/5xx are permanent here (the IWF already waited out the temporary ones):
+    # a 5.x.x status, its detail from the SIP status (RFC 3463).
+    per_message = [("Reporting-MTA", f"dns; {reporting_domain}"), ("Arrival-Date", format_datetime(arrival or now))]
+    per_recipient = [("Final-Recipient", f"rfc822; {original_recipient}"), ("Action", "failed"),
+                     ("Status", dsn_status_for_sip(status)), ("Diagnostic-Code", f"X-SIP; {status} {reason}")]
+    blocks: list[Message | str] = []
+    for fields in (per_message, per_recipient):    # the generator writes each block as a header block
+        block = Message(policy=policy.default)
+        for name, value in fields:
+            block[name] = value
+        blocks.append(block)
+    machine.set_payload(blocks)
     headers = EmailMessage(policy=policy.default)
     headers["Content-Type"] = "text/rfc822-headers"
-    headers.set_payload("".join(f"{k}: {_LINE_BREAK.sub(' ', str(v))}\r\n" for k, v in original.raw_items()))
+    original = [f"From: {original_sender}", f"To: {original_recipient}"]
+    if original_subject:
+        original.append(f"Subject: {_display_name(original_subject)}")
+    if parent:
+        original.append(f"Message-ID: {parent}")
+    headers.set_payload("\r\n".join(original) + "\r\n")
     report.set_payload([human, machine, headers])
+    report.set_param("report-type", "delivery-status")
+    report.set_type("multipart/report")
     return report
+
+
+def dsn_fields(msg: EmailMessage) -> list[dict[str, str]] | None:
+    """The per-recipient fields of a DSN (multipart/report; report-type=delivery-status), or None."""
+    if msg.get_content_type() != "multipart/report" or \
+            str(msg.get_param("report-type", "")).lower() != "delivery-status":
+        return None
+    for part in msg.walk():
+        if part.get_content_type() == "message/delivery-status":
+            payload = part.get_payload()
+            if isinstance(payload, list):     # the parser makes each field block a Message
+                blocks = [dict(block.items()) for block in payload if isinstance(block, Message)]
+            else:
+                blocks = [dict(HeaderParser(policy=policy.default).parsestr(chunk).items())
+                          for chunk in re.split(r"\r?\n\r?\n", str(payload)) if chunk.strip()]
+            return [{k: str(v) for k, v in block.items()} for block in blocks[1:]]
+    return []
 
 
 # -- HTML and quoted history --------------------------------------------------------------------
@@ -392,9 +426,14 @@ _BLOCK_TAGS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6",
                "pre", "hr", "blockquote", "section", "article", "header", "footer"}
 
 
+_LINK_SCHEMES = ("http:", "https:", "ftp:", "mailto:", "tel:", "sip:", "sips:")
+
+
 class _HtmlText(HTMLParser):
     """Visible text with a line break per block; <blockquote> becomes '> ' lines,
-    so the plain-text quote trimming applies to HTML replies too."""
+    so the plain-text quote trimming applies to HTML replies too. A link keeps its
+    target: <a href="http://x.example/plan">the plan</a> -> "the plan (http://x.example/plan)"
+    (plain text has no other place for it; the target alone when it is the text)."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -403,11 +442,13 @@ class _HtmlText(HTMLParser):
         self._line_depth = 0
         self._quote_depth = 0
         self._hidden = 0            # inside <script>/<style>/<head>
+        self._links: list[tuple[str, int]] = []   # open <a>: its target, where its text starts in _line
 
     def _break(self) -> None:
         text = re.sub(r"[ \t\r\n\f\xa0]+", " ", "".join(self._line)).strip()
         self.lines.append("> " * self._line_depth + text if text or self._line_depth else text)
         self._line, self._line_depth = [], self._quote_depth
+        self._links = [(href, 0) for href, _ in self._links]   # a link across a block break goes on
 
     def handle_starttag(self, tag: str, attrs) -> None:
         if tag == "body":          # whatever <head> left open ends here
@@ -422,8 +463,23 @@ class _HtmlText(HTMLParser):
                 self._line_depth = self._quote_depth
             if tag == "li":
                 self._line.append("- ")
+        elif tag == "a" and not self._hidden:
+            href = next((value or "" for name, value in attrs if name == "href"), "").strip()
+            # Only targets a reader can follow: no javascript:, no in-page anchors.
+            self._links.append((href if href.lower().startswith(_LINK_SCHEMES) else "", len(self._line)))
 
     def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self._links:
+            href, start = self._links.pop()
+            if not href:
+                return
+            text = "".join(self._line[start:]).strip() if start <= len(self._line) else ""
+            bare = href.split(":", 1)[1] if href.lower().startswith(("mailto:", "tel:")) else href
+            if not text:
+                self._line.append(f" {href} ")
+            elif text not in (href, bare) and href not in text:
+                self._line.append(f" ({href})")
+            return
         if tag in ("script", "style", "head", "title"):
             self._hidden = max(0, self._hidden - 1)
         elif tag in _BLOCK_TAGS and tag != "br":

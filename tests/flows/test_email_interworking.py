@@ -150,3 +150,35 @@ def test_an_email_the_server_refuses_becomes_imdn_failed(lab_and_mary):
     assert mary.response_to(call_id).status == 202
     imdn = parse_imdn_xml(parse_cpim(next_message(mary, imdn=True).body).body)
     assert (imdn.message_id, imdn.status) == ("imdn-refused", "failed")
+
+
+def test_an_html_only_email_reaches_mary_with_its_link_targets(lab_and_mary):
+    lab, mary = lab_and_mary
+    message = EmailMessage(policy=policy.default)
+    message["From"] = "John <john@mail-b.lab>"
+    message["To"] = "mary@cpm-a.lab"
+    message["Subject"] = "plan"
+    message.set_content('<p>Here is <a href="http://x.example/plan">the plan</a></p>', subtype="html")
+    with smtp(lab) as client:
+        client.send_message(message)
+    text = parse_cpim(next_message(mary).body).text
+    assert "the plan (http://x.example/plan)" in text
+
+
+def test_a_refused_email_comes_back_to_john_as_a_dsn_threaded_to_it_never_as_sms(lab_and_mary):
+    lab, mary = lab_and_mary
+    sent = john_writes(lab, "Are you in the office?", subject="Office")
+    request = mary.receive(lambda m: getattr(m, "method", "") == "MESSAGE")
+    mary.answer(request, 603, "Decline")                       # Mary's device refuses it
+    [dsn] = wait_for_mail(lab)
+    assert dsn.get_content_type() == "multipart/report" and dsn.get_param("report-type") == "delivery-status"
+    assert dsn["In-Reply-To"] == sent["Message-ID"] and sent["Message-ID"] in dsn["References"]
+    from email.parser import BytesParser
+    [fields] = mail.dsn_fields(BytesParser(policy=policy.default).parsebytes(dsn.as_bytes()))
+    assert fields["Final-Recipient"] == "rfc822; mary@cpm-a.lab" and fields["Action"] == "failed"
+    assert "603 Decline" in fields["Diagnostic-Code"]
+    assert not any(e.protocol == "SMPP" and e.summary.startswith("submit_sm") for e in lab.lab.trace.events()), \
+        "John has no handset: the failure goes by email only"
+    smtp_from = [e for e in lab.lab.trace.events() if e.protocol == "SMTP" and e.src == "IWF"
+                 and e.summary.startswith("MAIL FROM")]
+    assert smtp_from and "<>" in smtp_from[-1].summary                 # a bounce has a null reverse-path

@@ -69,6 +69,31 @@ def test_peters_reply_lands_in_marys_thread(lab_with, policy):
     assert f"({policy} policy)" in notes
 
 
+@pytest.mark.parametrize("policy", ["last", "pool"])
+def test_two_sms_replies_both_answer_marys_message_not_peters_own(lab_with, policy):
+    _, mary, peter = lab_with(policy)
+    call_id = mary.request("MESSAGE", PETER_TEL, from_uri=MARY, to_uri=PETER_TEL, content_type="message/cpim",
+                           body=cpim_body(MARY, PETER_TEL, "lunch?"),
+                           extra=["Conversation-ID: conv-lunch", "Contribution-ID: contrib-lunch"])
+    assert mary.response_to(call_id).status == 202
+    reply_to = peter.next_message().source_addr.decode()
+    answers = []
+    for text in ("sure", "at noon"):
+        peter_submits(peter, encoded(text), to=reply_to)
+        reply = next_message(mary)
+        answers.append((parse_cpim(reply.body).text, reply.headers.get("Conversation-ID"),
+                        reply.headers.get("InReplyTo-Contribution-ID")))
+    assert answers == [("sure", "conv-lunch", "contrib-lunch"), ("at noon", "conv-lunch", "contrib-lunch")]
+    # Mary's next message is what Peter's next reply answers.
+    call_id = mary.request("MESSAGE", PETER_TEL, from_uri=MARY, to_uri=PETER_TEL, content_type="message/cpim",
+                           body=cpim_body(MARY, PETER_TEL, "where?"),
+                           extra=["Conversation-ID: conv-lunch", "Contribution-ID: contrib-where"])
+    assert mary.response_to(call_id).status == 202
+    reply_to = peter.next_message().source_addr.decode()
+    peter_submits(peter, encoded("the usual place"), to=reply_to)
+    assert next_message(mary).headers.get("InReplyTo-Contribution-ID") == "contrib-where"
+
+
 def test_pool_policy_keeps_two_conversations_apart(lab_with):
     _, mary, peter = lab_with("pool")
     sources = {}
@@ -199,3 +224,14 @@ def test_garbage_and_a_wrong_password_on_the_smpp_port_leave_the_lab_serving(lab
     intruder.disconnect()
     assert mary.response_to(send_cpm_message(mary, "still working")).status == 202
     assert received_text(peter.next_message()) == "still working"
+
+
+def test_a_refused_sms_comes_back_to_peter_by_sms_from_the_number_he_wrote_to(lab_with):
+    lab, mary, peter = lab_with()
+    peter_submits(peter, encoded("Are you there?"))
+    request = mary.receive(lambda m: getattr(m, "method", "") == "MESSAGE")
+    mary.answer(request, 603, "Decline")
+    bounce = peter.next_message()
+    assert bounce.source_addr == b"15550101"
+    assert "not delivered (603 Decline)" in received_text(bounce)
+    assert not any(e.protocol == "SMTP" for e in lab.lab.trace.events())

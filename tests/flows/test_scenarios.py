@@ -27,7 +27,10 @@ SCENARIOS = load_scenarios()
 
 def test_the_seed_flows_are_all_there():
     assert {"5.8.5", "5.8.6", "5.9.5", "5.9.6", "5.9-threads", "IOP-005-email", "IOP-005-roaming",
-            "IOP-005-not-capable", "5.8.6-email", "5.9.6-email"} <= set(SCENARIOS)
+            "IOP-005-not-capable", "5.8.6-email", "5.9.6-email", "5.8.6-decline", "5.8.6-timeout", "5.8.6-cancel",
+            "5.9-email-bounce", "IOP-005-roaming-mary", "IOP-xxx-5-throttled", "IOP-xxx-5-smsc-restart",
+            "IOP-xxx-7-concatenation", "IOP-xxx-7-charsets", "IOP-xxx-7-delivery-report", "IOP-xxx-7-read-report",
+            "IOP-xxx-7-content"} <= set(SCENARIOS)
     for scenario in SCENARIOS.values():
         assert scenario.steps and scenario.checks
         assert all(step.explain for step in scenario.steps), f"{scenario.id}: every step explains itself"

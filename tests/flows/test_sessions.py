@@ -229,7 +229,7 @@ def test_marys_phone_cancels_before_peter_answers(phone_lab):
 
 def test_peter_asks_mary_for_a_chat_and_her_phone_accepts(phone_lab):
     lab, device, peter, events = phone_lab()
-    answer_sms(peter, "chat are you free?")
+    answer_sms(peter, "chat?")
     wait_for(lambda: SessionState.INCOMING in session_states(events))
     session = lab.call(lambda: next(iter(device.sessions.sessions.values())))
     assert session.direction == "in" and session.peer_name == "Peter"
@@ -277,7 +277,7 @@ def test_a_success_report_is_sent_when_asked(session_lab):
 def test_peter_asks_for_a_chat_and_a_raw_client_as_mary_accepts(session_lab):
     """5.9.6 with real clients only: the IWF's INVITE reaches the raw SIP client; the IWF connects for MSRP."""
     lab, mary, peter, media = session_lab()
-    answer_sms(peter, "Chat? about the trip")
+    answer_sms(peter, "Chat?")
     inv = mary.receive(lambda m: isinstance(m, SipRequest) and m.method == "INVITE")
     assert "tel:+15550201" in inv.headers.get("From")
     assert inv.headers.get("P-Preferred-Service") == SESSION_SERVICE
@@ -441,3 +441,28 @@ def test_a_second_invitation_while_peter_chats_gets_486(session_lab):
     finally:
         other.close()
     assert response.status == 486 and "already in a chat session" in response.reason
+
+
+@pytest.mark.parametrize("text", ["chat tomorrow about the budget?", "CHAT about the trip?"])
+def test_a_text_that_only_begins_with_the_keyword_is_a_message(session_lab, text):
+    lab, mary, peter, _ = session_lab()
+    answer_sms(peter, text)
+    message = mary.receive(lambda m: isinstance(m, SipRequest))
+    mary.answer(message)
+    assert message.method == "MESSAGE" and text.encode() in message.body   # nothing swallowed, no INVITE
+    assert not any(e.summary.startswith("INVITE") for e in lab.lab.trace.events())
+
+
+def test_end_with_more_words_in_a_session_is_a_chat_line(phone_lab):
+    lab, device, peter, events = phone_lab()
+    answer_sms(peter, "CHAT")
+    wait_for(lambda: SessionState.INCOMING in session_states(events))
+    session = lab.call(lambda: next(iter(device.sessions.sessions.values())))
+    lab.run(device.sessions.accept(session))
+    assert "Mary accepted" in sms_text(peter)
+    wait_for(lambda: session.msrp is not None and session.msrp.connection is not None)
+    answer_sms(peter, "end of story, see you")
+    wait_for(lambda: any(m.text == "end of story, see you" for m in session.messages))
+    assert session.state is SessionState.ESTABLISHED
+    answer_sms(peter, "End.")
+    wait_for(lambda: session.state is SessionState.ENDED)

@@ -192,7 +192,7 @@ def test_john_ends_with_end_and_mary_gets_bye(email_session_lab):
 def test_john_asks_for_a_chat_by_email_and_a_raw_client_as_mary_accepts(email_session_lab):
     """5.9.6 from email: the IWF's INVITE (from John's tel: identity) reaches the raw SIP client."""
     lab, mary, media, inbox = email_session_lab()
-    request = john_writes(lab, "Chat? about the trip", subject="The trip")
+    request = john_writes(lab, "Chat?", subject="The trip")
     inv = mary.receive(lambda m: isinstance(m, SipRequest) and m.method == "INVITE")
     assert JOHN_TEL in inv.headers.get("From") and "John" in inv.headers.get("From")
     assert inv.headers.get("P-Preferred-Service") == SESSION_SERVICE
@@ -270,7 +270,7 @@ def test_marys_phone_starts_a_session_with_john_whose_email_client_answers(lab_f
 
 def test_marys_phone_does_not_answer_johns_request_in_time(email_session_lab):
     lab, _, _, inbox = email_session_lab(timeout=0.5, devices="mary")
-    john_writes(lab, "CHAT please", subject="Now?")
+    john_writes(lab, "CHAT", subject="Now?")
     assert "Mary did not answer your chat request." in text_of(inbox.next())
 
 

@@ -13,7 +13,8 @@ def ladder_events(win):
 
 
 def test_columns_follow_the_topology(topology):
-    assert ladder_nodes(topology) == ["Mary", "CPM-A", "CPM-B", "IWF", "SMSC", "Mail", "Peter", "John"]
+    assert ladder_nodes(topology) == ["Mary", "CPM-A", "IWF-A", "CPM-B", "IWF", "SMSC", "Mail", "Content",
+                                      "Peter", "John"]
 
 
 def test_mary_sends_to_peter_from_the_window(qtbot, window):
@@ -253,3 +254,24 @@ def test_the_status_bar_shows_what_the_nodes_hold(qtbot, window):
     qtbot.keyClicks(phone.text, "while your phone is off")
     qtbot.keyClick(phone.text, Qt.Key.Key_Return)
     qtbot.waitUntil(lambda: "SMSC held 1" in window.notices.holdings_label.text(), timeout=10000)
+
+
+def test_roaming_marys_phone_shows_her_sms_in_the_conversation_marked_as_sms(qtbot, window):
+    phone, handset = window.phones["mary"], window.phones["peter"]
+    phone.roaming_box.setChecked(True)                              # a network without CPM
+    qtbot.waitUntil(lambda: not phone.device.registered, timeout=10000)
+    handset.recipient.setCurrentIndex(handset.recipient.findData("+15550101"))
+    qtbot.keyClicks(handset.text, "Landed?")
+    qtbot.keyClick(handset.text, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: [m.text for m in phone.conversation_messages()] == ["Landed?"], timeout=10000)
+    [message] = phone.conversation_messages()
+    assert message.via == "SMS" and message.peer_name == "Peter"
+    index = phone.model.index(0)
+    assert ">by SMS: received" in phone.model.data(index, Qt.ItemDataRole.ToolTipRole)   # plain text in a <p>
+    phone.choose_recipient("peter")
+    qtbot.keyClicks(phone.text, "Yes, just now")
+    qtbot.keyClick(phone.text, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: "Yes, just now" in handset.inbox_texts(), timeout=10000)   # her phone texted
+    assert [m.via for m in phone.conversation_messages()] == ["SMS", "SMS"]
+    assert phone.conversation_list.count() == 1                     # one conversation with Peter
+    phone.roaming_box.setChecked(False)

@@ -10,7 +10,9 @@ carries it (a broken link loses nothing and reorders nothing). A request the rec
 not take now (408, 480, 503: not answering, not there) is kept at the head of its outbox and
 tried again when the recipient registers again (recipient_registered) or, failing that, every
 `retry_seconds`, until its validity runs out. Only then, or on a final refusal (another 3xx-6xx),
-does on_refused hear of it, so whoever must be told (an SMS sender) is.
+does on_refused hear of it, with the request's Origin, so whoever must be told is told by the
+technology the original came in (an SMS sender by SMS, an email sender by a DSN; the IWF's own
+IMDNs have nobody to tell).
 
 Sessions keep their own connection (another_link), as they always had: their dialogs'
 requests are sent and awaited one by one, not queued behind pager-mode traffic.
@@ -28,6 +30,7 @@ from typing import Callable
 from iwlab.backends.directory import NodeDirectory
 from iwlab.backends.protocols import sip
 from iwlab.backends.protocols.sip import SipRequest, SipResponse
+from iwlab.backends.routing import Technology
 from iwlab.backends.store import DurableQueue
 from iwlab.backends.trace import Trace
 from iwlab.backends.transports.sip import (
@@ -52,12 +55,46 @@ class Answer:
 TRY_AGAIN_LATER = {408, 480, 503}     # the recipient may take it later: keep it
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Where a request the IWF sends into CPM came from: a report about it goes back that way.
+
+    technology SMS: sender and recipient are MSISDN digits (who wrote, the number he wrote to);
+    EMAIL: addresses, with the original's Message-ID and Subject to thread the DSN to it;
+    CPM: the IWF's own report (an IMDN) - nobody to report a refusal to.
+    """
+    technology: Technology
+    sender: str = ""
+    recipient: str = ""
+    message_id: str = ""
+    subject: str = ""
+
+    def to_meta(self) -> dict[str, str]:
+        return {"technology": self.technology.value, "sender": self.sender, "recipient": self.recipient,
+                "message_id": self.message_id, "subject": self.subject}
+
+    @classmethod
+    def from_meta(cls, meta: object) -> "Origin | None":
+        if not isinstance(meta, dict):
+            return None
+        try:
+            technology = Technology(meta.get("technology", ""))
+        except ValueError:
+            return None
+        return cls(technology, str(meta.get("sender", "")), str(meta.get("recipient", "")),
+                   str(meta.get("message_id", "")), str(meta.get("subject", "")))
+
+
+Refused = Callable[[SipRequest, SipResponse, "Origin | None"], None]
+
+
 @dataclass
 class _Pending:
     request: SipRequest
     note: str
     store_id: int | None
     expires: float                   # wall clock: given up (and reported) after this
+    origin: Origin | None = None
 
 
 class _Outbox:
@@ -75,7 +112,7 @@ class CpmLeg:
     def __init__(self, *, name: str, host: str, domain: str, trace: Trace, nodes: NodeDirectory,
                  server_address: Callable[[], Address | None], local_port: Callable[[], int],
                  on_message: MessageHandler,
-                 on_refused: Callable[[SipRequest, SipResponse], None] | None = None,
+                 on_refused: Refused | None = None,
                  store: DurableQueue | None = None, validity_seconds: float = 3600.0,
                  retry_seconds: float = 30.0) -> None:
         """server_address: the IWF's CPM server, when it runs; local_port: the IWF's SIP
@@ -122,7 +159,8 @@ class CpmLeg:
                 continue
             assert isinstance(request, SipRequest)
             self._queue(_Pending(request, item.meta.get("note", "") + " (kept across a restart)", item.id,
-                                 item.meta.get("expires", time.time() + self.validity_seconds)))
+                                 item.meta.get("expires", time.time() + self.validity_seconds),
+                                 Origin.from_meta(item.meta.get("origin"))))
         return len(items)
 
     def held(self) -> dict[str, int]:
@@ -153,14 +191,18 @@ class CpmLeg:
                                 call_id=self.new_call_id(), cseq=next(self._cseq))
 
     # -- sending -----------------------------------------------------------------------
-    def send(self, req: SipRequest, note: str) -> None:
+    def send(self, req: SipRequest, note: str, origin: Origin | None = None) -> None:
         """Keep a request (durably, before the caller acknowledges what it carries) and queue it
-        for its recipient; sent in order, resent if the link breaks."""
+        for its recipient; sent in order, resent if the link breaks. origin: how to report a
+        refusal (kept with it, so a restart still knows)."""
         expires = time.time() + self.validity_seconds
         store_id = None
         if self._store is not None:
-            store_id = self._store.put(req.uri, req.to_bytes(), {"note": note, "expires": expires})
-        self._queue(_Pending(req, note, store_id, expires))
+            meta: dict[str, object] = {"note": note, "expires": expires}
+            if origin is not None:
+                meta["origin"] = origin.to_meta()
+            store_id = self._store.put(req.uri, req.to_bytes(), meta)
+        self._queue(_Pending(req, note, store_id, expires, origin))
 
     def _queue(self, pending: _Pending) -> None:
         outbox = self._outboxes.get(pending.request.uri)
@@ -221,7 +263,7 @@ class CpmLeg:
             req = pending.request
             log.warning("CPM refused %s %s: %s %s", req.method, req.uri, response.status, response.reason)
             if self._on_refused is not None:
-                self._on_refused(req, response)
+                self._on_refused(req, response, pending.origin)
 
     async def connection(self) -> SipConnection:
         """The open link to the CPM server, opened (again) when there is none."""

@@ -11,7 +11,8 @@ through the CPM leg (unless the session leg claims it: a chat answer or request)
 Never a 250 for what will be dropped: an address no CPM user has is refused at
 RCPT (recipient_refusal), a message that would not make a valid SIP request
 (its sender's address, say) at DATA (RelayRefused), and one the CPM side
-refuses later is bounced to its sender with a DSN (RFC 3464).
+refuses later comes back to its envelope sender as a DSN (RFC 3464), threaded
+to his mail (bounce): an email sender hears of a failure by email, never by SMS.
 """
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ from typing import Callable
 import aiosmtplib
 
 from iwlab.backends.directory import NodeDirectory
-from iwlab.backends.nodes.iwf.cpm_leg import Answer, CpmLeg
+from iwlab.backends.nodes.iwf import content
+from iwlab.backends.nodes.iwf.cpm_leg import Answer, CpmLeg, Origin
 from iwlab.backends.nodes.iwf.threads import ThreadMap, ThreadRef
 from iwlab.backends.protocols import mail, sip
 from iwlab.backends.protocols.cpim import (
@@ -43,6 +45,7 @@ from iwlab.backends.protocols.cpim import (
 )
 from iwlab.backends.protocols.mail import RelayRefused
 from iwlab.backends.protocols.sip import SipRequest, SipResponse
+from iwlab.backends.routing import EMAIL
 from iwlab.backends.store import DurableQueue, StoredItem
 from iwlab.backends.topology import Topology, User
 
@@ -79,24 +82,16 @@ class OutboundEmail:
                    tuple(m["disposition"]), m["datetime"], m["conversation_id"], store_id=item.id)
 
 
-@dataclass(frozen=True)
-class _Origin:
-    """Where an email handed on into CPM came from: whom to bounce it to if CPM refuses it."""
-    envelope_from: str               # "" for the null reverse-path: a bounce is never bounced
-    message: EmailMessage
-    recipient: str
-
-
-MAX_ORIGINS = 10_000                 # bounce addresses kept for requests still unanswered
-
-
 class EmailLeg:
     def __init__(self, *, topology: Topology, threads: ThreadMap, cpm: CpmLeg, nodes: NodeDirectory, name: str,
                  mail_address: Callable[[], Address | None],
-                 session_claims: Callable[[mail.IncomingEmail, str], bool], store: DurableQueue) -> None:
+                 session_claims: Callable[[mail.IncomingEmail, str], bool], store: DurableQueue,
+                 domain: str = "") -> None:
         """mail_address: the lab's mail server, when it runs; session_claims(incoming, recipient
         address): True when an email belongs to a chat session (the session leg takes it);
-        store: where an email waits (from before its 202) until the mail server has it."""
+        store: where an email waits (from before its 202) until the mail server has it;
+        domain: the IWF operator's domain (its DSNs come from mailer-daemon there)."""
+        self._domain = domain
         self._store = store
         self._topology = topology
         self._threads = threads
@@ -111,7 +106,6 @@ class EmailLeg:
         self._sent: dict[str, OutboundEmail] = {}         # Message-ID -> what it carried
         self._by_subject: dict[tuple[str, str], ThreadRef] = {}   # (peer, subject) fallback
         self._seen_incoming: set[tuple[str, str]] = set()  # (Message-ID, recipient): SMTP retries repeat
-        self._origins: dict[str, _Origin] = {}             # Call-ID of a MESSAGE we sent -> its email
 
     async def stop(self) -> None:
         if self._sender:
@@ -144,11 +138,14 @@ class EmailLeg:
         assert recipient.email, "the IWF checks that the recipient has an email address"
         parent = self._parent_message_id(conversation_id, in_reply_to)
         references = [parent] if parent else []
+        adapted = content.for_email(cpim, sender.name)
+        attached = adapted.attachment
         message = mail.cpm_to_email(
             sender_name=sender.name, sender_address=sender_address, recipient_address=recipient.email,
-            text=cpim.text, contribution_id=contribution_id or uuid.uuid4().hex, conversation_id=conversation_id,
+            text=adapted.text, contribution_id=contribution_id or uuid.uuid4().hex, conversation_id=conversation_id,
             in_reply_to_message_id=parent, references=references,
-            request_mdn="display" in cpim.disposition, domain=domain)
+            request_mdn="display" in cpim.disposition, domain=domain,
+            attachments=[(attached.data, attached.content_type, attached.filename)] if attached else ())
         message_id = mail.normalise_message_id(message["Message-ID"])
         self._threads.remember_id(message_id, cpm_uri=sender.cpm_uri or "", conversation_id=conversation_id,
                                      contribution_id=contribution_id)
@@ -159,7 +156,8 @@ class EmailLeg:
                                                sender.cpm_uri or "", recipient.cpm_uri or "", cpim.disposition,
                                                cpim.datetime, conversation_id)
         self._queue(self._sent[message_id])
-        return f"queued as email {message_id} to {recipient.name} <{recipient.email}>"
+        note = f"queued as email {message_id} to {recipient.name} <{recipient.email}>"
+        return note + (f"; {adapted.note}" if adapted.note else "")
 
     def _queue(self, outbound: OutboundEmail) -> None:
         """Keep it (durably, before the caller acknowledges it) and send it after what waits."""
@@ -279,7 +277,7 @@ class EmailLeg:
         seen_key = (incoming.message_id, recipient_address.lower())
         if seen_key in self._seen_incoming:
             return   # the client's retry of a mail already handed on
-        await self.hand_on(incoming, recipient_address, origin=_Origin(envelope_from, message, recipient_address))
+        await self.hand_on(incoming, recipient_address, bounce_to=envelope_from)
         self._seen_incoming.add(seen_key)   # only once it was handed on: a 451 retry is retried for real
 
     def _sender_uri(self, incoming: mail.IncomingEmail) -> str:
@@ -294,8 +292,10 @@ class EmailLeg:
             raise RelayRefused(f"553 5.1.7 The sender's address cannot be carried into CPM: {exc}") from None
 
     async def hand_on(self, incoming: mail.IncomingEmail, recipient_address: str,
-                      origin: _Origin | None = None) -> None:
-        """One parsed email for a CPM user: an MDN, a session's, or a message to send on."""
+                      bounce_to: str | None = None) -> None:
+        """One parsed email for a CPM user: an MDN, a session's, or a message to send on.
+        bounce_to: the envelope sender (SMTP MAIL FROM; "" is the null reverse-path: a bounce is
+        never bounced); None: the From address."""
         if incoming.is_mdn:
             self._mdn(incoming)
             return
@@ -335,10 +335,6 @@ class EmailLeg:
         problem = _cannot_carry(req)
         if problem:   # refused at DATA: CPM would answer 400 after our 250, and the mail would be lost
             raise RelayRefused(f"554 5.6.0 Message refused: it cannot be carried into CPM ({problem})")
-        if origin is not None and origin.envelope_from:
-            if len(self._origins) >= MAX_ORIGINS:
-                self._origins.pop(next(iter(self._origins)))
-            self._origins[req.headers.get("Call-ID") or ""] = origin
         ref = ThreadRef(recipient.cpm_uri, conversation_id, contribution_id, 0.0)
         self._threads.remember_id(incoming.message_id, cpm_uri=recipient.cpm_uri,
                                      conversation_id=conversation_id, contribution_id=contribution_id)
@@ -347,7 +343,22 @@ class EmailLeg:
                 else f"email from {incoming.sender} starts a conversation with {recipient.name}")
         if incoming.trimmed_quote:
             note += "; quoted history trimmed"
-        self._cpm.send(req, note)
+        self._cpm.send(req, note, origin=Origin(EMAIL, sender=incoming.sender if bounce_to is None else bounce_to,
+                                                recipient=recipient_address,
+                                                message_id=incoming.message_id, subject=incoming.subject))
+
+    def bounce(self, origin: Origin, req: SipRequest, response: SipResponse) -> None:
+        """An email the CPM side would not take: a DSN to its sender, threaded to his mail, from
+        the null reverse-path (RFC 5321 4.5.5: nobody answers a bounce with a bounce)."""
+        if not origin.sender:
+            return
+        report = mail.build_dsn(original_message_id=origin.message_id, original_subject=origin.subject,
+                                original_sender=origin.sender, original_recipient=origin.recipient,
+                                reporting_domain=self._domain or "localhost", status=response.status,
+                                reason=response.reason)
+        self._queue(OutboundEmail(report, origin.sender, "", "", "", "", (), "", req.headers.get("Conversation-ID") or ""))
+        log.info("DSN to %s: %s not delivered (%s %s)", origin.sender, origin.message_id, response.status,
+                 response.reason)
 
     def _cpm_user(self, address: str) -> User | None:
         """The CPM user an address of a CPM domain names: by SIP URI (mary@cpm-a.lab, or
@@ -358,24 +369,6 @@ class EmailLeg:
             user = next((u for u in self._topology.users if u.id.lower() == local
                          and self._topology.operator(u.operator).cpm_domain == domain), None)
         return user if user is not None and user.cpm_uri else None
-
-    def cpm_refused(self, req: SipRequest, response: SipResponse) -> bool:
-        """The CPM side refused a MESSAGE we made of an email (after the 250): bounce it to its
-        sender with a DSN (RFC 3464). False when the request did not come from an email."""
-        origin = self._origins.pop(req.headers.get("Call-ID") or "", None)
-        if origin is None:
-            return False
-        domain = origin.recipient.rpartition("@")[2] or "localhost"
-        diagnostic = f"{response.status} {response.reason}"
-        dsn = mail.build_dsn(original=origin.message, recipient=origin.recipient, reporting_mta=domain,
-                             status=mail.dsn_status_for_sip(response.status), diagnostic=diagnostic,
-                             explanation=f"The CPM network answered {diagnostic}.",
-                             postmaster=f"postmaster@{domain}")
-        log.info("bouncing email %s to %s: CPM answered %s", origin.message.get("Message-ID"),
-                 origin.envelope_from, diagnostic)
-        # The null reverse-path: a DSN never bounces in turn (RFC 5321 4.5.5).
-        self._queue(OutboundEmail(dsn, origin.envelope_from, "", "", "", "", (), "", ""))
-        return True
 
     def _mdn(self, incoming: mail.IncomingEmail) -> None:
         outbound = self._sent.get(mail.normalise_message_id(incoming.mdn_original_message_id or ""))

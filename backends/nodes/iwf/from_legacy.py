@@ -36,6 +36,10 @@ class FromLegacy:
         self._name = name
         self._nodes = nodes
 
+    def set_rules(self, rules: SessionRules) -> None:
+        """New session words or patience (a scenario's setting); sessions already ringing keep their timer."""
+        self._rules = rules
+
     async def request_by_sms(self, source: str, dest: str, invitee: User) -> None:
         requester = self._topology.user_by_number(source)
         name = requester.name if requester else f"+{source}"

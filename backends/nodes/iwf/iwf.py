@@ -11,11 +11,13 @@ goes to the session leg first (an answer, a chat message, a chat request), else 
 """
 from __future__ import annotations
 
+import logging
 import ssl
 from typing import Callable, Sequence
 
 from iwlab.backends.directory import NodeDirectory
-from iwlab.backends.nodes.iwf.cpm_leg import Answer, CpmLeg
+from iwlab.backends.nodes.iwf.content import Put
+from iwlab.backends.nodes.iwf.cpm_leg import Answer, CpmLeg, Origin
 from iwlab.backends.nodes.iwf.email_leg import EmailLeg
 from iwlab.backends.nodes.iwf.session import SessionRules
 from iwlab.backends.nodes.iwf.sessions import SESSION_METHODS, IwfSessions
@@ -29,7 +31,7 @@ from iwlab.backends.protocols.sip import (
     SipResponse,
     make_response,
 )
-from iwlab.backends.routing import EMAIL, Route
+from iwlab.backends.routing import EMAIL, SMS, Route
 from iwlab.backends.store import Store
 from iwlab.backends.topology import Operator, Topology
 from iwlab.backends.trace import Trace
@@ -38,6 +40,7 @@ from iwlab.backends.transports.sip_listeners import SipListeners
 from iwlab.backends.transports.smpp_esme import Esme
 
 Address = tuple[str, int]
+log = logging.getLogger(__name__)
 
 
 class Iwf:
@@ -45,10 +48,11 @@ class Iwf:
                  host: str, smsc_address: Callable[[], Address], cpm_address: Callable[[], Address | None],
                  store: Store, mail_address: Callable[[], Address | None] | None = None,
                  reassembly_timeout: float = 30.0, name: str = "IWF",
-                 make_esme: Callable[..., Esme] = Esme) -> None:
+                 make_esme: Callable[..., Esme] = Esme, put_content: Put | None = None) -> None:
         """store: the lab's durable store (what the IWF acknowledged and still owes waits there);
         mail_address: given when the lab has a mail server (then the IWF has an email leg);
-        make_esme: the SMS leg's ESME (a test passes a fake that binds to nothing)."""
+        make_esme: the SMS leg's ESME (a test passes a fake that binds to nothing);
+        put_content: the lab's content server (what SMS cannot carry is linked from there)."""
         assert operator.iwf is not None
         account = operator.iwf
         self.operator = operator
@@ -65,16 +69,17 @@ class Iwf:
                                  pool=account.number_pool)
         self.cpm = CpmLeg(name=name, host=host, domain=operator.cpm_domain, trace=trace, nodes=nodes,
                           server_address=cpm_address, local_port=lambda: self.port,
-                          on_message=self._on_sip, on_refused=self._cpm_refused, store=store.queue("IWF cpm out"),
+                          on_message=self._on_sip, on_refused=self._cpm_refused, store=store.queue(f"{name} cpm out"),
                           validity_seconds=account.message_validity_seconds, retry_seconds=account.retry_seconds)
         self.sms = SmsLeg(account=account, topology=topology, threads=self.threads, cpm=self.cpm, nodes=nodes,
                           name=name, smsc_address=smsc_address, session_claims=self._sms_for_session,
-                          store=store, reassembly_timeout=reassembly_timeout, make_esme=make_esme)
+                          store=store, reassembly_timeout=reassembly_timeout, make_esme=make_esme,
+                          put_content=put_content)
         self.email: EmailLeg | None = None
         if mail_address is not None:
             self.email = EmailLeg(topology=topology, threads=self.threads, cpm=self.cpm, nodes=nodes, name=name,
                                   mail_address=mail_address, session_claims=self._email_for_session,
-                                  store=store.queue("IWF email out"))
+                                  store=store.queue(f"{name} email out"), domain=operator.cpm_domain)
         # Sessions with legacy users (5.8.6 / 5.9.6).
         self.sessions = IwfSessions(rules=SessionRules.of(account), cpm=self.cpm, sms=self.sms, email=self.email,
                                     topology=topology, threads=self.threads, host=host, name=name, trace=trace,
@@ -117,11 +122,17 @@ class Iwf:
     def _email_for_session(self, incoming: mail.IncomingEmail, recipient_address: str) -> bool:
         return self.sessions.take_email(incoming, recipient_address)
 
-    def _cpm_refused(self, req: SipRequest, response: SipResponse) -> None:
-        """A request of ours the CPM side would not take: its SMS or email sender hears why, nothing vanishes."""
-        if self.email is not None and self.email.cpm_refused(req, response):
-            return
-        self.sms.bounce(req, response)
+    def _cpm_refused(self, req: SipRequest, response: SipResponse, origin: Origin | None) -> None:
+        """A request of ours the CPM side would not take: its sender hears why, by the technology
+        his message came in (an SMS by SMS, an email by a DSN); nothing vanishes. An IMDN of ours
+        (origin CPM, or none) has nobody to tell."""
+        if origin is None:
+            log.info("CPM refused %s %s (%s %s): nobody to report to", req.method, req.uri,
+                     response.status, response.reason)
+        elif origin.technology == SMS:
+            self.sms.bounce(origin, req, response)
+        elif origin.technology == EMAIL and self.email is not None:
+            self.email.bounce(origin, req, response)
 
     # -- CPM -> legacy ----------------------------------------------------------
     def _on_sip(self, conn: SipConnection, message: SipRequest | SipResponse | SipParseError) -> None:

@@ -3,8 +3,11 @@
 States move only along TRANSITIONS, through IwfSession.move: a session that has ended can
 not come back to life because an answer or a timer arrived late.
 
-Keywords are matched case-insensitively as whole words, surrounding text tolerated; the end and
-request keywords must be the first word of the text (so "the end is near" in a chat stays a message).
+An invitee's answer is the first whole accept or decline word, surrounding text tolerated (the
+invitation asked for an answer). The end and request keywords count only as the whole text, the
+keyword alone as the topology words it (any case, spaces and a closing "." "!" "?" aside): "chat
+tomorrow about the budget?" is a message for Mary and "end of story" a line in the chat; nothing
+a user writes is swallowed as a command.
 """
 from __future__ import annotations
 
@@ -142,10 +145,10 @@ class SessionRules:
         return Reply.DECLINE if no >= 0 and (yes < 0 or no < yes) else Reply.ACCEPT
 
     def is_end(self, text: str) -> bool:
-        return starts_with_keyword(text, self.end_word)
+        return is_keyword_alone(text, self.end_word)
 
     def is_request(self, text: str) -> bool:
-        return starts_with_keyword(text, self.request_word)
+        return is_keyword_alone(text, self.request_word)
 
 
 def keyword_in(text: str, keyword: str) -> int:
@@ -154,8 +157,9 @@ def keyword_in(text: str, keyword: str) -> int:
     return match.start() if match else -1
 
 
-def starts_with_keyword(text: str, keyword: str) -> bool:
-    return re.match(rf"\W*{re.escape(keyword)}(?![^\W_])", text, re.IGNORECASE) is not None
+def is_keyword_alone(text: str, keyword: str) -> bool:
+    """The whole text is the keyword (any case; surrounding spaces and a closing . ! ? allowed)."""
+    return re.fullmatch(rf"\s*{re.escape(keyword)}\s*[.!?]*\s*", text, re.IGNORECASE) is not None
 
 
 def reply_subject(subject: str, fallback: str) -> str:

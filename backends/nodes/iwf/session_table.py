@@ -39,6 +39,10 @@ class SessionTable:
         self.by_email_id: dict[str, IwfSession] = {}   # Message-IDs of the session's emails -> the session
         self._tasks: set[asyncio.Task] = set()
 
+    def set_rules(self, rules: SessionRules) -> None:
+        """New session words or patience (a scenario's setting); sessions already ringing keep their timer."""
+        self._rules = rules
+
     def add(self, session: IwfSession) -> None:
         self.by_call_id[session.call_id] = session
         if session.legacy_email:

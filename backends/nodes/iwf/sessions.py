@@ -14,6 +14,8 @@ counts (mail.parse_incoming trims the quoted history, which repeats the keywords
 """
 from __future__ import annotations
 
+import dataclasses
+
 from iwlab.backends.directory import NodeDirectory
 from iwlab.backends.nodes.iwf.cpm_leg import CpmLeg
 from iwlab.backends.nodes.iwf.email_leg import EmailLeg
@@ -50,6 +52,12 @@ class IwfSessions:
                                    threads=threads, host=host, email_reachable=email is not None)
         self._from_legacy = FromLegacy(table=self.table, link=self._link, listener=self.listener, rules=rules,
                                        topology=topology, threads=threads, host=host, name=name, nodes=nodes)
+
+    def set_timeout(self, seconds: float) -> None:
+        """How long an invitation waits for its answer, from now on (topology: session_timeout_seconds)."""
+        self.rules = dataclasses.replace(self.rules, timeout=seconds)
+        for part in (self.table, self._to_legacy, self._from_legacy):
+            part.set_rules(self.rules)
 
     async def start(self) -> None:
         await self.listener.start()

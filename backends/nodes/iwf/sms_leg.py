@@ -5,7 +5,8 @@ ordered outbox (sms_outbox.py), sent from the number the thread map picks; SMSC 
 IMDNs (a multipart message is delivered when every part is).
 SMS -> CPM (5.9.5): deliver_sm parts are reassembled (in any order; what never completes is
 shown, marked incomplete), threaded by the thread map, and sent on as CPIM MESSAGEs through the
-CPM leg; an SMS the CPM side refuses comes back to its sender as a bounce SMS.
+CPM leg; an SMS the CPM side refuses comes back to its sender as a bounce SMS (from the number he
+wrote to, so it sits in the same conversation on his handset).
 """
 from __future__ import annotations
 
@@ -17,20 +18,20 @@ from typing import Any, Callable
 import smpplib.consts as c
 
 from iwlab.backends.directory import NodeDirectory
-from iwlab.backends.nodes.iwf.cpm_leg import Answer, CpmLeg
+from iwlab.backends.nodes.iwf import content
+from iwlab.backends.nodes.iwf.cpm_leg import Answer, CpmLeg, Origin
 from iwlab.backends.nodes.iwf.sms_outbox import OutboundSms, SmsOutbox
 from iwlab.backends.nodes.iwf.threads import ThreadMap
 from iwlab.backends.protocols import sip, smpp, smstext
 from iwlab.backends.protocols.cpim import (
     CPM_MSG_SERVICE,
-    CpimError,
     CpimMessage,
     Imdn,
     imdn_message,
-    parse_cpim,
     uri_of,
 )
 from iwlab.backends.protocols.sip import SipRequest, SipResponse
+from iwlab.backends.routing import SMS
 from iwlab.backends.protocols.smpp import parse_receipt_text
 from iwlab.backends.protocols.smpp import text as _text
 from iwlab.backends.store import Store
@@ -83,10 +84,13 @@ class SmsLeg:
     def __init__(self, *, account: IwfAccount, topology: Topology, threads: ThreadMap, cpm: CpmLeg,
                  nodes: NodeDirectory, name: str, smsc_address: Callable[[], Address],
                  session_claims: Callable[[smstext.IncomingSms], bool], store: Store,
-                 reassembly_timeout: float = 30.0, make_esme: Callable[..., Esme] = Esme) -> None:
+                 reassembly_timeout: float = 30.0, make_esme: Callable[..., Esme] = Esme,
+                 put_content: content.Put | None = None) -> None:
         """session_claims(sms): True when an incoming SMS belongs to a chat session (the session
         leg takes it); store: the lab's durable store (what was acknowledged waits there);
-        make_esme: Esme's signature, so a test can bind to no SMSC at all."""
+        make_esme: Esme's signature, so a test can bind to no SMSC at all; put_content: the
+        content server's put (a payload SMS cannot carry goes there, and its link by SMS)."""
+        self._put_content = put_content
         self._account = account
         self._topology = topology
         self._threads = threads
@@ -100,9 +104,9 @@ class SmsLeg:
         self.reassembler = smstext.Reassembler(timeout=reassembly_timeout)
         self.receipts = ReceiptBook()
         self.outbox = SmsOutbox(submit=self._submit, on_accepted=self._accepted, on_failed=self._fail,
-                                store=store.queue("IWF sms out"))
+                                store=store.queue(f"{name} sms out"))
         # Parts of a concatenated SMS acknowledged to the SMSC while the others are still missing.
-        self._parts = store.queue("IWF sms parts")
+        self._parts = store.queue(f"{name} sms parts")
         self._part_items: dict[tuple[str, str, int | None], list[int]] = {}
         self.failed: list[tuple[OutboundSms, str]] = []
         self.esme: Esme | None = None
@@ -153,7 +157,8 @@ class SmsLeg:
         sender = self._topology.user_by_uri(sender_uri)
         if sender is None or not sender.msisdn:
             return Answer(403, "Sender has no number to show on SMS")
-        parts, _ = smstext.sms_count(cpim.text)
+        adapted = content.for_sms(cpim, sender.name, self._put_content)
+        parts, _ = smstext.sms_count(adapted.text)
         if parts > smstext.MAX_PARTS:
             return Answer(413, f"Too long for SMS: {parts} parts, at most {smstext.MAX_PARTS}")
         if self.outbox.seen(sender.cpm_uri or sender_uri, cpim.message_id):
@@ -163,11 +168,13 @@ class SmsLeg:
         source = self._threads.outbound_sms(
             cpm_uri=sender.cpm_uri or sender_uri, cpm_number=sender.msisdn, peer=recipient.msisdn,
             conversation_id=conversation_id, contribution_id=req.headers.get("Contribution-ID") or "")
-        sms = OutboundSms(source=source, dest=recipient.msisdn, text=cpim.text,
+        sms = OutboundSms(source=source, dest=recipient.msisdn, text=adapted.text,
                           imdn_message_id=cpim.message_id, sender_uri=sender.cpm_uri or sender_uri,
                           recipient_uri=req.uri, disposition=cpim.disposition, datetime=cpim.datetime,
                           conversation_id=conversation_id)
         note = f"queued for SMS to {recipient.name} (+{recipient.msisdn})"
+        if adapted.note:
+            note += f"; {adapted.note}"
         if source != sender.msisdn:
             note += f", sent from pool number +{source} so a reply names this thread"
         if "display" in cpim.disposition:
@@ -308,7 +315,7 @@ class SmsLeg:
         req.headers.add("Contribution-ID", contribution_id)
         if thread:
             req.headers.add("InReplyTo-Contribution-ID", thread.contribution_id)
-            self._threads.note_reply(source, thread, contribution_id)
+            self._threads.note_reply(source, thread)
         req.headers.add("Content-Type", "message/cpim")
         req.body = cpim.to_bytes()
         parts = f" ({sms.parts}/{sms.total} parts)" if sms.total > 1 else ""
@@ -316,21 +323,13 @@ class SmsLeg:
             note = f"SMS{parts} from +{source} answers {recipient.name}'s thread ({self._threads.policy} policy)"
         else:
             note = f"SMS{parts} from +{source} starts a new conversation with {recipient.name}"
-        self._cpm.send(req, note)
+        self._cpm.send(req, note, origin=Origin(SMS, sender=source, recipient=dest))
 
-    def bounce(self, req: SipRequest, response: SipResponse) -> None:
-        """A message from a tel: user the CPM side would not take: the sender hears why, by SMS."""
-        sender = sip.uri_of(req.headers.get("From"))
-        if not sender.startswith("tel:") or "message/cpim" not in (req.headers.get("Content-Type") or ""):
-            return
-        try:
-            if parse_cpim(req.body).is_imdn:
-                return
-        except CpimError:
-            return
+    def bounce(self, origin: Origin, req: SipRequest, response: SipResponse) -> None:
+        """An SMS the CPM side would not take: its sender hears why, by SMS, from the number he
+        wrote to (the recipient's, or the pool number of the thread)."""
         recipient = self._topology.user_by_uri(req.uri)
         who = recipient.name if recipient else req.uri
-        own_number = recipient.msisdn if recipient and recipient.msisdn else ""
-        if own_number:
-            self.send_text(source=own_number, dest=sender[4:],
+        if origin.sender and origin.recipient:
+            self.send_text(source=origin.recipient, dest=origin.sender,
                            text=f"Your message to {who} was not delivered ({response.status} {response.reason}).")

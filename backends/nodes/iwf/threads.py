@@ -113,10 +113,16 @@ class ThreadMap:
         """Every remembered id, oldest first."""
         return list(self._by_id.items())
 
-    def note_reply(self, peer: str, ref: ThreadRef, contribution_id: str) -> None:
-        """A legacy reply joined the thread: Mary's next answer continues it, and so does its next reply."""
-        updated = ThreadRef(ref.cpm_uri, ref.conversation_id, contribution_id, self._clock())
-        self._last[(peer.lstrip("+"), ref.cpm_uri)] = updated
+    def note_reply(self, peer: str, ref: ThreadRef) -> None:
+        """A legacy reply joined the thread: the conversation stays alive (its expiry starts again),
+        and the peer's next SMS still answers the latest message *from the CPM user*, never the
+        peer's own previous reply (after Mary's "lunch?", Peter's "sure" and "at noon" both answer
+        "lunch?"). Only a new message from the CPM user (outbound_sms) moves what a reply answers."""
+        refreshed = ThreadRef(ref.cpm_uri, ref.conversation_id, ref.contribution_id, self._clock())
+        peer = peer.lstrip("+")
+        if self._last.get((peer, ref.cpm_uri), refreshed).conversation_id == ref.conversation_id:
+            self._last[(peer, ref.cpm_uri)] = refreshed
         for key, existing in list(self._by_number.items()):
-            if key[0] == peer.lstrip("+") and existing.conversation_id == ref.conversation_id:
-                self._by_number[key] = updated
+            if key[0] == peer and existing.conversation_id == ref.conversation_id:
+                self._by_number[key] = ThreadRef(existing.cpm_uri, existing.conversation_id,
+                                                 existing.contribution_id, self._clock())

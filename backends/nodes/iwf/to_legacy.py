@@ -36,6 +36,10 @@ class ToLegacy:
         self._host = host
         self._email_reachable = email_reachable
 
+    def set_rules(self, rules: SessionRules) -> None:
+        """New session words or patience (a scenario's setting); sessions already ringing keep their timer."""
+        self._rules = rules
+
     async def invite(self, conn: SipConnection, req: SipRequest) -> None:
         respond = self._table.respond
         route = Route.from_header(req.headers.get(Route.HEADER))

@@ -93,7 +93,7 @@ class SmppSession(SmppServerConnection):
         if msg.attempts > 1:
             note = f"attempt {msg.attempts}" + (f" (after {msg.last_error})" if msg.last_error else "")
         elif msg.restored:
-            note = f"kept across a restart of the lab; delivered now that {self.name} is bound"
+            note = f"kept across a restart of the SMSC; delivered now that {self.name} is bound"
         elif msg.stored:
             note = f"stored until {self.name} bound"
         self.send(codec.make("deliver_sm", seq, **msg.fields),

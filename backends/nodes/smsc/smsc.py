@@ -45,8 +45,13 @@ class Smsc:
                  handset_password: str, handset_numbers: dict[str, str], name: str = "SMSC",
                  throttle_every: int = 0, validity_seconds: float = 60.0, retry_seconds: float = 1.0,
                  response_seconds: float = 10.0, system_id_name: Callable[[str], str | None] | None = None,
-                 store: Store | None = None) -> None:
-        """store: the lab's durable store (what the SMSC accepted and not yet delivered waits there)."""
+                 store: Store | None = None,
+                 handset_first: Callable[[str, bool], str | None] | None = None) -> None:
+        """store: the lab's durable store (what the SMSC accepted and not yet delivered waits there);
+        handset_first(digits, bound): for a number both a handset and an account's route claim (a
+        CPM user's number: her phone's SMS side, and the IWF), why the handset takes it now, or
+        None; bound: the handset has a receiving bind now (see route())."""
+        self._handset_first = handset_first
         self.trace, self.nodes, self.name = trace, nodes, name
         self.accounts = accounts                  # kept by reference: edits apply at once
         self.handset_password = handset_password
@@ -157,7 +162,22 @@ class Smsc:
         return self.handset_numbers.get(system_id)
 
     def route(self, digits: str) -> tuple[str, str, str] | None:
-        """(owner system_id, node name, why) for destination digits, or None."""
+        """(owner system_id, node name, why) for destination digits, or None.
+
+        A CPM user's number is claimed twice: by the IWF's route (like an IP-SM-GW, SMS to CPM
+        users reach the IWF, which hands them to CPM) and by the user's own phone, which is also
+        an SMS handset. The handset takes it when CPM cannot deliver it now and the handset can
+        (handset_first says why): she roams where CPM is not supported (then her handset, bound
+        or not: CPM could not reach her there at all), or she is not registered to CPM while her
+        phone's SMS side is bound (it takes it now; CPM would only store it). Otherwise the IWF
+        does, and she reads it in CPM: also when her phone is off altogether, where CPM keeps it
+        until she registers, and while an IWF session or thread uses her number as its
+        originating address, the replies to which must reach that IWF. Decided per message at
+        submit time, so a message already held keeps its way."""
+        name = self.handset_numbers.get(digits)
+        why = self._handset_first(digits, self._delivery.has_receiver(digits)) if name and self._handset_first else None
+        if name and why:
+            return digits, name, f"handset {name}: {why}"
         for account in self.accounts:
             pattern = account.routes_to(digits)
             if pattern:

@@ -277,7 +277,10 @@ def test_an_invitees_answer_is_the_first_whole_keyword(text, reply):
     assert rules.reply(text) is reply
 
 
-def test_end_and_request_count_only_as_the_first_word():
+def test_end_and_request_count_only_as_the_keyword_alone():
     rules = SessionRules("YES", "NO", "END", "CHAT", 60.0)
     assert rules.is_end("end") and rules.is_end("  End.") and not rules.is_end("the end is near")
-    assert rules.is_request("chat?") and not rules.is_request("let's chat") and not rules.is_request("chatter")
+    assert not rules.is_end("END of story, see you")
+    assert rules.is_request("chat?") and rules.is_request("CHAT") and rules.is_request(" Chat!\n")
+    assert not rules.is_request("let's chat") and not rules.is_request("chatter")
+    assert not rules.is_request("chat tomorrow about the budget?") and not rules.is_request("CHAT about the trip?")

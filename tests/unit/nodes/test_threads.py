@@ -57,12 +57,25 @@ def test_pool_exhausted_reuses_the_number_idle_the_longest():
     assert threads.inbound_sms(peer="p", dest_number="15550290", cpm_uri=None).conversation_id == "c2"
 
 
-def test_a_reply_moves_the_thread_on():
+def test_a_reply_answers_the_cpm_users_latest_message_not_itself():
     threads = ThreadMap("last", clock=Clock())
     threads.outbound_sms(cpm_uri=MARY, cpm_number="1", peer="p", conversation_id="c1", contribution_id="m1")
     ref = threads.inbound_sms(peer="p", dest_number="1", cpm_uri=MARY)
-    threads.note_reply("p", ref, "reply-1")
-    assert threads.inbound_sms(peer="p", dest_number="1", cpm_uri=MARY).contribution_id == "reply-1"
+    threads.note_reply("p", ref)
+    # The peer's next SMS answers Mary's message again, not his own reply.
+    assert threads.inbound_sms(peer="p", dest_number="1", cpm_uri=MARY).contribution_id == "m1"
+    threads.outbound_sms(cpm_uri=MARY, cpm_number="1", peer="p", conversation_id="c1", contribution_id="m2")
+    assert threads.inbound_sms(peer="p", dest_number="1", cpm_uri=MARY).contribution_id == "m2"
+
+
+def test_a_reply_keeps_the_conversation_alive():
+    clock = Clock()
+    threads = ThreadMap("last", expiry=100, clock=clock)
+    threads.outbound_sms(cpm_uri=MARY, cpm_number="1", peer="p", conversation_id="c1", contribution_id="m1")
+    clock.now += 90
+    threads.note_reply("p", threads.inbound_sms(peer="p", dest_number="1", cpm_uri=MARY))
+    clock.now += 90
+    assert threads.inbound_sms(peer="p", dest_number="1", cpm_uri=MARY).contribution_id == "m1"
 
 
 def test_email_ids():

@@ -349,3 +349,16 @@ def test_why_malformed(raw, reason):
 def test_well_formed_messages_pass():
     assert why_malformed(crlf(REPLY)) is None
     assert why_malformed(crlf("From: a@b.c\nTo: undisclosed-recipients:;\nSubject: Grüße\n\nbody")) is None
+
+
+@pytest.mark.parametrize("markup, text", [
+    ('<p>Read <a href="http://x.example/plan">the plan</a>.</p>', "Read the plan (http://x.example/plan)."),
+    ('<a href="http://x.example/">http://x.example/</a>', "http://x.example/"),          # said once
+    ('<a href="mailto:a@b.example">a@b.example</a>', "a@b.example"),
+    ('<a href="https://x.example/i"><img src="cid:1"></a>', "https://x.example/i"),       # an image link
+    ('<a href="#top">top</a> <a href="javascript:go()">go</a>', "top go"),               # nothing to follow
+    ('<a href="http://x.example/a">one</a> and <a href="http://x.example/b">two</a>',
+     "one (http://x.example/a) and two (http://x.example/b)"),
+])
+def test_html_to_text_keeps_link_targets(markup, text):
+    assert html_to_text(markup) == text
