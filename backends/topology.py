@@ -76,6 +76,9 @@ class User:
     tel: str | None = None
     email: str | None = None
     contacts: list[str] = field(default_factory=list)
+    # Digest authentication of this user's REGISTER (RFC 3261 22, MD5; username = the user id).
+    # None (the default): no authentication, anyone may register as the user (README: Security).
+    sip_password: str | None = None
     # Live device state (ARCHITECTURE §2): changeable at run time.
     cpm_registered: bool = False
     cpm_capable: bool = True
@@ -325,6 +328,7 @@ def parse_topology(data: dict[str, Any], source: str = "<memory>") -> Topology:
             device=str(need(raw, "device", where)),
             sip=raw.get("sip"), tel=raw.get("tel"), email=raw.get("email"),
             contacts=list(raw.get("contacts", [])),
+            sip_password=str(raw["sip_password"]) if raw.get("sip_password") is not None else None,
             cpm_registered=bool(raw.get("cpm_registered", False)),
             cpm_capable=bool(raw.get("cpm_capable", raw.get("device") == "cpm")),
             roaming_without_cpm=bool(raw.get("roaming_without_cpm", False)),

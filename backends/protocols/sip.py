@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import hashlib
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -978,6 +979,65 @@ def make_non2xx_ack(invite: SipRequest, response: SipResponse) -> SipRequest:
     headers.add("Call-ID", invite.headers.get("Call-ID") or "")
     headers.add("CSeq", f"{parse_cseq(invite.headers.get('CSeq') or '1 INVITE')[0]} ACK")
     return SipRequest("ACK", invite.uri, headers)
+
+
+# -- digest authentication (RFC 2617 / RFC 7616 with MD5, as RFC 3261 22.4 uses it) ----------
+
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode("utf-8")).hexdigest()   # noqa: S324 - RFC 3261 digest is MD5
+
+
+def digest_challenge(realm: str, nonce: str, *, stale: bool = False) -> str:
+    """A WWW-Authenticate value: realm, nonce, MD5 and qop=auth."""
+    return (f'Digest realm={quote_display_name(realm)}, nonce="{nonce}", algorithm=MD5, qop="auth"'
+            + (", stale=true" if stale else ""))
+
+
+def parse_digest(value: str) -> dict[str, str]:
+    """The parameters of a `Digest k=v, k="v"` value (names lower-cased, quotes removed); {} if
+    it is no Digest credential or challenge."""
+    scheme, _, rest = value.strip().partition(" ")
+    if scheme.lower() != "digest":
+        return {}
+    params: dict[str, str] = {}
+    for item in _split_top(rest, ","):
+        name, eq, raw = item.partition("=")
+        if not eq:
+            continue
+        raw = raw.strip()
+        if raw.startswith('"'):
+            try:
+                raw = _scan_quoted(raw, 0)[0]
+            except SipParseError:
+                return {}
+        params[name.strip().lower()] = raw
+    return params
+
+
+def digest_response(*, username: str, realm: str, password: str, method: str, uri: str, nonce: str,
+                    nc: str = "", cnonce: str = "", qop: str = "") -> str:
+    """The `response` of RFC 2617 3.2.2.1 (MD5; with qop=auth when qop is given)."""
+    ha1, ha2 = _md5(f"{username}:{realm}:{password}"), _md5(f"{method}:{uri}")
+    if qop:
+        return _md5(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
+    return _md5(f"{ha1}:{nonce}:{ha2}")
+
+
+def digest_authorization(challenge: str, *, username: str, password: str, method: str, uri: str,
+                         cnonce: str | None = None, nc: int = 1) -> str:
+    """The Authorization value answering a WWW-Authenticate challenge (a client's side)."""
+    params = parse_digest(challenge)
+    realm, nonce = params.get("realm", ""), params.get("nonce", "")
+    qop = "auth" if "auth" in [q.strip() for q in params.get("qop", "").split(",")] else ""
+    cnonce = cnonce or secrets.token_hex(8)
+    count = f"{nc:08x}"
+    response = digest_response(username=username, realm=realm, password=password, method=method, uri=uri,
+                               nonce=nonce, nc=count, cnonce=cnonce, qop=qop)
+    value = (f"Digest username={quote_display_name(username)}, realm={quote_display_name(realm)}, "
+             f'nonce="{nonce}", uri="{uri}", response="{response}", algorithm=MD5')
+    if qop:
+        value += f', qop={qop}, nc={count}, cnonce="{cnonce}"'
+    return value
 
 
 # -- the trace's view of a message -----------------------------------------------------------

@@ -35,9 +35,12 @@ def in_loop(test):
 
 
 class Peer:
-    """One connection to the server, as the listener would have accepted it."""
+    """One connection to the server, as the listener would have accepted it; `node`: the in-lab
+    node it plays (it claims its address, as open_connection does), None for an outside client."""
 
-    def __init__(self, server: CpmServer, address: tuple[str, int]) -> None:
+    def __init__(self, server: CpmServer, address: tuple[str, int], node: str | None = None) -> None:
+        if node:
+            server.nodes.claim(address, node)
         self.conn = server.new_connection()
         self.transport = RecordingTransport(self.conn, peer=address, local=(server.host, PORT))
         self.address = address
@@ -53,8 +56,8 @@ class Peer:
         return new
 
 
-def cpm_a() -> CpmServer:
-    topology = load_topology()
+def cpm_a(topology=None) -> CpmServer:
+    topology = topology or load_topology()
     operator = topology.operator("A")
     server = CpmServer(operator, topology, Trace(), NodeDirectory(), host="127.0.0.1",
                        server_address=lambda operator_id: None)
@@ -62,20 +65,26 @@ def cpm_a() -> CpmServer:
     return server
 
 
-def register(peer: Peer, *, contact: str = MARY_CONTACT, expires: int = 600, aor: str = MARY) -> SipRequest:
+def register(peer: Peer, *, contact: str = MARY_CONTACT, expires: int = 600, aor: str = MARY,
+             authorization: str | None = None, cseq: int = 1) -> SipRequest:
     req = sip.make_request("REGISTER", "sip:cpm-a.lab", via=peer.address, from_=f"<{aor}>;tag=r1",
-                           to=f"<{aor}>", call_id="reg-1@test", cseq=1)
+                           to=f"<{aor}>", call_id="reg-1@test", cseq=cseq)
     req.headers.add("Contact", contact)
     req.headers.add("Expires", str(expires))
+    if authorization:
+        req.headers.add("Authorization", authorization)
     peer.send(req)
     return req
 
 
-def message(peer: Peer, text: str, *, to: str = MARY, max_forwards: int | None = 69, call_id: str = "") -> SipRequest:
-    req = sip.make_request("MESSAGE", to, via=peer.address, from_=PETER_FROM, to=f"<{to}>",
+def message(peer: Peer, text: str, *, to: str = MARY, max_forwards: int | None = 69, call_id: str = "",
+            from_: str = PETER_FROM, extra: tuple[tuple[str, str], ...] = ()) -> SipRequest:
+    req = sip.make_request("MESSAGE", to, via=peer.address, from_=from_, to=f"<{to}>",
                            call_id=call_id or sip.new_call_id("test"), cseq=1)
     if max_forwards is not None:
         req.headers.set("Max-Forwards", str(max_forwards))
+    for name, value in extra:
+        req.headers.add(name, value)
     req.headers.add("Content-Type", "text/plain")
     req.body = text.encode()
     peer.send(req)
@@ -115,7 +124,7 @@ async def test_register_binds_the_user_to_its_flow_and_answers_200_with_contact_
 @in_loop
 async def test_unknown_user_gets_404_to_register_and_to_message():
     server = cpm_a()
-    peer = Peer(server, ("192.0.2.20", 40001))
+    peer = Peer(server, ("192.0.2.20", 40001), node="CPM-B")
     register(peer, aor="sip:nobody@cpm-a.lab")
     assert only(peer.received()).status == 404
     message(peer, "hello?", to="sip:nobody@cpm-a.lab")
@@ -126,7 +135,7 @@ async def test_unknown_user_gets_404_to_register_and_to_message():
 @in_loop
 async def test_max_forwards_0_gets_483():
     server = cpm_a()
-    mary, peer = Peer(server, ("192.0.2.10", 40000)), Peer(server, ("192.0.2.20", 40001))
+    mary, peer = Peer(server, ("192.0.2.10", 40000)), Peer(server, ("192.0.2.20", 40001), node="CPM-B")
     register(mary)
     mary.received()
     message(peer, "looping", max_forwards=0)
@@ -134,12 +143,97 @@ async def test_max_forwards_0_gets_483():
     assert mary.received() == []   # not forwarded
 
 
+# -- identity (issue 15, finding 6) ---------------------------------------------------------------
+
+MARY_FROM = "<sip:mary@cpm-a.lab>;tag=m0"
+
+
+@in_loop
+async def test_a_connection_nobody_registered_on_cannot_send_as_a_lab_user():
+    server = cpm_a()
+    mary = Peer(server, ("192.0.2.10", 40000))
+    register(mary)
+    mary.received()
+    stranger = Peer(server, ("192.0.2.30", 40003))
+    for claimed in (MARY_FROM, "<tel:+15550202>;tag=j1", PETER_FROM):   # CPM-A's user, and B's John and Peter
+        message(stranger, "it's me", from_=claimed)
+        refused = only(stranger.received())
+        assert refused.status == 403 and "REGISTER first" in refused.reason
+    assert mary.received() == []
+    message(stranger, "an outsider, as what he is", from_="<sip:eve@evil.test>;tag=e1")
+    delivered = only(mary.received())
+    assert "P-Asserted-Identity" not in delivered.headers      # nobody asserts an outside identity
+
+
+@in_loop
+async def test_the_server_asserts_the_registered_sender_and_refuses_another_users_from():
+    server = cpm_a()
+    mary = Peer(server, ("192.0.2.10", 40000))
+    register(mary)
+    mary.received()
+    message(mary, "note to self", from_=MARY_FROM, extra=(("P-Asserted-Identity", "<sip:john@cpm-b.lab>"),))
+    delivered = only(mary.received())
+    assert delivered.headers.get_all("P-Asserted-Identity") == ['"Mary" <sip:mary@cpm-a.lab>']   # hers, not John
+    message(mary, "as John", from_="<tel:+15550202>;tag=j2")
+    refused = only(mary.received())
+    assert refused.status == 403 and "is not who registered on this connection (Mary" in refused.reason
+
+
+@in_loop
+async def test_a_trusted_peer_is_not_second_guessed():
+    server = cpm_a()
+    mary = Peer(server, ("192.0.2.10", 40000))
+    register(mary)
+    mary.received()
+    cpm_b = Peer(server, ("192.0.2.20", 40001), node="CPM-B")
+    message(cpm_b, "from Peter", extra=(("P-Asserted-Identity", "<tel:+15550201>"),))
+    delivered = only(mary.received())
+    assert delivered.headers.get("P-Asserted-Identity") == "<tel:+15550201>"
+
+
+@in_loop
+async def test_a_second_registration_from_another_connection_is_noted_and_takes_the_identity():
+    server = cpm_a()
+    first, second = Peer(server, ("192.0.2.10", 40000)), Peer(server, ("192.0.2.11", 41000))
+    register(first)
+    first.received()
+    register(second, contact="<sip:mary@192.0.2.11:41000;transport=tcp>")
+    assert only(second.received()).status == 200
+    [ok] = [e for e in server.trace.events() if e.summary.startswith("200") and e.dst != "192.0.2.10:40000"][-1:]
+    assert "binding replaced" in ok.note and "192.0.2.10:40000" in ok.note
+    message(first, "still me?", from_=MARY_FROM)
+    assert only(first.received()).status == 403            # the old flow no longer is Mary
+
+
+@in_loop
+async def test_digest_authentication_when_the_topology_gives_a_password():
+    topology = load_topology()
+    topology.user("mary").sip_password = "s3cret"
+    server = cpm_a(topology)
+    mary = Peer(server, ("192.0.2.10", 40000))
+    register(mary)
+    challenge = only(mary.received())
+    assert challenge.status == 401
+    www = challenge.headers.get("WWW-Authenticate")
+    assert sip.parse_digest(www)["realm"] == "cpm-a.lab" and not server.is_registered(topology.user("mary"))
+    wrong = sip.digest_authorization(www, username="mary", password="guess", method="REGISTER", uri="sip:cpm-a.lab")
+    register(mary, authorization=wrong, cseq=2)
+    assert only(mary.received()).status == 401
+    right = sip.digest_authorization(www, username="mary", password="s3cret", method="REGISTER", uri="sip:cpm-a.lab")
+    register(mary, authorization=right, cseq=3)
+    assert only(mary.received()).status == 200 and server.is_registered(topology.user("mary"))
+    thief = Peer(server, ("192.0.2.11", 41000))
+    register(thief, authorization=right, cseq=4)          # the same credentials replayed: the nonce count
+    assert only(thief.received()).status == 401            # did not grow
+    assert server.bindings["mary"].connection is mary.conn
+
+
 # -- proxy ------------------------------------------------------------------------------------
 
 @in_loop
 async def test_message_to_a_registered_user_is_forwarded_and_its_202_relayed_without_our_via():
     server = cpm_a()
-    mary, peer = Peer(server, ("192.0.2.10", 40000)), Peer(server, ("192.0.2.20", 40001))
+    mary, peer = Peer(server, ("192.0.2.10", 40000)), Peer(server, ("192.0.2.20", 40001), node="CPM-B")
     register(mary)
     mary.received()
     sent = message(peer, "Hi Mary", max_forwards=69)
@@ -165,7 +259,7 @@ async def test_message_to_a_registered_user_is_forwarded_and_its_202_relayed_wit
 @in_loop
 async def test_an_unanswered_message_times_out_408():
     server = cpm_a()
-    mary, peer = Peer(server, ("192.0.2.10", 40000)), Peer(server, ("192.0.2.20", 40001))
+    mary, peer = Peer(server, ("192.0.2.10", 40000)), Peer(server, ("192.0.2.20", 40001), node="CPM-B")
     register(mary)
     message(peer, "anyone?")
     server.proxy.expire(time.monotonic() + TRANSACTION_TIMEOUT - 5)
@@ -177,7 +271,7 @@ async def test_an_unanswered_message_times_out_408():
 @in_loop
 async def test_cancel_is_answered_here_and_the_proxy_sends_its_own_cancel_on_the_invites_branch():
     server = cpm_a()
-    mary, peer = Peer(server, ("192.0.2.10", 40000)), Peer(server, ("192.0.2.20", 40001))
+    mary, peer = Peer(server, ("192.0.2.10", 40000)), Peer(server, ("192.0.2.20", 40001), node="CPM-B")
     register(mary)
     mary.received()
     invite = sip.make_request("INVITE", MARY, via=peer.address, from_=PETER_FROM, to=f"<{MARY}>",
@@ -208,7 +302,7 @@ async def test_cancel_is_answered_here_and_the_proxy_sends_its_own_cancel_on_the
 @in_loop
 async def test_messages_for_an_offline_cpm_user_are_stored_and_delivered_in_order_on_register():
     server = cpm_a()
-    peer = Peer(server, ("192.0.2.20", 40001))
+    peer = Peer(server, ("192.0.2.20", 40001), node="CPM-B")
     message(peer, "first")
     message(peer, "second")
     answers = peer.received()
