@@ -29,6 +29,7 @@ class SmppServerConnection(asyncio.Protocol):
         self.trace, self.nodes, self.local_name = trace, nodes, local_name
         self.framer = codec.Framer()
         self.peer: tuple[str, int] = ("?", 0)
+        self.local: tuple[str, int] = ("?", 0)
         self.name = ""                        # the peer's node name, for the trace
         self.claimed = False                  # the peer claimed its address (in-lab client)
         self.out: list[bytes] | None = None   # writes held back while a chunk is handled
@@ -39,6 +40,7 @@ class SmppServerConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)   # a TCP server's: a stream transport
         self.peer = tuple(transport.get_extra_info("peername")[:2])
+        self.local = tuple(transport.get_extra_info("sockname")[:2])
         self.name = outside_name(self.peer)
 
     def claim(self) -> None:
@@ -83,14 +85,16 @@ class SmppServerConnection(asyncio.Protocol):
     def record_in(self, pdu: Any, raw: bytes, correlation: dict[str, str] | None = None, note: str = "") -> None:
         summary, fields = codec.describe(pdu)
         self.trace.record(self.name, self.local_name, PROTOCOL, summary, raw=raw, fields=fields,
-                          is_response=pdu.is_response(), correlation=correlation, note=note)
+                          is_response=pdu.is_response(), correlation=correlation, note=note,
+                          addresses=(self.peer, self.local), transport="tcp")
 
     def send(self, pdu: Any, correlation: dict[str, str] | None = None, note: str = "") -> None:
         raw = codec.encode(pdu)
         summary, fields = codec.describe(pdu)
         # Record before writing: once the peer has the PDU, the trace has it too.
         self.trace.record(self.local_name, self.name, PROTOCOL, summary, raw=raw, fields=fields,
-                          is_response=pdu.is_response(), correlation=correlation, note=note)
+                          is_response=pdu.is_response(), correlation=correlation, note=note,
+                          addresses=(self.local, self.peer), transport="tcp")
         if self.out is None:
             self.transport.write(raw)
         else:
@@ -128,7 +132,8 @@ class SmppServerConnection(asyncio.Protocol):
         summary, fields = codec.describe_raw(raw)
         self.trace.record(self.name, self.local_name, PROTOCOL, summary, raw=raw, fields=fields,
                           is_response=bool(err.command_id & codec.RESPONSE_BIT),
-                          correlation={"smpp_seq": str(err.sequence)}, note=err.reason)
+                          correlation={"smpp_seq": str(err.sequence)}, note=err.reason,
+                          addresses=(self.peer, self.local), transport="tcp")
         if err.command_id & codec.RESPONSE_BIT:
             self.garbled_response(err.sequence)
         if err.command_id != codec.GENERIC_NACK:   # never nack a nack
@@ -140,6 +145,7 @@ class SmppServerConnection(asyncio.Protocol):
         why = (f"command_length {err.length} is impossible ({codec.MIN_LENGTH}..{codec.MAX_LENGTH}); "
                "closing: the byte stream cannot be re-synchronised")
         self.trace.record(self.name, self.local_name, PROTOCOL, summary, raw=err.data, fields=fields,
-                          correlation={"smpp_seq": str(err.sequence)}, note=why)
+                          correlation={"smpp_seq": str(err.sequence)}, note=why,
+                          addresses=(self.peer, self.local), transport="tcp")
         self.nack(err.sequence, C.SMPP_ESME_RINVCMDLEN, why)
         self.close()

@@ -95,6 +95,7 @@ class TracedSMTP(SMTP):
         self.mail = mail
         self.session_id = f"smtp-{mail.next_session_id()}"
         self.peer_address: tuple[str, int] = ("?", 0)
+        self.local_address: tuple[str, int] = ("?", 0)
         self.node_name: str | None = None          # None until we know who the client is
         self._held: list[dict[str, Any]] = []      # events recorded before that
         self._partial = bytearray()                # an over-long command line, read in pieces
@@ -113,6 +114,7 @@ class TracedSMTP(SMTP):
     # -- connection ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.peer_address = tuple(transport.get_extra_info("peername")[:2])
+        self.local_address = tuple(transport.get_extra_info("sockname")[:2])
         if not self.mail.accepting:     # accepted while the server stops: no socket outlives it
             transport.close()
             return
@@ -160,8 +162,9 @@ class TracedSMTP(SMTP):
         client, server = self.node_name, self.mail.name
         from_client = event.pop("from_client")
         src, dst = (client, server) if from_client else (server, client)
+        ends = (self.peer_address, self.local_address) if from_client else (self.local_address, self.peer_address)
         correlation = {"smtp_session": self.session_id, **event.pop("correlation", {})}
-        self.mail.trace.record(src, dst, PROTOCOL, correlation=correlation, **event)
+        self.mail.trace.record(src, dst, PROTOCOL, correlation=correlation, addresses=ends, transport="tcp", **event)
 
     # -- what aiosmtpd reads ----------------------------------------------------------------
     def bytes_read(self, data: bytes, complete: bool) -> None:
