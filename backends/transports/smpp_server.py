@@ -6,7 +6,8 @@ directions) in the trace, exactly once, before writing it, and answers what
 cannot be parsed: a generic_nack with the codec's status and reason or, for
 an impossible command_length (the stream cannot be re-synchronised), a nack
 and close. Answers to one chunk of bytes leave in one write. What a PDU
-means is the subclass's (`dispatch`).
+means is the subclass's (`dispatch`). Every PDU passes the trace's gate first
+(in step mode it waits there for the trainer: backends.gate).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any, cast
 from smpplib import consts as C
 
 from iwlab.backends.directory import NodeDirectory, outside_name
+from iwlab.backends.gate import Hop
 from iwlab.backends.protocols import smpp as codec
 from iwlab.backends.trace import Trace
 
@@ -60,9 +62,11 @@ class SmppServerConnection(asyncio.Protocol):
             for raw in self.framer.feed(data):
                 if self.closing:
                     break
-                self.handle(raw)
-            if self.framer.error and not self.closing:
-                self._bad_length(self.framer.error)
+                self._arrived(raw)
+            error = self.framer.error
+            if error and not self.closing:
+                self.trace.gate.admit(lambda: self._bad_length(error),
+                                      lambda: Hop(self.name, self.local_name, PROTOCOL, "bad command_length"))
         finally:
             self.flush()
 
@@ -71,12 +75,21 @@ class SmppServerConnection(asyncio.Protocol):
         if out:
             self.transport.write(b"".join(out))
 
+    def _arrived(self, raw: bytes) -> None:
+        def go() -> None:
+            if not self.closing:     # held while this end closed: never handled
+                self.handle(raw)
+        self.trace.gate.admit(go, lambda: hop_of_raw(raw, self.name, self.local_name))
+
     def close(self) -> None:
         if not self.closing:
             self.closing = True
-            self.flush()
-            self.on_close()
-            self.transport.close()
+            self.trace.gate.follow(self._close_now)   # after the writes waiting at the gate
+
+    def _close_now(self) -> None:
+        self.flush()
+        self.on_close()
+        self.transport.close()
 
     def on_close(self) -> None:
         """This end closes the connection: its last writes are out, the socket not yet closed."""
@@ -90,6 +103,10 @@ class SmppServerConnection(asyncio.Protocol):
 
     def send(self, pdu: Any, correlation: dict[str, str] | None = None, note: str = "") -> None:
         raw = codec.encode(pdu)
+        self.trace.gate.admit(lambda: self._put(pdu, raw, correlation, note),
+                              lambda: hop_of_pdu(pdu, self.local_name, self.name))
+
+    def _put(self, pdu: Any, raw: bytes, correlation: dict[str, str] | None, note: str) -> None:
         summary, fields = codec.describe(pdu)
         # Record before writing: once the peer has the PDU, the trace has it too.
         self.trace.record(self.local_name, self.name, PROTOCOL, summary, raw=raw, fields=fields,
@@ -149,3 +166,20 @@ class SmppServerConnection(asyncio.Protocol):
                           addresses=(self.peer, self.local), transport="tcp")
         self.nack(err.sequence, C.SMPP_ESME_RINVCMDLEN, why)
         self.close()
+
+
+def hop_of_pdu(pdu: Any, src: str, dst: str) -> Hop:
+    """An SMPP PDU at the gate: its kind is the command ("deliver_sm receipt" for a delivery receipt)."""
+    summary, _ = codec.describe(pdu)
+    kind = pdu.command
+    if kind == "deliver_sm" and (getattr(pdu, "esm_class", 0) or 0) & 0x04:   # SMSC delivery receipt
+        kind += " receipt"
+    return Hop(src, dst, PROTOCOL, kind, summary)
+
+
+def hop_of_raw(raw: bytes, src: str, dst: str) -> Hop:
+    try:
+        return hop_of_pdu(codec.parse(raw), src, dst)
+    except codec.ParseError:
+        summary, _ = codec.describe_raw(raw)
+        return Hop(src, dst, PROTOCOL, "unreadable", summary)

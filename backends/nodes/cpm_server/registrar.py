@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import time
 from dataclasses import dataclass
 from typing import Callable
 
+from iwlab.backends import clock
 from iwlab.backends.nodes.cpm_server.replies import respond
 from iwlab.backends.protocols import sip
 from iwlab.backends.protocols.sip import SipRequest, make_response
@@ -80,7 +80,7 @@ class Registrar:
 
     def is_registered(self, user: User) -> bool:
         binding = self.bindings.get(user.id)
-        return bool(binding and binding.expires_at > time.monotonic() and binding.connection.is_open)
+        return bool(binding and binding.expires_at > clock.monotonic() and binding.connection.is_open)
 
     def unbind(self, user_id: str) -> None:
         binding = self.bindings.pop(user_id, None)
@@ -128,7 +128,7 @@ class Registrar:
             self.unbind(user.id)
             conn.send(make_response(req, 200, to_tag=sip.new_tag()))
             return
-        binding = Binding(user, conn, contact.split(";expires=")[0], time.monotonic() + expires,
+        binding = Binding(user, conn, contact.split(";expires=")[0], clock.monotonic() + expires,
                           tuple(_ICSI_RE.findall(contact)))
         was_registered = self.is_registered(user)
         self.bindings[user.id] = binding

@@ -20,11 +20,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
+from iwlab.backends import clock
 from iwlab.backends.directory import NodeDirectory
 from iwlab.backends.protocols import sip
 from iwlab.backends.protocols.sip import SipRequest, SipResponse
@@ -122,7 +122,7 @@ class CpmLeg:
                 continue
             assert isinstance(request, SipRequest)
             self._queue(_Pending(request, item.meta.get("note", "") + " (kept across a restart)", item.id,
-                                 item.meta.get("expires", time.time() + self.validity_seconds)))
+                                 item.meta.get("expires", clock.wall() + self.validity_seconds)))
         return len(items)
 
     def held(self) -> dict[str, int]:
@@ -133,7 +133,7 @@ class CpmLeg:
         """The registrar says a user is back: what waited for them goes now."""
         outbox = self._outboxes.get(uri)
         if outbox is not None:
-            outbox.registered_at = time.time()
+            outbox.registered_at = clock.wall()
             outbox.wake.set()
 
     # -- building --------------------------------------------------------------------
@@ -157,7 +157,7 @@ class CpmLeg:
     def send(self, req: SipRequest, note: str) -> None:
         """Keep a request (durably, before the caller acknowledges what it carries) and queue it
         for its recipient; sent in order, resent if the link breaks."""
-        expires = time.time() + self.validity_seconds
+        expires = clock.wall() + self.validity_seconds
         store_id = None
         if self._store is not None:
             store_id = self._store.put(req.uri, req.to_bytes(), {"note": note, "expires": expires})
@@ -175,11 +175,11 @@ class CpmLeg:
         delay = 0.05
         while outbox.queue:
             pending = outbox.queue[0]
-            if time.time() > pending.expires:
+            if clock.wall() > pending.expires:
                 self._finished(outbox, SipResponse(408, "Request Timeout (validity ran out in the IWF)",
                                                    sip.Headers()))
                 continue
-            attempt = time.time()
+            attempt = clock.wall()
             try:
                 link = await self.connection()
                 response = await link.request(pending.request, note=pending.note)
@@ -198,7 +198,7 @@ class CpmLeg:
                     registered_meanwhile: bool) -> None:
         """The recipient cannot take it now: wait for them to register again (or a while); at
         once when they did while this try was on its way (it went to the device they left)."""
-        outbox.held_since = outbox.held_since or time.time()
+        outbox.held_since = outbox.held_since or clock.wall()
         log.info("IWF holds %s for %s: %s %s", pending.request.method, pending.request.uri,
                  response.status, response.reason)
         outbox.wake.clear()
@@ -209,7 +209,8 @@ class CpmLeg:
         if registered_meanwhile:
             return
         try:
-            await asyncio.wait_for(outbox.wake.wait(), min(self.retry_seconds, max(pending.expires - time.time(), 0)))
+            await asyncio.wait_for(outbox.wake.wait(),
+                                   min(self.retry_seconds, max(pending.expires - clock.wall(), 0)))
         except asyncio.TimeoutError:
             pending.note = f"kept since {response.status} {response.reason}; tried again"
 
