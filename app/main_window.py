@@ -230,6 +230,9 @@ class LabWindow(QMainWindow):
     def save_trace(self, path: str) -> None:
         self.trace_files.save(path)
 
+    def export_pcapng(self, path: str) -> None:
+        self.trace_files.export_pcapng(path)
+
     def show_error(self, title: str, text: str) -> None:
         self.notices.error(title, text)
 

@@ -1,4 +1,5 @@
-"""File → Open/Save trace: the ladder's PDUs as JSON, the format `iwlab play --trace-json` writes."""
+"""File → Open/Save trace: the ladder's PDUs as JSON, the format `iwlab play --trace-json` writes;
+File → Export trace as pcapng: the same PDUs for Wireshark and tshark (`iwlab play --pcap`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +8,7 @@ from PySide6.QtWidgets import QFileDialog, QWidget
 
 from iwlab.app.lab_controller import LabController
 from iwlab.app.notices import Notices
+from iwlab.backends.lab.pcap import to_pcapng
 from iwlab.backends.lab.report import read_trace_json, write_trace_json
 from iwlab.widgets.ladder import LadderView
 
@@ -27,6 +29,26 @@ class TraceFiles:
         dialog.setDefaultSuffix("json")
         dialog.fileSelected.connect(self.open if mode == "open" else self.save)
         dialog.open()   # non-modal: never exec() under qasync
+
+    def ask_export_path(self) -> None:
+        """Ask where to write the trace as pcapng, then write it."""
+        dialog = QFileDialog(self._parent, "Export the trace as pcapng", "", "pcapng (*.pcapng)")
+        dialog.setAcceptMode(QFileDialog.AcceptMode.AcceptSave)
+        dialog.setDefaultSuffix("pcapng")
+        dialog.fileSelected.connect(self.export_pcapng)
+        dialog.open()   # non-modal: never exec() under qasync
+
+    def export_pcapng(self, path: str) -> None:
+        """What the ladder holds (an opened trace file too), as packets on their real addresses and ports."""
+        events = self._ladder.model.events()
+        try:
+            Path(path).write_bytes(to_pcapng(events))
+        except OSError as exc:
+            self._notices.error("Cannot export the trace", str(exc))
+            return
+        packets = sum(1 for e in events if e.src_address and e.dst_address and e.raw)
+        self._notices.status(f"Exported {packets} of {len(events)} PDUs to {path} (SMTP on a lab port: "
+                             "tshark -d tcp.port==PORT,smtp)", 8000)
 
     def save(self, path: str) -> None:
         events = self._ladder.model.events()

@@ -83,6 +83,8 @@ class WindowActions:
                                     triggered=lambda: trace_files.ask_path("open")))
         file_menu.addAction(QAction("&Save trace…", window, shortcut=QKeySequence.StandardKey.Save,
                                     triggered=lambda: trace_files.ask_path("save")))
+        file_menu.addAction(QAction("&Export trace as pcapng…", window, shortcut=QKeySequence("Ctrl+E"),
+                                    triggered=trace_files.ask_export_path))
         lab_menu = window.menuBar().addMenu("&Lab")
         lab_menu.addAction(self.start_action)
         lab_menu.addAction(self.stop_action)

@@ -13,6 +13,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from iwlab.backends.gate import Gate
+
 Listener = Callable[["TraceEvent"], None]
 MAX_RAW = 1_100_000          # bytes kept of one PDU: a whole 1 MB mail or SIP body; beyond, the start
 MAX_BYTES = 128 * 1024 * 1024   # the whole trace; the oldest events go first (Trace.dropped counts them)
@@ -71,6 +73,8 @@ class Trace:
         self._seq = itertools.count(1)
         self.max_events = max_events
         self._notes: dict[str, str] = {}   # correlation id -> note for the next request recorded with it
+        # Where, in step mode, a PDU waits before it is recorded: the recording ends pass every PDU through it.
+        self.gate = Gate()
 
     def record(
         self,
@@ -148,6 +152,21 @@ class Trace:
     def events(self) -> list[TraceEvent]:
         with self._lock:
             return list(self._events)
+
+    def last_seq(self) -> int:
+        """The seq of the newest event (0 when there is none), without copying the trace."""
+        with self._lock:
+            return self._events[-1].seq if self._events else 0
+
+    def events_since(self, seq: int) -> list[TraceEvent]:
+        """The events recorded after the one numbered seq, oldest first (cheap for the newest few)."""
+        with self._lock:
+            newer: list[TraceEvent] = []
+            for event in reversed(self._events):
+                if event.seq <= seq:
+                    break
+                newer.append(event)
+        return newer[::-1]
 
     def clear(self) -> None:
         with self._lock:

@@ -19,6 +19,7 @@ import weakref
 from functools import partial
 from pathlib import Path
 
+from iwlab.backends.clock import lab_clock
 from iwlab.backends.devices.cpm_phone import CpmDevice
 from iwlab.backends.devices.email_client import EmailClient
 from iwlab.backends.devices.sms_handset import SmsHandset
@@ -257,6 +258,12 @@ class Lab:
         self.running = True
 
     async def stop(self) -> None:
+        # A trainer may have been stepping: nothing waits at the gate and time runs again, or the
+        # goodbyes (unbind, BYE) would wait for a Next that never comes.
+        self.trace.gate.open()
+        clock = lab_clock()
+        if clock is not None:
+            clock.run_freely()
         for device in [*self.devices.values(), *self.sms_sides.values(), *self.cpm_apps.values()]:
             await device.stop()
         for iwf in self.iwfs.values():

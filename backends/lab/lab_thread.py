@@ -2,7 +2,8 @@
 
 The window and blocking test clients both use this: protocol work never
 shares a thread with painting, and a test can talk to the lab with plain
-blocking sockets (as real clients would).
+blocking sockets (as real clients would). The loop is a LabLoop: the lab's
+clock, and a way to know when the world has done all it can (step mode).
 """
 from __future__ import annotations
 
@@ -11,15 +12,16 @@ import threading
 from concurrent.futures import Future
 from typing import Any, Awaitable, Callable, TypeVar
 
+from iwlab.backends.clock import LabClock, LabLoop
 from iwlab.backends.lab.lab import Lab
 
 T = TypeVar("T")
 
 
 class LabThread:
-    def __init__(self, lab: Lab) -> None:
+    def __init__(self, lab: Lab, *, clock: LabClock | None = None) -> None:
         self.lab = lab
-        self.loop = asyncio.new_event_loop()
+        self.loop = LabLoop(clock)   # its clock can stand still while a trainer steps (backends.clock)
         self._thread = threading.Thread(target=self._run, name="iwlab-lab", daemon=True)
         self._started = threading.Event()
 

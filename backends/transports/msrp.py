@@ -5,6 +5,7 @@
   To-Path, and, being the accepting end, RECORDS every MSRP message in the trace.
 - ``connect``: the offerer's (active) side. It claims its local address in the NodeDirectory so the
   listener can name it, and sends the bodiless SEND at once (RFC 4975 5.4, 7.1.1).
+  The recording end passes every message through the trace's gate first (step mode: backends.gate).
 - ``MsrpSession``: one end of a session. ``send_text`` chunks large messages (Byte-Range), asks for
   a REPORT when told to; incoming SENDs are answered 200 (unless Failure-Report says not to),
   reassembled in any order, REPORTed when Success-Report: yes, and handed to ``on_message`` whole.
@@ -17,6 +18,7 @@ import secrets
 from typing import Callable
 
 from iwlab.backends.directory import NodeDirectory, outside_name
+from iwlab.backends.gate import Hop
 from iwlab.backends.protocols import msrp
 from iwlab.backends.protocols.cpim import CpimError, parse_cpim
 from iwlab.backends.protocols.msrp import MsrpParseError, MsrpRequest, MsrpResponse
@@ -148,14 +150,23 @@ class MsrpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         for event in self.parser.feed(data):
-            self._dispatch(event)
+            self._arrived(event)
         if self.parser.broken:
-            self.close()
+            if self.trace is not None:
+                self.trace.gate.follow(self.close)   # after the answer, which may wait at the gate
+            else:
+                self.close()
 
     def eof_received(self) -> bool | None:
         for event in self.parser.feed_eof():
-            self._dispatch(event)
+            self._arrived(event)
         return None
+
+    def _arrived(self, event: MsrpRequest | MsrpResponse | MsrpParseError) -> None:
+        if self.trace is None:
+            self._dispatch(event)
+            return
+        self.trace.gate.admit(lambda: self._dispatch(event), lambda: self._hop(event, incoming=True))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.on_close_cb:
@@ -242,10 +253,27 @@ class MsrpConnection(asyncio.Protocol):
         if not self.is_open:
             return
         raw = message.to_bytes()
+        if self.trace is not None:
+            self.trace.gate.admit(lambda: self._put(message, session, raw), lambda: self._hop(message, incoming=False))
+            return
         assert self.transport is not None
         self.transport.write(raw)
-        if self.trace is not None:
-            self._record(message, session, incoming=False, raw=raw)
+
+    def _put(self, message: MsrpRequest | MsrpResponse, session: MsrpSession | None, raw: bytes) -> None:
+        if not self.is_open:    # closed while it waited at the gate: it never went
+            return
+        assert self.transport is not None
+        self.transport.write(raw)
+        self._record(message, session, incoming=False, raw=raw)
+
+    def _hop(self, message: MsrpRequest | MsrpResponse | MsrpParseError, *, incoming: bool) -> Hop:
+        peer, me = self.name_of_peer(), self.local_name
+        src, dst = (peer, me) if incoming else (me, peer)
+        if isinstance(message, MsrpParseError):
+            return Hop(src, dst, "MSRP", "unparseable", f"unparseable MSRP: {message.reason}")
+        summary, _ = msrp.describe(message)
+        kind = str(message.status) if isinstance(message, MsrpResponse) else message.method
+        return Hop(src, dst, "MSRP", kind, summary)
 
     # -- tracing -----------------------------------------------------------------
     def name_of_peer(self) -> str:

@@ -3,7 +3,8 @@
 One SipConnection per TCP connection. It frames bytes into messages, hands
 them to its owner, matches responses to the requests this end sent (client
 transactions, keyed by the top Via branch), and, when it is the recording end
-of the connection, writes every message to the trace.
+of the connection, writes every message to the trace, after passing it through the trace's
+gate (in step mode a message waits there until the trainer lets it go: backends.gate).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import ssl
 from typing import Callable
 
 from iwlab.backends.directory import NodeDirectory, outside_name
+from iwlab.backends.gate import Hop
 from iwlab.backends.protocols import sip
 from iwlab.backends.protocols.sip import (
     SipParseError,
@@ -70,14 +72,17 @@ class SipConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         for event in self.parser.feed(data):
-            self._dispatch(event)
+            self._arrived(event)
         if self.parser.broken and self.transport:
             # The stream can no longer be framed; the owner has answered the error.
-            self.transport.close()
+            if self.trace is not None:
+                self.trace.gate.follow(self.close)   # after the answer, which may wait at the gate
+            else:
+                self.transport.close()
 
     def eof_received(self) -> bool | None:
         for event in self.parser.feed_eof():
-            self._dispatch(event)
+            self._arrived(event)
         return None  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -93,6 +98,13 @@ class SipConnection(asyncio.Protocol):
             self.on_close(self)
 
     # -- receiving ----------------------------------------------------------
+    def _arrived(self, event: SipMessage | SipParseError) -> None:
+        """A message from the peer: the recording end passes it through the gate before it counts."""
+        if self.trace is None:
+            self._dispatch(event)
+            return
+        self.trace.gate.admit(lambda: self._dispatch(event), lambda: self._hop(event, incoming=True))
+
     def _dispatch(self, event: SipMessage | SipParseError) -> None:
         try:
             self._handle(event)
@@ -144,12 +156,23 @@ class SipConnection(asyncio.Protocol):
             raise SipConnectionClosed(f"connection to {self.name_of_peer()} is closed")
         stamp_transport(message, self.transport_name)
         raw = message.to_bytes()
+        if self.trace is not None:
+            self.trace.gate.admit(lambda: self._put(message, raw, note), lambda: self._hop(message, incoming=False))
+            return
         assert self.transport is not None
         self.transport.write(raw)
-        if self.trace is not None:
-            self._record(message, incoming=False, raw=raw, note=note)
-        elif note and self.annotate and isinstance(message, SipRequest):
+        if note and self.annotate and isinstance(message, SipRequest):
             self.annotate(message.headers.get("Call-ID") or "", note)
+
+    def _put(self, message: SipMessage, raw: bytes, note: str) -> None:
+        """Write and record (the recording end, once the gate lets the message go)."""
+        if not self.is_open:   # closed while it waited at the gate: it never went
+            log.info("%s: a message to %s waited at the gate past the connection", self.local_name,
+                     self.name_of_peer())
+            return
+        assert self.transport is not None
+        self.transport.write(raw)
+        self._record(message, incoming=False, raw=raw, note=note)
 
     def request(self, request: SipRequest, *, on_provisional: Callable[[SipResponse], None] | None = None,
                 note: str = "") -> asyncio.Future[SipResponse]:
@@ -183,6 +206,11 @@ class SipConnection(asyncio.Protocol):
                 return claimed
         return outside_name(self.peer_address)
 
+    def _hop(self, message: SipMessage | SipParseError, *, incoming: bool) -> Hop:
+        peer, me = self.name_of_peer(), self.local_name
+        src, dst = (peer, me) if incoming else (me, peer)
+        return hop_of(message, src, dst)
+
     def _record(self, message: SipMessage, *, incoming: bool, raw: bytes | None = None, note: str = "") -> None:
         assert self.trace is not None
         summary, fields, correlation = sip.describe(message)
@@ -196,6 +224,18 @@ class SipConnection(asyncio.Protocol):
                           fields=fields, is_response=isinstance(message, SipResponse),
                           correlation=correlation, note=note, addresses=ends,
                           transport=self.transport_name)
+
+
+def hop_of(message: SipMessage | SipParseError, src: str, dst: str) -> Hop:
+    """A SIP message at the gate: its kind is the method (MESSAGE IMDN for a notification) or "status method"."""
+    if isinstance(message, SipParseError):
+        return Hop(src, dst, "SIP", "unparseable", f"unparseable SIP: {message.reason}")
+    summary, _, _ = sip.describe(message)
+    if isinstance(message, SipResponse):
+        kind = f"{message.status} {sip.cseq_method(message)}"
+    else:
+        kind = message.method + (" IMDN" if " IMDN" in summary else "")
+    return Hop(src, dst, "SIP", kind, summary)
 
 
 def stamp_transport(message: SipMessage, transport: str) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Callable
 
 from iwlab.backends.directory import NodeDirectory
@@ -75,7 +74,7 @@ class SipUdpFlow(SipConnection):
         try:
             message = sip.parse_message(data)
         except SipParseError as error:
-            self._dispatch(error)
+            self._arrived(error)
             return
         if isinstance(message, SipRequest):
             vias = message.headers.get_all("Via")
@@ -88,10 +87,10 @@ class SipUdpFlow(SipConnection):
                     self._write(answered[0])
                 return
             if message.method != "ACK":
-                self._answers[key] = (None, time.monotonic() + ANSWERS_KEPT)
+                self._answers[key] = (None, _now() + ANSWERS_KEPT)
         else:
             self._stop_retransmitting(sip.top_branch(message), message)
-        self._dispatch(message)
+        self._arrived(message)
 
     # -- sending ------------------------------------------------------------------------
     def send(self, message: SipMessage, note: str = "") -> None:
@@ -101,11 +100,19 @@ class SipUdpFlow(SipConnection):
         raw = message.to_bytes()
         if len(raw) > MAX_DATAGRAM:
             raise SipConnectionClosed(f"{len(raw)} bytes do not fit in a UDP datagram")
+        if self.trace is not None:
+            self.trace.gate.admit(lambda: self._put(message, raw, note), lambda: self._hop(message, incoming=False))
+            return
+        self._put(message, raw, note)
+
+    def _put(self, message: SipMessage, raw: bytes, note: str) -> None:
+        if not self.is_open:   # forgotten while it waited at the gate: it never went
+            return
         self._write(raw)
         if isinstance(message, SipResponse) and message.status >= 200:
             key = (sip.top_branch(message), sip.cseq_method(message))
             if key in self._answers:
-                self._answers[key] = (raw, time.monotonic() + ANSWERS_KEPT)
+                self._answers[key] = (raw, _now() + ANSWERS_KEPT)
         self._forget_old_answers()
         if self.trace is not None:
             self._record(message, incoming=False, raw=raw, note=note)
@@ -116,7 +123,7 @@ class SipUdpFlow(SipConnection):
                 note: str = "") -> asyncio.Future[SipResponse]:
         future = super().request(request, on_provisional=on_provisional, note=note)
         if request.method != "ACK":
-            self._retransmit_later(request, T1, time.monotonic() + TRANSACTION_LIFETIME)
+            self._retransmit_later(request, T1, _now() + TRANSACTION_LIFETIME)
         return future
 
     def _write(self, raw: bytes) -> None:
@@ -133,7 +140,7 @@ class SipUdpFlow(SipConnection):
         future = self._pending.get(branch)
         if future is None or future.done() or not self.is_open:
             return
-        if time.monotonic() >= give_up:           # Timer B / F
+        if _now() >= give_up:                     # Timer B / F
             self._pending.pop(branch, None)
             self._provisional.pop(branch, None)
             future.set_exception(SipConnectionClosed(f"no answer from {self.name_of_peer()} over UDP"))
@@ -151,9 +158,14 @@ class SipUdpFlow(SipConnection):
     def _forget_old_answers(self) -> None:
         if len(self._answers) < 256:
             return
-        now = time.monotonic()
+        now = _now()
         for key in [k for k, (_, until) in self._answers.items() if until < now]:
             del self._answers[key]
+
+
+def _now() -> float:
+    """The loop's clock: the lab's, which stands still while a trainer steps (backends.clock)."""
+    return asyncio.get_running_loop().time()
 
 
 class SipUdpEndpoint(asyncio.DatagramProtocol):

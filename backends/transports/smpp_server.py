@@ -7,7 +7,8 @@ cannot be parsed: a known request with a bad body gets its own response with
 the codec's status (submit_sm_resp ESME_RINVMSGLEN, SMPP v3.4 5.1.3), an
 unknown command a generic_nack, and an impossible command_length (the stream
 cannot be re-synchronised) a nack and close. Answers to one chunk of bytes leave in one write. What a PDU
-means is the subclass's (`dispatch`).
+means is the subclass's (`dispatch`). Every PDU passes the trace's gate first
+(in step mode it waits there for the trainer: backends.gate).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any, cast
 from smpplib import consts as C
 
 from iwlab.backends.directory import NodeDirectory, outside_name
+from iwlab.backends.gate import Hop
 from iwlab.backends.protocols import smpp as codec
 from iwlab.backends.trace import Trace
 
@@ -30,6 +32,7 @@ class SmppServerConnection(asyncio.Protocol):
         self.trace, self.nodes, self.local_name = trace, nodes, local_name
         self.framer = codec.Framer()
         self.peer: tuple[str, int] = ("?", 0)
+        self.local: tuple[str, int] = ("?", 0)
         self.name = ""                        # the peer's node name, for the trace
         self.claimed = False                  # the peer claimed its address (in-lab client)
         self.out: list[bytes] | None = None   # writes held back while a chunk is handled
@@ -40,6 +43,7 @@ class SmppServerConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)   # a TCP server's: a stream transport
         self.peer = tuple(transport.get_extra_info("peername")[:2])
+        self.local = tuple(transport.get_extra_info("sockname")[:2])
         self.name = outside_name(self.peer)
 
     def claim(self) -> None:
@@ -59,9 +63,11 @@ class SmppServerConnection(asyncio.Protocol):
             for raw in self.framer.feed(data):
                 if self.closing:
                     break
-                self.handle(raw)
-            if self.framer.error and not self.closing:
-                self._bad_length(self.framer.error)
+                self._arrived(raw)
+            error = self.framer.error
+            if error and not self.closing:
+                self.trace.gate.admit(lambda: self._bad_length(error),
+                                      lambda: Hop(self.name, self.local_name, PROTOCOL, "bad command_length"))
         finally:
             self.flush()
 
@@ -70,12 +76,21 @@ class SmppServerConnection(asyncio.Protocol):
         if out:
             self.transport.write(b"".join(out))
 
+    def _arrived(self, raw: bytes) -> None:
+        def go() -> None:
+            if not self.closing:     # held while this end closed: never handled
+                self.handle(raw)
+        self.trace.gate.admit(go, lambda: hop_of_raw(raw, self.name, self.local_name))
+
     def close(self) -> None:
         if not self.closing:
             self.closing = True
-            self.flush()
-            self.on_close()
-            self.transport.close()
+            self.trace.gate.follow(self._close_now)   # after the writes waiting at the gate
+
+    def _close_now(self) -> None:
+        self.flush()
+        self.on_close()
+        self.transport.close()
 
     def on_close(self) -> None:
         """This end closes the connection: its last writes are out, the socket not yet closed."""
@@ -84,14 +99,20 @@ class SmppServerConnection(asyncio.Protocol):
     def record_in(self, pdu: Any, raw: bytes, correlation: dict[str, str] | None = None, note: str = "") -> None:
         summary, fields = codec.describe(pdu)
         self.trace.record(self.name, self.local_name, PROTOCOL, summary, raw=raw, fields=fields,
-                          is_response=pdu.is_response(), correlation=correlation, note=note)
+                          is_response=pdu.is_response(), correlation=correlation, note=note,
+                          addresses=(self.peer, self.local), transport="tcp")
 
     def send(self, pdu: Any, correlation: dict[str, str] | None = None, note: str = "") -> None:
         raw = codec.encode(pdu)
+        self.trace.gate.admit(lambda: self._put(pdu, raw, correlation, note),
+                              lambda: hop_of_pdu(pdu, self.local_name, self.name))
+
+    def _put(self, pdu: Any, raw: bytes, correlation: dict[str, str] | None, note: str) -> None:
         summary, fields = codec.describe(pdu)
         # Record before writing: once the peer has the PDU, the trace has it too.
         self.trace.record(self.local_name, self.name, PROTOCOL, summary, raw=raw, fields=fields,
-                          is_response=pdu.is_response(), correlation=correlation, note=note)
+                          is_response=pdu.is_response(), correlation=correlation, note=note,
+                          addresses=(self.local, self.peer), transport="tcp")
         if self.out is None:
             self.transport.write(raw)
         else:
@@ -129,7 +150,8 @@ class SmppServerConnection(asyncio.Protocol):
         summary, fields = codec.describe_raw(raw)
         self.trace.record(self.name, self.local_name, PROTOCOL, summary, raw=raw, fields=fields,
                           is_response=bool(err.command_id & codec.RESPONSE_BIT),
-                          correlation={"smpp_seq": str(err.sequence)}, note=err.reason)
+                          correlation={"smpp_seq": str(err.sequence)}, note=err.reason,
+                          addresses=(self.peer, self.local), transport="tcp")
         if err.command_id & codec.RESPONSE_BIT:
             self.garbled_response(err.sequence)
         if err.command_id == codec.GENERIC_NACK:   # never nack a nack
@@ -146,6 +168,24 @@ class SmppServerConnection(asyncio.Protocol):
         why = (f"command_length {err.length} is impossible ({codec.MIN_LENGTH}..{codec.MAX_LENGTH}); "
                "closing: the byte stream cannot be re-synchronised")
         self.trace.record(self.name, self.local_name, PROTOCOL, summary, raw=err.data, fields=fields,
-                          correlation={"smpp_seq": str(err.sequence)}, note=why)
+                          correlation={"smpp_seq": str(err.sequence)}, note=why,
+                          addresses=(self.peer, self.local), transport="tcp")
         self.nack(err.sequence, C.SMPP_ESME_RINVCMDLEN, why)
         self.close()
+
+
+def hop_of_pdu(pdu: Any, src: str, dst: str) -> Hop:
+    """An SMPP PDU at the gate: its kind is the command ("deliver_sm receipt" for a delivery receipt)."""
+    summary, _ = codec.describe(pdu)
+    kind = pdu.command
+    if kind == "deliver_sm" and (getattr(pdu, "esm_class", 0) or 0) & 0x04:   # SMSC delivery receipt
+        kind += " receipt"
+    return Hop(src, dst, PROTOCOL, kind, summary)
+
+
+def hop_of_raw(raw: bytes, src: str, dst: str) -> Hop:
+    try:
+        return hop_of_pdu(codec.parse(raw), src, dst)
+    except codec.ParseError:
+        summary, _ = codec.describe_raw(raw)
+        return Hop(src, dst, PROTOCOL, "unreadable", summary)

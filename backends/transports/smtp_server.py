@@ -16,6 +16,10 @@ ladder column.
 
 What the mail does (the handle_* hooks, policy, storage) is the server's
 (`SmtpHost`), which is also aiosmtpd's handler.
+
+Step mode: every command line, reply and message content waits at the trace's gate
+(backends.gate) before aiosmtpd sees or sends it. The greeting is the exception the
+naming makes: it goes when released, but its row waits for the client's name (next row).
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from aiosmtpd import __version__ as aiosmtpd_version
 from aiosmtpd.smtp import SMTP
 
 from iwlab.backends.directory import NodeDirectory, outside_name
+from iwlab.backends.gate import Hop
 from iwlab.backends.protocols.mail import format_size
 from iwlab.backends.trace import Trace
 
@@ -79,6 +84,7 @@ class TapReader:
 
     async def readuntil(self, separator: bytes = b"\n") -> bytes:
         data = await self._reader.readuntil(separator)
+        await self._session.line_passage(data)
         self._session.bytes_read(data, complete=True)
         return data
 
@@ -101,6 +107,7 @@ class TracedSMTP(SMTP):
         self.mail = mail
         self.session_id = f"smtp-{mail.next_session_id()}"
         self.peer_address: tuple[str, int] = ("?", 0)
+        self.local_address: tuple[str, int] = ("?", 0)
         self.node_name: str | None = None          # None until we know who the client is
         self._held: list[dict[str, Any]] = []      # events recorded before that
         self._partial = bytearray()                # an over-long command line, read in pieces
@@ -119,6 +126,7 @@ class TracedSMTP(SMTP):
     # -- connection ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.peer_address = tuple(transport.get_extra_info("peername")[:2])
+        self.local_address = tuple(transport.get_extra_info("sockname")[:2])
         if not self.mail.accepting:     # accepted while the server stops: no socket outlives it
             transport.close()
             return
@@ -160,14 +168,32 @@ class TracedSMTP(SMTP):
         # Greeting and handshake wait (held) until then, so one ladder column shows the whole dialogue.
 
     def _record(self, **event: Any) -> None:
+        if self.node_name is None and self.mail.nodes.lookup(self.peer_address):
+            self._name_peer(self.mail.nodes.lookup(self.peer_address) or "")   # claimed meanwhile (step mode)
         if self.node_name is None:
             self._held.append(event)
             return
         client, server = self.node_name, self.mail.name
         from_client = event.pop("from_client")
         src, dst = (client, server) if from_client else (server, client)
+        ends = (self.peer_address, self.local_address) if from_client else (self.local_address, self.peer_address)
         correlation = {"smtp_session": self.session_id, **event.pop("correlation", {})}
-        self.mail.trace.record(src, dst, PROTOCOL, correlation=correlation, **event)
+        self.mail.trace.record(src, dst, PROTOCOL, correlation=correlation, addresses=ends, transport="tcp", **event)
+
+    # -- the gate (step mode) ------------------------------------------------------------------
+    def _client_name(self) -> str:
+        return self.node_name or self.mail.nodes.lookup(self.peer_address) or outside_name(self.peer_address)
+
+    async def line_passage(self, line: bytes) -> None:
+        """A command line, or the end of a message's content, waits at the gate (step mode)."""
+        if self._payload is not None and line not in (b".\r\n", b".\n"):
+            return    # a line of the message itself: its one row is the whole content, at its end
+        if self._payload is not None:
+            kind, summary = "message", "the message content (DATA)"
+        else:
+            text = line.rstrip(b"\r\n").decode("utf-8", "replace")
+            kind, summary = text.split(" ", 1)[0].upper(), cut(text)
+        await self.mail.trace.gate.passage(lambda: Hop(self._client_name(), self.mail.name, PROTOCOL, kind, summary))
 
     # -- what aiosmtpd reads ----------------------------------------------------------------
     def bytes_read(self, data: bytes, complete: bool) -> None:
@@ -212,6 +238,8 @@ class TracedSMTP(SMTP):
             return
         lines, self._reply_lines = self._reply_lines, []
         raw = b"".join(line.encode("ascii", "backslashreplace") + b"\r\n" for line in lines)
+        await self.mail.trace.gate.passage(lambda: Hop(self.mail.name, self._client_name(), PROTOCOL, lines[-1][:3],
+                                                       _reply_summary(lines)))
         if self._payload is not None and not lines[-1].startswith("354"):
             if not self._payload_recorded:       # refused before handle_DATA (552, 500)
                 self.record_payload(self._payload_size, {}, {})

@@ -32,7 +32,8 @@ def tshark_protocols(path, decode_as: dict[int, str]) -> collections.Counter:
 
 
 @pytest.mark.skipif(TSHARK is None, reason="tshark is not installed (Debian package tshark)")
-@pytest.mark.parametrize("scenario_id, present", [("5.8.5", {"sip"}), ("5.8.6", {"sip", "msrp"})])
+@pytest.mark.parametrize("scenario_id, present", [("5.8.5", {"sip", "smpp"}), ("5.8.6", {"sip", "msrp", "smpp"}),
+                                                  ("IOP-005-email", {"sip", "smtp"})])
 def test_tshark_decodes_the_pcapng_with_no_malformed_frame(lab_factory, tmp_path, scenario_id, present):
     lab = lab_factory()
     verdict = lab.run(ScenarioRun(lab.lab, load_scenarios()[scenario_id]).play(), timeout=60)
@@ -42,6 +43,8 @@ def test_tshark_decodes_the_pcapng_with_no_malformed_frame(lab_factory, tmp_path
     the_lab: Lab = lab.lab
     sip_ports = {server.port: "sip" for server in the_lab.cpm_servers.values()}
     sip_ports[the_lab.iwf.port] = "sip"
+    sip_ports[the_lab.smsc.port] = "smpp"      # free ports: not the well-known ones tshark knows
+    sip_ports[the_lab.mail.port] = "smtp"
     counts = tshark_protocols(path, sip_ports)
     assert counts["malformed"] == 0
     for protocol in present:

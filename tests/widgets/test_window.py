@@ -185,6 +185,29 @@ def test_save_and_open_a_trace(qtbot, window, tmp_path):
     assert [(e.seq, e.summary, e.raw) for e in ladder_events(window)] == shown
 
 
+def test_file_export_writes_the_ladder_as_pcapng(qtbot, window, tmp_path):
+    """File → Export trace as pcapng: what the ladder shows, as packets tshark reads (when installed)."""
+    import shutil
+    import subprocess
+    phone = window.phones["mary"]
+    phone.choose_recipient("peter")
+    qtbot.keyClicks(phone.text, "to wireshark")
+    qtbot.keyClick(phone.text, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: any(e.summary.startswith("deliver_sm ") for e in ladder_events(window)), timeout=10000)
+    path = tmp_path / "trace.pcapng"
+    window.export_pcapng(str(path))
+    data = path.read_bytes()
+    assert data[:4] == b"\x0a\x0d\x0d\x0a"                     # a pcapng section header block
+    assert b"to wireshark" in data
+    tshark = shutil.which("tshark")
+    if tshark:
+        smsc_port = window.runner.lab.smsc.port            # free ports: tell tshark which one is SMPP
+        out = subprocess.run([tshark, "-r", str(path), "-d", f"tcp.port=={smsc_port},smpp", "-T", "fields",
+                              "-e", "frame.protocols", "-e", "_ws.malformed"],
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+        assert "smpp" in out and "malformed" not in out     # SMPP carries its addresses too
+
+
 def test_a_trainer_flips_peters_conditions_and_the_route_changes(qtbot, window):
     phone, handset = window.phones["mary"], window.phones["peter"]
 

@@ -9,10 +9,10 @@ where a request goes; the proxy only carries it there.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Callable
 
+from iwlab.backends import clock
 from iwlab.backends.nodes.cpm_server.links import PeerLink
 from iwlab.backends.nodes.cpm_server.replies import respond
 from iwlab.backends.protocols import sip
@@ -82,7 +82,7 @@ class Proxy:
                 # trace under this Call-ID and end up on the session's ACK.
                 note = ""
         if req.method != "ACK":
-            self._transactions[sip.top_branch(fwd)] = _Transaction(req, time.monotonic() + timeout, origin,
+            self._transactions[sip.top_branch(fwd)] = _Transaction(req, clock.monotonic() + timeout, origin,
                                                                    forwarded=fwd, target=target)
         if isinstance(target, PeerLink):
             target.send(fwd, note)
@@ -99,7 +99,7 @@ class Proxy:
         fwd = self._prepare_forward(req)
         fwd.uri = request_uri
         branch = sip.top_branch(fwd)
-        self._transactions[branch] = _Transaction(req, time.monotonic() + self.transaction_timeout, on_final=on_final)
+        self._transactions[branch] = _Transaction(req, clock.monotonic() + self.transaction_timeout, on_final=on_final)
         try:
             conn.send(fwd, note=note)
         except SipConnectionClosed:

@@ -15,10 +15,10 @@ from __future__ import annotations
 import ipaddress
 import re
 import secrets
-import time
 from dataclasses import dataclass
 from typing import Callable
 
+from iwlab.backends import clock
 from iwlab.backends.nodes.cpm_server.replies import respond
 from iwlab.backends.protocols import sip
 from iwlab.backends.protocols.sip import SipRequest, make_response
@@ -89,12 +89,12 @@ class Registrar:
 
     def users_on(self, conn: SipConnection) -> list[User]:
         """Who is registered on this connection (flow): the identities it may send as."""
-        now = time.monotonic()
+        now = clock.monotonic()
         return [b.user for b in self.bindings.values() if b.connection is conn and b.expires_at > now]
 
     def is_registered(self, user: User) -> bool:
         binding = self.bindings.get(user.id)
-        return bool(binding and binding.expires_at > time.monotonic() and binding.connection.is_open)
+        return bool(binding and binding.expires_at > clock.monotonic() and binding.connection.is_open)
 
     def unbind(self, user_id: str) -> None:
         binding = self.bindings.pop(user_id, None)
@@ -149,7 +149,7 @@ class Registrar:
             self.unbind(user.id)
             conn.send(make_response(req, 200, to_tag=sip.new_tag()))
             return
-        binding = Binding(user, conn, contact.split(";expires=")[0], time.monotonic() + expires,
+        binding = Binding(user, conn, contact.split(";expires=")[0], clock.monotonic() + expires,
                           tuple(_ICSI_RE.findall(contact)))
         was_registered = self.is_registered(user)
         previous = self.bindings.get(user.id)
@@ -171,7 +171,7 @@ class Registrar:
 
     # -- digest authentication -----------------------------------------------------------
     def _challenge(self, stale: bool = False) -> str:
-        now = time.monotonic()
+        now = clock.monotonic()
         for nonce in [n for n, (until, _) in self._nonces.items() if until < now]:
             del self._nonces[nonce]
         while len(self._nonces) >= MAX_NONCES:
@@ -191,7 +191,7 @@ class Registrar:
             return False, "the digest uri is not the Request-URI"
         nonce = credentials.get("nonce", "")
         until, last_nc = self._nonces.get(nonce, (0.0, 0))
-        if until < time.monotonic():
+        if until < clock.monotonic():
             return True, "unknown or expired nonce: challenged again"
         nc = last_nc
         if credentials.get("qop"):     # without qop (RFC 2069 clients) there is no count to check

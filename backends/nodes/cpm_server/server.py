@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import time
 from typing import Callable, Iterable
 
+from iwlab.backends import clock
 from iwlab.backends.directory import NodeDirectory
 from iwlab.backends.nodes.cpm_server.links import NextHops
 from iwlab.backends.nodes.cpm_server.proxy import Proxy
@@ -146,7 +146,7 @@ class CpmServer:
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            now = time.monotonic()
+            now = clock.monotonic()
             self.proxy.expire(now)
             self.registrar.expire(now)
 

@@ -22,11 +22,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
+from iwlab.backends import clock
 from iwlab.backends.directory import NodeDirectory
 from iwlab.backends.protocols import sip
 from iwlab.backends.protocols.sip import SipRequest, SipResponse
@@ -159,7 +159,7 @@ class CpmLeg:
                 continue
             assert isinstance(request, SipRequest)
             self._queue(_Pending(request, item.meta.get("note", "") + " (kept across a restart)", item.id,
-                                 item.meta.get("expires", time.time() + self.validity_seconds),
+                                 item.meta.get("expires", clock.wall() + self.validity_seconds),
                                  Origin.from_meta(item.meta.get("origin"))))
         return len(items)
 
@@ -171,7 +171,7 @@ class CpmLeg:
         """The registrar says a user is back: what waited for them goes now."""
         outbox = self._outboxes.get(uri)
         if outbox is not None:
-            outbox.registered_at = time.time()
+            outbox.registered_at = clock.wall()
             outbox.wake.set()
 
     # -- building --------------------------------------------------------------------
@@ -195,7 +195,7 @@ class CpmLeg:
         """Keep a request (durably, before the caller acknowledges what it carries) and queue it
         for its recipient; sent in order, resent if the link breaks. origin: how to report a
         refusal (kept with it, so a restart still knows)."""
-        expires = time.time() + self.validity_seconds
+        expires = clock.wall() + self.validity_seconds
         store_id = None
         if self._store is not None:
             meta: dict[str, object] = {"note": note, "expires": expires}
@@ -216,11 +216,11 @@ class CpmLeg:
         delay = 0.05
         while outbox.queue:
             pending = outbox.queue[0]
-            if time.time() > pending.expires:
+            if clock.wall() > pending.expires:
                 self._finished(outbox, SipResponse(408, "Request Timeout (validity ran out in the IWF)",
                                                    sip.Headers()))
                 continue
-            attempt = time.time()
+            attempt = clock.wall()
             try:
                 link = await self.connection()
                 response = await link.request(pending.request, note=pending.note)
@@ -239,7 +239,7 @@ class CpmLeg:
                     registered_meanwhile: bool) -> None:
         """The recipient cannot take it now: wait for them to register again (or a while); at
         once when they did while this try was on its way (it went to the device they left)."""
-        outbox.held_since = outbox.held_since or time.time()
+        outbox.held_since = outbox.held_since or clock.wall()
         log.info("IWF holds %s for %s: %s %s", pending.request.method, pending.request.uri,
                  response.status, response.reason)
         outbox.wake.clear()
@@ -250,7 +250,8 @@ class CpmLeg:
         if registered_meanwhile:
             return
         try:
-            await asyncio.wait_for(outbox.wake.wait(), min(self.retry_seconds, max(pending.expires - time.time(), 0)))
+            await asyncio.wait_for(outbox.wake.wait(),
+                                   min(self.retry_seconds, max(pending.expires - clock.wall(), 0)))
         except asyncio.TimeoutError:
             pending.note = f"kept since {response.status} {response.reason}; tried again"
 

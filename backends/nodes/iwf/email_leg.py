@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Callable
 
 import aiosmtplib
 
+from iwlab.backends import clock
 from iwlab.backends.directory import NodeDirectory
 from iwlab.backends.nodes.iwf import content
 from iwlab.backends.nodes.iwf.cpm_leg import Answer, CpmLeg, Origin
@@ -204,7 +204,7 @@ class EmailLeg:
         return f"<{newest}>" if newest else None
 
     async def _drain(self) -> None:
-        delay, first_try = 0.1, time.monotonic()
+        delay, first_try = 0.1, clock.monotonic()
         while self._outbox:
             outbound = self._outbox[0]
             try:
@@ -212,12 +212,12 @@ class EmailLeg:
                 await client.send_message(outbound.message, sender=outbound.sender, recipients=[outbound.recipient])
             except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPSenderRefused) as exc:
                 self._give_up(outbound, f"the mail server refused it: {exc}")
-                delay, first_try = 0.1, time.monotonic()
+                delay, first_try = 0.1, clock.monotonic()
                 continue
             except aiosmtplib.SMTPResponseException as exc:
                 if exc.code >= 500:
                     self._give_up(outbound, f"the mail server refused it: {exc.code} {exc.message}")
-                    delay, first_try = 0.1, time.monotonic()
+                    delay, first_try = 0.1, clock.monotonic()
                     continue
                 why = f"{exc.code} {exc.message}"
             except (aiosmtplib.SMTPException, OSError) as exc:
@@ -227,12 +227,12 @@ class EmailLeg:
                 self._client = None
                 why = f"mail server unreachable: {exc}"
             else:
-                delay, first_try = 0.1, time.monotonic()
+                delay, first_try = 0.1, clock.monotonic()
                 self._sent_on(outbound)
                 continue
-            if time.monotonic() - first_try > GIVE_UP_AFTER:   # temporary for too long: say so
+            if clock.monotonic() - first_try > GIVE_UP_AFTER:   # temporary for too long: say so
                 self._give_up(outbound, f"not accepted within {GIVE_UP_AFTER:.0f} s ({why})")
-                delay, first_try = 0.1, time.monotonic()
+                delay, first_try = 0.1, clock.monotonic()
                 continue
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import smpplib.consts as c
 
+from iwlab.backends import clock
 from iwlab.backends.directory import NodeDirectory
 from iwlab.backends.nodes.iwf import content
 from iwlab.backends.nodes.iwf.cpm_leg import Answer, CpmLeg, Origin
@@ -101,7 +102,7 @@ class SmsLeg:
         self._session_claims = session_claims
         self._make_esme = make_esme
         # Parts that never all arrive are shown, marked incomplete, after this long.
-        self.reassembler = smstext.Reassembler(timeout=reassembly_timeout)
+        self.reassembler = smstext.Reassembler(timeout=reassembly_timeout, clock=clock.monotonic)
         self.receipts = ReceiptBook()
         self.outbox = SmsOutbox(submit=self._submit, on_accepted=self._accepted, on_failed=self._fail,
                                 store=store.queue(f"{name} sms out"))

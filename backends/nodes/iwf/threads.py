@@ -13,10 +13,10 @@ the same map by id. Sans-I/O: data in, data out, a clock you can pass in.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Callable
 
+from iwlab.backends import clock as lab_clock
 from iwlab.backends.topology import THREAD_POLICIES
 
 
@@ -30,7 +30,7 @@ class ThreadRef:
 
 class ThreadMap:
     def __init__(self, policy: str = "last", *, expiry: float = 24 * 3600.0, pool: list[str] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = lab_clock.monotonic) -> None:
         if policy not in THREAD_POLICIES:
             raise ValueError(f"thread policy must be one of {THREAD_POLICIES}, not {policy!r}")
         if policy == "pool" and not pool:

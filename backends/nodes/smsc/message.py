@@ -2,12 +2,12 @@
 those of an accepted submit_sm, or of the delivery receipt for one."""
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from smpplib import command as sm_command
 
+from iwlab.backends import clock
 from iwlab.backends.protocols import smpp as codec
 from iwlab.backends.protocols.smpp import MessageState
 
@@ -41,14 +41,14 @@ class Message:
         fields = {k: (v.hex() if isinstance(v, (bytes, bytearray)) else v) for k, v in self.fields.items()}
         octets = [k for k, v in self.fields.items() if isinstance(v, (bytes, bytearray))]
         return b"", {"id": self.id, "owner": self.owner, "owner_name": self.owner_name, "fields": fields,
-                     "octets": octets, "expires": time.time() + (self.deadline - now_loop),
+                     "octets": octets, "expires": clock.wall() + (self.deadline - now_loop),
                      "submitted": self.submitted, "origin": self.origin, "want_receipt": self.want_receipt,
                      "text_start": self.text_start, "stored": self.stored}
 
     @classmethod
     def from_store(cls, meta: dict[str, Any], store_id: int, now_loop: float) -> "Message":
         fields = {k: (bytes.fromhex(v) if k in meta["octets"] else v) for k, v in meta["fields"].items()}
-        return cls(meta["id"], meta["owner"], meta["owner_name"], fields, now_loop + (meta["expires"] - time.time()),
+        return cls(meta["id"], meta["owner"], meta["owner_name"], fields, now_loop + (meta["expires"] - clock.wall()),
                    meta["submitted"], meta["origin"], meta["want_receipt"], meta["text_start"], stored=True,
                    store_id=store_id, restored=True)
 
