@@ -30,6 +30,7 @@ from iwlab.app.headless import ladder_nodes
 from iwlab.app.lab_controller import LabController
 from iwlab.app.look import Look
 from iwlab.app.notices import Notices
+from iwlab.app.step_mode import StepMode
 from iwlab.app.trace_files import TraceFiles
 from iwlab.app.window_actions import WindowActions
 from iwlab.backends.lab.lab_thread import LabThread
@@ -40,6 +41,7 @@ from iwlab.widgets.inspector import InspectorView
 from iwlab.widgets.ladder import LadderView
 from iwlab.widgets.scenario_panel import ScenarioPanel
 from iwlab.widgets.sms_handset import SmsHandsetWidget
+from iwlab.widgets.step_bar import StepBar
 
 __all__ = ["LabWindow", "ladder_nodes", "run_window"]
 
@@ -68,12 +70,15 @@ class LabWindow(QMainWindow):
         self.scenarios.highlight.connect(self.ladder.highlight_seqs)
         self.scenarios.showRow.connect(self.ladder.select_seq)
         self.scenarios.failed.connect(self.notices.failed)
+        self.step_bar = StepBar()
+        self.step_mode = StepMode(self, self.controller, self.step_bar, self.notices)
         self._lay_out()
 
         self.look = Look(self.notices, theme_name=theme_name, zoom=zoom, on_applied=self._fit_columns)
         self.trace_files = TraceFiles(self, self.ladder, self.controller, self.notices)
         self.commands = WindowActions(self, controller=self.controller, ladder=self.ladder,
-                                      trace_files=self.trace_files, look=self.look, notices=self.notices)
+                                      trace_files=self.trace_files, look=self.look, notices=self.notices,
+                                      step_mode=self.step_mode)
         a = self.commands   # the commands, also by their old names (tests and scripts trigger them)
         self.start_action, self.stop_action, self.pause_action, self.clear_action = \
             a.start_action, a.stop_action, a.pause_action, a.clear_action
@@ -93,7 +98,9 @@ class LabWindow(QMainWindow):
     # -- layout --------------------------------------------------------------------------------
     def _lay_out(self) -> None:
         centre = QSplitter(Qt.Orientation.Vertical)
-        centre.addWidget(self._titled("Interworking ladder — every PDU on the wire", self.ladder))
+        ladder_pane = self._titled("Interworking ladder — every PDU on the wire", self.ladder)
+        ladder_pane.layout().insertWidget(1, self.step_bar)   # step mode: the waiting hop, above the ladder
+        centre.addWidget(ladder_pane)
         self.bottom_tabs = QTabWidget()
         self.bottom_tabs.addTab(self.inspector, "Inspector")
         self.bottom_tabs.addTab(self.scenarios, "Use cases and requirements")

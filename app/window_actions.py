@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QComboBox, QLabel, QMainWindow, QToolBar
 from iwlab.app.lab_controller import LabController
 from iwlab.app.look import Look
 from iwlab.app.notices import Notices
+from iwlab.app.step_mode import StepMode
 from iwlab.app.trace_files import TraceFiles
 from iwlab.widgets import theme
 from iwlab.widgets.ladder import LadderView
@@ -22,7 +23,7 @@ PROTOCOL_FILTERS = {"All protocols": None, "SIP only": {"SIP"}, "SMPP only": {"S
 
 class WindowActions:
     def __init__(self, window: QMainWindow, *, controller: LabController, ladder: LadderView,
-                 trace_files: TraceFiles, look: Look, notices: Notices) -> None:
+                 trace_files: TraceFiles, look: Look, notices: Notices, step_mode: StepMode) -> None:
         self._controller = controller
         self._look = look
         self._notices = notices
@@ -53,6 +54,7 @@ class WindowActions:
                                                 triggered=lambda: ladder.set_conversation_filter(None))
         ladder.conversationFilterChanged.connect(lambda key: self.all_conversations_action.setEnabled(bool(key)))
         self.thread_policy_actions: dict[str, QAction] = {}
+        self.step_action = step_mode.toggle_action
 
         self._build_toolbar(window)
         self._build_menus(window, trace_files)
@@ -66,6 +68,7 @@ class WindowActions:
         window.addToolBar(bar)
         for action in (self.start_action, self.stop_action):
             bar.addAction(action)
+        bar.addAction(self.step_action)
         bar.addSeparator()
         bar.addAction(self.pause_action)
         bar.addAction(self.clear_action)
@@ -88,6 +91,7 @@ class WindowActions:
         lab_menu = window.menuBar().addMenu("&Lab")
         lab_menu.addAction(self.start_action)
         lab_menu.addAction(self.stop_action)
+        lab_menu.addAction(self.step_action)
         lab_menu.addAction(QAction("Reset lab state (forget stored messages and mailboxes)", window,
                                    triggered=lambda: asyncio.ensure_future(self._controller.reset_state())))
         lab_menu.addSeparator()

@@ -1,0 +1,72 @@
+"""Step mode: the world waits, and each Next lets exactly one hop happen.
+
+While stepping, every PDU waits at the trace's gate (backends.gate) and the lab's clock stands
+still (backends.clock), so no timer runs out while a trainer explains. `next_hop()` waits until
+the world has done all it can (the loop is idle: whatever the last hop set in motion has reached
+the gate), lets the first held PDU go, and waits again: one Next, one ladder row, and the devices
+show what that hop brought. It runs on the lab's loop (a LabLoop).
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from iwlab.backends.clock import LabLoop, lab_clock
+from iwlab.backends.gate import Gate, Hop
+
+
+@dataclass(frozen=True)
+class StepResult:
+    went: Hop | None        # the hop that just happened (None: nothing was waiting)
+    waiting: Hop | None     # the one a next Next lets go (None: the world waits for a person)
+
+
+class HopStepper:
+    def __init__(self, gate: Gate) -> None:
+        self._gate = gate
+
+    @property
+    def stepping(self) -> bool:
+        return self._gate.stepping
+
+    async def start(self) -> StepResult:
+        """From now on every PDU waits, and time stands still."""
+        if not self._gate.stepping:
+            self._gate.hold()
+            clock = lab_clock()
+            if clock is not None:
+                clock.pause()
+        await self._idle()
+        return StepResult(None, self._first_held())
+
+    async def next_hop(self) -> StepResult:
+        await self._idle()
+        went = self._gate.release()
+        await self._idle()
+        return StepResult(went, self._first_held())
+
+    async def waiting(self) -> StepResult:
+        """What waits now, once what people just did has reached the gate."""
+        await self._idle()
+        return StepResult(None, self._first_held())
+
+    async def stop(self) -> None:
+        """Stepping ends: everything held goes, in order, and time runs again."""
+        if self._gate.stepping:
+            clock = lab_clock()
+            if clock is not None:
+                clock.run_freely()
+        self._gate.open()
+
+    def _first_held(self) -> Hop | None:
+        held = self._gate.held
+        return held[0] if held else None
+
+    @staticmethod
+    async def _idle() -> None:
+        loop = asyncio.get_running_loop()
+        if isinstance(loop, LabLoop):
+            await loop.when_idle()
+        else:   # a plain loop cannot tell: let what is ready run
+            for _ in range(3):
+                await asyncio.sleep(0)
