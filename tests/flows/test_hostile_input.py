@@ -48,7 +48,9 @@ def submit_status(handset: SmppHandset, **fields) -> int:
     ({"source_addr": "peter"}, C.SMPP_ESME_RINVSRCADR),                      # TON international: digits only
     ({"destination_addr": "15550101\n"}, C.SMPP_ESME_RINVDSTADR),
     ({"destination_addr": "1555010x"}, C.SMPP_ESME_RINVDSTADR),
-], ids=["crlf-source", "bell-source", "letters-international", "lf-destination", "letter-destination"])
+    ({"source_addr": "15550202"}, C.SMPP_ESME_RINVSRCADR),                  # another handset's number
+], ids=["crlf-source", "bell-source", "letters-international", "lf-destination", "letter-destination",
+        "not-its-own-number"])
 def test_control_characters_in_addresses_are_refused_at_the_smsc(mary_and_peter, fields, status):
     lab, mary, peter = mary_and_peter
     assert submit_status(peter, **fields) == status

@@ -166,6 +166,11 @@ class SmppSession(SmppServerConnection):
                 status, note = C.SMPP_ESME_RTHROTTLED, f"throttled (every {every}th submit_sm)"
             elif problem := codec.address_problem(codec.text(pdu.source_addr), pdu.source_addr_ton):
                 status, note = C.SMPP_ESME_RINVSRCADR, f"source_addr: {problem}"
+            elif self.system_id in smsc.handset_numbers and \
+                    codec.text(pdu.source_addr).lstrip("+") != self.system_id:
+                # A handset sends as its own number only (the SMSC knows it from the bind).
+                status, note = C.SMPP_ESME_RINVSRCADR, (f"source_addr {codec.text(pdu.source_addr)[:20]!r} is not "
+                                                        f"this handset's number {self.system_id}")
             elif problem := codec.address_problem(codec.text(pdu.destination_addr), pdu.dest_addr_ton):
                 status, note = C.SMPP_ESME_RINVDSTADR, f"destination_addr: {problem}"
             elif pdu.short_message and pdu.message_payload:
