@@ -71,7 +71,7 @@ class LabWindow(QMainWindow):
         self.scenarios.showRow.connect(self.ladder.select_seq)
         self.scenarios.failed.connect(self.notices.failed)
         self.step_bar = StepBar()
-        self.step_mode = StepMode(self, self.controller, self.step_bar, self.notices)
+        self.step_mode = StepMode(self, self.controller, self.step_bar, self.notices, self.ladder.select_seq)
         self._lay_out()
 
         self.look = Look(self.notices, theme_name=theme_name, zoom=zoom, on_applied=self._fit_columns)

@@ -13,6 +13,7 @@ from iwlab.widgets.plain import plain_label
 
 class StepBar(QFrame):
     nextRequested = Signal()
+    backRequested = Signal()
     stopRequested = Signal()
 
     def __init__(self) -> None:
@@ -28,6 +29,8 @@ class StepBar(QFrame):
         self.next_button = QPushButton("Next hop  ⏭   (Space / →)")
         self.next_button.setObjectName("stepNext")
         self.next_button.clicked.connect(self.nextRequested)
+        self.back_button = QPushButton("⏮  Back  (←)")
+        self.back_button.clicked.connect(self.backRequested)
         self.stop_button = QPushButton("Stop stepping")
         self.stop_button.clicked.connect(self.stopRequested)
         for label in (self.hop_label, self.seed_label, self.why_label):
@@ -40,7 +43,10 @@ class StepBar(QFrame):
         texts.addWidget(self.why_label)
         buttons = QVBoxLayout()
         buttons.addWidget(self.next_button)
-        buttons.addWidget(self.stop_button)
+        row = QHBoxLayout()
+        row.addWidget(self.back_button)
+        row.addWidget(self.stop_button)
+        buttons.addLayout(row)
         buttons.addWidget(self.count_label)
         buttons.addStretch(1)
         layout = QHBoxLayout(self)
@@ -48,12 +54,13 @@ class StepBar(QFrame):
         layout.addLayout(buttons)
         self.hide()
 
-    def show_waiting(self, line: str, seed: str, seed_text: str, why: str, hops_done: int) -> None:
-        self.hop_label.setText(f"Next hop:  {line}")
+    def show_waiting(self, title: str, seed: str, seed_text: str, why: str, hops_done: int) -> None:
+        self.hop_label.setText(title)
         self.seed_label.setText(f"{seed}: “{seed_text}”" if seed else "")
         self.seed_label.setVisible(bool(seed))
         self.why_label.setText(why)
         self.next_button.setEnabled(True)
+        self.back_button.setEnabled(hops_done > 0)
         self.count_label.setText(f"{hops_done} hop(s) stepped")
 
     def show_nothing_waiting(self, hops_done: int) -> None:
@@ -61,4 +68,5 @@ class StepBar(QFrame):
         self.seed_label.setVisible(False)
         self.why_label.setText("Every PDU it sends will wait here until you press Next; timers stand still.")
         self.next_button.setEnabled(False)
+        self.back_button.setEnabled(hops_done > 0)
         self.count_label.setText(f"{hops_done} hop(s) stepped")

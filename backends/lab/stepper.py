@@ -12,18 +12,21 @@ import asyncio
 from dataclasses import dataclass
 
 from iwlab.backends.clock import LabLoop, lab_clock
-from iwlab.backends.gate import Gate, Hop
+from iwlab.backends.gate import Hop
+from iwlab.backends.trace import Trace
 
 
 @dataclass(frozen=True)
 class StepResult:
     went: Hop | None        # the hop that just happened (None: nothing was waiting)
     waiting: Hop | None     # the one a next Next lets go (None: the world waits for a person)
+    seq: int = 0            # the trace row the hop that went became
 
 
 class HopStepper:
-    def __init__(self, gate: Gate) -> None:
-        self._gate = gate
+    def __init__(self, trace: Trace) -> None:
+        self._trace = trace
+        self._gate = trace.gate
 
     @property
     def stepping(self) -> bool:
@@ -42,8 +45,9 @@ class HopStepper:
     async def next_hop(self) -> StepResult:
         await self._idle()
         went = self._gate.release()
+        seq = self._trace.last_seq() if went is not None else 0    # recorded as it went
         await self._idle()
-        return StepResult(went, self._first_held())
+        return StepResult(went, self._first_held(), seq)
 
     async def waiting(self) -> StepResult:
         """What waits now, once what people just did has reached the gate."""

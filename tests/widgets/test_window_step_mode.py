@@ -45,6 +45,20 @@ def test_stepping_5_8_5_hop_by_hop(qtbot, window):
     assert ("IWF", "SMSC", "submit_sm") in hops
     qtbot.waitUntil(lambda: handset.inbox_texts() == ["Hi Peter"], timeout=10000)   # after deliver_sm, at once
 
+    # Back replays the hops already stepped from the trace: their story again, their row selected.
+    count, total = rows(window), len(seen)
+    waiting = window.step_bar.hop_label.text()
+    with qtbot.waitSignal(window.ladder.eventSelected) as selected:
+        qtbot.keyClick(window, Qt.Key.Key_Left)
+    assert window.step_bar.hop_label.text().startswith(f"Hop {total} of {total} (replayed):  SMSC → Peter  SMPP")
+    assert selected.args[0].seq == seen[-1].seq
+    qtbot.keyClick(window, Qt.Key.Key_Left)
+    assert window.step_bar.hop_label.text().startswith(f"Hop {total - 1} of {total} (replayed)")
+    qtbot.keyClick(window, Qt.Key.Key_Right)
+    qtbot.keyClick(window, Qt.Key.Key_Right)       # past the last replayed hop: what waits now
+    assert window.step_bar.hop_label.text() == waiting
+    assert rows(window) == count, "replaying let nothing happen"
+
     # Stepping ends: what still waits goes, and the lab runs freely again.
     window.step_mode.toggle_action.setChecked(False)
     qtbot.waitUntil(lambda: all(m.status in ("sent", "delivered") for m in phone.conversation_messages()),
