@@ -11,6 +11,7 @@ import shlex
 from iwlab.backends.devices.cpm_phone import CpmDevice
 from iwlab.backends.devices.email_client import EmailClient
 from iwlab.backends.devices.sms_handset import SmsHandset
+from iwlab.backends.lab import conditions
 from iwlab.backends.lab.lab import Lab
 from iwlab.backends.topology import SIP_TRANSPORTS
 
@@ -20,6 +21,12 @@ HELP = """commands:
         [bound=yes|no]              an SMS handset is on (bound to the SMSC) or off
   threads last|pool                 how the IWF matches SMS replies to CPM threads
   throttle N                        the SMSC answers every Nth submit_sm with ESME_RTHROTTLED (0: off)
+  smsc qfull N                      ... every Nth submit_sm with ESME_RMSGQFUL (0: off)
+  smsc delay MS [JITTER]            the SMSC answers (and delivers) each submit_sm MS ms late, plus up to JITTER ms
+  smsc drop USER|IWF|IWF-A         cut that SMPP link now (no unbind); it rebinds by itself
+  mail busy SECONDS                 the mail server answers MAIL FROM with 451 4.3.2 for that long (0: off)
+  ordering on|off                   DEMO: off lets the IWF's conversations race (CPM-IOP-xxx-5 then fails)
+  conditions                        what is set now
   restart smsc                      stop the SMSC and start a new one on the same port and store
   send FROM TO TEXT...              a simulated device sends (FROM, TO: user ids, e.g. mary peter)
   users                             who is who, and their conditions
@@ -182,5 +189,55 @@ async def _restart(lab: Lab, args: list[str]) -> str:
     return f"SMSC restarted on its port; it holds {held} message(s) from before"
 
 
+def _number(value: str, what: str) -> int:
+    if not value.isdigit():
+        raise CommandError(f"{what} takes a whole number, not {value!r}")
+    return int(value)
+
+
+async def _smsc(lab: Lab, args: list[str]) -> str:
+    usage = "smsc throttle N | smsc qfull N | smsc delay MS [JITTER] | smsc drop USER|IWF|IWF-A"
+    if not args:
+        raise CommandError(usage)
+    what, rest = args[0].lower(), args[1:]
+    try:
+        if what == "throttle" and len(rest) == 1:
+            conditions.set_smsc(lab, throttle_every=_number(rest[0], "throttle"))
+        elif what == "qfull" and len(rest) == 1:
+            conditions.set_smsc(lab, queue_full_every=_number(rest[0], "qfull"))
+        elif what == "delay" and len(rest) in (1, 2):
+            conditions.set_smsc(lab, delay_ms=_number(rest[0], "delay"),
+                                jitter_ms=_number(rest[1], "jitter") if len(rest) == 2 else 0)
+        elif what == "drop" and len(rest) == 1:
+            return f"cut {conditions.drop_link(lab, rest[0])} SMPP link(s) of {rest[0]}"
+        else:
+            raise CommandError(usage)
+    except conditions.ConditionError as exc:
+        raise CommandError(str(exc)) from None
+    return conditions.describe(conditions.current(lab))
+
+
+async def _mail(lab: Lab, args: list[str]) -> str:
+    if len(args) != 2 or args[0].lower() != "busy":
+        raise CommandError("mail busy SECONDS")
+    try:
+        conditions.set_mail_busy(lab, _number(args[1], "mail busy"))
+    except conditions.ConditionError as exc:
+        raise CommandError(str(exc)) from None
+    return conditions.describe(conditions.current(lab))
+
+
+async def _ordering(lab: Lab, args: list[str]) -> str:
+    if len(args) != 1:
+        raise CommandError("ordering on|off")
+    conditions.set_ordering(lab, _flag(args[0], "ordering"))
+    return conditions.describe(conditions.current(lab))
+
+
+async def _conditions(lab: Lab, args: list[str]) -> str:
+    return conditions.describe(conditions.current(lab))
+
+
 _COMMANDS = {"help": _help, "state": _state, "users": _users, "threads": _threads, "throttle": _throttle,
-             "send": _send, "restart": _restart}
+             "send": _send, "restart": _restart, "smsc": _smsc, "mail": _mail, "ordering": _ordering,
+             "conditions": _conditions}

@@ -147,11 +147,12 @@ class Lab:
         and restart: it knows only what it kept (restore). Its clients rebind by themselves.
         Returns how many messages the new one holds from before."""
         assert self.smsc is not None and self.smsc.port, "a running SMSC"
-        port, throttle = self.smsc.port, self.smsc.throttle_every
-        await self.smsc.stop()
+        old, port = self.smsc, self.smsc.port
+        await old.stop()
         self.smsc = self._make_smsc()
-        self.smsc.throttle_every = throttle
-        await self.smsc.start(self.host, port)
+        for condition in ("throttle_every", "queue_full_every", "answer_delay_ms", "answer_jitter_ms"):
+            setattr(self.smsc, condition, getattr(old, condition))     # what a trainer set stays set
+        await self.smsc.start(self.topology.hosts or [self.host], port)
         return self.smsc.pending()
 
     def _iwf_account(self, op: Operator) -> EsmeAccount:

@@ -41,6 +41,7 @@ from typing import Any, Awaitable, Callable
 
 from aiosmtpd.smtp import Envelope, Session
 
+from iwlab.backends import clock
 from iwlab.backends.directory import NodeDirectory
 from iwlab.backends.protocols.mail import RelayRefused, why_malformed
 from iwlab.backends.trace import Trace
@@ -74,6 +75,7 @@ class MailServer:
         self.hostname = hostname or next(iter(sorted(mailbox_domains)), "localhost")
         self.relay_timeout = relay_timeout
         self.relay_refusal = relay_refusal
+        self.busy_until = 0.0     # condition: until then (lab clock) every MAIL FROM gets 451 4.3.2
         self.on_delivered: list[DeliveredCallback] = []
         self.port: int | None = None
         self._servers: list[asyncio.Server] = []
@@ -175,6 +177,9 @@ class MailServer:
 
     async def handle_MAIL(self, server: TracedSMTP, session: Session, envelope: Envelope, address: str,
                           options: list[str]) -> str:
+        if clock.monotonic() < self.busy_until:
+            left = self.busy_until - clock.monotonic()
+            return f"451 4.3.2 System not accepting network messages (condition: busy for {left:.0f} s more)"
         envelope.mail_from = address               # aiosmtpd leaves this to a hook that answers
         envelope.mail_options.extend(options)
         server.routes = {}

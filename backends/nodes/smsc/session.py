@@ -8,6 +8,7 @@ gets one extra trace event with empty `raw` (a note, not a PDU).
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -161,9 +162,11 @@ class SmppSession(SmppServerConnection):
             status, note = C.SMPP_ESME_RINVBNDSTS, f"not bound as transmitter ({self.mode or 'unbound'})"
         else:
             self.submits += 1
-            every = smsc.throttle_every
+            every, full = smsc.throttle_every, smsc.queue_full_every
             if every and self.submits % every == 0:
                 status, note = C.SMPP_ESME_RTHROTTLED, f"throttled (every {every}th submit_sm)"
+            elif full and self.submits % full == 0:
+                status, note = C.SMPP_ESME_RMSGQFUL, f"queue full (condition: every {full}th submit_sm)"
             elif problem := codec.address_problem(codec.text(pdu.source_addr), pdu.source_addr_ton):
                 status, note = C.SMPP_ESME_RINVSRCADR, f"source_addr: {problem}"
             elif self.system_id in smsc.handset_numbers and \
@@ -206,13 +209,31 @@ class SmppSession(SmppServerConnection):
                       time.time(), self.system_id, rd, text_start[:20], stored=stored)
         self.delivery.keep(msg)          # durable before the answer says "accepted"
         self.record_in(pdu, raw, corr, note)
-        self.respond(pdu, OK, corr, message_id=message_id)
-        self.delivery.accept(msg)
+
+        def answer(delayed: str) -> None:
+            if not self.closing:     # gone meanwhile: what was kept is delivered all the same
+                self.respond(pdu, OK, corr, delayed, message_id=message_id)
+            self.delivery.accept(msg)
+        self._answer(answer)
 
     def _refuse_submit(self, pdu: Any, raw: bytes, status: int, note: str) -> None:
         corr = {"smpp_message_id": "", "smpp_seq": str(pdu.sequence)}
         self.record_in(pdu, raw, corr, note)
-        self.respond(pdu, status, corr, message_id="")
+        self._answer(lambda delayed: None if self.closing else self.respond(pdu, status, corr, delayed, message_id=""))
+
+    def _answer(self, answer: Callable[[str], None]) -> None:
+        """Answer a submit_sm now or, under the delay condition, later (with jitter, so answers
+        and deliveries may overtake each other, as on a loaded SMSC); the note says so."""
+        delay_ms = self.smsc.answer_delay_ms + random.uniform(0, self.smsc.answer_jitter_ms)
+        if delay_ms <= 0:
+            answer("")
+            return
+        condition = f"{self.smsc.answer_delay_ms} ms" + (
+            f" + up to {self.smsc.answer_jitter_ms} ms jitter" if self.smsc.answer_jitter_ms else "")
+
+        def later() -> None:
+            answer(f"answered {delay_ms:.0f} ms late (condition: delay {condition})")
+        self.loop.call_later(delay_ms / 1000, later)
 
     def _deliver_resp(self, pdu: Any, raw: bytes) -> None:
         msg = self.pending.pop(pdu.sequence, None)

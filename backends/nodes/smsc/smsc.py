@@ -56,7 +56,11 @@ class Smsc:
         self.accounts = accounts                  # kept by reference: edits apply at once
         self.handset_password = handset_password
         self.handset_numbers = handset_numbers    # digits -> node name
+        # Conditions a trainer or a QA engineer sets (backends/lab/conditions.py):
         self.throttle_every = throttle_every      # every Nth submit_sm per bind -> ESME_RTHROTTLED
+        self.queue_full_every = 0                 # every Nth submit_sm per bind -> ESME_RMSGQFUL
+        self.answer_delay_ms = 0                  # submit_sm_resp (and the delivery) this much later ...
+        self.answer_jitter_ms = 0                 # ... plus a random 0..jitter: answers may overtake
         self._system_id_name = system_id_name
         self.port: int | None = None
         self._server: asyncio.Server | None = None
@@ -195,6 +199,14 @@ class Smsc:
 
     def session_opened(self, session: SmppSession) -> None:
         self._sessions.add(session)
+
+    def drop(self, system_id: str) -> int:
+        """Condition: cut every connection bound as system_id now, without an unbind (as a dying
+        link would); how many were cut. Their clients rebind by themselves."""
+        cut = [session for session in self._sessions if session.system_id == system_id]
+        for session in cut:
+            session.abort()
+        return len(cut)
 
     def session_closed(self, session: SmppSession) -> None:
         self._sessions.discard(session)

@@ -1,0 +1,101 @@
+"""Conditions the lab is told to suffer, as a trainer or a QA engineer sets them: a throttling or
+full SMSC, slow and jittery SMSC answers, a link cut now, a busy mail server, and the IWF's
+ordering demo switch. The window's conditions panel and `iwlab serve`'s commands both use this;
+each condition shows on the ladder where it acts (the note of the PDU it changes).
+Runs on the lab's loop.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from iwlab.backends import clock
+from iwlab.backends.lab.lab import Lab
+
+
+class ConditionError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What is set now (0 / True: nothing unusual)."""
+    throttle_every: int = 0
+    queue_full_every: int = 0
+    delay_ms: int = 0
+    jitter_ms: int = 0
+    mail_busy_seconds: float = 0.0
+    ordering: bool = True
+
+
+def current(lab: Lab) -> Settings:
+    smsc = lab.smsc
+    busy = max(lab.mail.busy_until - clock.monotonic(), 0.0) if lab.mail else 0.0
+    return Settings(smsc.throttle_every if smsc else 0, smsc.queue_full_every if smsc else 0,
+                    smsc.answer_delay_ms if smsc else 0, smsc.answer_jitter_ms if smsc else 0, busy,
+                    all(iwf.sms.outbox.ordering_enabled for iwf in lab.iwfs.values()))
+
+
+def _whole(value: int, what: str) -> int:
+    if value < 0 or value > 1_000_000:
+        raise ConditionError(f"{what} takes a whole number from 0 to 1000000")
+    return value
+
+
+def set_smsc(lab: Lab, *, throttle_every: int | None = None, queue_full_every: int | None = None,
+             delay_ms: int | None = None, jitter_ms: int | None = None) -> None:
+    if lab.smsc is None:
+        raise ConditionError("this lab has no SMSC")
+    if throttle_every is not None:
+        lab.smsc.throttle_every = _whole(throttle_every, "throttle")
+    if queue_full_every is not None:
+        lab.smsc.queue_full_every = _whole(queue_full_every, "queue-full")
+    if delay_ms is not None:
+        lab.smsc.answer_delay_ms = _whole(delay_ms, "delay")
+    if jitter_ms is not None:
+        lab.smsc.answer_jitter_ms = _whole(jitter_ms, "jitter")
+
+
+def drop_link(lab: Lab, user_or_node: str) -> int:
+    """Cut the SMPP link of a handset (user id) or of an IWF (its node name: IWF, IWF-A) now."""
+    if lab.smsc is None:
+        raise ConditionError("this lab has no SMSC")
+    wanted = user_or_node.lower()
+    system_ids = [iwf.operator.iwf.system_id for iwf in lab.iwfs.values()
+                  if iwf.operator.iwf and wanted == iwf.name.lower()]
+    user = next((u for u in lab.topology.users if u.id == wanted), None)
+    if user is not None and user.msisdn:
+        system_ids.append(user.msisdn)
+    if not system_ids:
+        raise ConditionError(f"no SMPP link for {user_or_node!r}: a handset's user id, or an IWF's name")
+    return sum(lab.smsc.drop(system_id) for system_id in system_ids)
+
+
+def set_mail_busy(lab: Lab, seconds: float) -> None:
+    if lab.mail is None:
+        raise ConditionError("this lab has no mail server")
+    if not 0 <= seconds <= 86_400:
+        raise ConditionError("mail busy takes seconds from 0 to 86400")
+    lab.mail.busy_until = clock.monotonic() + seconds if seconds else 0.0
+
+
+def set_ordering(lab: Lab, on: bool) -> None:
+    """The IWF's ordering: off is a DEMONSTRATION of a gateway whose conversations race (windowed
+    submits, retries out of turn); CPM-IOP-xxx-5 then fails with its evidence."""
+    for iwf in lab.iwfs.values():
+        iwf.sms.outbox.ordering_enabled = on
+
+
+def describe(settings: Settings) -> str:
+    parts = []
+    if settings.throttle_every:
+        parts.append(f"SMSC throttles: ESME_RTHROTTLED, 1 in {settings.throttle_every}")
+    if settings.queue_full_every:
+        parts.append(f"SMSC queue full: ESME_RMSGQFUL, 1 in {settings.queue_full_every}")
+    if settings.delay_ms or settings.jitter_ms:
+        parts.append(f"SMSC answers {settings.delay_ms} ms late" +
+                     (f" (+ up to {settings.jitter_ms} ms jitter)" if settings.jitter_ms else ""))
+    if settings.mail_busy_seconds:
+        parts.append(f"mail server busy (451 4.3.2) for {settings.mail_busy_seconds:.0f} s more")
+    if not settings.ordering:
+        parts.append("DEMO: IWF ordering off (conversations race)")
+    return "; ".join(parts) or "no conditions: the lab runs as it should"
