@@ -106,7 +106,9 @@ def check(accepted: list[str], arrived: list[str]) -> None:
     # deliver_sm whose deliver_sm_resp it never read), and nothing else.
     duplicates = len(arrived) - len(first_arrivals)
     assert duplicates <= 2, f"{duplicates} duplicates"
-    assert all(arrived.count(text) <= 2 for text in first_arrivals)
+    # Both may be the same message (submitted, delivered, and neither answer read when it died):
+    # then it comes three times; still no more than one extra copy per hop.
+    assert all(arrived.count(text) <= 3 for text in first_arrivals)
 
 
 @pytest.mark.parametrize("count, kill_after, peter_bound", [
