@@ -29,6 +29,7 @@ class LabController(QObject):
     detached = Signal()        # the lab was let go (it stops next): views drop its devices
     changed = Signal()         # running or starting changed
     settled = Signal()         # an async start or stop is over: a close asked for meanwhile may go ahead
+    conditionsChanged = Signal(str)   # what is set now, after a condition command (from the lab thread)
 
     def __init__(self, topology: Topology, ladder, notices: Notices, parent: QObject | None = None, *,
                  state_dir: Path | None = None, fresh: bool = False) -> None:
@@ -92,6 +93,21 @@ class LabController(QObject):
             raise RuntimeError(answer)
         self.labInfo.emit(answer)
         return lab.cpm_apps.get(user_id)
+
+    def run_condition(self, line: str) -> None:
+        """A conditions-panel change, as the console command it is; an error goes to the status bar."""
+        async def run() -> str:
+            lab = self._runner.lab
+            answer = await run_command(lab, line)
+            if answer.startswith("error"):
+                self.labError.emit(answer)
+            elif answer.startswith("cut "):
+                self.labInfo.emit(answer)
+            return await run_command(lab, "conditions")
+        future = self.run_in_lab(run())
+        if future is not None:
+            future.add_done_callback(lambda f: None if f.cancelled() or f.exception()
+                                     else self.conditionsChanged.emit(f.result()))
 
     def set_thread_policy(self, policy: str) -> None:
         """How the IWF matches an SMS reply to a CPM thread (issue: message-thread management)."""

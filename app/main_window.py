@@ -30,11 +30,13 @@ from iwlab.app.headless import ladder_nodes
 from iwlab.app.lab_controller import LabController
 from iwlab.app.look import Look
 from iwlab.app.notices import Notices
+from iwlab.app.order_watch import OrderWatch
 from iwlab.app.step_mode import StepMode
 from iwlab.app.trace_files import TraceFiles
 from iwlab.app.window_actions import WindowActions
 from iwlab.backends.lab.lab_thread import LabThread
 from iwlab.backends.topology import Topology
+from iwlab.widgets.conditions_panel import ConditionsPanel
 from iwlab.widgets.cpm_phone import CpmPhone
 from iwlab.widgets.email_client import EmailClientWidget
 from iwlab.widgets.inspector import InspectorView
@@ -71,6 +73,11 @@ class LabWindow(QMainWindow):
         self.scenarios.showRow.connect(self.ladder.select_seq)
         self.scenarios.failed.connect(self.notices.failed)
         self.step_bar = StepBar()
+        self.conditions = ConditionsPanel(conditions_links(topology))
+        self.conditions.commandRequested.connect(self.controller.run_condition)
+        self.order_watch = OrderWatch(self)
+        self.order_watch.badges.connect(self._show_order)
+        self.controller.conditionsChanged.connect(self.conditions.show_summary)
         self.step_mode = StepMode(self, self.controller, self.step_bar, self.notices, self.ladder.select_seq)
         self._lay_out()
 
@@ -104,6 +111,7 @@ class LabWindow(QMainWindow):
         self.bottom_tabs = QTabWidget()
         self.bottom_tabs.addTab(self.inspector, "Inspector")
         self.bottom_tabs.addTab(self.scenarios, "Use cases and requirements")
+        self.bottom_tabs.addTab(self.conditions, "Conditions")
         centre.addWidget(self.bottom_tabs)
         centre.setStretchFactor(0, 3)
         centre.setStretchFactor(1, 1)
@@ -160,8 +168,14 @@ class LabWindow(QMainWindow):
         future = runner.submit(holdings())
         future.add_done_callback(lambda f: None if f.cancelled() or f.exception() else self.holdingsKnown.emit(f.result()))
 
+    def _show_order(self, user_id: str, badges: list) -> None:
+        handset = self.phones.get(user_id)
+        if isinstance(handset, SmsHandsetWidget):
+            handset.show_order(badges)
+
     def _lab_attached(self, runner: LabThread) -> None:
         self._holdings_timer.start()
+        self.order_watch.attach(runner)
         self.columns.attach(runner.lab)
         self._fit_columns()
         QTimer.singleShot(0, self._fit_columns)   # again once the window has its real size
@@ -172,6 +186,7 @@ class LabWindow(QMainWindow):
 
     def _lab_detached(self) -> None:
         self._holdings_timer.stop()
+        self.order_watch.detach()
         self.notices.set_holdings("")
         self.columns.detach()
         self.notices.set_lab_line("Lab stopped")
@@ -265,6 +280,12 @@ class LabWindow(QMainWindow):
             return
         self.stop_lab()   # every server closed and every lab thread joined before the window goes
         super().closeEvent(event)
+
+
+def conditions_links(topology: Topology) -> list[str]:
+    """Whose SMPP link the conditions panel can cut: each IWF, then each handset (by user id)."""
+    iwfs = [op.iwf.node_name or "IWF" for op in topology.operators if op.iwf]
+    return iwfs + [u.id for u in topology.users if u.msisdn and u.device in ("sms", "cpm")]
 
 
 def default_state_dir() -> Path:

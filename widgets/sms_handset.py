@@ -8,6 +8,7 @@ import time
 from typing import Any, Callable, Coroutine
 
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -33,9 +34,13 @@ from iwlab.backends.devices.events import (
 )
 from iwlab.backends.devices.sms_handset import Sms
 from iwlab.backends.protocols import smstext
+from iwlab.widgets import theme
 from iwlab.widgets.device_bridge import DeviceBridge, RunInLab
 from iwlab.widgets.device_frame import device_header, folders, set_pill
 from iwlab.widgets.plain import plain_label, plain_tooltip
+
+
+ORDER_ROLE = Qt.ItemDataRole.UserRole + 1     # an inbox item's order badge, as shown
 
 
 def sms_line(sms) -> str:
@@ -237,6 +242,26 @@ class SmsHandsetWidget(QFrame):
         bound = state == "bound"
         set_pill(self.signal_label, bound, "▮▮▮ SMS" if bound else "no network",
                  "Bound to the SMSC" if bound else "Not bound to the SMSC")
+
+    def show_order(self, badges: list[tuple[str, str, bool]]) -> None:
+        """Each received message's place in its sender's order ("3 of 5"), flagged in red when it
+        arrived out of order or twice; badges: (text, badge, flagged) in arrival order."""
+        remaining = list(badges)
+        for row in range(self.inbox.count()):
+            item = self.inbox.item(row)
+            sms = item.data(Qt.ItemDataRole.UserRole)
+            match = next((b for b in remaining if b[0] == sms.text), None)
+            if match is None:
+                continue
+            remaining.remove(match)
+            _, badge, flagged = match
+            item.setText(f"{sms_line(sms)}  · {badge}" + ("  ⚠" if flagged else ""))
+            item.setData(ORDER_ROLE, badge)
+            item.setForeground(QColor(theme.FLAG_COLOR) if flagged else self.inbox.palette().text().color())
+
+    def order_badges(self) -> list[str]:
+        """The order badge shown on each inbox message ("" where there is none)."""
+        return [self.inbox.item(i).data(ORDER_ROLE) or "" for i in range(self.inbox.count())]
 
     def inbox_texts(self) -> list[str]:
         return [self.inbox.item(i).data(Qt.ItemDataRole.UserRole).text for i in range(self.inbox.count())]

@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QApplication
 THEMES = ("system", "light", "dark")
 BASE_POINT_SIZE = 10.5
 ZOOM_STEPS = (0.8, 0.9, 1.0, 1.15, 1.3, 1.5, 1.75, 2.0)
+FLAG_COLOR = "#e5534b"    # a message out of order or twice: a red that reads on light and dark alike
 
 COLOURS = {
     "light": dict(WINDOW="#f3f4f6", PHONE_BG="#ffffff", BEZEL="#1f2328", TEXT="#1f2328", MUTED="#59636e",

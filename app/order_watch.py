@@ -1,0 +1,68 @@
+"""The visible order check: each handset's inbox shows, beside a message from a CPM user who sent
+several in a row, its place in the sender's order ("3 of 5"), and flags at once one that arrived
+out of order or twice (backends/lab/evidence.check_order, read from the trace as the verdicts are).
+
+Twice a second, when the trace has grown, the lab's thread works the badges out from the newest
+events and hands them to the window by a signal.
+"""
+from __future__ import annotations
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from iwlab.backends.lab.evidence import check_order
+from iwlab.backends.lab.lab_thread import LabThread
+
+RECENT_EVENTS = 5000     # the window of the trace the badges are worked out from
+
+
+class OrderWatch(QObject):
+    badges = Signal(str, object)     # recipient user id, [(text, badge, flagged)] in arrival order
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._runner: LabThread | None = None
+        self._seen_seq = -1
+        self._timer = QTimer(self)
+        self._timer.setInterval(500)
+        self._timer.timeout.connect(self._check)
+
+    def attach(self, runner: LabThread) -> None:
+        self._runner, self._seen_seq = runner, -1
+        self._timer.start()
+
+    def detach(self) -> None:
+        self._runner = None
+        self._timer.stop()
+
+    def _check(self) -> None:
+        runner = self._runner
+        if runner is None:
+            return
+        lab = runner.lab
+
+        async def work() -> dict[str, list[tuple[str, str, bool]]] | None:
+            last = lab.trace.last_seq()
+            if last == self._seen_seq:
+                return None
+            self._seen_seq = last
+            events = lab.trace.events_since(max(last - RECENT_EVENTS, 0))
+            topology = lab.topology
+            senders = [u for u in topology.users if u.device == "cpm"]
+            found: dict[str, list[tuple[str, str, bool]]] = {}
+            for recipient in (u for u in topology.users if u.device == "sms"):
+                arrivals = []
+                for sender in senders:
+                    order = check_order(sender, recipient, events, topology)
+                    if len(order.sent) > 1:     # a row of messages: worth numbering
+                        arrivals += order.arrivals
+                arrivals.sort(key=lambda a: a.event.seq)
+                found[recipient.id] = [(a.text, a.badge, a.inverted or a.duplicate) for a in arrivals]
+            return found
+        future = runner.submit(work())
+        future.add_done_callback(self._deliver)
+
+    def _deliver(self, future) -> None:
+        if future.cancelled() or future.exception() or future.result() is None:
+            return
+        for recipient_id, badges in future.result().items():
+            self.badges.emit(recipient_id, badges)
