@@ -122,9 +122,18 @@ def delivered(check: Check, events: Events, lab: Lab) -> CheckResult:
 
 def addressed_to_person(check: Check, events: Events, lab: Lab) -> CheckResult:
     """CPM-IOP-003 on every message (and invitation) the sender's device put on the wire: each is
-    addressed to a person's own identity, and carries no technology of the sender's choosing."""
+    addressed to a person's own identity, and carries no technology of the sender's choosing;
+    and none left the device by SMS or email itself (the device choosing the technology by going
+    around CPM; a phone roaming without CPM does that by design, so this check is not for it)."""
     sender = _user(lab, check, "from")
     only = check.params.get("to")
+    bypassed = [e for e in events if e.src == sender.name and (
+        e.protocol == "SMPP" and e.summary.startswith("submit_sm ") or ev.mail_of(e) is not None)]
+    if bypassed:
+        how = " and ".join(sorted({"SMS" if e.protocol == "SMPP" else "email" for e in bypassed}))
+        return CheckResult(check, False, f"{sender.name}'s device chose a technology itself: "
+                                         f"{len(bypassed)} message(s) sent by {how}, around CPM",
+                           [e.seq for e in bypassed], decided_failure=True)
     sent = [e for e in events if e.src == sender.name and ev.is_sip_request(e, "MESSAGE", "INVITE")
             and not ev.is_imdn(e)]
     if not sent:
@@ -358,7 +367,8 @@ def _is_dsn(message: EmailMessage) -> bool:
 def notified(check: Check, events: Events, lab: Lab) -> CheckResult:
     """A legacy report mapped to an IMDN: the SMSC's delivery receipt (deliver_sm, esm_class 0x04)
     becomes IMDN "delivered", the reader's MDN becomes IMDN "displayed", for the CPM user's message
-    (same imdn.Message-ID), in that order on the wire."""
+    (same imdn.Message-ID), in that order on the wire. The legacy report must say so itself (stat
+    DELIVRD, disposition displayed): an IMDN that claims more than the report said fails."""
     user, status, text = _user(lab, check, "to"), check.params["status"], check.params["for_text"]
     sent = next((e for e in events if ev.is_sip_request(e, "MESSAGE") and e.src == user.name
                  and (e.fields.get("cpim") or {}).get("body") == text), None)
@@ -366,18 +376,25 @@ def notified(check: Check, events: Events, lab: Lab) -> CheckResult:
         return CheckResult(check, False, f"{user.name}'s message {text!r} is not on the wire")
     message_id = sent.correlation.get("imdn_message_id")
     iwfs = {iwf.name for iwf in lab.iwfs.values()}
+    reports: list[tuple[TraceEvent, str]]     # (report, what it said)
     if status == "displayed":
-        report = next((e for e, m in ev.mails(events) if e.seq > sent.seq and mail.parse_incoming(m.as_bytes()).is_mdn),
-                      None)
-        what = "the reader's MDN (RFC 8098)"
+        reports = [(e, incoming.mdn_disposition or "") for e, m in ev.mails(events) if e.seq > sent.seq
+                   and (incoming := mail.parse_incoming(m.as_bytes())).is_mdn]
+        what, says = "the reader's MDN (RFC 8098)", "displayed"
     else:
-        report = next((e for e in events if e.seq > sent.seq and e.protocol == "SMPP" and e.dst in iwfs
-                       and e.summary.startswith("deliver_sm ") and " receipt " in e.summary), None)
-        what = "the SMSC's delivery receipt"
+        reports = [(e, _receipt_stat(e)) for e in events if e.seq > sent.seq and e.protocol == "SMPP"
+                   and e.dst in iwfs and e.summary.startswith("deliver_sm ") and " receipt " in e.summary]
+        what, says = "the SMSC's delivery receipt", "DELIVRD"
+    report = next((e for e, said in reports if said.lower() == says.lower()), None)
     imdns = [e for e in events if ev.is_sip_request(e, "MESSAGE") and e.dst == user.name and ev.is_imdn(e)
              and e.correlation.get("imdn_message_id") == message_id]
     statuses = {e.seq: _imdn_status(e) for e in imdns}
     imdn = next((e for e in imdns if statuses[e.seq] == status), None)
+    contrary = next(((e, said) for e, said in reports if said.lower() != says.lower()), None)
+    if report is None and imdn is not None and contrary is not None:
+        return CheckResult(check, False, f"IMDN {status} reached {user.name}, but {what} said "
+                                         f"{contrary[1] or 'nothing'}, not {says}",
+                           _rows(sent, contrary[0], imdn), decided_failure=True)
     if report is None or imdn is None:
         failed = next((e for e in imdns if statuses[e.seq] == "failed"), None)
         return CheckResult(check, False, f"no {what} and IMDN {status} for {text!r}" if report is None else
@@ -386,6 +403,12 @@ def notified(check: Check, events: Events, lab: Lab) -> CheckResult:
     in_order = report.seq < imdn.seq
     return CheckResult(check, in_order, f"{what} became IMDN {status} for imdn.Message-ID {message_id}" if in_order
                        else f"IMDN {status} came before {what}", _rows(sent, report, imdn), decided_failure=not in_order)
+
+
+def _receipt_stat(event: TraceEvent) -> str:
+    """What an SMSC delivery receipt on the wire says (stat: DELIVRD, EXPIRED, UNDELIV ...)."""
+    stat = str((event.fields.get("receipt") or {}).get("stat") or "")
+    return stat or (event.summary.rsplit(" ", 1)[-1] if " receipt " in event.summary else "")
 
 
 def _imdn_status(event: TraceEvent) -> str:

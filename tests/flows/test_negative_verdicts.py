@@ -1,0 +1,342 @@
+"""Every verdict fails when its behaviour breaks: one negative test per requirement.
+
+Each test breaks the lab on purpose (a node method monkeypatched, a lab setting flipped, something
+deliberately wrong sent) while a bundled scenario (or a small one cut from it) plays, and asserts
+that the requirement's verdict is "failed", that the failing check points at trace rows, and
+that its detail says what went wrong. The positive side (every scenario passes on a working lab)
+is tests/flows/test_scenarios.py, as are the first two negative tests (CPM-IOP-xxx-5: ordering
+switched off; CPM-IOP-001: a lab without TLS).
+
+Where a broken flow leaves a check undecided (something that never arrives), the run is given a
+short timeout: ScenarioRun.conclude() then returns at it, never a fixed sleep here.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from iwlab.backends.lab.checks import CheckResult
+from iwlab.backends.lab.scenarios import (
+    ScenarioError,
+    ScenarioRun,
+    Step,
+    Verdict,
+    load_requirements,
+    load_scenarios,
+    requirement_verdicts,
+)
+from iwlab.backends.nodes.iwf import content as iwf_content
+from iwlab.backends.nodes.iwf import sms_outbox
+from iwlab.backends.nodes.iwf.cpm_leg import Answer
+from iwlab.backends.nodes.iwf.session import Reply, SessionRules
+from iwlab.backends.protocols import smpp, smstext
+from iwlab.backends.routing import EMAIL, SMS, Route
+
+SCENARIOS = load_scenarios()
+REQUIREMENTS = load_requirements()
+SHORT = 5.0      # the run's timeout where a broken flow leaves a check undecided
+
+
+def play(lab, scenario_id_or_scenario, *, timeout: float = SHORT) -> Verdict:
+    scenario = SCENARIOS[scenario_id_or_scenario] if isinstance(scenario_id_or_scenario, str) \
+        else scenario_id_or_scenario
+    return lab.run(ScenarioRun(lab.lab, scenario, timeout=timeout).play(), timeout=90)
+
+
+def failing(verdict: Verdict, rid: str, kind: str) -> CheckResult:
+    """The requirement failed, and the failing `kind` check names its rows; that result."""
+    assert requirement_verdicts([verdict], REQUIREMENTS)[rid][0] == "failed", verdict.report()
+    failed = [r for r in verdict.results if rid in r.check.requirements and not r.passed]
+    assert failed and all(r.evidence for r in failed), verdict.report()
+    found = [r for r in failed if r.check.kind == kind]
+    assert found, verdict.report()
+    return found[0]
+
+
+def passed_kinds(verdict: Verdict) -> set[str]:
+    return {r.check.kind for r in verdict.results if r.passed}
+
+
+def with_header(device, method: str, value: str):
+    """Mary's phone, broken: it stamps its own technology choice on every `method` it sends."""
+    original = device.new_request
+
+    def stamped(m, uri, **kwargs):
+        req = original(m, uri, **kwargs)
+        if m == method:
+            req.headers.add(Route.HEADER, value)
+        return req
+    return stamped
+
+
+# -- CPM-IOP-001 ----------------------------------------------------------------------------------------
+def test_001_a_phone_stuck_on_tcp_fails_all_ip_networks(lab_factory, monkeypatch):
+    """Mary's phone ignores the transport changes (it stays on TCP): the same three messages
+    still reach Peter, but not over UDP or TLS, so "interoperable on all IP networks" is not shown."""
+    lab = lab_factory()
+    phone = lab.lab.device("mary")
+    original = phone.set_state
+
+    async def stuck_on_tcp(**changes):
+        changes.pop("sip_transport", None)
+        await original(**changes)
+    monkeypatch.setattr(phone, "set_state", stuck_on_tcp)
+    verdict = play(lab, "IOP-001-networks")
+    result = failing(verdict, "CPM-IOP-001", "networks")
+    assert "over tcp/IPv4" in result.detail and "none over udp, tls" in result.detail, result.detail
+    assert "delivered" in passed_kinds(verdict), "only the transports broke: every message still arrived"
+
+
+# -- CPM-IOP-002 ----------------------------------------------------------------------------------------
+def test_002_an_iwf_that_accepts_and_drops_fails_cpm_to_legacy(lab_factory, monkeypatch):
+    """The IWF answers 202 Accepted to Mary's MESSAGEs and never submits them to the SMSC: Peter
+    gets nothing, so it is not possible to send a message from CPM to a non-CPM device."""
+    lab = lab_factory()
+    monkeypatch.setattr(lab.lab.iwf.sms, "take_message",
+                        lambda req, cpim, recipient: Answer(202, "Accepted", "broken on purpose: dropped"))
+    verdict = play(lab, "5.8.5")
+    result = failing(verdict, "CPM-IOP-002", "delivered")
+    assert result.detail == "Peter received [], expected ['Hi Peter', 'Are you there?'] in this order"
+    assert "addressed_to_person" in passed_kinds(verdict)
+
+
+# -- CPM-IOP-003 ----------------------------------------------------------------------------------------
+def test_003_a_sender_that_picks_the_technology_fails(lab_factory, monkeypatch):
+    """Mary's phone decides itself that John is reached by email (P-Iwlab-Route on her MESSAGE):
+    the message still gets through, but the sender determined the technology."""
+    lab = lab_factory()
+    phone = lab.lab.device("mary")
+    monkeypatch.setattr(phone, "new_request", with_header(phone, "MESSAGE", 'email;reason="Mary chose email"'))
+    verdict = play(lab, "IOP-005-email")
+    result = failing(verdict, "CPM-IOP-003", "addressed_to_person")
+    assert result.detail == "1 of 1 requests from Mary: chose a technology itself (P-Iwlab-Route)"
+    assert result.decided_failure
+    assert "delivered" in passed_kinds(verdict), "the network still routed it: only the sender's choice is wrong"
+
+
+def test_003_a_phone_that_texts_by_itself_fails(lab_factory, monkeypatch):
+    """Mary's phone decides itself that Peter is an SMS user and texts him the second message from
+    its own SMS side, around CPM: Peter gets both, but the sender determined the technology.
+    (This one passed before checks.addressed_to_person also read what the sender's device put
+    on the wire by SMS or email.)"""
+    lab = lab_factory()
+    phone = lab.lab.device("mary")
+    original = phone.send_message
+
+    async def texts_the_second(to, text, **kwargs):
+        if text == "Are you there?":
+            return await phone._send_sms(to, to.cpm_uri, text)
+        return await original(to, text, **kwargs)
+    monkeypatch.setattr(phone, "send_message", texts_the_second)
+    verdict = play(lab, "5.8.5")
+    result = failing(verdict, "CPM-IOP-003", "addressed_to_person")
+    assert result.detail == "Mary's device chose a technology itself: 1 message(s) sent by SMS, around CPM"
+    assert result.decided_failure
+    assert "delivered" in passed_kinds(verdict), "Peter got both: only how the second left Mary's phone is wrong"
+
+
+# -- CPM-IOP-004 ----------------------------------------------------------------------------------------
+def test_004_an_iwf_that_swallows_sms_fails_legacy_to_cpm(lab_factory, monkeypatch):
+    """The IWF acknowledges Peter's SMS (deliver_sm_resp OK) and never hands them to CPM: Mary gets
+    nothing, so it is not possible to send from a non-CPM device to a CPM user."""
+    lab = lab_factory()
+    monkeypatch.setattr(lab.lab.iwf.sms, "_incoming", lambda sms: None)
+    verdict = play(lab, "5.9.5")
+    result = failing(verdict, "CPM-IOP-004", "delivered")
+    assert result.detail == "Mary received [], expected ['Hi Mary', 'Are you there?'] in this order"
+
+
+# -- CPM-IOP-005 ----------------------------------------------------------------------------------------
+def test_005_a_decision_that_ignores_the_device_fails_most_appropriate(lab_factory, monkeypatch):
+    """The terminating CPM server ignores that John's device is email-only and sends everything
+    to a number by SMS (John has one): not the most appropriate technology."""
+    lab = lab_factory()
+    for server in lab.lab.cpm_servers.values():
+        original = server.route_for
+
+        def sms_always(user, original=original):
+            route = original(user)
+            if route.technology == EMAIL:
+                return Route(SMS, route.reason.split(" -> ")[0] + " -> SMS via SMSC")
+            return route
+        monkeypatch.setattr(server, "route_for", sms_always)
+    verdict = play(lab, "IOP-005-email")
+    result = failing(verdict, "CPM-IOP-005", "route")
+    assert result.detail.endswith("for John: sms, expected email"), result.detail
+    assert result.decided_failure
+
+
+# -- CPM-IOP-xxx-1 --------------------------------------------------------------------------------------
+def test_xxx_1_an_iwf_that_mishears_the_answer_fails_conveying_it(lab_factory, monkeypatch):
+    """Peter answers NO to Mary's chat invitation; the IWF hears every answer as yes and sends Mary
+    200 OK: the invitation response is not conveyed back to the CPM user."""
+    lab = lab_factory()
+    monkeypatch.setattr(SessionRules, "reply", lambda self, text: Reply.ACCEPT if text.strip() else None)
+    verdict = play(lab, "5.8.6-decline")
+    result = failing(verdict, "CPM-IOP-xxx-1", "session_answer")
+    assert result.detail == "no 603 to an INVITE reached Mary (got 200 OK (INVITE))"
+    assert result.decided_failure
+
+
+# -- CPM-IOP-xxx-2 --------------------------------------------------------------------------------------
+def test_xxx_2_peter_never_told_of_the_acceptance_fails(lab_factory, monkeypatch):
+    """Peter asks Mary for a chat (CHAT); she accepts, but the IWF never tells Peter: the invitation
+    response is not conveyed back to the non-CPM user (even though the chat then runs)."""
+    lab = lab_factory()
+    table = lab.lab.iwf.sessions.table
+    original = table.tell
+
+    def tell_all_but_acceptance(session, text, subject=None):
+        if "accepted" not in text:
+            original(session, text, subject)
+    monkeypatch.setattr(table, "tell", tell_all_but_acceptance)
+    verdict = play(lab, "5.9.6")
+    result = failing(verdict, "CPM-IOP-xxx-2", "session_established")
+    assert result.detail == "200 OK (INVITE) to IWF, but missing: Peter told of the answer"
+
+
+# -- CPM-IOP-xxx-3 --------------------------------------------------------------------------------------
+def test_xxx_3_an_invite_that_names_its_technology_fails(lab_factory, monkeypatch):
+    """Mary's phone puts its own technology choice (P-Iwlab-Route: sms) on the INVITE for Peter:
+    the session still comes about, but the CPM user determined the other user's technology."""
+    lab = lab_factory()
+    phone = lab.lab.device("mary")
+    monkeypatch.setattr(phone, "new_request", with_header(phone, "INVITE", 'sms;reason="Mary chose SMS"'))
+    verdict = play(lab, "5.8.6")
+    result = failing(verdict, "CPM-IOP-xxx-3", "addressed_to_person")
+    assert result.detail == "1 of 1 requests from Mary: chose a technology itself (P-Iwlab-Route)"
+    assert "session_established" in passed_kinds(verdict)
+
+
+# -- CPM-IOP-xxx-4 --------------------------------------------------------------------------------------
+def test_xxx_4_an_iwf_that_forgets_threads_fails_the_threaded_view(lab_factory, monkeypatch):
+    """The IWF forgets which CPM message an SMS answers: Peter's reply reaches Mary as a new
+    conversation, without the InReplyTo-Contribution-ID, so it is not shown in her thread."""
+    lab = lab_factory()
+    monkeypatch.setattr(lab.lab.iwf.threads, "inbound_sms", lambda **where: None)
+    verdict = play(lab, "5.9-threads")
+    result = failing(verdict, "CPM-IOP-xxx-4", "threaded")
+    assert result.detail == "the reply is not tied to 'Dinner at eight?' (InReplyTo-Contribution-ID None)"
+    assert result.decided_failure
+
+
+# -- CPM-IOP-xxx-6 --------------------------------------------------------------------------------------
+def test_xxx_6_an_iwf_without_sessions_fails_free_choice_of_interaction(lab_factory, monkeypatch):
+    """The IWF interworks pager messages only and refuses every INVITE (488): Mary cannot choose
+    to start a session with Peter, so the free choice of interaction fails (the scenario cannot
+    go on: Peter never gets an invitation to answer)."""
+    lab = lab_factory()
+    sessions = lab.lab.iwf.sessions
+    original = sessions.on_request
+
+    def no_sessions(conn, req):
+        if req.method == "INVITE":
+            sessions.table.respond(conn, req, 488, "Sessions not interworked (broken on purpose)")
+        else:
+            original(conn, req)
+    monkeypatch.setattr(sessions, "on_request", no_sessions)
+    run = ScenarioRun(lab.lab, SCENARIOS["5.8.6"], timeout=SHORT)
+    with pytest.raises(ScenarioError, match="receiving what was sent") as raised:
+        lab.run(run.play(), timeout=90)
+    verdict = run.failed(str(raised.value))
+    result = failing(verdict, "CPM-IOP-xxx-6", "session_established")
+    assert result.detail.startswith("no 200 OK to an INVITE reached Mary (488 "), result.detail
+    assert result.decided_failure
+
+
+# -- CPM-IOP-xxx-7 --------------------------------------------------------------------------------------
+class _BrokenCoder:
+    """The IWF's SMS coder (sms_outbox.smstext) with one function replaced; the rest is real."""
+
+    def __init__(self, **replaced) -> None:
+        self.__dict__.update(replaced)
+
+    def __getattr__(self, name):
+        return getattr(smstext, name)
+
+
+def _always_ucs2(text, *, ref, **kwargs):
+    """Every single-part text as UCS-2, even when GSM 03.38 carries it."""
+    parts = smstext.encode(text, ref=ref, **kwargs)
+    if len(parts) > 1:
+        return parts
+    return [smstext.SmsPart(smstext.UCS2, b"", text.encode("utf-16-be"), False)]
+
+
+def _without_udh(text, *, ref, **kwargs):
+    """The parts of a long text, each sent as a plain SM: nothing says they belong together."""
+    return [smstext.SmsPart(p.data_coding, b"", p.payload, False) for p in smstext.encode(text, ref=ref, **kwargs)]
+
+
+def _break_charsets(lab, monkeypatch):
+    monkeypatch.setattr(sms_outbox, "smstext", _BrokenCoder(encode=_always_ucs2))
+
+
+def _break_concatenation(lab, monkeypatch):
+    monkeypatch.setattr(sms_outbox, "smstext", _BrokenCoder(encode=_without_udh))
+
+
+def _break_receipts(lab, monkeypatch):
+    monkeypatch.setattr(lab.lab.iwf.sms, "_receipt", lambda pdu: None)
+
+
+def _break_mdns(lab, monkeypatch):
+    monkeypatch.setattr(lab.lab.iwf.email, "_mdn", lambda incoming: None)
+
+
+def _break_bounces(lab, monkeypatch):
+    monkeypatch.setattr(lab.lab.iwf.email, "bounce", lambda origin, req, response: None)
+
+
+def _break_attachments(lab, monkeypatch):
+    original = iwf_content.for_email
+    monkeypatch.setattr(iwf_content, "for_email",
+                        lambda cpim, sender_name: dataclasses.replace(original(cpim, sender_name), attachment=None))
+
+
+def _first_send_only(scenario_id: str):
+    """The concatenation scenario cut to Mary's long message (Peter's reply would wait for it whole)."""
+    scenario = SCENARIOS[scenario_id]
+    return dataclasses.replace(scenario, steps=scenario.steps[:1], checks=scenario.checks[:1])
+
+
+@pytest.mark.parametrize("scenario, breaks, kind, detail", [
+    pytest.param("IOP-xxx-7-charsets", _break_charsets, "encoded", "data_coding [8], expected 0 (GSM 03.38)",
+                 id="charsets"),
+    pytest.param(_first_send_only("IOP-xxx-7-concatenation"), _break_concatenation, "concatenated",
+                 "no SMS parts on the wire reassemble to the text for Peter", id="concatenation"),
+    pytest.param("IOP-xxx-7-delivery-report", _break_receipts, "notified",
+                 "the SMSC's delivery receipt came, but no IMDN delivered reached Mary", id="delivery-report"),
+    pytest.param("IOP-xxx-7-read-report", _break_mdns, "notified",
+                 "the reader's MDN (RFC 8098) came, but no IMDN displayed reached Mary", id="read-report"),
+    pytest.param("5.9-email-bounce", _break_bounces, "reported", "no DSN reached John", id="email-bounce"),
+    pytest.param("IOP-xxx-7-content", _break_attachments, "adapted",
+                 "John's email has no attachment equal to the image/png", id="content"),
+])
+def test_xxx_7_broken_additional_interworking_fails(lab_factory, monkeypatch, scenario, breaks, kind, detail):
+    """Each additional interworking function broken in the IWF: GSM text sent as UCS-2; a long
+    text's parts sent without the UDH that joins them; SMSC receipts or read receipts (MDN) not
+    mapped to IMDNs; a refused email not bounced; a picture to email sent without its attachment.
+    Interworking is then not seamless, and CPM-IOP-xxx-7 must fail on that check."""
+    lab = lab_factory()
+    breaks(lab, monkeypatch)
+    verdict = play(lab, scenario)
+    result = failing(verdict, "CPM-IOP-xxx-7", kind)
+    assert result.detail == detail
+
+
+def test_xxx_7_an_expired_message_reported_as_delivered_fails(lab_factory, monkeypatch):
+    """Peter's handset is off and the SMSC lets Mary's message expire (validity 1 s): its receipt
+    says EXPIRED. The IWF, broken, reads every receipt as delivered and sends Mary IMDN
+    "delivered": the report is mapped wrongly, so CPM-IOP-xxx-7 must fail. (This one passed
+    before checks.notified read what the receipt said.)"""
+    lab = lab_factory(validity_seconds=1.0)
+    monkeypatch.setattr(smpp, "receipt_outcome", lambda message_state, stat: "delivered")
+    bundled = SCENARIOS["IOP-xxx-7-delivery-report"]
+    handset_off = Step(action="state", sender="peter", state={"bound": False}, seed_step="pre",
+                       explain="Peter's handset is off: the SMSC keeps the message until it expires.")
+    verdict = play(lab, dataclasses.replace(bundled, steps=[handset_off, *bundled.steps]), timeout=10)
+    result = failing(verdict, "CPM-IOP-xxx-7", "notified")
+    assert result.detail == "IMDN delivered reached Mary, but the SMSC's delivery receipt said EXPIRED, not DELIVRD"
+    assert result.decided_failure
