@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QApplication,
     QLabel,
     QMainWindow,
+    QScrollArea,
     QSplitter,
     QTabWidget,
     QTreeWidgetItemIterator,
@@ -111,7 +112,10 @@ class LabWindow(QMainWindow):
         self.bottom_tabs = QTabWidget()
         self.bottom_tabs.addTab(self.inspector, "Inspector")
         self.bottom_tabs.addTab(self.scenarios, "Use cases and requirements")
-        self.bottom_tabs.addTab(self.conditions, "Conditions")
+        conditions_scroll = QScrollArea()       # never wider than the ladder: it scrolls instead
+        conditions_scroll.setWidgetResizable(True)
+        conditions_scroll.setWidget(self.conditions)
+        self.bottom_tabs.addTab(conditions_scroll, "Conditions")
         centre.addWidget(self.bottom_tabs)
         centre.setStretchFactor(0, 3)
         centre.setStretchFactor(1, 1)

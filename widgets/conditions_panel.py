@@ -66,7 +66,7 @@ class ConditionsPanel(QWidget):
 
         self.busy_seconds = _spin(3600, " s", "")
         self.busy_seconds.setValue(30)
-        self.busy_button = QPushButton("Make the mail server busy (451)")
+        self.busy_button = QPushButton("Busy (451 4.3.2)")
         self.busy_button.clicked.connect(lambda: self._ask(f"mail busy {self.busy_seconds.value()}"))
         self.not_busy_button = QPushButton("Not busy")
         self.not_busy_button.clicked.connect(lambda: self._ask("mail busy 0"))
@@ -94,14 +94,8 @@ class ConditionsPanel(QWidget):
         self.summary.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.addWidget(self.summary)
-        columns = QHBoxLayout()
-        columns.addWidget(smsc, 1)
-        right = QVBoxLayout()
-        right.addWidget(mail)
-        right.addWidget(iwf)
-        right.addStretch(1)
-        columns.addLayout(right, 1)
-        layout.addLayout(columns)
+        for group in (iwf, smsc, mail):     # one column: the pane scrolls down, never sideways
+            layout.addWidget(group)
         layout.addStretch(1)
 
     def show_summary(self, text: str) -> None:

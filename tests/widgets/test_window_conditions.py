@@ -19,7 +19,6 @@ def wait_for_conditions(qtbot, window, *parts):
 
 def test_throttle_and_delay_from_the_panel_keep_five_in_order(qtbot, window):
     panel, handset = window.conditions, window.phones["peter"]
-    window.bottom_tabs.setCurrentWidget(panel)
     panel.throttle.setValue(2)
     panel.delay.setValue(30)
     panel.jitter.setValue(40)
