@@ -45,7 +45,8 @@ from iwlab.widgets.plain import plain_label
 
 
 class CpmPhone(QFrame):
-    """A phone-shaped frame around one CpmDevice."""
+    """A phone-shaped frame around one CpmDevice: conditions, conversations, threaded bubbles,
+    reachability beside the contact, sessions. Its size is one screen's controls and their wiring."""
 
     messageShown = Signal(object)   # a ChatMessage that appeared in the open conversation
 

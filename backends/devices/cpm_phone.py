@@ -88,6 +88,10 @@ class ChatMessage:
 
 
 class CpmDevice:
+    """A simulated CPM phone: registration over UDP/TCP/TLS, CPIM messages with IMDNs, OPTIONS
+    reachability, and its SMS side when the phone is also a handset. Sessions are cpm_sessions's;
+    its size is one user agent's message handling, kept together so its model stays consistent."""
+
     def __init__(self, user: User, topology: Topology, nodes: NodeDirectory, *,
                  server_address: Callable[[str], Address | None], register_expires: int = 600,
                  sessions_trace: Trace | None = None, sessions_host: str | None = None,

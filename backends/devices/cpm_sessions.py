@@ -95,6 +95,9 @@ class ChatSession:
 
 
 class CpmSessions:
+    """A CPM phone's sessions (5.8.6 / 5.9.6): INVITE with an MSRP offer, answers, CANCEL, BYE, and
+    the MSRP chat itself, as one user agent's dialog state (states and transitions in session_state)."""
+
     def __init__(self, device, *, trace: Trace | None, host: str = "127.0.0.1") -> None:
         self.device = device
         self.host = host

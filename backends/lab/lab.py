@@ -39,6 +39,10 @@ Device = CpmDevice | SmsHandset | EmailClient
 
 
 class Lab:
+    """One lab: builds every node and device of the topology, wires them (collaborators passed
+    in), starts and stops them in order, and answers what people and tests ask (endpoints,
+    holdings). Its size is the wiring of the whole world in one place, on purpose."""
+
     def __init__(self, topology: Topology, *, devices: str | set[str] = "all", trace: Trace | None = None,
                  state_dir: str | Path | None = None, fresh: bool = False) -> None:
         self.topology = topology

@@ -176,7 +176,9 @@ def load_requirements() -> dict[str, str]:
 # -- playing -----------------------------------------------------------------------------
 
 class ScenarioRun:
-    """Plays one scenario on a running lab, a step at a time if asked (trainer mode)."""
+    """Plays one scenario on a running lab, a step at a time if asked (trainer mode): each action,
+    waiting for its preconditions, settings given back at the end, and the verdict once every
+    check is decided. Its size is the action vocabulary; the checks are checks.py's."""
 
     def __init__(self, lab: Lab, scenario: Scenario, *, settle: float = 0.3, timeout: float = 15.0) -> None:
         self.lab = lab

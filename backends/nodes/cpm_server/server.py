@@ -1,18 +1,12 @@
 """A CPM service provider domain: registrar and transaction-stateful proxy.
 
-Listens for SIP over TCP. Requests for another operator's users go to that
+Listens for SIP over UDP, TCP and TLS (sip_listeners). Requests for another operator's users go to that
 operator's server; requests for its own users go to their registered device
 (over the TCP flow they registered on), are stored until they register, or,
 when the routing decision says so, go to the operator's interworking
 function. Responses retrace the Via path.
 
-Identity (RFC 3325 style): the sender of a request from a device is who is
-registered on the connection it came on. The server asserts it
-(P-Asserted-Identity, any the client sent is removed) and refuses with 403 a
-From naming another user, or a lab user's From on a connection nobody
-registered on. In-lab nodes (the other CPM servers, the IWF: named by their
-claim in the NodeDirectory) are the trust domain: they assert for their own
-users, and what they send stands.
+Who sends a request is identity.py's (asserted from the registration, 403 otherwise).
 
 This module is the listener and the dispatch; the jobs are in registrar.py
 (bindings), proxy.py (transactions, timers, sessions' paths), store.py (store
@@ -26,6 +20,7 @@ from typing import Callable, Iterable
 
 from iwlab.backends import clock
 from iwlab.backends.directory import NodeDirectory
+from iwlab.backends.nodes.cpm_server.identity import SenderIdentity, lab_nodes
 from iwlab.backends.nodes.cpm_server.links import NextHops
 from iwlab.backends.nodes.cpm_server.proxy import Proxy
 from iwlab.backends.nodes.cpm_server.registrar import Binding, Registrar
@@ -74,15 +69,14 @@ class CpmServer:
         self.port = 0
         self.name = operator.node_name
         self._iwf_address = iwf_address
-        self.trusted_nodes = set(trusted_nodes if trusted_nodes is not None else
-                                 [op.node_name for op in topology.operators] +
-                                 [op.iwf.node_name or "IWF" for op in topology.operators if op.iwf])
         self._connections: set[SipConnection] = set()
         self.sip = SipListeners(name=self.name, new_connection=self.new_connection, on_message=self._on_message,
                                 trace=trace, nodes=nodes, on_close=self._connection_closed)
         self._sweeper: asyncio.Task | None = None
         self._binding_listeners: list[Callable[[User], None]] = []
         self.registrar = Registrar(operator, topology, on_bound=self._registered)
+        self.identity = SenderIdentity(topology, nodes, self.registrar,
+                                       lab_nodes(topology) if trusted_nodes is None else trusted_nodes)
         self.proxy = Proxy(lambda: (self.host, self.port), transaction_timeout=topology.sip_transaction_seconds)
         self.store = MessageStore(self.registrar, self.proxy, self.route_for,
                                   durable=(store or Store()).queue(f"{self.name} stored"), users=self._user_by_id)
@@ -226,7 +220,7 @@ class CpmServer:
             conn.send(response)
             return
         if req.method not in ("ACK", "CANCEL") and not sip.to_tag(req):   # in a dialog: its INVITE was checked
-            refusal = self._identity(conn, req)
+            refusal = self.identity.refusal(conn, req)
             if refusal:
                 respond(conn, req, 403, refusal[:120], note=f"identity: {refusal}")
                 return
@@ -296,32 +290,6 @@ class CpmServer:
             "CPM (" + ", ".join(t.replace("%3A", ":") for t in tags) + ")" if tags else f"no CPM now ({route.reason})")
         respond(conn, req, 200, "OK", note=note,
                 extra_headers=[("Contact", contact), ("Accept", "message/cpim, text/plain" if tags else "text/plain")])
-
-    # -- who sends it ------------------------------------------------------------------
-    def is_trusted(self, conn: SipConnection) -> bool:
-        """An in-lab node: it claimed the address it connects from (NodeDirectory), which no
-        outside client can do."""
-        return self.nodes.lookup(conn.peer_address) in self.trusted_nodes
-
-    def _identity(self, conn: SipConnection, req: SipRequest) -> str | None:
-        """Why the sender may not send this (the 403's reason), or None; asserts who sends it."""
-        if self.is_trusted(conn):
-            return None      # asserted by its own CPM server; its P-Asserted-Identity stands
-        req.headers.remove("P-Asserted-Identity")      # RFC 3325 9.1: never trusted from outside
-        from_uri = sip.uri_of(req.headers.get("From"))
-        claimed = self.topology.user_by_uri(from_uri)
-        registered = self.registrar.users_on(conn)
-        if registered:
-            if claimed not in registered:
-                names = ", ".join(f"{u.name} <{u.cpm_uri}>" for u in registered)
-                return f"From <{from_uri[:40]}> is not who registered on this connection ({names})"
-            assert claimed is not None
-            req.headers.add("P-Asserted-Identity", sip.name_addr(claimed.cpm_uri or from_uri, claimed.name))
-            return None
-        if claimed is not None:
-            # Any lab user: a server asserts to its peers what its own connections say.
-            return f"{claimed.name} is not registered on this connection: REGISTER first"
-        return None      # an outside identity, sent as what it is: nobody asserts it
 
     # -- whose request is it ------------------------------------------------------
     def _strip_own_route(self, req: SipRequest) -> None:

@@ -83,6 +83,10 @@ class OutboundEmail:
 
 
 class EmailLeg:
+    """The email side of the IWF, both ways: mail for CPM users in (threaded, checked before the
+    250, bounced with a DSN when CPM refuses it later), CPM messages out as mail with MDN mapping.
+    Its size is the two directions of one protocol mapping; the codecs are in protocols/mail."""
+
     def __init__(self, *, topology: Topology, threads: ThreadMap, cpm: CpmLeg, nodes: NodeDirectory, name: str,
                  mail_address: Callable[[], Address | None],
                  session_claims: Callable[[mail.IncomingEmail, str], bool], store: DurableQueue,

@@ -82,6 +82,10 @@ class ReceiptBook:
 
 
 class SmsLeg:
+    """The SMS side of the IWF, both ways: its ESME, the ordered outbox, receipts to IMDNs, and
+    SMS to CPM with reassembly, threads and bounces. Its size is the two directions of one
+    mapping; outbox, threads and the codec are in their own modules."""
+
     def __init__(self, *, account: IwfAccount, topology: Topology, threads: ThreadMap, cpm: CpmLeg,
                  nodes: NodeDirectory, name: str, smsc_address: Callable[[], Address],
                  session_claims: Callable[[smstext.IncomingSms], bool], store: Store,
