@@ -45,6 +45,7 @@ from iwlab.backends import clock
 from iwlab.backends.directory import NodeDirectory
 from iwlab.backends.protocols.mail import RelayRefused, why_malformed
 from iwlab.backends.trace import Trace
+from iwlab.backends.transports.guard import ConnectionGuard
 from iwlab.backends.transports.listen import listen_on
 from iwlab.backends.transports.smtp_server import TracedSMTP, cut
 
@@ -75,6 +76,7 @@ class MailServer:
         self.hostname = hostname or next(iter(sorted(mailbox_domains)), "localhost")
         self.relay_timeout = relay_timeout
         self.relay_refusal = relay_refusal
+        self.guard = ConnectionGuard(name, refusal=b"421 4.7.0 Too many connections, try again later\r\n")
         self.busy_until = 0.0     # condition: until then (lab clock) every MAIL FROM gets 451 4.3.2
         self.on_delivered: list[DeliveredCallback] = []
         self.port: int | None = None
@@ -94,7 +96,7 @@ class MailServer:
         # a reader never sees a half-made one (cur/ missing) or races the first delivery to create it.
         for address in self.known_mailboxes or ():
             self.maildir(address)
-        self._servers = await listen_on(lambda: TracedSMTP(self, loop), host, port)
+        self._servers = await listen_on(self.guard.factory(lambda: TracedSMTP(self, loop)), host, port)
         self._server = self._servers[0]
         self.port = port = self._server.sockets[0].getsockname()[1]
         return port

@@ -23,6 +23,7 @@ from iwlab.backends.protocols import msrp
 from iwlab.backends.protocols.cpim import CpimError, parse_cpim
 from iwlab.backends.protocols.msrp import MsrpParseError, MsrpRequest, MsrpResponse
 from iwlab.backends.trace import Trace
+from iwlab.backends.transports.guard import ConnectionGuard
 
 log = logging.getLogger(__name__)
 Address = tuple[str, int]
@@ -320,11 +321,12 @@ class MsrpListener:
         self.sessions: dict[str, MsrpSession] = {}
         self._server: asyncio.Server | None = None
         self._connections: set[MsrpConnection] = set()
+        self.guard = ConnectionGuard(f"{local_name} MSRP")
 
     async def start(self, port: int = 0) -> int:
         if self._server is None:
             loop = asyncio.get_running_loop()
-            self._server = await loop.create_server(self._new_connection, self.host, port)
+            self._server = await loop.create_server(self.guard.factory(self._new_connection), self.host, port)
             self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 

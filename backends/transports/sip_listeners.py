@@ -16,6 +16,7 @@ from typing import Callable
 from iwlab.backends.directory import NodeDirectory
 from iwlab.backends.protocols import sip
 from iwlab.backends.trace import Trace
+from iwlab.backends.transports.guard import ConnectionGuard
 from iwlab.backends.transports.sip import MessageHandler, SipConnection
 from iwlab.backends.transports.sip_udp import SipUdpEndpoint, open_udp_endpoint
 
@@ -40,6 +41,7 @@ class SipListeners:
         self._servers: list[asyncio.Server] = []
         self._udp: list[SipUdpEndpoint] = []
         self.listeners: list[Listener] = []
+        self.guard = ConnectionGuard(f"{name} SIP")   # TCP and TLS together: a flood is refused, the rest served
 
     @property
     def port(self) -> int:
@@ -65,7 +67,7 @@ class SipListeners:
         if tls is not None:
             loop = asyncio.get_running_loop()
             for host in hosts:
-                server = await loop.create_server(self._new_connection, host, tls_port, ssl=tls)
+                server = await loop.create_server(self.guard.factory(self._new_connection), host, tls_port, ssl=tls)
                 self._servers.append(server)
                 tls_port = server.sockets[0].getsockname()[1]
                 self.listeners.append(Listener("tls", host, tls_port))
@@ -73,7 +75,7 @@ class SipListeners:
     async def _open_plain(self, hosts: list[str], port: int) -> None:
         loop = asyncio.get_running_loop()
         for host in hosts:
-            server = await loop.create_server(self._new_connection, host, port)
+            server = await loop.create_server(self.guard.factory(self._new_connection), host, port)
             self._servers.append(server)
             port = server.sockets[0].getsockname()[1]
             self.listeners.append(Listener("tcp", host, port))

@@ -209,6 +209,12 @@ class Esme:
     async def _connect_and_bind(self, loop: asyncio.AbstractEventLoop) -> _Link:
         _, link = await loop.create_connection(lambda: _Link(self), self.host, self.port)
         assert link.transport is not None
+        here, there = link.transport.get_extra_info("sockname")[:2], link.transport.get_extra_info("peername")[:2]
+        if here == there:
+            # TCP self-connect: while the SMSC is down, an ephemeral port equal to its port connects to
+            # itself, and would keep the SMSC from listening there again. Drop it and retry.
+            link.transport.abort()
+            raise ConnectionError(f"connected to itself on {here[1]} (no SMSC listening)")
         if self.nodes is not None:   # name ourselves before the first PDU, so the SMSC's trace says who we are
             self.nodes.claim(link.transport.get_extra_info("sockname")[:2], self.node_name)
         try:

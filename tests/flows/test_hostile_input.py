@@ -4,8 +4,10 @@ with the protocol's own error, so nothing invalid travels on to a leg where it f
 Real clients on real sockets: a raw SIP client as Mary, smpplib clients as handsets, smtplib
 and raw sockets for SMTP.
 """
+import asyncio
 import queue
 import smtplib
+import socket
 from email import policy
 from email.parser import BytesParser
 
@@ -147,3 +149,56 @@ def test_an_email_cpm_refuses_after_the_250_is_bounced_to_its_sender_with_a_dsn(
     assert "Action: failed" in text and "Status: 5.6.0" in text and "488 Not Acceptable Here" in text
     assert "Final-Recipient: rfc822; mary@cpm-a.lab" in text
     assert stored["Return-Path"] == "<>"                      # the null reverse-path: never bounced again
+
+
+# -- finding 5: bounded resources: a connection limit per listener, a bind deadline -----------------
+
+def address(endpoint: str) -> tuple[str, int]:
+    host, port = endpoint.rsplit(":", 1)
+    return host.strip("[]"), int(port)
+
+
+def closed_by_peer(sock: socket.socket) -> bytes:
+    """Everything the lab writes before it closes the connection (waits for the close)."""
+    sock.settimeout(10)
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data
+
+
+def test_past_the_connection_limit_a_flood_is_refused_and_the_rest_served(lab_factory):
+    lab = lab_factory(devices="none")
+    endpoints = lab.lab.endpoints()
+    smsc, mail = lab.lab.smsc, lab.lab.mail
+    lab.call(setattr, smsc.guard, "limit", lab.call(lambda: smsc.guard.live) + 1)   # room for one more
+    lab.call(setattr, mail.guard, "limit", 1)
+    admitted = socket.create_connection(address(endpoints["smpp"]), timeout=10)
+    flood = [socket.create_connection(address(endpoints["smpp"]), timeout=10) for _ in range(5)]
+    assert all(closed_by_peer(sock) == b"" for sock in flood)        # refused at once, nothing said
+    first_mail = socket.create_connection(address(endpoints["smtp"]), timeout=10)
+    assert first_mail.recv(4096).startswith(b"220 ")
+    second_mail = socket.create_connection(address(endpoints["smtp"]), timeout=10)
+    assert closed_by_peer(second_mail).startswith(b"421 4.7.0 Too many connections")
+    assert lab.call(lambda: smsc.guard.refused) == 5 and lab.call(lambda: mail.guard.refused) == 1
+    admitted.close()
+    first_mail.close()
+    for sock in flood + [second_mail]:
+        sock.close()
+
+    async def room_again():
+        while smsc.guard.live >= smsc.guard.limit:
+            await asyncio.sleep(0.02)
+    lab.run(room_again())
+    peter = SmppHandset(endpoints["smpp"], "15550201")     # the lab goes on serving: a real bind works
+    peter.close()
+
+
+def test_a_connection_that_never_binds_is_closed_by_the_session_init_timer(lab_factory):
+    lab = lab_factory(devices="none")
+    lab.call(setattr, lab.lab.smsc, "session_init_seconds", 0.2)
+    idle = socket.create_connection(address(lab.lab.endpoints()["smpp"]), timeout=10)
+    assert closed_by_peer(idle) == b""
+    idle.close()
+    notes = [e.note for e in lab.lab.trace.events() if e.fields.get("event") == "session_init_timeout"]
+    assert notes and "not bound within 0.2 s" in notes[0]

@@ -54,6 +54,17 @@ class SmppSession(SmppServerConnection):
             return
         self.smsc.session_opened(self)
         self.claim()
+        # SMPP v3.4 2.9 session_init_timer: a connection that does not bind in time is closed.
+        self.loop.call_later(self.smsc.session_init_seconds, self._bind_due)
+
+    def _bind_due(self) -> None:
+        if self.mode or self.closing:
+            return
+        self.trace.record(self.name, self.local_name, PROTOCOL, "no bind in time: closed", raw=b"",
+                          fields={"event": "session_init_timeout"},
+                          note=f"session_init_timer: not bound within {self.smsc.session_init_seconds:g} s "
+                               "(SMPP v3.4 2.9); the connection is closed")
+        self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.smsc.session_closed(self)

@@ -19,6 +19,7 @@ from iwlab.backends.nodes.smsc.message import Message
 from iwlab.backends.nodes.smsc.session import SmppSession
 from iwlab.backends.store import Store
 from iwlab.backends.trace import Trace
+from iwlab.backends.transports.guard import ConnectionGuard
 from iwlab.backends.transports.listen import listen_on
 
 
@@ -70,6 +71,8 @@ class Smsc:
                                   retry_seconds=retry_seconds, response_seconds=response_seconds,
                                   store=(store or Store()).queue(f"{name} held"))
         self._servers: list[asyncio.Server] = []
+        self.guard = ConnectionGuard(name)     # a connection limit: a flood is refused, the rest served
+        self.session_init_seconds = 30.0       # a connection must bind within this (SMPP v3.4 2.9)
         self._restored = False
 
     # The delivery's settings, here where the lab and the tests set them.
@@ -109,7 +112,7 @@ class Smsc:
         if not self._restored:   # once per process: a stop and start keeps the mailboxes in memory
             self._restored = True
             self._delivery.restore()
-        self._servers = await listen_on(lambda: SmppSession(self, self._delivery, loop), host, port)
+        self._servers = await listen_on(self.guard.factory(lambda: SmppSession(self, self._delivery, loop)), host, port)
         self._server = self._servers[0]
         self.port = port = self._server.sockets[0].getsockname()[1]
         self._delivery.start()
