@@ -31,6 +31,7 @@ import logging
 import mailbox
 import re
 import secrets
+import traceback
 from datetime import datetime
 from email import policy
 from email.message import EmailMessage
@@ -173,7 +174,10 @@ class MailServer:
         return [*responses[:-1], "250-ENHANCEDSTATUSCODES", responses[-1]]
 
     async def handle_exception(self, error: Exception) -> str:
-        """A bug in a hook: the client hears a temporary failure, and the session goes on."""
+        """A bug in a hook: the client hears a temporary failure, and the session goes on. An
+        address aiosmtpd's own parser chokes on ("RCPT TO:<") is the client's syntax error."""
+        if any(frame.name == "_getaddr" for frame in traceback.extract_tb(error.__traceback__)):
+            return "501 5.5.4 Syntax error in the address"
         log.error("SMTP session error", exc_info=error)
         return f"451 4.3.0 Temporary failure: {type(error).__name__}; try again later"
 

@@ -808,7 +808,8 @@ def make_request(method: str, uri: str, *, via: tuple[str, int], from_: str, to:
 
 def make_response(request: SipRequest, status: int, reason: str | None = None, *, to_tag: str | None = None,
                   body: bytes = b"", content_type: str | None = None) -> SipResponse:
-    """A response carrying the request's Via (all, in order), From, To, Call-ID and CSeq (RFC 3261 8.2.6)."""
+    """A response carrying the request's Via (all, in order), From, To, Call-ID and CSeq (RFC 3261 8.2.6),
+    copied as received (for a request that does not even parse, see echoable)."""
     headers = Headers()
     for via in request.headers._values("Via"):
         headers.add("Via", via)
@@ -824,6 +825,40 @@ def make_response(request: SipRequest, status: int, reason: str | None = None, *
     if reason is None:
         reason = REASON_PHRASES.get(status, _CLASS_PHRASES.get(status // 100, ""))
     return SipResponse(status, reason, headers, body)
+
+
+def echoable(name: str, value: str) -> bool:
+    """A Via/From/To/Call-ID/CSeq value well formed enough to copy into the answer to a request
+    that does not parse: echoing a malformed one would make the answer as unreadable as the request."""
+    try:
+        if name == "Via":
+            for part in _split_top(value, ","):
+                parse_via(part)
+        elif name in ("From", "To"):
+            parse_name_addr(value)
+        elif name == "CSeq":
+            parse_cseq(value)
+        elif name == "Call-ID":
+            return re.fullmatch(r"\S+", value) is not None
+    except SipParseError:
+        return False
+    return True
+
+
+def answer_to_unparseable(error: SipParseError, reason: str | None = None) -> SipResponse | None:
+    """The answer to a request that did not parse: its status, and those of its Via/From/To/
+    Call-ID/CSeq that are themselves well formed (echoable). None for a response or an ACK,
+    which nothing answers."""
+    request = error.partial
+    if not isinstance(request, SipRequest) or request.method == "ACK":
+        return None
+    headers = Headers()
+    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+        for value in request.headers._values(name) if name == "Via" else [request.headers.get(name)]:
+            if value is not None and echoable(name, value):
+                headers.add(name, value)
+    phrase = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in (reason or error.reason))[:120]
+    return SipResponse(error.status, phrase or "Bad Request", headers)
 
 
 def _has_tag(value: str) -> bool:

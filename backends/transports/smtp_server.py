@@ -83,7 +83,15 @@ class TapReader:
         self._reader, self._session = reader, session
 
     async def readuntil(self, separator: bytes = b"\n") -> bytes:
-        data = await self._reader.readuntil(separator)
+        try:
+            data = await self._reader.readuntil(separator)
+        except asyncio.IncompleteReadError as exc:
+            # The client closed its side inside a line. aiosmtpd would answer that with an error
+            # and read again, for ever (a hot loop writing replies to a half-closed socket):
+            # the conversation is over, so say so the way aiosmtpd ends a lost connection.
+            if exc.partial:
+                self._session.bytes_read(exc.partial, complete=False)
+            raise ConnectionResetError("the client closed the connection inside a command line") from None
         await self._session.line_passage(data)
         self._session.bytes_read(data, complete=True)
         return data

@@ -183,12 +183,11 @@ class CpmServer:
             self._handle_request(conn, message)
 
     def _answer_parse_error(self, conn: SipConnection, error: SipParseError) -> None:
-        partial = error.partial
-        if isinstance(partial, SipResponse) or (isinstance(partial, SipRequest) and partial.method == "ACK"):
-            return  # nothing answers a response or an ACK; the trace shows what came
-        headers = _readable_transaction_headers(partial) if isinstance(partial, SipRequest) else sip.Headers()
+        answer = sip.answer_to_unparseable(error)   # None: a response or an ACK, which nothing answers
+        if answer is None:
+            return
         try:
-            conn.send(SipResponse(error.status, _reason_phrase(error.reason), headers))
+            conn.send(answer)
         except SipConnectionClosed:
             pass
 
@@ -325,36 +324,6 @@ class CpmServer:
 
     def _is_me(self, host: str) -> bool:
         return host.lower() in (self.operator.cpm_domain, self.host, "localhost")
-
-
-_HEADER_CHECKS: dict[str, Callable[[str], object]] = {
-    "Via": sip.parse_via, "From": sip.parse_name_addr, "To": sip.parse_name_addr, "Call-ID": str.strip,
-    "CSeq": sip.parse_cseq}
-
-
-def _readable_transaction_headers(request: SipRequest) -> sip.Headers:
-    """The Via/From/To/Call-ID/CSeq of a broken request that are themselves well formed.
-
-    Echoing a malformed value (a CSeq beyond 2**32-1, say) would make our
-    400 as unreadable as the request, so such headers are left out.
-    """
-    headers = sip.Headers()
-    for name, check in _HEADER_CHECKS.items():
-        for value in request.headers.get_all(name) if name == "Via" else [request.headers.get(name)]:
-            if value is None:
-                continue
-            try:
-                check(value)
-                headers.add(name, value)
-            except (SipParseError, ValueError):
-                pass
-    return headers
-
-
-def _reason_phrase(reason: str) -> str:
-    """A parse error's reason, safe as a one-line ASCII reason phrase."""
-    text = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in reason)
-    return (text or "Bad Request")[:120]
 
 
 def for_plain_softphone(req: SipRequest) -> SipRequest | None:

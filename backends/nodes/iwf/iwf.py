@@ -137,8 +137,12 @@ class Iwf:
     # -- CPM -> legacy ----------------------------------------------------------
     def _on_sip(self, conn: SipConnection, message: SipRequest | SipResponse | SipParseError) -> None:
         if isinstance(message, SipParseError):
-            if isinstance(message.partial, SipRequest):
-                self._respond(conn, message.partial, message.status, "Bad Request")
+            answer = sip.answer_to_unparseable(message)
+            if answer is not None:
+                try:
+                    conn.send(answer)
+                except SipConnectionClosed:
+                    pass
             return
         if isinstance(message, SipResponse):
             return

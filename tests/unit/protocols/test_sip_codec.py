@@ -530,3 +530,19 @@ def test_make_request_writes_a_user_agents_request():
     assert [n for n, _ in parsed.headers.items()] == ["Via", "Max-Forwards", "Route", "From", "To", "Call-ID",
                                                       "CSeq", "Content-Length"]
     assert parsed.headers.get("CSeq") == "7 BYE" and parsed.uri == "sip:mary@127.0.0.1:5070"
+
+
+def test_the_answer_to_an_unparseable_request_parses_itself():
+    """Found by the socket mutation run: a 400 that echoed a Call-ID with a space was as unreadable
+    as the request. The answer keeps only what is well formed, so the client can read why."""
+    from iwlab.backends.protocols.sip import SipResponse, answer_to_unparseable, parse_message
+    data = (b"MESSAGE sip:peter@cpm-b.lab SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bKx1\r\n"
+            b"From: <sip:eve@evil.test>;tag=f1\r\nTo: <sip:peter@cpm-b.lab>\r\nCall-ID: %s{x} fuzz-1\r\n"
+            b"CSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n")
+    with pytest.raises(SipParseError) as refused:
+        parse_message(data)
+    answer = answer_to_unparseable(refused.value)
+    assert answer is not None and answer.status == 400 and answer.headers.get("Call-ID") is None
+    again = parse_message(answer.to_bytes())
+    assert isinstance(again, SipResponse) and again.headers.get("CSeq") == "1 MESSAGE"
+    assert again.headers.get("Via") == "SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bKx1"

@@ -1,0 +1,154 @@
+"""A socket-level mutation run per protocol: valid conversations, mutated with a fixed seed (bytes
+flipped, dropped, repeated, cut, inserted), each sent on its own connection to a running lab.
+
+For every input the lab answers in its protocol's own frames (SIP responses, SMPP responses,
+SMTP reply lines) or closes; it never crashes, never writes garbage, keeps serving a valid client
+afterwards, and its memory stays bounded. A fixed budget of inputs per protocol (not of time), so
+every run tries the same inputs: a failure reproduces.
+"""
+from __future__ import annotations
+
+import random
+import re
+import socket
+import struct
+
+import pytest
+
+from iwlab.backends.protocols import smpp
+from iwlab.backends.protocols.sip import SipResponse, SipStreamParser
+from tests.helpers.raw_sip import RawSipClient
+from tests.helpers.raw_smpp import SmppHandset
+from tests.helpers.sip_client import MARY
+
+INPUTS_PER_PROTOCOL = 150
+SEED = 4475
+
+
+def sip_seed() -> bytes:
+    body = b"Hi Peter"
+    return (b"MESSAGE sip:+15550201@cpm-b.lab;user=phone SIP/2.0\r\n"
+            b"Via: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bKfuzz1\r\n"
+            b"Max-Forwards: 70\r\nFrom: <sip:eve@evil.test>;tag=f1\r\nTo: <tel:+15550201>\r\n"
+            b"Call-ID: fuzz-1\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+def smpp_seed() -> bytes:
+    bind = smpp.encode(smpp.make("bind_transceiver", 1, system_id="15550201", password="iwlab"))
+    submit = smpp.encode(smpp.make("submit_sm", 2, source_addr_ton=1, source_addr="15550201", dest_addr_ton=1,
+                                   destination_addr="15550101", short_message=b"hello"))
+    return bind + submit
+
+
+SMTP_SEED = (b"EHLO fuzz.test\r\nMAIL FROM:<eve@evil.test>\r\nRCPT TO:<mary@cpm-a.lab>\r\nDATA\r\n"
+             b"From: eve@evil.test\r\nTo: mary@cpm-a.lab\r\nSubject: fuzz\r\n\r\nhello\r\n.\r\nQUIT\r\n")
+
+
+def mutate(data: bytes, rng: random.Random) -> bytes:
+    out = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        where = rng.randrange(len(out)) if out else 0
+        kind = rng.randrange(6)
+        if kind == 0 and out:                              # flip a byte
+            out[where] = rng.randrange(256)
+        elif kind == 1 and out:                            # drop a run
+            del out[where:where + rng.randint(1, 16)]
+        elif kind == 2:                                    # repeat a run
+            out[where:where] = out[where:where + rng.randint(1, 64)] * rng.randint(2, 20)
+        elif kind == 3:                                    # cut the rest
+            del out[where:]
+        elif kind == 4:                                    # insert hostile bytes
+            out[where:where] = rng.choice([b"\x00", b"\r\n", b"\xff\xfe", b"%s{x}", b"\r\n.\r\n", b"<img src=x>",
+                                           struct.pack(">I", rng.choice([0, 15, 16, 0xFFFFFFFF]))])
+        else:                                              # a digit becomes another number
+            digits = [i for i, b in enumerate(out) if 48 <= b <= 57]
+            if digits:
+                out[rng.choice(digits)] = rng.randrange(48, 58)
+    return bytes(out)
+
+
+def exchange(address: str, data: bytes) -> bytes:
+    """Send, say we are done (EOF), and read everything until the lab closes."""
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=10) as sock:
+        try:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return b""          # the lab closed first (e.g. an impossible length): also an answer
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+        return answer
+
+
+def sip_frames_ok(answer: bytes) -> bool:
+    events = SipStreamParser().feed(answer)
+    return all(isinstance(e, SipResponse) for e in events)
+
+
+def smpp_frames_ok(answer: bytes) -> bool:
+    while answer:
+        if len(answer) < 16:
+            return False
+        length = struct.unpack(">I", answer[:4])[0]
+        if length < 16 or length > len(answer):
+            return False
+        pdu = smpp.parse(answer[:length])
+        if not pdu.is_response() and pdu.command != "deliver_sm":   # answers, or a delivery for Peter
+            return False
+        answer = answer[length:]
+    return True
+
+
+SMTP_LINE = re.compile(rb"^[2-5]\d\d[ -][^\r\n]*$")
+
+
+def smtp_frames_ok(answer: bytes) -> bool:
+    lines = answer.split(b"\r\n")
+    return lines[-1] == b"" and all(SMTP_LINE.match(line) for line in lines[:-1])
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@pytest.mark.parametrize("protocol", ["sip", "smpp", "smtp"])
+def test_mutated_conversations_get_protocol_answers_and_the_lab_keeps_serving(lab_factory, protocol):
+    lab = lab_factory(devices="none")
+    endpoints = lab.lab.endpoints()
+    address, seed, frames_ok = {
+        "sip": (endpoints["sip"]["cpm-a.lab"], sip_seed(), sip_frames_ok),
+        "smpp": (endpoints["smpp"], smpp_seed(), smpp_frames_ok),
+        "smtp": (endpoints["smtp"], SMTP_SEED, smtp_frames_ok),
+    }[protocol]
+    rng = random.Random(f"{SEED}-{protocol}")
+    before = rss_mb()
+    assert frames_ok(exchange(address, seed)), "the unmutated conversation itself"
+    bad = []
+    for n in range(INPUTS_PER_PROTOCOL):
+        data = mutate(seed, rng)
+        answer = exchange(address, data)
+        if not frames_ok(answer):
+            bad.append((n, data[:120], answer[:200]))
+    assert not bad, f"{len(bad)} inputs got an answer that is not {protocol}: {bad[:3]}"
+    assert lab.lab.running
+    grown = rss_mb() - before
+    assert grown < 200, f"memory grew by {grown:.0f} MB over {INPUTS_PER_PROTOCOL} hostile inputs"
+    # The lab goes on serving a valid client.
+    if protocol == "sip":
+        mary = RawSipClient(endpoints["sip"]["cpm-a.lab"])
+        assert mary.register(MARY, "cpm-a.lab").status == 200
+        mary.close()
+    elif protocol == "smpp":
+        SmppHandset(endpoints["smpp"], "15550201").close()
+    else:
+        assert exchange(endpoints["smtp"], b"EHLO ok.test\r\nQUIT\r\n").startswith(b"220 ")
