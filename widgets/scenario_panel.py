@@ -102,6 +102,12 @@ class ScenarioPanel(QWidget):
         self.requirement_tree.setRootIsDecorated(False)
         self.requirement_tree.itemActivated.connect(self._requirement_chosen)
         self.requirement_tree.itemClicked.connect(self._requirement_chosen)
+        self.requirement_tree.currentItemChanged.connect(lambda item, _: self._show_requirement_text(item))
+        # The chosen requirement in the seed's words, always in view (not only in a tooltip).
+        self.requirement_text = plain_label("")
+        self.requirement_text.setWordWrap(True)
+        self.requirement_text.setMinimumWidth(120)
+        self.requirement_text.setObjectName("requirementText")
 
         buttons = QHBoxLayout()
         for button in (self.play_button, self.step_button, self.reset_button):
@@ -126,7 +132,12 @@ class ScenarioPanel(QWidget):
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(left)
         split.addWidget(scroll)
-        split.addWidget(self.requirement_tree)
+        requirements = QWidget()
+        requirements_layout = QVBoxLayout(requirements)
+        requirements_layout.setContentsMargins(0, 0, 0, 0)
+        requirements_layout.addWidget(self.requirement_tree, 3)
+        requirements_layout.addWidget(self.requirement_text, 1)
+        split.addWidget(requirements)
         split.setSizes([300, 460, 300])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -153,7 +164,7 @@ class ScenarioPanel(QWidget):
         self.verdict_label.setText("")
         if scenario:
             self.position.setText(f"{scenario.id}: {scenario.flow or scenario.title}")
-            self.explain.setText("Press Play to run the whole flow, or Step to go hop by hop.")
+            self.explain.setText("Press Play to run the whole flow, or Step for one action at a time. To go hop by hop, turn on Lab → Step hop by hop (Ctrl+T): every PDU then waits for Next.")
         self._set_busy(False)
 
     def play(self) -> None:
@@ -225,6 +236,8 @@ class ScenarioPanel(QWidget):
         self._set_busy(False)
 
     def _show_requirements(self) -> None:
+        chosen = self.requirement_tree.currentItem()
+        chosen_id = chosen.text(0) if chosen is not None else None
         self.requirement_tree.clear()
         table = requirement_verdicts(list(self.verdicts.values()), self.requirements)
         for rid, text in self.requirements.items():
@@ -234,7 +247,16 @@ class ScenarioPanel(QWidget):
             item.setForeground(1, QColor(STATE_COLOURS[state]))
             item.setData(0, Qt.ItemDataRole.UserRole, sorted(set(rows)))
             self.requirement_tree.addTopLevelItem(item)
+            if rid == chosen_id:
+                self.requirement_tree.setCurrentItem(item)
         self.requirement_tree.resizeColumnToContents(0)
+        if self.requirement_tree.topLevelItemCount() and self.requirement_tree.currentItem() is None:
+            self.requirement_tree.setCurrentItem(self.requirement_tree.topLevelItem(0))
+
+    def _show_requirement_text(self, item: QTreeWidgetItem | None) -> None:
+        if item is not None:
+            rid = item.text(0)
+            self.requirement_text.setText(f"{rid}: {self.requirements.get(rid, '')}")
 
     def _requirement_chosen(self, item: QTreeWidgetItem, _column: int = 0) -> None:
         rows = item.data(0, Qt.ItemDataRole.UserRole) or []
