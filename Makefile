@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test serve bench setup clean
+.PHONY: run test serve bench fuzz setup clean
 
 run: $(STAMP)
 	@if [ -n "$$DISPLAY$$WAYLAND_DISPLAY" ]; then scripts/system-libs.sh window; fi
@@ -21,6 +21,10 @@ serve: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/end_to_end.py $(ARGS)
+
+fuzz: $(STAMP)     # the socket mutation run, 5,000 inputs per protocol (make test runs 150)
+	QT_QPA_PLATFORM=offscreen IWLAB_FUZZ_INPUTS=$${IWLAB_FUZZ_INPUTS:-5000} $(VENV)/bin/python -m pytest -q -s \
+		-p no:cacheprovider -o timeout=1800 tests/flows/test_mutation_fuzz.py
 
 setup: $(STAMP)
 

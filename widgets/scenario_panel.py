@@ -250,8 +250,9 @@ class ScenarioPanel(QWidget):
             if rid == chosen_id:
                 self.requirement_tree.setCurrentItem(item)
         self.requirement_tree.resizeColumnToContents(0)
-        if self.requirement_tree.topLevelItemCount() and self.requirement_tree.currentItem() is None:
-            self.requirement_tree.setCurrentItem(self.requirement_tree.topLevelItem(0))
+        first = self.requirement_tree.topLevelItem(0)
+        if first is not None and self.requirement_tree.currentItem() is None:
+            self.requirement_tree.setCurrentItem(first)
 
     def _show_requirement_text(self, item: QTreeWidgetItem | None) -> None:
         if item is not None:

@@ -707,6 +707,11 @@ class SipStreamParser:
         self.broken, self._pending, self._buf = True, None, bytearray()
         return SipParseError(status, reason, partial=partial, raw=raw)
 
+    @property
+    def in_a_message(self) -> bool:
+        """Part of a message has arrived and the rest not yet (an oversized body being dropped too)."""
+        return bool(self._buf.strip(b"\r\n")) or self._discard > 0
+
     def _skip_keepalives(self) -> bool:
         n = 0
         while n < len(self._buf) and self._buf[n] in b"\r\n":

@@ -30,6 +30,9 @@ SipMessage = SipRequest | SipResponse
 MessageHandler = Callable[["SipConnection", "SipMessage | SipParseError"], None]
 
 
+PARTIAL_MESSAGE_SECONDS = 30.0   # a message begun must be complete within this (RFC 3261 18.3 framing)
+
+
 class SipConnectionClosed(ConnectionError):
     pass
 
@@ -60,6 +63,7 @@ class SipConnection(asyncio.Protocol):
         self._pending: dict[str, asyncio.Future[SipResponse]] = {}
         self._provisional: dict[str, Callable[[SipResponse], None]] = {}
         self._close_asked = False
+        self._partial_since: float | None = None   # the loop time a still-incomplete message began
 
     # -- asyncio.Protocol ---------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -73,12 +77,35 @@ class SipConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         for event in self.parser.feed(data):
             self._arrived(event)
+        if self.trace is not None:     # the accepting end: a peer that starts a message must finish it
+            self._watch_partial()
         if self.parser.broken and self.transport:
             # The stream can no longer be framed; the owner has answered the error.
             if self.trace is not None:
                 self.trace.gate.follow(self.close)   # after the answer, which may wait at the gate
             else:
                 self.transport.close()
+
+    def _watch_partial(self) -> None:
+        if not self.parser.in_a_message:
+            self._partial_since = None
+            return
+        if self._partial_since is None:
+            loop = asyncio.get_running_loop()
+            self._partial_since = since = loop.time()
+            loop.call_later(PARTIAL_MESSAGE_SECONDS, self._partial_due, since)
+
+    def _partial_due(self, since: float) -> None:
+        """A message begun PARTIAL_MESSAGE_SECONDS ago is still not whole (a slow-loris peer, or a
+        Content-Length larger than what it sends): the connection is closed, and the ladder says why."""
+        if self._partial_since != since or not self.is_open or self.trace is None:
+            return
+        self.trace.record(self.name_of_peer(), self.local_name, "SIP", "incomplete message: closed", raw=b"",
+                          fields={"event": "partial_message_timeout"},
+                          note=f"a message begun {PARTIAL_MESSAGE_SECONDS:g} s ago is still not complete; "
+                               "the connection is closed", addresses=(self.peer_address, self.local_address),
+                          transport=self.transport_name)
+        self.close()
 
     def eof_received(self) -> bool | None:
         for event in self.parser.feed_eof():

@@ -202,3 +202,19 @@ def test_a_connection_that_never_binds_is_closed_by_the_session_init_timer(lab_f
     idle.close()
     notes = [e.note for e in lab.lab.trace.events() if e.fields.get("event") == "session_init_timeout"]
     assert notes and "not bound within 0.2 s" in notes[0]
+
+
+def test_a_sip_message_begun_and_never_finished_closes_the_connection(lab_factory, monkeypatch):
+    """A slow-loris peer (or a Content-Length larger than what it sends) cannot hold a connection."""
+    from iwlab.backends.transports import sip as sip_transport
+    monkeypatch.setattr(sip_transport, "PARTIAL_MESSAGE_SECONDS", 0.3)
+    lab = lab_factory(devices="none")
+    slow = socket.create_connection(address(lab.lab.endpoints()["sip"]["cpm-a.lab"]), timeout=10)
+    slow.sendall(b"MESSAGE sip:peter@cpm-b.lab SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bKs1\r\n")
+    assert closed_by_peer(slow) == b""
+    slow.close()
+    notes = [e.note for e in lab.lab.trace.events() if e.fields.get("event") == "partial_message_timeout"]
+    assert notes and "still not complete" in notes[0]
+    mary = RawSipClient(lab.lab.endpoints()["sip"]["cpm-a.lab"])      # and the lab goes on serving
+    assert mary.register(MARY, "cpm-a.lab").status == 200
+    mary.close()
