@@ -115,7 +115,7 @@ def count_imdns(client: RawSipClient, count: int, timeout: float = 120.0) -> flo
     while seen < count and time.monotonic() < deadline:
         request = client.receive(lambda m: getattr(m, "method", "") == "MESSAGE")
         client.answer(request)
-        seen += b"<delivered/>" in request.body
+        seen += b"<delivered" in request.body      # ElementTree writes <delivered />
     return time.perf_counter()
 
 
