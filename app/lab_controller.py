@@ -16,6 +16,7 @@ from typing import Any, Coroutine
 from PySide6.QtCore import QObject, Signal
 
 from iwlab.app.notices import Notices
+from iwlab.backends.lab import conditions
 from iwlab.backends.lab.control import run_command
 from iwlab.backends.lab.lab import Lab
 from iwlab.backends.lab.lab_thread import LabThread
@@ -29,7 +30,7 @@ class LabController(QObject):
     detached = Signal()        # the lab was let go (it stops next): views drop its devices
     changed = Signal()         # running or starting changed
     settled = Signal()         # an async start or stop is over: a close asked for meanwhile may go ahead
-    conditionsChanged = Signal(str)   # what is set now, after a condition command (from the lab thread)
+    conditionsChanged = Signal(str, object)   # what is set now: its summary and its Settings (from the lab thread)
 
     def __init__(self, topology: Topology, ladder, notices: Notices, parent: QObject | None = None, *,
                  state_dir: Path | None = None, fresh: bool = False) -> None:
@@ -96,18 +97,22 @@ class LabController(QObject):
 
     def run_condition(self, line: str) -> None:
         """A conditions-panel change, as the console command it is; an error goes to the status bar."""
-        async def run() -> str:
-            lab = self._runner.lab
+        if self._runner is None:
+            self._notices.status("The lab is stopped: start it first", 4000)
+            return
+        lab = self._runner.lab      # read here, on the window's thread (a stop may clear it)
+
+        async def run() -> tuple[str, conditions.Settings]:
             answer = await run_command(lab, line)
             if answer.startswith("error"):
                 self.labError.emit(answer)
             elif answer.startswith("cut "):
                 self.labInfo.emit(answer)
-            return await run_command(lab, "conditions")
+            return await run_command(lab, "conditions"), conditions.current(lab)
         future = self.run_in_lab(run())
         if future is not None:
             future.add_done_callback(lambda f: None if f.cancelled() or f.exception()
-                                     else self.conditionsChanged.emit(f.result()))
+                                     else self.conditionsChanged.emit(*f.result()))
 
     def set_thread_policy(self, policy: str) -> None:
         """How the IWF matches an SMS reply to a CPM thread (issue: message-thread management)."""

@@ -180,6 +180,7 @@ class LabWindow(QMainWindow):
     def _lab_attached(self, runner: LabThread) -> None:
         self._holdings_timer.start()
         self.order_watch.attach(runner)
+        self.controller.run_condition("conditions")   # the panel shows what this lab has set
         self.columns.attach(runner.lab)
         self._fit_columns()
         QTimer.singleShot(0, self._fit_columns)   # again once the window has its real size

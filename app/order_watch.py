@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from iwlab.backends.lab.evidence import check_order
+from iwlab.backends.lab.evidence import check_order, received_by
 from iwlab.backends.lab.lab_thread import LabThread
 
 RECENT_EVENTS = 5000     # the window of the trace the badges are worked out from
@@ -51,8 +51,9 @@ class OrderWatch(QObject):
             found: dict[str, list[tuple[str, str, bool]]] = {}
             for recipient in (u for u in topology.users if u.device == "sms"):
                 arrivals = []
+                received = received_by(recipient, events)      # once per recipient, for every sender
                 for sender in senders:
-                    order = check_order(sender, recipient, events, topology)
+                    order = check_order(sender, recipient, events, topology, received)
                     if len(order.sent) > 1:     # a row of messages: worth numbering
                         arrivals += order.arrivals
                 arrivals.sort(key=lambda a: a.event.seq)

@@ -27,7 +27,7 @@ from iwlab.widgets.step_bar import StepBar
 
 
 class StepMode(QObject):
-    stepped = Signal(object)     # a StepResult, from the lab thread
+    stepped = Signal(object)     # (stepping session, StepResult), from the lab thread
 
     def __init__(self, window: QMainWindow, controller: LabController, bar: StepBar, notices: Notices,
                  show_row: Callable[[int], object]) -> None:
@@ -50,6 +50,7 @@ class StepMode(QObject):
         self._done: list[StepResult] = []     # the hops stepped, in order (for Back)
         self._review: int | None = None       # index into _done while walking back
         self._waiting: StepResult | None = None
+        self._session = 0                     # which stepping (on/off) a result belongs to
         bar.nextRequested.connect(self.next_hop)
         bar.backRequested.connect(self.previous_hop)
         bar.stopRequested.connect(lambda: self.toggle_action.setChecked(False))
@@ -95,6 +96,7 @@ class StepMode(QObject):
 
     def _detached(self) -> None:
         self._stepper = None     # the lab opened its gate and let its clock run as it stopped
+        self._poll.stop()
         self.toggle_action.setChecked(False)
         self.toggle_action.setEnabled(False)
 
@@ -105,6 +107,7 @@ class StepMode(QObject):
         if self._stepper is None:
             return
         if on:
+            self._session += 1
             self._done, self._review, self._waiting = [], None, None
             self._bar.show_nothing_waiting(0)
             self._submit(self._stepper.start())
@@ -122,11 +125,13 @@ class StepMode(QObject):
     def _submit(self, coro) -> None:
         future = self._controller.run_in_lab(coro)
         if future is not None:
+            session = self._session
             future.add_done_callback(
-                lambda f: None if f.cancelled() or f.exception() else self.stepped.emit(f.result()))
+                lambda f: None if f.cancelled() or f.exception() else self.stepped.emit((session, f.result())))
 
-    def _show(self, result: StepResult) -> None:
-        if not self.stepping:
+    def _show(self, tagged: tuple[int, StepResult]) -> None:
+        session, result = tagged
+        if not self.stepping or session != self._session:    # an answer from an earlier stepping
             return
         if result.went is not None:
             self._done.append(result)

@@ -98,8 +98,21 @@ class ConditionsPanel(QWidget):
             layout.addWidget(group)
         layout.addStretch(1)
 
-    def show_summary(self, text: str) -> None:
+    def show_summary(self, text: str, settings=None) -> None:
+        """What the lab says is set now; settings (its throttle_every, queue_full_every, delay_ms,
+        jitter_ms, ordering) put the controls back in step with it (a new lab, a refused change)."""
         self.summary.setText(text)
+        if settings is None:
+            return
+        for box, value in ((self.throttle, settings.throttle_every), (self.queue_full, settings.queue_full_every),
+                           (self.delay, settings.delay_ms), (self.jitter, settings.jitter_ms)):
+            box.blockSignals(True)
+            box.setValue(value)
+            box.blockSignals(False)
+        self.ordering.blockSignals(True)
+        self.ordering.setChecked(settings.ordering)
+        self.ordering.blockSignals(False)
+        self.ordering_warning.setVisible(not settings.ordering)
 
     def _ordering_toggled(self, on: bool) -> None:
         self.ordering_warning.setVisible(not on)

@@ -14,6 +14,8 @@ Pure: events in, findings out. The ladder, the devices' badges and the verdict r
 """
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from email import message_from_bytes, policy
@@ -174,8 +176,9 @@ def _answered_ok(request: TraceEvent, events: list[TraceEvent], answer: str, ok:
     SMPP: the deliver_sm_resp with the same sequence from the handset; SMTP: the reply
     after DATA in the same session. A refused or unanswered PDU is not a delivery.
     """
-    for e in events:
-        if e.seq <= request.seq or e.protocol != request.protocol or e.src != request.dst:
+    start = bisect.bisect_right(events, request.seq, key=lambda e: e.seq)   # events are in seq order
+    for e in itertools.islice(events, start, None):
+        if e.protocol != request.protocol or e.src != request.dst:
             continue
         if request.protocol == "SMPP":
             if e.summary.startswith(answer) and e.correlation.get("smpp_seq") == request.correlation.get("smpp_seq"):
@@ -219,8 +222,10 @@ def sent_by(user: User, events: Iterable[TraceEvent], topology: Topology) -> lis
     return found
 
 
-def check_order(sender: User, recipient: User, events: list[TraceEvent], topology: Topology) -> PairOrder:
-    """The order in which recipient's device got what sender sent it."""
+def check_order(sender: User, recipient: User, events: list[TraceEvent], topology: Topology,
+                received: list[tuple[TraceEvent, str]] | None = None) -> PairOrder:
+    """The order in which recipient's device got what sender sent it. received: received_by(recipient,
+    events), when the caller checks several senders against one recipient."""
     sent = [(e, text) for e, to, text in sent_by(sender, events, topology) if to.id == recipient.id]
     sent_texts = [text for _, text in sent]
     positions: dict[str, list[int]] = defaultdict(list)        # text -> its positions, in sending order
@@ -229,7 +234,7 @@ def check_order(sender: User, recipient: User, events: list[TraceEvent], topolog
     seen: Counter = Counter()
     highest = 0
     arrivals: list[Arrival] = []
-    for event, text in received_by(recipient, events):
+    for event, text in received if received is not None else received_by(recipient, events):
         if text not in positions:
             continue   # from someone else, or not a message of this pair
         copy = seen[text]

@@ -44,10 +44,13 @@ class HopStepper:
 
     async def next_hop(self) -> StepResult:
         await self._idle()
+        before = self._trace.last_seq()
         went = self._gate.release()
-        seq = self._trace.last_seq() if went is not None else 0    # recorded as it went
         await self._idle()
-        return StepResult(went, self._first_held(), seq)
+        # Its row: the first recorded since (an SMTP end records once its coroutine resumes; a hop
+        # whose connection closed while it waited records nothing).
+        recorded = self._trace.events_since(before) if went is not None else []
+        return StepResult(went, self._first_held(), recorded[0].seq if recorded else 0)
 
     async def waiting(self) -> StepResult:
         """What waits now, once what people just did has reached the gate."""

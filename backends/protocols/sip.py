@@ -852,16 +852,22 @@ def echoable(name: str, value: str) -> bool:
 
 def answer_to_unparseable(error: SipParseError, reason: str | None = None) -> SipResponse | None:
     """The answer to a request that did not parse: its status, and those of its Via/From/To/
-    Call-ID/CSeq that are themselves well formed (echoable). None for a response or an ACK,
-    which nothing answers."""
+    Call-ID/CSeq that are themselves well formed (echoable), a To tag added. None for a response
+    or an ACK, which nothing answers."""
     request = error.partial
     if not isinstance(request, SipRequest) or request.method == "ACK":
         return None
     headers = Headers()
-    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-        for value in request.headers._values(name) if name == "Via" else [request.headers.get(name)]:
-            if value is not None and echoable(name, value):
-                headers.add(name, value)
+    for via in request.headers._values("Via"):
+        if not echoable("Via", via):
+            break         # only the leading well-formed ones: the path back, in order (none: the
+        headers.add("Via", via)   # answer still goes back on the connection or to the source address)
+    for name in ("From", "To", "Call-ID", "CSeq"):
+        value = request.headers.get(name)
+        if value is not None and echoable(name, value):
+            if name == "To" and not _has_tag(value):
+                value = f"{value};tag={new_tag()}"     # RFC 3261 8.2.6.2
+            headers.add(name, value)
     phrase = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in (reason or error.reason))[:120]
     return SipResponse(error.status, phrase or "Bad Request", headers)
 

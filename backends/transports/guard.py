@@ -48,9 +48,9 @@ class _Guarded(asyncio.Protocol):
                 transport.write(guard.refusal)
             transport.close()
             return
-        guard.live += 1
         inner = self._make()
         assert isinstance(inner, asyncio.Protocol)
+        guard.live += 1          # counted once it exists: connection_lost will count it out
         self._inner = inner
         inner.connection_made(transport)
 

@@ -64,6 +64,7 @@ class SipConnection(asyncio.Protocol):
         self._provisional: dict[str, Callable[[SipResponse], None]] = {}
         self._close_asked = False
         self._partial_since: float | None = None   # the loop time a still-incomplete message began
+        self._partial_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -90,15 +91,22 @@ class SipConnection(asyncio.Protocol):
         if not self.parser.in_a_message:
             self._partial_since = None
             return
+        loop = asyncio.get_running_loop()
         if self._partial_since is None:
-            loop = asyncio.get_running_loop()
-            self._partial_since = since = loop.time()
-            loop.call_later(PARTIAL_MESSAGE_SECONDS, self._partial_due, since)
+            self._partial_since = loop.time()
+        if self._partial_timer is None:    # one timer per connection, re-armed while needed
+            self._partial_timer = loop.call_later(PARTIAL_MESSAGE_SECONDS, self._partial_due)
 
-    def _partial_due(self, since: float) -> None:
+    def _partial_due(self) -> None:
         """A message begun PARTIAL_MESSAGE_SECONDS ago is still not whole (a slow-loris peer, or a
         Content-Length larger than what it sends): the connection is closed, and the ladder says why."""
-        if self._partial_since != since or not self.is_open or self.trace is None:
+        self._partial_timer = None
+        since = self._partial_since
+        if since is None or not self.is_open or self.trace is None:
+            return
+        left = since + PARTIAL_MESSAGE_SECONDS - asyncio.get_running_loop().time()
+        if left > 0:                       # a later message is under way: watch that one
+            self._partial_timer = asyncio.get_running_loop().call_later(left, self._partial_due)
             return
         self.trace.record(self.name_of_peer(), self.local_name, "SIP", "incomplete message: closed", raw=b"",
                           fields={"event": "partial_message_timeout"},
@@ -113,6 +121,9 @@ class SipConnection(asyncio.Protocol):
         return None  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._partial_timer is not None:
+            self._partial_timer.cancel()
+            self._partial_timer = None
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(SipConnectionClosed(f"connection to {self.name_of_peer()} closed"))

@@ -108,6 +108,8 @@ class SmppServerConnection(asyncio.Protocol):
                               lambda: hop_of_pdu(pdu, self.local_name, self.name))
 
     def _put(self, pdu: Any, raw: bytes, correlation: dict[str, str] | None, note: str) -> None:
+        if self.transport.is_closing():    # closed while it waited at the gate: it never went
+            return
         summary, fields = codec.describe(pdu)
         # Record before writing: once the peer has the PDU, the trace has it too.
         self.trace.record(self.local_name, self.name, PROTOCOL, summary, raw=raw, fields=fields,

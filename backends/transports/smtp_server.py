@@ -140,6 +140,9 @@ class TracedSMTP(SMTP):
             return
         self.mail.connection_opened(self)
         super().connection_made(transport)
+        if self._handler_coroutine is not None:
+            # A session that ends by a lost connection re-raises it; nobody else awaits the task.
+            self._handler_coroutine.add_done_callback(lambda task: task.cancelled() or task.exception())
 
     def _cb_client_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # A stand-in, not a StreamReader: aiosmtpd reads with readuntil() and read(); the rest passes through.

@@ -38,8 +38,11 @@ class SmppSession(SmppServerConnection):
         self.system_id = ""
         self.pending: dict[int, Message] = {}    # our deliver_sm sequence -> message
         self.submits = 0
+        self.not_throttled = 0                # submits past the throttle (the queue-full condition counts these)
         self.detached = False                 # out of the receivers, in-flight messages given back
         self.gone: asyncio.Future[None] = loop.create_future()
+        self._late: set[asyncio.TimerHandle] = set()     # answers the delay condition holds back
+        self._bind_timer: asyncio.TimerHandle | None = None
 
     @property
     def receiving(self) -> bool:
@@ -55,7 +58,7 @@ class SmppSession(SmppServerConnection):
         self.smsc.session_opened(self)
         self.claim()
         # SMPP v3.4 2.9 session_init_timer: a connection that does not bind in time is closed.
-        self.loop.call_later(self.smsc.session_init_seconds, self._bind_due)
+        self._bind_timer = self.loop.call_later(self.smsc.session_init_seconds, self._bind_due)
 
     def _bind_due(self) -> None:
         if self.mode or self.closing:
@@ -67,6 +70,10 @@ class SmppSession(SmppServerConnection):
         self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        for timer in [*self._late, self._bind_timer]:   # nothing of a gone connection stays scheduled
+            if timer is not None:
+                timer.cancel()
+        self._late.clear()
         self.smsc.session_closed(self)
         kept = len(self.pending)
         if not self.closing and (exc is not None or self.mode):
@@ -176,11 +183,11 @@ class SmppSession(SmppServerConnection):
             every, full = smsc.throttle_every, smsc.queue_full_every
             if every and self.submits % every == 0:
                 status, note = C.SMPP_ESME_RTHROTTLED, f"throttled (every {every}th submit_sm)"
-            elif full and self.submits % full == 0:
+            elif full and self._past_throttle() % full == 0:
                 status, note = C.SMPP_ESME_RMSGQFUL, f"queue full (condition: every {full}th submit_sm)"
             elif problem := codec.address_problem(codec.text(pdu.source_addr), pdu.source_addr_ton):
                 status, note = C.SMPP_ESME_RINVSRCADR, f"source_addr: {problem}"
-            elif self.system_id in smsc.handset_numbers and \
+            elif self.system_id in smsc.handset_numbers and codec.text(pdu.source_addr) and \
                     codec.text(pdu.source_addr).lstrip("+") != self.system_id:
                 # A handset sends as its own number only (the SMSC knows it from the bind).
                 status, note = C.SMPP_ESME_RINVSRCADR, (f"source_addr {codec.text(pdu.source_addr)[:20]!r} is not "
@@ -218,12 +225,13 @@ class SmppSession(SmppServerConnection):
         lifetime = validity if validity is not None else self.delivery.validity_seconds
         msg = Message(message_id, owner, owner_name, deliver_fields(pdu, dest), self.loop.time() + lifetime,
                       time.time(), self.system_id, rd, text_start[:20], stored=stored)
-        self.delivery.keep(msg)          # durable before the answer says "accepted"
         self.record_in(pdu, raw, corr, note)
 
         def answer(delayed: str) -> None:
-            if not self.closing:     # gone meanwhile: what was kept is delivered all the same
-                self.respond(pdu, OK, corr, delayed, message_id=message_id)
+            if self.closing:     # gone before its answer: never accepted, the ESME submits it again
+                return
+            self.delivery.keep(msg)          # durable before the answer says "accepted"
+            self.respond(pdu, OK, corr, delayed, message_id=message_id)
             self.delivery.accept(msg)
         self._answer(answer)
 
@@ -231,6 +239,11 @@ class SmppSession(SmppServerConnection):
         corr = {"smpp_message_id": "", "smpp_seq": str(pdu.sequence)}
         self.record_in(pdu, raw, corr, note)
         self._answer(lambda delayed: None if self.closing else self.respond(pdu, status, corr, delayed, message_id=""))
+
+    def _past_throttle(self) -> int:
+        """Counts the submits the throttle let through, so both conditions act at once."""
+        self.not_throttled += 1
+        return self.not_throttled
 
     def _answer(self, answer: Callable[[str], None]) -> None:
         """Answer a submit_sm now or, under the delay condition, later (with jitter, so answers
@@ -243,8 +256,10 @@ class SmppSession(SmppServerConnection):
             f" + up to {self.smsc.answer_jitter_ms} ms jitter" if self.smsc.answer_jitter_ms else "")
 
         def later() -> None:
+            self._late.discard(handle)
             answer(f"answered {delay_ms:.0f} ms late (condition: delay {condition})")
-        self.loop.call_later(delay_ms / 1000, later)
+        handle = self.loop.call_later(delay_ms / 1000, later)
+        self._late.add(handle)
 
     def _deliver_resp(self, pdu: Any, raw: bytes) -> None:
         msg = self.pending.pop(pdu.sequence, None)
