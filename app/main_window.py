@@ -105,7 +105,7 @@ class LabWindow(QMainWindow):
 
     # -- layout --------------------------------------------------------------------------------
     def _lay_out(self) -> None:
-        centre = QSplitter(Qt.Orientation.Vertical)
+        centre = self.centre = QSplitter(Qt.Orientation.Vertical)
         ladder_pane = self._titled("Interworking ladder — every PDU on the wire", self.ladder)
         ladder_pane.layout().insertWidget(1, self.step_bar)   # step mode: the waiting hop, above the ladder
         centre.addWidget(ladder_pane)
@@ -171,6 +171,16 @@ class LabWindow(QMainWindow):
             return runner.lab.holdings()
         future = runner.submit(holdings())
         future.add_done_callback(lambda f: None if f.cancelled() or f.exception() else self.holdingsKnown.emit(f.result()))
+
+    def trainer_layout(self, on: bool) -> None:
+        """For teaching: the use-case panel as large as the ladder, opened on the use cases;
+        off: the ladder is the show again."""
+        total = sum(self.centre.sizes())
+        if on:
+            self.bottom_tabs.setCurrentWidget(self.scenarios)
+            self.centre.setSizes([total // 2, total - total // 2])
+        else:
+            self.centre.setSizes([total * 3 // 4, total - total * 3 // 4])
 
     def _show_order(self, user_id: str, badges: list) -> None:
         handset = self.phones.get(user_id)

@@ -121,6 +121,11 @@ class WindowActions:
             themes.addAction(action)
             view_menu.addAction(action)
         view_menu.addSeparator()
+        self.trainer_action = QAction("Trainer layout (use cases as large as the ladder)", window, checkable=True,
+                                      shortcut=QKeySequence("Ctrl+Shift+T"))
+        self.trainer_action.toggled.connect(window.trainer_layout)   # type: ignore[attr-defined]
+        view_menu.addAction(self.trainer_action)
+        view_menu.addSeparator()
         for action in (self.zoom_in_action, self.zoom_out_action, self.zoom_reset_action):
             view_menu.addAction(action)
 

@@ -80,3 +80,13 @@ def test_every_hop_of_the_normal_flows_has_a_story(topology):
     assert stories.story(Hop("CPM-A", "Mary", "SIP", "MESSAGE")).seed == "5.9.5 step 4"
     assert "responsibility" in stories.story(Hop("IWF", "CPM-B", "SIP", "202 MESSAGE")).why
     assert stories.story(Hop("Mary", "CPM-A", "SIP", "OPTIONS")).why      # anything else: still a sentence
+
+
+def test_the_trainer_layout_makes_the_use_cases_as_large_as_the_ladder(qtbot, window):
+    window.commands.trainer_action.setChecked(True)
+    ladder, panel = window.centre.sizes()
+    assert window.bottom_tabs.currentWidget() is window.scenarios
+    assert abs(ladder - panel) <= max(ladder, panel) * 0.2, (ladder, panel)
+    window.commands.trainer_action.setChecked(False)
+    ladder, panel = window.centre.sizes()
+    assert ladder > panel
