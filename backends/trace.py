@@ -40,11 +40,13 @@ class TraceEvent:
     src_address: tuple[str, int] | None = None
     dst_address: tuple[str, int] | None = None
     transport: str = ""
+    measured: int = field(default=0, compare=False, repr=False)   # footprint, worked out once when recorded
 
     @property
     def footprint(self) -> int:
-        """Roughly what the event costs in memory: what bounds the trace (and the ladder) in bytes."""
-        return len(self.raw) + len(self.summary) + len(self.note) + EVENT_OVERHEAD
+        """Roughly what the event costs in memory: what bounds the trace (and the ladder) in bytes.
+        The decoded fields count too: a body is often in them once more (SIP body, CPIM, payload)."""
+        return self.measured or measure(self)
 
     def ladder_line(self) -> str:
         stamp = time.strftime("%H:%M:%S", time.localtime(self.time)) + f".{int(self.time * 1000) % 1000:03d}"
@@ -53,6 +55,23 @@ class TraceEvent:
         if self.note:
             line += f"   [{self.note}]"
         return line
+
+
+def measure(event: TraceEvent) -> int:
+    return len(event.raw) + len(event.summary) + len(event.note) + _size_of(event.fields) + EVENT_OVERHEAD
+
+
+def _size_of(value: Any, depth: int = 0) -> int:
+    """The text and bytes a decoded value holds (what dominates an event's memory)."""
+    if isinstance(value, (str, bytes, bytearray)):
+        return len(value)
+    if depth > 6:
+        return 0
+    if isinstance(value, dict):
+        return sum(len(str(k)) + _size_of(v, depth + 1) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return sum(_size_of(v, depth + 1) for v in value)
+    return 8
 
 
 class Trace:
@@ -110,6 +129,7 @@ class Trace:
                 dst_address=tuple(addresses[1][:2]) if addresses else None,   # type: ignore[arg-type]
                 transport=transport,
             )
+            object.__setattr__(event, "measured", measure(event))   # frozen: set once, here
             self._events.append(event)
             self.bytes += event.footprint
             while self._events and (self.bytes > self.max_bytes or

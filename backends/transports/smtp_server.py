@@ -75,6 +75,9 @@ class SmtpHost(Protocol):
     def connection_closed(self, connection: TracedSMTP) -> None: ...
 
 
+MAX_LINE_KEPT = 8192     # bytes of one command line kept for the trace
+
+
 class TapReader:
     """Stands in for aiosmtpd's StreamReader: passes every read through and
     shows the bytes to the session first."""
@@ -119,6 +122,7 @@ class TracedSMTP(SMTP):
         self.node_name: str | None = None          # None until we know who the client is
         self._held: list[dict[str, Any]] = []      # events recorded before that
         self._partial = bytearray()                # an over-long command line, read in pieces
+        self._partial_size = 0                     # ... all of it, even past the kept bytes
         self._reply_lines: list[str] = []
         self._payload: bytearray | None = None     # DATA bytes as sent, between 354 and the verdict
         self._payload_recorded = False
@@ -213,16 +217,22 @@ class TracedSMTP(SMTP):
             room = self.mail.max_size + 4096 - len(self._payload)
             self._payload += data[:max(room, 0)]
             return
-        self._partial += data
+        # An over-long line (aiosmtpd answers 500) is kept only up to MAX_LINE_KEPT: its start is
+        # what a reader needs, and a 20 MiB line must not cost 20 MiB.
+        self._partial_size += len(data)
+        if len(self._partial) < MAX_LINE_KEPT:
+            self._partial += data[:MAX_LINE_KEPT - len(self._partial)]
         if not complete or not data.endswith(b"\n"):
             return
-        line, self._partial = bytes(self._partial), bytearray()
+        line, size = bytes(self._partial), self._partial_size
+        self._partial, self._partial_size = bytearray(), 0
         self._naming_line(line)
         text = line.rstrip(b"\r\n").decode("utf-8", "replace")
         verb, _, argument = text.partition(" ")
         summary = " ".join(filter(None, (verb.upper(), argument)))   # the exact case is in raw
+        note = f"a {format_size(size)} line: the first {MAX_LINE_KEPT} bytes kept" if size > len(line) else ""
         self._record(from_client=True, summary=cut(summary) or "(empty line)", raw=line,
-                     fields={"command": verb.upper(), "argument": argument})
+                     fields={"command": verb.upper(), "argument": argument[:1000]}, note=note)
 
     def record_payload(self, size: int, fields: dict[str, Any], correlation: dict[str, str], note: str = "") -> None:
         """The DATA payload as one event (called once per DATA, before any work on it)."""

@@ -218,3 +218,16 @@ def test_a_sip_message_begun_and_never_finished_closes_the_connection(lab_factor
     mary = RawSipClient(lab.lab.endpoints()["sip"]["cpm-a.lab"])      # and the lab goes on serving
     assert mary.register(MARY, "cpm-a.lab").status == 200
     mary.close()
+
+
+def test_an_over_long_smtp_line_is_answered_and_costs_only_its_start(lab_factory):
+    """Finding 5: a 20 MiB line was kept whole (in the trace's raw bytes and again in its fields)."""
+    lab = lab_factory(devices="none")
+    with socket.create_connection(address(lab.lab.endpoints()["smtp"]), timeout=10) as client:
+        assert client.recv(4096).startswith(b"220 ")
+        client.sendall(b"MAIL FROM:<" + b"z" * 300_000 + b">\r\nQUIT\r\n")
+        answer = closed_by_peer(client)
+    assert answer.startswith(b"500 ") and b"221 " in answer     # refused, and the session went on
+    [event] = [e for e in lab.lab.trace.events() if e.protocol == "SMTP" and e.summary.startswith("MAIL")]
+    assert len(event.raw) <= 8192 and len(event.fields["argument"]) <= 1000
+    assert "line: the first 8192 bytes kept" in event.note
