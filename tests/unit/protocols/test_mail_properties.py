@@ -21,6 +21,7 @@ from iwlab.backends.protocols.mail import (
     trim_quoted,
     why_malformed,
 )
+from tests.helpers.mutation import mutations
 
 label = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz0123456789"), min_size=1, max_size=8)
 domain = st.lists(label, min_size=1, max_size=3).map(".".join)
@@ -99,28 +100,16 @@ SEEDS.append(build_mdn(original=parse_incoming(SEEDS[0]), reader_address="john@m
                        reader_name="John").as_bytes())
 
 
-@st.composite
-def mutated(draw):
-    data = bytearray(draw(st.sampled_from(SEEDS)))
-    for _ in range(draw(st.integers(1, 6))):
-        kind = draw(st.sampled_from(["flip", "insert", "delete", "truncate", "special"]))
-        at = draw(st.integers(0, max(0, len(data) - 1)))
-        if kind == "flip" and data:
-            data[at] ^= 1 << draw(st.integers(0, 7))
-        elif kind == "insert":
-            data[at:at] = draw(st.binary(min_size=1, max_size=4))
-        elif kind == "delete" and data:
-            del data[at:at + draw(st.integers(1, 8))]
-        elif kind == "truncate":
-            del data[at:]
-        else:
-            data[at:at] = draw(st.sampled_from([
-                b"\r\n", b"\n", b":", b"<", b">", b'"', b"=?", b"?=", b"=?utf-8?b?", b"=?x?q?", b"\xff", b"\0",
-                b"@", b",", b"(", b")", b"\\", b";", b"--b1", b"\r\n\r\n", b"charset=idna", b"charset=\xff",
-                b"boundary=", b"Content-Type: multipart/mixed\r\n", b"Content-Transfer-Encoding: base64\r\n",
-                b"From: \r\n", b"From: <>\r\n", b"Date: x\r\n", b"Message-ID: <<>>\r\n", b"To: a@b, (c\r\n",
-                b"Content-Type: message/rfc822\r\n", b"Disposition-Notification-To: =?utf-8?q?\xff?= <x@>\r\n"]))
-    return bytes(data)
+SPECIALS = [
+    b"\r\n", b"\n", b":", b"<", b">", b'"', b"=?", b"?=", b"=?utf-8?b?", b"=?x?q?", b"\xff", b"\0",
+    b"@", b",", b"(", b")", b"\\", b";", b"--b1", b"\r\n\r\n", b"charset=idna", b"charset=\xff",
+    b"boundary=", b"Content-Type: multipart/mixed\r\n", b"Content-Transfer-Encoding: base64\r\n",
+    b"From: \r\n", b"From: <>\r\n", b"Date: x\r\n", b"Message-ID: <<>>\r\n", b"To: a@b, (c\r\n",
+    b"Content-Type: message/rfc822\r\n", b"Disposition-Notification-To: =?utf-8?q?\xff?= <x@>\r\n"]   # octets the grammar cares about
+
+
+def mutated():
+    return mutations(SEEDS, SPECIALS, max_rounds=6)
 
 
 HEADER_NAMES = ["From", "To", "Cc", "Message-ID", "In-Reply-To", "References", "Subject", "Date", "Conversation-ID",

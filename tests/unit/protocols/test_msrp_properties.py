@@ -19,6 +19,7 @@ from iwlab.backends.protocols.msrp import (
     response_for,
 )
 from iwlab.backends.protocols.sdp import msrp_path
+from tests.helpers.mutation import mutations
 
 label = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz0123456789"), min_size=1, max_size=8)
 host = st.one_of(st.lists(label, min_size=1, max_size=3).map(".".join), st.just("127.0.0.1"), st.just("::1"))
@@ -98,25 +99,13 @@ SEND = chunk([BOB], [ALICE], "m1", "message/cpim", b"Hey Bob\r\n-------xyz$\r\na
 VALID = b"".join(m.to_bytes() for m in [bodiless_send([BOB], [ALICE]), *SEND, response_for(SEND[0], 200)])
 
 
-@st.composite
-def mutated(draw):
-    data = bytearray(VALID)
-    for _ in range(draw(st.integers(1, 6))):
-        kind = draw(st.sampled_from(["flip", "insert", "delete", "truncate", "special"]))
-        at = draw(st.integers(0, max(0, len(data) - 1)))
-        if kind == "flip" and data:
-            data[at] ^= 1 << draw(st.integers(0, 7))
-        elif kind == "insert":
-            data[at:at] = draw(st.binary(min_size=1, max_size=4))
-        elif kind == "delete" and data:
-            del data[at:at + draw(st.integers(1, 8))]
-        elif kind == "truncate":
-            del data[at:]
-        else:
-            data[at:at] = draw(st.sampled_from([b"\r\n", b"\n", b"\r", b":", b" ", b"-------", b"$\r\n", b"+", b"#",
-                                                b"MSRP ", b"\r\n\r\n", b"Byte-Range: 1-99999999/*\r\n", b"*",
-                                                b"Content-Type: x\r\n", b"x" * 150, b"\xff", b"\0"]))
-    return bytes(data)
+SPECIALS = [b"\r\n", b"\n", b"\r", b":", b" ", b"-------", b"$\r\n", b"+", b"#",
+    b"MSRP ", b"\r\n\r\n", b"Byte-Range: 1-99999999/*\r\n", b"*",
+    b"Content-Type: x\r\n", b"x" * 150, b"\xff", b"\0"]   # octets the grammar cares about
+
+
+def mutated():
+    return mutations([VALID], SPECIALS, max_rounds=6)
 
 
 def check_event(event) -> None:

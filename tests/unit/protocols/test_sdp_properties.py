@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iwlab.backends.protocols.sdp import TRANSPORTS, MsrpSdp, SdpError, answer, msrp_path, offer, parse_sdp
+from tests.helpers.mutation import mutations
 
 label = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz0123456789"), min_size=1, max_size=8)
 host = st.one_of(st.lists(label, min_size=1, max_size=3).map(".".join),
@@ -93,28 +94,19 @@ WORDS = [b"", b"\xc2\xb2", "\u0661".encode(), b"9" * 5000, b"0", b"65536", b"-1"
          b"TCP/MSRP", b"msrp://h:0/x;tcp", b"\r\n", b"\xff\xfe"]
 
 
-@st.composite
-def mutated(draw):
-    data = bytearray(draw(st.sampled_from(VALID)))
-    for _ in range(draw(st.integers(1, 5))):
-        kind = draw(st.sampled_from(["flip", "insert", "delete", "truncate", "special", "word"]))
-        at = draw(st.integers(0, max(0, len(data) - 1)))
-        if kind == "word":   # one field of one line replaced by a tricky one
-            words = bytes(data).split(b" ")
-            words[draw(st.integers(0, len(words) - 1))] = draw(st.sampled_from(WORDS))
-            data = bytearray(b" ".join(words))
-        elif kind == "flip" and data:
-            data[at] ^= 1 << draw(st.integers(0, 7))
-        elif kind == "insert":
-            data[at:at] = draw(st.binary(min_size=1, max_size=4))
-        elif kind == "delete" and data:
-            del data[at:at + draw(st.integers(1, 8))]
-        elif kind == "truncate":
-            del data[at:]
-        else:
-            data[at:at] = draw(st.sampled_from([b"\r\n", b"\n", b" ", b"=", b":", b"/", b"\xc2\xb2", b"9" * 5000,
-                                                b"m=message ", b"a=setup:", b"c=IN IP6 ", b"\xff", b"\0", b";"]))
-    return bytes(data)
+SPECIALS = [b"\r\n", b"\n", b" ", b"=", b":", b"/", b"\xc2\xb2", b"9" * 5000, b"m=message ", b"a=setup:",
+            b"c=IN IP6 ", b"\xff", b"\0", b";"]
+
+
+def _word(draw, data: bytearray) -> bytearray:
+    """One field of one line replaced by a tricky one."""
+    words = bytes(data).split(b" ")
+    words[draw(st.integers(0, len(words) - 1))] = draw(st.sampled_from(WORDS))
+    return bytearray(b" ".join(words))
+
+
+def mutated():
+    return mutations(VALID, SPECIALS, max_rounds=5, own={"word": _word})
 
 
 @settings(max_examples=120)

@@ -21,6 +21,7 @@ from iwlab.backends.protocols.sip import (
     parse_via,
     validate_request,
 )
+from tests.helpers.mutation import mutations
 
 TOKEN_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
 token = st.text(st.sampled_from(TOKEN_CHARS), min_size=1, max_size=12)
@@ -154,24 +155,12 @@ SEEDS[1].body = b"v=0\r\nm=message 7394 TCP/MSRP *\r\n"
 VALID = [m.to_bytes() for m in SEEDS] + [make_response(SEEDS[0], 486, to_tag="9").to_bytes()]
 
 
-@st.composite
-def mutated(draw):
-    data = bytearray(draw(st.sampled_from(VALID)))
-    for _ in range(draw(st.integers(1, 5))):
-        kind = draw(st.sampled_from(["flip", "insert", "delete", "truncate", "special"]))
-        at = draw(st.integers(0, max(0, len(data) - 1)))
-        if kind == "flip" and data:
-            data[at] ^= 1 << draw(st.integers(0, 7))
-        elif kind == "insert":
-            data[at:at] = draw(st.binary(min_size=1, max_size=4))
-        elif kind == "delete" and data:
-            del data[at:at + draw(st.integers(1, 8))]
-        elif kind == "truncate":
-            del data[at:]
-        elif kind == "special":   # octets the grammar cares about
-            data[at:at] = draw(st.sampled_from([b"\r\n", b"\n", b"\r", b":", b";", b",", b'"', b"<", b">", b"\\",
-                                                b" ", b"\t", b"\r\n ", b"\xff", b"\0", b"=", b"@", b"9" * 20]))
-    return bytes(data)
+SPECIALS = [b"\r\n", b"\n", b"\r", b":", b";", b",", b'"', b"<", b">", b"\\",
+    b" ", b"\t", b"\r\n ", b"\xff", b"\0", b"=", b"@", b"9" * 20]   # octets the grammar cares about
+
+
+def mutated():
+    return mutations(VALID, SPECIALS, max_rounds=5)
 
 
 @settings(max_examples=80)

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from smpplib import consts as C
 
 from iwlab.backends.protocols import smpp as codec
+from tests.helpers.mutation import mutations
 
 
 def cstring(max_octets: int):
@@ -182,23 +183,15 @@ VALID = [
 ]
 
 
-@st.composite
-def mutated(draw):
-    data = bytearray(draw(st.sampled_from(VALID)))
-    for _ in range(draw(st.integers(1, 4))):
-        kind = draw(st.sampled_from(["flip", "insert", "delete", "truncate", "fix_length"]))
-        at = draw(st.integers(0, max(0, len(data) - 1)))
-        if kind == "flip" and data:
-            data[at] ^= 1 << draw(st.integers(0, 7))
-        elif kind == "insert":
-            data[at:at] = draw(st.binary(min_size=1, max_size=4))
-        elif kind == "delete" and data:
-            del data[at:at + draw(st.integers(1, 4))]
-        elif kind == "truncate":
-            del data[at:]
-        elif kind == "fix_length" and len(data) >= 4:   # keep command_length honest so the body is judged
-            data[:4] = struct.pack(">L", len(data))
-    return bytes(data)
+def _fix_length(draw, data: bytearray) -> bytearray:
+    """Keep command_length honest, so the body is what gets judged."""
+    if len(data) >= 4:
+        data[:4] = struct.pack(">L", len(data))
+    return data
+
+
+def mutated():
+    return mutations(VALID, max_rounds=4, max_delete=4, own={"fix_length": _fix_length})
 
 
 @settings(max_examples=120)
