@@ -1,6 +1,5 @@
 """Conditions set from the console (what `iwlab serve` reads), over real sockets: order holds under
 them, the ladder notes them where they act, and the ordering demo switch breaks the order."""
-import asyncio
 import smtplib
 
 import pytest
@@ -9,6 +8,7 @@ from iwlab.backends.lab import evidence
 from iwlab.backends.lab.control import run_command
 from tests.helpers.raw_smpp import SmppHandset
 from tests.helpers.sip_client import received_text
+from tests.helpers.waiting import until
 
 TEXTS = [f"in a row {i} of 5" for i in range(1, 6)]
 
@@ -43,14 +43,10 @@ def order_of(lab, arrivals: int = 5):
     handset's deliver_sm_resp is recorded, which may follow the text we read)."""
     topology = lab.lab.topology
 
-    async def checked():
-        while True:
-            order = evidence.check_order(topology.user("mary"), topology.user("peter"), lab.lab.trace.events(),
-                                         topology)
-            if len(order.arrivals) >= arrivals:
-                return order
-            await asyncio.sleep(0.02)
-    return lab.run(checked(), timeout=30)
+    def order():
+        return evidence.check_order(topology.user("mary"), topology.user("peter"), lab.lab.trace.events(), topology)
+    lab.run(until(lambda: len(order().arrivals) >= arrivals, 30, f"{arrivals} arrivals at Peter"), timeout=40)
+    return order()
 
 
 def test_throttle_queue_full_and_late_answers_keep_the_order(lab_and_peter):
@@ -96,10 +92,7 @@ def test_a_cut_link_and_a_busy_mail_server_are_survived(lab_factory):
         assert command(lab, "smsc drop IWF") == "cut 1 SMPP link(s) of IWF"
         assert command(lab, "smsc drop iwf-a") == "cut 1 SMPP link(s) of iwf-a"
 
-        async def rebound():
-            while binds() < before + 2:      # each IWF binds again by itself
-                await asyncio.sleep(0.02)
-        lab.run(rebound(), timeout=30)
+        lab.run(until(lambda: binds() >= before + 2, 30, "each IWF binding again by itself"), timeout=40)
         assert command(lab, "smsc drop nobody").startswith("error: no SMPP link")
         assert "mail server busy (451 4.3.2)" in command(lab, "mail busy 60")
         host, port = lab.lab.endpoints()["smtp"].rsplit(":", 1)

@@ -1,17 +1,13 @@
 """A dead peer: the SMSC goes away while Mary writes to Peter. Nothing is lost:
 the IWF keeps the message, rebinds when the SMSC is back, and delivers it in order."""
-import time
 
 from iwlab.backends.devices.cpm_phone import CpmDevice
+from tests.helpers.waiting import wait_until
 
 
 def wait(predicate, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
+    wait_until(predicate, timeout)
+    return True
 
 
 def test_messages_survive_an_smsc_restart(lab_factory):

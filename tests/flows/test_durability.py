@@ -15,6 +15,7 @@ import pytest
 from tests.helpers.raw_sip import RawSipClient, cpim_body
 from tests.helpers.raw_smpp import SmppHandset
 from tests.helpers.sip_client import MARY, PETER_TEL
+from tests.helpers.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,10 +29,8 @@ class Serve:
             [sys.executable, "-m", "iwlab.app.cli", "serve", "--port-base", "0", "--devices", "none", "--quiet",
              "--state-dir", str(state), "--endpoints-file", str(self.endpoints_file)],
             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 60
-        while not self.endpoints_file.exists():
-            assert self.process.poll() is None and time.monotonic() < deadline, self.process.stderr.read()
-            time.sleep(0.02)
+        wait_until(lambda: self.endpoints_file.exists() or self.process.poll() is not None, 60, "iwlab serve listening")
+        assert self.process.poll() is None, self.process.stderr.read()
         self.endpoints = json.loads(self.endpoints_file.read_text())
 
     def kill(self) -> None:
@@ -186,9 +185,7 @@ def test_an_email_accepted_while_the_mail_server_is_down_is_sent_by_the_next_lab
     second = LabThread(Lab(topology, devices="john", state_dir=tmp_path / "state")).start()
     try:
         john = second.lab.device("john")
-        deadline = time.monotonic() + 20
-        while not [i for i in john.inbox if "kept for John" in i.parsed.text] and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: [i for i in john.inbox if "kept for John" in i.parsed.text], 20, "John's kept mail")
         assert [i.parsed.text.strip() for i in john.inbox] == ["kept for John"]
     finally:
         second.stop()

@@ -4,7 +4,6 @@ with the protocol's own error, so nothing invalid travels on to a leg where it f
 Real clients on real sockets: a raw SIP client as Mary, smpplib clients as handsets, smtplib
 and raw sockets for SMTP.
 """
-import asyncio
 import queue
 import smtplib
 import socket
@@ -21,6 +20,7 @@ from tests.helpers.raw_sip import RawSipClient
 from tests.helpers.raw_smpp import SmppHandset
 from tests.helpers.sip_client import MARY
 from tests.helpers.smpp_client import encoded, next_message, peter_submits
+from tests.helpers.waiting import until
 
 
 @pytest.fixture
@@ -186,10 +186,7 @@ def test_past_the_connection_limit_a_flood_is_refused_and_the_rest_served(lab_fa
     for sock in flood + [second_mail]:
         sock.close()
 
-    async def room_again():
-        while smsc.guard.live >= smsc.guard.limit:
-            await asyncio.sleep(0.02)
-    lab.run(room_again())
+    lab.run(until(lambda: smsc.guard.live < smsc.guard.limit, 20, "room for a connection again"))
     peter = SmppHandset(endpoints["smpp"], "15550201")     # the lab goes on serving: a real bind works
     peter.close()
 

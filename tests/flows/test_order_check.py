@@ -6,6 +6,7 @@ import asyncio
 import pytest
 
 from iwlab.backends.lab.evidence import check_order
+from tests.helpers.waiting import wait_until
 
 
 def send_all(lab, texts):
@@ -18,14 +19,10 @@ def send_all(lab, texts):
 
 
 def order_at_peter(lab, count: int, timeout: float = 20.0):
-    import time
-    deadline = time.monotonic() + timeout
-    while True:
-        events = lab.lab.trace.events()
-        order = check_order(lab.lab.user("mary"), lab.lab.user("peter"), events, lab.lab.topology)
-        if len(order.arrivals) >= count or time.monotonic() > deadline:
-            return order
-        time.sleep(0.05)
+    def order():
+        return check_order(lab.lab.user("mary"), lab.lab.user("peter"), lab.lab.trace.events(), lab.lab.topology)
+    wait_until(lambda: len(order().arrivals) >= count, timeout, f"{count} arrivals at Peter")
+    return order()
 
 
 @pytest.mark.parametrize("ordering", [True, False], ids=["iwf-keeps-order", "ordering-off-demo"])

@@ -6,8 +6,6 @@ sender's thread. John is stdlib smtplib; the lab's control command sets her roam
 """
 from __future__ import annotations
 
-import time
-
 import smpplib.consts
 
 from iwlab.backends.lab.control import run_command
@@ -17,6 +15,7 @@ from tests.helpers.raw_sip import RawSipClient
 from tests.helpers.raw_smpp import SmppHandset
 from tests.helpers.sip_client import MARY, received_text
 from tests.helpers.smpp_client import encoded, next_message, peter_submits
+from tests.helpers.waiting import wait_until
 
 
 def mary_submits(mary: SmppHandset, text: str, to: str) -> None:
@@ -92,10 +91,8 @@ def test_marys_simulated_phone_shows_her_sms_in_the_conversation_and_answers_by_
     phone, john = lab.lab.device("mary"), lab.lab.device("john")
     lab.run(run_command(lab.lab, "state mary roaming=yes"))
     lab.run(john.send("mary@cpm-a.lab", "Monday", "Back on Monday?"))
-    deadline = time.monotonic() + 10
-    while not any(m.direction == "in" for m in lab.call(lambda: list(phone.messages))):
-        assert time.monotonic() < deadline, "the SMS reached Mary's phone"
-        time.sleep(0.02)
+    wait_until(lambda: any(m.direction == "in" for m in lab.call(lambda: list(phone.messages))), 10,
+               "the SMS reaching Mary's phone")
     [incoming] = [m for m in lab.call(lambda: list(phone.messages)) if m.direction == "in"]
     assert (incoming.via, incoming.peer_name, incoming.text) == ("SMS", "John", "Back on Monday?")
     reply = lab.run(phone.send_message(lab.lab.user("john"), "Yes, Monday"))

@@ -1,7 +1,6 @@
 """Technology selection on the wire (CPM-IOP-003/-005): the same "send to Peter"
 takes CPM, then SMS, as Peter's conditions change; John is reached by email."""
 import mailbox
-import time
 from pathlib import Path
 
 from iwlab.backends.lab.control import run_command
@@ -9,6 +8,7 @@ from iwlab.backends.protocols.sip import SipRequest
 from tests.helpers.raw_sip import RawSipClient
 from tests.helpers.raw_smpp import SmppHandset
 from tests.helpers.sip_client import MARY, received_text, send_cpm_message
+from tests.helpers.waiting import wait_until
 
 PETER_CPM = "sip:+15550201@cpm-b.lab;user=phone"   # a REGISTER names a SIP AOR
 
@@ -56,9 +56,7 @@ def test_mary_to_john_takes_email(lab_factory):
         assert mary.register(MARY, "cpm-a.lab").status == 200
         assert mary.response_to(send_cpm_message(mary, "by email", to="tel:+15550202")).status == 202
         maildir = Path(lab.lab.endpoints()["maildir"]) / "john@mail-b.lab"
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not (maildir.exists() and len(mailbox.Maildir(maildir)) == 1):
-            time.sleep(0.02)
+        wait_until(lambda: maildir.exists() and len(mailbox.Maildir(maildir)) == 1, 10, "the mail in John's Maildir")
         assert len(mailbox.Maildir(maildir)) == 1
         assert any("John is not registered to CPM -> email via mail server" in e.note
                    for e in lab.lab.trace.events())
@@ -86,12 +84,8 @@ def test_options_for_a_user_shows_the_cpm_tags_only_while_a_cpm_client_is_regist
         during = capabilities()
         assert "oma.cpm.msg" in (during.headers.get("Contact") or "")
         peter_app.close()
-        deadline = time.monotonic() + 10
-        after = capabilities()
-        while "icsi-ref" in (after.headers.get("Contact") or "") and time.monotonic() < deadline:
-            time.sleep(0.05)
-            after = capabilities()
-        assert "icsi-ref" not in (after.headers.get("Contact") or "")   # the flow is gone: no CPM client
+        wait_until(lambda: "icsi-ref" not in (capabilities().headers.get("Contact") or ""), 10,
+                   "OPTIONS without CPM tags")   # the flow is gone: no CPM client
     finally:
         mary.close()
 

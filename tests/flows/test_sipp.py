@@ -15,6 +15,7 @@ from iwlab.backends.devices.session_state import SessionState
 from tests.helpers.raw_smpp import SmppHandset
 from tests.helpers.sip_client import received_text
 from tests.helpers.smpp_client import encoded, peter_submits
+from tests.helpers.waiting import wait_until
 
 SIPP = shutil.which("sipp")
 SCENARIOS = Path(__file__).parent / "sipp"
@@ -82,25 +83,19 @@ def test_sipp_cancels_before_peter_answers(lab_factory, tmp_path):
 
 def test_sipp_invites_marys_phone_which_accepts(lab_factory, tmp_path):
     """Mary's simulated phone as the UAS of a session, facing sipp: 180, 200 with its SDP answer, ACK, BYE."""
-    import time
     lab = lab_factory(devices="mary")
     device = lab.lab.device("mary")
     states: list = []
     lab.call(device.listeners.append,
              lambda event: states.append(event.state) if isinstance(event, SessionChanged) else None)
     sipp = run_sipp("uac_invite_mary.xml", lab.lab.endpoints()["sip"]["cpm-a.lab"], tmp_path)
-    deadline = time.monotonic() + 15
-    while SessionState.INCOMING not in states:
-        assert time.monotonic() < deadline and sipp.poll() is None, "no invitation reached Mary's phone"
-        time.sleep(0.02)
+    wait_until(lambda: SessionState.INCOMING in states or sipp.poll() is not None, 15, "an invitation at Mary's phone")
+    assert SessionState.INCOMING in states, "no invitation reached Mary's phone"
     session = lab.call(lambda: next(iter(device.sessions.sessions.values())))
     lab.run(device.sessions.accept(session))
     _, err = sipp.communicate(timeout=30)
     assert sipp.returncode == 0, err.decode(errors="replace")[-2000:]
-    deadline = time.monotonic() + 10
-    while SessionState.ENDED not in states:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until(lambda: SessionState.ENDED in states, 10, "the session's end")
     assert states == [SessionState.INCOMING, SessionState.ESTABLISHED, SessionState.ENDED]
     assert session.reason == "Sipp ended the session"
 
@@ -135,14 +130,10 @@ def wait_udp_bound(port: int, timeout: float = 10.0) -> None:
     """Until something (sipp) listens on the UDP port: a proxy does not retransmit a request it
     forwards over UDP, so an INVITE sent before sipp has bound its socket is lost. Read from
     /proc/net/udp, without touching the port (a probe bind could take it from sipp)."""
-    import time
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         with open("/proc/net/udp") as table:
-            if any(line.split()[1].endswith(f":{port:04X}") for line in list(table)[1:]):
-                return
-        time.sleep(0.01)
-    raise AssertionError(f"sipp never listened on UDP port {port}")
+            return any(line.split()[1].endswith(f":{port:04X}") for line in list(table)[1:])
+    wait_until(listening, timeout, f"sipp listening on UDP port {port}")
 
 
 def test_sipp_as_mary_answers_486_and_gets_the_ack(lab_factory, tmp_path):
@@ -169,17 +160,14 @@ def test_sipp_as_mary_answers_486_and_gets_the_ack(lab_factory, tmp_path):
         if sipp.poll() is None:
             sipp.kill()
             sipp.communicate()
-    import time
 
     def acks():
         return [(e.src, e.dst) for e in lab.lab.trace.events() if e.protocol == "SIP" and e.summary.startswith("ACK")]
     wanted = [("CPM-A", "127.0.0.1:%d" % port),     # CPM-A ACKs sipp's 486 itself
               ("CPM-B", "CPM-A"),                   # CPM-B the 486 CPM-A relayed
               ("IWF", "CPM-B")]                     # and the IWF's INVITE client the 486 it got
-    deadline = time.monotonic() + 10               # sipp is done at its own ACK; the others follow
-    while not all(hop in acks() for hop in wanted) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert all(hop in acks() for hop in wanted), acks()
+    # sipp is done at its own ACK; the others follow
+    wait_until(lambda: all(hop in acks() for hop in wanted), 10, f"the ACKs {wanted}")
 
 
 @pytest.mark.parametrize("transport, family", [("u1", "127.0.0.1"), ("t1", "::1")],

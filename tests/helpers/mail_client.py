@@ -6,6 +6,8 @@ from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 
+from tests.helpers.waiting import wait_until
+
 JOHN_TEL = "tel:+15550202"
 
 
@@ -34,13 +36,10 @@ def johns_maildir(lab) -> mailbox.Maildir:
 
 
 def wait_for_mail(lab, count: int = 1, timeout: float = 10.0) -> list:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def messages() -> list:
         try:
-            messages = list(johns_maildir(lab))
+            return list(johns_maildir(lab))
         except mailbox.NoSuchMailboxError:
-            messages = []
-        if len(messages) >= count:
-            return messages
-        time.sleep(0.02)
-    raise AssertionError(f"John's Maildir did not get {count} message(s)")
+            return []
+    wait_until(lambda: len(messages()) >= count, timeout, f"{count} message(s) in John's Maildir")
+    return messages()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import socket
-import time
 import uuid
 
 from iwlab.backends.protocols import msrp, sdp
@@ -12,6 +11,7 @@ from tests.helpers.raw_sip import RawSipClient
 from tests.helpers.raw_smpp import SmppHandset
 from tests.helpers.sip_client import MARY, PETER_TEL, received_text
 from tests.helpers.smpp_client import encoded, peter_submits
+from tests.helpers.waiting import wait_until
 
 SESSION_SERVICE = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.session"
 
@@ -135,10 +135,7 @@ def sms_text(peter: SmppHandset) -> str:
 
 
 def wait_for(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
+    wait_until(predicate, timeout)
 
 
 def establish(mary, peter, media):

@@ -33,6 +33,7 @@ from iwlab.backends.store import Store
 from iwlab.backends.topology import load_topology
 from iwlab.backends.trace import Trace
 from tests.helpers.recording_transport import RecordingTransport
+from tests.helpers.waiting import until
 
 MARY = "sip:mary@cpm-a.lab"
 PETER = "tel:+15550201"
@@ -179,7 +180,7 @@ def test_session_requests_go_to_the_session_leg():
         conn = iwf.new_connection()
         transport = RecordingTransport(conn)
         conn.data_received(invite.to_bytes())
-        await asyncio.sleep(0)                  # the session leg answers INVITEs from a task
+        await until(lambda: transport.sent_sip(), 10, "the session leg's answer")   # it answers from a task
         assert [m.status for m in transport.sent_sip()] == [403]
         await iwf.stop()
     run(scenario)
@@ -195,8 +196,7 @@ def test_the_outbox_submits_in_order_and_a_throttled_part_goes_again_before_the_
         await iwf.sms.start()
         for text in ("one", "two", "three"):
             assert answer_to(iwf, message(PETER, text)).status == 202
-        while iwf.sms.outbox.pending():
-            await asyncio.sleep(0.01)
+        await until(lambda: not iwf.sms.outbox.pending(), 10, "the outbox emptied")
         submits = FakeEsme.last.submits
         assert [smpp.decode_text(s["short_message"], s["data_coding"]) for s in submits] == ["one", "two", "three"]
         assert {(s["source_addr"], s["destination_addr"]) for s in submits} == {("15550101", "15550201")}
