@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import Callable
+from typing import Callable, Iterable
 
 from iwlab.backends.directory import NodeDirectory, outside_name
 from iwlab.backends.gate import Hop
@@ -302,3 +302,29 @@ async def open_connection(host: str, port: int, on_message: MessageHandler, *, l
     if nodes is not None:
         nodes.claim(conn.local_address, local_name)
     return conn
+
+
+def respond(conn: SipConnection, req: SipRequest, status: int, reason: str, note: str = "",
+            extra_headers: Iterable[tuple[str, str]] = ()) -> None:
+    """Answer `req` on `conn` (a node answering itself, not relaying an answer); nothing answers
+    an ACK, and a requester that went away is told nothing."""
+    if req.method == "ACK":
+        return
+    response = sip.make_response(req, status, reason, to_tag=sip.new_tag())
+    for name, value in extra_headers:
+        response.headers.add(name, value)
+    try:
+        conn.send(response, note=note)
+    except SipConnectionClosed:
+        pass
+
+
+def answer_unparseable(conn: SipConnection, error: SipParseError) -> None:
+    """Answer a request that did not parse (sip.answer_to_unparseable); nothing for a response or an ACK."""
+    answer = sip.answer_to_unparseable(error)
+    if answer is None:
+        return
+    try:
+        conn.send(answer)
+    except SipConnectionClosed:
+        pass

@@ -14,11 +14,10 @@ from typing import Callable
 
 from iwlab.backends import clock
 from iwlab.backends.nodes.cpm_server.links import PeerLink
-from iwlab.backends.nodes.cpm_server.replies import respond
 from iwlab.backends.protocols import sip
 from iwlab.backends.protocols.sip import SipRequest, SipResponse
 from iwlab.backends.routing import Route
-from iwlab.backends.transports.sip import SipConnection, SipConnectionClosed
+from iwlab.backends.transports.sip import SipConnection, SipConnectionClosed, respond
 
 TRANSACTION_TIMEOUT = 32.0              # RFC 3261 Timer F / B
 INVITE_TIMEOUT = 200.0                  # RFC 3261 Timer C (> 3 min): waits for a person

@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 from iwlab.backends import clock
-from iwlab.backends.nodes.cpm_server.replies import respond
 from iwlab.backends.protocols import sip
 from iwlab.backends.protocols.sip import SipRequest, make_response
 from iwlab.backends.topology import Operator, Topology, User
-from iwlab.backends.transports.sip import SipConnection
+from iwlab.backends.transports.sip import SipConnection, respond
 from iwlab.backends.transports.sip_udp import SipUdpFlow
 
 _ICSI_RE = re.compile(r'\+g\.3gpp\.icsi-ref="([^"]*)"', re.IGNORECASE)

@@ -24,7 +24,6 @@ from iwlab.backends.nodes.cpm_server.identity import SenderIdentity, lab_nodes
 from iwlab.backends.nodes.cpm_server.links import NextHops
 from iwlab.backends.nodes.cpm_server.proxy import Proxy
 from iwlab.backends.nodes.cpm_server.registrar import Binding, Registrar
-from iwlab.backends.nodes.cpm_server.replies import respond
 from iwlab.backends.nodes.cpm_server.store import MessageStore
 from iwlab.backends.protocols import sip
 from iwlab.backends.protocols.cpim import CpimError, parse_cpim
@@ -38,7 +37,7 @@ from iwlab.backends.routing import CPM, NONE, STORE, Route, decide_route
 from iwlab.backends.store import Store
 from iwlab.backends.topology import Operator, Topology, User
 from iwlab.backends.trace import Trace
-from iwlab.backends.transports.sip import SipConnection, SipConnectionClosed
+from iwlab.backends.transports.sip import SipConnection, answer_unparseable, respond
 from iwlab.backends.transports.sip_listeners import SipListeners
 
 ALLOWED = "REGISTER, MESSAGE, INVITE, ACK, BYE, CANCEL, OPTIONS"
@@ -183,13 +182,7 @@ class CpmServer:
             self._handle_request(conn, message)
 
     def _answer_parse_error(self, conn: SipConnection, error: SipParseError) -> None:
-        answer = sip.answer_to_unparseable(error)   # None: a response or an ACK, which nothing answers
-        if answer is None:
-            return
-        try:
-            conn.send(answer)
-        except SipConnectionClosed:
-            pass
+        answer_unparseable(conn, error)
 
     def _handle_request(self, conn: SipConnection, req: SipRequest) -> None:
         problem = sip.validate_request(req, supported=SUPPORTED_OPTIONS)

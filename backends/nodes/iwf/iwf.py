@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from typing import Callable, Sequence
+from typing import Callable
 
 from iwlab.backends.directory import NodeDirectory
 from iwlab.backends.nodes.iwf.content import Put
@@ -23,19 +23,18 @@ from iwlab.backends.nodes.iwf.session import SessionRules
 from iwlab.backends.nodes.iwf.sessions import SESSION_METHODS, IwfSessions
 from iwlab.backends.nodes.iwf.sms_leg import SmsLeg
 from iwlab.backends.nodes.iwf.threads import ThreadMap
-from iwlab.backends.protocols import mail, sip, smstext
+from iwlab.backends.protocols import mail, smstext
 from iwlab.backends.protocols.cpim import ACCEPTED_TYPES, CpimError, UnsupportedContent, message_content
 from iwlab.backends.protocols.sip import (
     SipParseError,
     SipRequest,
     SipResponse,
-    make_response,
 )
 from iwlab.backends.routing import EMAIL, SMS, Route
 from iwlab.backends.store import Store
 from iwlab.backends.topology import Operator, Topology
 from iwlab.backends.trace import Trace
-from iwlab.backends.transports.sip import SipConnection, SipConnectionClosed
+from iwlab.backends.transports.sip import SipConnection, answer_unparseable, respond
 from iwlab.backends.transports.sip_listeners import SipListeners
 from iwlab.backends.transports.smpp_esme import Esme
 
@@ -137,12 +136,7 @@ class Iwf:
     # -- CPM -> legacy ----------------------------------------------------------
     def _on_sip(self, conn: SipConnection, message: SipRequest | SipResponse | SipParseError) -> None:
         if isinstance(message, SipParseError):
-            answer = sip.answer_to_unparseable(message)
-            if answer is not None:
-                try:
-                    conn.send(answer)
-                except SipConnectionClosed:
-                    pass
+            answer_unparseable(conn, message)
             return
         if isinstance(message, SipResponse):
             return
@@ -151,35 +145,35 @@ class Iwf:
         elif message.method in SESSION_METHODS:
             self.sessions.on_request(conn, message)
         elif message.method == "OPTIONS":
-            self._respond(conn, message, 200, "OK")
+            respond(conn, message, 200, "OK")
         elif message.method != "ACK":
-            self._respond(conn, message, 501, f"{message.method} not interworked yet")
+            respond(conn, message, 501, f"{message.method} not interworked yet")
 
     def _cpm_message(self, conn: SipConnection, req: SipRequest) -> None:
         """Admission of a pager-mode MESSAGE: the route decided upstream, someone to hand it to."""
         route = Route.from_header(req.headers.get(Route.HEADER))
         if route is None or not route.technology.interworked:
-            self._respond(conn, req, 403, f"No interworking decision ({Route.HEADER}): "
+            respond(conn, req, 403, f"No interworking decision ({Route.HEADER}): "
                           "the IWF serves what its CPM server hands on")
             return
         recipient = self.topology.user_by_uri(req.uri)
         if recipient is None:
-            self._respond(conn, req, 404, "User Not Found")
+            respond(conn, req, 404, "User Not Found")
             return
         try:   # CPIM from CPM clients, a bare text/plain body from plain softphones
             cpim = message_content(req.headers.get("Content-Type"), req.body, sender=req.headers.get("From") or "",
                                    recipient=req.headers.get("To") or "")
         except UnsupportedContent as exc:
-            self._respond(conn, req, 415, f"Unsupported Media Type: {exc}"[:100],
-                          headers=[("Accept", ", ".join(ACCEPTED_TYPES))])
+            respond(conn, req, 415, f"Unsupported Media Type: {exc}"[:100],
+                    extra_headers=[("Accept", ", ".join(ACCEPTED_TYPES))])
             return
         except CpimError as exc:
-            self._respond(conn, req, 400, f"Bad CPIM body: {exc}"[:100])
+            respond(conn, req, 400, f"Bad CPIM body: {exc}"[:100])
             return
         if cpim.is_imdn:
             # A notification for a legacy user: SMS and email have no place for it.
-            self._respond(conn, req, 200, "OK",
-                          note=f"IMDN for {recipient.name} not interworked: {route.technology.name} has no equivalent")
+            respond(conn, req, 200, "OK",
+                    note=f"IMDN for {recipient.name} not interworked: {route.technology.name} has no equivalent")
             return
         if route.technology == EMAIL:
             if self.email is None:
@@ -188,16 +182,4 @@ class Iwf:
                 answer = self.email.take_message(req, cpim, recipient)
         else:
             answer = self.sms.take_message(req, cpim, recipient)
-        self._respond(conn, req, answer.status, answer.reason, note=answer.note)
-
-    def _respond(self, conn: SipConnection, req: SipRequest, status: int, reason: str, note: str = "",
-                 headers: Sequence[tuple[str, str]] = ()) -> None:
-        if req.method == "ACK":
-            return
-        response = make_response(req, status, reason, to_tag=sip.new_tag())
-        for name, value in headers:
-            response.headers.add(name, value)
-        try:
-            conn.send(response, note=note)
-        except SipConnectionClosed:
-            pass
+        respond(conn, req, answer.status, answer.reason, note=answer.note)
