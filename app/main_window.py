@@ -299,8 +299,7 @@ class LabWindow(QMainWindow):
 
 def conditions_links(topology: Topology) -> list[str]:
     """Whose SMPP link the conditions panel can cut: each IWF, then each handset (by user id)."""
-    iwfs = [op.iwf.node_name or "IWF" for op in topology.operators if op.iwf]
-    return iwfs + [u.id for u in topology.users if u.msisdn and u.device in ("sms", "cpm")]
+    return topology.iwf_names() + [u.id for u in topology.users if u.msisdn and u.device in ("sms", "cpm")]
 
 
 def default_state_dir() -> Path:

@@ -147,6 +147,10 @@ class Topology:
         """Every operator running an IWF (any operator may: operator A's serves its roaming users)."""
         return [op for op in self.operators if op.iwf]
 
+    def iwf_names(self) -> list[str]:
+        """The ladder names of every IWF ("IWF", "IWF-A" ...: parse_topology names each one)."""
+        return [op.iwf.node_name or "IWF" for op in self.operators if op.iwf]
+
     def smsc_operator(self) -> Operator | None:
         """Who runs the lab's one SMSC (every IWF and handset binds there)."""
         return next((op for op in self.operators if op.smpp_port is not None), None)

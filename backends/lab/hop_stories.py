@@ -49,11 +49,10 @@ class HopStories:
 
     def role(self, node: str) -> str:
         """A ladder column's role in the flow."""
-        for op in self._topology.operators:
-            if node == op.node_name:
-                return "cpm-server"
-            if op.iwf is not None and node == (op.iwf.node_name or "IWF"):
-                return "iwf"
+        if any(node == op.node_name for op in self._topology.operators):
+            return "cpm-server"
+        if node in self._topology.iwf_names():
+            return "iwf"
         if node == "SMSC":
             return "smsc"
         if node == "Mail":

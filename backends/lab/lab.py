@@ -154,8 +154,7 @@ class Lab:
         old, port = self.smsc, self.smsc.port
         await old.stop()
         self.smsc = self._make_smsc()
-        for condition in ("throttle_every", "queue_full_every", "answer_delay_ms", "answer_jitter_ms"):
-            setattr(self.smsc, condition, getattr(old, condition))     # what a trainer set stays set
+        self.smsc.keep_conditions_of(old)     # what a trainer set stays set
         await self.smsc.start(self.topology.hosts or [self.host], port)
         return self.smsc.pending()
 

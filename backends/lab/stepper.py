@@ -72,8 +72,5 @@ class HopStepper:
     @staticmethod
     async def _idle() -> None:
         loop = asyncio.get_running_loop()
-        if isinstance(loop, LabLoop):
-            await loop.when_idle()
-        else:   # a plain loop cannot tell: let what is ready run
-            for _ in range(3):
-                await asyncio.sleep(0)
+        assert isinstance(loop, LabLoop), "stepping needs the lab's loop (LabThread runs one)"
+        await loop.when_idle()

@@ -850,7 +850,7 @@ def echoable(name: str, value: str) -> bool:
     return True
 
 
-def answer_to_unparseable(error: SipParseError, reason: str | None = None) -> SipResponse | None:
+def answer_to_unparseable(error: SipParseError) -> SipResponse | None:
     """The answer to a request that did not parse: its status, and those of its Via/From/To/
     Call-ID/CSeq that are themselves well formed (echoable), a To tag added. None for a response
     or an ACK, which nothing answers."""
@@ -868,7 +868,7 @@ def answer_to_unparseable(error: SipParseError, reason: str | None = None) -> Si
             if name == "To" and not _has_tag(value):
                 value = f"{value};tag={new_tag()}"     # RFC 3261 8.2.6.2
             headers.add(name, value)
-    phrase = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in (reason or error.reason))[:120]
+    phrase = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in error.reason)[:120]
     return SipResponse(error.status, phrase or "Bad Request", headers)
 
 

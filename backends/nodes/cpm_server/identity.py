@@ -18,8 +18,7 @@ from iwlab.backends.transports.sip import SipConnection
 
 def lab_nodes(topology: Topology) -> set[str]:
     """The node names of the trust domain: every CPM server and every IWF."""
-    return ({op.node_name for op in topology.operators} |
-            {op.iwf.node_name or "IWF" for op in topology.operators if op.iwf})
+    return {op.node_name for op in topology.operators} | set(topology.iwf_names())
 
 
 class SenderIdentity:

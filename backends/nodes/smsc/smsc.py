@@ -42,6 +42,9 @@ class EsmeAccount:
 
 
 class Smsc:
+    # What a trainer or a QA engineer sets (backends/lab/conditions.py); a restarted SMSC keeps it.
+    CONDITIONS = ("throttle_every", "queue_full_every", "answer_delay_ms", "answer_jitter_ms")
+
     def __init__(self, trace: Trace, nodes: NodeDirectory, *, accounts: list[EsmeAccount],
                  handset_password: str, handset_numbers: dict[str, str], name: str = "SMSC",
                  throttle_every: int = 0, validity_seconds: float = 60.0, retry_seconds: float = 1.0,
@@ -202,6 +205,10 @@ class Smsc:
 
     def session_opened(self, session: SmppSession) -> None:
         self._sessions.add(session)
+
+    def keep_conditions_of(self, other: Smsc) -> None:
+        for name in self.CONDITIONS:
+            setattr(self, name, getattr(other, name))
 
     def drop(self, system_id: str) -> int:
         """Condition: cut every connection bound as system_id now, without an unbind (as a dying
