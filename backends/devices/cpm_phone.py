@@ -121,6 +121,7 @@ class CpmDevice:
         self._refresh: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         self.accepting = True     # False: the user declines messages (the phone answers 603)
+        self.answering = True     # False (a condition): the phone reads requests and answers none, as a hung app
         self.sms_side: SmsHandset | None = None
         self._peer_of_number: Callable[[str], User | None] = topology.user_by_number
         self._sms_number_of: dict[str, str] = {}   # peer uri -> the number their last SMS came from
@@ -250,12 +251,15 @@ class CpmDevice:
 
     async def set_state(self, *, registered: bool | None = None, cpm_capable: bool | None = None,
                         roaming_without_cpm: bool | None = None, sip_transport: str | None = None,
-                        accepting: bool | None = None) -> None:
+                        accepting: bool | None = None, answering: bool | None = None) -> None:
         """Change the device's conditions as a trainer would (ARCHITECTURE §2); a new transport
         means a new flow to the server, and registering again over it; accepting=False: the user
-        declines incoming messages (a blocked or full phone answers 603)."""
+        declines incoming messages (a blocked or full phone answers 603); answering=False: it answers
+        nothing at all (the server's transaction timer answers the sender 408)."""
         if accepting is not None:
             self.accepting = accepting
+        if answering is not None:
+            self.answering = answering
         was_registered = self.registered
         if sip_transport is not None and sip_transport != self.user.sip_transport:
             self.user.sip_transport = sip_transport
@@ -350,7 +354,7 @@ class CpmDevice:
 
     # -- receiving ----------------------------------------------------------------
     def _on_sip(self, conn: SipConnection, message: SipRequest | SipResponse | SipParseError) -> None:
-        if not isinstance(message, SipRequest):
+        if not isinstance(message, SipRequest) or not self.answering:
             return
         if message.method in ("INVITE", "ACK", "BYE", "CANCEL") and self.sessions is not None:
             self.sessions.on_request(conn, message)     # sessions: backends/cpm_sessions.py

@@ -1,5 +1,6 @@
 """Conditions the lab is told to suffer, as a trainer or a QA engineer sets them: a throttling or
-full SMSC, slow and jittery SMSC answers, a link cut now, a busy mail server, and the IWF's
+full SMSC, slow and jittery SMSC answers, a link cut now or at every Nth request, binds refused
+for a while, a busy or slow mail server, a CPM phone that answers nothing, and the IWF's
 ordering demo switch. The window's conditions panel and `iwlab serve`'s commands both use this;
 each condition shows on the ladder where it acts (the note of the PDU it changes).
 Runs on the lab's loop.
@@ -9,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from iwlab.backends import clock
+from iwlab.backends.devices.cpm_phone import CpmDevice
 from iwlab.backends.lab.lab import Lab
 
 
@@ -25,14 +27,27 @@ class Settings:
     jitter_ms: int = 0
     mail_busy_seconds: float = 0.0
     ordering: bool = True
+    drop_every: int = 0
+    refuse_binds_seconds: float = 0.0
+    mail_delay_ms: int = 0
+    mail_jitter_ms: int = 0
+    not_answering: tuple[str, ...] = ()     # the user ids of CPM phones that answer nothing
+
+
+def _left(until: float) -> float:
+    return max(until - clock.monotonic(), 0.0)
 
 
 def current(lab: Lab) -> Settings:
-    smsc = lab.smsc
-    busy = max(lab.mail.busy_until - clock.monotonic(), 0.0) if lab.mail else 0.0
+    smsc, mail = lab.smsc, lab.mail
     return Settings(smsc.throttle_every if smsc else 0, smsc.queue_full_every if smsc else 0,
-                    smsc.answer_delay_ms if smsc else 0, smsc.answer_jitter_ms if smsc else 0, busy,
-                    all(iwf.sms.outbox.ordering_enabled for iwf in lab.iwfs.values()))
+                    smsc.answer_delay_ms if smsc else 0, smsc.answer_jitter_ms if smsc else 0,
+                    _left(mail.busy_until) if mail else 0.0,
+                    all(iwf.sms.outbox.ordering_enabled for iwf in lab.iwfs.values()),
+                    smsc.drop_every if smsc else 0, _left(smsc.refuse_binds_until) if smsc else 0.0,
+                    mail.answer_delay_ms if mail else 0, mail.answer_jitter_ms if mail else 0,
+                    tuple(user_id for user_id, device in sorted(lab.devices.items())
+                          if isinstance(device, CpmDevice) and not device.answering))
 
 
 def _whole(value: int, what: str) -> int:
@@ -42,9 +57,17 @@ def _whole(value: int, what: str) -> int:
 
 
 def set_smsc(lab: Lab, *, throttle_every: int | None = None, queue_full_every: int | None = None,
-             delay_ms: int | None = None, jitter_ms: int | None = None) -> None:
+             delay_ms: int | None = None, jitter_ms: int | None = None, drop_every: int | None = None,
+             refuse_binds_seconds: float | None = None) -> None:
     if lab.smsc is None:
         raise ConditionError("this lab has no SMSC")
+    if drop_every is not None:
+        if drop_every == 1:
+            raise ConditionError("drop every takes 2 or more (at 1 no request would ever be taken), or 0 for off")
+        lab.smsc.drop_every = _whole(drop_every, "drop every")
+    if refuse_binds_seconds is not None:
+        lab.smsc.refuse_binds_until = clock.monotonic() + _seconds(refuse_binds_seconds, "refuse binds") \
+            if refuse_binds_seconds else 0.0
     if throttle_every is not None:
         lab.smsc.throttle_every = _whole(throttle_every, "throttle")
     if queue_full_every is not None:
@@ -70,12 +93,23 @@ def drop_link(lab: Lab, user_or_node: str) -> int:
     return sum(lab.smsc.drop(system_id) for system_id in system_ids)
 
 
+def _seconds(value: float, what: str) -> float:
+    if not 0 <= value <= 86_400:
+        raise ConditionError(f"{what} takes seconds from 0 to 86400")
+    return value
+
+
 def set_mail_busy(lab: Lab, seconds: float) -> None:
     if lab.mail is None:
         raise ConditionError("this lab has no mail server")
-    if not 0 <= seconds <= 86_400:
-        raise ConditionError("mail busy takes seconds from 0 to 86400")
-    lab.mail.busy_until = clock.monotonic() + seconds if seconds else 0.0
+    lab.mail.busy_until = clock.monotonic() + _seconds(seconds, "mail busy") if seconds else 0.0
+
+
+def set_mail_delay(lab: Lab, delay_ms: int, jitter_ms: int = 0) -> None:
+    if lab.mail is None:
+        raise ConditionError("this lab has no mail server")
+    lab.mail.answer_delay_ms = _whole(delay_ms, "mail delay")
+    lab.mail.answer_jitter_ms = _whole(jitter_ms, "mail jitter")
 
 
 def set_ordering(lab: Lab, on: bool) -> None:
@@ -94,8 +128,17 @@ def describe(settings: Settings) -> str:
     if settings.delay_ms or settings.jitter_ms:
         parts.append(f"SMSC answers {settings.delay_ms} ms late" +
                      (f" (+ up to {settings.jitter_ms} ms jitter)" if settings.jitter_ms else ""))
+    if settings.drop_every:
+        parts.append(f"SMSC cuts a link at 1 request in {settings.drop_every}")
+    if settings.refuse_binds_seconds:
+        parts.append(f"SMSC refuses binds (ESME_RBINDFAIL) for {settings.refuse_binds_seconds:.0f} s more")
     if settings.mail_busy_seconds:
         parts.append(f"mail server busy (451 4.3.2) for {settings.mail_busy_seconds:.0f} s more")
+    if settings.mail_delay_ms or settings.mail_jitter_ms:
+        parts.append(f"mail server answers {settings.mail_delay_ms} ms late" +
+                     (f" (+ up to {settings.mail_jitter_ms} ms jitter)" if settings.mail_jitter_ms else ""))
+    for user_id in settings.not_answering:
+        parts.append(f"the CPM phone of {user_id} answers nothing (its server answers 408 after Timer F)")
     if not settings.ordering:
         parts.append("DEMO: IWF ordering off (conversations race)")
     return "; ".join(parts) or "no conditions: the lab runs as it should"

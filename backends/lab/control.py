@@ -18,13 +18,17 @@ from iwlab.backends.topology import SIP_TRANSPORTS
 HELP = """commands:
   state USER [registered=yes|no] [capable=yes|no] [roaming=yes|no]   change a user's device conditions
         [accepting=yes|no]          a CPM phone takes messages, or declines them (603)
+        [answering=yes|no]          a CPM phone answers, or answers nothing at all (a hung app: 408)
         [bound=yes|no]              an SMS handset is on (bound to the SMSC) or off
   threads last|pool                 how the IWF matches SMS replies to CPM threads
   throttle N                        the SMSC answers every Nth submit_sm with ESME_RTHROTTLED (0: off)
   smsc qfull N                      ... every Nth submit_sm with ESME_RMSGQFUL (0: off)
   smsc delay MS [JITTER]            the SMSC answers (and delivers) each submit_sm MS ms late, plus up to JITTER ms
   smsc drop USER|IWF|IWF-A         cut that SMPP link now (no unbind); it rebinds by itself
+  smsc drop-every N                 cut each bound link at every Nth request it sends (0: off)
+  smsc refuse-binds SECONDS         answer every bind with ESME_RBINDFAIL for that long (0: off)
   mail busy SECONDS                 the mail server answers MAIL FROM with 451 4.3.2 for that long (0: off)
+  mail delay MS [JITTER]            the mail server sends each reply MS ms late, plus up to JITTER ms
   ordering on|off                   DEMO: off lets the IWF's conversations race (CPM-IOP-xxx-5 then fails)
   conditions                        what is set now
   restart smsc                      stop the SMSC and start a new one on the same port and store
@@ -84,11 +88,11 @@ def _user(lab: Lab, user_id: str):
 async def _state(lab: Lab, args: list[str]) -> str:
     if not args:
         raise CommandError("state USER [registered=yes|no] [capable=yes|no] [roaming=yes|no] [accepting=yes|no] "
-                           "[bound=yes|no] [transport=udp|tcp|tls]")
+                           "[answering=yes|no] [bound=yes|no] [transport=udp|tcp|tls]")
     user = _user(lab, args[0])
     changes: dict[str, bool | str] = {}
     names = {"registered": "registered", "capable": "cpm_capable", "roaming": "roaming_without_cpm",
-             "accepting": "accepting", "bound": "bound"}
+             "accepting": "accepting", "answering": "answering", "bound": "bound"}
     for arg in args[1:]:
         key, sep, value = arg.partition("=")
         if sep and key == "transport":
@@ -97,8 +101,8 @@ async def _state(lab: Lab, args: list[str]) -> str:
             changes["sip_transport"] = value.lower()
             continue
         if not sep or key not in names:
-            raise CommandError(f"unknown setting {arg!r}; use registered=, capable=, roaming=, accepting=, bound=, "
-                               "transport=")
+            raise CommandError(f"unknown setting {arg!r}; use registered=, capable=, roaming=, accepting=, "
+                               "answering=, bound=, transport=")
         changes[names[key]] = _flag(value, key)
     device = lab.devices.get(user.id)
     if "bound" in changes:
@@ -106,10 +110,12 @@ async def _state(lab: Lab, args: list[str]) -> str:
         if handset is None:
             raise CommandError(f"{user.name} has no simulated SMS handset")
         await handset.set_bound(bool(changes.pop("bound")))
-    if "accepting" in changes:
+    if "accepting" in changes or "answering" in changes:
         if not isinstance(device, CpmDevice):
             raise CommandError(f"{user.name} has no simulated CPM phone")
-        await device.set_state(accepting=bool(changes.pop("accepting")))
+        accepting, answering = changes.pop("accepting", None), changes.pop("answering", None)
+        await device.set_state(accepting=None if accepting is None else bool(accepting),
+                               answering=None if answering is None else bool(answering))
     if not isinstance(device, CpmDevice):
         device = lab.cpm_apps.get(user.id, device)   # a legacy user's CPM app, if given one
     if not isinstance(device, CpmDevice) and "registered" in changes:
@@ -133,6 +139,8 @@ def _describe(lab: Lab, user) -> str:
     extra = ""
     if isinstance(device, CpmDevice) and not device.accepting:
         extra += " accepting=no"
+    if isinstance(device, CpmDevice) and not device.answering:
+        extra += " answering=no"
     handset = device if isinstance(device, SmsHandset) else lab.sms_sides.get(user.id)
     if handset is not None and not handset.bound:
         extra += " bound=no"
@@ -161,7 +169,7 @@ async def _throttle(lab: Lab, args: list[str]) -> str:
     if len(args) != 1 or not args[0].isdigit() or lab.smsc is None:
         raise CommandError("throttle N (a whole number; 0 turns it off)")
     lab.smsc.throttle_every = int(args[0])
-    return f"SMSC throttles every {args[0]}th submit_sm" if int(args[0]) else "SMSC throttling off"
+    return f"SMSC throttles 1 submit_sm in {args[0]}" if int(args[0]) else "SMSC throttling off"
 
 
 async def _send(lab: Lab, args: list[str]) -> str:
@@ -196,7 +204,8 @@ def _number(value: str, what: str) -> int:
 
 
 async def _smsc(lab: Lab, args: list[str]) -> str:
-    usage = "smsc throttle N | smsc qfull N | smsc delay MS [JITTER] | smsc drop USER|IWF|IWF-A"
+    usage = ("smsc throttle N | smsc qfull N | smsc delay MS [JITTER] | smsc drop USER|IWF|IWF-A | "
+             "smsc drop-every N | smsc refuse-binds SECONDS")
     if not args:
         raise CommandError(usage)
     what, rest = args[0].lower(), args[1:]
@@ -208,6 +217,10 @@ async def _smsc(lab: Lab, args: list[str]) -> str:
         elif what == "delay" and len(rest) in (1, 2):
             conditions.set_smsc(lab, delay_ms=_number(rest[0], "delay"),
                                 jitter_ms=_number(rest[1], "jitter") if len(rest) == 2 else 0)
+        elif what == "drop-every" and len(rest) == 1:
+            conditions.set_smsc(lab, drop_every=_number(rest[0], "drop-every"))
+        elif what == "refuse-binds" and len(rest) == 1:
+            conditions.set_smsc(lab, refuse_binds_seconds=_number(rest[0], "refuse-binds"))
         elif what == "drop" and len(rest) == 1:
             return f"cut {conditions.drop_link(lab, rest[0])} SMPP link(s) of {rest[0]}"
         else:
@@ -218,10 +231,15 @@ async def _smsc(lab: Lab, args: list[str]) -> str:
 
 
 async def _mail(lab: Lab, args: list[str]) -> str:
-    if len(args) != 2 or args[0].lower() != "busy":
-        raise CommandError("mail busy SECONDS")
+    what = args[0].lower() if args else ""
     try:
-        conditions.set_mail_busy(lab, _number(args[1], "mail busy"))
+        if what == "busy" and len(args) == 2:
+            conditions.set_mail_busy(lab, _number(args[1], "mail busy"))
+        elif what == "delay" and len(args) in (2, 3):
+            conditions.set_mail_delay(lab, _number(args[1], "mail delay"),
+                                      _number(args[2], "mail jitter") if len(args) == 3 else 0)
+        else:
+            raise CommandError("mail busy SECONDS | mail delay MS [JITTER]")
     except conditions.ConditionError as exc:
         raise CommandError(str(exc)) from None
     return conditions.describe(conditions.current(lab))

@@ -79,6 +79,8 @@ class MailServer:
         self.relay_refusal = relay_refusal
         self.guard = ConnectionGuard(name, refusal=b"421 4.7.0 Too many connections, try again later\r\n")
         self.busy_until = 0.0     # condition: until then (lab clock) every MAIL FROM gets 451 4.3.2
+        self.answer_delay_ms = 0  # condition: every reply this much later ...
+        self.answer_jitter_ms = 0  # ... plus a random 0..jitter (a slow, loaded mail server)
         self.on_delivered: list[DeliveredCallback] = []
         self.port: int | None = None
         self._servers: list[asyncio.Server] = []

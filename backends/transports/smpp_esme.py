@@ -229,7 +229,9 @@ class Esme:
         if resp.status != C.SMPP_ESME_ROK:
             link.close()
             self._release(link)
-            if resp.status in (C.SMPP_ESME_RINVPASWD, C.SMPP_ESME_RINVSYSID, C.SMPP_ESME_RBINDFAIL):
+            # Wrong credentials will not mend by retrying; ESME_RBINDFAIL ("bind failed", an SMSC
+            # that is busy or in maintenance) may, so it is retried like a lost connection.
+            if resp.status in (C.SMPP_ESME_RINVPASWD, C.SMPP_ESME_RINVSYSID):
                 raise BindRefused(f"bind refused: {status_name(resp.status)}")
             raise SubmitFailed(resp.status, "bind_transceiver_resp")
         return link

@@ -24,6 +24,7 @@ naming makes: it goes when released, but its row waits for the client's name (ne
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 from typing import Any, Callable, Protocol, cast
 
@@ -64,6 +65,8 @@ class SmtpHost(Protocol):
     hostname: str
     max_size: int
     node_name_for: Callable[[str], str | None] | None
+    answer_delay_ms: int          # conditions: every reply this much later, plus a random 0..jitter
+    answer_jitter_ms: int
 
     @property
     def accepting(self) -> bool: ...
@@ -259,6 +262,7 @@ class TracedSMTP(SMTP):
             return
         lines, self._reply_lines = self._reply_lines, []
         raw = b"".join(line.encode("ascii", "backslashreplace") + b"\r\n" for line in lines)
+        note = await self._answer_late()
         await self.mail.trace.gate.passage(lambda: Hop(self.mail.name, self._client_name(), PROTOCOL, lines[-1][:3],
                                                        _reply_summary(lines)))
         if self._payload is not None and not lines[-1].startswith("354"):
@@ -266,13 +270,24 @@ class TracedSMTP(SMTP):
                 self.record_payload(self._payload_size, {}, {})
             self._payload = None
         self._record(from_client=False, summary=_reply_summary(lines), raw=raw, is_response=True,
-                     fields=_reply_fields(lines), correlation=self.correlation)
+                     fields=_reply_fields(lines), correlation=self.correlation, note=note)
         if lines[-1].startswith("354"):
             self._payload, self._payload_recorded, self._payload_size = bytearray(), False, 0
         elif self._payload is None:
             self.correlation = {}
         self._writer.write(raw)
         await self._writer.drain()
+
+
+    async def _answer_late(self) -> str:
+        """The delay condition: the reply waits (a slow mail server); its note says so."""
+        mail = self.mail
+        delay_ms = mail.answer_delay_ms + random.uniform(0, mail.answer_jitter_ms)
+        if delay_ms <= 0:
+            return ""
+        await asyncio.sleep(delay_ms / 1000)
+        jitter = f" + up to {mail.answer_jitter_ms} ms jitter" if mail.answer_jitter_ms else ""
+        return f"answered {delay_ms:.0f} ms late (condition: delay {mail.answer_delay_ms} ms{jitter})"
 
 
 def with_enhanced_code(reply: str, limit: int) -> str:

@@ -61,8 +61,8 @@ def test_throttle_queue_full_and_late_answers_keep_the_order(lab_and_peter):
     order = order_of(lab)
     assert order.in_order and order.arrivals[-1].badge.startswith("5 of 5")
     notes = [e.note for e in lab.lab.trace.events() if e.protocol == "SMPP"]
-    assert any("throttled (every 3th submit_sm)" in n for n in notes)
-    assert any("queue full (condition: every 4th submit_sm)" in n for n in notes)
+    assert any("throttled (condition: 1 submit_sm in 3)" in n for n in notes)
+    assert any("queue full (condition: 1 submit_sm in 4)" in n for n in notes)
     assert any("ms late (condition: delay 20 ms + up to 60 ms jitter)" in n for n in notes)
     assert command(lab, "smsc throttle 0") and command(lab, "smsc qfull 0")
     assert command(lab, "smsc delay 0") == "no conditions: the lab runs as it should"
@@ -106,3 +106,70 @@ def test_a_cut_link_and_a_busy_mail_server_are_survived(lab_factory):
         assert command(lab, "smsc delay x").startswith("error: delay takes a whole number")
     finally:
         peter.close()
+
+
+def test_links_cut_every_few_requests_lose_nothing_and_keep_the_order(lab_and_peter):
+    lab, peter = lab_and_peter
+    assert command(lab, "smsc drop-every 1").startswith("error: drop every takes 2 or more")
+    assert command(lab, "smsc drop-every 3") == "SMSC cuts a link at 1 request in 3"
+    send_in_a_row(lab, TEXTS)
+    assert received(peter, 5) == TEXTS, "each cut submit_sm sent again after the rebind, none twice"
+    order = order_of(lab)
+    assert order.in_order and not any(a.duplicate for a in order.arrivals)
+    cuts = [e for e in lab.lab.trace.events() if "cuts this link at 1 request in 3" in e.note]
+    assert cuts and all(e.dst == "SMSC" for e in cuts)
+    command(lab, "smsc drop-every 0")
+
+
+def test_binds_refused_for_a_while_then_taken(lab_factory):
+    lab = lab_factory(devices="none")
+
+    def bind_answers(status: str) -> list:
+        return [e for e in lab.lab.trace.events() if e.summary.startswith("bind_transceiver_resp")
+                and e.dst == "IWF" and status in e.summary]
+    before = len(bind_answers(" ok"))
+    assert command(lab, "smsc refuse-binds 2") == "SMSC refuses binds (ESME_RBINDFAIL) for 2 s more"
+    command(lab, "smsc drop IWF")
+    lab.run(until(lambda: bind_answers("RBINDFAIL"), 30, "the IWF's bind refused"), timeout=40)
+    lab.run(until(lambda: len(bind_answers(" ok")) > before, 30, "the IWF bound once the refusal ended"),
+            timeout=40)
+    assert "refuses binds for" in bind_answers("RBINDFAIL")[0].note
+    assert command(lab, "conditions") == "no conditions: the lab runs as it should"
+
+
+def test_a_slow_mail_server_notes_each_late_reply(lab_factory):
+    lab = lab_factory(devices="none")
+    assert command(lab, "mail delay 30 20") == "mail server answers 30 ms late (+ up to 20 ms jitter)"
+    host, port = lab.lab.endpoints()["smtp"].rsplit(":", 1)
+    with smtplib.SMTP(host, int(port), timeout=10) as client:
+        assert client.sendmail("john@mail-b.lab", ["mary@cpm-a.lab"],
+                               b"From: john@mail-b.lab\r\nTo: mary@cpm-a.lab\r\nSubject: hi\r\n\r\nslow\r\n") == {}
+    late = [e for e in lab.lab.trace.events() if e.protocol == "SMTP" and "condition: delay 30 ms" in e.note]
+    assert len(late) >= 4 and all(e.src == "Mail" for e in late), "greeting, EHLO, MAIL, RCPT, DATA, the end"
+    assert command(lab, "mail delay 0") == "no conditions: the lab runs as it should"
+    assert command(lab, "mail delay soon").startswith("error: mail delay takes a whole number")
+
+
+def test_a_cpm_phone_that_answers_nothing_is_timed_out_then_served_once_it_answers(lab_and_peter):
+    lab, peter = lab_and_peter
+    assert "answering=no" in command(lab, "state mary answering=no")
+    assert "the CPM phone of mary answers nothing" in command(lab, "conditions")
+    mary = lab.lab.device("mary")
+    lab.call(setattr, lab.lab.cpm_servers["A"].proxy, "transaction_timeout", 1.0)   # Timer F, shortened
+    lab.call(setattr, lab.lab.iwf.cpm, "retry_seconds", 0.5)
+    peter.client.send_message(source_addr_ton=1, source_addr="15550201", dest_addr_ton=1,
+                              destination_addr="15550101", short_message=b"are you there?")
+
+    def timed_out():
+        return [e for e in lab.lab.trace.events() if e.summary.startswith("408") and "Timer F" in e.note]
+    lab.run(until(timed_out, 30, "CPM-A's Timer F answering 408 for Mary's silent phone"), timeout=40)
+    assert timed_out()[0].src == "CPM-A"
+    assert not [m for m in mary.messages if m.text == "are you there?"]
+    command(lab, "state mary answering=yes")
+
+    def arrived():
+        return [m for m in mary.messages if m.text == "are you there?"]
+    lab.run(until(arrived, 30, "the IWF's retry reaching Mary once she answers"), timeout=40)
+    lab.run(until(lambda: lab.lab.iwf.cpm.held() == {}, 30, "nothing left held in the IWF"), timeout=40)
+    assert len(arrived()) == 1
+    assert command(lab, "conditions") == "no conditions: the lab runs as it should"

@@ -41,7 +41,7 @@ def test_throttle_threads_and_send(lab_factory):
     lab = lab_factory(devices="mary")
     peter = SmppHandset(lab.lab.endpoints()["smpp"], "15550201")
     try:
-        assert command(lab, "throttle 2") == "SMSC throttles every 2th submit_sm"
+        assert command(lab, "throttle 2") == "SMSC throttles 1 submit_sm in 2"
         assert lab.lab.smsc.throttle_every == 2
         assert command(lab, "threads pool") == "SMS thread policy: pool"
         assert "Mary -> Peter: sent" in command(lab, "send mary peter hello from the console")

@@ -29,7 +29,7 @@ def test_throttle_and_delay_from_the_panel_keep_five_in_order(qtbot, window):
     qtbot.waitUntil(lambda: handset.order_badges() == [f"{i} of 5" for i in range(1, 6)], timeout=10000)
     assert all("⚠" not in handset.inbox.item(i).text() for i in range(5))
     notes = [e.note for e in window.runner.lab.trace.events()]
-    assert any("throttled (every 2th submit_sm)" in n for n in notes)
+    assert any("throttled (condition: 1 submit_sm in 2)" in n for n in notes)
     assert any("(condition: delay 30 ms + up to 40 ms jitter)" in n for n in notes)
 
 

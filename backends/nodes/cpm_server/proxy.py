@@ -158,13 +158,13 @@ class Proxy:
         except SipConnectionClosed:
             pass  # the requester went away; nothing to tell it
 
-    def fail(self, branch: str, status: int, reason: str) -> None:
+    def fail(self, branch: str, status: int, reason: str, note: str = "") -> None:
         """End a client transaction without an answer from the next hop, answering its sender ourselves."""
         transaction = self._transactions.pop(branch, None)
         if transaction:
             self._follow_dialog(transaction.request, status)   # a timed-out INVITE leaves no session behind
         if transaction and transaction.origin is not None:
-            respond(transaction.origin, transaction.request, status, reason)
+            respond(transaction.origin, transaction.request, status, reason, note=note)
         elif transaction and transaction.on_final:
             transaction.on_final(status)
 
@@ -174,7 +174,8 @@ class Proxy:
     def expire(self, now: float) -> None:
         """Timers F/B/C: a transaction past its deadline is answered 408."""
         for branch in [b for b, t in self._transactions.items() if t.deadline < now]:
-            self.fail(branch, 408, "Request Timeout")
+            timer = "C" if self._transactions[branch].request.method == "INVITE" else "F"
+            self.fail(branch, 408, "Request Timeout", note=f"Timer {timer}: the next hop did not answer in time")
 
     def connection_closed(self, conn: SipConnection) -> None:
         for call_id, dialog in list(self._dialogs.items()):

@@ -8,12 +8,14 @@ gets one extra trace event with empty `raw` (a note, not a PDU).
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from smpplib import consts as C
 
+from iwlab.backends import clock
 from iwlab.backends.nodes.smsc.delivery import OK, PERMANENT, Delivery
 from iwlab.backends.nodes.smsc.message import Message, deliver_fields
 from iwlab.backends.protocols import smpp as codec
@@ -39,6 +41,7 @@ class SmppSession(SmppServerConnection):
         self.pending: dict[int, Message] = {}    # our deliver_sm sequence -> message
         self.submits = 0
         self.not_throttled = 0                # submits past the throttle (the queue-full condition counts these)
+        self.requests_since_cut = 0           # requests since the bind or the last cut (drop-every condition)
         self.detached = False                 # out of the receivers, in-flight messages given back
         self.gone: asyncio.Future[None] = loop.create_future()
         self._late: set[asyncio.TimerHandle] = set()     # answers the delay condition holds back
@@ -124,6 +127,8 @@ class SmppSession(SmppServerConnection):
 
     # -- incoming PDUs -----------------------------------------------------------------------
     def dispatch(self, pdu: Any, raw: bytes) -> None:
+        if self._cut_by_condition(pdu, raw):
+            return
         handler = _HANDLERS.get(pdu.command)
         if handler:
             handler(self, pdu, raw)
@@ -133,6 +138,24 @@ class SmppSession(SmppServerConnection):
             self.record_in(pdu, raw, note=f"{pdu.command} is not supported by this SMSC")
             self.nack(pdu.sequence, C.SMPP_ESME_RINVCMDID)
 
+    def _cut_by_condition(self, pdu: Any, raw: bytes) -> bool:
+        """The drop-every condition: at every Nth request on a bound link the SMSC cuts it before it
+        takes the request (no answer, no unbind), as a failing link would. Only requests count, so a
+        cut never swallows an answer the SMSC was owed (that would only add a duplicate delivery)."""
+        every = self.smsc.drop_every
+        if not every or not self.mode or pdu.is_response():
+            return False
+        self.requests_since_cut += 1
+        if self.requests_since_cut < every:
+            return False
+        self.requests_since_cut = 0
+        self.record_in(pdu, raw, {"smpp_seq": str(pdu.sequence)},
+                       f"condition: the SMSC cuts this link at 1 request in {every}; this {pdu.command} "
+                       "is not taken (no answer): the ESME must rebind and send it again")
+        self.closing = True       # this note says why the link went; no "peer gone" row after it
+        self.abort()
+        return True
+
     def garbled_response(self, sequence: int) -> None:
         msg = self.pending.pop(sequence, None)
         if msg:   # a garbled answer to our deliver_sm: not an ack, so retry later
@@ -141,8 +164,11 @@ class SmppSession(SmppServerConnection):
     def _bind(self, pdu: Any, raw: bytes) -> None:
         smsc = self.smsc
         system_id = codec.text(pdu.system_id)
+        refusing = smsc.refuse_binds_until - clock.monotonic()
         if self.mode:
             status, note = C.SMPP_ESME_RALYBND, f"already bound as {self.mode}"
+        elif refusing > 0:
+            status, note = C.SMPP_ESME_RBINDFAIL, f"condition: the SMSC refuses binds for {math.ceil(refusing)} s more"
         else:
             status = smsc.authenticate(system_id, codec.text(pdu.password))
             note = "" if status == OK else f"bind refused: {codec.status_name(status)}"
@@ -182,9 +208,9 @@ class SmppSession(SmppServerConnection):
             self.submits += 1
             every, full = smsc.throttle_every, smsc.queue_full_every
             if every and self.submits % every == 0:
-                status, note = C.SMPP_ESME_RTHROTTLED, f"throttled (every {every}th submit_sm)"
+                status, note = C.SMPP_ESME_RTHROTTLED, f"throttled (condition: 1 submit_sm in {every})"
             elif full and self._past_throttle() % full == 0:
-                status, note = C.SMPP_ESME_RMSGQFUL, f"queue full (condition: every {full}th submit_sm)"
+                status, note = C.SMPP_ESME_RMSGQFUL, f"queue full (condition: 1 submit_sm in {full})"
             elif problem := codec.address_problem(codec.text(pdu.source_addr), pdu.source_addr_ton):
                 status, note = C.SMPP_ESME_RINVSRCADR, f"source_addr: {problem}"
             elif self.system_id in smsc.handset_numbers and codec.text(pdu.source_addr) and \

@@ -43,7 +43,8 @@ class EsmeAccount:
 
 class Smsc:
     # What a trainer or a QA engineer sets (backends/lab/conditions.py); a restarted SMSC keeps it.
-    CONDITIONS = ("throttle_every", "queue_full_every", "answer_delay_ms", "answer_jitter_ms")
+    CONDITIONS = ("throttle_every", "queue_full_every", "answer_delay_ms", "answer_jitter_ms", "drop_every",
+                  "refuse_binds_until")
 
     def __init__(self, trace: Trace, nodes: NodeDirectory, *, accounts: list[EsmeAccount],
                  handset_password: str, handset_numbers: dict[str, str], name: str = "SMSC",
@@ -65,6 +66,8 @@ class Smsc:
         self.queue_full_every = 0                 # every Nth submit_sm per bind -> ESME_RMSGQFUL
         self.answer_delay_ms = 0                  # submit_sm_resp (and the delivery) this much later ...
         self.answer_jitter_ms = 0                 # ... plus a random 0..jitter: answers may overtake
+        self.drop_every = 0                       # cut a bound link (no unbind) at every Nth request it sends
+        self.refuse_binds_until = 0.0             # until then (lab clock) every bind gets ESME_RBINDFAIL
         self._system_id_name = system_id_name
         self.port: int | None = None
         self._server: asyncio.Server | None = None
