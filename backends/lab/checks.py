@@ -88,12 +88,15 @@ STRESS = {   # delivered's `under`: what must be on the wire for the order to ha
     "throttling": ("the SMSC throttled", lambda e: e.protocol == "SMPP" and "THROTTLED" in e.summary),
     "smsc restart": ("messages kept across an SMSC restart",
                      lambda e: e.protocol == "SMPP" and "kept across a restart" in e.note),
+    "link cuts": ("the SMSC cut the link", lambda e: e.protocol == "SMPP" and "cuts this link" in e.note),
+    "mail busy": ("the mail server refused for a while", lambda e: e.protocol == "SMTP" and e.summary.startswith("451")),
 }
 
 
 def delivered(check: Check, events: Events, lab: Lab) -> CheckResult:
     """texts: exactly these, in this order; with among_others = true: these in this order among others.
-    under = "throttling" / "smsc restart": and the wire shows the stress happened (its rows too)."""
+    under = "throttling" / "smsc restart" / "link cuts" / "mail busy": and the wire shows the stress
+    happened (its rows too)."""
     user = _user(lab, check, "to")
     wanted = list(check.params["texts"])
     got = received_by(user, events)

@@ -119,6 +119,22 @@ def set_ordering(lab: Lab, on: bool) -> None:
         iwf.sms.outbox.ordering_enabled = on
 
 
+def apply(lab: Lab, settings: Settings) -> None:
+    """Set everything as settings says (a scenario's conditions, and giving back what was set
+    before it); each part the lab lacks is left out."""
+    if lab.smsc is not None:
+        set_smsc(lab, throttle_every=settings.throttle_every, queue_full_every=settings.queue_full_every,
+                 delay_ms=settings.delay_ms, jitter_ms=settings.jitter_ms, drop_every=settings.drop_every,
+                 refuse_binds_seconds=settings.refuse_binds_seconds)
+    if lab.mail is not None:
+        set_mail_busy(lab, settings.mail_busy_seconds)
+        set_mail_delay(lab, settings.mail_delay_ms, settings.mail_jitter_ms)
+    set_ordering(lab, settings.ordering)
+    for user_id, device in lab.devices.items():
+        if isinstance(device, CpmDevice):
+            device.answering = user_id not in settings.not_answering
+
+
 def describe(settings: Settings) -> str:
     parts = []
     if settings.throttle_every:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from iwlab.backends.devices.cpm_sessions import ChatSession
 from iwlab.backends.devices.email_client import EmailClient, reply_subject
 from iwlab.backends.devices.session_state import SessionState
 from iwlab.backends.devices.sms_handset import SmsHandset
+from iwlab.backends.lab import conditions
 from iwlab.backends.lab.checks import CHECKS, REQUIRED_PARAMS, STRESS, Check, CheckResult, evaluate
 from iwlab.backends.lab.control import run_command
 from iwlab.backends.lab.lab import Lab
@@ -34,8 +36,14 @@ __all__ = ["Check", "CheckResult", "Scenario", "ScenarioError", "ScenarioRun", "
 ACTIONS = ("send", "reply", "wait", "state", "start_session", "accept_session", "session_send", "end_session",
            "cancel_session", "restart", "read", "open_link")
 STATE_KEYS = ("registered", "capable", "roaming", "accepting", "bound")
-# A scenario's [settings], applied when it starts and given back when it ends.
-SETTINGS = ("smsc_throttle_every", "session_timeout_seconds")
+# A scenario's [settings], applied when it starts and given back when it ends: conditions (as the
+# conditions panel and `iwlab serve` set them; the name -> its conditions.Settings field) and the
+# IWF's session answer timeout.
+CONDITION_SETTINGS = {"smsc_throttle_every": "throttle_every", "smsc_queue_full_every": "queue_full_every",
+                      "smsc_delay_ms": "delay_ms", "smsc_jitter_ms": "jitter_ms", "smsc_drop_every": "drop_every",
+                      "mail_busy_seconds": "mail_busy_seconds", "mail_delay_ms": "mail_delay_ms",
+                      "mail_jitter_ms": "mail_jitter_ms"}
+SETTINGS = (*CONDITION_SETTINGS, "session_timeout_seconds")
 
 
 class ScenarioError(ValueError):
@@ -197,6 +205,7 @@ class ScenarioRun:
                         if isinstance(d, CpmDevice)}
         self._handsets = {uid: h.bound for uid, h in self._all_handsets().items()}
         self._settings_before: dict[str, float] | None = None
+        self._conditions_before: conditions.Settings | None = None
         self._sent: list[tuple[str, str]] = []      # (recipient id, text) as the steps sent them, in order
         # user id -> their inbox size when something left for them that arrives changed (an invitation, a picture)
         self._expect_new: dict[str, int] = {}
@@ -217,9 +226,11 @@ class ScenarioRun:
         """The scenario's [settings] (SMSC throttling, a short answer timeout), given back by finish()."""
         settings = self.scenario.settings
         self._settings_before = {}
-        if "smsc_throttle_every" in settings and self.lab.smsc is not None:
-            self._settings_before["smsc_throttle_every"] = self.lab.smsc.throttle_every
-            self.lab.smsc.throttle_every = int(settings["smsc_throttle_every"])
+        wanted = {CONDITION_SETTINGS[name]: value for name, value in settings.items() if name in CONDITION_SETTINGS}
+        if wanted:
+            before = self._conditions_before = conditions.current(self.lab)
+            conditions.apply(self.lab, dataclasses.replace(
+                before, **{name: type(getattr(before, name))(value) for name, value in wanted.items()}))
         if "session_timeout_seconds" in settings and self.lab.iwfs:
             self._settings_before["session_timeout_seconds"] = next(iter(self.lab.iwfs.values())).sessions.rules.timeout
             for iwf in self.lab.iwfs.values():
@@ -227,8 +238,9 @@ class ScenarioRun:
 
     def _restore_settings(self) -> None:
         before, self._settings_before = self._settings_before or {}, None
-        if "smsc_throttle_every" in before and self.lab.smsc is not None:
-            self.lab.smsc.throttle_every = int(before["smsc_throttle_every"])
+        conditions_before, self._conditions_before = self._conditions_before, None
+        if conditions_before is not None:
+            conditions.apply(self.lab, conditions_before)
         if "session_timeout_seconds" in before:
             for iwf in self.lab.iwfs.values():
                 iwf.sessions.set_timeout(before["session_timeout_seconds"])

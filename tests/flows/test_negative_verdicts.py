@@ -27,9 +27,11 @@ from iwlab.backends.lab.scenarios import (
     requirement_verdicts,
 )
 from iwlab.backends.nodes.iwf import content as iwf_content
+from iwlab.backends.nodes.iwf import email_leg
 from iwlab.backends.nodes.iwf import sms_outbox
 from iwlab.backends.nodes.iwf.cpm_leg import Answer
 from iwlab.backends.nodes.iwf.session import Reply, SessionRules
+from iwlab.backends.nodes.smsc.session import SmppSession
 from iwlab.backends.protocols import smpp, smstext
 from iwlab.backends.routing import EMAIL, SMS, Route
 
@@ -219,6 +221,26 @@ def test_xxx_4_an_iwf_that_forgets_threads_fails_the_threaded_view(lab_factory, 
     result = failing(verdict, "CPM-IOP-xxx-4", "threaded")
     assert result.detail == "the reply is not tied to 'Dinner at eight?' (InReplyTo-Contribution-ID None)"
     assert result.decided_failure
+
+
+# -- CPM-IOP-xxx-5 (the others: tests/flows/test_scenarios.py) -------------------------------------------
+def test_xxx_5_an_smsc_that_never_cuts_the_link_shows_no_stress(lab_factory, monkeypatch):
+    """The drop-every condition is set but the SMSC never acts on it: the five messages still
+    arrive in order, yet nothing on the wire shows the order was put to the test."""
+    lab = lab_factory()
+    monkeypatch.setattr(SmppSession, "_cut_by_condition", lambda self, pdu, raw: False)
+    verdict = play(lab, "IOP-xxx-5-link-cuts")
+    result = failing(verdict, "CPM-IOP-xxx-5", "delivered")
+    assert result.detail.endswith("but nothing on the wire shows the SMSC cut the link")
+
+
+def test_xxx_5_an_iwf_that_drops_mail_on_a_temporary_refusal_fails(lab_factory, monkeypatch):
+    """The IWF gives up at the mail server's first 451 4.3.2 (a temporary refusal): John gets nothing."""
+    lab = lab_factory()
+    monkeypatch.setattr(email_leg, "GIVE_UP_AFTER", -1.0)
+    verdict = play(lab, "IOP-xxx-5-mail-busy")
+    result = failing(verdict, "CPM-IOP-xxx-5", "delivered")
+    assert result.detail.startswith("John received [], expected ['first', 'second', 'third']")
 
 
 # -- CPM-IOP-xxx-6 --------------------------------------------------------------------------------------

@@ -214,16 +214,15 @@ class EmailLeg:
             try:
                 client = await self._connected()
                 await client.send_message(outbound.message, sender=outbound.sender, recipients=[outbound.recipient])
-            except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPSenderRefused) as exc:
-                self._give_up(outbound, f"the mail server refused it: {exc}")
-                delay, first_try = 0.1, clock.monotonic()
-                continue
-            except aiosmtplib.SMTPResponseException as exc:
-                if exc.code >= 500:
-                    self._give_up(outbound, f"the mail server refused it: {exc.code} {exc.message}")
+            except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPResponseException) as exc:
+                # A 4xx (at MAIL FROM, RCPT or DATA alike) is temporary: keep it and try again
+                # (RFC 5321 4.2.1, 4.5.4.1); only a 5xx refuses it for good.
+                refusals = exc.recipients if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) else [exc]
+                why = "; ".join(f"{r.code} {r.message}" for r in refusals)
+                if any(r.code >= 500 for r in refusals):
+                    self._give_up(outbound, f"the mail server refused it: {why}")
                     delay, first_try = 0.1, clock.monotonic()
                     continue
-                why = f"{exc.code} {exc.message}"
             except (aiosmtplib.SMTPException, OSError) as exc:
                 log.warning("mail server unreachable (%s); retrying", exc)
                 if self._client is not None:
