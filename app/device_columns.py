@@ -79,11 +79,12 @@ class DeviceColumns(QObject):
                 self.left.addWidget(widget, 1)
             elif user.device == "email":
                 widget = EmailClientWidget(device, self._run_in_lab)
-                self.right.addWidget(widget, 1)
+                self.right.addWidget(widget, 2)
             else:
                 widget = SmsHandsetWidget(device, self._run_in_lab,
                                           set_conditions=partial(self._set_conditions, user.id))
-                self.right.addWidget(widget, 1)
+                # A handset gets the larger share: its inbox shows a burst's order ("3 of 5").
+                self.right.addWidget(widget, 3)
             self.phones[user.id] = widget
         first_phone = next((w for w in self.phones.values() if isinstance(w, CpmPhone)), None)
         if first_phone:

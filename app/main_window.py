@@ -74,7 +74,8 @@ class LabWindow(QMainWindow):
         self.scenarios.showRow.connect(self.ladder.select_seq)
         self.scenarios.failed.connect(self.notices.failed)
         self.step_bar = StepBar()
-        self.conditions = ConditionsPanel(conditions_links(topology))
+        self.conditions = ConditionsPanel(conditions_links(topology),
+                                          {u.id: u.name for u in topology.users if u.device == "cpm"})
         self.conditions.commandRequested.connect(self.controller.run_condition)
         self.order_watch = OrderWatch(self)
         self.order_watch.badges.connect(self._show_order)

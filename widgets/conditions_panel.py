@@ -30,14 +30,16 @@ def _spin(maximum: int, suffix: str, off: str = "off") -> QSpinBox:
     box.setSuffix(suffix)
     box.setSpecialValueText(off)      # 0 reads as "off"
     box.setKeyboardTracking(False)    # one change per edit, not per digit typed
+    box.setMinimumWidth(150)
     return box
 
 
 class ConditionsPanel(QWidget):
     commandRequested = Signal(str)      # a console command, run on the lab by the window
 
-    def __init__(self, links: list[str]) -> None:
-        """links: whose SMPP link can be cut (IWF node names, handsets' user ids)."""
+    def __init__(self, links: list[str], phones: dict[str, str]) -> None:
+        """links: whose SMPP link can be cut (IWF node names, handsets' user ids); phones: the
+        simulated CPM phones that can be made to answer nothing (user id -> name)."""
         super().__init__()
         self.throttle = _spin(100, "", "off")
         self.throttle.setPrefix("1 in ")
@@ -63,6 +65,19 @@ class ConditionsPanel(QWidget):
         cut.addWidget(self.link, 1)
         cut.addWidget(self.cut_button)
         form.addRow("Link", cut)
+        self.drop_every = _spin(100, "", "never")
+        self.drop_every.setPrefix("1 request in ")
+        self.drop_every.valueChanged.connect(self._drop_every_changed)
+        form.addRow("Cut each link at", self.drop_every)
+        self.refuse_seconds = _spin(3600, " s", "")
+        self.refuse_seconds.setValue(10)
+        self.refuse_button = QPushButton("Refuse binds (ESME_RBINDFAIL)")
+        self.refuse_button.clicked.connect(lambda: self._ask(f"smsc refuse-binds {self.refuse_seconds.value()}"))
+        refuse = QHBoxLayout()
+        refuse.addWidget(QLabel("For"))
+        refuse.addWidget(self.refuse_seconds)
+        refuse.addWidget(self.refuse_button, 1)
+        form.addRow("Binds", refuse)
 
         self.busy_seconds = _spin(3600, " s", "")
         self.busy_seconds.setValue(30)
@@ -70,13 +85,32 @@ class ConditionsPanel(QWidget):
         self.busy_button.clicked.connect(lambda: self._ask(f"mail busy {self.busy_seconds.value()}"))
         self.not_busy_button = QPushButton("Not busy")
         self.not_busy_button.clicked.connect(lambda: self._ask("mail busy 0"))
+        self.mail_delay = _spin(10_000, " ms", "no delay")
+        self.mail_jitter = _spin(10_000, " ms", "no jitter")
+        for box in (self.mail_delay, self.mail_jitter):
+            box.valueChanged.connect(lambda _: self._ask(f"mail delay {self.mail_delay.value()} "
+                                                         f"{self.mail_jitter.value()}"))
         mail = QGroupBox("Mail server")
-        mail_row = QHBoxLayout(mail)
-        mail_row.addWidget(QLabel("For"))
-        mail_row.addWidget(self.busy_seconds)
-        mail_row.addWidget(self.busy_button)
-        mail_row.addWidget(self.not_busy_button)
-        mail_row.addStretch(1)
+        mail_form = QFormLayout(mail)
+        busy = QHBoxLayout()
+        busy.addWidget(QLabel("For"))
+        busy.addWidget(self.busy_seconds)
+        busy.addWidget(self.busy_button)
+        busy.addWidget(self.not_busy_button)
+        busy.addStretch(1)
+        mail_form.addRow("Busy", busy)
+        mail_form.addRow("Answer late by", self.mail_delay)
+        mail_form.addRow("… plus a random jitter up to", self.mail_jitter)
+
+        self.answering: dict[str, QCheckBox] = {}
+        devices = QGroupBox("CPM phones")
+        devices_box = QVBoxLayout(devices)
+        for user_id, name in phones.items():
+            box = QCheckBox(f"{name}'s phone answers (off: it answers nothing, a hung app)")
+            box.setChecked(True)
+            box.toggled.connect(lambda on, uid=user_id: self._ask(f"state {uid} answering={'yes' if on else 'no'}"))
+            self.answering[user_id] = box
+            devices_box.addWidget(box)
 
         self.ordering = QCheckBox("The IWF keeps each conversation in order")
         self.ordering.setChecked(True)
@@ -92,10 +126,18 @@ class ConditionsPanel(QWidget):
         self.summary = plain_label("no conditions: the lab runs as it should")
         self.summary.setObjectName("conditionsSummary")
         self.summary.setWordWrap(True)
+        # Two columns, so the whole panel fits the pane below the ladder: the SMSC's many
+        # conditions on the left, the IWF, the mail server and the phones on the right.
+        right = QVBoxLayout()
+        for group in (iwf, mail, devices):
+            right.addWidget(group)
+        right.addStretch(1)
+        columns = QHBoxLayout()
+        columns.addWidget(smsc, 1)
+        columns.addLayout(right, 1)
         layout = QVBoxLayout(self)
         layout.addWidget(self.summary)
-        for group in (iwf, smsc, mail):     # one column: the pane scrolls down, never sideways
-            layout.addWidget(group)
+        layout.addLayout(columns)
         layout.addStretch(1)
 
     def show_summary(self, text: str, settings=None) -> None:
@@ -105,14 +147,25 @@ class ConditionsPanel(QWidget):
         if settings is None:
             return
         for box, value in ((self.throttle, settings.throttle_every), (self.queue_full, settings.queue_full_every),
-                           (self.delay, settings.delay_ms), (self.jitter, settings.jitter_ms)):
+                           (self.delay, settings.delay_ms), (self.jitter, settings.jitter_ms),
+                           (self.drop_every, settings.drop_every), (self.mail_delay, settings.mail_delay_ms),
+                           (self.mail_jitter, settings.mail_jitter_ms)):
             box.blockSignals(True)
             box.setValue(value)
             box.blockSignals(False)
-        self.ordering.blockSignals(True)
-        self.ordering.setChecked(settings.ordering)
-        self.ordering.blockSignals(False)
+        checks = [(self.ordering, settings.ordering)] + [
+            (box, user_id not in settings.not_answering) for user_id, box in self.answering.items()]
+        for check, on in checks:
+            check.blockSignals(True)
+            check.setChecked(on)
+            check.blockSignals(False)
         self.ordering_warning.setVisible(not settings.ordering)
+
+    def _drop_every_changed(self, every: int) -> None:
+        if every == 1:        # at 1 no request would ever be taken: the next useful value
+            self.drop_every.setValue(2)
+            return
+        self._ask(f"smsc drop-every {every}")
 
     def _ordering_toggled(self, on: bool) -> None:
         self.ordering_warning.setVisible(not on)

@@ -54,3 +54,27 @@ def test_ordering_off_is_a_demonstration_that_flags_the_inversion_and_fails_the_
     panel.ordering.setChecked(True)
     wait_for_conditions(qtbot, window, "1 in 2")
     qtbot.waitUntil(lambda: "DEMO" not in panel.summary.text(), timeout=10000)
+
+
+def test_link_cuts_binds_refused_slow_mail_and_a_silent_phone_from_the_panel(qtbot, window):
+    panel, handset = window.conditions, window.phones["peter"]
+    panel.drop_every.setValue(1)          # not a useful value (nothing would be taken): it becomes 2
+    assert panel.drop_every.value() == 2
+    panel.mail_delay.setValue(20)
+    panel.answering["mary"].setChecked(False)
+    wait_for_conditions(qtbot, window, "SMSC cuts a link at 1 request in 2", "mail server answers 20 ms late",
+                        "the CPM phone of mary answers nothing")
+    assert not window.runner.lab.devices["mary"].answering
+    panel.answering["mary"].setChecked(True)
+    send_five(qtbot, window.phones["mary"])
+    qtbot.waitUntil(lambda: handset.inbox_texts() == TEXTS, timeout=20000)
+    qtbot.waitUntil(lambda: handset.order_badges() == [f"{i} of 5" for i in range(1, 6)], timeout=10000)
+    notes = [e.note for e in window.runner.lab.trace.events()]
+    assert any("cuts this link at 1 request in 2" in n for n in notes)
+    panel.refuse_seconds.setValue(1)
+    qtbot.mouseClick(panel.refuse_button, Qt.MouseButton.LeftButton)
+    wait_for_conditions(qtbot, window, "refuses binds (ESME_RBINDFAIL)")
+    panel.drop_every.setValue(0)
+    panel.mail_delay.setValue(0)
+    qtbot.waitUntil(lambda: "cuts a link" not in panel.summary.text() and "mail" not in panel.summary.text(),
+                    timeout=10000)
