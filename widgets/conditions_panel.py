@@ -106,11 +106,11 @@ class ConditionsPanel(QWidget):
         devices = QGroupBox("CPM phones")
         devices_box = QVBoxLayout(devices)
         for user_id, name in phones.items():
-            box = QCheckBox(f"{name}'s phone answers (off: it answers nothing, a hung app)")
-            box.setChecked(True)
-            box.toggled.connect(lambda on, uid=user_id: self._ask(f"state {uid} answering={'yes' if on else 'no'}"))
-            self.answering[user_id] = box
-            devices_box.addWidget(box)
+            answers = QCheckBox(f"{name}'s phone answers (off: it answers nothing, a hung app)")
+            answers.setChecked(True)
+            answers.toggled.connect(lambda on, uid=user_id: self._ask(f"state {uid} answering={'yes' if on else 'no'}"))
+            self.answering[user_id] = answers
+            devices_box.addWidget(answers)
 
         self.ordering = QCheckBox("The IWF keeps each conversation in order")
         self.ordering.setChecked(True)

@@ -24,13 +24,14 @@ from iwlab.backends.protocols.sip import (
 )
 from iwlab.backends.routing import Route
 from iwlab.backends.trace import Trace
+from iwlab.backends.transports import partial
+from iwlab.backends.transports.partial import PartialDeadline
 
 log = logging.getLogger(__name__)
 SipMessage = SipRequest | SipResponse
 MessageHandler = Callable[["SipConnection", "SipMessage | SipParseError"], None]
 
 
-PARTIAL_MESSAGE_SECONDS = 30.0   # a message begun must be complete within this (RFC 3261 18.3 framing)
 
 
 class SipConnectionClosed(ConnectionError):
@@ -63,8 +64,7 @@ class SipConnection(asyncio.Protocol):
         self._pending: dict[str, asyncio.Future[SipResponse]] = {}
         self._provisional: dict[str, Callable[[SipResponse], None]] = {}
         self._close_asked = False
-        self._partial_since: float | None = None   # the loop time a still-incomplete message began
-        self._partial_timer: asyncio.TimerHandle | None = None
+        self._partial = PartialDeadline(self._partial_due, lambda: partial.PARTIAL_MESSAGE_SECONDS)
 
     # -- asyncio.Protocol ---------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -76,10 +76,11 @@ class SipConnection(asyncio.Protocol):
             transport.close()
 
     def data_received(self, data: bytes) -> None:
-        for event in self.parser.feed(data):
+        events = self.parser.feed(data)
+        for event in events:
             self._arrived(event)
         if self.trace is not None:     # the accepting end: a peer that starts a message must finish it
-            self._watch_partial()
+            self._partial.update(self.parser.in_a_message, completed=bool(events))
         if self.parser.broken and self.transport:
             # The stream can no longer be framed; the owner has answered the error.
             if self.trace is not None:
@@ -87,30 +88,14 @@ class SipConnection(asyncio.Protocol):
             else:
                 self.transport.close()
 
-    def _watch_partial(self) -> None:
-        if not self.parser.in_a_message:
-            self._partial_since = None
-            return
-        loop = asyncio.get_running_loop()
-        if self._partial_since is None:
-            self._partial_since = loop.time()
-        if self._partial_timer is None:    # one timer per connection, re-armed while needed
-            self._partial_timer = loop.call_later(PARTIAL_MESSAGE_SECONDS, self._partial_due)
-
-    def _partial_due(self) -> None:
-        """A message begun PARTIAL_MESSAGE_SECONDS ago is still not whole (a slow-loris peer, or a
-        Content-Length larger than what it sends): the connection is closed, and the ladder says why."""
-        self._partial_timer = None
-        since = self._partial_since
-        if since is None or not self.is_open or self.trace is None:
-            return
-        left = since + PARTIAL_MESSAGE_SECONDS - asyncio.get_running_loop().time()
-        if left > 0:                       # a later message is under way: watch that one
-            self._partial_timer = asyncio.get_running_loop().call_later(left, self._partial_due)
+    def _partial_due(self, seconds: float) -> None:
+        """A message begun that long ago is still not whole (a slow-loris peer, or a Content-Length
+        larger than what it sends): the connection is closed, and the ladder says why."""
+        if not self.is_open or self.trace is None:
             return
         self.trace.record(self.name_of_peer(), self.local_name, "SIP", "incomplete message: closed", raw=b"",
                           fields={"event": "partial_message_timeout"},
-                          note=f"a message begun {PARTIAL_MESSAGE_SECONDS:g} s ago is still not complete; "
+                          note=f"a message begun {seconds:g} s ago is still not complete; "
                                "the connection is closed", addresses=(self.peer_address, self.local_address),
                           transport=self.transport_name)
         self.close()
@@ -121,9 +106,7 @@ class SipConnection(asyncio.Protocol):
         return None  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._partial_timer is not None:
-            self._partial_timer.cancel()
-            self._partial_timer = None
+        self._partial.cancel()
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(SipConnectionClosed(f"connection to {self.name_of_peer()} closed"))

@@ -21,6 +21,8 @@ from iwlab.backends.directory import NodeDirectory, outside_name
 from iwlab.backends.gate import Hop
 from iwlab.backends.protocols import smpp as codec
 from iwlab.backends.trace import Trace
+from iwlab.backends.transports import partial
+from iwlab.backends.transports.partial import PartialDeadline
 
 PROTOCOL = "SMPP"
 
@@ -38,6 +40,7 @@ class SmppServerConnection(asyncio.Protocol):
         self.out: list[bytes] | None = None   # writes held back while a chunk is handled
         self.seq = 0
         self.closing = False                  # this end chose to close
+        self._partial = PartialDeadline(self._partial_due, lambda: partial.PARTIAL_MESSAGE_SECONDS)
 
     # -- transport ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -60,16 +63,34 @@ class SmppServerConnection(asyncio.Protocol):
         # in one write: one syscall instead of one per PDU.
         self.out = []
         try:
-            for raw in self.framer.feed(data):
+            frames = self.framer.feed(data)
+            for raw in frames:
                 if self.closing:
                     break
                 self._arrived(raw)
+            self._partial.update(self.framer.buffered > 0 and not self.closing, completed=bool(frames))
             error = self.framer.error
             if error and not self.closing:
                 self.trace.gate.admit(lambda: self._bad_length(error),
                                       lambda: Hop(self.name, self.local_name, PROTOCOL, "bad command_length"))
         finally:
             self.flush()
+
+    def _partial_due(self, seconds: float) -> None:
+        """A PDU begun that long ago is still not whole (a slow-loris peer, or a command_length
+        larger than what it sends), bound or not: the connection is closed, and the ladder says why."""
+        if self.closing:
+            return
+        self.trace.record(self.name, self.local_name, PROTOCOL, "incomplete PDU: closed", raw=b"",
+                          fields={"event": "partial_pdu_timeout", "buffered": self.framer.buffered},
+                          note=f"a PDU begun {seconds:g} s ago is still not complete "
+                               f"({self.framer.buffered} bytes of it); the connection is closed",
+                          addresses=(self.peer, self.local), transport="tcp")
+        self.close()
+
+    def stop_watching(self) -> None:
+        """The connection is gone: no deadline stays scheduled for it."""
+        self._partial.cancel()
 
     def flush(self) -> None:
         out, self.out = self.out, None

@@ -13,8 +13,10 @@ from email.parser import BytesParser
 import pytest
 import smpplib.consts as C
 
+from iwlab.backends.protocols import smpp
 from iwlab.backends.protocols.cpim import parse_cpim
 from iwlab.backends.protocols.sip import parse_name_addr, validate_request
+from iwlab.backends.transports import partial
 from tests.helpers.mail_client import john_writes, smtp, wait_for_mail
 from tests.helpers.raw_sip import RawSipClient
 from tests.helpers.raw_smpp import SmppHandset
@@ -203,8 +205,7 @@ def test_a_connection_that_never_binds_is_closed_by_the_session_init_timer(lab_f
 
 def test_a_sip_message_begun_and_never_finished_closes_the_connection(lab_factory, monkeypatch):
     """A slow-loris peer (or a Content-Length larger than what it sends) cannot hold a connection."""
-    from iwlab.backends.transports import sip as sip_transport
-    monkeypatch.setattr(sip_transport, "PARTIAL_MESSAGE_SECONDS", 0.3)
+    monkeypatch.setattr(partial, "PARTIAL_MESSAGE_SECONDS", 0.3)
     lab = lab_factory(devices="none")
     slow = socket.create_connection(address(lab.lab.endpoints()["sip"]["cpm-a.lab"]), timeout=10)
     slow.sendall(b"MESSAGE sip:peter@cpm-b.lab SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bKs1\r\n")
@@ -215,6 +216,27 @@ def test_a_sip_message_begun_and_never_finished_closes_the_connection(lab_factor
     mary = RawSipClient(lab.lab.endpoints()["sip"]["cpm-a.lab"])      # and the lab goes on serving
     assert mary.register(MARY, "cpm-a.lab").status == 200
     mary.close()
+
+
+def test_an_smpp_pdu_begun_and_never_finished_closes_the_connection_even_when_bound(lab_factory, monkeypatch):
+    """A bound client that sends the start of a PDU and then nothing cannot hold the connection
+    (the session_init_timer covers only an unbound one); the lab keeps serving others."""
+    monkeypatch.setattr(partial, "PARTIAL_MESSAGE_SECONDS", 0.3)
+    lab = lab_factory(devices="none")
+    slow = socket.create_connection(address(lab.lab.endpoints()["smpp"]), timeout=10)
+    bind = smpp.encode(smpp.make("bind_transceiver", 1, system_id="15550201", password="iwlab",
+                                 system_type="", interface_version=0x34, addr_ton=0, addr_npi=0, address_range=""))
+    slow.sendall(bind)
+    assert slow.recv(4096)[4:8] == (0x80000009).to_bytes(4, "big")          # bind_transceiver_resp
+    submit = smpp.encode(smpp.make("submit_sm", 2, source_addr="15550201", destination_addr="15550101",
+                                   short_message=b"hello"))
+    slow.sendall(submit[:-3])                                               # all but its last bytes
+    assert closed_by_peer(slow) == b""
+    slow.close()
+    [event] = [e for e in lab.lab.trace.events() if e.fields.get("event") == "partial_pdu_timeout"]
+    assert "a PDU begun 0.3 s ago is still not complete" in event.note and event.src == "Peter"
+    peter = SmppHandset(lab.lab.endpoints()["smpp"], "15550201")          # and the lab goes on serving
+    peter.close()
 
 
 def test_an_over_long_smtp_line_is_answered_and_costs_only_its_start(lab_factory):

@@ -73,6 +73,7 @@ class SmppSession(SmppServerConnection):
         self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.stop_watching()
         for timer in [*self._late, self._bind_timer]:   # nothing of a gone connection stays scheduled
             if timer is not None:
                 timer.cancel()
