@@ -33,9 +33,9 @@ __all__ = ["Check", "CheckResult", "Scenario", "ScenarioError", "ScenarioRun", "
 
 ACTIONS = ("send", "reply", "wait", "state", "start_session", "accept_session", "session_send", "end_session",
            "cancel_session", "restart", "read", "open_link")
-STATE_KEYS = ("registered", "capable", "roaming", "accepting", "bound")
+STATE_KEYS = ("registered", "capable", "roaming", "accepting", "bound", "confirming")
 # A scenario's [settings], applied when it starts and given back when it ends.
-SETTINGS = ("smsc_throttle_every", "session_timeout_seconds")
+SETTINGS = ("smsc_throttle_every", "session_timeout_seconds", "fallback_seconds")
 
 
 class ScenarioError(ValueError):
@@ -220,6 +220,11 @@ class ScenarioRun:
         if "smsc_throttle_every" in settings and self.lab.smsc is not None:
             self._settings_before["smsc_throttle_every"] = self.lab.smsc.throttle_every
             self.lab.smsc.throttle_every = int(settings["smsc_throttle_every"])
+        if "fallback_seconds" in settings:   # RCC.07 revoke and fall back: every CPM server's patience
+            self._settings_before["fallback_seconds"] = max(s.fallback.seconds for s in self.lab.cpm_servers.values())
+            for server in self.lab.cpm_servers.values():
+                if server.fallback.seconds:
+                    server.fallback.seconds = float(settings["fallback_seconds"])
         if "session_timeout_seconds" in settings and self.lab.iwfs:
             self._settings_before["session_timeout_seconds"] = next(iter(self.lab.iwfs.values())).sessions.rules.timeout
             for iwf in self.lab.iwfs.values():
@@ -229,6 +234,10 @@ class ScenarioRun:
         before, self._settings_before = self._settings_before or {}, None
         if "smsc_throttle_every" in before and self.lab.smsc is not None:
             self.lab.smsc.throttle_every = int(before["smsc_throttle_every"])
+        if "fallback_seconds" in before:
+            for server in self.lab.cpm_servers.values():
+                if server.fallback.seconds:
+                    server.fallback.seconds = before["fallback_seconds"]
         if "session_timeout_seconds" in before:
             for iwf in self.lab.iwfs.values():
                 iwf.sessions.set_timeout(before["session_timeout_seconds"])
