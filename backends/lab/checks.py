@@ -623,6 +623,7 @@ def fallback(check: Check, events: Events, lab: Lab) -> CheckResult:
                                        (f"the SMS at {user.name}'s handset", copies)) if not seen]
     if missing:
         return CheckResult(check, False, "not on the wire: " + ", ".join(missing), rows)
+    assert handed is not None
     return CheckResult(check, True, f"revoked from {user.name}'s client, sent by SMS once ({handed.note})", rows)
 
 
