@@ -23,10 +23,12 @@ FALLBACK = 10.0
 
 
 class FallbackLab:
-    def __init__(self, topology) -> None:
+    def __init__(self, topology, state_dir=None) -> None:
         topology.operator("B").iwf.fallback_seconds = FALLBACK
+        self.topology, self.state_dir = topology, state_dir
         self.time = Jumpable()
-        self.runner = LabThread(Lab(topology, devices="none"), clock=LabClock(self.time)).start()
+        self.runner = LabThread(Lab(topology, devices="none", state_dir=state_dir),
+                                clock=LabClock(self.time)).start()
         self.lab = self.runner.lab
         endpoints = self.lab.endpoints()
         self.mary = RawSipClient(endpoints["sip"]["cpm-a.lab"])
@@ -131,3 +133,24 @@ def test_a_delivery_notification_in_time_means_no_revoke_and_no_sms(fallback_lab
     lab.pass_time(FALLBACK + 0.5)
     assert not lab.events("REVOKE") and not lab.events("submit_sm") and lab.peter_sms.received.empty()
     assert lab.lab.store.queue("CPM-B fallback").count() == 0
+
+
+def test_a_watch_outlives_a_restart(topology, tmp_path):
+    """What CPM-B watches is in the durable store: after a restart the revoke still comes when due,
+    and the SMS reaches Peter once."""
+    before = set(lab_threads())
+    lab = FallbackLab(topology, state_dir=tmp_path)
+    try:
+        lab.send("Still there?")
+        assert lab.lab.store.queue("CPM-B fallback").count() == 1
+        lab.close()
+        lab = FallbackLab(topology, state_dir=tmp_path)     # a new lab on the same state: a new clock too
+        lab.pass_time(FALLBACK + 0.5)
+        _, status = lab.answer_revoke("success")
+        assert status == 200 and received_text(lab.peter_sms.next_message()) == "Still there?"
+        lab.idle()
+        assert len(lab.events("deliver_sm", to="Peter")) == 1
+        assert lab.lab.store.queue("CPM-B fallback").count() == 0
+    finally:
+        lab.close()
+    assert no_new_lab_threads(before)
