@@ -41,6 +41,9 @@ class IwfAccount:
     # tried again when they register, or every retry_seconds, until the validity runs out.
     message_validity_seconds: float = 3600.0
     retry_seconds: float = 30.0
+    # RCC.07 network fallback: a chat message to this operator's CPM user that the client has not
+    # confirmed delivered (IMDN) within this long is revoked and sent by SMS (0: never).
+    fallback_seconds: float = 0.0
 
 
 @dataclass
@@ -258,7 +261,10 @@ def _iwf_account(raw: dict[str, Any], where: str, need) -> IwfAccount:
         session_request=str(raw.get("session_request", "CHAT")),
         session_timeout_seconds=float(raw.get("session_timeout_seconds", 60)),
         message_validity_seconds=float(raw.get("message_validity_seconds", 3600)),
-        retry_seconds=float(raw.get("retry_seconds", 30)))
+        retry_seconds=float(raw.get("retry_seconds", 30)),
+        fallback_seconds=float(raw.get("fallback_seconds", 0)))
+    if account.fallback_seconds < 0:
+        raise TopologyError(f"{where}: fallback_seconds must be 0 (off) or more")
     if account.thread_policy not in THREAD_POLICIES:
         raise TopologyError(f"{where}: thread_policy must be one of {THREAD_POLICIES}")
     if account.thread_policy == "pool" and not account.number_pool:

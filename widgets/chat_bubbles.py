@@ -23,6 +23,7 @@ TICKS = {
     "delivered": ("✓✓", "delivered"),
     "displayed": ("✓✓ read", "displayed"),   # distinct from delivered, seen from the back of a room
     "failed": ("✗ failed", "failed"),
+    "revoked": ("↶ revoked", "revoked"),     # an incoming message its server took back (RCC.07): it came by SMS
 }
 
 

@@ -50,6 +50,7 @@ from iwlab.backends.protocols.cpim import (
     parse_imdn_xml,
     uri_of,
 )
+from iwlab.backends.protocols import revoke
 from iwlab.backends.protocols.sip import (
     SipParseError,
     SipRequest,
@@ -122,6 +123,8 @@ class CpmDevice:
         self._tasks: set[asyncio.Task] = set()
         self.accepting = True     # False: the user declines messages (the phone answers 603)
         self.answering = True     # False (a condition): the phone reads requests and answers none, as a hung app
+        self.confirming = True    # False: it takes messages (200) but never says delivered (RCC.07 fallback)
+        self._confirmed: set[str] = set()   # imdn.Message-IDs we said "delivered" for: too late to revoke
         self.sms_side: SmsHandset | None = None
         self._peer_of_number: Callable[[str], User | None] = topology.user_by_number
         self._sms_number_of: dict[str, str] = {}   # peer uri -> the number their last SMS came from
@@ -251,15 +254,19 @@ class CpmDevice:
 
     async def set_state(self, *, registered: bool | None = None, cpm_capable: bool | None = None,
                         roaming_without_cpm: bool | None = None, sip_transport: str | None = None,
-                        accepting: bool | None = None, answering: bool | None = None) -> None:
+                        accepting: bool | None = None, answering: bool | None = None,
+                        confirming: bool | None = None) -> None:
         """Change the device's conditions as a trainer would (ARCHITECTURE §2); a new transport
         means a new flow to the server, and registering again over it; accepting=False: the user
         declines incoming messages (a blocked or full phone answers 603); answering=False: it answers
-        nothing at all (the server's transaction timer answers the sender 408)."""
+        nothing at all (the server's transaction timer answers the sender 408); confirming=False: it
+        sends no delivery notification (an app killed after the 200: its server will revoke and fall back)."""
         if accepting is not None:
             self.accepting = accepting
         if answering is not None:
             self.answering = answering
+        if confirming is not None:
+            self.confirming = confirming
         was_registered = self.registered
         if sip_transport is not None and sip_transport != self.user.sip_transport:
             self.user.sip_transport = sip_transport
@@ -381,6 +388,9 @@ class CpmDevice:
         if cpim.is_imdn:
             self._imdn_received(cpim)
             return
+        if revoke.is_revoke(cpim.content_type):
+            self._revoke_received(cpim)
+            return
         sender_uri = uri_of(cpim.sender)
         sender = self.topology.user_by_uri(sender_uri)
         msg = ChatMessage("in", sender_uri, sender.name if sender else sender_uri, cpim.text, cpim.message_id,
@@ -390,10 +400,41 @@ class CpmDevice:
                           status="received", cpim_datetime=cpim.datetime)
         self._conversation_with.setdefault(sender_uri, msg.conversation_id)
         self._track(msg)
-        if "positive-delivery" in cpim.disposition:
-            task = asyncio.create_task(self._send_imdn(msg, "delivered"))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        if "positive-delivery" in cpim.disposition and self.confirming:
+            self._confirmed.add(msg.imdn_message_id)
+            self._spawn(self._send_imdn(msg, "delivered"))
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _revoke_received(self, cpim: CpimMessage) -> None:
+        """RCC.07: the server takes a message back; it is given back unless we said delivered already."""
+        try:
+            request = revoke.parse_revoke(cpim.body)
+        except revoke.RevokeError:
+            return
+        if not isinstance(request, revoke.RevokeRequest):
+            return
+        msg = self._by_imdn_id.get(request.message_id)
+        given_back = request.message_id not in self._confirmed
+        if given_back and msg is not None:
+            msg.status, msg.status_detail = "revoked", "taken back by the server: it comes by SMS"
+            self.emit(MessageStatusChanged(msg))
+        answer = revoke.RevokeResponse(request.message_id, "success" if given_back else "failed")
+        self._spawn(self._send_revoke_response(answer, uri_of(cpim.sender)))
+
+    async def _send_revoke_response(self, answer: revoke.RevokeResponse, to: str) -> None:
+        envelope = revoke.revoke_message(answer, sender=f"<{self.uri}>", recipient=f"<{to}>")
+        try:
+            conn = await self.connect()
+            req = self.new_request("MESSAGE", to, to=to)
+            req.headers.add("Content-Type", "message/cpim")
+            req.body = envelope.to_bytes()
+            await conn.request(req)
+        except (OSError, SipConnectionClosed):
+            pass
 
     def _imdn_received(self, cpim: CpimMessage) -> None:
         try:

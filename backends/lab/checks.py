@@ -7,6 +7,7 @@ no longer come right); otherwise the run waits for it (ScenarioRun.conclude).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any, Callable
@@ -58,6 +59,7 @@ REQUIRED_PARAMS: dict[str, tuple[str, ...]] = {
     "encoded": ("to", "text", "data_coding"),
     "adapted": ("to", "content_type"),
     "networks": ("from", "to", "over"),
+    "fallback": ("to", "text"),
 }
 
 
@@ -594,9 +596,43 @@ def networks(check: Check, events: Events, lab: Lab) -> CheckResult:
     return CheckResult(check, not missing, detail, [seqs[0] for seqs in through.values()] or _rows(*first_hops[:4]))
 
 
+def fallback(check: Check, events: Events, lab: Lab) -> CheckResult:
+    """RCC.07 revoke and fall back: the CPM message carrying `text` to `to` was revoked from the client
+    (revoke request, revoke response success), handed to the IWF as SMS with the reason on the ladder,
+    and reached `to`'s handset by SMS exactly once. A failed revocation, or a second copy, fails for good."""
+    user = _user(lab, check, "to")
+    text = check.params["text"]
+    sent = next((e for e in events if e.protocol == "SIP" and not e.is_response and e.dst == user.name
+                 and (e.fields.get("cpim") or {}).get("body") == text), None)
+    if sent is None:
+        return CheckResult(check, False, f"no CPM MESSAGE with {text!r} reached {user.name}'s client",
+                           _rows(*_where_texts(events, [text])))
+    message_id = sent.correlation.get("imdn_message_id", "")
+    mine = [e for e in events if e.protocol == "SIP" and e.correlation.get("imdn_message_id") == message_id]
+    revoked = next((e for e in mine if "REVOKE request" in e.summary and e.dst == user.name), None)
+    answer = next((e for e in mine if " REVOKE " in e.summary and e.src == user.name and not e.is_response), None)
+    handed = next((e for e in mine if e.dst in lab.topology.iwf_names() and not e.is_response
+                   and "revoked, sent by SMS" in e.note), None)
+    copies = [e for e, got in received_by(dataclasses.replace(user, device="sms"), events) if got == text]
+    rows = _rows(sent, revoked, answer, handed, *copies)
+    if answer is not None and "REVOKE failed" in answer.summary:
+        return CheckResult(check, False, f"{user.name}'s client answered the revoke: failed (it had the message)",
+                           rows, decided_failure=True)
+    if len(copies) > 1:
+        return CheckResult(check, False, f"{text!r} reached {user.name} by SMS {len(copies)} times", rows,
+                           decided_failure=True)
+    missing = [what for what, seen in (("a revoke request", revoked), ("a revoke response success", answer),
+                                       ("the hand-over to the IWF as SMS with its reason", handed),
+                                       (f"the SMS at {user.name}'s handset", copies)) if not seen]
+    if missing:
+        return CheckResult(check, False, "not on the wire: " + ", ".join(missing), rows)
+    assert handed is not None
+    return CheckResult(check, True, f"revoked from {user.name}'s client, sent by SMS once ({handed.note})", rows)
+
+
 CHECKS: dict[str, Callable[[Check, Events, Lab], CheckResult]] = {
     "delivered": delivered, "route": route, "addressed_to_person": addressed_to_person, "threaded": threaded,
     "session_established": session_established, "session_answer": session_answer, "reported": reported,
     "notified": notified, "concatenated": concatenated, "encoded": encoded, "adapted": adapted,
-    "networks": networks,
+    "networks": networks, "fallback": fallback,
 }

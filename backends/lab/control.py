@@ -19,6 +19,7 @@ HELP = """commands:
   state USER [registered=yes|no] [capable=yes|no] [roaming=yes|no]   change a user's device conditions
         [accepting=yes|no]          a CPM phone takes messages, or declines them (603)
         [answering=yes|no]          a CPM phone answers, or answers nothing at all (a hung app: 408)
+        [confirming=yes|no]         a CPM phone says delivered (IMDN), or keeps quiet (RCC.07 fallback)
         [bound=yes|no]              an SMS handset is on (bound to the SMSC) or off
   threads last|pool                 how the IWF matches SMS replies to CPM threads
   throttle N                        the SMSC answers every Nth submit_sm with ESME_RTHROTTLED (0: off)
@@ -88,11 +89,11 @@ def _user(lab: Lab, user_id: str):
 async def _state(lab: Lab, args: list[str]) -> str:
     if not args:
         raise CommandError("state USER [registered=yes|no] [capable=yes|no] [roaming=yes|no] [accepting=yes|no] "
-                           "[answering=yes|no] [bound=yes|no] [transport=udp|tcp|tls]")
+                           "[answering=yes|no] [confirming=yes|no] [bound=yes|no] [transport=udp|tcp|tls]")
     user = _user(lab, args[0])
     changes: dict[str, bool | str] = {}
     names = {"registered": "registered", "capable": "cpm_capable", "roaming": "roaming_without_cpm",
-             "accepting": "accepting", "answering": "answering", "bound": "bound"}
+             "accepting": "accepting", "answering": "answering", "confirming": "confirming", "bound": "bound"}
     for arg in args[1:]:
         key, sep, value = arg.partition("=")
         if sep and key == "transport":
@@ -102,7 +103,7 @@ async def _state(lab: Lab, args: list[str]) -> str:
             continue
         if not sep or key not in names:
             raise CommandError(f"unknown setting {arg!r}; use registered=, capable=, roaming=, accepting=, "
-                               "answering=, bound=, transport=")
+                               "answering=, confirming=, bound=, transport=")
         changes[names[key]] = _flag(value, key)
     device = lab.devices.get(user.id)
     if "bound" in changes:

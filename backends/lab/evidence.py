@@ -64,7 +64,8 @@ def received_by(user, events: list[TraceEvent]) -> list[tuple[TraceEvent, str]]:
         reassembler = smstext.Reassembler(timeout=3600)
         for e in events:
             cpim = e.fields.get("cpim") if not e.is_response else None
-            if e.protocol == "SIP" and e.dst == user.name and cpim and "imdn" not in cpim.get("Content-Type", ""):
+            if e.protocol == "SIP" and e.dst == user.name and cpim and "imdn" not in cpim.get("Content-Type", "") \
+                    and "rcsrevoke" not in cpim.get("Content-Type", ""):   # a revoke takes back, delivers nothing
                 found.append((e, cpim.get("body", "")))
             elif _sms_delivered_to(user, e, events):
                 found += [(e, sms.text) for sms in smpp.reassemble(reassembler, smpp.parse(e.raw))]

@@ -35,15 +35,15 @@ __all__ = ["Check", "CheckResult", "Scenario", "ScenarioError", "ScenarioRun", "
 
 ACTIONS = ("send", "reply", "wait", "state", "start_session", "accept_session", "session_send", "end_session",
            "cancel_session", "restart", "read", "open_link")
-STATE_KEYS = ("registered", "capable", "roaming", "accepting", "bound")
+STATE_KEYS = ("registered", "capable", "roaming", "accepting", "answering", "bound", "confirming")
 # A scenario's [settings], applied when it starts and given back when it ends: conditions (as the
 # conditions panel and `iwlab serve` set them; the name -> its conditions.Settings field) and the
-# IWF's session answer timeout.
+# IWF's session answer timeout and the CPM servers' fallback time.
 CONDITION_SETTINGS = {"smsc_throttle_every": "throttle_every", "smsc_queue_full_every": "queue_full_every",
                       "smsc_delay_ms": "delay_ms", "smsc_jitter_ms": "jitter_ms", "smsc_drop_every": "drop_every",
                       "mail_busy_seconds": "mail_busy_seconds", "mail_delay_ms": "mail_delay_ms",
                       "mail_jitter_ms": "mail_jitter_ms"}
-SETTINGS = (*CONDITION_SETTINGS, "session_timeout_seconds")
+SETTINGS = (*CONDITION_SETTINGS, "session_timeout_seconds", "fallback_seconds")
 
 
 class ScenarioError(ValueError):
@@ -231,6 +231,11 @@ class ScenarioRun:
             before = self._conditions_before = conditions.current(self.lab)
             conditions.apply(self.lab, dataclasses.replace(
                 before, **{name: type(getattr(before, name))(value) for name, value in wanted.items()}))
+        if "fallback_seconds" in settings:   # RCC.07 revoke and fall back: every CPM server's patience
+            self._settings_before["fallback_seconds"] = max(s.fallback.seconds for s in self.lab.cpm_servers.values())
+            for server in self.lab.cpm_servers.values():
+                if server.fallback.seconds:
+                    server.fallback.seconds = float(settings["fallback_seconds"])
         if "session_timeout_seconds" in settings and self.lab.iwfs:
             self._settings_before["session_timeout_seconds"] = next(iter(self.lab.iwfs.values())).sessions.rules.timeout
             for iwf in self.lab.iwfs.values():
@@ -241,6 +246,10 @@ class ScenarioRun:
         conditions_before, self._conditions_before = self._conditions_before, None
         if conditions_before is not None:
             conditions.apply(self.lab, conditions_before)
+        if "fallback_seconds" in before:
+            for server in self.lab.cpm_servers.values():
+                if server.fallback.seconds:
+                    server.fallback.seconds = before["fallback_seconds"]
         if "session_timeout_seconds" in before:
             for iwf in self.lab.iwfs.values():
                 iwf.sessions.set_timeout(before["session_timeout_seconds"])

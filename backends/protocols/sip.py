@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 from urllib.parse import quote, unquote
 
+from iwlab.backends.protocols import revoke
 from iwlab.backends.protocols.cpim import CpimError, parse_cpim, parse_imdn_xml
 
 SIP_VERSION = "SIP/2.0"
@@ -1114,7 +1115,15 @@ def describe(message: SipRequest | SipResponse) -> tuple[str, dict, dict[str, st
                 "Content-Type": cpim.content_type,
                 "body": cpim.text,
             }
-            if cpim.is_imdn:
+            if revoke.is_revoke(cpim.content_type):
+                detail = " REVOKE"
+                try:
+                    taken = revoke.parse_revoke(cpim.body)
+                    detail = f" REVOKE {getattr(taken, 'result', 'request')}"
+                    correlation["imdn_message_id"] = taken.message_id
+                except revoke.RevokeError:
+                    pass
+            elif cpim.is_imdn:
                 detail = " IMDN"
                 try:
                     imdn = parse_imdn_xml(cpim.body)

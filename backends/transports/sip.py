@@ -248,14 +248,16 @@ class SipConnection(asyncio.Protocol):
 
 
 def hop_of(message: SipMessage | SipParseError, src: str, dst: str) -> Hop:
-    """A SIP message at the gate: its kind is the method (MESSAGE IMDN for a notification) or "status method"."""
+    """A SIP message at the gate: its kind is the method (MESSAGE IMDN for a notification,
+    MESSAGE REVOKE for an RCC.07 revoke) or "status method"."""
     if isinstance(message, SipParseError):
         return Hop(src, dst, "SIP", "unparseable", f"unparseable SIP: {message.reason}")
     summary, _, _ = sip.describe(message)
     if isinstance(message, SipResponse):
         kind = f"{message.status} {sip.cseq_method(message)}"
     else:
-        kind = message.method + (" IMDN" if " IMDN" in summary else "")
+        detail = next((d for d in (" IMDN", " REVOKE") if d in summary), "")
+        kind = message.method + detail
     return Hop(src, dst, "SIP", kind, summary)
 
 

@@ -26,6 +26,7 @@ from iwlab.backends.lab.scenarios import (
     load_scenarios,
     requirement_verdicts,
 )
+from iwlab.backends.nodes.cpm_server.fallback import Fallback
 from iwlab.backends.nodes.iwf import content as iwf_content
 from iwlab.backends.nodes.iwf import email_leg
 from iwlab.backends.nodes.iwf import sms_outbox
@@ -362,3 +363,23 @@ def test_xxx_7_an_expired_message_reported_as_delivered_fails(lab_factory, monke
     result = failing(verdict, "CPM-IOP-xxx-7", "notified")
     assert result.detail == "IMDN delivered reached Mary, but the SMSC's delivery receipt said EXPIRED, not DELIVRD"
     assert result.decided_failure
+
+
+def test_xxx_7_falling_back_without_revoking_fails(lab_factory, monkeypatch):
+    """CPM-B, broken, sends the unconfirmed message by SMS without asking Peter's client to give it
+    back: Peter may now have it twice (CPM and SMS), so the RCC.07 fallback check must fail."""
+    lab = lab_factory()
+    monkeypatch.setattr(Fallback, "_due", lambda self, watched: self._send_by_sms(watched))
+    verdict = play(lab, "IOP-xxx-7-fallback")
+    result = failing(verdict, "CPM-IOP-xxx-7", "fallback")
+    assert result.detail == "not on the wire: a revoke request, a revoke response success"
+
+
+def test_xxx_7_a_server_that_never_falls_back_fails(lab_factory, monkeypatch):
+    """CPM-B, broken, never watches for the delivery notification: the message sits unconfirmed in
+    Peter's silent app and never comes by SMS, so the fallback check (and Mary's tick) must fail."""
+    lab = lab_factory()
+    monkeypatch.setattr(Fallback, "watch", lambda self, user, req: None)
+    verdict = play(lab, "IOP-xxx-7-fallback")
+    result = failing(verdict, "CPM-IOP-xxx-7", "fallback")
+    assert result.detail.startswith("not on the wire: a revoke request, a revoke response success, the hand-over")

@@ -5,6 +5,7 @@ import asyncio
 
 from iwlab.backends.clock import LabClock, LabLoop, monotonic, wall
 from iwlab.backends.gate import Gate, Hop
+from tests.helpers.jumpable import Jumpable
 
 
 def hop(name: str) -> Hop:
@@ -68,18 +69,6 @@ def test_a_coroutine_end_waits_for_its_passage():
         await task
         assert done == ["reply"]
     asyncio.run(scenario())
-
-
-class Jumpable:
-    """Real monotonic time that a test can move ahead at once (to see what a long wait does)."""
-
-    def __init__(self) -> None:
-        import time
-        self._time = time.monotonic
-        self.ahead = 0.0
-
-    def __call__(self) -> float:
-        return self._time() + self.ahead
 
 
 def test_the_clock_leaves_out_the_time_it_stood_still():

@@ -91,14 +91,18 @@ class Proxy:
         except SipConnectionClosed:
             self.fail(sip.top_branch(fwd), 503, "Next Hop Unreachable")
 
-    def send_own(self, req: SipRequest, conn: SipConnection, *, request_uri: str, note: str,
+    def send_own(self, req: SipRequest, conn: NextHop, *, request_uri: str, note: str,
                  on_final: Callable[[int], None]) -> bool:
         """Send `req` in a client transaction of our own (its sender was answered already);
-        `on_final` gets the final status, 408 on timeout. False if it could not leave."""
+        `on_final` gets the final status, 408 on timeout (503 from a link that cannot open).
+        False if it could not leave."""
         fwd = self._prepare_forward(req)
         fwd.uri = request_uri
         branch = sip.top_branch(fwd)
         self._transactions[branch] = _Transaction(req, clock.monotonic() + self.transaction_timeout, on_final=on_final)
+        if isinstance(conn, PeerLink):
+            conn.send(fwd, note)
+            return True
         try:
             conn.send(fwd, note=note)
         except SipConnectionClosed:

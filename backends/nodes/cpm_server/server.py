@@ -20,6 +20,7 @@ from typing import Callable, Iterable
 
 from iwlab.backends import clock
 from iwlab.backends.directory import NodeDirectory
+from iwlab.backends.nodes.cpm_server.fallback import Fallback
 from iwlab.backends.nodes.cpm_server.identity import SenderIdentity, lab_nodes
 from iwlab.backends.nodes.cpm_server.links import NextHops
 from iwlab.backends.nodes.cpm_server.proxy import Proxy
@@ -77,11 +78,17 @@ class CpmServer:
         self.identity = SenderIdentity(topology, nodes, self.registrar,
                                        lab_nodes(topology) if trusted_nodes is None else trusted_nodes)
         self.proxy = Proxy(lambda: (self.host, self.port), transaction_timeout=topology.sip_transaction_seconds)
+        store = store or Store()
         self.store = MessageStore(self.registrar, self.proxy, self.route_for,
-                                  durable=(store or Store()).queue(f"{self.name} stored"), users=self._user_by_id)
+                                  durable=store.queue(f"{self.name} stored"), users=self._user_by_id)
         self.links = NextHops(name=self.name, nodes=nodes, annotate=trace.annotate, on_message=self._on_message,
                               on_undeliverable=self.proxy.next_hop_unreachable,
                               server_address=server_address, iwf_address=iwf_address)
+        # RCC.07: what its client does not confirm delivered in time is revoked and sent by SMS.
+        self.fallback = Fallback(seconds=operator.iwf.fallback_seconds if operator.iwf else 0.0,
+                                 durable=store.queue(f"{self.name} fallback"), proxy=self.proxy,
+                                 registrar=self.registrar, to_iwf=self.links.to_iwf if iwf_address else None,
+                                 users=self._user_by_id, user_by_uri=topology.user_by_uri)
 
     @property
     def bindings(self) -> dict[str, Binding]:
@@ -107,6 +114,7 @@ class CpmServer:
         self.port = self.sip.port
         self._sweeper = asyncio.create_task(self._sweep(), name=f"{self.name} transaction timer")
         self.store.restore()
+        self.fallback.restore()
         return self.port
 
     def _user_by_id(self, user_id: str) -> User | None:
@@ -119,6 +127,7 @@ class CpmServer:
         self.sip.close()      # accept nothing more; what is open is closed below
         if self._sweeper:
             self._sweeper.cancel()
+        self.fallback.stop()
         self.links.close()
         for conn in list(self._connections):
             conn.close()
@@ -221,6 +230,8 @@ class CpmServer:
             respond(conn, req, 483, "Too Many Hops")
             return
         self._strip_own_route(req)
+        if req.method == "MESSAGE" and not sip.to_tag(req) and self.fallback.take(conn, req):
+            return   # a revoke response to a revoke of ours
         if req.method == "CANCEL" or sip.to_tag(req) or req.method == "ACK":
             self.proxy.in_dialog(conn, req)
             return
@@ -260,6 +271,8 @@ class CpmServer:
                     return
                 if adapted is not req:
                     req, note = adapted, note + "; CPIM unwrapped to text/plain for a plain softphone"
+            elif req.method == "MESSAGE":   # a client that reads CPIM can be asked to give it back
+                self.fallback.watch(user, req)
             # RFC 3261 16.5/16.6: the registered Contact becomes the Request-URI.
             self.proxy.forward(conn, req, binding.flow, note=note, request_uri=binding.target)
         elif route.technology == STORE and req.method == "MESSAGE":

@@ -1,11 +1,10 @@
 """The deadline for a message begun and not finished, on a lab loop whose time the test moves."""
 from __future__ import annotations
 
-import asyncio
 
 from iwlab.backends.clock import LabClock, LabLoop
 from iwlab.backends.transports.partial import PartialDeadline
-from tests.unit.test_gate_clock import Jumpable
+from tests.helpers.jumpable import Jumpable
 
 
 def run_on_a_jumpable_loop(scenario) -> None:

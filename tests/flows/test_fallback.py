@@ -1,0 +1,156 @@
+"""Revoke and fall back to SMS (issue 17 item 3, GSMA RCC.07), over real sockets: Peter's CPM client is a
+raw SIP client registered as his number, his SMS handset a real smpplib client. The lab's clock is moved
+ahead, never waited for: fallback_seconds pass in the lab, not in the test."""
+from __future__ import annotations
+
+import pytest
+
+from iwlab.backends.clock import LabClock
+from iwlab.backends.lab.lab import Lab
+from iwlab.backends.lab.lab_thread import LabThread
+from iwlab.backends.protocols.cpim import Imdn, imdn_message, parse_cpim
+from iwlab.backends.protocols.revoke import RevokeRequest, RevokeResponse, is_revoke, parse_revoke, revoke_message
+from iwlab.backends.protocols.sip import SipRequest
+from tests.conftest import lab_threads, no_new_lab_threads
+from tests.helpers.jumpable import Jumpable
+from tests.helpers.raw_sip import RawSipClient
+from tests.helpers.raw_smpp import SmppHandset
+from tests.helpers.sip_client import MARY, received_text, send_cpm_message
+from tests.helpers.smpp_client import is_message, next_message
+
+PETER_SIP = "sip:+15550201@cpm-b.lab"
+FALLBACK = 10.0
+
+
+class FallbackLab:
+    def __init__(self, topology, state_dir=None) -> None:
+        topology.operator("B").iwf.fallback_seconds = FALLBACK
+        self.topology, self.state_dir = topology, state_dir
+        self.time = Jumpable()
+        self.runner = LabThread(Lab(topology, devices="none", state_dir=state_dir),
+                                clock=LabClock(self.time)).start()
+        self.lab = self.runner.lab
+        endpoints = self.lab.endpoints()
+        self.mary = RawSipClient(endpoints["sip"]["cpm-a.lab"])
+        assert self.mary.register(MARY, "cpm-a.lab").status == 200
+        self.peter_cpm = RawSipClient(endpoints["sip"]["cpm-b.lab"])
+        assert self.peter_cpm.register(PETER_SIP, "cpm-b.lab").status == 200
+        self.peter_sms = SmppHandset(endpoints["smpp"], "15550201")
+
+    def send(self, text: str) -> str:
+        """Mary sends; Peter's client takes it (200) and keeps quiet. Returns the imdn.Message-ID."""
+        call_id = send_cpm_message(self.mary, text)
+        message = self.peter_cpm.receive(is_message)
+        self.peter_cpm.answer(message)
+        assert self.mary.response_to(call_id).status == 200
+        return parse_cpim(message.body).message_id
+
+    def pass_time(self, seconds: float) -> None:
+        """The lab's clock moves on; the test goes on once the lab has done what that set off."""
+        self.time.ahead += seconds
+        self.idle()
+
+    def idle(self) -> None:
+        async def idle():
+            await self.runner.loop.when_idle()
+        self.runner.run(idle())
+
+    def answer_revoke(self, result: str) -> tuple[RevokeRequest, int]:
+        request = self.peter_cpm.receive(is_message)
+        self.peter_cpm.answer(request)
+        envelope = parse_cpim(request.body)
+        assert is_revoke(envelope.content_type)
+        taken = parse_revoke(envelope.body)
+        assert isinstance(taken, RevokeRequest)
+        body = revoke_message(RevokeResponse(taken.message_id, result), sender=f"<{PETER_SIP}>",
+                              recipient=f"<{MARY}>").to_bytes()
+        call_id = self.peter_cpm.request("MESSAGE", MARY, from_uri=PETER_SIP, to_uri=MARY,
+                                         content_type="message/cpim", body=body)
+        status = self.peter_cpm.response_to(call_id).status
+        self.idle()
+        return taken, status
+
+    def events(self, what: str, to: str = ""):
+        return [e for e in self.lab.trace.events() if what in e.summary and (not to or e.dst == to)]
+
+    def close(self) -> None:
+        self.peter_sms.close()
+        self.mary.close()
+        self.peter_cpm.close()
+        self.runner.stop()
+
+
+@pytest.fixture
+def fallback_lab(topology):
+    before = set(lab_threads())
+    lab = FallbackLab(topology)
+    yield lab
+    lab.close()
+    assert no_new_lab_threads(before)
+
+
+def test_undelivered_message_is_revoked_and_reaches_peter_once_by_sms(fallback_lab):
+    lab = fallback_lab
+    message_id = lab.send("Are you there?")
+    lab.pass_time(FALLBACK / 2)
+    assert not lab.events("REVOKE"), "revoked before fallback_seconds"
+    lab.pass_time(FALLBACK / 2 + 0.5)
+    taken, status = lab.answer_revoke("success")
+    assert taken.message_id == message_id and status == 200
+    sms = lab.peter_sms.next_message()
+    assert received_text(sms) == "Are you there?"
+    imdn = parse_cpim(next_message(lab.mary, imdn=True).body)   # the SMSC's receipt, as an IMDN for Mary
+    assert message_id.encode() in imdn.body and b"delivered" in imdn.body
+    lab.idle()
+    assert len(lab.events("deliver_sm", to="Peter")) == 1 and lab.peter_sms.received.empty()
+    [to_iwf] = [e for e in lab.events("MESSAGE") if e.src == "CPM-B" and e.dst == "IWF" and not e.is_response]
+    assert to_iwf.note == "not delivered within 10 s: revoked, sent by SMS"
+    [revoke] = lab.events("REVOKE request", to="Peter")
+    assert "has not confirmed delivery within 10 s" in revoke.note
+    assert lab.lab.cpm_servers["B"].fallback.holding() == 0
+    assert lab.lab.store.queue("CPM-B fallback").count() == 0
+
+
+def test_a_failed_revocation_sends_no_sms(fallback_lab):
+    lab = fallback_lab
+    lab.send("Seen it already?")
+    lab.pass_time(FALLBACK + 0.5)
+    _, status = lab.answer_revoke("failed")
+    assert status == 200
+    [answer] = [e for e in lab.events("200 OK") if e.dst == "Peter" and "revoke response: failed" in e.note]
+    assert "not sent by SMS" in answer.note
+    assert not lab.events("submit_sm") and lab.peter_sms.received.empty()
+    assert lab.lab.store.queue("CPM-B fallback").count() == 0
+
+
+def test_a_delivery_notification_in_time_means_no_revoke_and_no_sms(fallback_lab):
+    lab = fallback_lab
+    message_id = lab.send("Quick one")
+    imdn = imdn_message(Imdn(message_id, "delivery", "delivered", "2026-11-24T09:00:00.000Z", PETER_SIP),
+                        sender=f"<{PETER_SIP}>", recipient=f"<{MARY}>").to_bytes()
+    lab.peter_cpm.request("MESSAGE", MARY, from_uri=PETER_SIP, to_uri=MARY, content_type="message/cpim", body=imdn)
+    assert isinstance(next_message(lab.mary, imdn=True), SipRequest)   # it goes on to Mary
+    lab.pass_time(FALLBACK + 0.5)
+    assert not lab.events("REVOKE") and not lab.events("submit_sm") and lab.peter_sms.received.empty()
+    assert lab.lab.store.queue("CPM-B fallback").count() == 0
+
+
+def test_a_watch_outlives_a_restart(topology, tmp_path):
+    """What CPM-B watches is in the durable store: after a restart the revoke still comes when due,
+    and the SMS reaches Peter once."""
+    before = set(lab_threads())
+    lab = FallbackLab(topology, state_dir=tmp_path)
+    try:
+        lab.send("Still there?")
+        assert lab.lab.store.queue("CPM-B fallback").count() == 1
+        lab.close()
+        lab = FallbackLab(topology, state_dir=tmp_path)     # a new lab on the same state: a new clock too
+        lab.pass_time(FALLBACK + 0.5)
+        _, status = lab.answer_revoke("success")
+        assert status == 200 and received_text(lab.peter_sms.next_message()) == "Still there?"
+        lab.idle()
+        assert len(lab.events("deliver_sm", to="Peter")) == 1
+        assert lab.lab.store.queue("CPM-B fallback").count() == 0
+    finally:
+        lab.close()
+    assert no_new_lab_threads(before)
