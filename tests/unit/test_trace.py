@@ -19,3 +19,13 @@ def test_the_oldest_events_go_when_the_bytes_run_out_and_are_counted():
     kept = trace.events()
     assert trace.bytes <= 20_000 and len(kept) < 100
     assert trace.dropped == 100 - len(kept) and kept[-1].summary == "MESSAGE 99"
+
+
+def test_decoded_fields_count_as_much_again_as_their_bytes_and_are_walked_where_raw_was_cut():
+    trace = Trace(max_raw=100)
+    whole = trace.record("x", "y", "SIP", "MESSAGE", raw=b"c" * 50, fields={"body": "c" * 50})
+    assert whole.footprint >= 100            # the body in raw and again in the fields
+    cut = trace.record("x", "y", "SIP", "MESSAGE", raw=b"d" * 1000, fields={"body": "d" * 1000})
+    assert cut.footprint >= 100 + 1000       # raw kept short, the decoded body whole: counted whole
+    bare = trace.record("x", "y", "SMPP", "connection lost", raw=b"", fields={"note": "e" * 500})
+    assert bare.footprint >= 500
