@@ -615,6 +615,26 @@ def _content_length(headers: Headers) -> int | None:
     return int(value) if len(value) < 16 else 10**16
 
 
+_CHECKED_LENGTH = 1024    # values up to this long have their verdict remembered
+
+
+@functools.lru_cache(maxsize=4096)
+def _remembered_problem(kind: str, value: str) -> str | None:
+    """The same From, To, Via and Route values cross every hop of a message (and every message
+    of a dialog): each is checked once. Bounded in count and, by _CHECKED_LENGTH, in size."""
+    try:
+        parse_via(value) if kind == "via" else parse_name_addr(value)
+    except SipParseError as exc:
+        return exc.reason
+    return None
+
+
+def _value_problem(kind: str, value: str) -> str | None:
+    if len(value) <= _CHECKED_LENGTH:
+        return _remembered_problem(kind, value)
+    return _remembered_problem.__wrapped__(kind, value)
+
+
 def _header_problem(message: SipMessage) -> tuple[int, str] | None:
     """Grammar of the headers this codec itself interprets."""
     headers = message.headers
@@ -622,25 +642,26 @@ def _header_problem(message: SipMessage) -> tuple[int, str] | None:
     for name in _SINGLE_HEADERS:
         if counts[_key(name)] > 1:
             return 400, f"more than one {name} header"
-    name = ""
+    for name in ("Via", "Contact", "Route", "Record-Route"):
+        for value in headers._values(name):
+            for part in _split_top(value, ","):
+                if not part:
+                    return 400, f"empty element in {name}"
+                if name == "Contact" and part == "*":
+                    continue
+                problem = _value_problem("via" if name == "Via" else "name-addr", part)
+                if problem:
+                    return 400, f"{name}: {problem}"
+    for name in ("From", "To"):
+        if name in headers:
+            problem = _value_problem("name-addr", headers.get(name) or "")
+            if problem:
+                return 400, f"{name}: {problem}"
     try:
-        for name in ("Via", "Contact", "Route", "Record-Route"):
-            for value in headers._values(name):
-                for part in _split_top(value, ","):
-                    if not part:
-                        return 400, f"empty element in {name}"
-                    if name == "Via":
-                        parse_via(part)
-                    elif not (name == "Contact" and part == "*"):
-                        parse_name_addr(part)
-        for name in ("From", "To"):
-            if name in headers:
-                parse_name_addr(headers.get(name) or "")
-        name = "CSeq"
         if "CSeq" in headers:
             parse_cseq(headers.get("CSeq") or "")
     except SipParseError as exc:
-        return 400, f"{name}: {exc.reason}"
+        return 400, f"CSeq: {exc.reason}"
     call_id = headers.get("Call-ID")
     if call_id is not None and not re.fullmatch(r"\S+", call_id):
         return 400, "malformed Call-ID"
