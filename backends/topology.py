@@ -41,6 +41,10 @@ class IwfAccount:
     # tried again when they register, or every retry_seconds, until the validity runs out.
     message_validity_seconds: float = 3600.0
     retry_seconds: float = 30.0
+    # A legacy sender's status report is the IWF's to send, when the CPM recipient's IMDN comes
+    # (TS 23.204 6.10): the SMSC sends none when the IWF takes the SMS (nodes/smsc/session.py).
+    # False: the SMSC's receipt when the IWF took it (says DELIVRD for a phone that is off).
+    end_to_end_receipts: bool = True
 
 
 @dataclass
@@ -258,7 +262,8 @@ def _iwf_account(raw: dict[str, Any], where: str, need) -> IwfAccount:
         session_request=str(raw.get("session_request", "CHAT")),
         session_timeout_seconds=float(raw.get("session_timeout_seconds", 60)),
         message_validity_seconds=float(raw.get("message_validity_seconds", 3600)),
-        retry_seconds=float(raw.get("retry_seconds", 30)))
+        retry_seconds=float(raw.get("retry_seconds", 30)),
+        end_to_end_receipts=bool(raw.get("end_to_end_receipts", True)))
     if account.thread_policy not in THREAD_POLICIES:
         raise TopologyError(f"{where}: thread_policy must be one of {THREAD_POLICIES}")
     if account.thread_policy == "pool" and not account.number_pool:

@@ -350,6 +350,9 @@ class ScenarioRun:
                 await self._reply(device, step)
             elif step.action == "read" and isinstance(device, EmailClient) and device.inbox:
                 await device.open(device.inbox[-1])       # answers a read-receipt request (MDN)
+            elif step.action == "read" and isinstance(device, CpmDevice) and \
+                    any(m.direction == "in" for m in device.messages):
+                await device.read(next(m for m in reversed(device.messages) if m.direction == "in"))   # IMDN displayed
             elif step.action == "open_link" and isinstance(device, SmsHandset):
                 link = next((word for sms in reversed(device.inbox) for word in sms.text.split()
                              if word.startswith("http://")), None)
