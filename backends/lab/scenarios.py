@@ -55,6 +55,7 @@ class Step:
     content_type: str = ""                                  # "send": a payload other than text ...
     data: bytes = b""                                       # ... given as base64 in the file
     node: str = ""                                          # "restart": which node (smsc)
+    read_receipt: bool = False                              # "send" by email: ask for an MDN
 
 
 @dataclass
@@ -128,7 +129,7 @@ def load_scenario(path: Path) -> Scenario:
                       state={**{k: bool(s[k]) for k in STATE_KEYS if k in s},
                              **({"transport": str(s["transport"])} if "transport" in s else {})},
                       texts=list(s.get("texts", [])), content_type=s.get("content_type", ""),
-                      data=_payload(s, where), node=s.get("node", ""))
+                      data=_payload(s, where), node=s.get("node", ""), read_receipt=bool(s.get("read_receipt")))
                  for s in data.get("steps", [])]
         checks = [Check(kind=c["kind"], requirements=list(c.get("requirements", [])),
                         params={k: v for k, v in c.items() if k not in ("kind", "requirements")})
@@ -373,7 +374,7 @@ class ScenarioRun:
             await device.send_sms(recipient, text)
         elif isinstance(device, EmailClient):
             address = recipient.email or (recipient.sip or "")[4:]
-            await device.send(address, text[:60], text)
+            await device.send(address, text[:60], text, read_receipt=step.read_receipt)
 
     async def _reply(self, device, step: Step) -> None:
         """Reply to what came last, as the user would hit Reply: by SMS to the number it came from,
