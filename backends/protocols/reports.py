@@ -27,8 +27,8 @@ class ReportRow:
 
 
 ROWS = (
-    ReportRow("delivered", "DELIVRD (message_state 2)", "DSN Action: delivered (not sent: the lab's SMTP has no "
-              "NOTIFY=SUCCESS); a CPM message's copy in the Maildir counts as delivered",
+    ReportRow("delivered", "DELIVRD (message_state 2)", "CPM -> email: the mail stored in the Maildir; email -> CPM: "
+              "none (a DSN on success needs NOTIFY=SUCCESS, which the lab's SMTP does not offer)",
               "the CPM recipient's phone took the message / the SMS reached the handset / the mail is in the Maildir"),
     ReportRow("displayed", "none: SMS cannot report reading (a display request is not answered)",
               "MDN disposition: displayed (RFC 8098), if the mail asked with Disposition-Notification-To",
@@ -36,7 +36,7 @@ ROWS = (
     ReportRow("failed (forbidden, error)", "UNDELIV (message_state 5); an SMSC's EXPIRED, DELETED, REJECTD -> "
               "IMDN failed", "DSN Action: failed (RFC 3464)",
               "the CPM side refused it or the recipient's phone reported failure / the SMSC gave up / a bounce"),
-    ReportRow("none came in time", "EXPIRED (message_state 3)", "none (an MDN is never promised, RFC 8098 2.1)",
+    ReportRow("none came in time", "EXPIRED (message_state 3)", "none (an MDN is asked for, never promised: RFC 8098)",
               "the IWF's validity for the report ran out (the CPM recipient never reported)"),
 )
 

@@ -17,7 +17,7 @@ import pytest
 
 from iwlab.backends.lab.lab import Lab
 from iwlab.backends.lab.lab_thread import LabThread
-from iwlab.backends.protocols import smpp
+from iwlab.backends.protocols import smpp, smstext
 from iwlab.backends.protocols.cpim import Imdn, imdn_message, parse_cpim
 from iwlab.backends.protocols.sip import SipRequest
 from tests.helpers.mail_client import johns_maildir, smtp, wait_for_mail
@@ -124,6 +124,27 @@ def test_no_imdn_before_the_validity_ends_gives_an_expired_receipt(world):
     pdu = receipt(peter)
     assert (pdu.receipted_message_id.decode(), pdu.message_state) == (message_id, smpp.MessageState.EXPIRED)
     assert b"stat:EXPIRED" in pdu.short_message
+
+
+def test_a_refusal_by_the_cpm_side_gives_an_undeliv_receipt_and_the_bounce(world):
+    lab, mary, peter = world()
+    [message_id] = peter_submits(peter, encoded("Are you there?"), registered_delivery=1)
+    request = mary.receive(lambda m: getattr(m, "method", "") == "MESSAGE")
+    mary.answer(request, 603, "Decline")
+    pdu = receipt(peter)
+    assert (pdu.receipted_message_id.decode(), pdu.message_state) == (message_id, smpp.MessageState.UNDELIVERABLE)
+    assert b"not delivered (603 Decline)" in peter.next_message().short_message
+
+
+def test_each_part_of_a_long_sms_gets_its_receipt(world):
+    lab, mary, peter = world()
+    parts = [part.short_message() for part in smstext.encode("x" * 200, ref=7)]
+    ids = peter_submits(peter, parts, esm_class=0x40, registered_delivery=1)
+    message = next_message(mary)
+    assert parse_cpim(message.body).text == "x" * 200
+    mary_reports(mary, message, "delivered")
+    got = sorted(receipt(peter).receipted_message_id.decode() for _ in ids)
+    assert got == sorted(ids)
 
 
 def test_failures_only_means_no_receipt_for_a_delivery(world):
