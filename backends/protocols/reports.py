@@ -49,6 +49,13 @@ def sms_state_for_imdn(status: str) -> MessageState | None:
     return _SMS_STATE.get(status)
 
 
+def imdn_for_sms_state(state: MessageState) -> str:
+    """The IMDN side of the row an SMS status report's state belongs to."""
+    if state == MessageState.DELIVERED:
+        return "delivered"
+    return "none came in time" if state == MessageState.EXPIRED else "failed"
+
+
 def note(imdn: str, legacy: str) -> str:
     """The inspector's line for a converted report: which row of the table it followed."""
     return f"report mapping: IMDN {imdn} <-> {legacy} (README, Reports both ways)"

@@ -102,6 +102,8 @@ def test_peters_receipt_waits_while_mary_is_away_and_comes_after_her_imdn_delive
     assert imdn.seq < to_peter.seq
     answer = next(e for e in events if e.src == "IWF" and e.is_response and "IMDN delivered" in e.note)
     assert "report mapping: IMDN delivered <-> SMS status report stat:DELIVRD" in answer.note
+    report = next(e for e in events if e.src == "IWF" and e.summary.startswith("submit_sm ") and " report " in e.summary)
+    assert "report mapping: IMDN delivered <-> SMS status report stat:DELIVRD" in report.note
     assert lab.call(lambda: lab.lab.iwf.sms.owed.count()) == 0
 
 
@@ -228,6 +230,9 @@ def test_john_gets_an_mdn_threaded_to_his_mail_when_mary_reports_displayed(world
     assert "Disposition: automatic-action/MDN-sent-automatically; displayed" in fields
     answer = next(e for e in lab.lab.trace.events() if e.src == "IWF" and e.is_response and "IMDN displayed" in e.note)
     assert "report mapping: IMDN displayed <-> MDN disposition displayed (RFC 8098)" in answer.note
+    data = next(e for e in lab.lab.trace.events() if e.protocol == "SMTP" and e.correlation.get("email_message_id")
+                == mdn["Message-ID"])
+    assert "report mapping: IMDN displayed <-> MDN" in data.note          # the converted report says which row
 
 
 def list_of(lab) -> list:

@@ -91,13 +91,16 @@ class EmailLeg:
     def __init__(self, *, topology: Topology, threads: ThreadMap, cpm: CpmLeg, nodes: NodeDirectory, name: str,
                  mail_address: Callable[[], Address | None],
                  session_claims: Callable[[mail.IncomingEmail, str], bool], store: DurableQueue,
-                 owed_store: DurableQueue, domain: str = "", report_validity: float = 3600.0) -> None:
+                 owed_store: DurableQueue, domain: str = "", report_validity: float = 3600.0,
+                 annotate: Callable[[str, str], None] = lambda message_id, note: None) -> None:
         """mail_address: the lab's mail server, when it runs; session_claims(incoming, recipient
         address): True when an email belongs to a chat session (the session leg takes it);
         store: where an email waits (from before its 202) until the mail server has it;
         domain: the IWF operator's domain (its DSNs come from mailer-daemon there);
         owed_store: where the MDNs owed to email senders wait for the CPM user's IMDN displayed
-        (forgotten after report_validity seconds: an MDN is never promised, RFC 8098 2.1)."""
+        (forgotten after report_validity seconds: an MDN is asked for, never promised);
+        annotate(Message-ID, note): the trace's note for a mail the mail server will record."""
+        self._annotate = annotate
         self._mdns = OwedReports(owed_store, on_expired=lambda report: self._mdns.paid(report))
         self._report_validity = report_validity
         self._domain = domain
@@ -406,11 +409,13 @@ class EmailLeg:
                                          reason=f"the recipient's phone reported {imdn.status} (IMDN)")
             legacy = "DSN Action: failed (RFC 3464)"
         to = meta["to"] if imdn.status == "displayed" else meta["sender"]
+        note = f"{reports.note(imdn.status, legacy)} to {to}"
         if to:
+            self._annotate(str(report_mail["Message-ID"]), f"{meta['reader_name']}'s IMDN {imdn.status}; {note}")
             # From the null reverse-path, as a DSN: nothing answers a report with a report (RFC 8098 3).
             self._queue(OutboundEmail(report_mail, to, "", "", "", "", (), "", ""))
         self._mdns.paid(report)
-        return f"{reports.note(imdn.status, legacy)} to {to}"
+        return note
 
     def _cpm_user(self, address: str) -> User | None:
         """The CPM user an address of a CPM domain names: by SIP URI (mary@cpm-a.lab, or

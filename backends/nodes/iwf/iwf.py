@@ -86,7 +86,7 @@ class Iwf:
                                   mail_address=mail_address, session_claims=self._email_for_session,
                                   store=store.queue(f"{name} email out"), domain=operator.cpm_domain,
                                   owed_store=store.queue(f"{name} MDNs owed"),
-                                  report_validity=account.message_validity_seconds)
+                                  report_validity=account.message_validity_seconds, annotate=trace.annotate)
         # Sessions with legacy users (5.8.6 / 5.9.6).
         self.sessions = IwfSessions(rules=SessionRules.of(account), cpm=self.cpm, sms=self.sms, email=self.email,
                                     topology=topology, threads=self.threads, host=host, name=name, trace=trace,

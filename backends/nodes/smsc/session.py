@@ -30,6 +30,7 @@ from smpplib import consts as C
 
 from iwlab.backends.nodes.smsc.delivery import OK, PERMANENT, Delivery
 from iwlab.backends.nodes.smsc.message import Message, deliver_fields, relayed_receipt_fields
+from iwlab.backends.protocols import reports
 from iwlab.backends.protocols import smpp as codec
 from iwlab.backends.protocols.smpp import MessageState
 from iwlab.backends.transports.smpp_server import PROTOCOL, SmppServerConnection
@@ -250,7 +251,8 @@ class SmppSession(SmppServerConnection):
                           note=f"the delivery receipt for id {reported_id} ({state.stat}) as {self.name} "
                                "reported it end to end")
             note = (f"{why}; {self.name} reports id {reported_id} end to end: stat:{state.stat} -> "
-                    "a delivery receipt (esm_class 0x04) for its submitter")
+                    "a delivery receipt (esm_class 0x04) for its submitter; "
+                    + reports.note(reports.imdn_for_sms_state(state), f"SMS status report stat:{state.stat}"))
         else:
             owed = rd and smsc.reports_end_to_end(owner)
             msg = Message(message_id, owner, owner_name,

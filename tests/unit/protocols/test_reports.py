@@ -30,3 +30,9 @@ def test_stat_words_and_absolute_times():
     stamp = smpp.absolute_time(1_800_000_000.0)
     assert stamp == "270115080000000+"
     assert abs(smpp.validity_seconds(stamp, now=1_800_000_000.0)) < 0.01
+
+
+def test_sms_states_name_their_row():
+    assert reports.imdn_for_sms_state(MessageState.DELIVERED) == "delivered"
+    assert reports.imdn_for_sms_state(MessageState.UNDELIVERABLE) == "failed"
+    assert reports.imdn_for_sms_state(MessageState.EXPIRED) == "none came in time"
