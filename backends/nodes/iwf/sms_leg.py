@@ -367,19 +367,14 @@ class SmsLeg:
                 left = None
             if left is not None:
                 lifetime = min(lifetime, left)
-        self.owed.owe(imdn_message_id, {"submitter": sms.source.lstrip("+"), "recipient": sms.dest.lstrip("+"),
-                                        "parts": [[smsc_id, rd] for smsc_id, rd, _ in owed],
-                                        "submitted": clock.wall(), "text_start": sms.text[:20],
-                                        "reporter_uri": reporter_uri},
+        self.owed.owe(imdn_message_id, {**_report_meta(sms, owed), "reporter_uri": reporter_uri},
                       clock.wall() + max(lifetime, 0))
 
     def _report_now(self, sms: smstext.IncomingSms, owed: list[tuple[str, int, str]], state: MessageState,
                     why: str) -> None:
         """A report decided at once (no CPM message to wait for)."""
         if owed:
-            self._send_report({"submitter": sms.source.lstrip("+"), "recipient": sms.dest.lstrip("+"),
-                               "parts": [[smsc_id, rd] for smsc_id, rd, _ in owed], "submitted": clock.wall(),
-                               "text_start": sms.text[:20]}, state, why)
+            self._send_report(_report_meta(sms, owed), state, why)
 
     def imdn_arrived(self, imdn: Imdn, reporter: User | None) -> str | None:
         """An IMDN from a CPM user for a message from an SMS user: the status report it stands for
@@ -438,3 +433,11 @@ class SmsLeg:
         if origin.sender and origin.recipient:
             self.send_text(source=origin.recipient, dest=origin.sender,
                            text=f"Your message to {who} was not delivered ({response.status} {response.reason}).")
+
+
+def _report_meta(sms: smstext.IncomingSms, owed: list[tuple[str, int, str]]) -> dict[str, Any]:
+    """What a status report for this SMS needs: who gets it, from which number, per part the
+    SMSC's id and what was asked (registered_delivery), and the receipt text's details."""
+    return {"submitter": sms.source.lstrip("+"), "recipient": sms.dest.lstrip("+"),
+            "parts": [[smsc_id, rd] for smsc_id, rd, _ in owed], "submitted": clock.wall(),
+            "text_start": sms.text[:20]}
