@@ -44,6 +44,10 @@ class IwfAccount:
     # RCC.07 network fallback: a chat message to this operator's CPM user that the client has not
     # confirmed delivered (IMDN) within this long is revoked and sent by SMS (0: never).
     fallback_seconds: float = 0.0
+    # A legacy sender's status report is the IWF's to send, when the CPM recipient's IMDN comes
+    # (TS 23.204 6.10): the SMSC sends none when the IWF takes the SMS (nodes/smsc/session.py).
+    # False: the SMSC's receipt when the IWF took it (says DELIVRD for a phone that is off).
+    end_to_end_receipts: bool = True
 
 
 @dataclass
@@ -262,7 +266,8 @@ def _iwf_account(raw: dict[str, Any], where: str, need) -> IwfAccount:
         session_timeout_seconds=float(raw.get("session_timeout_seconds", 60)),
         message_validity_seconds=float(raw.get("message_validity_seconds", 3600)),
         retry_seconds=float(raw.get("retry_seconds", 30)),
-        fallback_seconds=float(raw.get("fallback_seconds", 0)))
+        fallback_seconds=float(raw.get("fallback_seconds", 0)),
+        end_to_end_receipts=bool(raw.get("end_to_end_receipts", True)))
     if account.fallback_seconds < 0:
         raise TopologyError(f"{where}: fallback_seconds must be 0 (off) or more")
     if account.thread_policy not in THREAD_POLICIES:

@@ -272,7 +272,17 @@ class CpmPhone(QFrame):
             self._open(key)    # shows the whole conversation, this message included
         if key == self._open_conversation:
             self.messageShown.emit(message)
+            self._seen([message])
         self._label_conversations()
+
+    def _seen(self, messages) -> None:
+        """What the open conversation shows on screen has been seen: a display notification goes
+        for each incoming message whose sender asked (an email sender's MDN comes of it)."""
+        if not self.isVisible():
+            return
+        for message in messages:
+            if message.direction == "in" and not message.read and "display" in message.disposition:
+                self.run_in_lab(self.device.read(message))
 
     def _label_conversations(self) -> None:
         for row in range(self.conversation_list.count()):
@@ -287,6 +297,7 @@ class CpmPhone(QFrame):
             return
         self._open_conversation = key
         self.model.set_messages(self._conversations.get(key, []))
+        self._seen(self._conversations.get(key, []))
         for row in range(self.conversation_list.count()):
             item = self.conversation_list.item(row)
             if item.data(Qt.ItemDataRole.UserRole) == key:

@@ -29,6 +29,7 @@ from iwlab.backends.devices.events import (
     BindStateChanged,
     DeviceEvent,
     MessageAdded,
+    ReceiptReceived,
     SmsReceived,
     SmsSent,
 )
@@ -49,7 +50,9 @@ def sms_line(sms) -> str:
     missing = "  [incomplete]" if not sms.complete else ""
     preview = sms.text.replace("\n", " ")
     preview = preview if len(preview) <= 30 else preview[:29] + "…"
-    return f"{stamp}  {sms.number}{parts}{missing}\n{preview}"
+    report = {"": "", "awaited": "  [report awaited]", "delivered": "  [✓ delivered]"}.get(
+        sms.report, f"  [✗ {sms.report}]")
+    return f"{stamp}  {sms.number}{parts}{missing}{report}\n{preview}"
 
 
 class SmsHandsetWidget(QFrame):
@@ -219,8 +222,18 @@ class SmsHandsetWidget(QFrame):
                 self.smsShown.emit(sms)
             case SmsSent(sms):
                 self._add(self.sent, sms)
+            case ReceiptReceived(_, sms) if sms is not None:
+                self._show_report(sms)
             case BindStateChanged(state):
                 self._show_signal(str(state))
+
+    def _show_report(self, sms) -> None:
+        """A status report came for a sent SMS: its row says what it reported."""
+        for row in range(self.sent.count()):
+            item = self.sent.item(row)
+            if item.data(Qt.ItemDataRole.UserRole) is sms:
+                item.setText(sms_line(sms))
+                item.setToolTip(plain_tooltip(f"status report: {sms.report}"))
 
     def _add(self, listing: QListWidget, sms) -> None:
         item = QListWidgetItem(sms_line(sms))

@@ -86,6 +86,8 @@ class ChatMessage:
     status: str = "sending"        # sending / sent / delivered / displayed / failed / received
     status_detail: str = ""
     via: str = "CPM"               # "SMS": it went by the phone's SMS side
+    disposition: tuple[str, ...] = ()   # in: the notifications its sender asked for
+    read: bool = False             # in: the user has seen it (a display notification went, if asked)
 
 
 class CpmDevice:
@@ -397,7 +399,7 @@ class CpmDevice:
                           message.headers.get("Conversation-ID") or uuid.uuid4().hex,
                           message.headers.get("Contribution-ID") or "",
                           in_reply_to=message.headers.get("InReplyTo-Contribution-ID") or "",
-                          status="received", cpim_datetime=cpim.datetime)
+                          status="received", cpim_datetime=cpim.datetime, disposition=cpim.disposition)
         self._conversation_with.setdefault(sender_uri, msg.conversation_id)
         self._track(msg)
         if "positive-delivery" in cpim.disposition and self.confirming:
@@ -435,6 +437,14 @@ class CpmDevice:
             await conn.request(req)
         except (OSError, SipConnectionClosed):
             pass
+
+    async def read(self, msg: ChatMessage) -> None:
+        """The user has seen an incoming message: a display notification goes, if one was asked for."""
+        if msg.direction != "in" or msg.read:
+            return
+        msg.read = True
+        if "display" in msg.disposition:
+            await self._send_imdn(msg, "displayed")
 
     def _imdn_received(self, cpim: CpimMessage) -> None:
         try:

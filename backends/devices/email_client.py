@@ -109,10 +109,14 @@ class EmailClient:
             self.emit(ReadReceiptSent(item))
 
     # -- sending ----------------------------------------------------------------------
-    async def send(self, to: str, subject: str, text: str, *, reply_to: MailItem | None = None) -> MailItem:
+    async def send(self, to: str, subject: str, text: str, *, reply_to: MailItem | None = None,
+                   read_receipt: bool = False) -> MailItem:
+        """read_receipt: ask for an MDN (Disposition-Notification-To, RFC 8098) when it is read."""
         message = EmailMessage(policy=policy.default)
         message["From"] = f"{self.name} <{self.address}>"
         message["To"] = to
+        if read_receipt:
+            message["Disposition-Notification-To"] = f"{self.name} <{self.address}>"
         message["Subject"] = subject
         message["Date"] = formatdate(localtime=True)
         message["Message-ID"] = f"<{uuid.uuid4().hex}@{self.address.split('@', 1)[1]}>"

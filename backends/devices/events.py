@@ -86,8 +86,10 @@ class SmsSent(DeviceEvent):
 
 @dataclass(frozen=True)
 class ReceiptReceived(DeviceEvent):
-    """An SMSC delivery receipt (a deliver_sm PDU) reached the handset."""
+    """An SMSC delivery receipt (a deliver_sm PDU) reached the handset; sms: the sent SMS it
+    reports on (its report updated), if the handset knows it."""
     pdu: Any
+    sms: Any = None
 
 
 # -- the email client -------------------------------------------------------------------------------

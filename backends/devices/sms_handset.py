@@ -7,6 +7,7 @@ an inbox and a sent list, and sends SMS to numbers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -41,6 +42,9 @@ class Sms:
     complete: bool = True
     time: float = field(default_factory=time.time)
     status: str = ""        # out: "sent" / "failed: ..."
+    report: str = ""        # out: its status report: "awaited", "delivered", "EXPIRED" ... ("" none asked)
+    ids: list[str] = field(default_factory=list)    # out: the SMSC's message id of each part
+    reported: set[str] = field(default_factory=set)  # out: parts whose report says delivered
 
     @property
     def sender_label(self) -> str:
@@ -65,6 +69,8 @@ class SmsHandset:
         self._refs = itertools.cycle(range(1, 256))
         self._expiry: asyncio.Task | None = None
         self.esme: Esme | None = None
+        self.wants_reports = True      # registered_delivery=1: a status report for every SMS it sends
+        self._awaiting: dict[str, Sms] = {}   # normalised SMSC message id -> the SMS it reports on
 
     async def start(self) -> None:
         host, port = self._smsc_address()
@@ -120,7 +126,7 @@ class SmsHandset:
         if pdu.command != "deliver_sm":
             return
         if smpp.is_receipt(pdu.esm_class):
-            self.emit(ReceiptReceived(pdu))
+            self.emit(ReceiptReceived(pdu, self._reported(pdu)))
             return
         for sms in reassemble(self._reassembler, pdu):
             self._store_incoming(sms)
@@ -130,6 +136,29 @@ class SmsHandset:
         message = Sms("in", number, sms.text, parts=sms.total, complete=sms.complete)
         self.inbox.append(message)
         self.emit(SmsReceived(message))
+
+    def _reported(self, pdu: Any) -> Sms | None:
+        """The sent SMS a receipt reports on, its report updated (a multipart SMS is delivered
+        when every part is; one failed part fails it)."""
+        fields = smpp.parse_receipt_text(smpp.text(pdu.short_message)) or {}
+        message_id = smpp.text(getattr(pdu, "receipted_message_id", None)) or fields.get("id", "")
+        sms = self._awaiting.get(smpp.normalised_message_id(message_id))
+        outcome = smpp.receipt_outcome(getattr(pdu, "message_state", None), fields.get("stat"))
+        if sms is None or outcome is None:
+            return sms
+        if outcome == "delivered":
+            sms.reported.add(smpp.normalised_message_id(message_id))
+            if len(sms.reported) == len(sms.ids) and sms.report == "awaited":
+                sms.report = "delivered"
+                for each in sms.ids:           # final: nothing more to wait for
+                    self._awaiting.pop(smpp.normalised_message_id(each), None)
+        else:
+            stat = fields.get("stat") or ""
+            if not stat:
+                with contextlib.suppress(ValueError):
+                    stat = smpp.MessageState(pdu.message_state).stat
+            sms.report = stat or "failed"
+        return sms
 
     async def _expire_parts(self) -> None:
         while True:
@@ -142,7 +171,7 @@ class SmsHandset:
         number = f"+{to.msisdn}" if isinstance(to, User) else to
         digits = number.lstrip("+")
         parts = smstext.encode(text, ref=next(self._refs))
-        message = Sms("out", number, text, parts=len(parts))
+        message = Sms("out", number, text, parts=len(parts), report="awaited" if self.wants_reports else "")
         self.sent.append(message)
         assert self.esme is not None
         try:
@@ -151,9 +180,12 @@ class SmsHandset:
                     source_addr_ton=1, source_addr_npi=1, source_addr=self.user.msisdn,
                     dest_addr_ton=1, dest_addr_npi=1, destination_addr=digits,
                     esm_class=0x40 if part.esm_class_udhi else 0, data_coding=part.data_coding,
-                    short_message=part.short_message())
+                    short_message=part.short_message(), registered_delivery=1 if self.wants_reports else 0)
                 if resp.status != c.SMPP_ESME_ROK:
                     raise SubmitFailed(resp.status)
+                message_id = smpp.text(getattr(resp, "message_id", None))
+                message.ids.append(message_id)
+                self._awaiting[smpp.normalised_message_id(message_id)] = message
             message.status = "sent"
         except (SubmitFailed, ConnectionError) as exc:
             message.status = f"failed: {exc}"

@@ -55,6 +55,7 @@ REQUIRED_PARAMS: dict[str, tuple[str, ...]] = {
     "session_answer": ("answered_to", "status"),
     "reported": ("to", "technology", "for_text"),
     "notified": ("to", "status", "for_text"),
+    "status_reported": ("to", "from", "for_text", "says"),
     "concatenated": ("to", "text"),
     "encoded": ("to", "text", "data_coding"),
     "adapted": ("to", "content_type"),
@@ -410,6 +411,75 @@ def notified(check: Check, events: Events, lab: Lab) -> CheckResult:
                        else f"IMDN {status} came before {what}", _rows(sent, report, imdn), decided_failure=not in_order)
 
 
+_IMDN_FOR = {"DELIVRD": "delivered", "UNDELIV": "failed", "DISPLAYED": "displayed"}   # protocols/reports.py
+
+
+def status_reported(check: Check, events: Events, lab: Lab) -> CheckResult:
+    """The other way (SMS / email -> CPM): the legacy sender's report is made from the CPM
+    recipient's IMDN for his message and comes after it on the wire. A handset's delivery receipt
+    (deliver_sm, esm_class 0x04) for the id his submit_sm_resp gave, saying `says` (DELIVRD after
+    IMDN delivered, UNDELIV after failed, EXPIRED when no IMDN came); an email sender's MDN
+    (RFC 8098, threaded to his mail) after IMDN displayed. A receipt before the IMDN is the SMSC
+    speaking for a phone it never reached: failed for good."""
+    sender, reader = _user(lab, check, "to"), _user(lab, check, "from")
+    text, says = check.params["for_text"], str(check.params["says"])
+    carried = next((e for e in events if ev.is_sip_request(e, "MESSAGE") and e.dst == reader.name and not ev.is_imdn(e)
+                    and (e.fields.get("cpim") or {}).get("body") == text), None)
+    if carried is None:
+        return CheckResult(check, False, f"{sender.name}'s {text!r} did not reach {reader.name} by CPM")
+    message_id = carried.correlation.get("imdn_message_id")
+    wanted = _IMDN_FOR.get(says.upper())
+    imdn = next((e for e in events if ev.is_sip_request(e, "MESSAGE") and e.src == reader.name and ev.is_imdn(e)
+                 and e.correlation.get("imdn_message_id") == message_id and _imdn_status(e) == wanted), None)
+    if wanted and imdn is None:
+        return CheckResult(check, False, f"no IMDN {wanted} from {reader.name} for {text!r}", _rows(carried))
+    if sender.device == "email":
+        return _mdn_after(check, events, sender, text, carried, imdn)
+    sent = next((e for e, pdu in ev.sms_pdus(events, "submit_sm", src=sender.name) if smpp.content(pdu)[1] == text), None)
+    smsc_id = sent.correlation.get("smpp_message_id") if sent else None
+    if not smsc_id:
+        return CheckResult(check, False, f"{sender.name}'s submit_sm of {text!r} was not accepted", _rows(sent))
+    receipt = next((e for e in events if e.dst == sender.name and e.summary.startswith("deliver_sm ")
+                    and " receipt " in e.summary and e.fields.get("receipted_message_id") == smsc_id), None)
+    if receipt is None:
+        return CheckResult(check, False, f"no status report for id {smsc_id} reached {sender.name}",
+                           _rows(sent, carried, imdn))
+    said = _receipt_stat(receipt)
+    rows = _rows(sent, carried, imdn, receipt)
+    if imdn is not None and receipt.seq < imdn.seq:
+        return CheckResult(check, False, f"{sender.name}'s receipt (stat:{said}) came before {reader.name}'s "
+                                         f"IMDN {wanted}: it does not report her phone", rows, decided_failure=True)
+    if said.upper() != says.upper():
+        return CheckResult(check, False, f"{sender.name}'s receipt says stat:{said}, not {says}", rows,
+                           decided_failure=True)
+    after = f"after {reader.name}'s IMDN {wanted}" if imdn is not None else f"with no IMDN from {reader.name}"
+    return CheckResult(check, True, f"{sender.name}'s receipt for id {smsc_id} says stat:{said}, {after}", rows)
+
+
+def _mdn_after(check: Check, events: Events, sender: User, text: str, carried: TraceEvent,
+               imdn: TraceEvent | None) -> CheckResult:
+    sent = next(((e, m) for e, m in ev.mails(events, src=sender.name) if ev.mail_text(m) == text), None)
+    mdn = next(((e, m) for e, m in ev.mails(events, to=sender.email) if _is_mdn(m)), None)
+    if sent is None or mdn is None:
+        return CheckResult(check, False, f"no MDN reached {sender.name}" if sent else f"{sender.name}'s mail is missing",
+                           _rows(sent[0] if sent else None, carried, imdn))
+    rows = _rows(sent[0], carried, imdn, mdn[0])
+    if imdn is None or mdn[0].seq < imdn.seq:
+        return CheckResult(check, False, f"the MDN to {sender.name} came before any IMDN displayed", rows,
+                           decided_failure=True)
+    original = mail.normalise_message_id(str(sent[1].get("Message-ID") or ""))
+    threaded = mail.normalise_message_id(str(mdn[1].get("In-Reply-To") or "")) == original and \
+        original in mail.normalise_message_id(str(mdn[1].get("References") or ""))
+    return CheckResult(check, threaded, f"an MDN (displayed) reached {sender.name} after the IMDN, threaded to his mail"
+                       if threaded else f"the MDN is not threaded to {sender.name}'s mail", rows,
+                       decided_failure=not threaded)
+
+
+def _is_mdn(message: EmailMessage) -> bool:
+    return message.get_content_type() == "multipart/report" and \
+        str(message.get_param("report-type", "")).lower() == "disposition-notification"
+
+
 def _receipt_stat(event: TraceEvent) -> str:
     """What an SMSC delivery receipt on the wire says (stat: DELIVRD, EXPIRED, UNDELIV ...)."""
     stat = str((event.fields.get("receipt") or {}).get("stat") or "")
@@ -633,6 +703,6 @@ def fallback(check: Check, events: Events, lab: Lab) -> CheckResult:
 CHECKS: dict[str, Callable[[Check, Events, Lab], CheckResult]] = {
     "delivered": delivered, "route": route, "addressed_to_person": addressed_to_person, "threaded": threaded,
     "session_established": session_established, "session_answer": session_answer, "reported": reported,
-    "notified": notified, "concatenated": concatenated, "encoded": encoded, "adapted": adapted,
-    "networks": networks, "fallback": fallback,
+    "notified": notified, "status_reported": status_reported, "concatenated": concatenated, "encoded": encoded,
+    "adapted": adapted, "networks": networks, "fallback": fallback,
 }

@@ -168,7 +168,7 @@ class Lab:
         if op is self.topology.iwf_operator():
             routes = [u.msisdn for u in self.topology.users if u.device == "cpm" and u.msisdn] + routes
         return EsmeAccount(system_id=op.iwf.system_id, password=op.iwf.password, node_name=op.iwf.node_name,
-                           routes=routes)
+                           routes=routes, end_to_end_receipts=op.iwf.end_to_end_receipts)
 
     def _handset_first(self, digits: str, bound: bool) -> str | None:
         """An SMS to a CPM user's number goes to her phone's SMS side while CPM cannot reach her:

@@ -63,6 +63,7 @@ class Step:
     content_type: str = ""                                  # "send": a payload other than text ...
     data: bytes = b""                                       # ... given as base64 in the file
     node: str = ""                                          # "restart": which node (smsc)
+    read_receipt: bool = False                              # "send" by email: ask for an MDN
 
 
 @dataclass
@@ -136,7 +137,7 @@ def load_scenario(path: Path) -> Scenario:
                       state={**{k: bool(s[k]) for k in STATE_KEYS if k in s},
                              **({"transport": str(s["transport"])} if "transport" in s else {})},
                       texts=list(s.get("texts", [])), content_type=s.get("content_type", ""),
-                      data=_payload(s, where), node=s.get("node", ""))
+                      data=_payload(s, where), node=s.get("node", ""), read_receipt=bool(s.get("read_receipt")))
                  for s in data.get("steps", [])]
         checks = [Check(kind=c["kind"], requirements=list(c.get("requirements", [])),
                         params={k: v for k, v in c.items() if k not in ("kind", "requirements")})
@@ -371,6 +372,9 @@ class ScenarioRun:
                 await self._reply(device, step)
             elif step.action == "read" and isinstance(device, EmailClient) and device.inbox:
                 await device.open(device.inbox[-1])       # answers a read-receipt request (MDN)
+            elif step.action == "read" and isinstance(device, CpmDevice) and \
+                    any(m.direction == "in" for m in device.messages):
+                await device.read(next(m for m in reversed(device.messages) if m.direction == "in"))   # IMDN displayed
             elif step.action == "open_link" and isinstance(device, SmsHandset):
                 link = next((word for sms in reversed(device.inbox) for word in sms.text.split()
                              if word.startswith("http://")), None)
@@ -391,7 +395,7 @@ class ScenarioRun:
             await device.send_sms(recipient, text)
         elif isinstance(device, EmailClient):
             address = recipient.email or (recipient.sip or "")[4:]
-            await device.send(address, text[:60], text)
+            await device.send(address, text[:60], text, read_receipt=step.read_receipt)
 
     async def _reply(self, device, step: Step) -> None:
         """Reply to what came last, as the user would hit Reply: by SMS to the number it came from,

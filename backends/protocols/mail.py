@@ -308,6 +308,15 @@ def build_mdn(*, original: IncomingEmail | EmailMessage, reader_address: str, re
         original_id = normalise_message_id(str(original.get("Message-ID", "") or ""))
         subject = str(original.get("Subject", "") or "")
         to = _first_address(original, "Disposition-Notification-To")[0] or _first_address(original, "From")[0]
+    return mdn_for(original_id=original_id, subject=subject, to=to, reader_address=reader_address,
+                   reader_name=reader_name, disposition=disposition, reporting_ua=reporting_ua)
+
+
+def mdn_for(*, original_id: str, subject: str, to: str, reader_address: str, reader_name: str,
+            disposition: str = "displayed", reporting_ua: str = "iwlab email client",
+            mode: str = "manual-action/MDN-sent-manually") -> EmailMessage:
+    """An RFC 8098 MDN for the mail original_id (threaded to it by In-Reply-To and References);
+    mode: the disposition mode (a gateway reporting for its user: automatic-action/MDN-sent-automatically)."""
     domain = reader_address.rpartition("@")[2] or "localhost"
     report = EmailMessage(policy=policy.default)
     report["From"] = Address(display_name=reader_name, addr_spec=reader_address)
@@ -328,7 +337,7 @@ def build_mdn(*, original: IncomingEmail | EmailMessage, reader_address: str, re
     fields = [f"Reporting-UA: {domain}; {reporting_ua}", f"Final-Recipient: rfc822; {reader_address}"]
     if original_id:
         fields.append(f"Original-Message-ID: {original_id}")
-    fields.append(f"Disposition: manual-action/MDN-sent-manually; {disposition}")
+    fields.append(f"Disposition: {mode}; {disposition}")
     machine.set_payload("\r\n".join(fields) + "\r\n")
     report.set_payload([human, machine])
     return report

@@ -41,6 +41,7 @@ COMMAND_NAMES = {code: name for name, code in command_codes.commands.items()}
 TLV_NAMES = frozenset(consts.OPTIONAL_PARAMS)
 RECEIPT_ESM_CLASS = 0x04   # esm_class message type "SMSC delivery receipt"; smpplib has no constant
 INTERMEDIATE_ESM_CLASS = 0x20   # "intermediate delivery notification"
+ACK_ESM_CLASS = 0x08            # "(E)SME delivery acknowledgement": an SME's own report on a message
 MESSAGE_TYPE_MASK = 0x3C        # the esm_class bits that say what kind of deliver_sm this is
 
 
@@ -69,6 +70,13 @@ class MessageState(IntEnum):
 _STATS = {MessageState.ENROUTE: "ENROUTE", MessageState.DELIVERED: "DELIVRD", MessageState.EXPIRED: "EXPIRED",
           MessageState.DELETED: "DELETED", MessageState.UNDELIVERABLE: "UNDELIV", MessageState.ACCEPTED: "ACCEPTD",
           MessageState.UNKNOWN: "UNKNOWN", MessageState.REJECTED: "REJECTD"}
+
+
+def state_of_stat(stat: str) -> MessageState | None:
+    """The message_state a receipt text's stat: word names (DELIVRD -> DELIVERED), if any."""
+    return next((state for state, word in _STATS.items() if word == stat.strip().upper()), None)
+
+
 FINAL_FAILURE_STATES = frozenset({MessageState.EXPIRED, MessageState.DELETED, MessageState.UNDELIVERABLE,
                                   MessageState.REJECTED})
 
@@ -476,6 +484,10 @@ def message_fields(pdu: Any) -> dict[str, Any]:
     return {"source": text(pdu.source_addr), "dest": text(pdu.destination_addr),
             "data_coding": pdu.data_coding or 0, "esm_class": pdu.esm_class or 0,
             "short_message": bytes(pdu.short_message or b"").hex(),
+            # What an SMSC with end-to-end receipts tells (nodes/smsc/message.py): the report owed.
+            "smsc_id": text(getattr(pdu, "receipted_message_id", None)),
+            "registered_delivery": (pdu.registered_delivery or 0) & 0x03,
+            "validity_period": text(pdu.validity_period),
             "tlvs": {k: (bytes(v).hex() if isinstance(v, (bytes, bytearray)) else v) for k, v in tlvs.items()}}
 
 
@@ -527,6 +539,11 @@ def parse_receipt_text(value: str) -> dict[str, str] | None:
     if not match:
         return None
     return {k: v for k, v in match.groupdict().items() if v is not None}
+
+
+def absolute_time(moment: float) -> str:
+    """An SMPP absolute time ("YYMMDDhhmmss000+", UTC) for a wall-clock moment."""
+    return time.strftime("%y%m%d%H%M%S", time.gmtime(moment)) + f"{int(moment * 10) % 10}00+"
 
 
 def validity_seconds(value: str, now: float | None = None) -> float | None:
@@ -620,12 +637,13 @@ def _describe_message(pdu: Any, fields: dict[str, Any]) -> str:
     if body is not None:
         fields["text"] = body
     summary = f"{pdu.command} seq={pdu.sequence} {fields['source_addr']}->{fields['destination_addr']}"
-    if esm & 0x3C == RECEIPT_ESM_CLASS:
+    if esm & 0x3C in (RECEIPT_ESM_CLASS, ACK_ESM_CLASS):
         receipt = parse_receipt_text(body or "")
         if receipt:
             fields["receipt"] = receipt
         rid = fields.get("receipted_message_id") or (receipt or {}).get("id", "?")
-        return f"{summary} receipt id={rid} {(receipt or {}).get('stat', '')}".rstrip()
+        what = "receipt" if esm & 0x3C == RECEIPT_ESM_CLASS else "report"
+        return f"{summary} {what} id={rid} {(receipt or {}).get('stat', '')}".rstrip()
     concat = next((ie for ie in ies if ie["iei"] in (0x00, 0x08) and "seq" in ie), None)
     if concat:
         summary += f" part {concat['seq']}/{concat['total']} ref={concat['ref']}"

@@ -201,8 +201,11 @@ def hop_of_pdu(pdu: Any, src: str, dst: str) -> Hop:
     """An SMPP PDU at the gate: its kind is the command ("deliver_sm receipt" for a delivery receipt)."""
     summary, _ = codec.describe(pdu)
     kind = pdu.command
-    if kind == "deliver_sm" and (getattr(pdu, "esm_class", 0) or 0) & 0x04:   # SMSC delivery receipt
+    message_type = (getattr(pdu, "esm_class", 0) or 0) & codec.MESSAGE_TYPE_MASK
+    if kind == "deliver_sm" and message_type == codec.RECEIPT_ESM_CLASS:
         kind += " receipt"
+    elif kind == "submit_sm" and message_type == codec.ACK_ESM_CLASS:   # an IWF's end-to-end report
+        kind += " report"
     return Hop(src, dst, PROTOCOL, kind, summary)
 
 

@@ -31,9 +31,11 @@ from iwlab.backends.nodes.iwf import content as iwf_content
 from iwlab.backends.nodes.iwf import email_leg
 from iwlab.backends.nodes.iwf import sms_outbox
 from iwlab.backends.nodes.iwf.cpm_leg import Answer
+from iwlab.backends.nodes.iwf.email_leg import EmailLeg
+from iwlab.backends.nodes.iwf.sms_leg import SmsLeg
 from iwlab.backends.nodes.iwf.session import Reply, SessionRules
 from iwlab.backends.nodes.smsc.session import SmppSession
-from iwlab.backends.protocols import smpp, smstext
+from iwlab.backends.protocols import reports, smpp, smstext
 from iwlab.backends.routing import EMAIL, SMS, Route
 
 SCENARIOS = load_scenarios()
@@ -383,3 +385,42 @@ def test_xxx_7_a_server_that_never_falls_back_fails(lab_factory, monkeypatch):
     verdict = play(lab, "IOP-xxx-7-fallback")
     result = failing(verdict, "CPM-IOP-xxx-7", "fallback")
     assert result.detail.startswith("not on the wire: a revoke request, a revoke response success, the hand-over")
+
+
+# -- CPM-IOP-xxx-7, the other way: reports made from the CPM recipient's IMDN ---------------------------
+def _smsc_receipts_at_once(lab, monkeypatch):
+    """The SMSC receipts as before issue 17: its own, when the IWF took the SMS."""
+    for account in lab.lab.smsc.accounts:
+        monkeypatch.setattr(account, "end_to_end_receipts", False)
+
+
+def _imdns_ignored(lab, monkeypatch):
+    monkeypatch.setattr(SmsLeg, "imdn_arrived", lambda self, imdn, reporter: None)
+    monkeypatch.setattr(EmailLeg, "imdn_arrived", lambda self, imdn, reporter: None)
+
+
+def _every_imdn_a_failure(lab, monkeypatch):
+    monkeypatch.setattr(reports, "sms_state_for_imdn", lambda status: smpp.MessageState.UNDELIVERABLE)
+
+
+@pytest.mark.parametrize("scenario, breaks, detail, decided", [
+    pytest.param("IOP-xxx-7-status-report", _smsc_receipts_at_once,
+                 "Peter's receipt (stat:DELIVRD) came before Mary's IMDN delivered: it does not report her phone",
+                 True, id="receipt-before-imdn"),
+    pytest.param("IOP-xxx-7-status-report", _imdns_ignored, "no status report for id 1A2B3C01 reached Peter",
+                 False, id="imdn-ignored"),
+    pytest.param("IOP-xxx-7-status-report", _every_imdn_a_failure,
+                 "Peter's receipt says stat:UNDELIV, not DELIVRD", True, id="wrong-stat"),
+    pytest.param("IOP-xxx-7-mdn-from-imdn", _imdns_ignored, "no MDN reached John", False, id="no-mdn"),
+])
+def test_xxx_7_a_report_not_made_from_the_imdn_fails(lab_factory, monkeypatch, scenario, breaks, detail, decided):
+    """The legacy sender's report must come from the CPM recipient's IMDN, after it: the SMSC's
+    own receipt when the IWF took the SMS (Mary's phone was off), an IWF that ignores IMDNs, or
+    one that maps delivered to UNDELIV, must each fail CPM-IOP-xxx-7; so must an email sender
+    left without his MDN."""
+    lab = lab_factory()
+    breaks(lab, monkeypatch)
+    verdict = play(lab, scenario)
+    result = failing(verdict, "CPM-IOP-xxx-7", "status_reported")
+    assert result.detail == detail
+    assert result.decided_failure is decided

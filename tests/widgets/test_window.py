@@ -127,6 +127,9 @@ def test_peters_reply_shows_in_marys_thread_and_her_tick_turns_delivered(qtbot, 
     assert phone.model.answered(answer) is question
     phone.threaded_box.setChecked(False)                           # flat view: no attachment shown
     assert phone.model.answered(answer) is None
+    # Peter's handset asked for a status report: Mary's phone's IMDN made it, and his sent row says so.
+    qtbot.waitUntil(lambda: handset.sent.count() == 1 and "[✓ delivered]" in handset.sent.item(0).text(),
+                    timeout=10000)
 
 
 def test_thread_policy_switches_at_run_time(qtbot, window):

@@ -32,8 +32,9 @@ from iwlab.backends import clock
 from iwlab.backends.directory import NodeDirectory
 from iwlab.backends.nodes.iwf import content
 from iwlab.backends.nodes.iwf.cpm_leg import Answer, CpmLeg, Origin
+from iwlab.backends.nodes.iwf.owed_reports import OwedReports
 from iwlab.backends.nodes.iwf.threads import ThreadMap, ThreadRef
-from iwlab.backends.protocols import mail, sip
+from iwlab.backends.protocols import mail, reports, sip
 from iwlab.backends.protocols.cpim import (
     CPM_MSG_SERVICE,
     CpimError,
@@ -90,11 +91,18 @@ class EmailLeg:
     def __init__(self, *, topology: Topology, threads: ThreadMap, cpm: CpmLeg, nodes: NodeDirectory, name: str,
                  mail_address: Callable[[], Address | None],
                  session_claims: Callable[[mail.IncomingEmail, str], bool], store: DurableQueue,
-                 domain: str = "") -> None:
+                 owed_store: DurableQueue, domain: str = "", report_validity: float = 3600.0,
+                 annotate: Callable[[str, str], None] = lambda message_id, note: None) -> None:
         """mail_address: the lab's mail server, when it runs; session_claims(incoming, recipient
         address): True when an email belongs to a chat session (the session leg takes it);
         store: where an email waits (from before its 202) until the mail server has it;
-        domain: the IWF operator's domain (its DSNs come from mailer-daemon there)."""
+        domain: the IWF operator's domain (its DSNs come from mailer-daemon there);
+        owed_store: where the MDNs owed to email senders wait for the CPM user's IMDN displayed
+        (forgotten after report_validity seconds: an MDN is asked for, never promised);
+        annotate(Message-ID, note): the trace's note for a mail the mail server will record."""
+        self._annotate = annotate
+        self._mdns = OwedReports(owed_store, on_expired=lambda report: self._mdns.paid(report))
+        self._report_validity = report_validity
         self._domain = domain
         self._store = store
         self._topology = topology
@@ -112,6 +120,7 @@ class EmailLeg:
         self._seen_incoming: set[tuple[str, str]] = set()  # (Message-ID, recipient): SMTP retries repeat
 
     async def stop(self) -> None:
+        self._mdns.stop()
         if self._sender:
             self._sender.cancel()
         if self._client is not None and self._client.is_connected:
@@ -173,6 +182,7 @@ class EmailLeg:
 
     def restore(self) -> int:
         """After a restart: what the store held goes to the mail server, in order."""
+        self._mdns.restore()
         items = self._store.items()
         for item in items:
             outbound = OutboundEmail.from_store(item)
@@ -323,9 +333,10 @@ class EmailLeg:
         for attachment in incoming.attachments:
             text += f"\n[attachment not forwarded: {attachment}]"
         assert recipient.cpm_uri, "_cpm_user found a CPM user"
+        wants_mdn = bool(incoming.disposition_notification_to)
         cpim = CpimMessage(sender=sip.name_addr(sender_uri, incoming.sender_name or incoming.sender),
                            recipient=f"<{recipient.cpm_uri}>", body=text.encode("utf-8"),
-                           disposition=("positive-delivery",))
+                           disposition=("positive-delivery", "display") if wants_mdn else ("positive-delivery",))
         req = self._cpm.new_request("MESSAGE", recipient.cpm_uri, from_uri=sender_uri,
                                    from_name=incoming.sender_name or None)
         req.headers.add("P-Preferred-Service", CPM_MSG_SERVICE)
@@ -346,6 +357,13 @@ class EmailLeg:
                 else f"email from {incoming.sender} starts a conversation with {recipient.name}")
         if incoming.trimmed_quote:
             note += "; quoted history trimmed"
+        if wants_mdn:   # before the 250: the MDN is owed from now on
+            self._mdns.owe(cpim.message_id, {
+                "to": incoming.disposition_notification_to, "original_id": incoming.message_id,
+                "subject": incoming.subject, "reader": recipient_address, "reader_name": recipient.name,
+                "reporter_uri": recipient.cpm_uri, "sender": bounce_to if bounce_to is not None else incoming.sender},
+                clock.wall() + self._report_validity)
+            note += f"; a read report (MDN) to {incoming.disposition_notification_to} waits for {recipient.name}'s IMDN displayed"
         self._cpm.send(req, note, origin=Origin(EMAIL, sender=incoming.sender if bounce_to is None else bounce_to,
                                                 recipient=recipient_address,
                                                 message_id=incoming.message_id, subject=incoming.subject))
@@ -362,6 +380,41 @@ class EmailLeg:
         self._queue(OutboundEmail(report, origin.sender, "", "", "", "", (), "", req.headers.get("Conversation-ID") or ""))
         log.info("DSN to %s: %s not delivered (%s %s)", origin.sender, origin.message_id, response.status,
                  response.reason)
+
+    def imdn_arrived(self, imdn: Imdn, reporter: User | None) -> str | None:
+        """An IMDN from a CPM user for an email sender's message: "displayed" becomes the MDN he
+        asked for (RFC 8098, threaded to his mail), "failed" a DSN; "delivered" only says so on
+        the ladder (no NOTIFY=SUCCESS here). Returns the note (None: no report owed)."""
+        report = self._mdns.get(imdn.message_id)
+        if report is None:
+            return None
+        meta = report.meta
+        if reporter is None or reporter is not self._topology.user_by_uri(meta["reporter_uri"]):
+            return f"IMDN {imdn.status} for imdn.Message-ID {imdn.message_id} not from its recipient: the MDN still waits"
+        if imdn.status == "delivered":
+            return (f"IMDN delivered for {meta['to']}'s mail: no email report for delivery (DSN NOTIFY=SUCCESS "
+                    f"is not offered); the MDN waits for displayed")
+        self._mdns.take(imdn.message_id)
+        if imdn.status == "displayed":
+            report_mail = mail.mdn_for(original_id=meta["original_id"], subject=meta["subject"], to=meta["to"],
+                                       reader_address=meta["reader"], reader_name=meta["reader_name"],
+                                       reporting_ua=f"{self._name}; from {meta['reader_name']}'s IMDN displayed",
+                                       mode="automatic-action/MDN-sent-automatically")
+            legacy = "MDN disposition displayed (RFC 8098)"
+        else:
+            report_mail = mail.build_dsn(original_message_id=meta["original_id"], original_subject=meta["subject"],
+                                         original_sender=meta["sender"], original_recipient=meta["reader"],
+                                         reporting_domain=self._domain or "localhost", status=500,
+                                         reason=f"the recipient's phone reported {imdn.status} (IMDN)")
+            legacy = "DSN Action: failed (RFC 3464)"
+        to = meta["to"] if imdn.status == "displayed" else meta["sender"]
+        note = f"{reports.note(imdn.status, legacy)} to {to}"
+        if to:
+            self._annotate(str(report_mail["Message-ID"]), f"{meta['reader_name']}'s IMDN {imdn.status}; {note}")
+            # From the null reverse-path, as a DSN: nothing answers a report with a report (RFC 8098 3).
+            self._queue(OutboundEmail(report_mail, to, "", "", "", "", (), "", ""))
+        self._mdns.paid(report)
+        return note
 
     def _cpm_user(self, address: str) -> User | None:
         """The CPM user an address of a CPM domain names: by SIP URI (mary@cpm-a.lab, or

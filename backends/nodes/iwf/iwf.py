@@ -23,8 +23,14 @@ from iwlab.backends.nodes.iwf.session import SessionRules
 from iwlab.backends.nodes.iwf.sessions import SESSION_METHODS, IwfSessions
 from iwlab.backends.nodes.iwf.sms_leg import SmsLeg
 from iwlab.backends.nodes.iwf.threads import ThreadMap
-from iwlab.backends.protocols import mail, smstext
-from iwlab.backends.protocols.cpim import ACCEPTED_TYPES, CpimError, UnsupportedContent, message_content
+from iwlab.backends.protocols import mail, sip, smstext
+from iwlab.backends.protocols.cpim import (
+    ACCEPTED_TYPES,
+    CpimError,
+    UnsupportedContent,
+    message_content,
+    parse_imdn_xml,
+)
 from iwlab.backends.protocols.sip import (
     SipParseError,
     SipRequest,
@@ -78,7 +84,9 @@ class Iwf:
         if mail_address is not None:
             self.email = EmailLeg(topology=topology, threads=self.threads, cpm=self.cpm, nodes=nodes, name=name,
                                   mail_address=mail_address, session_claims=self._email_for_session,
-                                  store=store.queue(f"{name} email out"), domain=operator.cpm_domain)
+                                  store=store.queue(f"{name} email out"), domain=operator.cpm_domain,
+                                  owed_store=store.queue(f"{name} MDNs owed"),
+                                  report_validity=account.message_validity_seconds, annotate=trace.annotate)
         # Sessions with legacy users (5.8.6 / 5.9.6).
         self.sessions = IwfSessions(rules=SessionRules.of(account), cpm=self.cpm, sms=self.sms, email=self.email,
                                     topology=topology, threads=self.threads, host=host, name=name, trace=trace,
@@ -133,6 +141,23 @@ class Iwf:
         elif origin.technology == EMAIL and self.email is not None:
             self.email.bounce(origin, req, response)
 
+    def _imdn_for_legacy(self, req: SipRequest, body: bytes, recipient: str, route: Route) -> str:
+        """A CPM user's IMDN for a message a legacy user sent: the report he is owed (a status
+        report by SMS, an MDN by email), if he asked for one; the note says which mapping. Its
+        sender is who the CPM server asserted (a report is believed from the recipient only)."""
+        try:
+            imdn = parse_imdn_xml(body)
+        except CpimError as exc:
+            return f"IMDN for {recipient} unreadable ({exc}): nothing to report"
+        asserted = req.headers.get("P-Asserted-Identity") or req.headers.get("From") or ""
+        reporter = self.topology.user_by_uri(sip.parse_name_addr(asserted).uri)
+        for leg in (self.sms, self.email):
+            note = leg.imdn_arrived(imdn, reporter) if leg is not None else None
+            if note:
+                return note
+        return (f"IMDN {imdn.status} for {recipient} not interworked: no report was asked for "
+                f"imdn.Message-ID {imdn.message_id} by {route.technology.name}")
+
     # -- CPM -> legacy ----------------------------------------------------------
     def _on_sip(self, conn: SipConnection, message: SipRequest | SipResponse | SipParseError) -> None:
         if isinstance(message, SipParseError):
@@ -171,9 +196,7 @@ class Iwf:
             respond(conn, req, 400, f"Bad CPIM body: {exc}"[:100])
             return
         if cpim.is_imdn:
-            # A notification for a legacy user: SMS and email have no place for it.
-            respond(conn, req, 200, "OK",
-                    note=f"IMDN for {recipient.name} not interworked: {route.technology.name} has no equivalent")
+            respond(conn, req, 200, "OK", note=self._imdn_for_legacy(req, cpim.body, recipient.name, route))
             return
         if route.technology == EMAIL:
             if self.email is None:

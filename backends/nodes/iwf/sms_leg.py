@@ -7,6 +7,10 @@ SMS -> CPM (5.9.5): deliver_sm parts are reassembled (in any order; what never c
 shown, marked incomplete), threaded by the thread map, and sent on as CPIM MESSAGEs through the
 CPM leg; an SMS the CPM side refuses comes back to its sender as a bounce SMS (from the number he
 wrote to, so it sits in the same conversation on his handset).
+Status reports for SMS -> CPM (TS 23.204 6.10): a handset that asked for one gets it when the CPM
+recipient's IMDN says delivered or failed (EXPIRED when none comes before its validity ends),
+never when the IWF took the SMS; the IWF owes it durably (owed_reports.py) and sends it through
+the SMSC, which turns it into the receipt the handset asked for (nodes/smsc/session.py).
 """
 from __future__ import annotations
 
@@ -21,16 +25,20 @@ from iwlab.backends import clock
 from iwlab.backends.directory import NodeDirectory
 from iwlab.backends.nodes.iwf import content
 from iwlab.backends.nodes.iwf.cpm_leg import Answer, CpmLeg, Origin
+from iwlab.backends.nodes.iwf.owed_reports import OwedReport, OwedReports
 from iwlab.backends.nodes.iwf.sms_outbox import OutboundSms, SmsOutbox
 from iwlab.backends.nodes.iwf.threads import ThreadMap
-from iwlab.backends.protocols import sip, smpp, smstext
+from iwlab.backends.protocols import reports, sip, smpp, smstext
 from iwlab.backends.protocols.cpim import (
     CPM_MSG_SERVICE,
+    CpimError,
     CpimMessage,
     Imdn,
     imdn_message,
+    parse_cpim,
     uri_of,
 )
+from iwlab.backends.protocols.smpp import MessageState
 from iwlab.backends.protocols.sip import SipRequest, SipResponse
 from iwlab.backends.routing import SMS
 from iwlab.backends.protocols.smpp import parse_receipt_text
@@ -113,6 +121,9 @@ class SmsLeg:
         # Parts of a concatenated SMS acknowledged to the SMSC while the others are still missing.
         self._parts = store.queue(f"{name} sms parts")
         self._part_items: dict[tuple[str, str, int | None], list[int]] = {}
+        # Status reports owed to handsets for SMS handed into CPM, and those of parts still waiting.
+        self.owed = OwedReports(store.queue(f"{name} reports owed"), on_expired=self._report_expired)
+        self._part_reports: dict[tuple[str, str, int | None], list[tuple[str, int, str]]] = {}
         self.failed: list[tuple[OutboundSms, str]] = []
         self.esme: Esme | None = None
         self._expiry: asyncio.Task | None = None
@@ -132,6 +143,7 @@ class SmsLeg:
             for part, message_id in enumerate(sms.smsc_ids):
                 if part not in sms.delivered_parts:
                     self.receipts.expect(message_id, sms, part)
+        self.owed.restore()
         for item in self._parts.items():
             self._feed_part(item.meta, item.id)
 
@@ -140,6 +152,7 @@ class SmsLeg:
         if self._expiry:
             self._expiry.cancel()
         self.outbox.stop()
+        self.owed.stop()
 
     async def stop(self) -> None:
         self.stop_sending()
@@ -273,15 +286,19 @@ class SmsLeg:
         once, into the CPM leg's durable outbox, before the deliver_sm_resp leaves."""
         concat = smstext.concatenation(esm_class=fields["esm_class"],
                                        short_message=bytes.fromhex(fields["short_message"]), tlvs=fields["tlvs"])
+        key = (fields["source"], fields["dest"], concat.ref if concat else None)
         if concat is not None:
             if item_id is None:
                 item_id = self._parts.put(f"{fields['source']}>{fields['dest']}", b"", fields)
-            self._part_items.setdefault((fields["source"], fields["dest"], concat.ref), []).append(item_id)
+            self._part_items.setdefault(key, []).append(item_id)
+        if fields.get("smsc_id") and fields.get("registered_delivery"):   # the SMSC says a report is ours to send
+            self._part_reports.setdefault(key, []).append(
+                (fields["smsc_id"], fields["registered_delivery"], fields.get("validity_period", "")))
         for sms in smpp.reassemble_fields(self.reassembler, fields):
             self._handed_on(sms)
 
     def _handed_on(self, sms: smstext.IncomingSms) -> None:
-        self._incoming(sms)
+        self._incoming(sms, self._part_reports.pop((sms.source, sms.dest, sms.ref), []))
         for kept in self._part_items.pop((sms.source, sms.dest, sms.ref), []):
             self._parts.remove(kept)
 
@@ -291,9 +308,12 @@ class SmsLeg:
             for sms in self.reassembler.expire():   # shown incomplete, never dropped
                 self._handed_on(sms)
 
-    def _incoming(self, sms: smstext.IncomingSms) -> None:
-        if self._session_claims(sms):
-            return   # an answer to an invitation, or a message inside a session
+    def _incoming(self, sms: smstext.IncomingSms, owed: list[tuple[str, int, str]]) -> None:
+        """owed: (SMSC message id, registered_delivery, validity_period) of each part whose
+        status report is the IWF's to send."""
+        if self._session_claims(sms):   # an answer to an invitation, or a message inside a session
+            self._report_now(sms, owed, MessageState.DELIVERED, "taken into the chat session")
+            return
         source, dest = sms.source.lstrip("+"), sms.dest.lstrip("+")
         recipient = self._topology.user_by_number(dest)
         thread = None
@@ -305,6 +325,7 @@ class SmsLeg:
             thread = self._threads.inbound_sms(peer=source, dest_number=dest, cpm_uri=recipient.cpm_uri)
         if recipient is None or not recipient.cpm_uri:
             log.warning("SMS from +%s to +%s: no CPM user behind that number", source, dest)
+            self._report_now(sms, owed, MessageState.UNDELIVERABLE, "no CPM user behind that number")
             return
         sender = self._topology.user_by_number(source)
         contribution_id = uuid.uuid4().hex
@@ -312,7 +333,7 @@ class SmsLeg:
         text = sms.text if sms.complete else f"{sms.text}\n[incomplete: {sms.parts} of {sms.total} parts arrived]"
         cpim = CpimMessage(sender=sip.name_addr(f"tel:+{source}", sender.name if sender else None),
                            recipient=f"<{recipient.cpm_uri}>", body=text.encode("utf-8"),
-                           disposition=("positive-delivery",))
+                           disposition=("positive-delivery", "negative-delivery") if owed else ("positive-delivery",))
         req = self._cpm.new_request("MESSAGE", recipient.cpm_uri, from_uri=f"tel:+{source}",
                                     from_name=sender.name if sender else None)
         req.headers.add("P-Preferred-Service", CPM_MSG_SERVICE)
@@ -328,13 +349,95 @@ class SmsLeg:
             note = f"SMS{parts} from +{source} answers {recipient.name}'s thread ({self._threads.policy} policy)"
         else:
             note = f"SMS{parts} from +{source} starts a new conversation with {recipient.name}"
+        if owed:
+            self._owe(cpim.message_id, sms, owed, recipient.cpm_uri)
+            note += f"; +{source}'s status report waits for {recipient.name}'s IMDN"
         self._cpm.send(req, note, origin=Origin(SMS, sender=source, recipient=dest))
+
+    # -- status reports owed to handsets (SMS -> CPM) ------------------------------------------
+    def _owe(self, imdn_message_id: str, sms: smstext.IncomingSms, owed: list[tuple[str, int, str]],
+             reporter_uri: str) -> None:
+        """Before the deliver_sm_resp: the reports for this SMS are the IWF's debt, due by the
+        end of its validity (the sender's, as the SMSC said, or the IWF's own if sooner)."""
+        lifetime = self._account.message_validity_seconds
+        for _, _, validity in owed:
+            try:
+                left = smpp.validity_seconds(validity)
+            except ValueError:
+                left = None
+            if left is not None:
+                lifetime = min(lifetime, left)
+        self.owed.owe(imdn_message_id, {**_report_meta(sms, owed), "reporter_uri": reporter_uri},
+                      clock.wall() + max(lifetime, 0))
+
+    def _report_now(self, sms: smstext.IncomingSms, owed: list[tuple[str, int, str]], state: MessageState,
+                    why: str) -> None:
+        """A report decided at once (no CPM message to wait for)."""
+        if owed:
+            self._send_report(_report_meta(sms, owed), state, why)
+
+    def imdn_arrived(self, imdn: Imdn, reporter: User | None) -> str | None:
+        """An IMDN from a CPM user for a message from an SMS user: the status report it stands for
+        goes to his handset, if one is owed and the IMDN comes from the message's recipient.
+        Returns the note for the ladder (None: none owed)."""
+        report = self.owed.get(imdn.message_id)
+        if report is None:
+            return None
+        if reporter is None or reporter is not self._topology.user_by_uri(report.meta["reporter_uri"]):
+            return (f"IMDN {imdn.status} for imdn.Message-ID {imdn.message_id} not from its recipient: "
+                    "the status report still waits")
+        self.owed.take(imdn.message_id)
+        # A display notification says it was delivered too (RFC 5438 5.1): SMS can say only that.
+        state = reports.sms_state_for_imdn(imdn.status) or MessageState.DELIVERED
+        legacy = f"SMS status report stat:{state.stat} (message_state {int(state)})"
+        self._send_report(report.meta, state, f"IMDN {imdn.status}")
+        self.owed.paid(report)
+        return f"{reports.note(imdn.status, legacy)} to +{report.meta['submitter']}"
+
+    def _report_expired(self, report: OwedReport) -> None:
+        self._send_report(report.meta, MessageState.EXPIRED, "no IMDN before the validity ran out")
+        self.owed.paid(report)
+
+    def _failed_into_cpm(self, req: SipRequest, response: SipResponse) -> None:
+        """The CPM side refused (or never took) an SMS: its owed report says so."""
+        try:
+            report = self.owed.take(parse_cpim(req.body).message_id)
+        except CpimError:
+            return
+        if report is not None:
+            state = MessageState.EXPIRED if response.status == 408 else MessageState.UNDELIVERABLE
+            self._send_report(report.meta, state, f"CPM answered {response.status} {response.reason}")
+            self.owed.paid(report)
+
+    def _send_report(self, meta: dict[str, Any], state: MessageState, why: str) -> None:
+        """One report per part (as an SMSC sends a receipt per part), in the outbox from the
+        recipient's number to the handset: what was asked for only (registered_delivery 2:
+        failures only). The SMSC turns each into the handset's delivery receipt."""
+        now = clock.wall()
+        for smsc_id, rd in meta["parts"]:
+            if rd == 2 and state == MessageState.DELIVERED:
+                continue
+            text = smpp.receipt_text(smsc_id, state.stat, meta["submitted"], now, meta["text_start"],
+                                     delivered=state == MessageState.DELIVERED)
+            self.outbox.enqueue(OutboundSms(source=meta["recipient"], dest=meta["submitter"], text=text,
+                                            imdn_message_id="", sender_uri="", recipient_uri=f"tel:+{meta['submitter']}",
+                                            disposition=(), datetime="", reports_on=smsc_id))
+        log.info("status report %s for +%s (%s)", state.stat, meta["submitter"], why)
 
     def bounce(self, origin: Origin, req: SipRequest, response: SipResponse) -> None:
         """An SMS the CPM side would not take: its sender hears why, by SMS, from the number he
         wrote to (the recipient's, or the pool number of the thread)."""
+        self._failed_into_cpm(req, response)
         recipient = self._topology.user_by_uri(req.uri)
         who = recipient.name if recipient else req.uri
         if origin.sender and origin.recipient:
             self.send_text(source=origin.recipient, dest=origin.sender,
                            text=f"Your message to {who} was not delivered ({response.status} {response.reason}).")
+
+
+def _report_meta(sms: smstext.IncomingSms, owed: list[tuple[str, int, str]]) -> dict[str, Any]:
+    """What a status report for this SMS needs: who gets it, from which number, per part the
+    SMSC's id and what was asked (registered_delivery), and the receipt text's details."""
+    return {"submitter": sms.source.lstrip("+"), "recipient": sms.dest.lstrip("+"),
+            "parts": [[smsc_id, rd] for smsc_id, rd, _ in owed], "submitted": clock.wall(),
+            "text_start": sms.text[:20]}

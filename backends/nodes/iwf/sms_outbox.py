@@ -23,7 +23,7 @@ from typing import Any, Awaitable, Callable
 
 import smpplib.consts as c
 
-from iwlab.backends.protocols import smstext
+from iwlab.backends.protocols import smpp, smstext
 from iwlab.backends.protocols.smpp import text as _text
 from iwlab.backends.store import DurableQueue, StoredItem
 from iwlab.backends.transports.smpp_esme import status_name
@@ -53,6 +53,9 @@ class OutboundSms:
     ref: int | None = None                   # the concatenation reference, kept across a restart
     store_id: int | None = None              # its item in the durable store
     restored: bool = False                   # picked up again after a restart
+    # A status report the IWF owes (owed_reports.py): the SMSC message id it reports on. It goes
+    # as one submit_sm, esm_class 0x08, its text the receipt text (smsc/session.py says why).
+    reports_on: str = ""
 
     @property
     def wants_receipt(self) -> bool:
@@ -68,7 +71,7 @@ class OutboundSms:
                 "sender_uri": self.sender_uri, "recipient_uri": self.recipient_uri,
                 "disposition": list(self.disposition), "datetime": self.datetime,
                 "conversation_id": self.conversation_id, "smsc_ids": self.smsc_ids, "parts": self.parts,
-                "delivered_parts": sorted(self.delivered_parts), "ref": self.ref}
+                "delivered_parts": sorted(self.delivered_parts), "ref": self.ref, "reports_on": self.reports_on}
 
     @classmethod
     def from_store(cls, item: StoredItem) -> "OutboundSms":
@@ -77,7 +80,8 @@ class OutboundSms:
                    imdn_message_id=m["imdn_message_id"], sender_uri=m["sender_uri"],
                    recipient_uri=m["recipient_uri"], disposition=tuple(m["disposition"]), datetime=m["datetime"],
                    conversation_id=m["conversation_id"], smsc_ids=list(m["smsc_ids"]), parts=m["parts"],
-                   delivered_parts=set(m["delivered_parts"]), ref=m["ref"], store_id=item.id, restored=True)
+                   delivered_parts=set(m["delivered_parts"]), ref=m["ref"], store_id=item.id, restored=True,
+                   reports_on=m.get("reports_on", ""))
 
 
 class PermanentFailure(Exception):
@@ -183,6 +187,14 @@ class SmsOutbox:
             self._conversations.pop(key, None)
 
     async def _submit_message(self, sms: OutboundSms) -> None:
+        if sms.reports_on:
+            sms.parts = 1
+            await self._submit_part(dict(
+                source_addr_ton=TON_INTERNATIONAL, source_addr_npi=NPI_E164, source_addr=sms.source,
+                dest_addr_ton=TON_INTERNATIONAL, dest_addr_npi=NPI_E164, destination_addr=sms.dest,
+                esm_class=smpp.ACK_ESM_CLASS, data_coding=0, short_message=sms.text.encode("ascii", "replace")))
+            self.submitted += 1
+            return
         if sms.ref is None:
             sms.ref = next(self._refs)
         try:

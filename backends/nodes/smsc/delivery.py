@@ -8,7 +8,9 @@ with the message still at the head: later ones wait, so order holds. A
 permanent error drops it (UNDELIV); once its validity is over it expires
 (never while in flight: the answer decides). The final state is remembered
 for query_sm and, if the submitter asked, goes back to it as a delivery
-receipt, through the submitter's own mailbox.
+receipt, through the submitter's own mailbox. A message taken by an account whose receipts
+are end to end (an IWF: see session.py) gets no receipt of ours when it is taken: the account
+reports later, and its report travels the same way.
 
 Connections are known here only as `Receiver`s: what delivery needs of one.
 
@@ -176,6 +178,10 @@ class Delivery:
         self._remember(msg.id, MessageState.ENROUTE)
         self._enqueue(msg, keep=msg.store_id is None)
 
+    def reported(self, message_id: str, state: MessageState) -> None:
+        """An end-to-end account reported on a message it took: query_sm says so from now on."""
+        self._remember(message_id, state)
+
     def state_of(self, message_id: str) -> tuple[MessageState, float] | None:
         """(message_state, wall time it was reached) for query_sm, if the id is known."""
         return self._states.get(message_id)
@@ -255,10 +261,14 @@ class Delivery:
             if state != MessageState.DELIVERED and self.events:
                 self.events.emit("receipt_dropped", message_id=msg.id, owner=msg.owner)
             return
-        self._remember(msg.id, state)
+        handed_over = state == MessageState.DELIVERED and msg.receipt_by_owner
+        if not handed_over:   # handed to an IWF that reports end to end: en route until it does
+            self._remember(msg.id, state)
         if self.events:
             self.events.emit(_OUTCOMES.get(state, "undeliverable"),
                              message_id=msg.id, owner=msg.owner, node=msg.owner_name, attempts=msg.attempts)
+        if handed_over:
+            return
         if not (msg.want_receipt == 1 or msg.want_receipt == 2 and state != MessageState.DELIVERED):
             return
         now = time.time()

@@ -35,6 +35,10 @@ class Message:
     last_error: str = ""      # why the previous attempt failed, for the retry's note
     store_id: int | None = None   # its item in the lab's durable store
     restored: bool = False    # picked up again after a restart
+    # Its owner (an IWF with end-to-end receipts) reports the delivery itself: no receipt of ours
+    # when it takes the message, only if it never does.
+    receipt_by_owner: bool = False
+    note: str = ""            # why it goes out, for its first deliver_sm (a relayed report says which)
 
     def to_store(self, now_loop: float) -> tuple[bytes, dict[str, Any]]:
         """(payload, meta) for the durable store: octet fields as hex, the deadline as wall time."""
@@ -43,18 +47,28 @@ class Message:
         return b"", {"id": self.id, "owner": self.owner, "owner_name": self.owner_name, "fields": fields,
                      "octets": octets, "expires": clock.wall() + (self.deadline - now_loop),
                      "submitted": self.submitted, "origin": self.origin, "want_receipt": self.want_receipt,
-                     "text_start": self.text_start, "stored": self.stored}
+                     "text_start": self.text_start, "stored": self.stored,
+                     "receipt_by_owner": self.receipt_by_owner, "note": self.note}
 
     @classmethod
     def from_store(cls, meta: dict[str, Any], store_id: int, now_loop: float) -> "Message":
         fields = {k: (bytes.fromhex(v) if k in meta["octets"] else v) for k, v in meta["fields"].items()}
         return cls(meta["id"], meta["owner"], meta["owner_name"], fields, now_loop + (meta["expires"] - clock.wall()),
                    meta["submitted"], meta["origin"], meta["want_receipt"], meta["text_start"], stored=True,
-                   store_id=store_id, restored=True)
+                   store_id=store_id, restored=True, receipt_by_owner=meta.get("receipt_by_owner", False),
+                   note=meta.get("note", ""))
 
 
-def deliver_fields(submit_sm: Any, dest: str) -> dict[str, Any]:
-    """The deliver_sm parameters for an accepted submit_sm (dest: its destination digits)."""
+def deliver_fields(submit_sm: Any, dest: str, owed: tuple[str, int, float] | None = None) -> dict[str, Any]:
+    """The deliver_sm parameters for an accepted submit_sm (dest: its destination digits).
+
+    owed: (message id, registered_delivery, expiry wall time) when the recipient is an account
+    with end-to-end receipts and the submitter asked for one: the deliver_sm tells it which
+    report it owes. SMPP v3.4 has no field for that in a plain deliver_sm, so the lab's SMSC
+    uses, for such accounts only (both ends agree by configuration, as they agree on the
+    receipts themselves), receipted_message_id for the id the submitter's submit_sm_resp gave,
+    registered_delivery for what he asked (1: success and failure, 2: failure only) and
+    validity_period for when his message expires."""
     pdu = submit_sm
     fields = {
         "service_type": codec.text(pdu.service_type),
@@ -72,7 +86,25 @@ def deliver_fields(submit_sm: Any, dest: str) -> dict[str, Any]:
         value = getattr(pdu, key, None)
         if value is not None:
             fields[key] = value
+    if owed is not None:
+        message_id, registered_delivery, expires = owed
+        fields.update(receipted_message_id=message_id, registered_delivery=registered_delivery,
+                      validity_period=codec.absolute_time(expires))
     return fields
+
+
+def relayed_receipt_fields(submit_sm: Any, dest: str, message_id: str, state: MessageState) -> dict[str, Any]:
+    """The delivery receipt (deliver_sm, esm_class 0x04) an end-to-end account's report becomes:
+    its text as the account wrote it, the id and state in their TLVs."""
+    pdu = submit_sm
+    return {
+        "source_addr_ton": pdu.source_addr_ton or 0, "source_addr_npi": pdu.source_addr_npi or 0,
+        "source_addr": codec.text(pdu.source_addr),
+        "dest_addr_ton": pdu.dest_addr_ton or 0, "dest_addr_npi": pdu.dest_addr_npi or 0,
+        "destination_addr": dest,
+        "esm_class": codec.RECEIPT_ESM_CLASS, "data_coding": 0, "short_message": pdu.short_message,
+        "receipted_message_id": message_id, "message_state": state,
+    }
 
 
 def receipt_fields(msg: Message, state: MessageState, error: int, now: float) -> dict[str, Any]:

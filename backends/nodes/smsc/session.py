@@ -1,5 +1,19 @@
 """One SMPP connection, seen from the SMSC: a handler per command.
 
+End-to-end receipts (an IWF's account, EsmeAccount.end_to_end_receipts): when the SMSC hands a
+message to an IWF, only the IWF knows when it reaches the CPM recipient's phone (her IMDN
+"delivered"), as TS 23.204 6.10 leaves the status report to the IP-SM-GW. A receipt sent when
+the IWF took the message would say DELIVRD for a phone that is switched off. SMPP v3.4 has no
+field in which an ESME could ask for this per message, so it is the account's configuration
+(the topology), the most honest of the choices: both ends know it before the first PDU. The
+deliver_sm to such an account names the report it owes (message.deliver_fields), and the
+account's report is a submit_sm of message type "ESME delivery acknowledgement" (esm_class
+0x08, SMPP v3.4 5.2.12) to the submitter, with the de-facto receipt text (`id:... stat:...`):
+a submit_sm may carry neither receipted_message_id nor message_state. The SMSC turns it into
+the delivery receipt the submitter asked for (deliver_sm, esm_class 0x04, both TLVs). The SMSC
+still sends its own receipt for a failure before the account took the message (it expired, or
+was refused, in the SMSC).
+
 The wire is SmppServerConnection's (framing, every PDU recorded in the trace
 once, nacks for what cannot be parsed): the SMSC accepts every SMPP
 connection, so it is the recording end. A peer that vanishes while bound
@@ -17,7 +31,8 @@ from smpplib import consts as C
 
 from iwlab.backends import clock
 from iwlab.backends.nodes.smsc.delivery import OK, PERMANENT, Delivery
-from iwlab.backends.nodes.smsc.message import Message, deliver_fields
+from iwlab.backends.nodes.smsc.message import Message, deliver_fields, relayed_receipt_fields
+from iwlab.backends.protocols import reports
 from iwlab.backends.protocols import smpp as codec
 from iwlab.backends.protocols.smpp import MessageState
 from iwlab.backends.transports.smpp_server import PROTOCOL, SmppServerConnection
@@ -119,6 +134,8 @@ class SmppSession(SmppServerConnection):
             note = f"kept across a restart of the SMSC; delivered now that {self.name} is bound"
         elif msg.stored:
             note = f"stored until {self.name} bound"
+        if msg.note and msg.attempts == 1:
+            note = f"{note}; {msg.note}" if note else msg.note
         self.send(codec.make("deliver_sm", seq, **msg.fields),
                   {"smpp_message_id": msg.id, "smpp_seq": str(seq)}, note)
         return seq
@@ -225,6 +242,9 @@ class SmppSession(SmppServerConnection):
                 status, note = C.SMPP_ESME_RINVMSGLEN, "both short_message and message_payload"
             elif pdu.short_message is not None and len(pdu.short_message) != (pdu.sm_length or 0):
                 status, note = C.SMPP_ESME_RINVMSGLEN, "sm_length does not match short_message"
+            elif self._reports(pdu) and _report_in(pdu) is None:
+                status, note = C.SMPP_ESME_RINVESMCLASS, ("an end-to-end report (esm_class 0x08) needs the "
+                                                          "receipt text with a known stat: id:... stat:...")
             else:
                 route = smsc.route(dest)
                 if route is None:
@@ -250,8 +270,24 @@ class SmppSession(SmppServerConnection):
         if rd:
             text_start = codec.content(pdu)[1] or ""
         lifetime = validity if validity is not None else self.delivery.validity_seconds
-        msg = Message(message_id, owner, owner_name, deliver_fields(pdu, dest), self.loop.time() + lifetime,
-                      time.time(), self.system_id, rd, text_start[:20], stored=stored)
+        report = _report_in(pdu) if self._reports(pdu) else None
+        if report is not None:       # an end-to-end account's report: the receipt it stands for
+            reported_id, state = report
+            msg = Message(message_id, owner, owner_name, relayed_receipt_fields(pdu, dest, reported_id, state),
+                          self.loop.time() + lifetime, time.time(), None, 0, "", stored=stored,
+                          note=f"the delivery receipt for id {reported_id} ({state.stat}) as {self.name} "
+                               "reported it end to end")
+            note = (f"{why}; {self.name} reports id {reported_id} end to end: stat:{state.stat} -> "
+                    "a delivery receipt (esm_class 0x04) for its submitter; "
+                    + reports.note(reports.imdn_for_sms_state(state), f"SMS status report stat:{state.stat}"))
+        else:
+            owed = rd and smsc.reports_end_to_end(owner)
+            msg = Message(message_id, owner, owner_name,
+                          deliver_fields(pdu, dest, (message_id, rd, time.time() + lifetime) if owed else None),
+                          self.loop.time() + lifetime, time.time(), self.system_id, rd, text_start[:20],
+                          stored=stored, receipt_by_owner=bool(owed),
+                          note=f"{owner_name} reports the delivery end to end: the receipt waits for its report"
+                          if owed else "")
         self.record_in(pdu, raw, corr, note)
 
         def answer(delayed: str) -> None:
@@ -259,8 +295,15 @@ class SmppSession(SmppServerConnection):
                 return
             self.delivery.keep(msg)          # durable before the answer says "accepted"
             self.respond(pdu, OK, corr, delayed, message_id=message_id)
+            if report is not None:
+                self.delivery.reported(*report)
             self.delivery.accept(msg)
         self._answer(answer)
+
+    def _reports(self, pdu: Any) -> bool:
+        """Is this submit_sm an end-to-end account's report on a message it took?"""
+        return (pdu.esm_class or 0) & codec.MESSAGE_TYPE_MASK == codec.ACK_ESM_CLASS and \
+            self.smsc.reports_end_to_end(self.system_id)
 
     def _refuse_submit(self, pdu: Any, raw: bytes, status: int, note: str) -> None:
         corr = {"smpp_message_id": "", "smpp_seq": str(pdu.sequence)}
@@ -315,6 +358,13 @@ class SmppSession(SmppServerConnection):
 
     def _response(self, pdu: Any, raw: bytes) -> None:
         self.record_in(pdu, raw, {"smpp_seq": str(pdu.sequence)})
+
+
+def _report_in(pdu: Any) -> tuple[str, MessageState] | None:
+    """(message id, state) an end-to-end report's receipt text names, if it names both."""
+    fields = codec.parse_receipt_text(codec.content(pdu)[1] or "") or {}
+    state = codec.state_of_stat(fields.get("stat", ""))
+    return (fields["id"], state) if fields.get("id") and state is not None else None
 
 
 _HANDLERS: dict[str, Callable[[SmppSession, Any, bytes], None]] = {

@@ -31,6 +31,9 @@ class EsmeAccount:
     # Destination numbers (digits, no '+') or prefixes ending in '*' whose SMS
     # go to this account's receiver bind instead of a handset.
     routes: list[str] = field(default_factory=list)
+    # The account reports deliveries itself (an IWF, the IP-SM-GW of TS 23.204 6.10): the SMSC
+    # sends no receipt when the account takes a message, the account's report becomes it.
+    end_to_end_receipts: bool = False
 
     def routes_to(self, digits: str) -> str | None:
         """The matching route pattern, if any."""
@@ -163,6 +166,10 @@ class Smsc:
         if system_id in self.handset_numbers:
             return OK if password == self.handset_password else C.SMPP_ESME_RINVPASWD
         return C.SMPP_ESME_RINVSYSID
+
+    def reports_end_to_end(self, system_id: str) -> bool:
+        """Does this account owe the receipts for what it takes (EsmeAccount.end_to_end_receipts)?"""
+        return any(a.system_id == system_id and a.end_to_end_receipts for a in self.accounts)
 
     def name_for(self, system_id: str) -> str | None:
         if self._system_id_name:

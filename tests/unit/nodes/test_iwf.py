@@ -131,7 +131,7 @@ def test_an_imdn_for_a_legacy_user_gets_200_with_its_note():
         response = answer_to(iwf, message(PETER, cpim=imdn))
         assert response.status == 200
         [event] = [e for e in iwf.trace.events() if e.is_response]
-        assert event.note == "IMDN for Peter not interworked: SMS has no equivalent"
+        assert event.note == "IMDN displayed for Peter not interworked: no report was asked for imdn.Message-ID m-1 by SMS"
         assert iwf.sms.outbox.queued() == []
     run(scenario)
 

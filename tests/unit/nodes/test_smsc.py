@@ -486,6 +486,59 @@ def test_undeliverable_receipt_on_a_permanent_refusal(world):
     assert texts(peter.wait_delivered(1)) == [b"yes"] and [p.short_message for p, _ in peter.seen] == [b"no", b"yes"]
 
 
+def end_to_end_smsc(world, **kwargs) -> Smsc:
+    return world.smsc(accounts=[EsmeAccount("iwf-b", "secret", "IWF", routes=[MARY], end_to_end_receipts=True)],
+                      **kwargs)
+
+
+def test_an_end_to_end_account_owes_the_receipt_and_its_report_becomes_it(world):
+    """Peter asks for a receipt; the SMSC hands his SMS to the IWF (end-to-end receipts): no
+    receipt of its own, the deliver_sm says which report the IWF owes; the IWF's report (an ESME
+    delivery acknowledgement) reaches Peter as the delivery receipt."""
+    smsc = end_to_end_smsc(world)
+    peter = world.esme(smsc, PETER, "iwlab", "transceiver")
+    iwf = world.esme(smsc, "iwf-b", "secret", "transceiver")
+    message_id = peter.submit(MARY, b"Hi Mary, tell me", source=PETER, registered_delivery=1,
+                              validity_period="000000000100000R").message_id.decode()
+    [taken] = iwf.wait_delivered(1)
+    assert taken.esm_class == 0 and taken.receipted_message_id.decode() == message_id
+    assert taken.registered_delivery == 1
+    assert 55 < codec.validity_seconds(taken.validity_period.decode()) <= 60      # when Peter's expires
+    assert peter.read(0.3) is None, "no receipt when the IWF took it"
+    query = smpplib.smpp.make_pdu("query_sm", client=peter.client, message_id=message_id, source_addr=PETER,
+                                  allow_unknown_opt_params=True)
+    peter.client.send_pdu(query)
+    assert peter.read(5).message_state == 1     # ENROUTE: nobody has said delivered yet
+    text = codec.receipt_text(message_id, "DELIVRD", time.time(), time.time(), "Hi Mary, tell me")
+    report = iwf.submit(PETER, text.encode(), esm_class=0x08)
+    assert report.status == C.SMPP_ESME_ROK
+    [receipt] = peter.wait_delivered(1)
+    assert receipt.esm_class == 0x04 and receipt.receipted_message_id.decode() == message_id
+    assert receipt.message_state == 2 and receipt.short_message == text.encode()
+    assert (receipt.source_addr, receipt.destination_addr) == (MARY.encode(), PETER.encode())
+    assert iwf.read(0.3) is None, "a report gets no receipt of its own"
+    peter.client.send_pdu(smpplib.smpp.make_pdu("query_sm", client=peter.client, message_id=message_id,
+                                                source_addr=PETER, allow_unknown_opt_params=True))
+    assert peter.read(5).message_state == 2
+
+
+def test_a_report_without_a_receipt_text_is_refused(world):
+    smsc = end_to_end_smsc(world)
+    iwf = world.esme(smsc, "iwf-b", "secret", "transceiver")
+    assert iwf.submit(PETER, b"delivered, trust me", esm_class=0x08).status == C.SMPP_ESME_RINVESMCLASS
+    assert iwf.submit(PETER, b"id:1A sub:001 dlvrd:001 submit date:2601010000 done date:2601010000 stat:FINE "
+                             b"err:000 text:", esm_class=0x08).status == C.SMPP_ESME_RINVESMCLASS
+
+
+def test_the_smsc_still_reports_a_failure_before_the_end_to_end_account_took_it(world):
+    """The IWF never binds: the SMSC lets Peter's SMS expire and says so itself."""
+    smsc = end_to_end_smsc(world, validity_seconds=0.3)
+    peter = world.esme(smsc, PETER, "iwlab", "transceiver")
+    message_id = peter.submit(MARY, b"nobody there", source=PETER, registered_delivery=1).message_id
+    [receipt] = peter.wait_delivered(1, timeout=5)
+    assert (receipt.receipted_message_id, receipt.message_state) == (message_id, 3)
+
+
 def test_pipelined_pdus_in_one_chunk_are_all_answered_in_order(world):
     smsc = world.smsc()
     peter = world.esme(smsc, PETER, "iwlab", "receiver").listen()
