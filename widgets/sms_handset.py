@@ -29,6 +29,7 @@ from iwlab.backends.devices.events import (
     BindStateChanged,
     DeviceEvent,
     MessageAdded,
+    MessageStatusChanged,
     ReceiptReceived,
     SmsReceived,
     SmsSent,
@@ -128,6 +129,7 @@ class SmsHandsetWidget(QFrame):
             box.setEnabled(set_conditions is not None)
         layout.addLayout(conditions)
         self.cpm_app = None
+        self._cpm_items: dict[int, QListWidgetItem] = {}   # id(ChatMessage) -> its inbox row
         self.cpm_bridge: DeviceBridge | None = None
         self.cpmAppReady.connect(self._attach_cpm_app)
         layout.addWidget(self.tabs, 1)
@@ -200,6 +202,7 @@ class SmsHandsetWidget(QFrame):
             self.cpm_bridge.deleteLater()
             self.cpm_bridge = None
         self.cpm_app = app
+        self._cpm_items.clear()
         if app is not None:
             self.cpm_bridge = DeviceBridge(app, self)
             self.cpm_bridge.happened.connect(self._cpm_event)
@@ -209,9 +212,21 @@ class SmsHandsetWidget(QFrame):
             sms = Sms("in", event.message.peer_uri.removeprefix("tel:"), event.message.text)
             sms.status = "via CPM"
             self._add(self.inbox, sms)
-            self.inbox.item(self.inbox.count() - 1).setText(sms_line(sms) + "  [CPM]")
+            item = self.inbox.item(self.inbox.count() - 1)
+            item.setText(sms_line(sms) + "  [CPM]")
+            self._cpm_items[id(event.message)] = item
             self.tabs.setCurrentWidget(self.inbox)
             self.smsShown.emit(sms)
+        elif isinstance(event, MessageStatusChanged) and event.message.status == "revoked":
+            # RCC.07: the server took it back and sends it by SMS; it stays visible, struck
+            # through, so the room sees why one copy, not two, reached Peter.
+            shown = self._cpm_items.get(id(event.message))
+            if shown is not None:
+                shown.setText(shown.text().replace("  [CPM]", "  [CPM: revoked, it comes by SMS]"))
+                font = shown.font()
+                font.setStrikeOut(True)
+                shown.setFont(font)
+                shown.setToolTip(plain_tooltip(event.message.status_detail))
 
     def _device_event(self, event: DeviceEvent) -> None:
         match event:

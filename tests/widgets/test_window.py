@@ -5,6 +5,7 @@ import pytest
 from PySide6.QtCore import Qt
 
 from iwlab.app.main_window import LabWindow, ladder_nodes
+from iwlab.backends.lab.control import run_command
 
 
 def ladder_events(win):
@@ -263,7 +264,6 @@ def test_a_lab_that_cannot_start_leaves_no_thread_behind(topology, lab_threads_l
 
 
 def test_peters_switches_follow_changes_made_elsewhere(qtbot, window):
-    from iwlab.backends.lab.control import run_command
     handset = window.phones["peter"]
     window.runner.run(run_command(window.runner.lab, "state peter roaming=yes"))
     qtbot.waitUntil(handset.roaming_box.isChecked, timeout=10000)
@@ -301,3 +301,24 @@ def test_roaming_marys_phone_shows_her_sms_in_the_conversation_marked_as_sms(qtb
     assert [m.via for m in phone.conversation_messages()] == ["SMS", "SMS"]
     assert phone.conversation_list.count() == 1                     # one conversation with Peter
     phone.roaming_box.setChecked(False)
+
+
+def test_a_revoked_cpm_message_is_struck_through_on_peters_handset_beside_its_sms(qtbot, window):
+    """RCC.07 fallback in the window: Peter's CPM app takes Mary's message but never confirms it;
+    CPM-B revokes it and sends it by SMS. His handset shows both, the CPM one struck through, so
+    the room sees that one copy reached him."""
+    phone, handset, lab = window.phones["mary"], window.phones["peter"], window.runner.lab
+    window.runner.run(run_command(lab, "state peter registered=yes capable=yes confirming=no"))
+    qtbot.waitUntil(lambda: handset.cpm_app is not None, timeout=10000)
+    window.runner.call(setattr, lab.cpm_servers["B"].fallback, "seconds", 0.5)
+    phone.choose_recipient("peter")
+    qtbot.keyClicks(phone.text, "Are you there?")
+    qtbot.keyClick(phone.text, Qt.Key.Key_Return)
+
+    def rows():
+        return [handset.inbox.item(i) for i in range(handset.inbox.count()) if "Are you there?" in handset.inbox.item(i).text()]
+    qtbot.waitUntil(lambda: len(rows()) == 2 and any("revoked" in r.text() for r in rows()), timeout=20000)
+    revoked = [r for r in rows() if "revoked" in r.text()]
+    by_sms = [r for r in rows() if "[CPM" not in r.text()]
+    assert len(revoked) == 1 and revoked[0].font().strikeOut() and "it comes by SMS" in revoked[0].text()
+    assert len(by_sms) == 1 and not by_sms[0].font().strikeOut()
