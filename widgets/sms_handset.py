@@ -222,7 +222,7 @@ class SmsHandsetWidget(QFrame):
             # through, so the room sees why one copy, not two, reached Peter.
             shown = self._cpm_items.get(id(event.message))
             if shown is not None:
-                shown.setText(shown.text().replace("  [CPM]", "  [CPM: revoked, it comes by SMS]"))
+                shown.setText(shown.text().replace("  [CPM]", "  [CPM: revoked]"))
                 font = shown.font()
                 font.setStrikeOut(True)
                 shown.setFont(font)

@@ -320,5 +320,5 @@ def test_a_revoked_cpm_message_is_struck_through_on_peters_handset_beside_its_sm
     qtbot.waitUntil(lambda: len(rows()) == 2 and any("revoked" in r.text() for r in rows()), timeout=20000)
     revoked = [r for r in rows() if "revoked" in r.text()]
     by_sms = [r for r in rows() if "[CPM" not in r.text()]
-    assert len(revoked) == 1 and revoked[0].font().strikeOut() and "it comes by SMS" in revoked[0].text()
+    assert len(revoked) == 1 and revoked[0].font().strikeOut() and "it comes by SMS" in revoked[0].toolTip()
     assert len(by_sms) == 1 and not by_sms[0].font().strikeOut()
