@@ -40,6 +40,7 @@ class SmppServerConnection(asyncio.Protocol):
         self.out: list[bytes] | None = None   # writes held back while a chunk is handled
         self.seq = 0
         self.closing = False                  # this end chose to close
+        self.cut = False                      # ... by cutting the link: answers already sent are still read
         self._partial = PartialDeadline(self._partial_due, lambda: partial.PARTIAL_MESSAGE_SECONDS)
 
     # -- transport ---------------------------------------------------------------------------
@@ -65,7 +66,7 @@ class SmppServerConnection(asyncio.Protocol):
         try:
             frames = self.framer.feed(data)
             for raw in frames:
-                if self.closing:
+                if self.closing and not self.cut:
                     break
                 self._arrived(raw)
             self._partial.update(self.framer.buffered > 0 and not self.closing, completed=bool(frames))
@@ -99,7 +100,7 @@ class SmppServerConnection(asyncio.Protocol):
 
     def _arrived(self, raw: bytes) -> None:
         def go() -> None:
-            if not self.closing:     # held while this end closed: never handled
+            if not self.closing or self.cut:     # held while this end closed: never handled
                 self.handle(raw)
         self.trace.gate.admit(go, lambda: hop_of_raw(raw, self.name, self.local_name))
 

@@ -1,11 +1,14 @@
 """Conditions set from the console (what `iwlab serve` reads), over real sockets: order holds under
 them, the ladder notes them where they act, and the ordering demo switch breaks the order."""
 import smtplib
+import socket
 
 import pytest
 
 from iwlab.backends.lab import evidence
+from iwlab.backends.protocols import smpp
 from iwlab.backends.lab.control import run_command
+from tests.flows.test_hostile_input import address, closed_by_peer
 from tests.helpers.raw_smpp import SmppHandset
 from tests.helpers.sip_client import received_text
 from tests.helpers.waiting import until
@@ -173,3 +176,43 @@ def test_a_cpm_phone_that_answers_nothing_is_timed_out_then_served_once_it_answe
     lab.run(until(lambda: lab.lab.iwf.cpm.held() == {}, 30, "nothing left held in the IWF"), timeout=40)
     assert len(arrived()) == 1
     assert command(lab, "conditions") == "no conditions: the lab runs as it should"
+
+
+def _read_pdus(sock: socket.socket, framer: smpp.Framer, count: int) -> list:
+    pdus: list = []
+    while len(pdus) < count:
+        pdus += [smpp.parse(raw) for raw in framer.feed(sock.recv(65536))]
+    return pdus
+
+
+def test_a_cut_still_reads_the_answers_that_came_with_it_so_nothing_comes_twice(lab_factory):
+    """The SMSC cuts Peter's link at a request that came in one write just before his deliver_sm_resp:
+    the answer is still taken, so the message is not delivered to him a second time."""
+    lab = lab_factory(devices="mary")
+    peter, framer = socket.create_connection(address(lab.lab.endpoints()["smpp"]), timeout=10), smpp.Framer()
+    peter.sendall(smpp.encode(smpp.make("bind_transceiver", 1, system_id="15550201", password="iwlab",
+                                        system_type="", interface_version=0x34, addr_ton=0, addr_npi=0,
+                                        address_range="")))
+    assert _read_pdus(peter, framer, 1)[0].command == "bind_transceiver_resp"
+    assert command(lab, "smsc drop-every 2") == "SMSC cuts a link at 1 request in 2"
+    peter.sendall(smpp.encode(smpp.make("enquire_link", 2)))          # his first request: taken
+    assert _read_pdus(peter, framer, 1)[0].command == "enquire_link_resp"
+    mary = lab.lab.device("mary")
+    lab.run(mary.send_message(lab.lab.topology.user("peter"), "only once"), timeout=30)
+    [deliver] = _read_pdus(peter, framer, 1)
+    assert deliver.command == "deliver_sm" and deliver.short_message == b"only once"
+    # One write: his second request, at which the SMSC cuts, then the answer to the delivery.
+    peter.sendall(smpp.encode(smpp.make("enquire_link", 3))
+                  + smpp.encode(smpp.make("deliver_sm_resp", deliver.sequence, message_id="")))
+    assert closed_by_peer(peter) == b""
+    peter.close()
+    events = lab.lab.trace.events()
+    assert any(e.summary.startswith("deliver_sm_resp") and e.src == "Peter" for e in events)
+    assert any("cuts this link at 1 request in 2" in e.note for e in events)
+    command(lab, "smsc drop-every 0")
+    again = SmppHandset(lab.lab.endpoints()["smpp"], "15550201")      # he binds again: nothing waits
+    try:
+        lab.run(until(lambda: lab.lab.smsc.pending("15550201") == 0, 10, "nothing held for Peter"), timeout=20)
+        assert again.received.empty()
+    finally:
+        again.close()

@@ -158,8 +158,14 @@ class SmppSession(SmppServerConnection):
 
     def _cut_by_condition(self, pdu: Any, raw: bytes) -> bool:
         """The drop-every condition: at every Nth request on a bound link the SMSC cuts it before it
-        takes the request (no answer, no unbind), as a failing link would. Only requests count, so a
-        cut never swallows an answer the SMSC was owed (that would only add a duplicate delivery)."""
+        takes the request (no answer, no unbind), as a failing link would. Only requests count and
+        are refused; answers that came with it are still read (a deliver_sm_resp thrown away would
+        only bring a second delivery), and nothing more is delivered on the link."""
+        if self.cut:
+            if pdu.is_response():
+                return False
+            self.record_in(pdu, raw, {"smpp_seq": str(pdu.sequence)}, "not taken: the SMSC is cutting this link")
+            return True
         every = self.smsc.drop_every
         if not every or not self.mode or pdu.is_response():
             return False
@@ -170,8 +176,8 @@ class SmppSession(SmppServerConnection):
         self.record_in(pdu, raw, {"smpp_seq": str(pdu.sequence)},
                        f"condition: the SMSC cuts this link at 1 request in {every}; this {pdu.command} "
                        "is not taken (no answer): the ESME must rebind and send it again")
-        self.closing = True       # this note says why the link went; no "peer gone" row after it
-        self.abort()
+        self.closing = self.cut = True      # no "peer gone" row after this note, no more deliveries here
+        self.trace.gate.follow(self.abort)  # after this chunk's answers (abort's connection_lost comes later)
         return True
 
     def garbled_response(self, sequence: int) -> None:
