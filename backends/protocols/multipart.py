@@ -73,7 +73,7 @@ def parse_multipart(content_type: str, body: bytes) -> list[Part]:
         raise MultipartError("multipart/mixed with no parts")
     if len(payload) > MAX_PARTS:
         raise MultipartError(f"more than {MAX_PARTS} body parts", 413)
-    return [_part(item) for item in payload]
+    return [_part(item) for item in payload if isinstance(item, Message)]
 
 
 def _parse(data: bytes) -> Message:

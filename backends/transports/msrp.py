@@ -49,6 +49,7 @@ class MsrpSession:
         self._queue: list[MsrpRequest] = []     # written once the connection is bound, in order
         self.responses: dict[str, MsrpResponse] = {}   # transaction id -> response (for checks)
         self.reports: list[MsrpRequest] = []
+        self.sender = ""      # the CPIM From of the message being handed to on_message ("" if not CPIM): a group's author
         self.closed = False
 
     @property
@@ -96,6 +97,7 @@ class MsrpSession:
             self._write(msrp.report_for(req, total=len(body)))
         content_type = (req.content_type or "").split(";", 1)[0].strip().lower()
         text = body.decode("utf-8", "replace")
+        self.sender = ""
         if content_type == "message/cpim":
             try:
                 cpim = parse_cpim(body)
@@ -104,7 +106,7 @@ class MsrpSession:
             else:
                 if cpim.is_imdn:
                     return
-                text, content_type = cpim.text, cpim.content_type
+                text, content_type, self.sender = cpim.text, cpim.content_type, cpim.sender
         if self.on_message:
             self.on_message(self, text, content_type, req.message_id or "")
 
@@ -322,12 +324,14 @@ class MsrpListener:
         self._server: asyncio.Server | None = None
         self._connections: set[MsrpConnection] = set()
         self.guard = ConnectionGuard(f"{local_name} MSRP")
+        self._starting = asyncio.Lock()     # two sessions answered at once start one server, not two
 
     async def start(self, port: int = 0) -> int:
-        if self._server is None:
-            loop = asyncio.get_running_loop()
-            self._server = await loop.create_server(self.guard.factory(self._new_connection), self.host, port)
-            self.port = self._server.sockets[0].getsockname()[1]
+        async with self._starting:
+            if self._server is None:
+                loop = asyncio.get_running_loop()
+                self._server = await loop.create_server(self.guard.factory(self._new_connection), self.host, port)
+                self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
     async def stop(self) -> None:

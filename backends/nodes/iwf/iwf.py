@@ -19,6 +19,7 @@ from iwlab.backends.directory import NodeDirectory
 from iwlab.backends.nodes.iwf.content import Put
 from iwlab.backends.nodes.iwf.cpm_leg import Answer, CpmLeg, Origin
 from iwlab.backends.nodes.iwf.email_leg import EmailLeg
+from iwlab.backends.nodes.iwf.groups import IwfGroups
 from iwlab.backends.nodes.iwf.session import SessionRules
 from iwlab.backends.nodes.iwf.sessions import SESSION_METHODS, IwfSessions
 from iwlab.backends.nodes.iwf.sms_leg import SmsLeg
@@ -83,6 +84,9 @@ class Iwf:
         self.sessions = IwfSessions(rules=SessionRules.of(account), cpm=self.cpm, sms=self.sms, email=self.email,
                                     topology=topology, threads=self.threads, host=host, name=name, trace=trace,
                                     nodes=nodes)
+        # Group chats: the IWF joins for legacy members a focus invites (groups.py).
+        self.groups = IwfGroups(cpm=self.cpm, sms=self.sms, email=self.email, topology=topology, threads=self.threads,
+                                rules=SessionRules.of(account), listener=self.sessions.listener, host=host)
 
     # -- lifecycle ------------------------------------------------------------
     async def start(self, sip_port: int, *, hosts: list[str] | None = None, tls: ssl.SSLContext | None = None,
@@ -97,6 +101,7 @@ class Iwf:
 
     async def stop(self) -> None:
         self.sip.close()      # accept nothing more; what is open is closed below
+        self.groups.stop()
         await self.sessions.stop()
         self.sms.stop_sending()
         self.cpm.stop()
@@ -116,10 +121,10 @@ class Iwf:
 
     # -- wiring the legs ------------------------------------------------------------
     def _sms_for_session(self, sms: smstext.IncomingSms) -> bool:
-        return self.sessions.take_sms(sms)
+        return self.groups.take_sms(sms) or self.sessions.take_sms(sms)
 
     def _email_for_session(self, incoming: mail.IncomingEmail, recipient_address: str) -> bool:
-        return self.sessions.take_email(incoming, recipient_address)
+        return self.groups.take_email(incoming) or self.sessions.take_email(incoming, recipient_address)
 
     def _cpm_refused(self, req: SipRequest, response: SipResponse, origin: Origin | None) -> None:
         """A request of ours the CPM side would not take: its sender hears why, by the technology
@@ -143,7 +148,7 @@ class Iwf:
         if message.method == "MESSAGE":
             self._cpm_message(conn, message)
         elif message.method in SESSION_METHODS:
-            self.sessions.on_request(conn, message)
+            (self.groups if self.groups.owns(message) else self.sessions).on_request(conn, message)
         elif message.method == "OPTIONS":
             respond(conn, message, 200, "OK")
         elif message.method != "ACK":

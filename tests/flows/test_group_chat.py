@@ -1,0 +1,165 @@
+"""Group chat with SMS and email members (issue 17 item 1), driven through sockets by real clients.
+
+Mary is a raw SIP client and a raw MSRP client; she asks her operator's conference factory for a
+group (RFC 5366: an INVITE with her SDP offer and a resource list). Peter is a real smpplib client
+bound as 15550201, John is stdlib smtplib and his Maildir. In between: CPM-A, its focus (Focus-A),
+CPM-B, the IWF (joining for Peter and John), the SMSC, the mail server.
+"""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from iwlab.backends.protocols import sdp
+from iwlab.backends.protocols.cpim import parse_cpim
+from iwlab.backends.protocols.sip import SipResponse, uri_of
+from tests.helpers.mail_client import JohnsInbox, john_writes, text_of
+from tests.helpers.raw_sip import RawSipClient
+from tests.helpers.raw_smpp import SmppHandset
+from tests.helpers.sessions import SESSION_SERVICE, RawMsrpClient, answer_sms, final, in_dialog, sms_text
+from tests.helpers.sip_client import MARY, received_text
+
+FACTORY = "sip:conference-factory@cpm-a.lab"
+PETER, JOHN = "tel:+15550201", "tel:+15550202"
+LIST = (b'<?xml version="1.0" encoding="UTF-8"?>\r\n'
+        b'<resource-lists xmlns="urn:ietf:params:xml:ns:resource-lists">\r\n<list>\r\n'
+        b'<entry uri="tel:+15550201"/>\r\n<entry uri="tel:+15550202"/>\r\n</list>\r\n</resource-lists>\r\n')
+
+
+def group_invite(mary: RawSipClient, offer: bytes, *, resource_list: bytes = LIST,
+                 require: str = "recipient-list-invite") -> str:
+    """Mary's INVITE to the factory, written by hand: multipart/mixed with her SDP and the list."""
+    body = (b"--b1\r\nContent-Type: application/sdp\r\n\r\n" + offer + b"\r\n"
+            b"--b1\r\nContent-Type: application/resource-lists+xml\r\nContent-Disposition: recipient-list\r\n\r\n"
+            + resource_list + b"\r\n--b1--\r\n")
+    extra = [f"Contact: <sip:mary@{mary.local[0]}:{mary.local[1]};transport=tcp>",
+             f"P-Preferred-Service: {SESSION_SERVICE}", f"Conversation-ID: {uuid.uuid4().hex}"]
+    if require:
+        extra.append(f"Require: {require}")
+    return mary.request("INVITE", FACTORY, from_uri=MARY, to_uri=FACTORY, body=body,
+                        content_type="multipart/mixed;boundary=b1", extra=extra)
+
+
+def mary_hears(media: RawMsrpClient) -> tuple[str, str]:
+    """The next group message on Mary's MSRP: (its author's URI, its text)."""
+    cpim = parse_cpim(media.next_text().encode())
+    return uri_of(cpim.sender), cpim.text
+
+
+@pytest.fixture
+def group_lab(lab_factory):
+    clients: list = []
+
+    def start():
+        lab = lab_factory(devices="none")
+        endpoints = lab.lab.endpoints()
+        mary = RawSipClient(endpoints["sip"]["cpm-a.lab"])
+        assert mary.register(MARY, "cpm-a.lab").status == 200
+        peter = SmppHandset(endpoints["smpp"], "15550201")
+        media = RawMsrpClient()
+        clients.extend([mary, peter, media])
+        return lab, mary, peter, media, JohnsInbox(lab)
+    yield start
+    for client in clients:
+        client.close()
+
+
+def test_mary_peter_and_john_chat_in_one_group(group_lab):
+    lab, mary, peter, media, john = group_lab()
+    call_id = group_invite(mary, media.offer())
+    ok = final(mary, call_id)
+    assert ok.status == 200, ok.reason
+    assert "isfocus" in ok.headers.get("Contact")
+    in_dialog(mary, "ACK", ok, 1)
+    media.connect(sdp.parse_sdp(ok.body))
+
+    # The IWF joins for each, gives Peter a number of the group's own, tells both who is in it and how to leave.
+    invitation = peter.next_message()
+    group_number = invitation.source_addr.decode()
+    assert group_number in {"15550290", "15550291", "15550292", "15550293"}
+    text = received_text(invitation)
+    assert "Mary added you to a group chat" in text and "John" in text and "END" in text and group_number in text
+    welcome = john.next()
+    assert "Mary added you to a group chat" in text_of(welcome) and "Peter" in text_of(welcome)
+    joined = {mary_hears(media)[1], mary_hears(media)[1]}
+    assert joined == {"Peter joined the group.", "John joined the group."}
+    # Whoever joined first hears of the other's joining, before anything else: set aside as it comes.
+    notices: list[str] = []
+    peter_reads = skipping_join_notices(lambda: sms_text(peter), notices)
+    john_reads = skipping_join_notices(lambda: text_of(john.next()), notices)
+
+    # Mary -> both, in her order; Peter's replies to the group number -> Mary over MSRP and John by email.
+    for n in range(3):
+        media.send(f"Mary {n}")
+    assert [peter_reads() for _ in range(3)] == [f"Mary: Mary {n}" for n in range(3)]
+    assert [john_reads() for _ in range(3)] == [f"Mary: Mary {n}" for n in range(3)]
+    assert notices in (["John joined the group."], ["Peter joined the group."])
+    for n in range(3):
+        answer_sms(peter, f"Peter {n}", to=group_number)
+    assert [mary_hears(media) for _ in range(3)] == [(PETER, f"Peter {n}") for n in range(3)]
+    assert [text_of(john.next()) for _ in range(3)] == [f"Peter: Peter {n}" for n in range(3)]
+
+    # John answers in the group's thread: to Mary over MSRP, to Peter from the group number.
+    thread = welcome["Message-ID"]
+    for n in range(2):
+        john_writes(lab, f"John {n}", subject=f"Re: {welcome['Subject']}", in_reply_to=thread)
+    assert [mary_hears(media) for _ in range(2)] == [(JOHN, f"John {n}") for n in range(2)]
+    for n in range(2):
+        sms = peter.next_message()
+        assert sms.source_addr.decode() == group_number
+        assert received_text(sms) == f"John: John {n}"
+
+    # Peter leaves; then Mary ends the group, and John is told.
+    answer_sms(peter, "END", to=group_number)
+    assert sms_text(peter) == "You left the group chat."
+    assert mary_hears(media)[1] == "Peter left the group."
+    assert text_of(john.next()) == "Peter left the group."
+    in_dialog(mary, "BYE", ok, 2)
+    assert final(mary, call_id, "BYE").status == 200
+    assert text_of(john.next()) == "Mary left; the group chat has ended."
+    assert text_of(john.next()) == "The group chat has ended."
+
+    # The focus is a node on the ladder: Mary's INVITE reaches it through CPM-A, its own go out through CPM-A.
+    events = lab.lab.trace.events()
+    assert any(e.src == "CPM-A" and e.dst == "Focus-A" and e.summary.startswith("INVITE") for e in events)
+    assert any(e.src == "Focus-A" and e.dst == "CPM-A" and e.summary.startswith("INVITE") for e in events)
+    assert any(e.dst == "Focus-A" and e.protocol == "MSRP" and e.summary.startswith("SEND") for e in events)
+
+
+def skipping_join_notices(read, notices: list[str]):
+    def next_text() -> str:
+        text = read()
+        while text.endswith(" joined the group."):
+            notices.append(text)
+            text = read()
+        return text
+    return next_text
+
+
+@pytest.mark.parametrize("require, resource_list, status", [
+    ("", LIST, 200),                                     # Require is the client's duty; the list is still read
+    ("recipient-list-invite, x-unknown", LIST, 420),     # an option the focus does not know
+    ("recipient-list-invite", LIST.replace(b"</list>", b""), 400),     # not well-formed
+    ("recipient-list-invite", b'<!DOCTYPE r [<!ENTITY a "a">]>' + LIST[39:], 400),
+])
+def test_the_factory_refuses_what_it_cannot_use_with_the_sip_answer(group_lab, require, resource_list, status):
+    lab, mary, peter, media, john = group_lab()
+    call_id = group_invite(mary, media.offer(), resource_list=resource_list, require=require)
+    response = final(mary, call_id)
+    assert response.status == status, response.reason
+    if status == 420:
+        assert response.headers.get("Unsupported") == "x-unknown"
+    if status == 200:
+        in_dialog(mary, "ACK", response, 1)
+        in_dialog(mary, "BYE", response, 2)
+        assert final(mary, call_id, "BYE").status == 200
+
+
+def test_a_plain_invite_to_the_factory_is_unsupported_media(group_lab):
+    lab, mary, peter, media, john = group_lab()
+    call_id = mary.request("INVITE", FACTORY, from_uri=MARY, to_uri=FACTORY, body=media.offer(),
+                           content_type="application/sdp", extra=["Require: recipient-list-invite"])
+    response = final(mary, call_id)
+    assert isinstance(response, SipResponse) and response.status == 415
+    assert "application/resource-lists+xml" in response.headers.get_all("Accept")
