@@ -13,9 +13,14 @@ from iwlab.backends.protocols.multipart import MultipartError, Part, build_multi
 from iwlab.backends.protocols.resource_lists import Entry, ResourceListError, build_resource_list, parse_resource_list
 
 OPTION_TAG = "recipient-list-invite"
+FACTORY_USER = "conference-factory"     # sip:conference-factory@<domain>: where a group chat is asked for
 RESOURCE_LISTS = "application/resource-lists+xml"
 DISPOSITION = "recipient-list"
 UNDERSTOOD = ("application/sdp", RESOURCE_LISTS)
+
+
+def factory_uri(domain: str) -> str:
+    return f"sip:{FACTORY_USER}@{domain}"
 
 
 class RecipientListError(ValueError):

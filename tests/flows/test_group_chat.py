@@ -7,10 +7,13 @@ CPM-B, the IWF (joining for Peter and John), the SMSC, the mail server.
 """
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import pytest
 
+from iwlab.backends.lab.scenarios import ScenarioError, ScenarioRun, load_requirements, load_scenarios, requirement_verdicts
+from iwlab.backends.nodes.conference.group import Group
 from iwlab.backends.protocols import sdp
 from iwlab.backends.protocols.cpim import parse_cpim
 from iwlab.backends.protocols.sip import SipResponse, uri_of
@@ -163,3 +166,54 @@ def test_a_plain_invite_to_the_factory_is_unsupported_media(group_lab):
     response = final(mary, call_id)
     assert isinstance(response, SipResponse) and response.status == 415
     assert "application/resource-lists+xml" in response.headers.get_all("Accept")
+
+
+# -- the scenario's verdict fails when the group breaks (its positive side: tests/flows/test_scenarios.py) ----
+GROUP = load_scenarios()["IOP-xxx-1-group"]
+
+
+def test_a_focus_that_forgets_legacy_members_fails_the_group_verdict(lab_factory, monkeypatch):
+    """The focus relays only to CPM members: Peter and John never get Mary's text."""
+    lab = lab_factory()
+    original = Group.relay
+
+    def cpm_only(self, author, text):
+        saved, self.members = self.members, [m for m in self.members if m.is_owner or m is author]
+        try:
+            return original(self, author, text)
+        finally:
+            self.members = saved
+    monkeypatch.setattr(Group, "relay", cpm_only)
+    run = ScenarioRun(lab.lab, GROUP, timeout=5.0)
+    with pytest.raises(ScenarioError, match="peter receiving 'Mary: Hello") as raised:   # nothing for him to answer
+        lab.run(run.play(), timeout=90)
+    verdict = run.failed(str(raised.value))
+    assert requirement_verdicts([verdict], load_requirements())["CPM-IOP-xxx-1"][0] == "failed", verdict.report()
+    [mary_check] = [r for r in verdict.results if r.check.params.get("from") == "mary"]
+    assert not mary_check.passed and mary_check.evidence
+    assert "Peter got [], expected ['Mary: Hello Peter and John, one chat for the three of us']" in mary_check.detail
+
+
+def test_a_focus_that_reorders_an_author_fails_the_group_verdict(lab_factory, monkeypatch):
+    """The focus holds an author's first message back until the second: everything arrives, out of order."""
+    lab = lab_factory()
+    held: list[str] = []
+    original = Group.relay
+
+    def swapping(self, author, text):
+        if not author.is_owner:
+            return original(self, author, text)
+        if not held:
+            held.append(text)
+            return 0
+        original(self, author, text)
+        return original(self, author, held.pop())
+    monkeypatch.setattr(Group, "relay", swapping)
+    texts = ["first of two", "second of two"]
+    steps = [GROUP.steps[0]] + [dataclasses.replace(GROUP.steps[1], text=t) for t in texts] + [GROUP.steps[-1]]
+    check = dataclasses.replace(GROUP.checks[0], params={**GROUP.checks[0].params, "texts": texts})
+    verdict = lab.run(ScenarioRun(lab.lab, dataclasses.replace(GROUP, steps=steps, checks=[check]),
+                                  timeout=5.0).play(), timeout=90)
+    [result] = verdict.results
+    assert not result.passed and result.decided_failure, verdict.report()
+    assert "Peter got ['Mary: second of two', 'Mary: first of two']" in result.detail

@@ -9,14 +9,10 @@ from __future__ import annotations
 import secrets
 
 from iwlab.backends.protocols import sip
+from iwlab.backends.protocols.recipient_list import FACTORY_USER
 from iwlab.backends.protocols.sip import SipParseError, SipRequest
 
-FACTORY_USER = "conference-factory"
 GROUP_PREFIX = "group-"
-
-
-def factory_uri(domain: str) -> str:
-    return f"sip:{FACTORY_USER}@{domain}"
 
 
 def new_group_uri(domain: str) -> str:

@@ -158,9 +158,10 @@ class IwfGroups:
         respond(conn, req, 200, "OK", to_tag=member.local_tag, body=answer.to_bytes(),
                 content_type="application/sdp", session=member,
                 note=f"operator policy: the IWF joins the group for {invitee.name} ({member.via})")
-        others = [name for name in roster if name != invitee.name] or ["the group"]
         who = inviter.name if inviter else "Someone"
-        self.table.tell(member, f"{who} added you to a group chat with {', '.join(others)}. Your {how}")
+        others = [name for name in roster if name not in (invitee.name, who)]
+        self.table.tell(member, f"{who} added you to a group chat" + (f" with {', '.join(others)}" if others else "")
+                        + f". Your {how}")
 
     def _free_number(self, invitee: User) -> str | None:
         """A pool number this member has for no other open group and no pool thread."""
