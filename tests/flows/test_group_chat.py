@@ -217,3 +217,26 @@ def test_a_focus_that_reorders_an_author_fails_the_group_verdict(lab_factory, mo
     [result] = verdict.results
     assert not result.passed and result.decided_failure, verdict.report()
     assert "Peter got ['Mary: second of two', 'Mary: first of two']" in result.detail
+
+
+def test_two_groups_give_peter_two_numbers_and_each_reply_finds_its_group(group_lab):
+    lab, mary, peter, media, john = group_lab()
+    only_peter = LIST.replace(b'<entry uri="tel:+15550202"/>\r\n', b"")
+    second_media = RawMsrpClient()
+    try:
+        numbers = []
+        for client in (media, second_media):
+            ok = final(mary, group_invite(mary, client.offer(), resource_list=only_peter))
+            in_dialog(mary, "ACK", ok, 1)
+            client.connect(sdp.parse_sdp(ok.body))
+            invitation = peter.next_message()
+            assert "Mary added you to a group chat." in received_text(invitation)    # nobody else in it
+            numbers.append(invitation.source_addr.decode())
+            assert mary_hears(client)[1] == "Peter joined the group."
+        assert len(set(numbers)) == 2
+        answer_sms(peter, "to the second", to=numbers[1])
+        answer_sms(peter, "to the first", to=numbers[0])
+        assert mary_hears(second_media) == (PETER, "to the second")
+        assert mary_hears(media) == (PETER, "to the first")
+    finally:
+        second_media.close()

@@ -80,7 +80,7 @@ class IwfGroups:
                 self.table.respond(conn, req, 481, "Call/Transaction Does Not Exist")
                 return
             self.table.respond(conn, req, 200, "OK", note=f"the group chat ended: {member.legacy_name} is told")
-            self.table.finish(member, SessionState.ENDED)
+            self._finish(member, SessionState.ENDED)
             self.table.tell(member, "The group chat has ended.")
         elif req.method == "CANCEL":
             self.table.respond(conn, req, 200, "OK")     # we answer at once: nothing rings
@@ -139,6 +139,7 @@ class IwfGroups:
                 return
             member.legacy_number, member.sms_source = invitee.msisdn or "", number
             self.by_number[(member.legacy_number, number)] = member
+            self._threads.reserve(member.legacy_number, number)
             how = f"texts you send to this number (+{number}) go to everyone; send {self._rules.end_word} to leave."
         self.table.add(member)
         await self._listener.start()      # started by the first session that needs it
@@ -150,7 +151,7 @@ class IwfGroups:
             answer = sdp.answer(offer, host=self._host, port=self._listener.port, path=msrp_session.local_uri)
         except sdp.SdpError as exc:
             msrp_session.close()
-            self.table.finish(member, SessionState.FAILED)
+            self._finish(member, SessionState.FAILED)
             respond(conn, req, exc.status, exc.reason[:100], to_tag=member.local_tag)
             return
         member.msrp = msrp_session
@@ -164,13 +165,18 @@ class IwfGroups:
                         + f". Your {how}")
 
     def _free_number(self, invitee: User) -> str | None:
-        """A pool number this member has for no other open group and no pool thread."""
+        """A pool number this member has for no other group and no pool thread."""
         digits = invitee.msisdn or ""
         for number in self._threads.pool:
-            taken = self.by_number.get((digits, number))
-            if (taken is None or not taken.open) and self._threads.pool_owner(digits, number) is None:
+            if not self._threads.is_reserved(digits, number) and self._threads.pool_owner(digits, number) is None:
                 return number
         return None
+
+    def _finish(self, member: IwfSession, state: SessionState) -> None:
+        """The membership ends: its group number is free again."""
+        self.table.finish(member, state)
+        if member.legacy_number:
+            self._threads.release(member.legacy_number, member.sms_source)
 
     # -- messages -------------------------------------------------------------------------------
     def _to_member(self, member: IwfSession):
@@ -213,7 +219,7 @@ class IwfGroups:
 
     def _from_member(self, member: IwfSession, text: str, forward: str | None = None) -> None:
         if self._rules.is_end(text):
-            self.table.finish(member, SessionState.ENDED)
+            self._finish(member, SessionState.ENDED)
             self.table.spawn(self.table.send_in_dialog(
                 member, "BYE", note=f"{member.legacy_name} sent {self._rules.end_word} by {member.via}: leaves the group"))
             self.table.tell(member, "You left the group chat.")
