@@ -88,7 +88,8 @@ class ChatSession:
         return self._state.is_open
 
     def describe(self) -> str:
-        line = f"Session with {self.peer_name}: {self.state.value}"
+        line = (f"Group chat with {', '.join(m.name for m in self.members)}" if self.members
+                else f"Session with {self.peer_name}") + f": {self.state.value}"
         if self.state is SessionState.ESTABLISHED:
             line += f" — {self.transport}"
         elif self.reason:
@@ -158,7 +159,7 @@ class CpmSessions:
         """Invite a person to a chat session; returns once the invitation is answered (or fails)."""
         peer_uri, peer_name = self._peer(peer)
         if members:
-            peer_name = "Group: " + ", ".join(m.name for m in members)
+            peer_name = "Group: " + ", ".join(m.name for m in members)     # its conversation's name
         call_id = sip.new_call_id(self.device.domain)
         session = ChatSession(call_id, "out", peer_uri, peer_name,
                               conversation_id=self.device.conversation_with(peer_uri) if not members

@@ -52,7 +52,7 @@ class ConferenceFocus:
         """cpm_address: the operator's CPM server, where the focus's own invitations go."""
         self.operator = operator
         self.topology = topology
-        self.name = f"Focus-{operator.id}"
+        self.name = operator.focus_name
         self.domain = operator.cpm_domain
         self.host = host
         self._trace = trace

@@ -47,3 +47,15 @@ def test_an_invitation_from_a_focus_says_isfocus_in_its_contact():
     assert not from_focus(invite("<sip:isfocus@cpm-a.lab;isfocus>"))      # a URI parameter is not the header's
     assert not from_focus(invite("<sip:mary@127.0.0.1:5070;transport=tcp>"))
     assert not from_focus(invite(""))
+
+
+def test_step_mode_tells_what_the_focus_hops_do():
+    from iwlab.backends.gate import Hop
+    from iwlab.backends.lab.hop_stories import HopStories
+    from iwlab.backends.topology import load_topology
+    stories = HopStories(load_topology())
+    assert stories.role("Focus-A") == "focus" and stories.role("Focus-B") == "focus"
+    assert "conference factory" in stories.story(Hop("CPM-A", "Focus-A", "SIP", "INVITE")).why
+    assert "isfocus" in stories.story(Hop("Focus-A", "CPM-A", "SIP", "200 INVITE")).why
+    assert "author" in stories.story(Hop("Focus-A", "IWF", "MSRP", "SEND")).why
+    assert "author" not in stories.story(Hop("Mary", "IWF", "MSRP", "SEND")).why
