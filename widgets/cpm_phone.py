@@ -229,7 +229,9 @@ class CpmPhone(QFrame):
             return   # an old session's late news does not hide the live one
         self.session = session
         if session.state is SessionState.INCOMING:
-            self.session_banner_label.setText(f"{session.peer_name} invites you to a chat session")
+            self.session_banner_label.setText(
+                f"{session.peer_name} invites you to a group chat with {', '.join(m.name for m in session.members)}"
+                if session.members else f"{session.peer_name} invites you to a chat session")
             self.session_banner.show()
         else:
             self.session_banner.hide()

@@ -20,6 +20,7 @@ from iwlab.backends.devices.events import SessionChanged, SessionMessageAdded
 from iwlab.backends.devices.session_state import IllegalTransition, SessionState
 from iwlab.backends.protocols import recipient_list, sdp, sip
 from iwlab.backends.protocols.cpim import CPM_SESSION_SERVICE, CpimMessage
+from iwlab.backends.protocols.multipart import is_multipart_mixed
 from iwlab.backends.protocols.resource_lists import Entry
 from iwlab.backends.protocols.sip import (
     SipParseError,
@@ -335,8 +336,16 @@ class CpmSessions:
     def _incoming(self, conn: SipConnection, req: SipRequest) -> None:
         peer_uri = sip.uri_of(req.headers.get("From"))
         peer = self.device.topology.user_by_uri(peer_uri)
+        roster: list[User] = []
         try:
-            offer = sdp.parse_sdp(req.body)
+            body = req.body
+            if is_multipart_mixed(req.headers.get("Content-Type")):   # a focus's: the SDP beside the group's roster
+                listed = recipient_list.parse_body(req.headers.get("Content-Type"), req.body)
+                body, roster = listed.sdp, self._members_of(listed.recipients)
+            offer = sdp.parse_sdp(body)
+        except recipient_list.RecipientListError as exc:
+            conn.send(make_response(req, exc.status, f"Recipient list: {exc.reason}"[:80], to_tag=sip.new_tag()))
+            return
         except sdp.SdpError as exc:
             conn.send(make_response(req, exc.status, f"Unusable SDP: {exc.reason}"[:80], to_tag=sip.new_tag()))
             return
@@ -351,12 +360,17 @@ class CpmSessions:
                               remote_tag=sip.from_tag(req),
                               remote_target=sip.uri_of(req.headers.get("Contact")) or peer_uri,
                               route_set=req.headers.get_all("Record-Route"), invite=req, invite_conn=conn,
-                              offer=offer)
+                              offer=offer, members=roster)
         self.sessions[session.call_id] = session
         response = make_response(req, 180, "Ringing", to_tag=session.local_tag)
         self._dialog_headers(response, req, conn)
         conn.send(response)
         self._announce(session)
+
+    def _members_of(self, entries: list[Entry]) -> list[User]:
+        """The others in a group we are invited to (the roster names us too); people the lab does not know are left out."""
+        users = [self.device.topology.user_by_uri(entry.uri) for entry in entries]
+        return [user for user in users if user is not None and user.id != self.device.user.id]
 
     def _dialog_headers(self, response: SipResponse, req: SipRequest, conn: SipConnection) -> None:
         for route in req.headers.get_all("Record-Route"):

@@ -22,6 +22,7 @@ from tests.helpers.raw_sip import RawSipClient
 from tests.helpers.raw_smpp import SmppHandset
 from tests.helpers.sessions import SESSION_SERVICE, RawMsrpClient, answer_sms, final, in_dialog, sms_text
 from tests.helpers.sip_client import MARY, received_text
+from tests.helpers.waiting import wait_until
 
 FACTORY = "sip:conference-factory@cpm-a.lab"
 PETER, JOHN = "tel:+15550201", "tel:+15550202"
@@ -240,3 +241,40 @@ def test_two_groups_give_peter_two_numbers_and_each_reply_finds_its_group(group_
         assert mary_hears(media) == (PETER, "to the first")
     finally:
         second_media.close()
+
+
+def test_a_cpm_member_is_invited_by_the_focus_and_sees_the_group(lab_factory, topology):
+    """Peter with a CPM phone (this lab's simulated one): the focus's invitation rings on it, with the
+    group's roster; he accepts, and the group's messages show their authors."""
+    peter_user = topology.user("peter")
+    peter_user.device, peter_user.sip, peter_user.cpm_registered, peter_user.cpm_capable = \
+        "cpm", "sip:peter@cpm-b.lab", True, True
+    lab = lab_factory(devices="peter")
+    phone = lab.lab.device("peter")
+    wait_until(lambda: phone.registered, 10, "Peter's phone registered")
+    mary = RawSipClient(lab.lab.endpoints()["sip"]["cpm-a.lab"])
+    media = RawMsrpClient()
+    try:
+        assert mary.register(MARY, "cpm-a.lab").status == 200
+        with_peter = LIST.replace(b"tel:+15550201", b"sip:peter@cpm-b.lab")
+        ok = final(mary, group_invite(mary, media.offer(), resource_list=with_peter))
+        in_dialog(mary, "ACK", ok, 1)
+        media.connect(sdp.parse_sdp(ok.body))
+        sessions = phone.sessions
+        wait_until(lambda: sessions.sessions, 10, "the focus's invitation on Peter's phone")
+        [session] = sessions.sessions.values()
+        assert session.peer_name == "Mary's group" and [m.name for m in session.members] == ["Mary", "John"]
+        lab.run(sessions.accept(session))
+        assert {mary_hears(media)[1] for _ in range(2)} == {"Peter joined the group.", "John joined the group."}
+        media.send("Hello Peter's phone")
+        wait_until(lambda: any(m.text == "Mary: Hello Peter's phone" for m in session.messages), 10,
+                   "Mary's text on Peter's phone, with her name")
+        lab.run(_call(sessions.send, session, "Hi from my phone"))
+        assert mary_hears(media) == ("sip:peter@cpm-b.lab", "Hi from my phone")
+    finally:
+        mary.close()
+        media.close()
+
+
+async def _call(fn, *args):
+    return fn(*args)

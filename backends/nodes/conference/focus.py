@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 Address = tuple[str, int]
 SUPPORTED = (recipient_list.OPTION_TAG,)
 INVITE_TIMEOUT = 200.0     # RFC 3261 Timer C: a person (or an IWF's policy) answers
+FORGET_AFTER = 64.0        # seconds an ended group still answers (64*T1, as SIP keeps a transaction)
 
 
 class ConferenceFocus:
@@ -306,3 +307,11 @@ class ConferenceFocus:
             member.state = MemberState.LEFT
             if not member.is_owner:
                 self._spawn(self._bye(group, member, note=f"{group.name} has ended"))
+        # Late requests (a BYE crossing ours) are still answered a while, then the group is forgotten.
+        asyncio.get_running_loop().call_later(FORGET_AFTER, self._forget, group)
+
+    def _forget(self, group: Group) -> None:
+        self.groups.pop(group.uri, None)
+        for member in group.members:
+            if self._members.get(member.call_id, (None,))[0] is group:
+                del self._members[member.call_id]
