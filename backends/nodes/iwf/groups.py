@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 
 from iwlab.backends.nodes.conference.uris import from_focus
+from iwlab.backends.nodes.iwf.admission import admitted
 from iwlab.backends.nodes.iwf.cpm_leg import CpmLeg
 from iwlab.backends.nodes.iwf.email_leg import EmailLeg
 from iwlab.backends.nodes.iwf.session import Direction, IwfSession, SessionRules, SessionState
@@ -29,7 +30,7 @@ from iwlab.backends.protocols import mail, recipient_list, sdp, sip, smstext
 from iwlab.backends.protocols.multipart import is_multipart_mixed
 from iwlab.backends.protocols.recipient_list import RecipientListError
 from iwlab.backends.protocols.sip import SipRequest
-from iwlab.backends.routing import EMAIL, Route
+from iwlab.backends.routing import EMAIL
 from iwlab.backends.topology import Topology, User
 from iwlab.backends.transports.msrp import MsrpListener, MsrpSession
 from iwlab.backends.transports.sip import SipConnection
@@ -93,15 +94,10 @@ class IwfGroups:
 
     async def _join(self, conn: SipConnection, req: SipRequest) -> None:
         respond = self.table.respond
-        route = Route.from_header(req.headers.get(Route.HEADER))
-        if route is None or not route.technology.interworked:
-            respond(conn, req, 403, f"No interworking decision ({Route.HEADER}): "
-                                    "the IWF serves what its CPM server hands on")
+        admission = admitted(conn, req, self._topology, respond)
+        if admission is None:
             return
-        invitee = self._topology.user_by_uri(req.uri)
-        if invitee is None:
-            respond(conn, req, 404, "User Not Found")
-            return
+        route, invitee = admission
         try:
             if is_multipart_mixed(req.headers.get("Content-Type")):
                 body = recipient_list.parse_body(req.headers.get("Content-Type"), req.body)

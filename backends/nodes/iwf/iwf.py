@@ -1,7 +1,7 @@
 """The interworking function of the operator that serves legacy users: the node.
 
 Its CPM server hands it requests for users the routing decision sent to a legacy technology
-(header P-Iwlab-Route, read here, never made here); the IWF admits them and hands each to
+(header P-Iwlab-Route, read in admission.py, never made here); the IWF admits them and hands each to
 its leg: sms_leg.py (an ESME bound to the SMSC), email_leg.py (an SMTP client of the mail
 server), sessions.py (chat sessions, either way). Everything the IWF sends into CPM itself
 (IMDNs, messages from legacy users) goes through cpm_leg.py, in order.
@@ -16,6 +16,7 @@ import ssl
 from typing import Callable
 
 from iwlab.backends.directory import NodeDirectory
+from iwlab.backends.nodes.iwf.admission import admitted
 from iwlab.backends.nodes.iwf.content import Put
 from iwlab.backends.nodes.iwf.cpm_leg import Answer, CpmLeg, Origin
 from iwlab.backends.nodes.iwf.email_leg import EmailLeg
@@ -31,7 +32,7 @@ from iwlab.backends.protocols.sip import (
     SipRequest,
     SipResponse,
 )
-from iwlab.backends.routing import EMAIL, SMS, Route
+from iwlab.backends.routing import EMAIL, SMS
 from iwlab.backends.store import Store
 from iwlab.backends.topology import Operator, Topology
 from iwlab.backends.trace import Trace
@@ -156,15 +157,10 @@ class Iwf:
 
     def _cpm_message(self, conn: SipConnection, req: SipRequest) -> None:
         """Admission of a pager-mode MESSAGE: the route decided upstream, someone to hand it to."""
-        route = Route.from_header(req.headers.get(Route.HEADER))
-        if route is None or not route.technology.interworked:
-            respond(conn, req, 403, f"No interworking decision ({Route.HEADER}): "
-                          "the IWF serves what its CPM server hands on")
+        admission = admitted(conn, req, self.topology, respond)
+        if admission is None:
             return
-        recipient = self.topology.user_by_uri(req.uri)
-        if recipient is None:
-            respond(conn, req, 404, "User Not Found")
-            return
+        route, recipient = admission
         try:   # CPIM from CPM clients, a bare text/plain body from plain softphones
             cpim = message_content(req.headers.get("Content-Type"), req.body, sender=req.headers.get("From") or "",
                                    recipient=req.headers.get("To") or "")
