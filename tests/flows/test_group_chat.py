@@ -278,3 +278,31 @@ def test_a_cpm_member_is_invited_by_the_focus_and_sees_the_group(lab_factory, to
 
 async def _call(fn, *args):
     return fn(*args)
+
+
+def test_a_list_naming_a_focus_makes_no_group_of_groups(group_lab):
+    """The factory itself (or a group) in the list is left out: a focus never invites a focus."""
+    lab, mary, peter, media, john = group_lab()
+    loop = LIST.replace(b'<entry uri="tel:+15550202"/>', b'<entry uri="sip:conference-factory@cpm-a.lab"/>'
+                                                          b'<entry uri="sip:group-0@cpm-b.lab"/>')
+    ok = final(mary, group_invite(mary, media.offer(), resource_list=loop))
+    in_dialog(mary, "ACK", ok, 1)
+    media.connect(sdp.parse_sdp(ok.body))
+    assert mary_hears(media)[1] == "Peter joined the group."
+    assert [e.summary for e in lab.lab.trace.events() if e.src == "Focus-A" and e.summary.startswith("INVITE")] \
+        == ["INVITE tel:+15550201"]
+    assert len(lab.lab.focuses["A"].groups) == 1
+
+
+def test_peters_text_after_the_focus_vanished_is_answered_not_lost(group_lab):
+    lab, mary, peter, media, john = group_lab()
+    only_peter = LIST.replace(b'<entry uri="tel:+15550202"/>\r\n', b"")
+    ok = final(mary, group_invite(mary, media.offer(), resource_list=only_peter))
+    in_dialog(mary, "ACK", ok, 1)
+    media.connect(sdp.parse_sdp(ok.body))
+    number = peter.next_message().source_addr.decode()
+    assert mary_hears(media)[1] == "Peter joined the group."
+    [member] = lab.lab.iwf.groups.table.by_call_id.values()
+    lab.run(_call(member.msrp.close))          # its MSRP connection is gone, and no BYE came
+    answer_sms(peter, "anyone there?", to=number)
+    assert sms_text(peter) == "The group chat cannot be reached any more; your message was not sent."

@@ -170,7 +170,9 @@ class ConferenceFocus:
             respond(conn, req, exc.status, exc.reason[:100])
             return
         group.members.append(owner)
-        invitees = [e for e in body.recipients if self._identity(e.uri) != self._identity(owner_uri)]
+        # Never the inviter herself, nor a focus (a group inviting a factory would make groups without end).
+        invitees = [e for e in body.recipients if self._identity(e.uri) != self._identity(owner_uri)
+                    and not any(uris.is_focus_uri(e.uri, op.cpm_domain) for op in self.topology.operators)]
         for entry in invitees:
             user = self.topology.user_by_uri(entry.uri)
             group.members.append(Member(uri=entry.uri, name=entry.display_name or (user.name if user else entry.uri),

@@ -219,5 +219,8 @@ class IwfGroups:
             self.table.spawn(self.table.send_in_dialog(
                 member, "BYE", note=f"{member.legacy_name} sent {self._rules.end_word} by {member.via}: leaves the group"))
             self.table.tell(member, "You left the group chat.")
-        elif member.msrp is not None and (forward or text).strip():
+        elif member.msrp is None or member.msrp.closed:      # the focus went away without a BYE
+            self._finish(member, SessionState.FAILED)
+            self.table.tell(member, "The group chat cannot be reached any more; your message was not sent.")
+        elif (forward or text).strip():
             member.msrp.send_text(forward or text)
