@@ -20,7 +20,7 @@ MAX_ENTRIES = 32          # the lab's service policy: a group of at most this ma
 MAX_URI = 256
 COPY_CONTROLS = ("to", "cc", "bcc")
 _DECLARED_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*\bencoding\s*=\s*["']([^"']*)["']""")
-_URI = re.compile(r"(?i)(sips?|tel):[^\s<>\"]+")
+_URI = re.compile(r"(?i)(sips?|tel):[\x21\x23-\x3b\x3d\x3f-\x7e]+")   # printable ASCII, no < > " (RFC 3261 25.1)
 
 
 class ResourceListError(ValueError):
@@ -80,9 +80,14 @@ def _safe_root(data: bytes) -> ET.Element:
         raise ResourceListError(f"resource list is not XML: {exc}"[:100]) from None
 
 
+def usable_uri(uri: str) -> bool:
+    """A sip:, sips: or tel: URI a list may name (and a focus may write into one): printable ASCII, bounded."""
+    return len(uri) <= MAX_URI and _URI.fullmatch(uri) is not None
+
+
 def _entry(element: ET.Element) -> Entry:
     uri = (element.get("uri") or "").strip()
-    if not _URI.fullmatch(uri) or len(uri) > MAX_URI:
+    if not usable_uri(uri):
         raise ResourceListError(f"entry with an unusable uri {uri[:40]!r}")
     name_element = element.find(f"{{{NS}}}display-name")
     name = " ".join((name_element.text or "").split()) if name_element is not None else ""

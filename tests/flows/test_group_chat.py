@@ -13,6 +13,7 @@ import uuid
 import pytest
 
 from iwlab.backends.lab.scenarios import ScenarioError, ScenarioRun, load_requirements, load_scenarios, requirement_verdicts
+from iwlab.backends.nodes.conference import focus as focus_module
 from iwlab.backends.nodes.conference.group import Group
 from iwlab.backends.protocols import sdp
 from iwlab.backends.protocols.cpim import parse_cpim
@@ -306,3 +307,22 @@ def test_peters_text_after_the_focus_vanished_is_answered_not_lost(group_lab):
     lab.run(_call(member.msrp.close))          # its MSRP connection is gone, and no BYE came
     answer_sms(peter, "anyone there?", to=number)
     assert sms_text(peter) == "The group chat cannot be reached any more; your message was not sent."
+
+
+def test_an_inviter_who_never_connects_ends_her_group(group_lab, monkeypatch):
+    monkeypatch.setattr(focus_module, "CONNECT_WITHIN", 0.3)
+    lab, mary, peter, media, john = group_lab()
+    only_peter = LIST.replace(b'<entry uri="tel:+15550202"/>\r\n', b"")
+    ok = final(mary, group_invite(mary, media.offer(), resource_list=only_peter))
+    assert ok.status == 200                      # and then no MSRP connection from Mary
+    assert "added you to a group chat" in received_text(peter.next_message())
+    assert sms_text(peter) == "Mary did not connect; the group chat has ended."
+    assert sms_text(peter) == "The group chat has ended."
+
+
+def test_a_focus_holding_its_most_groups_refuses_one_more(group_lab, monkeypatch):
+    monkeypatch.setattr(focus_module, "MAX_GROUPS", 1)
+    lab, mary, peter, media, john = group_lab()
+    assert final(mary, group_invite(mary, media.offer())).status == 200
+    refused = final(mary, group_invite(mary, media.offer()))
+    assert refused.status == 486 and "1 groups" in refused.reason

@@ -27,6 +27,7 @@ from iwlab.backends.nodes.conference.group import Group, Member, MemberState
 from iwlab.backends.protocols import recipient_list, sdp, sip
 from iwlab.backends.protocols.cpim import CPM_SESSION_SERVICE
 from iwlab.backends.protocols.recipient_list import RecipientListError
+from iwlab.backends.protocols.resource_lists import usable_uri
 from iwlab.backends.protocols.sip import SipParseError, SipRequest, SipResponse, make_response
 from iwlab.backends.topology import Operator, Topology
 from iwlab.backends.trace import Trace
@@ -45,6 +46,8 @@ Address = tuple[str, int]
 SUPPORTED = (recipient_list.OPTION_TAG,)
 INVITE_TIMEOUT = 200.0     # RFC 3261 Timer C: a person (or an IWF's policy) answers
 FORGET_AFTER = 64.0        # seconds an ended group still answers (64*T1, as SIP keeps a transaction)
+CONNECT_WITHIN = 32.0      # seconds the inviter has to open her MSRP connection (else the group ends)
+MAX_GROUPS = 1000          # groups one focus holds at once: a flood of factory INVITEs stays bounded
 
 
 class ConferenceFocus:
@@ -138,6 +141,8 @@ class ConferenceFocus:
     # -- a group is made --------------------------------------------------------------------
     def _create(self, conn: SipConnection, req: SipRequest) -> None:
         problem = sip.validate_request(req, supported=SUPPORTED)
+        if not problem and len(self.groups) >= MAX_GROUPS:
+            problem = (486, f"The focus holds {MAX_GROUPS} groups already")
         if problem:
             extra = [("Unsupported", ", ".join(sip.unsupported_options(req, SUPPORTED)))] if problem[0] == 420 else []
             respond(conn, req, *problem, extra_headers=extra)
@@ -153,6 +158,9 @@ class ConferenceFocus:
             respond(conn, req, exc.status, f"Unusable SDP offer: {exc.reason}"[:100])
             return
         owner_uri = sip.uri_of(req.headers.get("P-Asserted-Identity")) or sip.uri_of(req.headers.get("From"))
+        if not usable_uri(owner_uri):     # it goes into every member's roster and every notice
+            respond(conn, req, 400, "From is not a sip:, sips: or tel: URI a group can name")
+            return
         owner_user = self.topology.user_by_uri(owner_uri)
         owner_name = owner_user.name if owner_user else owner_uri
         group = Group(uri=uris.new_group_uri(self.domain), name=f"{owner_name}'s group",
@@ -194,6 +202,14 @@ class ConferenceFocus:
         for member in group.members[1:]:
             self._members[member.call_id] = (group, member)
             self._spawn(self._invite(group, member, owner))
+        asyncio.get_running_loop().call_later(CONNECT_WITHIN, self._connected_or_end, group, owner)
+
+    def _connected_or_end(self, group: Group, owner: Member) -> None:
+        """An inviter who never opens her MSRP connection leaves a group nobody can write to: it ends."""
+        if not group.ended and owner.msrp is not None and not owner.msrp.bound.done():
+            owner.state = MemberState.LEFT
+            owner.msrp.close()
+            self._end(group, f"{owner.name} did not connect; the group chat has ended.")
 
     def _identity(self, uri: str) -> str:
         """The person a URI names (tel: and sip: of the same user are one), for leaving out the inviter."""
