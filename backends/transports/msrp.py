@@ -325,9 +325,11 @@ class MsrpListener:
         self._connections: set[MsrpConnection] = set()
         self.guard = ConnectionGuard(f"{local_name} MSRP")
         self._starting = asyncio.Lock()     # two sessions answered at once start one server, not two
+        self._stopping = False
 
     async def start(self, port: int = 0) -> int:
         async with self._starting:
+            self._stopping = False
             if self._server is None:
                 loop = asyncio.get_running_loop()
                 self._server = await loop.create_server(self.guard.factory(self._new_connection), self.host, port)
@@ -335,12 +337,14 @@ class MsrpListener:
         return self.port
 
     async def stop(self) -> None:
+        self._stopping = True      # what the loop still accepts from now on is closed at once
+        if self._server:
+            self._server.close()
         for session in list(self.sessions.values()):
             session.close()
         for conn in list(self._connections):
             conn.close()
         if self._server:
-            self._server.close()
             await self._server.wait_closed()
             self._server = None
 
@@ -348,6 +352,8 @@ class MsrpListener:
         conn = MsrpConnection(local_name=self.local_name, trace=self.trace, nodes=self.nodes,
                               lookup=self.sessions.get, on_close=self._connections.discard)
         self._connections.add(conn)
+        if self._stopping:     # accepted while the listener stops: no socket outlives it
+            conn.close()
         return conn
 
     def new_session(self, *, call_id: str = "", on_message: MessageCallback | None = None,

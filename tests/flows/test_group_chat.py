@@ -323,6 +323,30 @@ def test_an_inviter_who_never_connects_ends_her_group(group_lab, monkeypatch):
 def test_a_focus_holding_its_most_groups_refuses_one_more(group_lab, monkeypatch):
     monkeypatch.setattr(focus_module, "MAX_GROUPS", 1)
     lab, mary, peter, media, john = group_lab()
-    assert final(mary, group_invite(mary, media.offer())).status == 200
+    ok = final(mary, group_invite(mary, media.offer()))
+    assert ok.status == 200
     refused = final(mary, group_invite(mary, media.offer()))
     assert refused.status == 486 and "1 groups" in refused.reason
+    in_dialog(mary, "ACK", ok, 1)                 # the first group is whole: both joined
+    media.connect(sdp.parse_sdp(ok.body))
+    assert {mary_hears(media)[1] for _ in range(2)} == {"Peter joined the group.", "John joined the group."}
+
+
+def test_the_iwf_joins_no_group_an_outsider_made_up(group_lab):
+    """An INVITE that only looks like a focus's (isfocus, a roster) from outside the lab: the IWF
+    does not join Peter, and he gets no text from the pool."""
+    lab, mary, peter, media, john = group_lab()
+    outsider = RawSipClient(lab.lab.endpoints()["sip"]["cpm-b.lab"])
+    try:
+        body = (b"--b1\r\nContent-Type: application/sdp\r\n\r\n" + media.offer() + b"\r\n--b1\r\n"
+                b"Content-Type: application/resource-lists+xml\r\nContent-Disposition: recipient-list\r\n\r\n"
+                + LIST + b"\r\n--b1--\r\n")
+        for group, referred in (("sip:group-1@evil.test", MARY), ("sip:group-1@cpm-a.lab", "sip:eve@evil.test")):
+            call_id = outsider.request("INVITE", PETER, from_uri=group, to_uri=PETER, body=body,
+                                       content_type="multipart/mixed;boundary=b1",
+                                       extra=[f"Contact: <{group}>;isfocus", f"Referred-By: <{referred}>"])
+            response = final(outsider, call_id)
+            assert response.status == 403 and "conference focuses" in response.reason
+        assert peter.received.empty()
+    finally:
+        outsider.close()

@@ -69,6 +69,7 @@ class ConferenceFocus:
         self.groups: dict[str, Group] = {}             # group URI -> group
         self._members: dict[str, tuple[Group, Member]] = {}   # Call-ID -> (group, member)
         self._link: SipConnection | None = None
+        self._opening = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
 
     @property
@@ -86,6 +87,10 @@ class ConferenceFocus:
         self.sip.close()
         for task in list(self._tasks):
             task.cancel()
+        for group in self.groups.values():
+            for member in group.members:
+                if member.msrp is not None:
+                    member.msrp.close()     # our outgoing MSRP connections too, not only the listener's
         await self.msrp.stop()
         if self._link is not None:
             self._link.close()
@@ -274,13 +279,14 @@ class ConferenceFocus:
         group.notice(f"{member.name} {why}.")
 
     async def _cpm_link(self) -> SipConnection:
-        if self._link is None or not self._link.is_open:
-            address = self._cpm_address()
-            if address is None:
-                raise OSError("the CPM server is not running")
-            self._link = await open_connection(address[0], address[1], self._on_sip, local_name=self.name,
-                                               nodes=self._nodes, annotate=self._trace.annotate)
-        return self._link
+        async with self._opening:     # the invitations of a group go at once: one link, not one each
+            if self._link is None or not self._link.is_open:
+                address = self._cpm_address()
+                if address is None:
+                    raise OSError("the CPM server is not running")
+                self._link = await open_connection(address[0], address[1], self._on_sip, local_name=self.name,
+                                                   nodes=self._nodes, annotate=self._trace.annotate)
+            return self._link
 
     def _in_dialog(self, group: Group, member: Member, method: str, cseq: int | None = None) -> SipRequest:
         """A request in the dialog the focus made with `member` (it is the UAC: From is the group)."""

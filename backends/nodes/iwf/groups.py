@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 
-from iwlab.backends.nodes.conference.uris import from_focus
+from iwlab.backends.nodes.conference.uris import from_focus, is_focus_uri
 from iwlab.backends.nodes.iwf.admission import admitted
 from iwlab.backends.nodes.iwf.cpm_leg import CpmLeg
 from iwlab.backends.nodes.iwf.email_leg import EmailLeg
@@ -56,6 +56,7 @@ class IwfGroups:
         self._link = cpm.another_link(self._on_link_message)
         self.table = SessionTable(link=self._link, sms=sms, email=email, threads=threads, rules=rules)
         self.by_number: dict[tuple[str, str], IwfSession] = {}    # (member's MSISDN, group number) -> his membership
+        self._stopped = False
 
     def set_rules(self, rules: SessionRules) -> None:
         self._rules = rules
@@ -66,13 +67,14 @@ class IwfGroups:
         return is_group_invite(req) or (req.headers.get("Call-ID") or "") in self.table.by_call_id
 
     def stop(self) -> None:
+        self._stopped = True       # an invitation still arriving while the IWF stops starts nothing
         self.table.close()
         self._link.stop()
 
     # -- SIP in ---------------------------------------------------------------------------
     def on_request(self, conn: SipConnection, req: SipRequest) -> None:
         member = self.table.by_call_id.get(req.headers.get("Call-ID") or "")
-        if req.method == "INVITE" and member is None:
+        if req.method == "INVITE" and member is None and not self._stopped:
             self.table.spawn(self._join(conn, req))
         elif req.method == "INVITE":
             self.table.respond(conn, req, 488, "Re-INVITE not supported by the IWF")
@@ -113,6 +115,11 @@ class IwfGroups:
             return
         group_uri = sip.uri_of(req.headers.get("From"))
         inviter = self._topology.user_by_uri(sip.uri_of(req.headers.get("Referred-By")))
+        # Operator policy joins only a lab focus's group, asked for by a lab user: anyone else could
+        # otherwise have the IWF text its SMS users from the pool.
+        if not any(is_focus_uri(group_uri, op.cpm_domain) for op in self._topology.operators) or inviter is None:
+            respond(conn, req, 403, "The IWF joins only groups of this lab's conference focuses, made by its users")
+            return
         member = IwfSession(call_id=req.headers.get("Call-ID") or "", direction=Direction.TO_LEGACY,
                             cpm_user=inviter, cpm_uri=group_uri, legacy_number="", legacy_name=invitee.name,
                             sms_source="", invite=req, invite_conn=conn, offer=offer, remote_tag=sip.from_tag(req),
@@ -121,7 +128,7 @@ class IwfGroups:
                             route_set=req.headers.get_all("Record-Route"),
                             conversation_id=req.headers.get("Conversation-ID") or "")
         if route.technology == EMAIL:
-            if not self._email_reachable or not invitee.email or inviter is None:
+            if not self._email_reachable or not invitee.email:
                 respond(conn, req, 480, f"{invitee.name} has no email this lab can reach for a group")
                 return
             member.legacy_email = invitee.email
@@ -155,7 +162,7 @@ class IwfGroups:
         respond(conn, req, 200, "OK", to_tag=member.local_tag, body=answer.to_bytes(),
                 content_type="application/sdp", session=member,
                 note=f"operator policy: the IWF joins the group for {invitee.name} ({member.via})")
-        who = inviter.name if inviter else "Someone"
+        who = inviter.name
         others = [name for name in roster if name not in (invitee.name, who)]
         self.table.tell(member, f"{who} added you to a group chat" + (f" with {', '.join(others)}" if others else "")
                         + f". Your {how}")
