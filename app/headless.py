@@ -194,14 +194,16 @@ def play(topology: Topology, names: list[str], *, quiet: bool = False, exports: 
 
 
 def ladder_nodes(topology: Topology) -> list[str]:
-    """Columns left to right: CPM devices, CPM domains (each followed by its own IWF, unless that
-    IWF is the bridge beside the SMSC), the bridge, legacy networks, the content server, legacy devices."""
+    """Columns left to right: CPM devices, CPM domains (each followed by its conference focus when it
+    has CPM users, and by its own IWF, unless that IWF is the bridge beside the SMSC), the bridge, legacy networks, the content server, legacy devices."""
     cpm_users = [u.name for u in topology.users if u.device == "cpm"]
     legacy_users = [u.name for u in topology.users if u.device != "cpm"]
     main = topology.iwf_operator()
     servers: list[str] = []
     for op in topology.operators:
         servers.append(op.node_name)
+        if any(u.device == "cpm" and u.operator == op.id for u in topology.users):
+            servers.append(op.focus_name)     # where its CPM users' group chats are made
         if op.iwf and op is not main:
             servers.append(op.iwf.node_name)
     bridge = [main.iwf.node_name, "SMSC"] if main and main.iwf else []

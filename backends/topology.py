@@ -69,6 +69,11 @@ class Operator:
     def node_name(self) -> str:
         return f"CPM-{self.id}"
 
+    @property
+    def focus_name(self) -> str:
+        """Its conference focus's ladder column (group chats)."""
+        return f"Focus-{self.id}"
+
     def owns_number(self, number: str) -> bool:
         return any(_number_matches(pattern, number) for pattern in self.numbers)
 

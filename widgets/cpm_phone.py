@@ -6,7 +6,9 @@ Chat sessions: "Start chat session" next to Send invites the chosen person
 (whatever their technology); an incoming invitation shows a banner in the
 phone with Accept / Decline (non-modal: never exec() under qasync); a line
 shows the session's state, and while it is established, Send goes over MSRP
-in the session until End.
+in the session until End. "Group chat…" ticks people for a group (the focus invites
+them, whatever their technology); while it lasts, Send goes to the group, and each
+message shows its author.
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ from iwlab.backends.devices.session_state import SessionState
 from iwlab.widgets.chat_bubbles import BubbleDelegate, ConversationModel
 from iwlab.widgets.device_bridge import DeviceBridge, RunInLab
 from iwlab.widgets.device_frame import device_header, set_pill
+from iwlab.widgets.group_picker import GroupPicker
 from iwlab.widgets.plain import plain_label
 
 
@@ -105,6 +108,13 @@ class CpmPhone(QFrame):
         self.session_button.setObjectName("sessionButton")
         self.session_button.setToolTip("Invite the chosen person to a chat session (the network picks the technology)")
         self.session_button.clicked.connect(self.start_session)
+        self.group_button = QPushButton("Group chat…")
+        self.group_button.setObjectName("groupButton")
+        self.group_button.setToolTip("Choose people for a group chat")
+        self.group_picker = GroupPicker(device.contacts())
+        self.group_picker.hide()
+        self.group_picker.started.connect(self.start_group)
+        self.group_button.clicked.connect(lambda: self.group_picker.setVisible(not self.group_picker.isVisible()))
 
         # Session UI: an inline banner for invitations and a state line with End.
         self.session = None                      # the ChatSession shown (the latest one)
@@ -145,6 +155,7 @@ class CpmPhone(QFrame):
         to_row.addWidget(QLabel("To"))
         to_row.addWidget(self.recipient, 1)
         to_row.addWidget(self.session_button)   # the same action for every contact, beside who it goes to
+        to_row.addWidget(self.group_button)
         compose = QHBoxLayout()
         compose.addWidget(self.text, 1)
         compose.addWidget(self.send_button)
@@ -161,6 +172,7 @@ class CpmPhone(QFrame):
         layout.addWidget(self.chat, 1)
         layout.addWidget(self.session_banner)
         layout.addWidget(self.session_row)
+        layout.addWidget(self.group_picker)
         layout.addLayout(to_row)
         layout.addLayout(compose)
 
@@ -176,8 +188,9 @@ class CpmPhone(QFrame):
         contact = self.device.topology.user(self.recipient.currentData())
         self.text.clear()
         session = self.session
-        if session is not None and session.state is SessionState.ESTABLISHED and session.peer_uri == contact.cpm_uri:
-            self.run_in_lab(_call(self.device.sessions.send, session, text))   # in the session: MSRP
+        if session is not None and session.state is SessionState.ESTABLISHED and (
+                session.peer_uri == contact.cpm_uri or session.members):
+            self.run_in_lab(_call(self.device.sessions.send, session, text))   # in the session (or group): MSRP
             return
         self.run_in_lab(self.device.send_message(contact, text))
 
@@ -189,6 +202,12 @@ class CpmPhone(QFrame):
             return   # one session at a time on this phone
         contact = self.device.topology.user(self.recipient.currentData())
         self.run_in_lab(self.device.sessions.start_session(contact))
+
+    def start_group(self, user_ids: list[str]) -> None:
+        if self.device.sessions is None or (self.session is not None and self.session.is_open):
+            return   # one session at a time on this phone
+        members = [self.device.topology.user(user_id) for user_id in user_ids]
+        self.run_in_lab(self.device.sessions.start_group(members))
 
     def accept_session(self) -> None:
         if self.session is not None and self.session.state is SessionState.INCOMING:
@@ -210,7 +229,9 @@ class CpmPhone(QFrame):
             return   # an old session's late news does not hide the live one
         self.session = session
         if session.state is SessionState.INCOMING:
-            self.session_banner_label.setText(f"{session.peer_name} invites you to a chat session")
+            self.session_banner_label.setText(
+                f"{session.peer_name} invites you to a group chat with {', '.join(m.name for m in session.members)}"
+                if session.members else f"{session.peer_name} invites you to a chat session")
             self.session_banner.show()
         else:
             self.session_banner.hide()
@@ -220,7 +241,8 @@ class CpmPhone(QFrame):
         self.end_button.setVisible(session.state is not SessionState.INCOMING)   # the banner answers an invitation
         self.end_button.setText("Cancel" if session.state in (SessionState.INVITING, SessionState.RINGING) else "End")
         self.session_button.setEnabled(not session.is_open)
-        if session.state is SessionState.ESTABLISHED:
+        self.group_button.setEnabled(not session.is_open)
+        if session.state is SessionState.ESTABLISHED and not session.members:
             peer = self.device.topology.user_by_uri(session.peer_uri)
             if peer is not None:
                 self.choose_recipient(peer.id)

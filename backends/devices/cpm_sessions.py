@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 
 from iwlab.backends.devices.events import SessionChanged, SessionMessageAdded
 from iwlab.backends.devices.session_state import IllegalTransition, SessionState
-from iwlab.backends.protocols import sdp, sip
+from iwlab.backends.protocols import recipient_list, sdp, sip
 from iwlab.backends.protocols.cpim import CPM_SESSION_SERVICE, CpimMessage
+from iwlab.backends.protocols.multipart import is_multipart_mixed
+from iwlab.backends.protocols.resource_lists import Entry
 from iwlab.backends.protocols.sip import (
     SipParseError,
     SipRequest,
@@ -66,6 +68,7 @@ class ChatSession:
     offer: sdp.MsrpSdp | None = None
     msrp: MsrpSession | None = None
     peer_accepts: list[str] = field(default_factory=list)   # the peer's a=accept-types
+    members: list[User] = field(default_factory=list)       # a group chat: who was asked in (the peer is its focus)
     _state: SessionState = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -86,7 +89,8 @@ class ChatSession:
         return self._state.is_open
 
     def describe(self) -> str:
-        line = f"Session with {self.peer_name}: {self.state.value}"
+        line = (f"Group chat with {', '.join(m.name for m in self.members)}" if self.members
+                else f"Session with {self.peer_name}") + f": {self.state.value}"
         if self.state is SessionState.ESTABLISHED:
             line += f" — {self.transport}"
         elif self.reason:
@@ -130,19 +134,37 @@ class CpmSessions:
         return uri or "", user.name if user else (uri or "?")
 
     def _on_msrp(self, session: ChatSession):
-        def deliver(_msrp: MsrpSession, text: str, content_type: str, message_id: str) -> None:
+        def deliver(msrp: MsrpSession, text: str, content_type: str, message_id: str) -> None:
+            if session.members and msrp.sender:    # a group: the focus names each message's author
+                text = f"{self._author(msrp.sender)}: {text}"
             session.messages.append(SessionMessage("in", text))
             self.device.emit(SessionMessageAdded(session, "in", text))
         return deliver
 
+    def _author(self, sender: str) -> str:
+        user = self.device.topology.user_by_uri(sip.uri_of(sender))
+        if user is not None:
+            return user.name
+        try:
+            return (sip.parse_name_addr(sender).display or sip.uri_of(sender)).strip('"')
+        except SipParseError:
+            return sip.uri_of(sender)
+
     # -- outgoing -------------------------------------------------------------------------
-    async def start_session(self, peer: User | str) -> ChatSession:
+    async def start_group(self, members: list[User]) -> ChatSession:
+        """A group chat (RFC 5366): the INVITE goes to the operator's conference factory with the list of
+        people; the focus invites them, whatever reaches each (CPM, or an IWF for SMS and email)."""
+        return await self.start_session(recipient_list.factory_uri(self.device.domain), members=members)
+
+    async def start_session(self, peer: User | str, *, members: list[User] | None = None) -> ChatSession:
         """Invite a person to a chat session; returns once the invitation is answered (or fails)."""
         peer_uri, peer_name = self._peer(peer)
+        if members:
+            peer_name = "Group: " + ", ".join(m.name for m in members)     # its conversation's name
         call_id = sip.new_call_id(self.device.domain)
         session = ChatSession(call_id, "out", peer_uri, peer_name,
-                              conversation_id=self.device.conversation_with(peer_uri),
-                              contribution_id=uuid.uuid4().hex)
+                              conversation_id=self.device.conversation_with(peer_uri) if not members
+                              else uuid.uuid4().hex, contribution_id=uuid.uuid4().hex, members=list(members or []))
         self.sessions[call_id] = session
         self._announce(session)
         try:
@@ -163,8 +185,14 @@ class CpmSessions:
         req.headers.add("P-Preferred-Service", CPM_SESSION_SERVICE)
         req.headers.add("Conversation-ID", session.conversation_id)
         req.headers.add("Contribution-ID", session.contribution_id)
-        req.headers.add("Content-Type", "application/sdp")
-        req.body = offer.to_bytes()
+        if members:
+            req.headers.add("Require", recipient_list.OPTION_TAG)
+            content_type, req.body = recipient_list.build_body(
+                offer.to_bytes(), [Entry(m.cpm_uri, m.name) for m in members if m.cpm_uri])
+            req.headers.add("Content-Type", content_type)
+        else:
+            req.headers.add("Content-Type", "application/sdp")
+            req.body = offer.to_bytes()
         session.invite, session.invite_conn = req, conn
 
         def provisional(response: SipResponse) -> None:
@@ -308,8 +336,16 @@ class CpmSessions:
     def _incoming(self, conn: SipConnection, req: SipRequest) -> None:
         peer_uri = sip.uri_of(req.headers.get("From"))
         peer = self.device.topology.user_by_uri(peer_uri)
+        roster: list[User] = []
         try:
-            offer = sdp.parse_sdp(req.body)
+            body = req.body
+            if is_multipart_mixed(req.headers.get("Content-Type")):   # a focus's: the SDP beside the group's roster
+                listed = recipient_list.parse_body(req.headers.get("Content-Type"), req.body)
+                body, roster = listed.sdp, self._members_of(listed.recipients)
+            offer = sdp.parse_sdp(body)
+        except recipient_list.RecipientListError as exc:
+            conn.send(make_response(req, exc.status, f"Recipient list: {exc.reason}"[:80], to_tag=sip.new_tag()))
+            return
         except sdp.SdpError as exc:
             conn.send(make_response(req, exc.status, f"Unusable SDP: {exc.reason}"[:80], to_tag=sip.new_tag()))
             return
@@ -324,12 +360,17 @@ class CpmSessions:
                               remote_tag=sip.from_tag(req),
                               remote_target=sip.uri_of(req.headers.get("Contact")) or peer_uri,
                               route_set=req.headers.get_all("Record-Route"), invite=req, invite_conn=conn,
-                              offer=offer)
+                              offer=offer, members=roster)
         self.sessions[session.call_id] = session
         response = make_response(req, 180, "Ringing", to_tag=session.local_tag)
         self._dialog_headers(response, req, conn)
         conn.send(response)
         self._announce(session)
+
+    def _members_of(self, entries: list[Entry]) -> list[User]:
+        """The others in a group we are invited to (the roster names us too); people the lab does not know are left out."""
+        users = [self.device.topology.user_by_uri(entry.uri) for entry in entries]
+        return [user for user in users if user is not None and user.id != self.device.user.id]
 
     def _dialog_headers(self, response: SipResponse, req: SipRequest, conn: SipConnection) -> None:
         for route in req.headers.get_all("Record-Route"):

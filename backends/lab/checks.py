@@ -61,6 +61,7 @@ REQUIRED_PARAMS: dict[str, tuple[str, ...]] = {
     "adapted": ("to", "content_type"),
     "networks": ("from", "to", "over"),
     "fallback": ("to", "text"),
+    "group_delivered": ("from", "to", "texts"),
 }
 
 
@@ -700,9 +701,48 @@ def fallback(check: Check, events: Events, lab: Lab) -> CheckResult:
     return CheckResult(check, True, f"revoked from {user.name}'s client, sent by SMS once ({handed.note})", rows)
 
 
+# -- group chats ------------------------------------------------------------------------------------------
+def group_delivered(check: Check, events: Events, lab: Lab) -> CheckResult:
+    """A group chat: every text of `from` reached every member in `to`, in the author's order, among
+    whatever else the group said. A CPM member gets it from a conference focus over MSRP with the
+    author as the CPIM From; a legacy member by SMS or email, prefixed with the author's name."""
+    author = _user(lab, check, "from")
+    wanted = [str(t) for t in check.params["texts"]]
+    members = [lab.topology.user(uid) for uid in check.params["to"]]
+    passed, settled, rows, lines = True, True, [], []
+    for member in members:
+        expected = wanted if member.device == "cpm" else [f"{author.name}: {t}" for t in wanted]
+        got = _from_focus(member, author, events) if member.device == "cpm" else received_by(member, events)
+        got = [(e, text) for e, text in got if text in expected]
+        texts = [text for _, text in got]
+        ok = texts == expected
+        passed, settled = passed and ok, settled and set(expected) <= set(texts)
+        rows += [e.seq for e, _ in got]
+        lines.append(f"{member.name} got {texts}" + ("" if ok else f", expected {expected}"))
+    detail = f"{author.name}'s group messages: " + "; ".join(lines)
+    return CheckResult(check, passed, detail, sorted(set(rows)) or [e.seq for e in _where_texts(events, wanted)],
+                       decided_failure=settled and not passed)
+
+
+def _from_focus(member: User, author: User, events: Events) -> list[tuple[TraceEvent, str]]:
+    """MSRP SENDs a focus put on the wire to a CPM member, written by `author` (the CPIM From)."""
+    found = []
+    for e in events:
+        if e.protocol != "MSRP" or e.is_response or not e.src.startswith("Focus-") or e.dst != member.name \
+                or not e.summary.startswith("SEND") or "body" not in e.fields:
+            continue
+        try:
+            cpim = parse_cpim(e.raw[e.raw.index(b"\r\n\r\n") + 4:e.raw.rindex(b"\r\n-------")])
+        except (ValueError, CpimError):
+            continue
+        if lab_user_is(author, sip.uri_of(cpim.sender)):
+            found.append((e, cpim.text))
+    return found
+
+
 CHECKS: dict[str, Callable[[Check, Events, Lab], CheckResult]] = {
     "delivered": delivered, "route": route, "addressed_to_person": addressed_to_person, "threaded": threaded,
     "session_established": session_established, "session_answer": session_answer, "reported": reported,
     "notified": notified, "status_reported": status_reported, "concatenated": concatenated, "encoded": encoded,
-    "adapted": adapted, "networks": networks, "fallback": fallback,
+    "adapted": adapted, "networks": networks, "fallback": fallback, "group_delivered": group_delivered,
 }

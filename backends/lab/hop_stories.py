@@ -53,6 +53,8 @@ class HopStories:
             return "cpm-server"
         if node in self._topology.iwf_names():
             return "iwf"
+        if any(node == op.focus_name for op in self._topology.operators):
+            return "focus"
         if node == "SMSC":
             return "smsc"
         if node == "Mail":

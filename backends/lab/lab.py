@@ -24,6 +24,7 @@ from iwlab.backends.devices.cpm_phone import CpmDevice
 from iwlab.backends.devices.email_client import EmailClient
 from iwlab.backends.devices.sms_handset import SmsHandset
 from iwlab.backends.directory import NodeDirectory
+from iwlab.backends.nodes.conference.focus import ConferenceFocus
 from iwlab.backends.nodes.content_server import ContentServer
 from iwlab.backends.nodes.cpm_server.server import CpmServer
 from iwlab.backends.nodes.iwf.iwf import Iwf
@@ -76,11 +77,16 @@ class Lab:
         self.running = False
         self.content = ContentServer(self.trace, self.nodes, host=self.host)
         iwf_operators = topology.iwf_operators()
+        # Every operator's conference focus (group chats): beside its CPM server, which it goes through.
+        self.focuses = {op.id: ConferenceFocus(op, topology, self.trace, self.nodes, host=self.host,
+                                               cpm_address=partial(self._sip_address_of, op.id))
+                        for op in topology.operators}
         for op in topology.operators:
             self.cpm_servers[op.id] = CpmServer(
                 op, topology, self.trace, self.nodes, host=self.host,
                 server_address=self._sip_address_of,
-                iwf_address=partial(self._iwf_address, op.id) if op.iwf else None, store=self.store)
+                iwf_address=partial(self._iwf_address, op.id) if op.iwf else None, store=self.store,
+                focus_address=self.focuses[op.id].address)
         main = topology.iwf_operator()
         if iwf_operators:
             self.smsc = self._make_smsc()
@@ -238,6 +244,8 @@ class Lab:
         try:
             for op in self.topology.operators:
                 await self.cpm_servers[op.id].start(op.sip_port, hosts=hosts, tls=tls, tls_port=op.sip_tls_port or 0)
+            for focus in self.focuses.values():
+                await focus.start(hosts)
             await self.content.start(self.topology.content_port)
             smsc_op = self.topology.smsc_operator()
             if self.smsc and smsc_op:
@@ -272,6 +280,8 @@ class Lab:
             await device.stop()
         for iwf in self.iwfs.values():
             await iwf.stop()
+        for focus in self.focuses.values():
+            await focus.stop()
         await self.content.stop()
         if self.smsc:
             await self.smsc.stop()

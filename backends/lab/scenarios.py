@@ -34,7 +34,8 @@ __all__ = ["Check", "CheckResult", "Scenario", "ScenarioError", "ScenarioRun", "
            "load_requirements", "load_scenario", "load_scenarios", "requirement_verdicts"]
 
 ACTIONS = ("send", "reply", "wait", "state", "start_session", "accept_session", "session_send", "end_session",
-           "cancel_session", "restart", "read", "open_link")
+           "cancel_session", "restart", "read", "open_link", "start_group")
+SESSION_ACTIONS = ("start_session", "accept_session", "session_send", "end_session", "cancel_session", "start_group")
 STATE_KEYS = ("registered", "capable", "roaming", "accepting", "answering", "bound", "confirming")
 # A scenario's [settings], applied when it starts and given back when it ends: conditions (as the
 # conditions panel and `iwlab serve` set them; the name -> its conditions.Settings field) and the
@@ -346,7 +347,7 @@ class ScenarioRun:
                 raise ScenarioError(f"{self.scenario.id}: {answer}")
             return
         device = self.lab.devices.get(step.sender)
-        if step.action in ("start_session", "accept_session", "session_send", "end_session", "cancel_session"):
+        if step.action in SESSION_ACTIONS:
             await self._session_act(step, device)
             return
         if device is None:
@@ -432,6 +433,12 @@ class ScenarioRun:
             # Returns when the invitee answers, which is a later step: let it run.
             self._tasks.append(asyncio.create_task(sessions.start_session(self.lab.topology.user(step.recipient))))
             return
+        if step.action == "start_group":    # to = "peter, john": the focus invites each; the step after waits
+            members = [self.lab.topology.user(uid.strip()) for uid in step.recipient.split(",")]
+            for member in members:
+                self._expect_new[member.id] = len(_inbox_texts(self.lab.devices.get(member.id)))
+            self._tasks.append(asyncio.create_task(sessions.start_group(members)))
+            return
         def newest() -> ChatSession | None:
             return list(sessions.sessions.values())[-1] if sessions.sessions else None
         wanted = {"accept_session": SessionState.INCOMING,
@@ -449,6 +456,8 @@ class ScenarioRun:
             peer = self.lab.topology.user_by_uri(session.peer_uri)
             if peer is not None:
                 self._sent.append((peer.id, step.text))
+            for member in session.members:     # a group: each member gets it with its author's name
+                self._sent.append((member.id, f"{device.user.name}: {step.text}"))
         else:
             await sessions.end(session)
 

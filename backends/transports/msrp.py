@@ -49,6 +49,7 @@ class MsrpSession:
         self._queue: list[MsrpRequest] = []     # written once the connection is bound, in order
         self.responses: dict[str, MsrpResponse] = {}   # transaction id -> response (for checks)
         self.reports: list[MsrpRequest] = []
+        self.sender = ""      # the CPIM From of the message being handed to on_message ("" if not CPIM): a group's author
         self.closed = False
 
     @property
@@ -96,6 +97,7 @@ class MsrpSession:
             self._write(msrp.report_for(req, total=len(body)))
         content_type = (req.content_type or "").split(";", 1)[0].strip().lower()
         text = body.decode("utf-8", "replace")
+        self.sender = ""
         if content_type == "message/cpim":
             try:
                 cpim = parse_cpim(body)
@@ -104,7 +106,7 @@ class MsrpSession:
             else:
                 if cpim.is_imdn:
                     return
-                text, content_type = cpim.text, cpim.content_type
+                text, content_type, self.sender = cpim.text, cpim.content_type, cpim.sender
         if self.on_message:
             self.on_message(self, text, content_type, req.message_id or "")
 
@@ -322,21 +324,27 @@ class MsrpListener:
         self._server: asyncio.Server | None = None
         self._connections: set[MsrpConnection] = set()
         self.guard = ConnectionGuard(f"{local_name} MSRP")
+        self._starting = asyncio.Lock()     # two sessions answered at once start one server, not two
+        self._stopping = False
 
     async def start(self, port: int = 0) -> int:
-        if self._server is None:
-            loop = asyncio.get_running_loop()
-            self._server = await loop.create_server(self.guard.factory(self._new_connection), self.host, port)
-            self.port = self._server.sockets[0].getsockname()[1]
+        async with self._starting:
+            self._stopping = False
+            if self._server is None:
+                loop = asyncio.get_running_loop()
+                self._server = await loop.create_server(self.guard.factory(self._new_connection), self.host, port)
+                self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
     async def stop(self) -> None:
+        self._stopping = True      # what the loop still accepts from now on is closed at once
+        if self._server:
+            self._server.close()
         for session in list(self.sessions.values()):
             session.close()
         for conn in list(self._connections):
             conn.close()
         if self._server:
-            self._server.close()
             await self._server.wait_closed()
             self._server = None
 
@@ -344,6 +352,8 @@ class MsrpListener:
         conn = MsrpConnection(local_name=self.local_name, trace=self.trace, nodes=self.nodes,
                               lookup=self.sessions.get, on_close=self._connections.discard)
         self._connections.add(conn)
+        if self._stopping:     # accepted while the listener stops: no socket outlives it
+            conn.close()
         return conn
 
     def new_session(self, *, call_id: str = "", on_message: MessageCallback | None = None,

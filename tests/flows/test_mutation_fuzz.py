@@ -36,6 +36,23 @@ def sip_seed() -> bytes:
             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
 
 
+def sip_group_seed() -> bytes:
+    """A group chat asked of the conference factory (RFC 5366): multipart, SDP and resource list."""
+    sdp_offer = (b"v=0\r\no=eve 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                 b"m=message 9 TCP/MSRP *\r\na=accept-types:text/plain\r\na=path:msrp://127.0.0.1:9/f;tcp\r\n")
+    listing = (b'<?xml version="1.0" encoding="UTF-8"?><resource-lists xmlns="urn:ietf:params:xml:ns:resource-lists">'
+               b'<list><entry uri="sip:nobody@cpm-b.lab"><display-name>N</display-name></entry></list>'
+               b'</resource-lists>')
+    body = (b"--b1\r\nContent-Type: application/sdp\r\n\r\n" + sdp_offer + b"\r\n--b1\r\n"
+            b"Content-Type: application/resource-lists+xml\r\nContent-Disposition: recipient-list\r\n\r\n"
+            + listing + b"\r\n--b1--\r\n")
+    return (b"INVITE sip:conference-factory@cpm-a.lab SIP/2.0\r\n"
+            b"Via: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bKfuzz2\r\nMax-Forwards: 70\r\n"
+            b"From: <sip:eve@evil.test>;tag=f2\r\nTo: <sip:conference-factory@cpm-a.lab>\r\n"
+            b"Call-ID: fuzz-2\r\nCSeq: 1 INVITE\r\nRequire: recipient-list-invite\r\n"
+            b"Content-Type: multipart/mixed;boundary=b1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
 def smpp_seed() -> bytes:
     bind = smpp.encode(smpp.make("bind_transceiver", 1, system_id="15550201", password="iwlab"))
     submit = smpp.encode(smpp.make("submit_sm", 2, source_addr_ton=1, source_addr="15550201", dest_addr_ton=1,
@@ -123,12 +140,13 @@ def rss_mb() -> float:
     return 0.0
 
 
-@pytest.mark.parametrize("protocol", ["sip", "smpp", "smtp"])
+@pytest.mark.parametrize("protocol", ["sip", "sip-group", "smpp", "smtp"])
 def test_mutated_conversations_get_protocol_answers_and_the_lab_keeps_serving(lab_factory, protocol):
     lab = lab_factory(devices="none")
     endpoints = lab.lab.endpoints()
     address, seed, frames_ok = {
         "sip": (endpoints["sip"]["cpm-a.lab"], sip_seed(), sip_frames_ok),
+        "sip-group": (endpoints["sip"]["cpm-a.lab"], sip_group_seed(), sip_frames_ok),
         "smpp": (endpoints["smpp"], smpp_seed(), smpp_frames_ok),
         "smtp": (endpoints["smtp"], SMTP_SEED, smtp_frames_ok),
     }[protocol]
@@ -147,9 +165,15 @@ def test_mutated_conversations_get_protocol_answers_and_the_lab_keeps_serving(la
     print(f"\n{protocol}: {INPUTS_PER_PROTOCOL} mutated conversations, RSS {before:.0f} -> {rss_mb():.0f} MB")
     assert grown < 200, f"memory grew by {grown:.0f} MB over {INPUTS_PER_PROTOCOL} hostile inputs"
     # The lab goes on serving a valid client.
-    if protocol == "sip":
+    if protocol.startswith("sip"):
         mary = RawSipClient(endpoints["sip"]["cpm-a.lab"])
         assert mary.register(MARY, "cpm-a.lab").status == 200
+        if protocol == "sip-group":    # what reached the focus was hostile; it still makes a group
+            reached = [e for e in lab.lab.trace.events() if e.dst == "Focus-A" and e.summary.startswith("INVITE")]
+            assert len(reached) > INPUTS_PER_PROTOCOL // 4, "the mutated INVITEs reached the focus"
+            seed = sip_group_seed().replace(b"sip:eve@evil.test", MARY.encode()).replace(b"fuzz-2", b"fuzz-ok")
+            mary.send_raw(seed.replace(b"127.0.0.1:5999", b"%s:%d" % (mary.local[0].encode(), mary.local[1])))
+            assert mary.response_to("fuzz-ok").status == 200
         mary.close()
     elif protocol == "smpp":
         SmppHandset(endpoints["smpp"], "15550201").close()

@@ -6,56 +6,21 @@ MSRP listener and its email leg), the lab's mail server.
 """
 from __future__ import annotations
 
-import mailbox
-import re
-import time
 import uuid
 
 import pytest
 
 from iwlab.backends.devices.events import SessionChanged
 from iwlab.backends.devices.session_state import SessionState
-from iwlab.backends.protocols import mail, sdp
+from iwlab.backends.protocols import sdp
 from iwlab.backends.protocols.msrp import MsrpRequest
 from iwlab.backends.protocols.sip import SipRequest, SipResponse
-from tests.helpers.mail_client import john_writes, johns_maildir
+from tests.helpers.mail_client import JohnsInbox, john_writes, text_of
 from tests.helpers.raw_sip import RawSipClient
 from tests.helpers.sessions import SESSION_SERVICE, RawMsrpClient, cancel, final, in_dialog, invite, wait_for
 from tests.helpers.sip_client import MARY
 
 JOHN_TEL = "tel:+15550202"
-
-
-class JohnsInbox:
-    """John's Maildir, read in delivery order: each call returns the next email he has not read."""
-
-    def __init__(self, lab) -> None:
-        self.lab = lab
-        self.read: set[str] = set()
-
-    def next(self, timeout: float = 10.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                box = johns_maildir(self.lab)
-                new = sorted((k for k in box.keys() if k not in self.read), key=_delivery_order)
-            except mailbox.NoSuchMailboxError:
-                new = []
-            if new:
-                self.read.add(new[0])
-                return box[new[0]]
-            time.sleep(0.02)
-        raise AssertionError("no new email for John")
-
-
-def _delivery_order(key: str):
-    # Maildir.add names files "<seconds>.M<microseconds>P<pid>Q<n>.<host>": the delivery time.
-    match = re.match(r"(\d+)\.M(\d+)", key)
-    return (int(match.group(1)), int(match.group(2)), key) if match else (0, 0, key)
-
-
-def text_of(message) -> str:
-    return mail.parse_incoming(message.as_bytes()).text
 
 
 @pytest.fixture

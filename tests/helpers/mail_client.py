@@ -1,11 +1,13 @@
 """Shared by the flow tests (moved from test_email_interworking.py)."""
 import mailbox
+import re
 import smtplib
 import time
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 
+from iwlab.backends.protocols import mail
 from tests.helpers.waiting import wait_until
 
 JOHN_TEL = "tel:+15550202"
@@ -43,3 +45,33 @@ def wait_for_mail(lab, count: int = 1, timeout: float = 10.0) -> list:
             return []
     wait_until(lambda: len(messages()) >= count, timeout, f"{count} message(s) in John's Maildir")
     return messages()
+
+
+class JohnsInbox:
+    """John's Maildir, read in delivery order: each call returns the next email he has not read."""
+
+    def __init__(self, lab) -> None:
+        self.lab = lab
+        self.read: set[str] = set()
+
+    def _unread(self) -> list[str]:
+        try:
+            return sorted((k for k in johns_maildir(self.lab).keys() if k not in self.read), key=_delivery_order)
+        except mailbox.NoSuchMailboxError:
+            return []
+
+    def next(self, timeout: float = 10.0):
+        wait_until(self._unread, timeout, "a new email for John")
+        key = self._unread()[0]
+        self.read.add(key)
+        return johns_maildir(self.lab)[key]
+
+
+def _delivery_order(key: str):
+    # Maildir.add names files "<seconds>.M<microseconds>P<pid>Q<n>.<host>": the delivery time.
+    match = re.match(r"(\d+)\.M(\d+)", key)
+    return (int(match.group(1)), int(match.group(2)), key) if match else (0, 0, key)
+
+
+def text_of(message) -> str:
+    return mail.parse_incoming(message.as_bytes()).text

@@ -14,7 +14,7 @@ def ladder_events(win):
 
 
 def test_columns_follow_the_topology(topology):
-    assert ladder_nodes(topology) == ["Mary", "CPM-A", "IWF-A", "CPM-B", "IWF", "SMSC", "Mail", "Content",
+    assert ladder_nodes(topology) == ["Mary", "CPM-A", "Focus-A", "IWF-A", "CPM-B", "IWF", "SMSC", "Mail", "Content",
                                       "Peter", "John"]
 
 

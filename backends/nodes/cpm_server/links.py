@@ -101,6 +101,10 @@ class NextHops:
     def to_iwf(self) -> PeerLink:
         return self._link("iwf", lambda: self._iwf_address() if self._iwf_address else None)
 
+    def to_focus(self, address: Callable[[], Address | None]) -> PeerLink:
+        """The operator's conference focus (group chats)."""
+        return self._link("focus", address)
+
     def close(self) -> None:
         for link in self._links.values():
             link.close()

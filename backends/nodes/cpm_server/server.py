@@ -20,6 +20,7 @@ from typing import Callable, Iterable
 
 from iwlab.backends import clock
 from iwlab.backends.directory import NodeDirectory
+from iwlab.backends.nodes.conference.uris import is_focus_uri
 from iwlab.backends.nodes.cpm_server.fallback import Fallback
 from iwlab.backends.nodes.cpm_server.identity import SenderIdentity, lab_nodes
 from iwlab.backends.nodes.cpm_server.links import NextHops
@@ -58,9 +59,12 @@ class CpmServer:
     def __init__(self, operator: Operator, topology: Topology, trace: Trace, nodes: NodeDirectory, *,
                  host: str, server_address: Callable[[str], Address | None],
                  iwf_address: Callable[[], Address | None] | None = None, store: Store | None = None,
-                 trusted_nodes: Iterable[str] | None = None) -> None:
+                 trusted_nodes: Iterable[str] | None = None,
+                 focus_address: Callable[[], Address | None] | None = None) -> None:
         """store: the lab's durable store (messages kept for offline users wait there);
-        trusted_nodes: the node names of in-lab peers (default: every CPM server and every IWF)."""
+        trusted_nodes: the node names of in-lab peers (default: every CPM server and every IWF);
+        focus_address: the operator's conference focus (what its factory and groups get goes there)."""
+        self._focus_address = focus_address
         self.operator = operator
         self.topology = topology
         self.trace = trace
@@ -235,6 +239,11 @@ class CpmServer:
         if req.method == "CANCEL" or sip.to_tag(req) or req.method == "ACK":
             self.proxy.in_dialog(conn, req)
             return
+        if self._for_focus(req.uri):
+            assert self._focus_address is not None
+            self.proxy.forward(conn, req, self.links.to_focus(self._focus_address),
+                               note="a group chat: the operator's conference focus answers")
+            return
         home = self.topology.home_operator_of_uri(req.uri)
         if home is None:
             respond(conn, req, 404, f"No operator serves {req.uri}"[:80])
@@ -323,10 +332,15 @@ class CpmServer:
             target = sip.parse_uri(req.uri)
         except SipParseError:
             return False
+        if self._for_focus(req.uri):
+            return True
         if not target.user and self._is_me(target.host):
             return False
         home = self.topology.home_operator_of_uri(req.uri)
         return home is not None and (home.id != self.operator.id or self.topology.user_by_uri(req.uri) is not None)
+
+    def _for_focus(self, uri: str) -> bool:
+        return self._focus_address is not None and is_focus_uri(uri, self.operator.cpm_domain)
 
     def _is_me(self, host: str) -> bool:
         return host.lower() in (self.operator.cpm_domain, self.host, "localhost")

@@ -1,7 +1,7 @@
 """The interworking function of the operator that serves legacy users: the node.
 
 Its CPM server hands it requests for users the routing decision sent to a legacy technology
-(header P-Iwlab-Route, read here, never made here); the IWF admits them and hands each to
+(header P-Iwlab-Route, read in admission.py, never made here); the IWF admits them and hands each to
 its leg: sms_leg.py (an ESME bound to the SMSC), email_leg.py (an SMTP client of the mail
 server), sessions.py (chat sessions, either way). Everything the IWF sends into CPM itself
 (IMDNs, messages from legacy users) goes through cpm_leg.py, in order.
@@ -16,9 +16,11 @@ import ssl
 from typing import Callable
 
 from iwlab.backends.directory import NodeDirectory
+from iwlab.backends.nodes.iwf.admission import admitted
 from iwlab.backends.nodes.iwf.content import Put
 from iwlab.backends.nodes.iwf.cpm_leg import Answer, CpmLeg, Origin
 from iwlab.backends.nodes.iwf.email_leg import EmailLeg
+from iwlab.backends.nodes.iwf.groups import IwfGroups
 from iwlab.backends.nodes.iwf.session import SessionRules
 from iwlab.backends.nodes.iwf.sessions import SESSION_METHODS, IwfSessions
 from iwlab.backends.nodes.iwf.sms_leg import SmsLeg
@@ -91,6 +93,9 @@ class Iwf:
         self.sessions = IwfSessions(rules=SessionRules.of(account), cpm=self.cpm, sms=self.sms, email=self.email,
                                     topology=topology, threads=self.threads, host=host, name=name, trace=trace,
                                     nodes=nodes)
+        # Group chats: the IWF joins for legacy members a focus invites (groups.py).
+        self.groups = IwfGroups(cpm=self.cpm, sms=self.sms, email=self.email, topology=topology, threads=self.threads,
+                                rules=SessionRules.of(account), listener=self.sessions.listener, host=host)
 
     # -- lifecycle ------------------------------------------------------------
     async def start(self, sip_port: int, *, hosts: list[str] | None = None, tls: ssl.SSLContext | None = None,
@@ -105,6 +110,7 @@ class Iwf:
 
     async def stop(self) -> None:
         self.sip.close()      # accept nothing more; what is open is closed below
+        self.groups.stop()
         await self.sessions.stop()
         self.sms.stop_sending()
         self.cpm.stop()
@@ -124,10 +130,10 @@ class Iwf:
 
     # -- wiring the legs ------------------------------------------------------------
     def _sms_for_session(self, sms: smstext.IncomingSms) -> bool:
-        return self.sessions.take_sms(sms)
+        return self.groups.take_sms(sms) or self.sessions.take_sms(sms)
 
     def _email_for_session(self, incoming: mail.IncomingEmail, recipient_address: str) -> bool:
-        return self.sessions.take_email(incoming, recipient_address)
+        return self.groups.take_email(incoming) or self.sessions.take_email(incoming, recipient_address)
 
     def _cpm_refused(self, req: SipRequest, response: SipResponse, origin: Origin | None) -> None:
         """A request of ours the CPM side would not take: its sender hears why, by the technology
@@ -168,7 +174,7 @@ class Iwf:
         if message.method == "MESSAGE":
             self._cpm_message(conn, message)
         elif message.method in SESSION_METHODS:
-            self.sessions.on_request(conn, message)
+            (self.groups if self.groups.owns(message) else self.sessions).on_request(conn, message)
         elif message.method == "OPTIONS":
             respond(conn, message, 200, "OK")
         elif message.method != "ACK":
@@ -176,15 +182,10 @@ class Iwf:
 
     def _cpm_message(self, conn: SipConnection, req: SipRequest) -> None:
         """Admission of a pager-mode MESSAGE: the route decided upstream, someone to hand it to."""
-        route = Route.from_header(req.headers.get(Route.HEADER))
-        if route is None or not route.technology.interworked:
-            respond(conn, req, 403, f"No interworking decision ({Route.HEADER}): "
-                          "the IWF serves what its CPM server hands on")
+        admission = admitted(conn, req, self.topology, respond)
+        if admission is None:
             return
-        recipient = self.topology.user_by_uri(req.uri)
-        if recipient is None:
-            respond(conn, req, 404, "User Not Found")
-            return
+        route, recipient = admission
         try:   # CPIM from CPM clients, a bare text/plain body from plain softphones
             cpim = message_content(req.headers.get("Content-Type"), req.body, sender=req.headers.get("From") or "",
                                    recipient=req.headers.get("To") or "")

@@ -42,6 +42,7 @@ class ThreadMap:
         self._last: dict[tuple[str, str], ThreadRef] = {}       # (legacy peer, cpm uri) -> newest
         self._by_number: dict[tuple[str, str], ThreadRef] = {}  # (legacy peer, pool number) -> thread
         self._by_id: dict[str, ThreadRef] = {}                   # email Message-ID -> thread
+        self._reserved: set[tuple[str, str]] = set()            # (legacy peer, pool number) a group chat holds
 
     def set_policy(self, policy: str) -> None:
         """Switch at run time; what either policy remembered stays usable."""
@@ -69,11 +70,23 @@ class ThreadMap:
         for number, ref in in_use.items():
             if ref.conversation_id == conversation_id:
                 return number                       # the thread keeps its number
-        free = [number for number in self.pool if number not in in_use]
+        free = [number for number in self.pool if number not in in_use and (peer, number) not in self._reserved]
         if free:
             return free[0]
-        # Every number is taken with this peer: reuse the one idle the longest.
-        return min(in_use, key=lambda number: in_use[number].at)
+        # Every number is taken with this peer: reuse the one idle the longest (never a group's).
+        reusable = [number for number in in_use if (peer, number) not in self._reserved]
+        return min(reusable, key=lambda number: in_use[number].at) if reusable else self.pool[0]
+
+    def reserve(self, peer: str, number: str) -> None:
+        """A group chat holds this pool number for this peer (his texts to it are the group's):
+        no conversation is given it until it is released."""
+        self._reserved.add((peer.lstrip("+"), number.lstrip("+")))
+
+    def release(self, peer: str, number: str) -> None:
+        self._reserved.discard((peer.lstrip("+"), number.lstrip("+")))
+
+    def is_reserved(self, peer: str, number: str) -> bool:
+        return (peer.lstrip("+"), number.lstrip("+")) in self._reserved
 
     def inbound_sms(self, *, peer: str, dest_number: str, cpm_uri: str | None) -> ThreadRef | None:
         """The thread an SMS from peer to dest_number answers, or None (a new conversation).

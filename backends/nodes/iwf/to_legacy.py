@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 
+from iwlab.backends.nodes.iwf.admission import admitted
 from iwlab.backends.nodes.iwf.session import Direction, IwfSession, Reply, SessionRules, SessionState
 from iwlab.backends.nodes.iwf.session_table import SessionTable
 from iwlab.backends.nodes.iwf.threads import ThreadMap
 from iwlab.backends.protocols import sdp, sip
 from iwlab.backends.protocols.sip import SipRequest
-from iwlab.backends.routing import EMAIL, Route
+from iwlab.backends.routing import EMAIL
 from iwlab.backends.topology import Topology, User
 from iwlab.backends.transports.msrp import MsrpListener
 from iwlab.backends.transports.sip import SipConnection
@@ -42,15 +43,10 @@ class ToLegacy:
 
     async def invite(self, conn: SipConnection, req: SipRequest) -> None:
         respond = self._table.respond
-        route = Route.from_header(req.headers.get(Route.HEADER))
-        if route is None or not route.technology.interworked:
-            respond(conn, req, 403, f"No interworking decision ({Route.HEADER}): "
-                    "the IWF serves what its CPM server hands on")
+        admission = admitted(conn, req, self._topology, respond)
+        if admission is None:
             return
-        invitee = self._topology.user_by_uri(req.uri)
-        if invitee is None:
-            respond(conn, req, 404, "User Not Found")
-            return
+        route, invitee = admission
         if route.technology == EMAIL:
             await self._invite_by_email(conn, req, invitee)
             return
