@@ -50,10 +50,10 @@ def world(lab_factory):
         peter.close()
 
 
-def mary_reports(mary: RawSipClient, message: SipRequest, status: str, to: str = PETER_TEL) -> None:
+def mary_reports(mary: RawSipClient, message: SipRequest, status: str, to: str = PETER_TEL, kind: str = "") -> None:
     """Mary's phone sends the IMDN for a message it got (RFC 5438), as a real client would."""
     cpim = parse_cpim(message.body)
-    kind = "display" if status == "displayed" else "delivery"
+    kind = kind or ("display" if status == "displayed" else "delivery")
     body = imdn_message(Imdn(cpim.message_id, kind, status, cpim.datetime, MARY),
                         sender=f"<{MARY}>", recipient=f"<{to}>").to_bytes()
     call_id = mary.request("MESSAGE", to, from_uri=MARY, to_uri=to, content_type="message/cpim", body=body,
@@ -116,6 +116,31 @@ def test_an_imdn_failed_gives_peter_an_undeliv_receipt(world):
     pdu = receipt(peter)
     assert (pdu.receipted_message_id.decode(), pdu.message_state) == (message_id, smpp.MessageState.UNDELIVERABLE)
     assert b"stat:UNDELIV" in pdu.short_message and b"dlvrd:000" in pdu.short_message
+
+
+def test_an_imdn_forbidden_is_no_delivery_report(world):
+    """RFC 5438: forbidden is Mary's policy refusing the notification, not a failed delivery."""
+    lab, mary, peter = world()
+    peter_submits(peter, encoded("Policy says no"), registered_delivery=1)
+    mary_reports(mary, next_message(mary), "forbidden")
+    wait_until(lambda: imdn_answered(lab, "delivery forbidden"), what="the IWF taking Mary's IMDN forbidden")
+    with pytest.raises(queue.Empty):
+        peter.next_message(timeout=0.3)
+    assert lab.call(lambda: lab.lab.iwf.sms.owed.count()) == 0, "no report is owed any more"
+
+
+def test_an_imdn_of_an_unknown_status_is_ignored_and_the_report_still_waits(world):
+    lab, mary, peter = world()
+    [message_id] = peter_submits(peter, encoded("Still waiting"), registered_delivery=1)
+    message = next_message(mary)
+    mary_reports(mary, message, "stored")
+    wait_until(lambda: imdn_answered(lab, "delivery stored"), what="the IWF taking Mary's odd IMDN")
+    with pytest.raises(queue.Empty):
+        peter.next_message(timeout=0.3)
+    assert lab.call(lambda: lab.lab.iwf.sms.owed.count()) == 1
+    mary_reports(mary, message, "delivered")
+    pdu = receipt(peter)
+    assert (pdu.receipted_message_id.decode(), pdu.message_state) == (message_id, smpp.MessageState.DELIVERED)
 
 
 def test_no_imdn_before_the_validity_ends_gives_an_expired_receipt(world):
@@ -197,13 +222,14 @@ def test_the_report_debt_survives_a_restart(topology, tmp_path):
         second.stop()
 
 
-def johns_mail_with_mdn_request(lab, text: str) -> EmailMessage:
+def johns_mail_with_mdn_request(lab, text: str, message_id: str = "<john-agenda@mail-b.lab>",
+                                notify: str = "John <john@mail-b.lab>") -> EmailMessage:
     message = EmailMessage(policy=policy.default)
     message["From"] = "John <john@mail-b.lab>"
     message["To"] = "mary@cpm-a.lab"
     message["Subject"] = "Agenda"
-    message["Message-ID"] = "<john-agenda@mail-b.lab>"
-    message["Disposition-Notification-To"] = "John <john@mail-b.lab>"
+    message["Message-ID"] = message_id
+    message["Disposition-Notification-To"] = notify
     message.set_content(text)
     with smtp(lab) as client:
         client.send_message(message)
@@ -233,6 +259,22 @@ def test_john_gets_an_mdn_threaded_to_his_mail_when_mary_reports_displayed(world
     data = next(e for e in lab.lab.trace.events() if e.protocol == "SMTP" and e.correlation.get("email_message_id")
                 == mdn["Message-ID"])
     assert "report mapping: IMDN displayed <-> MDN" in data.note          # the converted report says which row
+
+
+def test_a_display_forbidden_after_delivered_sends_john_nothing(world):
+    """The email leg reads the IMDN's kind: Mary's phone refusing read reports is no failure DSN."""
+    lab, mary, _ = world()
+    johns_mail_with_mdn_request(lab, "Read it or not")
+    message = next_message(mary)
+    mary_reports(mary, message, "delivered", to=JOHN_TEL)
+    mary_reports(mary, message, "forbidden", to=JOHN_TEL, kind="display")
+    wait_until(lambda: imdn_answered(lab, "display forbidden"), what="the IWF taking Mary's IMDN forbidden")
+    assert lab.call(lambda: lab.lab.iwf.email._mdns.count()) == 0
+    # A second mail's MDN comes after anything the first one caused (one ordered outbox): only it.
+    johns_mail_with_mdn_request(lab, "And this one?", message_id="<john-second@mail-b.lab>")
+    mary_reports(mary, next_message(mary), "displayed", to=JOHN_TEL)
+    [raw] = [bytes(m) for m in wait_for_mail(lab)]
+    assert BytesParser(policy=policy.default).parsebytes(raw)["In-Reply-To"] == "<john-second@mail-b.lab>"
 
 
 def list_of(lab) -> list:

@@ -400,7 +400,7 @@ def _imdns_ignored(lab, monkeypatch):
 
 
 def _every_imdn_a_failure(lab, monkeypatch):
-    monkeypatch.setattr(reports, "sms_state_for_imdn", lambda status: smpp.MessageState.UNDELIVERABLE)
+    monkeypatch.setattr(reports, "sms_state_for_imdn", lambda kind, status: smpp.MessageState.UNDELIVERABLE)
 
 
 @pytest.mark.parametrize("scenario, breaks, detail, decided", [

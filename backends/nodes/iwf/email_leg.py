@@ -391,9 +391,18 @@ class EmailLeg:
         meta = report.meta
         if reporter is None or reporter is not self._topology.user_by_uri(meta["reporter_uri"]):
             return f"IMDN {imdn.status} for imdn.Message-ID {imdn.message_id} not from its recipient: the MDN still waits"
-        if imdn.status == "delivered":
+        what = (imdn.kind, imdn.status)
+        if what == ("delivery", "delivered"):
             return (f"IMDN delivered for {meta['to']}'s mail: no email report for delivery (DSN NOTIFY=SUCCESS "
                     f"is not offered); the MDN waits for displayed")
+        if what == ("display", "forbidden"):
+            self._mdns.take(imdn.message_id)
+            self._mdns.paid(report)
+            return (f"IMDN display forbidden for {meta['to']}'s mail: {meta['reader_name']} does not send read "
+                    "reports (RFC 5438), so no MDN; nothing is sent for it (RFC 8098: an MDN is never promised)")
+        if what not in (("display", "displayed"), ("delivery", "failed")):
+            return (f"IMDN {imdn.kind} {imdn.status} for {meta['to']}'s mail: says neither read nor failed, "
+                    "ignored; the MDN still waits")
         self._mdns.take(imdn.message_id)
         if imdn.status == "displayed":
             report_mail = mail.mdn_for(original_id=meta["original_id"], subject=meta["subject"], to=meta["to"],

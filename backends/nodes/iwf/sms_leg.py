@@ -38,11 +38,10 @@ from iwlab.backends.protocols.cpim import (
     parse_cpim,
     uri_of,
 )
-from iwlab.backends.protocols.smpp import MessageState
 from iwlab.backends.protocols.sip import SipRequest, SipResponse
-from iwlab.backends.routing import SMS
-from iwlab.backends.protocols.smpp import parse_receipt_text
+from iwlab.backends.protocols.smpp import MessageState, parse_receipt_text
 from iwlab.backends.protocols.smpp import text as _text
+from iwlab.backends.routing import SMS
 from iwlab.backends.store import Store
 from iwlab.backends.topology import IwfAccount, Topology, User
 from iwlab.backends.transports.smpp_esme import Esme
@@ -386,9 +385,17 @@ class SmsLeg:
         if reporter is None or reporter is not self._topology.user_by_uri(report.meta["reporter_uri"]):
             return (f"IMDN {imdn.status} for imdn.Message-ID {imdn.message_id} not from its recipient: "
                     "the status report still waits")
+        state = reports.sms_state_for_imdn(imdn.kind, imdn.status)
+        if state is None and imdn.status in reports.NO_REPORT:
+            self.owed.take(imdn.message_id)
+            self.owed.paid(report)
+            return (f"IMDN {imdn.kind} {imdn.status} for imdn.Message-ID {imdn.message_id}: the notification was "
+                    f"refused or could not be made (RFC 5438), which says nothing of the SMS's fate: no status "
+                    f"report to +{report.meta['submitter']} (the SMSC's own EXPIRED follows when its wait ends)")
+        if state is None:
+            return (f"IMDN {imdn.kind} {imdn.status} for imdn.Message-ID {imdn.message_id}: not a delivery "
+                    "outcome, ignored; the status report still waits")
         self.owed.take(imdn.message_id)
-        # A display notification says it was delivered too (RFC 5438 5.1): SMS can say only that.
-        state = reports.sms_state_for_imdn(imdn.status) or MessageState.DELIVERED
         legacy = f"SMS status report stat:{state.stat} (message_state {int(state)})"
         self._send_report(report.meta, state, f"IMDN {imdn.status}")
         self.owed.paid(report)
