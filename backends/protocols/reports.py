@@ -42,8 +42,9 @@ ROWS = (
               "follows at the end of its wait)", "none: a display forbidden ends the MDN request, "
               "a delivery one leaves it waiting",
               "the recipient's policy refused the notification, or it could not be processed (RFC 5438)"),
-    ReportRow("none came in time", "EXPIRED (message_state 3)", "none (an MDN is asked for, never promised: RFC 8098)",
-              "the IWF's validity for the report ran out (the CPM recipient never reported)"),
+    ReportRow("none came in time", "EXPIRED (message_state 3): the IWF's; the SMSC's own if the IWF never reports",
+              "none (an MDN is asked for, never promised: RFC 8098)",
+              "the IWF's message validity ran out (as long as the CPM side keeps trying) with no IMDN"),
 )
 
 # A display notification says it was delivered too (RFC 5438 5.1): SMS can say only that.

@@ -15,6 +15,7 @@ from email.parser import BytesParser
 
 import pytest
 
+from iwlab.backends import clock
 from iwlab.backends.lab.lab import Lab
 from iwlab.backends.lab.lab_thread import LabThread
 from iwlab.backends.protocols import smpp, smstext
@@ -143,14 +144,34 @@ def test_an_imdn_of_an_unknown_status_is_ignored_and_the_report_still_waits(worl
     assert (pdu.receipted_message_id.decode(), pdu.message_state) == (message_id, smpp.MessageState.DELIVERED)
 
 
-def test_no_imdn_before_the_validity_ends_gives_an_expired_receipt(world):
+def test_no_imdn_before_the_iwfs_validity_ends_gives_an_expired_receipt(world, topology):
+    topology.iwf_operator().iwf.message_validity_seconds = 1.0
     lab, mary, peter = world()
-    [message_id] = peter_submits(peter, encoded("Quick!"), registered_delivery=1,
-                                 validity_period="000000000001000R")    # one second
+    [message_id] = peter_submits(peter, encoded("Quick!"), registered_delivery=1)
     next_message(mary)           # her client takes it and never reports
     pdu = receipt(peter)
     assert (pdu.receipted_message_id.decode(), pdu.message_state) == (message_id, smpp.MessageState.EXPIRED)
     assert b"stat:EXPIRED" in pdu.short_message
+    report = next(e for e in lab.lab.trace.events() if e.src == "IWF" and e.summary.startswith("submit_sm "))
+    assert "stat:EXPIRED" in report.summary or b"stat:EXPIRED" in report.raw, "the IWF's EXPIRED, not the SMSC's"
+
+
+def test_peters_short_validity_brings_no_expired_while_cpm_keeps_his_sms(world):
+    """Peter's validity is the SMSC's to keep (the IWF took his SMS in time); CPM-A keeps it for
+    Mary as long as the IWF's message validity, so the report waits that long, not his 1 s."""
+    lab, mary, peter = world(register=False)
+    [message_id] = peter_submits(peter, encoded("Whenever you can"), registered_delivery=1,
+                                 validity_period="000000000001000R")    # one second
+    wait_until(lambda: lab.call(lambda: lab.lab.iwf.sms.owed.count()) == 1, what="the IWF owing the report")
+    handed = next(e for e in lab.lab.trace.events() if e.dst == "IWF" and e.summary.startswith("deliver_sm "))
+    assert not handed.fields.get("validity_period"), "NULL in a deliver_sm (SMPP v3.4 4.6.1)"
+    validity = lab.lab.topology.iwf_operator().iwf.message_validity_seconds
+    left = lab.call(lambda: [r.expires - clock.wall() for r in lab.lab.iwf.sms.owed._owed.values()])
+    assert [round(x / 60) for x in left] == [round(validity / 60)], "owed as long as the IWF tries CPM"
+    assert mary.register(MARY, "cpm-a.lab").status == 200
+    mary_reports(mary, next_message(mary), "delivered")
+    pdu = receipt(peter)
+    assert (pdu.receipted_message_id.decode(), pdu.message_state) == (message_id, smpp.MessageState.DELIVERED)
 
 
 def test_a_refusal_by_the_cpm_side_gives_an_undeliv_receipt_and_the_bounce(world):

@@ -122,7 +122,7 @@ class SmsLeg:
         self._part_items: dict[tuple[str, str, int | None], list[int]] = {}
         # Status reports owed to handsets for SMS handed into CPM, and those of parts still waiting.
         self.owed = OwedReports(store.queue(f"{name} reports owed"), on_expired=self._report_expired)
-        self._part_reports: dict[tuple[str, str, int | None], list[tuple[str, int, str]]] = {}
+        self._part_reports: dict[tuple[str, str, int | None], list[tuple[str, int]]] = {}
         self.failed: list[tuple[OutboundSms, str]] = []
         self.esme: Esme | None = None
         self._expiry: asyncio.Task | None = None
@@ -292,7 +292,7 @@ class SmsLeg:
             self._part_items.setdefault(key, []).append(item_id)
         if fields.get("smsc_id") and fields.get("registered_delivery"):   # the SMSC says a report is ours to send
             self._part_reports.setdefault(key, []).append(
-                (fields["smsc_id"], fields["registered_delivery"], fields.get("validity_period", "")))
+                (fields["smsc_id"], fields["registered_delivery"]))
         for sms in smpp.reassemble_fields(self.reassembler, fields):
             self._handed_on(sms)
 
@@ -307,9 +307,9 @@ class SmsLeg:
             for sms in self.reassembler.expire():   # shown incomplete, never dropped
                 self._handed_on(sms)
 
-    def _incoming(self, sms: smstext.IncomingSms, owed: list[tuple[str, int, str]]) -> None:
-        """owed: (SMSC message id, registered_delivery, validity_period) of each part whose
-        status report is the IWF's to send."""
+    def _incoming(self, sms: smstext.IncomingSms, owed: list[tuple[str, int]]) -> None:
+        """owed: (SMSC message id, registered_delivery) of each part whose status report is the
+        IWF's to send."""
         if self._session_claims(sms):   # an answer to an invitation, or a message inside a session
             self._report_now(sms, owed, MessageState.DELIVERED, "taken into the chat session")
             return
@@ -354,22 +354,16 @@ class SmsLeg:
         self._cpm.send(req, note, origin=Origin(SMS, sender=source, recipient=dest))
 
     # -- status reports owed to handsets (SMS -> CPM) ------------------------------------------
-    def _owe(self, imdn_message_id: str, sms: smstext.IncomingSms, owed: list[tuple[str, int, str]],
+    def _owe(self, imdn_message_id: str, sms: smstext.IncomingSms, owed: list[tuple[str, int]],
              reporter_uri: str) -> None:
-        """Before the deliver_sm_resp: the reports for this SMS are the IWF's debt, due by the
-        end of its validity (the sender's, as the SMSC said, or the IWF's own if sooner)."""
-        lifetime = self._account.message_validity_seconds
-        for _, _, validity in owed:
-            try:
-                left = smpp.validity_seconds(validity)
-            except ValueError:
-                left = None
-            if left is not None:
-                lifetime = min(lifetime, left)
+        """Before the deliver_sm_resp: the reports for this SMS are the IWF's debt, due (EXPIRED)
+        when the IWF's message validity ends: as long as the CPM side keeps trying, so no
+        EXPIRED goes to a handset for a message Mary may still get (the sender's own validity
+        was the SMSC's to keep, and it kept it: the IWF took the SMS in time)."""
         self.owed.owe(imdn_message_id, {**_report_meta(sms, owed), "reporter_uri": reporter_uri},
-                      clock.wall() + max(lifetime, 0))
+                      clock.wall() + self._account.message_validity_seconds)
 
-    def _report_now(self, sms: smstext.IncomingSms, owed: list[tuple[str, int, str]], state: MessageState,
+    def _report_now(self, sms: smstext.IncomingSms, owed: list[tuple[str, int]], state: MessageState,
                     why: str) -> None:
         """A report decided at once (no CPM message to wait for)."""
         if owed:
@@ -442,9 +436,9 @@ class SmsLeg:
                            text=f"Your message to {who} was not delivered ({response.status} {response.reason}).")
 
 
-def _report_meta(sms: smstext.IncomingSms, owed: list[tuple[str, int, str]]) -> dict[str, Any]:
+def _report_meta(sms: smstext.IncomingSms, owed: list[tuple[str, int]]) -> dict[str, Any]:
     """What a status report for this SMS needs: who gets it, from which number, per part the
     SMSC's id and what was asked (registered_delivery), and the receipt text's details."""
     return {"submitter": sms.source.lstrip("+"), "recipient": sms.dest.lstrip("+"),
-            "parts": [[smsc_id, rd] for smsc_id, rd, _ in owed], "submitted": clock.wall(),
+            "parts": [[smsc_id, rd] for smsc_id, rd in owed], "submitted": clock.wall(),
             "text_start": sms.text[:20]}
