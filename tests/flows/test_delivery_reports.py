@@ -274,7 +274,7 @@ def test_john_gets_an_mdn_threaded_to_his_mail_when_mary_reports_displayed(world
     machine = next(p for p in mdn.walk() if p.get_content_type() == "message/disposition-notification")
     fields = str(machine.get_payload()[0] if isinstance(machine.get_payload(), list) else machine.get_payload())
     assert "Original-Message-ID: <john-agenda@mail-b.lab>" in fields
-    assert "Disposition: automatic-action/MDN-sent-automatically; displayed" in fields
+    assert "Disposition: manual-action/MDN-sent-automatically; displayed" in fields   # Mary displayed it
     answer = next(e for e in lab.lab.trace.events() if e.src == "IWF" and e.is_response and "IMDN displayed" in e.note)
     assert "report mapping: IMDN displayed <-> MDN disposition displayed (RFC 8098)" in answer.note
     data = next(e for e in lab.lab.trace.events() if e.protocol == "SMTP" and e.correlation.get("email_message_id")
@@ -296,6 +296,19 @@ def test_a_display_forbidden_after_delivered_sends_john_nothing(world):
     mary_reports(mary, next_message(mary), "displayed", to=JOHN_TEL)
     [raw] = [bytes(m) for m in wait_for_mail(lab)]
     assert BytesParser(policy=policy.default).parsebytes(raw)["In-Reply-To"] == "<john-second@mail-b.lab>"
+
+
+def test_no_automatic_mdn_to_an_address_that_is_not_the_envelope_sender(world):
+    """RFC 8098 2.1: John's mail asks for the read report to go to a third party; the IWF must
+    not mail it automatically, so it asks Mary's phone for no display notification either."""
+    lab, mary, _ = world()
+    johns_mail_with_mdn_request(lab, "Tell Eve I read it", notify="Eve <eve@mail-b.lab>")
+    message = next_message(mary)
+    assert "display" not in parse_cpim(message.body).disposition
+    carried = next(e for e in lab.lab.trace.events() if e.src == "IWF" and e.summary.startswith("MESSAGE ")
+                   and e.dst != "IWF")
+    assert "not the envelope sender john@mail-b.lab: no automatic MDN (RFC 8098 2.1)" in carried.note
+    assert lab.call(lambda: lab.lab.iwf.email._mdns.count()) == 0
 
 
 def list_of(lab) -> list:
