@@ -205,6 +205,17 @@ def test_failures_only_means_no_receipt_for_a_delivery(world):
         peter.next_message(timeout=0.3)
 
 
+def test_at_the_cap_of_owed_reports_an_sms_gets_none_and_the_ladder_says_so(world):
+    lab, mary, peter = world()
+    lab.call(lambda: setattr(lab.lab.iwf.sms.owed, "limit", 0))
+    peter_submits(peter, encoded("One too many"), registered_delivery=1)
+    message = next_message(mary)
+    assert "negative-delivery" not in parse_cpim(message.body).disposition
+    carried = next(e for e in lab.lab.trace.events() if e.src == "IWF" and e.summary.startswith("MESSAGE "))
+    assert "asked for a status report, but the IWF owes 0 already: none for this SMS" in carried.note
+    assert lab.call(lambda: lab.lab.iwf.sms.owed.count()) == 0
+
+
 def test_the_labs_own_phone_reports_and_peters_receipt_follows(lab_factory):
     lab = lab_factory(devices="mary")
     peter = SmppHandset(lab.lab.endpoints()["smpp"], "15550201")
@@ -309,6 +320,15 @@ def test_no_automatic_mdn_to_an_address_that_is_not_the_envelope_sender(world):
                    and e.dst != "IWF")
     assert "not the envelope sender john@mail-b.lab: no automatic MDN (RFC 8098 2.1)" in carried.note
     assert lab.call(lambda: lab.lab.iwf.email._mdns.count()) == 0
+
+
+def test_at_the_cap_of_owed_mdns_a_mail_gets_none_and_the_ladder_says_so(world):
+    lab, mary, _ = world()
+    lab.call(lambda: setattr(lab.lab.iwf.email._mdns, "limit", 0))
+    johns_mail_with_mdn_request(lab, "One MDN too many")
+    assert "display" not in parse_cpim(next_message(mary).body).disposition
+    carried = next(e for e in lab.lab.trace.events() if e.src == "IWF" and e.summary.startswith("MESSAGE "))
+    assert "the IWF owes 0 already: none for this mail" in carried.note
 
 
 def list_of(lab) -> list:

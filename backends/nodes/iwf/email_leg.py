@@ -335,6 +335,9 @@ class EmailLeg:
         assert recipient.cpm_uri, "_cpm_user found a CPM user"
         envelope_sender = bounce_to if bounce_to is not None else incoming.sender
         mdn_refused = _no_automatic_mdn(incoming.disposition_notification_to, envelope_sender)
+        if incoming.disposition_notification_to and mdn_refused is None and self._mdns.full():
+            mdn_refused = (f"a read report (MDN) was asked for, but the IWF owes {self._mdns.limit} already: "
+                           "none for this mail")
         wants_mdn = bool(incoming.disposition_notification_to) and mdn_refused is None
         cpim = CpimMessage(sender=sip.name_addr(sender_uri, incoming.sender_name or incoming.sender),
                            recipient=f"<{recipient.cpm_uri}>", body=text.encode("utf-8"),

@@ -330,6 +330,11 @@ class SmsLeg:
         contribution_id = uuid.uuid4().hex
         conversation_id = thread.conversation_id if thread else uuid.uuid4().hex
         text = sms.text if sms.complete else f"{sms.text}\n[incomplete: {sms.parts} of {sms.total} parts arrived]"
+        cap_note = ""
+        if owed and self.owed.full():
+            cap_note = (f"; +{source} asked for a status report, but the IWF owes {self.owed.limit} already: "
+                        "none for this SMS (the SMSC's EXPIRED follows when its wait ends)")
+            owed = []
         cpim = CpimMessage(sender=sip.name_addr(f"tel:+{source}", sender.name if sender else None),
                            recipient=f"<{recipient.cpm_uri}>", body=text.encode("utf-8"),
                            disposition=("positive-delivery", "negative-delivery") if owed else ("positive-delivery",))
@@ -351,6 +356,7 @@ class SmsLeg:
         if owed:
             self._owe(cpim.message_id, sms, owed, recipient.cpm_uri)
             note += f"; +{source}'s status report waits for {recipient.name}'s IMDN"
+        note += cap_note
         self._cpm.send(req, note, origin=Origin(SMS, sender=source, recipient=dest))
 
     # -- status reports owed to handsets (SMS -> CPM) ------------------------------------------
