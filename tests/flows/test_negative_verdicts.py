@@ -423,6 +423,12 @@ def _message_state_contradicts_stat(lab, monkeypatch):
     monkeypatch.setattr(smsc_session, "relayed_receipt_fields", contradicting)
 
 
+def _every_report_delivered(lab, monkeypatch):
+    send = SmsLeg._send_report
+    monkeypatch.setattr(SmsLeg, "_send_report", lambda self, meta, state, why:
+                        send(self, meta, smpp.MessageState.DELIVERED, why))
+
+
 def _mdn_says_deleted(lab, monkeypatch):
     mdn_for = mail.mdn_for
     monkeypatch.setattr(mail, "mdn_for", lambda **kw: mdn_for(**{**kw, "disposition": "deleted"}))
@@ -433,6 +439,8 @@ def _mdn_says_deleted(lab, monkeypatch):
                  "2 receipts for id 1A2B3C01 reached Peter: one was owed", True, id="two-receipts"),
     pytest.param("IOP-xxx-7-status-report", _message_state_contradicts_stat,
                  "Peter's receipt says stat:DELIVRD but message_state 5", True, id="state-not-stat"),
+    pytest.param("IOP-xxx-7-status-report-refused", _every_report_delivered,
+                 "Peter's receipt says stat:DELIVRD, not UNDELIV", True, id="refused-reported-delivered"),
     pytest.param("IOP-xxx-7-mdn-from-imdn", _mdn_says_deleted,
                  "the MDN to John: its Disposition is manual-action/MDN-sent-automatically; deleted, not displayed",
                  True, id="mdn-disposition"),
