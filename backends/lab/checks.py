@@ -15,7 +15,7 @@ from typing import Any, Callable
 from iwlab.backends.lab import evidence as ev
 from iwlab.backends.lab.evidence import received_by
 from iwlab.backends.lab.lab import Lab
-from iwlab.backends.protocols import mail, sip, smpp, smstext
+from iwlab.backends.protocols import mail, reports, sip, smpp, smstext
 from iwlab.backends.protocols.cpim import CpimError, parse_cpim, parse_imdn_xml
 from iwlab.backends.routing import Route
 from iwlab.backends.topology import User
@@ -412,26 +412,29 @@ def notified(check: Check, events: Events, lab: Lab) -> CheckResult:
                        else f"IMDN {status} came before {what}", _rows(sent, report, imdn), decided_failure=not in_order)
 
 
-_IMDN_FOR = {"DELIVRD": "delivered", "UNDELIV": "failed", "DISPLAYED": "displayed"}   # protocols/reports.py
-
-
 def status_reported(check: Check, events: Events, lab: Lab) -> CheckResult:
     """The other way (SMS / email -> CPM): the legacy sender's report is made from the CPM
     recipient's IMDN for his message and comes after it on the wire. A handset's delivery receipt
-    (deliver_sm, esm_class 0x04) for the id his submit_sm_resp gave, saying `says` (DELIVRD after
-    IMDN delivered, UNDELIV after failed, EXPIRED when no IMDN came); an email sender's MDN
-    (RFC 8098, threaded to his mail) after IMDN displayed. A receipt before the IMDN is the SMSC
-    speaking for a phone it never reached: failed for good."""
+    (deliver_sm, esm_class 0x04) for the id his submit_sm_resp gave, exactly one, saying `says` in
+    stat: and message_state alike (DELIVRD after IMDN delivered, UNDELIV after failed or after the
+    CPM side refused it, EXPIRED when no IMDN came at all); an email sender's one MDN (RFC 8098,
+    Disposition displayed, Original-Message-ID and threading his mail's) after IMDN displayed. A
+    receipt before the IMDN is the SMSC speaking for a phone it never reached: failed for good."""
     sender, reader = _user(lab, check, "to"), _user(lab, check, "from")
-    text, says = check.params["for_text"], str(check.params["says"])
+    text, says = check.params["for_text"], str(check.params["says"]).upper()
     carried = next((e for e in events if ev.is_sip_request(e, "MESSAGE") and e.dst == reader.name and not ev.is_imdn(e)
                     and (e.fields.get("cpim") or {}).get("body") == text), None)
     if carried is None:
         return CheckResult(check, False, f"{sender.name}'s {text!r} did not reach {reader.name} by CPM")
     message_id = carried.correlation.get("imdn_message_id")
-    wanted = _IMDN_FOR.get(says.upper())
-    imdn = next((e for e in events if ev.is_sip_request(e, "MESSAGE") and e.src == reader.name and ev.is_imdn(e)
-                 and e.correlation.get("imdn_message_id") == message_id and _imdn_status(e) == wanted), None)
+    wanted = reports.IMDN_FOR.get(says)
+    imdns = [e for e in events if ev.is_sip_request(e, "MESSAGE") and e.src == reader.name and ev.is_imdn(e)
+             and e.correlation.get("imdn_message_id") == message_id]
+    imdn = next((e for e in imdns if _imdn_status(e) == wanted), None) if wanted else None
+    if wanted == "failed" and imdn is None:     # the CPM side refused it: that stands for IMDN failed
+        imdn = next((e for e in events if e.protocol == "SIP" and e.is_response and e.src == reader.name
+                     and e.correlation.get("call_id") == carried.correlation.get("call_id")
+                     and e.summary[:1] in ("3", "4", "5", "6")), None)
     if wanted and imdn is None:
         return CheckResult(check, False, f"no IMDN {wanted} from {reader.name} for {text!r}", _rows(carried))
     if sender.device == "email":
@@ -440,18 +443,30 @@ def status_reported(check: Check, events: Events, lab: Lab) -> CheckResult:
     smsc_id = sent.correlation.get("smpp_message_id") if sent else None
     if not smsc_id:
         return CheckResult(check, False, f"{sender.name}'s submit_sm of {text!r} was not accepted", _rows(sent))
-    receipt = next((e for e in events if e.dst == sender.name and e.summary.startswith("deliver_sm ")
-                    and " receipt " in e.summary and e.fields.get("receipted_message_id") == smsc_id), None)
-    if receipt is None:
+    receipts = [e for e in events if e.dst == sender.name and e.summary.startswith("deliver_sm ")
+                and " receipt " in e.summary and e.fields.get("receipted_message_id") == smsc_id]
+    if not receipts:
         return CheckResult(check, False, f"no status report for id {smsc_id} reached {sender.name}",
                            _rows(sent, carried, imdn))
-    said = _receipt_stat(receipt)
-    rows = _rows(sent, carried, imdn, receipt)
+    receipt = receipts[0]
+    said = _receipt_stat(receipt).upper()
+    rows = _rows(sent, carried, imdn, *receipts)
+    if len(receipts) > 1:
+        return CheckResult(check, False, f"{len(receipts)} receipts for id {smsc_id} reached {sender.name}: "
+                                         "one was owed", rows, decided_failure=True)
     if imdn is not None and receipt.seq < imdn.seq:
         return CheckResult(check, False, f"{sender.name}'s receipt (stat:{said}) came before {reader.name}'s "
                                          f"IMDN {wanted}: it does not report her phone", rows, decided_failure=True)
-    if said.upper() != says.upper():
+    if said != says:
         return CheckResult(check, False, f"{sender.name}'s receipt says stat:{said}, not {says}", rows,
+                           decided_failure=True)
+    state = receipt.fields.get("message_state")
+    if state is None or smpp.state_of_stat(said) != state:
+        return CheckResult(check, False, f"{sender.name}'s receipt says stat:{said} but message_state "
+                                         f"{'none' if state is None else state}", rows, decided_failure=True)
+    if not wanted and imdns:
+        return CheckResult(check, False, f"{sender.name}'s receipt says {said}, yet {reader.name} sent IMDN "
+                                         f"{_imdn_status(imdns[0])} for it", _rows(sent, carried, imdns[0], receipt),
                            decided_failure=True)
     after = f"after {reader.name}'s IMDN {wanted}" if imdn is not None else f"with no IMDN from {reader.name}"
     return CheckResult(check, True, f"{sender.name}'s receipt for id {smsc_id} says stat:{said}, {after}", rows)
@@ -460,20 +475,47 @@ def status_reported(check: Check, events: Events, lab: Lab) -> CheckResult:
 def _mdn_after(check: Check, events: Events, sender: User, text: str, carried: TraceEvent,
                imdn: TraceEvent | None) -> CheckResult:
     sent = next(((e, m) for e, m in ev.mails(events, src=sender.name) if ev.mail_text(m) == text), None)
-    mdn = next(((e, m) for e, m in ev.mails(events, to=sender.email) if _is_mdn(m)), None)
-    if sent is None or mdn is None:
-        return CheckResult(check, False, f"no MDN reached {sender.name}" if sent else f"{sender.name}'s mail is missing",
-                           _rows(sent[0] if sent else None, carried, imdn))
-    rows = _rows(sent[0], carried, imdn, mdn[0])
+    if sent is None:
+        return CheckResult(check, False, f"{sender.name}'s mail is missing", _rows(carried, imdn))
+    original = mail.normalise_message_id(str(sent[1].get("Message-ID") or ""))
+    mdns = [(e, m) for e, m in ev.mails(events, to=sender.email) if _is_mdn(m) and original in (
+            mail.normalise_message_id(str(m.get("In-Reply-To") or "")),
+            mail.normalise_message_id(_mdn_fields(m).get("original-message-id", "")))]
+    if not mdns:
+        return CheckResult(check, False, f"no MDN reached {sender.name}", _rows(sent[0], carried, imdn))
+    mdn = mdns[0]
+    rows = _rows(sent[0], carried, imdn, *(e for e, _ in mdns))
+    if len(mdns) > 1:
+        return CheckResult(check, False, f"{len(mdns)} MDNs for {sender.name}'s mail: one was owed", rows,
+                           decided_failure=True)
     if imdn is None or mdn[0].seq < imdn.seq:
         return CheckResult(check, False, f"the MDN to {sender.name} came before any IMDN displayed", rows,
                            decided_failure=True)
-    original = mail.normalise_message_id(str(sent[1].get("Message-ID") or ""))
     threaded = mail.normalise_message_id(str(mdn[1].get("In-Reply-To") or "")) == original and \
         original in mail.normalise_message_id(str(mdn[1].get("References") or ""))
-    return CheckResult(check, threaded, f"an MDN (displayed) reached {sender.name} after the IMDN, threaded to his mail"
-                       if threaded else f"the MDN is not threaded to {sender.name}'s mail", rows,
-                       decided_failure=not threaded)
+    fields = _mdn_fields(mdn[1])
+    problem = ("it is not threaded to his mail (In-Reply-To, References)" if not threaded else
+               f"its Original-Message-ID is {fields.get('original-message-id') or 'missing'}"
+               if mail.normalise_message_id(fields.get("original-message-id", "")) != original else
+               f"its Disposition is {fields.get('disposition') or 'missing'}, not displayed"
+               if fields.get("disposition", "").rpartition(";")[2].strip().lower() != "displayed" else "")
+    if problem:
+        return CheckResult(check, False, f"the MDN to {sender.name}: {problem}", rows, decided_failure=True)
+    return CheckResult(check, True, f"an MDN (displayed) reached {sender.name} after the IMDN, threaded to his mail",
+                       rows)
+
+
+def _mdn_fields(message: EmailMessage) -> dict[str, str]:
+    """The machine-readable part of an MDN (message/disposition-notification), lower-case names."""
+    part = next((p for p in message.walk() if p.get_content_type() == "message/disposition-notification"), None)
+    payload = part.get_payload() if part is not None else None
+    text = str(payload[0] if isinstance(payload, list) and payload else payload or "")
+    fields = {}
+    for line in text.splitlines():
+        name, colon, value = line.partition(":")
+        if colon:
+            fields[name.strip().lower()] = value.strip()
+    return fields
 
 
 def _is_mdn(message: EmailMessage) -> bool:

@@ -37,6 +37,7 @@ from iwlab.backends.topology import Operator, Topology, User
 from iwlab.backends.trace import Trace
 
 Device = CpmDevice | SmsHandset | EmailClient
+REPORT_GRACE_SECONDS = 60.0   # the SMSC's wait for an IWF's report beyond the IWF's message validity
 
 
 class Lab:
@@ -173,8 +174,11 @@ class Lab:
         routes = [number.lstrip("+") for number in op.iwf.number_pool]
         if op is self.topology.iwf_operator():
             routes = [u.msisdn for u in self.topology.users if u.device == "cpm" and u.msisdn] + routes
+        # The SMSC waits for the IWF's report a little longer than the IWF keeps trying CPM: the
+        # IWF's own EXPIRED comes first; the SMSC's only if the IWF never reports.
         return EsmeAccount(system_id=op.iwf.system_id, password=op.iwf.password, node_name=op.iwf.node_name,
-                           routes=routes, end_to_end_receipts=op.iwf.end_to_end_receipts)
+                           routes=routes, end_to_end_receipts=op.iwf.end_to_end_receipts,
+                           report_seconds=op.iwf.message_validity_seconds + REPORT_GRACE_SECONDS)
 
     def _handset_first(self, digits: str, bound: bool) -> str | None:
         """An SMS to a CPM user's number goes to her phone's SMS side while CPM cannot reach her:

@@ -316,7 +316,7 @@ def mdn_for(*, original_id: str, subject: str, to: str, reader_address: str, rea
             disposition: str = "displayed", reporting_ua: str = "iwlab email client",
             mode: str = "manual-action/MDN-sent-manually") -> EmailMessage:
     """An RFC 8098 MDN for the mail original_id (threaded to it by In-Reply-To and References);
-    mode: the disposition mode (a gateway reporting for its user: automatic-action/MDN-sent-automatically)."""
+    mode: the disposition mode (a gateway reporting its user's display: manual-action/MDN-sent-automatically)."""
     domain = reader_address.rpartition("@")[2] or "localhost"
     report = EmailMessage(policy=policy.default)
     report["From"] = Address(display_name=reader_name, addr_spec=reader_address)

@@ -4,8 +4,10 @@ The IWF converts reports both ways, and every converted report says on the ladde
 this table it followed (note()); the README shows the same table (markdown()). Sans-I/O: data
 and words only.
 
-- IMDN (RFC 5438) is CPM's report: `delivered`, `failed` (also `forbidden`, `error`) for
-  delivery, `displayed` for reading.
+- IMDN (RFC 5438) is CPM's report, read by (kind, status): delivery `delivered` / `failed`,
+  display `displayed`. `forbidden` (the recipient's policy refuses the notification) and `error`
+  (it could not be processed) say nothing of what became of the message: no report is made of
+  them. Any other pair (a processing notification, an unknown status) is ignored.
 - An SMS status report (SMPP v3.4 deliver_sm, esm_class 0x04) says `message_state` and the
   de-facto `stat:` word: DELIVRD, UNDELIV, EXPIRED ...
 - Email has the DSN (RFC 3464, multipart/report; report-type=delivery-status) for delivery and
@@ -33,20 +35,30 @@ ROWS = (
     ReportRow("displayed", "none: SMS cannot report reading (a display request is not answered)",
               "MDN disposition: displayed (RFC 8098), if the mail asked with Disposition-Notification-To",
               "the CPM recipient read it / the mail reader answered the MDN request"),
-    ReportRow("failed (forbidden, error)", "UNDELIV (message_state 5); an SMSC's EXPIRED, DELETED, REJECTD -> "
+    ReportRow("failed", "UNDELIV (message_state 5); an SMSC's EXPIRED, DELETED, REJECTD -> "
               "IMDN failed", "DSN Action: failed (RFC 3464)",
               "the CPM side refused it or the recipient's phone reported failure / the SMSC gave up / a bounce"),
-    ReportRow("none came in time", "EXPIRED (message_state 3)", "none (an MDN is asked for, never promised: RFC 8098)",
-              "the IWF's validity for the report ran out (the CPM recipient never reported)"),
+    ReportRow("forbidden, error (either kind)", "none: the report is no longer owed (the SMSC's EXPIRED "
+              "follows at the end of its wait)", "none: a display forbidden ends the MDN request, "
+              "a delivery one leaves it waiting",
+              "the recipient's policy refused the notification, or it could not be processed (RFC 5438)"),
+    ReportRow("none came in time", "EXPIRED (message_state 3): the IWF's; the SMSC's own if the IWF never reports",
+              "none (an MDN is asked for, never promised: RFC 8098)",
+              "the IWF's message validity ran out (as long as the CPM side keeps trying) with no IMDN"),
 )
 
-_SMS_STATE = {"delivered": MessageState.DELIVERED, "failed": MessageState.UNDELIVERABLE,
-              "forbidden": MessageState.UNDELIVERABLE, "error": MessageState.UNDELIVERABLE}
+# A display notification says it was delivered too (RFC 5438 5.1): SMS can say only that.
+_SMS_STATE = {("delivery", "delivered"): MessageState.DELIVERED, ("delivery", "failed"): MessageState.UNDELIVERABLE,
+              ("display", "displayed"): MessageState.DELIVERED}
+NO_REPORT = frozenset({"forbidden", "error"})   # statuses that end a report request without a report
+# The IMDN status a legacy report follows, by its word on the wire (stat: or the MDN disposition).
+IMDN_FOR = {"DELIVRD": "delivered", "UNDELIV": "failed", "DISPLAYED": "displayed"}
 
 
-def sms_state_for_imdn(status: str) -> MessageState | None:
-    """The SMS status report an IMDN status becomes; None for displayed (SMS cannot say it)."""
-    return _SMS_STATE.get(status)
+def sms_state_for_imdn(kind: str, status: str) -> MessageState | None:
+    """The SMS status report an IMDN (kind, status) becomes; None: none (see NO_REPORT), or an
+    IMDN that says nothing the handset asked about (a processing notification, an unknown status)."""
+    return _SMS_STATE.get((kind, status))
 
 
 def imdn_for_sms_state(state: MessageState) -> str:

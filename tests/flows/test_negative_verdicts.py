@@ -34,8 +34,11 @@ from iwlab.backends.nodes.iwf.cpm_leg import Answer
 from iwlab.backends.nodes.iwf.email_leg import EmailLeg
 from iwlab.backends.nodes.iwf.sms_leg import SmsLeg
 from iwlab.backends.nodes.iwf.session import Reply, SessionRules
+from iwlab.backends.nodes.smsc import session as smsc_session
+from iwlab.backends.nodes.smsc.message import relayed_receipt_fields
+from iwlab.backends.nodes.smsc.owed import OwedReceipts
 from iwlab.backends.nodes.smsc.session import SmppSession
-from iwlab.backends.protocols import reports, smpp, smstext
+from iwlab.backends.protocols import mail, reports, smpp, smstext
 from iwlab.backends.routing import EMAIL, SMS, Route
 
 SCENARIOS = load_scenarios()
@@ -400,10 +403,47 @@ def _imdns_ignored(lab, monkeypatch):
 
 
 def _every_imdn_a_failure(lab, monkeypatch):
-    monkeypatch.setattr(reports, "sms_state_for_imdn", lambda status: smpp.MessageState.UNDELIVERABLE)
+    monkeypatch.setattr(reports, "sms_state_for_imdn", lambda kind, status: smpp.MessageState.UNDELIVERABLE)
+
+
+def _reports_relayed_twice(lab, monkeypatch):
+    """The IWF sends its report twice and the SMSC, broken, does not see the repeat."""
+    send = SmsLeg._send_report
+
+    def twice(self, meta, state, why):
+        send(self, meta, state, why)
+        send(self, meta, state, why)
+    monkeypatch.setattr(SmsLeg, "_send_report", twice)
+    monkeypatch.setattr(OwedReceipts, "answered", lambda self, message_id: None)
+
+
+def _message_state_contradicts_stat(lab, monkeypatch):
+    def contradicting(*args):
+        return {**relayed_receipt_fields(*args), "message_state": smpp.MessageState.UNDELIVERABLE}
+    monkeypatch.setattr(smsc_session, "relayed_receipt_fields", contradicting)
+
+
+def _every_report_delivered(lab, monkeypatch):
+    send = SmsLeg._send_report
+    monkeypatch.setattr(SmsLeg, "_send_report", lambda self, meta, state, why:
+                        send(self, meta, smpp.MessageState.DELIVERED, why))
+
+
+def _mdn_says_deleted(lab, monkeypatch):
+    mdn_for = mail.mdn_for
+    monkeypatch.setattr(mail, "mdn_for", lambda **kw: mdn_for(**{**kw, "disposition": "deleted"}))
 
 
 @pytest.mark.parametrize("scenario, breaks, detail, decided", [
+    pytest.param("IOP-xxx-7-status-report", _reports_relayed_twice,
+                 "2 receipts for id 1A2B3C01 reached Peter: one was owed", True, id="two-receipts"),
+    pytest.param("IOP-xxx-7-status-report", _message_state_contradicts_stat,
+                 "Peter's receipt says stat:DELIVRD but message_state 5", True, id="state-not-stat"),
+    pytest.param("IOP-xxx-7-status-report-refused", _every_report_delivered,
+                 "Peter's receipt says stat:DELIVRD, not UNDELIV", True, id="refused-reported-delivered"),
+    pytest.param("IOP-xxx-7-mdn-from-imdn", _mdn_says_deleted,
+                 "the MDN to John: its Disposition is manual-action/MDN-sent-automatically; deleted, not displayed",
+                 True, id="mdn-disposition"),
     pytest.param("IOP-xxx-7-status-report", _smsc_receipts_at_once,
                  "Peter's receipt (stat:DELIVRD) came before Mary's IMDN delivered: it does not report her phone",
                  True, id="receipt-before-imdn"),

@@ -333,7 +333,12 @@ class EmailLeg:
         for attachment in incoming.attachments:
             text += f"\n[attachment not forwarded: {attachment}]"
         assert recipient.cpm_uri, "_cpm_user found a CPM user"
-        wants_mdn = bool(incoming.disposition_notification_to)
+        envelope_sender = bounce_to if bounce_to is not None else incoming.sender
+        mdn_refused = _no_automatic_mdn(incoming.disposition_notification_to, envelope_sender)
+        if incoming.disposition_notification_to and mdn_refused is None and self._mdns.full():
+            mdn_refused = (f"a read report (MDN) was asked for, but the IWF owes {self._mdns.limit} already: "
+                           "none for this mail")
+        wants_mdn = bool(incoming.disposition_notification_to) and mdn_refused is None
         cpim = CpimMessage(sender=sip.name_addr(sender_uri, incoming.sender_name or incoming.sender),
                            recipient=f"<{recipient.cpm_uri}>", body=text.encode("utf-8"),
                            disposition=("positive-delivery", "display") if wants_mdn else ("positive-delivery",))
@@ -357,6 +362,8 @@ class EmailLeg:
                 else f"email from {incoming.sender} starts a conversation with {recipient.name}")
         if incoming.trimmed_quote:
             note += "; quoted history trimmed"
+        if mdn_refused:
+            note += f"; {mdn_refused}"
         if wants_mdn:   # before the 250: the MDN is owed from now on
             self._mdns.owe(cpim.message_id, {
                 "to": incoming.disposition_notification_to, "original_id": incoming.message_id,
@@ -391,15 +398,25 @@ class EmailLeg:
         meta = report.meta
         if reporter is None or reporter is not self._topology.user_by_uri(meta["reporter_uri"]):
             return f"IMDN {imdn.status} for imdn.Message-ID {imdn.message_id} not from its recipient: the MDN still waits"
-        if imdn.status == "delivered":
+        what = (imdn.kind, imdn.status)
+        if what == ("delivery", "delivered"):
             return (f"IMDN delivered for {meta['to']}'s mail: no email report for delivery (DSN NOTIFY=SUCCESS "
                     f"is not offered); the MDN waits for displayed")
+        if what == ("display", "forbidden"):
+            self._mdns.take(imdn.message_id)
+            self._mdns.paid(report)
+            return (f"IMDN display forbidden for {meta['to']}'s mail: {meta['reader_name']} does not send read "
+                    "reports (RFC 5438), so no MDN; nothing is sent for it (RFC 8098: an MDN is never promised)")
+        if what not in (("display", "displayed"), ("delivery", "failed")):
+            return (f"IMDN {imdn.kind} {imdn.status} for {meta['to']}'s mail: says neither read nor failed, "
+                    "ignored; the MDN still waits")
         self._mdns.take(imdn.message_id)
         if imdn.status == "displayed":
             report_mail = mail.mdn_for(original_id=meta["original_id"], subject=meta["subject"], to=meta["to"],
                                        reader_address=meta["reader"], reader_name=meta["reader_name"],
                                        reporting_ua=f"{self._name}; from {meta['reader_name']}'s IMDN displayed",
-                                       mode="automatic-action/MDN-sent-automatically")
+                                       # Mary displayed it (her action), the IWF sent the MDN for her.
+                                       mode="manual-action/MDN-sent-automatically")
             legacy = "MDN disposition displayed (RFC 8098)"
         else:
             report_mail = mail.build_dsn(original_message_id=meta["original_id"], original_subject=meta["subject"],
@@ -446,6 +463,17 @@ class EmailLeg:
         req.headers.add("Content-Type", "message/cpim")
         req.body = envelope.to_bytes()
         self._cpm.send(req, f"IMDN {status} for imdn.Message-ID {outbound.imdn_message_id}: {why}")
+
+
+def _no_automatic_mdn(notify_to: str | None, envelope_sender: str) -> str | None:
+    """Why a read report asked for may not be sent automatically, or None. RFC 8098 2.1: not
+    when Disposition-Notification-To differs from the Return-Path (the envelope sender): else
+    anyone could have the IWF mail a third party."""
+    if not notify_to or notify_to.strip().lower() == envelope_sender.strip().lower():
+        return None
+    return (f"a read report (MDN) was asked for, to {notify_to[:80]}, which is not the envelope sender "
+            f"{envelope_sender[:80] or '<> (null reverse-path)'}: no automatic MDN (RFC 8098 2.1), "
+            "so no display notification is asked of the CPM recipient")
 
 
 def _cannot_carry(req: SipRequest) -> str | None:

@@ -4,7 +4,9 @@ recipient's IMDN says what became of it (a handset's status report, an email sen
 Kept in the lab's durable store, by the imdn.Message-ID of the CPM message, from before the
 legacy side hears "taken" until the report is on its way (the leg queues the report in its own
 durable outbox first, then pays the debt here): a restart loses none. A report that has no IMDN
-by its expiry is due anyway (on_expired: an SMS sender hears EXPIRED).
+by its expiry is due anyway (on_expired: an SMS sender hears EXPIRED). At most `limit` are owed
+(each is a durable row and a timer for up to the message validity): when full(), the leg owes
+no more and says so.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from typing import Any, Callable
 
 from iwlab.backends import clock
 from iwlab.backends.store import DurableQueue
+
+OWED_LIMIT = 10_000
 
 
 @dataclass
@@ -25,9 +29,10 @@ class OwedReport:
 
 
 class OwedReports:
-    def __init__(self, store: DurableQueue, on_expired: Callable[[OwedReport], None] | None = None) -> None:
+    def __init__(self, store: DurableQueue, on_expired: Callable[[OwedReport], None], limit: int = OWED_LIMIT) -> None:
         self._store = store
         self._on_expired = on_expired
+        self.limit = limit
         self._owed: dict[str, OwedReport] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
 
@@ -61,6 +66,10 @@ class OwedReports:
     def count(self) -> int:
         return len(self._owed)
 
+    def full(self) -> bool:
+        """No more may be owed (the limit): a new request for a report gets none."""
+        return len(self._owed) >= self.limit
+
     def stop(self) -> None:
         for timer in self._timers.values():
             timer.cancel()
@@ -68,13 +77,11 @@ class OwedReports:
 
     def _add(self, report: OwedReport) -> None:
         self._owed[report.imdn_message_id] = report
-        if self._on_expired is None:
-            return
         loop = asyncio.get_running_loop()
         self._timers[report.imdn_message_id] = loop.call_later(max(report.expires - clock.wall(), 0),
                                                                self._expire, report.imdn_message_id)
 
     def _expire(self, imdn_message_id: str) -> None:
         report = self.take(imdn_message_id)
-        if report is not None and self._on_expired is not None:
+        if report is not None:
             self._on_expired(report)

@@ -38,11 +38,10 @@ from iwlab.backends.protocols.cpim import (
     parse_cpim,
     uri_of,
 )
-from iwlab.backends.protocols.smpp import MessageState
 from iwlab.backends.protocols.sip import SipRequest, SipResponse
-from iwlab.backends.routing import SMS
-from iwlab.backends.protocols.smpp import parse_receipt_text
+from iwlab.backends.protocols.smpp import MessageState, parse_receipt_text
 from iwlab.backends.protocols.smpp import text as _text
+from iwlab.backends.routing import SMS
 from iwlab.backends.store import Store
 from iwlab.backends.topology import IwfAccount, Topology, User
 from iwlab.backends.transports.smpp_esme import Esme
@@ -123,7 +122,7 @@ class SmsLeg:
         self._part_items: dict[tuple[str, str, int | None], list[int]] = {}
         # Status reports owed to handsets for SMS handed into CPM, and those of parts still waiting.
         self.owed = OwedReports(store.queue(f"{name} reports owed"), on_expired=self._report_expired)
-        self._part_reports: dict[tuple[str, str, int | None], list[tuple[str, int, str]]] = {}
+        self._part_reports: dict[tuple[str, str, int | None], list[tuple[str, int]]] = {}
         self.failed: list[tuple[OutboundSms, str]] = []
         self.esme: Esme | None = None
         self._expiry: asyncio.Task | None = None
@@ -293,7 +292,7 @@ class SmsLeg:
             self._part_items.setdefault(key, []).append(item_id)
         if fields.get("smsc_id") and fields.get("registered_delivery"):   # the SMSC says a report is ours to send
             self._part_reports.setdefault(key, []).append(
-                (fields["smsc_id"], fields["registered_delivery"], fields.get("validity_period", "")))
+                (fields["smsc_id"], fields["registered_delivery"]))
         for sms in smpp.reassemble_fields(self.reassembler, fields):
             self._handed_on(sms)
 
@@ -308,9 +307,9 @@ class SmsLeg:
             for sms in self.reassembler.expire():   # shown incomplete, never dropped
                 self._handed_on(sms)
 
-    def _incoming(self, sms: smstext.IncomingSms, owed: list[tuple[str, int, str]]) -> None:
-        """owed: (SMSC message id, registered_delivery, validity_period) of each part whose
-        status report is the IWF's to send."""
+    def _incoming(self, sms: smstext.IncomingSms, owed: list[tuple[str, int]]) -> None:
+        """owed: (SMSC message id, registered_delivery) of each part whose status report is the
+        IWF's to send."""
         if self._session_claims(sms):   # an answer to an invitation, or a message inside a session
             self._report_now(sms, owed, MessageState.DELIVERED, "taken into the chat session")
             return
@@ -331,6 +330,11 @@ class SmsLeg:
         contribution_id = uuid.uuid4().hex
         conversation_id = thread.conversation_id if thread else uuid.uuid4().hex
         text = sms.text if sms.complete else f"{sms.text}\n[incomplete: {sms.parts} of {sms.total} parts arrived]"
+        cap_note = ""
+        if owed and self.owed.full():
+            cap_note = (f"; +{source} asked for a status report, but the IWF owes {self.owed.limit} already: "
+                        "none for this SMS (the SMSC's EXPIRED follows when its wait ends)")
+            owed = []
         cpim = CpimMessage(sender=sip.name_addr(f"tel:+{source}", sender.name if sender else None),
                            recipient=f"<{recipient.cpm_uri}>", body=text.encode("utf-8"),
                            disposition=("positive-delivery", "negative-delivery") if owed else ("positive-delivery",))
@@ -352,25 +356,20 @@ class SmsLeg:
         if owed:
             self._owe(cpim.message_id, sms, owed, recipient.cpm_uri)
             note += f"; +{source}'s status report waits for {recipient.name}'s IMDN"
+        note += cap_note
         self._cpm.send(req, note, origin=Origin(SMS, sender=source, recipient=dest))
 
     # -- status reports owed to handsets (SMS -> CPM) ------------------------------------------
-    def _owe(self, imdn_message_id: str, sms: smstext.IncomingSms, owed: list[tuple[str, int, str]],
+    def _owe(self, imdn_message_id: str, sms: smstext.IncomingSms, owed: list[tuple[str, int]],
              reporter_uri: str) -> None:
-        """Before the deliver_sm_resp: the reports for this SMS are the IWF's debt, due by the
-        end of its validity (the sender's, as the SMSC said, or the IWF's own if sooner)."""
-        lifetime = self._account.message_validity_seconds
-        for _, _, validity in owed:
-            try:
-                left = smpp.validity_seconds(validity)
-            except ValueError:
-                left = None
-            if left is not None:
-                lifetime = min(lifetime, left)
+        """Before the deliver_sm_resp: the reports for this SMS are the IWF's debt, due (EXPIRED)
+        when the IWF's message validity ends: as long as the CPM side keeps trying, so no
+        EXPIRED goes to a handset for a message Mary may still get (the sender's own validity
+        was the SMSC's to keep, and it kept it: the IWF took the SMS in time)."""
         self.owed.owe(imdn_message_id, {**_report_meta(sms, owed), "reporter_uri": reporter_uri},
-                      clock.wall() + max(lifetime, 0))
+                      clock.wall() + self._account.message_validity_seconds)
 
-    def _report_now(self, sms: smstext.IncomingSms, owed: list[tuple[str, int, str]], state: MessageState,
+    def _report_now(self, sms: smstext.IncomingSms, owed: list[tuple[str, int]], state: MessageState,
                     why: str) -> None:
         """A report decided at once (no CPM message to wait for)."""
         if owed:
@@ -386,9 +385,17 @@ class SmsLeg:
         if reporter is None or reporter is not self._topology.user_by_uri(report.meta["reporter_uri"]):
             return (f"IMDN {imdn.status} for imdn.Message-ID {imdn.message_id} not from its recipient: "
                     "the status report still waits")
+        state = reports.sms_state_for_imdn(imdn.kind, imdn.status)
+        if state is None and imdn.status in reports.NO_REPORT:
+            self.owed.take(imdn.message_id)
+            self.owed.paid(report)
+            return (f"IMDN {imdn.kind} {imdn.status} for imdn.Message-ID {imdn.message_id}: the notification was "
+                    f"refused or could not be made (RFC 5438), which says nothing of the SMS's fate: no status "
+                    f"report to +{report.meta['submitter']} (the SMSC's own EXPIRED follows when its wait ends)")
+        if state is None:
+            return (f"IMDN {imdn.kind} {imdn.status} for imdn.Message-ID {imdn.message_id}: not a delivery "
+                    "outcome, ignored; the status report still waits")
         self.owed.take(imdn.message_id)
-        # A display notification says it was delivered too (RFC 5438 5.1): SMS can say only that.
-        state = reports.sms_state_for_imdn(imdn.status) or MessageState.DELIVERED
         legacy = f"SMS status report stat:{state.stat} (message_state {int(state)})"
         self._send_report(report.meta, state, f"IMDN {imdn.status}")
         self.owed.paid(report)
@@ -435,9 +442,9 @@ class SmsLeg:
                            text=f"Your message to {who} was not delivered ({response.status} {response.reason}).")
 
 
-def _report_meta(sms: smstext.IncomingSms, owed: list[tuple[str, int, str]]) -> dict[str, Any]:
+def _report_meta(sms: smstext.IncomingSms, owed: list[tuple[str, int]]) -> dict[str, Any]:
     """What a status report for this SMS needs: who gets it, from which number, per part the
     SMSC's id and what was asked (registered_delivery), and the receipt text's details."""
     return {"submitter": sms.source.lstrip("+"), "recipient": sms.dest.lstrip("+"),
-            "parts": [[smsc_id, rd] for smsc_id, rd, _ in owed], "submitted": clock.wall(),
+            "parts": [[smsc_id, rd] for smsc_id, rd in owed], "submitted": clock.wall(),
             "text_start": sms.text[:20]}

@@ -33,6 +33,7 @@ from smpplib import consts as C
 
 from iwlab.backends.nodes.smsc.events import Events
 from iwlab.backends.nodes.smsc.message import Message, receipt_fields
+from iwlab.backends.nodes.smsc.owed import OwedReceipts
 from iwlab.backends.protocols import smpp as codec
 from iwlab.backends.protocols.smpp import MessageState
 from iwlab.backends.store import DurableQueue
@@ -75,7 +76,10 @@ class Delivery:
     states of the messages they held."""
 
     def __init__(self, events: Events, name_for: Callable[[str], str | None], *, validity_seconds: float,
-                 retry_seconds: float, response_seconds: float, store: DurableQueue) -> None:
+                 retry_seconds: float, response_seconds: float, store: DurableQueue, owed_store: DurableQueue,
+                 report_seconds: Callable[[str], float]) -> None:
+        """owed_store: where the receipts end-to-end accounts owe are kept; report_seconds(owner):
+        how long such an account has to report before the SMSC's own EXPIRED."""
         self.events = events
         self._store = store
         self.name_for = name_for                  # system_id -> node name, for a receipt's mailbox
@@ -89,6 +93,8 @@ class Delivery:
         self._mailboxes: dict[str, _Mailbox] = {}
         self._ids = itertools.count(0x1A2B3C01)            # hex ids, letters included
         self._states: OrderedDict[str, tuple[MessageState, float]] = OrderedDict()
+        self.owed = OwedReceipts(owed_store)
+        self._report_seconds = report_seconds
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -114,6 +120,8 @@ class Delivery:
                 highest = max(highest, int(msg.id, 16))
         if highest:
             self._ids = itertools.count(max(highest + 1, next(self._ids)))
+        for owed_id in self.owed.restore(self.loop.time()):   # handed over, not yet reported: en route
+            self._remember(owed_id, MessageState.ENROUTE)
         return len(items)
 
     def start(self) -> None:
@@ -178,8 +186,10 @@ class Delivery:
         self._remember(msg.id, MessageState.ENROUTE)
         self._enqueue(msg, keep=msg.store_id is None)
 
-    def reported(self, message_id: str, state: MessageState) -> None:
-        """An end-to-end account reported on a message it took: query_sm says so from now on."""
+    def reported(self, message_id: str, state: MessageState, answer_id: str) -> None:
+        """An end-to-end account reported on a message it took (OwedReceipts.refusal found nothing
+        against it): no longer owed, and query_sm says so from now on."""
+        self.owed.close(message_id, answer_id)
         self._remember(message_id, state)
 
     def state_of(self, message_id: str) -> tuple[MessageState, float] | None:
@@ -267,16 +277,33 @@ class Delivery:
         if self.events:
             self.events.emit(_OUTCOMES.get(state, "undeliverable"),
                              message_id=msg.id, owner=msg.owner, node=msg.owner_name, attempts=msg.attempts)
-        if handed_over:
+        if handed_over:   # owed (durably, before msg leaves the store) until reported or expired
+            self.owed.owe(msg, time.time() + self._report_seconds(msg.owner), self.loop.time())
             return
+        self._queue_receipt(msg, state, error)
+
+    def _queue_receipt(self, msg: Message, state: MessageState, error: int, note: str = "") -> None:
+        """The receipt for msg to its submitter, if he asked for one saying this."""
+        assert msg.origin is not None
         if not (msg.want_receipt == 1 or msg.want_receipt == 2 and state != MessageState.DELIVERED):
             return
         now = time.time()
         origin_name = self.name_for(msg.origin) or msg.origin
         receipt = Message(msg.id, msg.origin, origin_name, receipt_fields(msg, state, error, now),
                           self.loop.time() + self.validity_seconds, now, None, 0, "",
-                          stored=self._receiver_for(msg.origin) is None)
+                          stored=self._receiver_for(msg.origin) is None, note=note)
         self._enqueue(receipt)
+
+    def _expire_owed(self) -> None:
+        """Reports an end-to-end account never made in its window: the SMSC's own EXPIRED."""
+        for entry in self.owed.due(time.time()):
+            msg = entry.msg
+            self._remember(msg.id, MessageState.EXPIRED)
+            window = self._report_seconds(msg.owner)
+            self._queue_receipt(msg, MessageState.EXPIRED, 0,
+                                note=f"{msg.owner_name} did not report id {msg.id} within {window:g} s: "
+                                     "the SMSC's own EXPIRED")
+            self.owed.close(msg.id, "")
 
     # -- expiry ------------------------------------------------------------------------------
     async def _sweep_loop(self) -> None:
@@ -310,3 +337,4 @@ class Delivery:
             for msg in expired:
                 self._finish(msg, MessageState.EXPIRED)
             self._pump(mailbox)
+        self._expire_owed()

@@ -36,7 +36,7 @@ class Message:
     store_id: int | None = None   # its item in the lab's durable store
     restored: bool = False    # picked up again after a restart
     # Its owner (an IWF with end-to-end receipts) reports the delivery itself: no receipt of ours
-    # when it takes the message, only if it never does.
+    # when it takes the message; our EXPIRED if it never does (owed.py).
     receipt_by_owner: bool = False
     note: str = ""            # why it goes out, for its first deliver_sm (a relayed report says which)
 
@@ -59,16 +59,17 @@ class Message:
                    note=meta.get("note", ""))
 
 
-def deliver_fields(submit_sm: Any, dest: str, owed: tuple[str, int, float] | None = None) -> dict[str, Any]:
+def deliver_fields(submit_sm: Any, dest: str, owed: tuple[str, int] | None = None) -> dict[str, Any]:
     """The deliver_sm parameters for an accepted submit_sm (dest: its destination digits).
 
-    owed: (message id, registered_delivery, expiry wall time) when the recipient is an account
-    with end-to-end receipts and the submitter asked for one: the deliver_sm tells it which
-    report it owes. SMPP v3.4 has no field for that in a plain deliver_sm, so the lab's SMSC
-    uses, for such accounts only (both ends agree by configuration, as they agree on the
-    receipts themselves), receipted_message_id for the id the submitter's submit_sm_resp gave,
-    registered_delivery for what he asked (1: success and failure, 2: failure only) and
-    validity_period for when his message expires."""
+    owed: (message id, registered_delivery) when the recipient is an account with end-to-end
+    receipts and the submitter asked for one: the deliver_sm tells it which report it owes.
+    SMPP v3.4 has no field for that in a plain deliver_sm, so the lab's SMSC uses, for such
+    accounts only (both ends agree by configuration, as they agree on the receipts themselves),
+    receipted_message_id for the id the submitter's submit_sm_resp gave and registered_delivery
+    for what he asked (1: success and failure, 2: failure only). No expiry: the account reports
+    for as long as it keeps trying (EsmeAccount.report_seconds), and validity_period stays NULL
+    as SMPP v3.4 4.6.1 wants in a deliver_sm."""
     pdu = submit_sm
     fields = {
         "service_type": codec.text(pdu.service_type),
@@ -87,9 +88,8 @@ def deliver_fields(submit_sm: Any, dest: str, owed: tuple[str, int, float] | Non
         if value is not None:
             fields[key] = value
     if owed is not None:
-        message_id, registered_delivery, expires = owed
-        fields.update(receipted_message_id=message_id, registered_delivery=registered_delivery,
-                      validity_period=codec.absolute_time(expires))
+        message_id, registered_delivery = owed
+        fields.update(receipted_message_id=message_id, registered_delivery=registered_delivery)
     return fields
 
 

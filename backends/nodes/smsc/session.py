@@ -10,9 +10,12 @@ deliver_sm to such an account names the report it owes (message.deliver_fields),
 account's report is a submit_sm of message type "ESME delivery acknowledgement" (esm_class
 0x08, SMPP v3.4 5.2.12) to the submitter, with the de-facto receipt text (`id:... stat:...`):
 a submit_sm may carry neither receipted_message_id nor message_state. The SMSC turns it into
-the delivery receipt the submitter asked for (deliver_sm, esm_class 0x04, both TLVs). The SMSC
-still sends its own receipt for a failure before the account took the message (it expired, or
-was refused, in the SMSC).
+the delivery receipt the submitter asked for (deliver_sm, esm_class 0x04, both TLVs), only for
+an id it owes (owed.py): an id it never handed to that account is refused (ESME_RINVMSGID), a
+receipt addressed to anyone but the submitter too (ESME_RINVDSTADR), a repeat is answered ok
+with no second receipt. The SMSC still sends its own receipt for a failure before the account
+took the message (it expired, or was refused, in the SMSC), and EXPIRED when the account does
+not report within its window (EsmeAccount.report_seconds).
 
 The wire is SmppServerConnection's (framing, every PDU recorded in the trace
 once, nacks for what cannot be parsed): the SMSC accepts every SMPP
@@ -226,6 +229,8 @@ class SmppSession(SmppServerConnection):
         route: tuple[str, str, str] | None = None   # (owner system_id, its node name, why)
         validity: float | None = None
         status, note = OK, ""
+        report = _report_in(pdu) if self._reports(pdu) else None
+        refused = report and self.delivery.owed.refusal(report[0], self.system_id, dest)
         if self.mode not in SENDING:
             status, note = C.SMPP_ESME_RINVBNDSTS, f"not bound as transmitter ({self.mode or 'unbound'})"
         else:
@@ -248,9 +253,11 @@ class SmppSession(SmppServerConnection):
                 status, note = C.SMPP_ESME_RINVMSGLEN, "both short_message and message_payload"
             elif pdu.short_message is not None and len(pdu.short_message) != (pdu.sm_length or 0):
                 status, note = C.SMPP_ESME_RINVMSGLEN, "sm_length does not match short_message"
-            elif self._reports(pdu) and _report_in(pdu) is None:
+            elif self._reports(pdu) and report is None:
                 status, note = C.SMPP_ESME_RINVESMCLASS, ("an end-to-end report (esm_class 0x08) needs the "
-                                                          "receipt text with a known stat: id:... stat:...")
+                                                          "receipt text with a final stat: id:... stat:...")
+            elif refused:
+                status, note = refused
             else:
                 route = smsc.route(dest)
                 if route is None:
@@ -276,7 +283,6 @@ class SmppSession(SmppServerConnection):
         if rd:
             text_start = codec.content(pdu)[1] or ""
         lifetime = validity if validity is not None else self.delivery.validity_seconds
-        report = _report_in(pdu) if self._reports(pdu) else None
         if report is not None:       # an end-to-end account's report: the receipt it stands for
             reported_id, state = report
             msg = Message(message_id, owner, owner_name, relayed_receipt_fields(pdu, dest, reported_id, state),
@@ -289,20 +295,28 @@ class SmppSession(SmppServerConnection):
         else:
             owed = rd and smsc.reports_end_to_end(owner)
             msg = Message(message_id, owner, owner_name,
-                          deliver_fields(pdu, dest, (message_id, rd, time.time() + lifetime) if owed else None),
+                          deliver_fields(pdu, dest, (message_id, rd) if owed else None),
                           self.loop.time() + lifetime, time.time(), self.system_id, rd, text_start[:20],
                           stored=stored, receipt_by_owner=bool(owed),
                           note=f"{owner_name} reports the delivery end to end: the receipt waits for its report"
                           if owed else "")
         self.record_in(pdu, raw, corr, note)
 
+        if report is not None and self.delivery.owed.answered(report[0]) is not None:
+            note = (f"{self.name} reports id {report[0]} again (its submit_sm_resp was lost?): "
+                    "answered ok, no second receipt")
+
         def answer(delayed: str) -> None:
             if self.closing:     # gone before its answer: never accepted, the ESME submits it again
                 return
+            earlier = self.delivery.owed.answered(report[0]) if report is not None else None
+            if earlier is not None:     # a repeat (or a report after the SMSC's own EXPIRED): quietly ok
+                self.respond(pdu, OK, corr, delayed, message_id=earlier or message_id)
+                return
             self.delivery.keep(msg)          # durable before the answer says "accepted"
-            self.respond(pdu, OK, corr, delayed, message_id=message_id)
             if report is not None:
-                self.delivery.reported(*report)
+                self.delivery.reported(*report, message_id)
+            self.respond(pdu, OK, corr, delayed, message_id=message_id)
             self.delivery.accept(msg)
         self._answer(answer)
 
@@ -370,7 +384,9 @@ def _report_in(pdu: Any) -> tuple[str, MessageState] | None:
     """(message id, state) an end-to-end report's receipt text names, if it names both."""
     fields = codec.parse_receipt_text(codec.content(pdu)[1] or "") or {}
     state = codec.state_of_stat(fields.get("stat", ""))
-    return (fields["id"], state) if fields.get("id") and state is not None else None
+    if not fields.get("id") or state is None or codec.receipt_outcome(state, None) is None:
+        return None     # ENROUTE, ACCEPTD, UNKNOWN: no final state, so no receipt
+    return fields["id"], state
 
 
 _HANDLERS: dict[str, Callable[[SmppSession, Any, bytes], None]] = {

@@ -34,6 +34,10 @@ class EsmeAccount:
     # The account reports deliveries itself (an IWF, the IP-SM-GW of TS 23.204 6.10): the SMSC
     # sends no receipt when the account takes a message, the account's report becomes it.
     end_to_end_receipts: bool = False
+    # How long such an account has to report on a message it took; then the SMSC sends EXPIRED
+    # itself. Longer than the account keeps trying (an IWF: its message validity), so that the
+    # account's own report, EXPIRED included, comes first.
+    report_seconds: float = 3660.0
 
     def routes_to(self, digits: str) -> str | None:
         """The matching route pattern, if any."""
@@ -76,9 +80,11 @@ class Smsc:
         self._server: asyncio.Server | None = None
         self._sessions: set[SmppSession] = set()
         self._events = Events()
+        store = store or Store()
         self._delivery = Delivery(self._events, self.name_for, validity_seconds=validity_seconds,
                                   retry_seconds=retry_seconds, response_seconds=response_seconds,
-                                  store=(store or Store()).queue(f"{name} held"))
+                                  store=store.queue(f"{name} held"), owed_store=store.queue(f"{name} receipts owed"),
+                                  report_seconds=self.report_seconds)
         self._servers: list[asyncio.Server] = []
         self.guard = ConnectionGuard(name)     # a connection limit: a flood is refused, the rest served
         self.session_init_seconds = 30.0       # a connection must bind within this (SMPP v3.4 2.9)
@@ -170,6 +176,10 @@ class Smsc:
     def reports_end_to_end(self, system_id: str) -> bool:
         """Does this account owe the receipts for what it takes (EsmeAccount.end_to_end_receipts)?"""
         return any(a.system_id == system_id and a.end_to_end_receipts for a in self.accounts)
+
+    def report_seconds(self, system_id: str) -> float:
+        """How long an end-to-end account has to report (EsmeAccount.report_seconds)."""
+        return next((a.report_seconds for a in self.accounts if a.system_id == system_id), EsmeAccount.report_seconds)
 
     def name_for(self, system_id: str) -> str | None:
         if self._system_id_name:

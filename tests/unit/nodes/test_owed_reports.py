@@ -19,7 +19,7 @@ def test_owed_until_paid_and_kept_across_a_restart(tmp_path):
         assert report is not None and report.meta == {"submitter": "15550201"}
         assert again.take("m-1") is None
         again.paid(report)
-        assert OwedReports(Store(tmp_path / "iwlab.db").queue("IWF reports owed")).restore() == 0
+        assert OwedReports(Store(tmp_path / "iwlab.db").queue("IWF reports owed"), lambda r: None).restore() == 0
         again.stop()
     asyncio.run(scenario())
 
@@ -33,5 +33,18 @@ def test_a_report_with_no_imdn_by_its_expiry_is_due():
         await until(lambda: expired, what="the expiry")
         assert [r.imdn_message_id for r in expired] == ["m-late"]
         assert owed.get("m-late") is None and owed.get("m-later") is not None
+        owed.stop()
+    asyncio.run(scenario())
+
+
+def test_at_most_limit_reports_are_owed():
+    async def scenario():
+        owed = OwedReports(Store().queue("IWF reports owed"), on_expired=lambda r: None, limit=2)
+        owed.owe("m-1", {}, clock.wall() + 3600)
+        assert not owed.full()
+        owed.owe("m-2", {}, clock.wall() + 3600)
+        assert owed.full()
+        owed.paid(owed.take("m-1"))
+        assert not owed.full()
         owed.stop()
     asyncio.run(scenario())

@@ -23,6 +23,7 @@ from smpplib import consts as C
 from iwlab.backends.directory import NodeDirectory
 from iwlab.backends.nodes.smsc import EsmeAccount, Smsc
 from iwlab.backends.protocols import smpp as codec
+from iwlab.backends.store import Store
 from iwlab.backends.trace import Trace
 
 PETER, MARY = "15550201", "15550101"
@@ -503,7 +504,7 @@ def test_an_end_to_end_account_owes_the_receipt_and_its_report_becomes_it(world)
     [taken] = iwf.wait_delivered(1)
     assert taken.esm_class == 0 and taken.receipted_message_id.decode() == message_id
     assert taken.registered_delivery == 1
-    assert 55 < codec.validity_seconds(taken.validity_period.decode()) <= 60      # when Peter's expires
+    assert not taken.validity_period, "NULL in a deliver_sm (SMPP v3.4 4.6.1)"
     assert peter.read(0.3) is None, "no receipt when the IWF took it"
     query = smpplib.smpp.make_pdu("query_sm", client=peter.client, message_id=message_id, source_addr=PETER,
                                   allow_unknown_opt_params=True)
@@ -520,6 +521,88 @@ def test_an_end_to_end_account_owes_the_receipt_and_its_report_becomes_it(world)
     peter.client.send_pdu(smpplib.smpp.make_pdu("query_sm", client=peter.client, message_id=message_id,
                                                 source_addr=PETER, allow_unknown_opt_params=True))
     assert peter.read(5).message_state == 2
+
+
+def _handed_to_the_iwf(world, smsc, text=b"Hi Mary"):
+    """Peter's SMS (receipt asked for) taken by the end-to-end IWF: (peter, iwf, message id)."""
+    peter = world.esme(smsc, PETER, "iwlab", "transceiver")
+    iwf = world.esme(smsc, "iwf-b", "secret", "transceiver")
+    message_id = peter.submit(MARY, text, source=PETER, registered_delivery=1).message_id.decode()
+    iwf.wait_delivered(1)
+    return peter, iwf, message_id
+
+
+def _report(message_id: str, stat: str = "DELIVRD") -> bytes:
+    return codec.receipt_text(message_id, stat, time.time(), time.time(), "Hi Mary").encode()
+
+
+def test_a_report_on_an_id_not_owed_to_that_account_is_refused(world):
+    """The SMSC relays only what it owes: an id it never handed over, one handed to another
+    account, or a receipt for someone other than the submitter, is refused, and Peter hears nothing."""
+    smsc = world.smsc(accounts=[EsmeAccount("iwf-b", "secret", "IWF", routes=[MARY], end_to_end_receipts=True),
+                                EsmeAccount("iwf-c", "secret", "IWF-C", routes=["1555099*"], end_to_end_receipts=True)])
+    peter, iwf, message_id = _handed_to_the_iwf(world, smsc)
+    other = world.esme(smsc, "iwf-c", "secret", "transceiver")
+    assert iwf.submit(PETER, _report("7FFFFFFF"), esm_class=0x08).status == C.SMPP_ESME_RINVMSGID
+    assert other.submit(PETER, _report(message_id), esm_class=0x08).status == C.SMPP_ESME_RINVMSGID
+    assert iwf.submit("15550202", _report(message_id), esm_class=0x08).status == C.SMPP_ESME_RINVDSTADR
+    assert peter.read(0.3) is None
+    assert iwf.submit(PETER, _report(message_id), esm_class=0x08).status == C.SMPP_ESME_ROK   # still owed
+    [receipt] = peter.wait_delivered(1)
+    assert receipt.receipted_message_id.decode() == message_id
+
+
+def test_a_report_with_no_final_state_is_refused(world):
+    smsc = end_to_end_smsc(world)
+    peter, iwf, message_id = _handed_to_the_iwf(world, smsc)
+    for stat in ("ENROUTE", "ACCEPTD", "UNKNOWN"):
+        assert iwf.submit(PETER, _report(message_id, stat), esm_class=0x08).status == C.SMPP_ESME_RINVESMCLASS
+    assert peter.read(0.3) is None
+
+
+def test_a_report_sent_again_is_answered_ok_without_a_second_receipt(world):
+    """The IWF resends its report (its submit_sm_resp was lost): ok, with the first answer's id,
+    and Peter has one receipt."""
+    smsc = end_to_end_smsc(world)
+    peter, iwf, message_id = _handed_to_the_iwf(world, smsc)
+    first = iwf.submit(PETER, _report(message_id), esm_class=0x08)
+    again = iwf.submit(PETER, _report(message_id), esm_class=0x08)
+    assert (first.status, again.status) == (C.SMPP_ESME_ROK, C.SMPP_ESME_ROK)
+    assert again.message_id == first.message_id
+    peter.wait_delivered(1)
+    assert peter.read(0.3) is None, "one receipt only"
+
+
+def test_the_smsc_sends_expired_itself_when_the_account_never_reports(world):
+    """The IWF took Peter's SMS and never reports within its window: the SMSC's own EXPIRED; a
+    report after that is answered ok and gives no second receipt."""
+    smsc = world.smsc(accounts=[EsmeAccount("iwf-b", "secret", "IWF", routes=[MARY], end_to_end_receipts=True,
+                                            report_seconds=0.3)])
+    peter, iwf, message_id = _handed_to_the_iwf(world, smsc)
+    [receipt] = peter.wait_delivered(1, timeout=5)
+    assert (receipt.receipted_message_id.decode(), receipt.message_state) == (message_id, 3)
+    assert b"stat:EXPIRED" in receipt.short_message
+    assert world.call(lambda: smsc._delivery.owed.count()) == 0
+    assert iwf.submit(PETER, _report(message_id), esm_class=0x08).status == C.SMPP_ESME_ROK
+    assert peter.read(0.3) is None, "no second receipt"
+    assert any("did not report id" in e.note and "own EXPIRED" in e.note for e in world.trace.events())
+
+
+def test_the_owed_receipt_survives_a_restart_of_the_smsc(world, tmp_path):
+    store_path = tmp_path / "iwlab.db"
+    accounts = [EsmeAccount("iwf-b", "secret", "IWF", routes=[MARY], end_to_end_receipts=True)]
+    smsc = world.smsc(accounts=accounts, store=Store(store_path))
+    peter, iwf, message_id = _handed_to_the_iwf(world, smsc)
+    peter.close()
+    iwf.close()
+    world.run(smsc.stop())
+    again = world.smsc(accounts=accounts, store=Store(store_path))
+    iwf = world.esme(again, "iwf-b", "secret", "transceiver")
+    peter = world.esme(again, PETER, "iwlab", "transceiver")
+    assert iwf.submit(PETER, _report("7FFFFFFF"), esm_class=0x08).status == C.SMPP_ESME_RINVMSGID
+    assert iwf.submit(PETER, _report(message_id), esm_class=0x08).status == C.SMPP_ESME_ROK
+    [receipt] = peter.wait_delivered(1)
+    assert receipt.receipted_message_id.decode() == message_id
 
 
 def test_a_report_without_a_receipt_text_is_refused(world):

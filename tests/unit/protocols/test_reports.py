@@ -7,11 +7,17 @@ from iwlab.backends.protocols.smpp import MessageState
 README = Path(__file__).resolve().parents[3] / "README.md"
 
 
-def test_imdn_statuses_map_to_sms_states():
-    assert reports.sms_state_for_imdn("delivered") == MessageState.DELIVERED
-    assert reports.sms_state_for_imdn("failed") == MessageState.UNDELIVERABLE
-    assert reports.sms_state_for_imdn("forbidden") == MessageState.UNDELIVERABLE
-    assert reports.sms_state_for_imdn("displayed") is None       # SMS cannot report reading
+def test_imdns_map_to_sms_states_by_kind_and_status():
+    assert reports.sms_state_for_imdn("delivery", "delivered") == MessageState.DELIVERED
+    assert reports.sms_state_for_imdn("delivery", "failed") == MessageState.UNDELIVERABLE
+    assert reports.sms_state_for_imdn("display", "displayed") == MessageState.DELIVERED   # read: delivered too
+    # Refused by policy or not processed says nothing of the message's fate (RFC 5438): no report.
+    for kind in ("delivery", "display"):
+        assert reports.sms_state_for_imdn(kind, "forbidden") is None
+        assert reports.sms_state_for_imdn(kind, "error") is None
+    assert {"forbidden", "error"} == reports.NO_REPORT
+    assert reports.sms_state_for_imdn("processing", "stored") is None     # not an outcome: ignored
+    assert reports.sms_state_for_imdn("delivery", "displayed") is None    # a status of another kind
 
 
 def test_the_readme_shows_the_table_the_code_follows():
