@@ -17,6 +17,7 @@ from tests.helpers.raw_sip import RawSipClient
 from tests.helpers.raw_smpp import SmppHandset
 from tests.helpers.sip_client import MARY, received_text, send_cpm_message
 from tests.helpers.smpp_client import is_message, next_message
+from tests.helpers.waiting import wait_until
 
 PETER_SIP = "sip:+15550201@cpm-b.lab"
 FALLBACK = 10.0
@@ -267,3 +268,26 @@ def test_a_fallback_sms_to_a_cpm_user_does_not_loop(topology):
     finally:
         lab.close()
     assert no_new_lab_threads(before)
+
+
+def test_the_simulated_phone_answers_failed_for_a_message_it_does_not_hold(lab_factory, topology):
+    """Review finding 2: a revoke for a message Mary's phone never took cannot succeed: "failed"."""
+    runner = lab_factory(devices="all")
+    lab = runner.lab
+    mary = topology.user("mary")
+    wait_until(lambda: lab.cpm_servers["A"].is_registered(mary), what="Mary's phone registered")
+    peter = RawSipClient(runner.lab.endpoints()["sip"]["cpm-b.lab"])
+    try:
+        assert peter.register(PETER_SIP, "cpm-b.lab").status == 200
+        body = revoke_message(RevokeRequest("not-a-message-of-hers"), sender=f"<{PETER_SIP}>",
+                              recipient=f"<{MARY}>").to_bytes()
+        assert peter.response_to(peter.request("MESSAGE", MARY, from_uri=PETER_SIP, to_uri=MARY,
+                                               content_type="message/cpim", body=body)).status == 200
+
+        def answers():
+            return [e for e in lab.trace.events() if e.src == "Mary" and " REVOKE " in e.summary
+                    and not e.is_response]
+        wait_until(answers, what="Mary's phone's revoke response")
+        assert "REVOKE failed" in answers()[0].summary
+    finally:
+        peter.close()
