@@ -205,7 +205,7 @@ class ScenarioRun:
         self._phones = {uid: (d.registered, d.accepting, d.user.sip_transport) for uid, d in lab.devices.items()
                         if isinstance(d, CpmDevice)}
         self._handsets = {uid: h.bound for uid, h in self._all_handsets().items()}
-        self._settings_before: dict[str, float] | None = None
+        self._settings_before: dict[str, Any] | None = None
         self._conditions_before: conditions.Settings | None = None
         self._sent: list[tuple[str, str]] = []      # (recipient id, text) as the steps sent them, in order
         # user id -> their inbox size when something left for them that arrives changed (an invitation, a picture)
@@ -232,8 +232,9 @@ class ScenarioRun:
             before = self._conditions_before = conditions.current(self.lab)
             conditions.apply(self.lab, dataclasses.replace(
                 before, **{name: type(getattr(before, name))(value) for name, value in wanted.items()}))
-        if "fallback_seconds" in settings:   # RCC.07 revoke and fall back: every CPM server's patience
-            self._settings_before["fallback_seconds"] = max(s.fallback.seconds for s in self.lab.cpm_servers.values())
+        if "fallback_seconds" in settings:   # RCC.07 revoke and fall back: the patience of each CPM server using it
+            self._settings_before["fallback_seconds"] = {
+                name: server.fallback.seconds for name, server in self.lab.cpm_servers.items()}
             for server in self.lab.cpm_servers.values():
                 if server.fallback.seconds:
                     server.fallback.seconds = float(settings["fallback_seconds"])
@@ -247,10 +248,10 @@ class ScenarioRun:
         conditions_before, self._conditions_before = self._conditions_before, None
         if conditions_before is not None:
             conditions.apply(self.lab, conditions_before)
-        if "fallback_seconds" in before:
-            for server in self.lab.cpm_servers.values():
-                if server.fallback.seconds:
-                    server.fallback.seconds = before["fallback_seconds"]
+        if "fallback_seconds" in before:   # each server its own value back
+            for name, seconds in before["fallback_seconds"].items():
+                if name in self.lab.cpm_servers:
+                    self.lab.cpm_servers[name].fallback.seconds = seconds
         if "session_timeout_seconds" in before:
             for iwf in self.lab.iwfs.values():
                 iwf.sessions.set_timeout(before["session_timeout_seconds"])

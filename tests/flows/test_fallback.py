@@ -8,6 +8,7 @@ import pytest
 from iwlab.backends.clock import LabClock
 from iwlab.backends.lab.lab import Lab
 from iwlab.backends.lab.lab_thread import LabThread
+from iwlab.backends.lab.scenarios import ScenarioRun, load_scenarios
 from iwlab.backends.protocols.cpim import Imdn, imdn_message, parse_cpim
 from iwlab.backends.protocols.revoke import RevokeRequest, RevokeResponse, is_revoke, parse_revoke, revoke_message
 from iwlab.backends.protocols.sip import SipRequest
@@ -291,3 +292,15 @@ def test_the_simulated_phone_answers_failed_for_a_message_it_does_not_hold(lab_f
         assert "REVOKE failed" in answers()[0].summary
     finally:
         peter.close()
+
+
+def test_a_scenario_gives_each_server_its_own_fallback_seconds_back(lab_factory):
+    """Review finding 12: [settings] fallback_seconds is for the run; afterwards each CPM server has
+    its own value again (not the largest any server had)."""
+    runner = lab_factory()
+    servers = runner.lab.cpm_servers
+    runner.call(setattr, servers["A"].fallback, "seconds", 7.0)
+    runner.call(setattr, servers["B"].fallback, "seconds", 10.0)
+    scenario = load_scenarios()["IOP-xxx-7-fallback"]
+    runner.run(ScenarioRun(runner.lab, scenario, timeout=5.0).play(), timeout=90)
+    assert (servers["A"].fallback.seconds, servers["B"].fallback.seconds) == (7.0, 10.0)
