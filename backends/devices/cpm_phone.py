@@ -412,7 +412,8 @@ class CpmDevice:
         task.add_done_callback(self._tasks.discard)
 
     def _revoke_received(self, cpim: CpimMessage) -> None:
-        """RCC.07: the server takes a message back; it is given back unless we said delivered already."""
+        """RCC.07: the server takes a message back; it is given back unless we said delivered already.
+        One we do not hold (refused, or never here) cannot be given back: "failed"."""
         try:
             request = revoke.parse_revoke(cpim.body)
         except revoke.RevokeError:
@@ -420,7 +421,7 @@ class CpmDevice:
         if not isinstance(request, revoke.RevokeRequest):
             return
         msg = self._by_imdn_id.get(request.message_id)
-        given_back = request.message_id not in self._confirmed
+        given_back = msg is not None and msg.direction == "in" and request.message_id not in self._confirmed
         if given_back and msg is not None:
             msg.status, msg.status_detail = "revoked", "taken back by the server: it comes by SMS"
             self.emit(MessageStatusChanged(msg))

@@ -8,6 +8,7 @@ no longer come right); otherwise the run waits for it (ScenarioRun.conclude).
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any, Callable
@@ -710,9 +711,12 @@ def networks(check: Check, events: Events, lab: Lab) -> CheckResult:
 
 
 def fallback(check: Check, events: Events, lab: Lab) -> CheckResult:
-    """RCC.07 revoke and fall back: the CPM message carrying `text` to `to` was revoked from the client
-    (revoke request, revoke response success), handed to the IWF as SMS with the reason on the ladder,
-    and reached `to`'s handset by SMS exactly once. A failed revocation, or a second copy, fails for good."""
+    """RCC.07 revoke and fall back: the CPM message carrying `text` to `to` was accepted by the client,
+    which sent no IMDN delivered (or displayed) for it; revoked from the client no sooner than the
+    time the revoke names after that acceptance; answered "success"; handed to the IWF as SMS after
+    that answer, with the reason on the ladder; and reached `to`'s handset by SMS exactly once, after
+    the hand-over. A failed revocation, an IMDN from the client, a step out of order or a second copy
+    fails for good."""
     user = _user(lab, check, "to")
     text = check.params["text"]
     sent = next((e for e in events if e.protocol == "SIP" and not e.is_response and e.dst == user.name
@@ -721,26 +725,58 @@ def fallback(check: Check, events: Events, lab: Lab) -> CheckResult:
         return CheckResult(check, False, f"no CPM MESSAGE with {text!r} reached {user.name}'s client",
                            _rows(*_where_texts(events, [text])))
     message_id = sent.correlation.get("imdn_message_id", "")
+    call_id = sent.correlation.get("call_id")
+    accepted = next((e for e in events if e.protocol == "SIP" and e.is_response and e.src == user.name
+                     and e.correlation.get("call_id") == call_id and e.summary[:1] == "2"), None)
     mine = [e for e in events if e.protocol == "SIP" and e.correlation.get("imdn_message_id") == message_id]
     revoked = next((e for e in mine if "REVOKE request" in e.summary and e.dst == user.name), None)
     answer = next((e for e in mine if " REVOKE " in e.summary and e.src == user.name and not e.is_response), None)
     handed = next((e for e in mine if e.dst in lab.topology.iwf_names() and not e.is_response
                    and "revoked, sent by SMS" in e.note), None)
-    copies = [e for e, got in received_by(dataclasses.replace(user, device="sms"), events) if got == text]
-    rows = _rows(sent, revoked, answer, handed, *copies)
+    confirmed = next((e for e in mine if e.src == user.name and not e.is_response
+                      and (" IMDN delivered" in e.summary or " IMDN displayed" in e.summary)), None)
+    copies = [e for e, got in received_by(dataclasses.replace(user, device="sms"), events)
+              if got == text and e.seq > sent.seq]
+    rows = _rows(sent, accepted, revoked, answer, handed, confirmed, *copies)
+
+    def failed(detail: str) -> CheckResult:
+        return CheckResult(check, False, detail, rows, decided_failure=True)
+
     if answer is not None and "REVOKE failed" in answer.summary:
-        return CheckResult(check, False, f"{user.name}'s client answered the revoke: failed (it had the message)",
-                           rows, decided_failure=True)
+        return failed(f"{user.name}'s client answered the revoke: failed (it had the message)")
+    if confirmed is not None:
+        return failed(f"{user.name}'s client sent an IMDN for it ({confirmed.summary.rsplit(' IMDN ', 1)[-1]}): "
+                      "it had the message, so it must not come by SMS")
     if len(copies) > 1:
-        return CheckResult(check, False, f"{text!r} reached {user.name} by SMS {len(copies)} times", rows,
-                           decided_failure=True)
-    missing = [what for what, seen in (("a revoke request", revoked), ("a revoke response success", answer),
+        return failed(f"{text!r} reached {user.name} by SMS {len(copies)} times")
+    if revoked is not None and accepted is not None:
+        waited, due = revoked.time - accepted.time, _seconds_named(revoked.note)
+        if due is None or waited < due - 0.1:
+            return failed(f"revoked {waited:.1f} s after {user.name}'s client took it, before the "
+                          f"{'deadline' if due is None else f'{due:g} s'} its note names")
+    for later, earlier, what in ((answer, revoked, "the revoke response came before the revoke request"),
+                                 (handed, answer, "handed to the IWF as SMS before the revoke response"),
+                                 (handed, revoked, "handed to the IWF as SMS before the revoke request"),
+                                 (copies[0] if copies else None, handed, "the SMS reached "
+                                                                         f"{user.name} before the hand-over")):
+        if later is not None and earlier is not None and later.seq < earlier.seq:
+            return failed(what)
+    if copies and handed is None:
+        return failed(f"the SMS reached {user.name} with no hand-over from a revoke")
+    missing = [what for what, seen in (("the client's 2xx", accepted), ("a revoke request", revoked),
+                                       ("a revoke response success", answer),
                                        ("the hand-over to the IWF as SMS with its reason", handed),
                                        (f"the SMS at {user.name}'s handset", copies)) if not seen]
     if missing:
         return CheckResult(check, False, "not on the wire: " + ", ".join(missing), rows)
     assert handed is not None
     return CheckResult(check, True, f"revoked from {user.name}'s client, sent by SMS once ({handed.note})", rows)
+
+
+def _seconds_named(note: str) -> float | None:
+    """The wait a revoke's note names ("... within 10 s ..."), None for a note naming none."""
+    found = re.search(r"within (\d+(?:\.\d+)?) s", note)
+    return float(found.group(1)) if found else None
 
 
 # -- group chats ------------------------------------------------------------------------------------------

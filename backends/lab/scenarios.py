@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from iwlab.backends.clock import LabLoop
 from iwlab.backends.devices.cpm_phone import CpmDevice
 from iwlab.backends.devices.cpm_sessions import ChatSession
 from iwlab.backends.devices.email_client import EmailClient, reply_subject
@@ -45,6 +46,15 @@ CONDITION_SETTINGS = {"smsc_throttle_every": "throttle_every", "smsc_queue_full_
                       "mail_busy_seconds": "mail_busy_seconds", "mail_delay_ms": "mail_delay_ms",
                       "mail_jitter_ms": "mail_jitter_ms"}
 SETTINGS = (*CONDITION_SETTINGS, "session_timeout_seconds", "fallback_seconds")
+
+
+async def _quiet() -> None:
+    """On the lab's own loop: until everything set in motion has happened (no byte waiting on any
+    socket, nothing ready to run), so a verdict is never taken between two hops of one burst (a
+    second copy on its way would otherwise be missed)."""
+    loop = asyncio.get_running_loop()
+    if isinstance(loop, LabLoop):
+        await loop.when_idle()
 
 
 class ScenarioError(ValueError):
@@ -206,7 +216,7 @@ class ScenarioRun:
         self._phones = {uid: (d.registered, d.accepting, d.user.sip_transport) for uid, d in lab.devices.items()
                         if isinstance(d, CpmDevice)}
         self._handsets = {uid: h.bound for uid, h in self._all_handsets().items()}
-        self._settings_before: dict[str, float] | None = None
+        self._settings_before: dict[str, Any] | None = None
         self._conditions_before: conditions.Settings | None = None
         self._sent: list[tuple[str, str]] = []      # (recipient id, text) as the steps sent them, in order
         # user id -> their inbox size when something left for them that arrives changed (an invitation, a picture)
@@ -233,8 +243,9 @@ class ScenarioRun:
             before = self._conditions_before = conditions.current(self.lab)
             conditions.apply(self.lab, dataclasses.replace(
                 before, **{name: type(getattr(before, name))(value) for name, value in wanted.items()}))
-        if "fallback_seconds" in settings:   # RCC.07 revoke and fall back: every CPM server's patience
-            self._settings_before["fallback_seconds"] = max(s.fallback.seconds for s in self.lab.cpm_servers.values())
+        if "fallback_seconds" in settings:   # RCC.07 revoke and fall back: the patience of each CPM server using it
+            self._settings_before["fallback_seconds"] = {
+                name: server.fallback.seconds for name, server in self.lab.cpm_servers.items()}
             for server in self.lab.cpm_servers.values():
                 if server.fallback.seconds:
                     server.fallback.seconds = float(settings["fallback_seconds"])
@@ -248,10 +259,10 @@ class ScenarioRun:
         conditions_before, self._conditions_before = self._conditions_before, None
         if conditions_before is not None:
             conditions.apply(self.lab, conditions_before)
-        if "fallback_seconds" in before:
-            for server in self.lab.cpm_servers.values():
-                if server.fallback.seconds:
-                    server.fallback.seconds = before["fallback_seconds"]
+        if "fallback_seconds" in before:   # each server its own value back
+            for name, seconds in before["fallback_seconds"].items():
+                if name in self.lab.cpm_servers:
+                    self.lab.cpm_servers[name].fallback.seconds = seconds
         if "session_timeout_seconds" in before:
             for iwf in self.lab.iwfs.values():
                 iwf.sessions.set_timeout(before["session_timeout_seconds"])
@@ -284,9 +295,11 @@ class ScenarioRun:
         verdict waits for it rather than for a fixed time.
         """
         deadline = time.monotonic() + self.timeout
+        await _quiet()
         verdict = self.verdict()
         while not all(r.decided for r in verdict.results) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+            await _quiet()
             verdict = self.verdict()
         return verdict
 

@@ -36,6 +36,11 @@ class CpimError(ValueError):
     """The body is not a usable CPIM message; the text says why."""
 
 
+def media_type(content_type: str | None) -> str:
+    """A Content-Type's media type, lower case, without its parameters ("" for none)."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
 def new_message_id() -> str:
     return secrets.token_hex(8)
 
@@ -66,7 +71,7 @@ class CpimMessage:
 
     @property
     def is_imdn(self) -> bool:
-        return self.content_type.split(";", 1)[0].strip().lower() == "message/imdn+xml"
+        return media_type(self.content_type) == "message/imdn+xml"
 
     def to_bytes(self) -> bytes:
         lines = [

@@ -34,7 +34,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from iwlab.backends.protocols.cpim import CpimMessage
+from iwlab.backends.protocols.cpim import CpimMessage, media_type
 
 CONTENT_TYPE = "application/vnd.gsma.rcsrevoke+xml"
 NAMESPACE = "urn:gsma:params:xml:ns:rcs:rcs:rcsrevoke"
@@ -68,7 +68,7 @@ Revoke = RevokeRequest | RevokeResponse
 
 
 def is_revoke(content_type: str | None) -> bool:
-    return (content_type or "").split(";", 1)[0].strip().lower() == CONTENT_TYPE
+    return media_type(content_type) == CONTENT_TYPE
 
 
 def build_revoke(revoke: Revoke) -> bytes:

@@ -26,6 +26,7 @@ from iwlab.backends.lab.scenarios import (
     load_scenarios,
     requirement_verdicts,
 )
+from iwlab.backends.devices.cpm_phone import CpmDevice
 from iwlab.backends.nodes.cpm_server.fallback import Fallback
 from iwlab.backends.nodes.iwf import content as iwf_content
 from iwlab.backends.nodes.iwf import email_leg
@@ -39,7 +40,9 @@ from iwlab.backends.nodes.smsc.message import relayed_receipt_fields
 from iwlab.backends.nodes.smsc.owed import OwedReceipts
 from iwlab.backends.nodes.smsc.session import SmppSession
 from iwlab.backends.protocols import mail, reports, smpp, smstext
+from iwlab.backends.protocols.cpim import parse_cpim
 from iwlab.backends.routing import EMAIL, SMS, Route
+from tests.helpers.waiting import until
 
 SCENARIOS = load_scenarios()
 REQUIREMENTS = load_requirements()
@@ -388,6 +391,67 @@ def test_xxx_7_a_server_that_never_falls_back_fails(lab_factory, monkeypatch):
     verdict = play(lab, "IOP-xxx-7-fallback")
     result = failing(verdict, "CPM-IOP-xxx-7", "fallback")
     assert result.detail.startswith("not on the wire: a revoke request, a revoke response success, the hand-over")
+
+
+def test_xxx_7_a_revoke_before_the_deadline_fails(lab_factory, monkeypatch):
+    """CPM-B, broken, revokes the moment Peter's client takes the message (its note still says 1 s):
+    the revoke came before the deadline, so the fallback check must fail for good."""
+    lab = lab_factory()
+    monkeypatch.setattr(Fallback, "_arm", lambda self, watched: (
+        self._watched.__setitem__(watched.message_id, watched), self._due(watched)))
+    verdict = play(lab, "IOP-xxx-7-fallback")
+    result = failing(verdict, "CPM-IOP-xxx-7", "fallback")
+    assert result.detail.startswith("revoked 0.") and result.detail.endswith("before the 1 s its note names")
+    assert result.decided_failure
+
+
+def test_xxx_7_an_sms_after_the_clients_imdn_fails(lab_factory, monkeypatch):
+    """Peter's app confirms delivery (IMDN delivered) yet gives the message back; CPM-B, broken,
+    does not see IMDNs: the SMS is a second copy of a delivered message, the check must fail."""
+    lab = lab_factory()
+    bundled = SCENARIOS["IOP-xxx-7-fallback"]
+    confirming = dataclasses.replace(bundled.steps[0], state={**bundled.steps[0].state, "confirming": True})
+    blind = Fallback.take
+    monkeypatch.setattr(Fallback, "take", lambda self, conn, req: False if parse_cpim(req.body).is_imdn
+                        else blind(self, conn, req))
+    lying = CpmDevice._revoke_received
+    monkeypatch.setattr(CpmDevice, "_revoke_received", lambda self, cpim: (self._confirmed.clear(),
+                                                                          lying(self, cpim)))
+    verdict = play(lab, dataclasses.replace(bundled, steps=[confirming, *bundled.steps[1:]]))
+    result = failing(verdict, "CPM-IOP-xxx-7", "fallback")
+    assert result.detail == "Peter's client sent an IMDN for it (delivered): it had the message, so it must not " \
+                            "come by SMS"
+    assert result.decided_failure
+
+
+def test_xxx_7_a_hand_over_before_the_revoke_response_fails(lab_factory, monkeypatch):
+    """CPM-B, broken, sends the SMS as it sends the revoke, not waiting for "success" (which Peter's
+    app sends once the hand-over is on the wire): the check must fail for good."""
+    lab = lab_factory()
+    due, respond = Fallback._due, CpmDevice._send_revoke_response
+    monkeypatch.setattr(Fallback, "_due", lambda self, watched: (due(self, watched), self._send_by_sms(watched)))
+
+    async def after_the_hand_over(self, answer, to):
+        await until(lambda: any("revoked, sent by SMS" in e.note for e in lab.lab.trace.events()))
+        await respond(self, answer, to)
+    monkeypatch.setattr(CpmDevice, "_send_revoke_response", after_the_hand_over)
+    verdict = play(lab, "IOP-xxx-7-fallback")
+    result = failing(verdict, "CPM-IOP-xxx-7", "fallback")
+    assert result.detail == "handed to the IWF as SMS before the revoke response"
+    assert result.decided_failure
+
+
+def test_xxx_7_a_second_sms_copy_fails(lab_factory, monkeypatch):
+    """CPM-B, broken, hands the revoked message over twice and the IWF, broken, sends both: Peter
+    gets two SMS copies, which the check counts exactly."""
+    lab = lab_factory()
+    hand_over = Fallback._send_by_sms
+    monkeypatch.setattr(Fallback, "_send_by_sms", lambda self, watched: (hand_over(self, watched),
+                                                                        hand_over(self, watched)))
+    monkeypatch.setattr(sms_outbox.SmsOutbox, "seen", lambda self, sender, message_id: False)
+    verdict = play(lab, "IOP-xxx-7-fallback")
+    result = failing(verdict, "CPM-IOP-xxx-7", "fallback")
+    assert result.detail == "'Are you there?' reached Peter by SMS 2 times" and result.decided_failure
 
 
 # -- CPM-IOP-xxx-7, the other way: reports made from the CPM recipient's IMDN ---------------------------

@@ -1,18 +1,25 @@
 """Revoke and fall back to SMS (GSMA RCC.07 network fallback): a chat message to one of our users
 that their client does not confirm delivered in time is taken back and sent by SMS instead.
 
-A pager-mode MESSAGE that asked for a delivery notification and went to a registered CPM client
-is watched for `fallback_seconds` ([operators.iwf] of the recipient's operator). Its IMDN
-"delivered" (or "displayed") passing through this server on its way back ends the watch. When
-the time is up the server sends the client an RCC.07 revoke (protocols/revoke.py) and waits
-as long again for its revoke response: "success" -> the message goes to the interworking
-function as SMS (P-Iwlab-Route sms, the reason on the ladder), so exactly one copy reaches the
-user; "failed" (the client had it already), an unanswered or unsendable revoke -> no SMS: a
-second copy is worse than a late one.
+A pager-mode MESSAGE that asked for a delivery notification and that a registered CPM client
+accepted (2xx; a refusal is the sender's to hear, never sent by SMS) is watched for
+`fallback_seconds` ([operators.iwf] of the recipient's operator). Its IMDN "delivered" (or
+"displayed") passing through this server on its way back ends the watch. When the time is up
+the server sends the client an RCC.07 revoke (protocols/revoke.py). Its revoke response decides,
+whenever it comes (REMEMBER_REVOKE: a slow client's "success" means it dropped the message):
+"success" -> the message goes to the interworking function as SMS (P-Iwlab-Route sms, the
+reason on the ladder), so exactly one copy reaches the user; "failed" (the client had it
+already), a refused or unsendable revoke, or no answer at all -> no SMS: a second copy is worse
+than a late one. Every revoke response from one of our users is answered here, never passed on.
 
-Each watched message is in the durable store from the moment it is forwarded until it is
-confirmed, revoked and handed on, or given up; a restarted server picks the watch up where it
-was (a message on its way to the IWF is sent again: the IWF knows its imdn.Message-ID).
+A message that came from the IWF (it was an SMS already, e.g. this fallback SMS delivered back
+into CPM to a user whose number the IWF serves) is never watched: no loop. At most `limit`
+messages are watched at once; past that a message is not watched, and its ladder row says so.
+
+Each watched message is in the durable store from the moment its client accepted it until it is
+confirmed, answered, or given up; a restarted server picks the watch up where it was (a revoke
+sent still waits for its answer; a message on its way to the IWF is sent again: the IWF knows its
+imdn.Message-ID).
 """
 from __future__ import annotations
 
@@ -26,7 +33,7 @@ from iwlab.backends.nodes.cpm_server.links import PeerLink
 from iwlab.backends.nodes.cpm_server.proxy import Proxy
 from iwlab.backends.nodes.cpm_server.registrar import Registrar
 from iwlab.backends.protocols import revoke, sip
-from iwlab.backends.protocols.cpim import CpimError, parse_cpim, parse_imdn_xml
+from iwlab.backends.protocols.cpim import CpimError, media_type, parse_cpim, parse_imdn_xml
 from iwlab.backends.protocols.sip import SipRequest
 from iwlab.backends.routing import SMS, Route
 from iwlab.backends.store import DurableQueue
@@ -36,6 +43,8 @@ from iwlab.backends.transports.sip import SipConnection, respond
 log = logging.getLogger(__name__)
 WAITING, REVOKING, TO_SMS = "waiting", "revoking", "to-sms"   # a watched message's state, as stored
 CONFIRMED = ("delivered", "displayed")
+REMEMBER_REVOKE = 3600.0   # how long a revoke sent waits for its answer (a message's usual validity)
+MAX_WATCHED = 10_000       # watches at once (each a durable row and a timer)
 
 
 @dataclass
@@ -64,32 +73,49 @@ class Fallback:
         self._users = users
         self._user_by_uri = user_by_uri
         self._watched: dict[str, _Watched] = {}     # imdn.Message-ID -> the message
+        self.limit = MAX_WATCHED
 
     def holding(self) -> int:
         return len(self._watched)
 
     # -- the watch ------------------------------------------------------------------
+    def watcher(self, user: User, req: SipRequest) -> tuple[Callable[[int], None] | None, str]:
+        """A MESSAGE about to go to `user`'s CPM client: the final-status callback that watches it
+        once the client accepts it (None: not to be watched), and why not, for the ladder, when
+        only the cap stops it."""
+        if not self._wanted(user, req):
+            return None, ""
+        if len(self._watched) >= self.limit:
+            return None, f"; not watched for SMS fallback: {self.limit} messages are watched already (the cap)"
+        return (lambda status: self.watch(user, req) if 200 <= status < 300 else None), ""
+
     def watch(self, user: User, req: SipRequest) -> None:
-        """A MESSAGE forwarded to `user`'s CPM client: watched when it asked for a delivery
+        """A MESSAGE `user`'s CPM client accepted: watched when it asked for a delivery
         notification and `user` has a number to fall back to."""
-        if self.seconds <= 0 or self._to_iwf is None or not user.msisdn \
-                or not _media(req.headers.get("Content-Type")) == "message/cpim":
+        if not self._wanted(user, req) or len(self._watched) >= self.limit:
             return
-        try:
-            cpim = parse_cpim(req.body)
-        except CpimError:
-            return
-        if cpim.is_imdn or revoke.is_revoke(cpim.content_type) or "positive-delivery" not in cpim.disposition \
-                or cpim.message_id in self._watched:
+        cpim = parse_cpim(req.body)
+        if cpim.message_id in self._watched:
             return
         deadline = clock.wall() + self.seconds
         item = self._durable.put(user.id, req.to_bytes(), {"state": WAITING, "deadline": deadline})
         self._arm(_Watched(item, user, req, cpim.message_id, deadline=deadline))
 
+    def _wanted(self, user: User, req: SipRequest) -> bool:
+        if self.seconds <= 0 or self._to_iwf is None or not user.msisdn \
+                or media_type(req.headers.get("Content-Type")) != "message/cpim":
+            return False
+        try:
+            cpim = parse_cpim(req.body)
+        except CpimError:
+            return False
+        return not cpim.is_imdn and not revoke.is_revoke(cpim.content_type) \
+            and "positive-delivery" in cpim.disposition
+
     def take(self, conn: SipConnection, req: SipRequest) -> bool:
         """A MESSAGE from one of our users, before it is routed: its IMDN ends a watch (and goes on);
-        its revoke response is ours (answered here: True)."""
-        if not self._watched or _media(req.headers.get("Content-Type")) != "message/cpim":
+        its revoke response is ours (answered here: True), whichever revoke it answers."""
+        if media_type(req.headers.get("Content-Type")) != "message/cpim":
             return False
         try:
             cpim = parse_cpim(req.body)
@@ -110,13 +136,17 @@ class Fallback:
             answer = revoke.parse_revoke(cpim.body)
         except revoke.RevokeError:
             return False
+        if not isinstance(answer, revoke.RevokeResponse) or not self._registrar.users_on(conn):
+            return False   # a revoke request, or from a peer: it goes where it is addressed
+        # From one of our users' clients: the answer to a revoke of ours, wherever it is addressed.
         watched = self._watched.get(answer.message_id)
-        if not isinstance(answer, revoke.RevokeResponse) or watched is None or watched.state != REVOKING \
-                or not self._from(req, watched.user):
-            return False   # not the answer to a revoke of ours: it goes where it is addressed
+        if watched is None or watched.state != REVOKING or not self._from(req, watched.user):
+            respond(conn, req, 200, "OK", note=f"revoke response: {answer.result}, but no revoke of ours waits "
+                                               "for it (answered already, given up, or never sent): not passed on")
+            return True
         name = watched.user.name
         if answer.revoked:
-            self._set_state(watched, TO_SMS)
+            self._set_state(watched, TO_SMS, self.seconds)
             respond(conn, req, 200, "OK", note=f"revoke response: success, {name}'s client took the message back")
             self._send_by_sms(watched)
         else:
@@ -126,7 +156,7 @@ class Fallback:
         return True
 
     def restore(self) -> None:
-        """After a restart: every watch where it was (a revoke unanswered is sent again when due)."""
+        """After a restart: every watch where it was (a revoke sent still waits for its answer)."""
         for item in self._durable.items():
             user = self._users(item.key)
             try:
@@ -138,10 +168,9 @@ class Fallback:
                 self._durable.remove(item.id)
                 continue
             state = item.meta.get("state", WAITING)
-            watched = _Watched(item.id, user, request, cpim.message_id, state=WAITING,
-                               deadline=float(item.meta.get("deadline", 0.0)))
-            if state == TO_SMS:
-                watched.state = TO_SMS
+            watched = _Watched(item.id, user, request, cpim.message_id, state=state if state in (
+                WAITING, REVOKING, TO_SMS) else WAITING, deadline=float(item.meta.get("deadline", 0.0)))
+            if watched.state == TO_SMS:
                 self._watched[watched.message_id] = watched
                 self._send_by_sms(watched)
             else:
@@ -163,7 +192,7 @@ class Fallback:
             return
         if watched.state == REVOKING:
             self._give_up(watched, f"{watched.user.name}'s client did not answer the revoke within "
-                                   f"{self.seconds:g} s: not sent by SMS (it may have the message)")
+                                   f"{REMEMBER_REVOKE:g} s: not sent by SMS (it may have the message)")
             return
         binding = self._registrar.binding(watched.user)
         if binding is None:
@@ -186,9 +215,9 @@ class Fallback:
         headers.add("Content-Type", "message/cpim")
         req = SipRequest("MESSAGE", binding.target, headers)
         req.body = envelope.to_bytes()
-        self._set_state(watched, REVOKING)
-        watched.deadline = clock.wall() + self.seconds
-        watched.timer = asyncio.get_running_loop().call_later(self.seconds, self._due, watched)
+        # Its answer counts whenever it comes: a client that says "success" has dropped the message.
+        self._set_state(watched, REVOKING, REMEMBER_REVOKE)
+        watched.timer = asyncio.get_running_loop().call_later(REMEMBER_REVOKE, self._due, watched)
         note = (f"{watched.user.name} has not confirmed delivery within {self.seconds:g} s: "
                 "RCC.07 revoke, to send it by SMS instead")
         sent = self._proxy.send_own(req, binding.flow, request_uri=binding.target, note=note,
@@ -197,7 +226,10 @@ class Fallback:
             self._revoke_answered(watched, 503)
 
     def _revoke_answered(self, watched: _Watched, status: int) -> None:
-        if status >= 300 and self._watched.get(watched.message_id) is watched and watched.state == REVOKING:
+        """The revoke's own SIP answer. A timeout (408) may hide a client that got it: its revoke
+        response still counts; any other refusal means the client never took the revoke."""
+        if status >= 300 and status != 408 and self._watched.get(watched.message_id) is watched \
+                and watched.state == REVOKING:
             self._give_up(watched, f"the revoke was answered {status}: not sent by SMS "
                                    f"(it may have reached {watched.user.name}'s client)")
 
@@ -227,13 +259,10 @@ class Fallback:
             del self._watched[watched.message_id]
             self._durable.remove(watched.item)
 
-    def _set_state(self, watched: _Watched, state: str) -> None:
-        watched.state = state
-        self._durable.update_meta(watched.item, {"state": state, "deadline": clock.wall() + self.seconds})
+    def _set_state(self, watched: _Watched, state: str, wait: float) -> None:
+        watched.state, watched.deadline = state, clock.wall() + wait
+        self._durable.update_meta(watched.item, {"state": state, "deadline": watched.deadline})
 
     def _from(self, req: SipRequest, user: User) -> bool:
         return self._user_by_uri(sip.uri_of(req.headers.get("From"))) is user
 
-
-def _media(content_type: str | None) -> str:
-    return (content_type or "").split(";", 1)[0].strip().lower()

@@ -31,7 +31,7 @@ class _Transaction:
     request: SipRequest                   # as received: its answer goes back as an answer to it
     deadline: float
     origin: SipConnection | None = None   # None: a request this server sends on its own behalf
-    on_final: Callable[[int], None] | None = None   # for those: told the final status
+    on_final: Callable[[int], None] | None = None   # told the final status (as well as relaying it)
     forwarded: SipRequest | None = None   # as sent on: an INVITE's non-2xx is ACKed from it
     target: "NextHop | None" = None       # where it went
 
@@ -62,7 +62,9 @@ class Proxy:
 
     # -- requests ---------------------------------------------------------------
     def forward(self, origin: SipConnection, req: SipRequest, target: NextHop, note: str,
-                route: Route | None = None, request_uri: str | None = None) -> None:
+                route: Route | None = None, request_uri: str | None = None,
+                on_final: Callable[[int], None] | None = None) -> None:
+        """on_final: told the final status as well (the fallback's watch starts on a client's 2xx)."""
         fwd = self._prepare_forward(req)
         if request_uri:
             fwd.uri = request_uri
@@ -82,7 +84,7 @@ class Proxy:
                 note = ""
         if req.method != "ACK":
             self._transactions[sip.top_branch(fwd)] = _Transaction(req, clock.monotonic() + timeout, origin,
-                                                                   forwarded=fwd, target=target)
+                                                                   on_final, forwarded=fwd, target=target)
         if isinstance(target, PeerLink):
             target.send(fwd, note)
             return
@@ -147,9 +149,9 @@ class Proxy:
             # caller's own ACK ends at this proxy (its dialog is gone below, so it is absorbed).
             self._send_towards(transaction.target, sip.make_non2xx_ack(transaction.forwarded, response), "")
         self._follow_dialog(transaction.request, response.status)
+        if response.status >= 200 and transaction.on_final:
+            transaction.on_final(response.status)
         if transaction.origin is None:   # the answer to a request we sent on our own behalf
-            if response.status >= 200 and transaction.on_final:
-                transaction.on_final(response.status)
             return
         relayed = SipResponse(response.status, response.reason, response.headers.copy(), response.body,
                               response.version)
@@ -169,7 +171,7 @@ class Proxy:
             self._follow_dialog(transaction.request, status)   # a timed-out INVITE leaves no session behind
         if transaction and transaction.origin is not None:
             respond(transaction.origin, transaction.request, status, reason, note=note)
-        elif transaction and transaction.on_final:
+        if transaction and transaction.on_final:
             transaction.on_final(status)
 
     def next_hop_unreachable(self, message: SipRequest) -> None:

@@ -28,7 +28,7 @@ from iwlab.backends.nodes.cpm_server.proxy import Proxy
 from iwlab.backends.nodes.cpm_server.registrar import Binding, Registrar
 from iwlab.backends.nodes.cpm_server.store import MessageStore
 from iwlab.backends.protocols import sip
-from iwlab.backends.protocols.cpim import CpimError, parse_cpim
+from iwlab.backends.protocols.cpim import CpimError, media_type, parse_cpim
 from iwlab.backends.protocols.sip import (
     SipParseError,
     SipRequest,
@@ -280,10 +280,13 @@ class CpmServer:
                     return
                 if adapted is not req:
                     req, note = adapted, note + "; CPIM unwrapped to text/plain for a plain softphone"
-            elif req.method == "MESSAGE":   # a client that reads CPIM can be asked to give it back
-                self.fallback.watch(user, req)
+            watch = None
+            if req.method == "MESSAGE" and not binding.untagged and not self._from_iwf(conn):
+                # A client that reads CPIM can be asked to give it back (never what was an SMS already).
+                watch, why_not = self.fallback.watcher(user, req)
+                note += why_not
             # RFC 3261 16.5/16.6: the registered Contact becomes the Request-URI.
-            self.proxy.forward(conn, req, binding.flow, note=note, request_uri=binding.target)
+            self.proxy.forward(conn, req, binding.flow, note=note, request_uri=binding.target, on_final=watch)
         elif route.technology == STORE and req.method == "MESSAGE":
             self.store.keep(user, req)
             respond(conn, req, 202, "Accepted (stored until the recipient registers)", note=route.reason)
@@ -342,6 +345,9 @@ class CpmServer:
     def _for_focus(self, uri: str) -> bool:
         return self._focus_address is not None and is_focus_uri(uri, self.operator.cpm_domain)
 
+    def _from_iwf(self, conn: SipConnection) -> bool:
+        return self.nodes.lookup(conn.peer_address) in self.topology.iwf_names()
+
     def _is_me(self, host: str) -> bool:
         return host.lower() in (self.operator.cpm_domain, self.host, "localhost")
 
@@ -350,7 +356,7 @@ def for_plain_softphone(req: SipRequest) -> SipRequest | None:
     """A MESSAGE as a client without CPM feature tags can show it: a CPIM envelope unwrapped to
     its payload (text/plain, as such clients send and accept); None for an IMDN, which such a
     client cannot read (its sender asked a CPM question); the request itself when not CPIM."""
-    if (req.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower() != "message/cpim":
+    if media_type(req.headers.get("Content-Type")) != "message/cpim":
         return req
     try:
         cpim = parse_cpim(req.body)
