@@ -20,7 +20,6 @@ from iwlab.backends.protocols.cpim import parse_cpim
 from iwlab.backends.protocols.sip import SipResponse, uri_of
 from tests.helpers.mail_client import JohnsInbox, john_writes, text_of
 from tests.helpers.raw_sip import RawSipClient
-from tests.helpers.raw_smpp import SmppHandset
 from tests.helpers.sessions import SESSION_SERVICE, RawMsrpClient, answer_sms, final, in_dialog, sms_text
 from tests.helpers.sip_client import MARY, received_text
 from tests.helpers.waiting import wait_until
@@ -53,21 +52,12 @@ def mary_hears(media: RawMsrpClient) -> tuple[str, str]:
 
 
 @pytest.fixture
-def group_lab(lab_factory):
-    clients: list = []
-
+def group_lab(session_lab):
+    """As session_lab (tests/flows/conftest.py), with John's inbox read from the mail server."""
     def start():
-        lab = lab_factory(devices="none")
-        endpoints = lab.lab.endpoints()
-        mary = RawSipClient(endpoints["sip"]["cpm-a.lab"])
-        assert mary.register(MARY, "cpm-a.lab").status == 200
-        peter = SmppHandset(endpoints["smpp"], "15550201")
-        media = RawMsrpClient()
-        clients.extend([mary, peter, media])
+        lab, mary, peter, media = session_lab()
         return lab, mary, peter, media, JohnsInbox(lab)
-    yield start
-    for client in clients:
-        client.close()
+    return start
 
 
 def test_mary_peter_and_john_chat_in_one_group(group_lab):

@@ -15,7 +15,6 @@ from iwlab.backends.devices.session_state import SessionState
 from iwlab.backends.protocols import msrp, sdp
 from iwlab.backends.protocols.msrp import MsrpRequest, MsrpResponse
 from iwlab.backends.protocols.sip import SipRequest, SipResponse
-from tests.helpers.raw_sip import RawSipClient
 from tests.helpers.raw_smpp import SmppHandset
 from tests.helpers.sessions import (
     SESSION_SERVICE,
@@ -29,7 +28,7 @@ from tests.helpers.sessions import (
     sms_text,
     wait_for,
 )
-from tests.helpers.sip_client import MARY, PETER_TEL, received_text
+from tests.helpers.sip_client import PETER_TEL, received_text
 
 JOHN_TEL = "tel:+15550202"
 
@@ -48,23 +47,6 @@ JOHN_TEL = "tel:+15550202"
 
 
 
-@pytest.fixture
-def session_lab(lab_factory, topology):
-    clients: list = []
-
-    def start(timeout: float = 60.0, devices: str = "none"):
-        topology.operator("B").iwf.session_timeout_seconds = timeout
-        lab = lab_factory(devices=devices)
-        endpoints = lab.lab.endpoints()
-        mary = RawSipClient(endpoints["sip"]["cpm-a.lab"])
-        assert mary.register(MARY, "cpm-a.lab").status == 200
-        peter = SmppHandset(endpoints["smpp"], "15550201")
-        media = RawMsrpClient()
-        clients.extend([mary, peter, media])
-        return lab, mary, peter, media
-    yield start
-    for client in clients:
-        client.close()
 
 
 
