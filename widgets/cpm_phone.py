@@ -155,7 +155,9 @@ class CpmPhone(QFrame):
         to_row.addWidget(QLabel("To"))
         to_row.addWidget(self.recipient, 1)
         to_row.addWidget(self.session_button)   # the same action for every contact, beside who it goes to
-        to_row.addWidget(self.group_button)
+        group_row = QHBoxLayout()                # a row of its own: beside the others it made the phone
+        group_row.addStretch(1)                  # so wide that the ladder's names were cut at 1280 px
+        group_row.addWidget(self.group_button)
         compose = QHBoxLayout()
         compose.addWidget(self.text, 1)
         compose.addWidget(self.send_button)
@@ -172,6 +174,7 @@ class CpmPhone(QFrame):
         layout.addWidget(self.chat, 1)
         layout.addWidget(self.session_banner)
         layout.addWidget(self.session_row)
+        layout.addLayout(group_row)
         layout.addWidget(self.group_picker)
         layout.addLayout(to_row)
         layout.addLayout(compose)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from iwlab.backends import clock
 from iwlab.backends.devices.cpm_phone import CpmDevice
 from iwlab.backends.lab.lab import Lab
+from iwlab.backends.nodes.mail_server import BUSY_REPLIES
 
 
 class ConditionError(ValueError):
@@ -26,6 +27,7 @@ class Settings:
     delay_ms: int = 0
     jitter_ms: int = 0
     mail_busy_seconds: float = 0.0
+    mail_busy_code: int = 451               # or 452: storage full
     ordering: bool = True
     drop_every: int = 0
     refuse_binds_seconds: float = 0.0
@@ -42,7 +44,7 @@ def current(lab: Lab) -> Settings:
     smsc, mail = lab.smsc, lab.mail
     return Settings(smsc.throttle_every if smsc else 0, smsc.queue_full_every if smsc else 0,
                     smsc.answer_delay_ms if smsc else 0, smsc.answer_jitter_ms if smsc else 0,
-                    _left(mail.busy_until) if mail else 0.0,
+                    _left(mail.busy_until) if mail else 0.0, mail.busy_code if mail else 451,
                     all(iwf.sms.outbox.ordering_enabled for iwf in lab.iwfs.values()),
                     smsc.drop_every if smsc else 0, _left(smsc.refuse_binds_until) if smsc else 0.0,
                     mail.answer_delay_ms if mail else 0, mail.answer_jitter_ms if mail else 0,
@@ -99,9 +101,12 @@ def _seconds(value: float, what: str) -> float:
     return value
 
 
-def set_mail_busy(lab: Lab, seconds: float) -> None:
+def set_mail_busy(lab: Lab, seconds: float, code: int = 451) -> None:
     if lab.mail is None:
         raise ConditionError("this lab has no mail server")
+    if code not in BUSY_REPLIES:
+        raise ConditionError("mail busy answers 451 (not accepting) or 452 (storage full)")
+    lab.mail.busy_code = code
     lab.mail.busy_until = clock.monotonic() + _seconds(seconds, "mail busy") if seconds else 0.0
 
 
@@ -127,7 +132,7 @@ def apply(lab: Lab, settings: Settings) -> None:
                  delay_ms=settings.delay_ms, jitter_ms=settings.jitter_ms, drop_every=settings.drop_every,
                  refuse_binds_seconds=settings.refuse_binds_seconds)
     if lab.mail is not None:
-        set_mail_busy(lab, settings.mail_busy_seconds)
+        set_mail_busy(lab, settings.mail_busy_seconds, settings.mail_busy_code)
         set_mail_delay(lab, settings.mail_delay_ms, settings.mail_jitter_ms)
     set_ordering(lab, settings.ordering)
     for user_id, device in lab.devices.items():
@@ -149,7 +154,8 @@ def describe(settings: Settings) -> str:
     if settings.refuse_binds_seconds:
         parts.append(f"SMSC refuses binds (ESME_RBINDFAIL) for {settings.refuse_binds_seconds:.0f} s more")
     if settings.mail_busy_seconds:
-        parts.append(f"mail server busy (451 4.3.2) for {settings.mail_busy_seconds:.0f} s more")
+        reply = BUSY_REPLIES[settings.mail_busy_code].split(" ", 2)
+        parts.append(f"mail server busy ({reply[0]} {reply[1]}) for {settings.mail_busy_seconds:.0f} s more")
     if settings.mail_delay_ms or settings.mail_jitter_ms:
         parts.append(f"mail server answers {settings.mail_delay_ms} ms late" +
                      (f" (+ up to {settings.mail_jitter_ms} ms jitter)" if settings.mail_jitter_ms else ""))

@@ -28,7 +28,8 @@ HELP = """commands:
   smsc drop USER|IWF|IWF-A         cut that SMPP link now (no unbind); it rebinds by itself
   smsc drop-every N                 cut each bound link at every Nth request it sends (0: off)
   smsc refuse-binds SECONDS         answer every bind with ESME_RBINDFAIL for that long (0: off)
-  mail busy SECONDS                 the mail server answers MAIL FROM with 451 4.3.2 for that long (0: off)
+  mail busy SECONDS [451|452]       the mail server answers MAIL FROM with 451 4.3.2 (or 452 4.3.1,
+                                    storage full) for that long (0: off)
   mail delay MS [JITTER]            the mail server sends each reply MS ms late, plus up to JITTER ms
   ordering on|off                   DEMO: off lets the IWF's conversations race (CPM-IOP-xxx-5 then fails)
   conditions                        what is set now
@@ -234,13 +235,14 @@ async def _smsc(lab: Lab, args: list[str]) -> str:
 async def _mail(lab: Lab, args: list[str]) -> str:
     what = args[0].lower() if args else ""
     try:
-        if what == "busy" and len(args) == 2:
-            conditions.set_mail_busy(lab, _number(args[1], "mail busy"))
+        if what == "busy" and len(args) in (2, 3):
+            conditions.set_mail_busy(lab, _number(args[1], "mail busy"),
+                                     _number(args[2], "mail busy's reply code") if len(args) == 3 else 451)
         elif what == "delay" and len(args) in (2, 3):
             conditions.set_mail_delay(lab, _number(args[1], "mail delay"),
                                       _number(args[2], "mail jitter") if len(args) == 3 else 0)
         else:
-            raise CommandError("mail busy SECONDS | mail delay MS [JITTER]")
+            raise CommandError("mail busy SECONDS [451|452] | mail delay MS [JITTER]")
     except conditions.ConditionError as exc:
         raise CommandError(str(exc)) from None
     return conditions.describe(conditions.current(lab))

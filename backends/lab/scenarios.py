@@ -43,7 +43,8 @@ STATE_KEYS = ("registered", "capable", "roaming", "accepting", "answering", "bou
 # IWF's session answer timeout and the CPM servers' fallback time.
 CONDITION_SETTINGS = {"smsc_throttle_every": "throttle_every", "smsc_queue_full_every": "queue_full_every",
                       "smsc_delay_ms": "delay_ms", "smsc_jitter_ms": "jitter_ms", "smsc_drop_every": "drop_every",
-                      "mail_busy_seconds": "mail_busy_seconds", "mail_delay_ms": "mail_delay_ms",
+                      "mail_busy_seconds": "mail_busy_seconds", "mail_busy_code": "mail_busy_code",
+                      "mail_delay_ms": "mail_delay_ms",
                       "mail_jitter_ms": "mail_jitter_ms"}
 SETTINGS = (*CONDITION_SETTINGS, "session_timeout_seconds", "fallback_seconds")
 

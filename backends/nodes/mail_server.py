@@ -57,6 +57,9 @@ RelayCallback = Callable[[EmailMessage, str, str], "Awaitable[None] | None"]
 DeliveredCallback = Callable[[str, str, EmailMessage], None]
 
 
+# The busy condition's replies (RFC 5321 4.2.3, RFC 3463): temporary, so a client tries again.
+BUSY_REPLIES = {451: "451 4.3.2 System not accepting network messages", 452: "452 4.3.1 Insufficient system storage"}
+
 class MailServer:
     def __init__(self, trace: Trace, nodes: NodeDirectory, *, maildir_root: Path, mailbox_domains: set[str],
                  relay_domains: dict[str, RelayCallback], known_mailboxes: dict[str, str] | None = None,
@@ -78,7 +81,8 @@ class MailServer:
         self.relay_timeout = relay_timeout
         self.relay_refusal = relay_refusal
         self.guard = ConnectionGuard(name, refusal=b"421 4.7.0 Too many connections, try again later\r\n")
-        self.busy_until = 0.0     # condition: until then (lab clock) every MAIL FROM gets 451 4.3.2
+        self.busy_until = 0.0     # condition: until then (lab clock) every MAIL FROM gets busy_code
+        self.busy_code = 451      # 451 4.3.2 (not accepting messages) or 452 4.3.1 (storage full)
         self.answer_delay_ms = 0  # condition: every reply this much later ...
         self.answer_jitter_ms = 0  # ... plus a random 0..jitter (a slow, loaded mail server)
         self.on_delivered: list[DeliveredCallback] = []
@@ -187,7 +191,7 @@ class MailServer:
                           options: list[str]) -> str:
         if clock.monotonic() < self.busy_until:
             left = self.busy_until - clock.monotonic()
-            return f"451 4.3.2 System not accepting network messages (condition: busy for {left:.0f} s more)"
+            return f"{BUSY_REPLIES[self.busy_code]} (condition: busy for {left:.0f} s more)"
         envelope.mail_from = address               # aiosmtpd leaves this to a hook that answers
         envelope.mail_options.extend(options)
         server.routes = {}

@@ -103,6 +103,12 @@ def test_a_cut_link_and_a_busy_mail_server_are_survived(lab_factory):
             client.ehlo("test")
             code, reply = client.mail("john@mail-b.lab")
             assert code == 451 and b"4.3.2" in reply
+        assert "mail server busy (452 4.3.1)" in command(lab, "mail busy 60 452")
+        with smtplib.SMTP(host, int(port), timeout=10) as client:
+            client.ehlo("test")
+            code, reply = client.mail("john@mail-b.lab")
+            assert code == 452 and b"4.3.1 Insufficient system storage" in reply
+        assert command(lab, "mail busy 60 453").startswith("error: mail busy answers 451")
         command(lab, "mail busy 0")
         with smtplib.SMTP(host, int(port), timeout=10) as client:
             assert client.sendmail("john@mail-b.lab", ["mary@cpm-a.lab"], b"From: john@mail-b.lab\r\nTo: mary@cpm-a.lab\r\nSubject: hi\r\n\r\nhello\r\n") == {}

@@ -80,6 +80,9 @@ def test_link_cuts_binds_refused_slow_mail_and_a_silent_phone_from_the_panel(qtb
     panel.refuse_seconds.setValue(1)
     qtbot.mouseClick(panel.refuse_button, Qt.MouseButton.LeftButton)
     wait_for_conditions(qtbot, window, "refuses binds (ESME_RBINDFAIL)")
+    qtbot.mouseClick(panel.full_button, Qt.MouseButton.LeftButton)
+    wait_for_conditions(qtbot, window, "mail server busy (452 4.3.1)")
+    qtbot.mouseClick(panel.not_busy_button, Qt.MouseButton.LeftButton)
     panel.drop_every.setValue(0)
     panel.mail_delay.setValue(0)
     qtbot.waitUntil(lambda: "cuts a link" not in panel.summary.text() and "mail" not in panel.summary.text(),
