@@ -14,17 +14,14 @@ from email import policy
 from email.message import Message
 from email.parser import BytesParser
 
+from iwlab.backends.protocols.refusal import BodyRefused
+
 MAX_BODY = 64 * 1024     # an INVITE body: an SDP and a list of a few dozen people
 MAX_PARTS = 8
 
 
-class MultipartError(ValueError):
+class MultipartError(BodyRefused):
     """A body that cannot be used; ``status`` is the SIP answer (400 malformed, 415 not understood)."""
-
-    def __init__(self, reason: str, status: int = 400) -> None:
-        self.reason = reason
-        self.status = status
-        super().__init__(reason)
 
 
 @dataclass(frozen=True)

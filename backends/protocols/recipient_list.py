@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from iwlab.backends.protocols.multipart import MultipartError, Part, build_multipart, parse_multipart
+from iwlab.backends.protocols.refusal import BodyRefused
 from iwlab.backends.protocols.resource_lists import Entry, ResourceListError, build_resource_list, parse_resource_list
 
 OPTION_TAG = "recipient-list-invite"
@@ -23,13 +24,8 @@ def factory_uri(domain: str) -> str:
     return f"sip:{FACTORY_USER}@{domain}"
 
 
-class RecipientListError(ValueError):
+class RecipientListError(BodyRefused):
     """``status``: the SIP answer (400, 403, 413, 415; 488 is the SDP's, sdp.SdpError)."""
-
-    def __init__(self, reason: str, status: int = 400) -> None:
-        self.reason = reason
-        self.status = status
-        super().__init__(reason)
 
 
 @dataclass(frozen=True)

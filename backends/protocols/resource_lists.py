@@ -13,6 +13,8 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
+from iwlab.backends.protocols.refusal import BodyRefused
+
 NS = "urn:ietf:params:xml:ns:resource-lists"
 CP_NS = "urn:ietf:params:xml:ns:copycontrol"
 MAX_BYTES = 32 * 1024
@@ -23,13 +25,8 @@ _DECLARED_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*\bencoding\s*=\s*["']([^"']*
 _URI = re.compile(r"(?i)(sips?|tel):[\x21\x23-\x3b\x3d\x3f-\x7e]+")   # printable ASCII, no < > " (RFC 3261 25.1)
 
 
-class ResourceListError(ValueError):
+class ResourceListError(BodyRefused):
     """A list that cannot be used; ``status`` is the SIP answer."""
-
-    def __init__(self, reason: str, status: int = 400) -> None:
-        self.reason = reason
-        self.status = status
-        super().__init__(reason)
 
 
 @dataclass(frozen=True)
