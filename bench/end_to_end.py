@@ -33,6 +33,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -205,6 +206,20 @@ def latency(endpoints: dict, peter: Peter, rate: float, seconds: float) -> dict:
     return {"p50": statistics.median(delays), "p99": delays[int(len(delays) * 0.99) - 1], "count": len(delays)}
 
 
+def cpu_seconds(pid: int) -> float:
+    """The lab's user + system CPU time so far (/proc/PID/stat): a row's cost per message, steadier
+    than a rate on a shared machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(pid: int, run: Callable[[], dict]) -> dict:
+    before = cpu_seconds(pid)
+    result = run()
+    result["cpu_ms"] = (cpu_seconds(pid) - before) * 1000 / max(result["count"], 1)
+    return result
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -247,23 +262,27 @@ def main() -> None:
         peter = Peter(endpoints["smpp"])
         n = args.messages
         rows: list[tuple[str, dict]] = []
-        rows.append(("iwlab, 1 sender (Mary -SIP-> CPM-A -> CPM-B -> IWF -SMPP-> SMSC)", iwlab_run(endpoints, peter, 1, n)))
-        rows.append(("iwlab, 1 sender, receipts on (IMDN back to Mary)", iwlab_run(endpoints, peter, 1, n, True)))
-        rows.append((f"iwlab, {SENDERS} senders at once", iwlab_run(endpoints, peter, SENDERS, n)))
+        rows.append(("iwlab, 1 sender (Mary -SIP-> CPM-A -> CPM-B -> IWF -SMPP-> SMSC)",
+                     measured(lab.pid, lambda: iwlab_run(endpoints, peter, 1, n))))
+        rows.append(("iwlab, 1 sender, receipts on (IMDN back to Mary)",
+                     measured(lab.pid, lambda: iwlab_run(endpoints, peter, 1, n, True))))
+        rows.append((f"iwlab, {SENDERS} senders at once", measured(lab.pid, lambda: iwlab_run(endpoints, peter, SENDERS, n))))
         why_not = None if not args.no_kannel else "--no-kannel"
         why_not = why_not or kannel_bench.available()
         if why_not is None:
             kannel = kannel_bench.Kannel(endpoints["smpp"], "iwlab")
             kannel.wait_ready()
-            rows.append(("Kannel, 1 HTTP client (sendsms -> bearerbox -SMPP-> SMSC)", kannel_run(kannel, peter, 1, n)))
-            rows.append(("Kannel, 32 HTTP clients", kannel_run(kannel, peter, 32, n)))
-        rows.append(("raw smpplib, lock-step submit_sm -> SMSC", raw_lockstep(endpoints, peter, n)))
+            rows.append(("Kannel, 1 HTTP client (sendsms -> bearerbox -SMPP-> SMSC)",
+                         measured(lab.pid, lambda: kannel_run(kannel, peter, 1, n))))
+            rows.append(("Kannel, 32 HTTP clients", measured(lab.pid, lambda: kannel_run(kannel, peter, 32, n))))
+        rows.append(("raw smpplib, lock-step submit_sm -> SMSC", measured(lab.pid, lambda: raw_lockstep(endpoints, peter, n))))
         steady = latency(endpoints, peter, 100.0, 10.0)
-        print(f"iwlab bench, {n} distinct texts per run, counted and order-checked at Peter's handset\n")
+        print(f"iwlab bench, {n} distinct texts per run, counted and order-checked at Peter's handset; lab CPU is "
+              "the lab process's CPU time per text (for Kannel and raw: the lab's SMSC alone)\n")
         for label, result in rows:
             extra = f", IMDNs at Mary {result['imdn_rate']:.0f}/s" if "imdn_rate" in result else ""
-            print(f"  {label:<72} {result['rate']:7.0f} msg/s  ({result['count']} arrived, "
-                  f"{result['inversions']} inversions{extra})")
+            print(f"  {label:<72} {result['rate']:7.0f} msg/s  lab CPU {result['cpu_ms']:.2f} ms/msg  "
+                  f"({result['count']} arrived, {result['inversions']} inversions{extra})")
         if why_not:
             print(f"  Kannel: skipped ({why_not})")
         print(f"\n  latency Mary -> Peter at a steady 100 msg/s: p50 {steady['p50']:.1f} ms, p99 {steady['p99']:.1f} ms "

@@ -5,10 +5,11 @@ the CPIM headers, the MIME headers of the payload, the payload.
 """
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 # OMA CPM services (P-Preferred-Service) and their feature tags in a REGISTER Contact (+g.3gpp.icsi-ref).
@@ -115,7 +116,30 @@ def _split_block(data: bytes, what: str) -> tuple[list[tuple[str, str]], bytes]:
     return headers, rest
 
 
+_REMEMBERED_SIZE = 8192    # bodies up to this long have their parse remembered
+
+
 def parse_cpim(data: bytes) -> CpimMessage:
+    """The message in a CPIM body; raises CpimError. Every hop and the trace read the same body
+    (a proxy's routing, its fallback watch, the trace's correlation): each distinct body of up to
+    8 KB is parsed once, and every caller gets a copy of its own to change."""
+    if len(data) > _REMEMBERED_SIZE:
+        return _parse_cpim(data)
+    parsed = _remembered_cpim(bytes(data))
+    if isinstance(parsed, CpimError):
+        raise CpimError(str(parsed))
+    return replace(parsed, extra_headers=list(parsed.extra_headers), content_headers=list(parsed.content_headers))
+
+
+@functools.lru_cache(maxsize=1024)
+def _remembered_cpim(data: bytes) -> CpimMessage | CpimError:
+    try:
+        return _parse_cpim(data)
+    except CpimError as exc:
+        return exc
+
+
+def _parse_cpim(data: bytes) -> CpimMessage:
     cpim_headers, rest = _split_block(data, "CPIM")
     mime_headers, body = _split_block(rest, "MIME")
     # CPIM header names are namespaced by the NS prefix; RFC 3862 names are case-sensitive.

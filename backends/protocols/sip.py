@@ -12,7 +12,6 @@ sent survive a parse / serialise round trip unchanged.
 """
 from __future__ import annotations
 
-import collections
 import functools
 import hashlib
 import re
@@ -164,21 +163,29 @@ class Headers:
             raise ValueError(f"CR/LF in the value of {name}")
         return name, value
 
-    def _values(self, name: str) -> list[str]:
+    def _index(self) -> dict[str, list[str]]:
         # A proxy reads the same few headers many times per message: index them once
-        # (rebuilt lazily after any change).
+        # (rebuilt lazily after any change). Callers must not change the lists.
         index = self._by_key
         if index is None:
             index = {}
             for k, item in zip(self._keys, self._items):
                 index.setdefault(k, []).append(item[1])
             self._by_key = index
-        return list(index.get(_key(name), ()))
+        return index
+
+    def _values(self, name: str) -> list[str]:
+        return list(self._index().get(_key(name), ()))
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """First value; for list headers (Via, Contact ...) the first list element."""
-        values = self.get_all(name)
-        return values[0] if values else default
+        key = _key(name)
+        values = self._index().get(key)
+        if not values:
+            return default
+        if key not in _LIST_HEADERS:
+            return values[0]
+        return next((part for value in values for part in _split_top(value, ",") if part), default)
 
     def get_all(self, name: str) -> list[str]:
         values = self._values(name)
@@ -192,13 +199,13 @@ class Headers:
         self._keys.append(item[0].lower())
         self._by_key = None
 
-    def _index(self, name: str, default: int) -> int:
+    def _position(self, name: str, default: int) -> int:
         key = name.lower()
         return next((i for i, k in enumerate(self._keys) if k == key), default)
 
     def set(self, name: str, value: str) -> None:
         item = self._field(name, value)
-        at = self._index(item[0], len(self._items))
+        at = self._position(item[0], len(self._items))
         self.remove(name)
         at = min(at, len(self._items))
         self._items.insert(at, item)
@@ -215,7 +222,7 @@ class Headers:
     def prepend(self, name: str, value: str) -> None:
         """Insert before the first field of that name (or at the top): a proxy's new Via."""
         item = self._field(name, value)
-        at = self._index(item[0], 0)
+        at = self._position(item[0], 0)
         self._items.insert(at, item)
         self._keys.insert(at, item[0].lower())
         self._by_key = None
@@ -227,7 +234,7 @@ class Headers:
         if not values:
             self.add(name, value)
             return
-        at = self._index(name, len(self._items))
+        at = self._position(name, len(self._items))
         self.remove(name)
         for offset, item in enumerate(self._field(name, v) for v in [value, *values[1:]]):
             self._items.insert(at + offset, item)
@@ -245,7 +252,7 @@ class Headers:
         return clone
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and bool(self._values(name))
+        return isinstance(name, str) and bool(self._index().get(_key(name)))
 
     def __len__(self) -> int:
         return len(self._items)
@@ -638,12 +645,13 @@ def _value_problem(kind: str, value: str) -> str | None:
 def _header_problem(message: SipMessage) -> tuple[int, str] | None:
     """Grammar of the headers this codec itself interprets."""
     headers = message.headers
-    counts = collections.Counter(headers._keys)
-    for name in _SINGLE_HEADERS:
-        if counts[_key(name)] > 1:
-            return 400, f"more than one {name} header"
+    index = headers._index()
+    if len(index) < len(headers._keys):   # some name repeats: is it one that must not?
+        for name in _SINGLE_HEADERS:
+            if len(index.get(_key(name), ())) > 1:
+                return 400, f"more than one {name} header"
     for name in ("Via", "Contact", "Route", "Record-Route"):
-        for value in headers._values(name):
+        for value in index.get(_key(name), ()):
             for part in _split_top(value, ","):
                 if not part:
                     return 400, f"empty element in {name}"
@@ -998,8 +1006,14 @@ def top_branch(message: SipRequest | SipResponse) -> str:
     vias = message.headers.get_all("Via")
     if not vias:
         return ""
+    return _branch_of(vias[0]) if len(vias[0]) <= _CHECKED_LENGTH else _branch_of.__wrapped__(vias[0])
+
+
+@functools.lru_cache(maxsize=4096)
+def _branch_of(via: str) -> str:
+    """Every response of a transaction, and the transaction table, ask for the same Via's branch."""
     try:
-        return parse_via(vias[0]).params.get("branch") or ""
+        return parse_via(via).params.get("branch") or ""
     except SipParseError:
         return ""
 
