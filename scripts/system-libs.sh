@@ -2,6 +2,7 @@
 # Installs, where missing, the Debian/Ubuntu libraries Qt needs.
 #   scripts/system-libs.sh offscreen   # enough for tests (QT_QPA_PLATFORM=offscreen)
 #   scripts/system-libs.sh window      # also what a real X11 window (xcb) needs
+#   scripts/system-libs.sh bench       # Kannel, which `make bench` measures the lab against
 set -euo pipefail
 mode=${1:-offscreen}
 libs=(libgl1 libegl1 libx11-6 libdbus-1-3 libfontconfig1 libfreetype6 libglib2.0-0 libxkbcommon0 fonts-dejavu-core)
@@ -10,6 +11,7 @@ if [ "$mode" = window ]; then
          libxcb-shape0 libxcb-util1 libxcb-xkb1 libxkbcommon-x11-0
          fonts-noto-color-emoji)   # people type emoji into the phones
 fi
+[ "$mode" = bench ] && libs=(kannel)
 command -v dpkg-query >/dev/null || { echo "system-libs: not a Debian/Ubuntu system; install Qt's runtime libraries yourself" >&2; exit 0; }
 missing=()
 for lib in "${libs[@]}"; do

@@ -9,7 +9,7 @@ import functools
 import re
 import secrets
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 # OMA CPM services (P-Preferred-Service) and their feature tags in a REGISTER Contact (+g.3gpp.icsi-ref).
@@ -128,7 +128,8 @@ def parse_cpim(data: bytes) -> CpimMessage:
     parsed = _remembered_cpim(bytes(data))
     if isinstance(parsed, CpimError):
         raise CpimError(str(parsed))
-    return replace(parsed, extra_headers=list(parsed.extra_headers), content_headers=list(parsed.content_headers))
+    return CpimMessage(parsed.sender, parsed.recipient, parsed.body, parsed.content_type, parsed.message_id,
+                       parsed.datetime, parsed.disposition, list(parsed.extra_headers), list(parsed.content_headers))
 
 
 @functools.lru_cache(maxsize=1024)

@@ -105,6 +105,7 @@ class SipParseError(Exception):
         super().__init__(f"{status} {self.reason}")
 
 
+@functools.lru_cache(maxsize=1024)   # every message brings the same few dozen names
 def _canon(name: str) -> str:
     name = name.strip()
     return _CANONICAL.get(name.lower(), name)
@@ -979,8 +980,14 @@ def validate_request(req: SipRequest, *, supported: Iterable[str] = (),
 
 def tag_of(name_addr: str | None) -> str:
     """The tag parameter of a From/To value, "" if it has none or does not parse."""
+    value = name_addr or ""
+    return _tag_of(value) if len(value) <= _CHECKED_LENGTH else _tag_of.__wrapped__(value)
+
+
+@functools.lru_cache(maxsize=4096)   # the same From and To cross every hop and every answer
+def _tag_of(value: str) -> str:
     try:
-        return parse_name_addr(name_addr or "").tag() or ""
+        return parse_name_addr(value).tag() or ""
     except SipParseError:
         return ""
 
