@@ -91,6 +91,15 @@ def has_display() -> bool:
 COMMANDS = ("window", "serve", "play")
 
 
+def tune_collector() -> None:
+    """The trace keeps every PDU (up to 500,000 events), each with a few objects the cycle
+    collector tracks. At the default threshold (700) young collections ran every few messages
+    and full ones walked the whole trace again and again, holding the GIL: 3.2 s of 45 under
+    `make bench`, 20 ms spikes at the 99th percentile of latency, stalls in the window.
+    At 20,000 each pause stays short (~20 ms)."""
+    gc.set_threshold(20_000, 10, 10)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
@@ -104,11 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             argv = ["play", *(argv or ["--port-base", "0"])]
     args = build_parser().parse_args(argv)
     command = args.command
-    # The trace keeps every PDU (up to 500,000 events), and each holds a few objects the cycle
-    # collector tracks. At the default threshold (700) young collections ran every few messages
-    # and full ones walked the whole trace again and again: 3.2 s of 45 under `make bench`, and
-    # 20 ms spikes at the 99th percentile of latency. 20,000 keeps each pause short (~20 ms).
-    gc.set_threshold(20_000, 10, 10)
+    tune_collector()
     try:
         topology = load(args)
     except (TopologyError, OSError) as exc:

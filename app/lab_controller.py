@@ -9,6 +9,7 @@ when the lab is let go, `changed` when running/starting changes.
 from __future__ import annotations
 
 import asyncio
+import sys
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Coroutine
@@ -123,11 +124,19 @@ class LabController(QObject):
             self._runner.call(self._runner.lab.iwf.threads.set_policy, policy)
 
     # -- start and stop ------------------------------------------------------------------
+    def _new_runner(self) -> LabThread:
+        # The lab's thread shares the GIL with painting. Each time Qt gives the GIL up (most
+        # C++ calls do), the GUI thread waited up to the switch interval to get it back: at
+        # 5 ms, a busy lab (960 events/s) gave 8-15 frame gaps over 50 ms in 15 s; at 1 ms, 1
+        # (bench/window_bench.py). The lab's own throughput is not what the window is for.
+        sys.setswitchinterval(0.001)
+        return LabThread(self._new_lab())
+
     def start(self) -> None:
         """Start the lab and show its devices (blocks briefly: binding loopback ports)."""
         if self._runner is not None:
             return
-        runner = LabThread(self._new_lab())
+        runner = self._new_runner()
         self._ladder.attach_trace(runner.lab.trace)   # before start: the REGISTERs are part of the show
         try:
             runner.start()
@@ -141,7 +150,7 @@ class LabController(QObject):
             return
         self._busy = self._starting = True
         self.changed.emit()
-        runner = LabThread(self._new_lab())
+        runner = self._new_runner()
         self._ladder.attach_trace(runner.lab.trace)
         try:
             await asyncio.get_running_loop().run_in_executor(None, runner.start)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QListWidget, QTabWidget, QVBoxLayout
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QTabWidget, QVBoxLayout
 
 from iwlab.widgets.plain import plain_label, plain_tooltip
 
@@ -35,17 +35,42 @@ def set_pill(pill: QLabel, on: bool, text: str, tooltip: str = "") -> None:
     pill.style().polish(pill)
 
 
+MAX_ENTRIES = 1_000    # a folder keeps its newest entries, as a phone's memory does; the trace keeps all
+
+
 def folders(on_select: Callable) -> tuple[QListWidget, QListWidget, QTabWidget]:
-    """Inbox and Sent lists in tabs; selecting an entry in either calls on_select(item)."""
+    """Inbox and Sent lists in tabs; selecting an entry in either calls on_select(item).
+    Every entry is exactly two lines (see add_entry)."""
     inbox, sent = QListWidget(), QListWidget()
     inbox.setObjectName("inbox")
     sent.setObjectName("sent")
     for listing in (inbox, sent):   # a phone screen elides; it never scrolls sideways
         listing.setTextElideMode(Qt.TextElideMode.ElideRight)
         listing.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        # Without it, each scrollToBottom measured every entry again: 7 ms per SMS after
+        # a few hundred, the window's longest stalls under load (bench/window_bench.py).
+        listing.setUniformItemSizes(True)
     tabs = QTabWidget()
     tabs.addTab(inbox, "Inbox")
     tabs.addTab(sent, "Sent")
     inbox.currentItemChanged.connect(on_select)
     sent.currentItemChanged.connect(on_select)
     return inbox, sent, tabs
+
+
+def two_lines(head: str, preview: str) -> str:
+    """An entry's text: its head and its preview on one line each, whatever a peer sent
+    (the folders' uniform item sizes rely on it)."""
+    return f"{_one_line(head)}\n{_one_line(preview)}"
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", " ").replace("\n", " ")
+
+
+def add_entry(listing: QListWidget, item: QListWidgetItem) -> None:
+    """Append an entry, let the oldest go beyond MAX_ENTRIES, and show the newest."""
+    listing.addItem(item)
+    while listing.count() > MAX_ENTRIES:
+        listing.takeItem(0)
+    listing.scrollToBottom()

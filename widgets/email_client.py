@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 from iwlab.backends.devices.email_client import reply_subject
 from iwlab.backends.devices.events import DeviceEvent, MailReceived, MailSent, ReadReceiptSent
 from iwlab.widgets.device_bridge import DeviceBridge, RunInLab
-from iwlab.widgets.device_frame import device_header, folders
+from iwlab.widgets.device_frame import add_entry, device_header, folders, two_lines
 from iwlab.widgets.plain import plain_tooltip
 
 
@@ -32,7 +32,7 @@ def mail_line(item) -> str:
     stamp = time.strftime("%H:%M:%S", time.localtime(item.time))
     unread = "● " if item.folder == "inbox" and not item.read else ""
     subject = item.subject if len(item.subject) <= 30 else item.subject[:29] + "…"
-    return f"{unread}{stamp}  {item.correspondent}\n{subject}"
+    return two_lines(f"{unread}{stamp}  {item.correspondent}", subject)
 
 
 class EmailClientWidget(QFrame):
@@ -146,8 +146,7 @@ class EmailClientWidget(QFrame):
         row.setData(Qt.ItemDataRole.UserRole, item)
         if item.status.startswith("failed"):
             row.setToolTip(plain_tooltip(item.status))
-        listing.addItem(row)
-        listing.scrollToBottom()
+        add_entry(listing, row)
 
     def _refresh_labels(self) -> None:
         for listing in (self.inbox, self.sent):

@@ -21,6 +21,7 @@ from PySide6.QtCore import (
     QAbstractTableModel,
     QEvent,
     QItemSelection,
+    QLineF,
     QModelIndex,
     QObject,
     QPersistentModelIndex,
@@ -611,9 +612,10 @@ def draw_lifelines(painter: QPainter, geo: LadderGeometry, top: float, bottom: f
     painter.save()
     painter.setRenderHint(QPainter.RenderHint.Antialiasing, False)
     painter.setPen(QPen(colour, 1))
-    for column in range(geo.count):
-        x = round(geo.centre(column))
-        painter.drawLine(x, round(top), x, round(bottom))
+    # One call for all of them: each call into Qt gives up the GIL, and a busy lab thread
+    # keeps it up to the switch interval before painting may go on.
+    y1, y2 = round(top), round(bottom)
+    painter.drawLines([QLineF(x, y1, x, y2) for x in (round(geo.centre(c)) for c in range(geo.count))])
     painter.restore()
 
 

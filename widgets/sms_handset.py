@@ -5,6 +5,7 @@ came from, as a real handset does.
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import Any, Callable, Coroutine
 
 from PySide6.QtCore import Qt, Signal
@@ -38,7 +39,7 @@ from iwlab.backends.devices.sms_handset import Sms
 from iwlab.backends.protocols import smstext
 from iwlab.widgets import theme
 from iwlab.widgets.device_bridge import DeviceBridge, RunInLab
-from iwlab.widgets.device_frame import device_header, folders, set_pill
+from iwlab.widgets.device_frame import add_entry, device_header, folders, set_pill, two_lines
 from iwlab.widgets.plain import plain_label, plain_tooltip
 
 
@@ -49,11 +50,10 @@ def sms_line(sms) -> str:
     stamp = time.strftime("%H:%M:%S", time.localtime(sms.time))
     parts = f"  [{sms.parts} parts]" if sms.parts > 1 else ""
     missing = "  [incomplete]" if not sms.complete else ""
-    preview = sms.text.replace("\n", " ")
-    preview = preview if len(preview) <= 30 else preview[:29] + "…"
+    preview = sms.text if len(sms.text) <= 30 else sms.text[:29] + "…"
     report = {"": "", "awaited": "  [report awaited]", "delivered": "  [✓ delivered]"}.get(
         sms.report, f"  [✗ {sms.report}]")
-    return f"{stamp}  {sms.number}{parts}{missing}{report}\n{preview}"
+    return two_lines(f"{stamp}  {sms.number}{parts}{missing}{report}", preview)
 
 
 class SmsHandsetWidget(QFrame):
@@ -255,8 +255,7 @@ class SmsHandsetWidget(QFrame):
         item.setData(Qt.ItemDataRole.UserRole, sms)
         if sms.status.startswith("failed"):
             item.setToolTip(plain_tooltip(sms.status))
-        listing.addItem(item)
-        listing.scrollToBottom()
+        add_entry(listing, item)
 
     def _show_item(self, item: QListWidgetItem | None) -> None:
         if item is None:
@@ -274,15 +273,16 @@ class SmsHandsetWidget(QFrame):
     def show_order(self, badges: list[tuple[str, str, bool]]) -> None:
         """Each received message's place in its sender's order ("3 of 5"), flagged in red when it
         arrived out of order or twice; badges: (text, badge, flagged) in arrival order."""
-        remaining = list(badges)
+        by_text: dict[str, deque[tuple[str, bool]]] = {}   # a text sent twice has two badges, in order
+        for text, badge, flagged in badges:
+            by_text.setdefault(text, deque()).append((badge, flagged))
         for row in range(self.inbox.count()):
             item = self.inbox.item(row)
             sms = item.data(Qt.ItemDataRole.UserRole)
-            match = next((b for b in remaining if b[0] == sms.text), None)
-            if match is None:
+            waiting = by_text.get(sms.text)
+            if not waiting:
                 continue
-            remaining.remove(match)
-            _, badge, flagged = match
+            badge, flagged = waiting.popleft()
             item.setText(f"{sms_line(sms)}  · {badge}" + ("  ⚠" if flagged else ""))
             item.setData(ORDER_ROLE, badge)
             item.setForeground(QColor(theme.FLAG_COLOR) if flagged else self.inbox.palette().text().color())
