@@ -115,3 +115,21 @@ def test_a_body_the_lab_cannot_carry_is_unsupported_content():
     with pytest.raises(UnsupportedContent):
         message_content("application/vnd.example", b"\x00", sender="<a>", recipient="<b>")
     assert ACCEPTED_TYPES[0] == "message/cpim"
+
+
+def test_a_body_parsed_again_is_a_copy_of_its_own() -> None:
+    # Every hop reads the same body (parsed once, remembered): one reader's change to what it
+    # got must not reach the next reader.
+    wire = CpimMessage(sender="<sip:mary@cpm-a.lab>", recipient="<tel:+15550201>", body=b"hi",
+                       extra_headers=[("Subject", "one")]).to_bytes()
+    first = parse_cpim(wire)
+    first.extra_headers.append(("Subject", "two"))
+    first.body = b"changed"
+    again = parse_cpim(wire)
+    assert again.extra_headers == [("Subject", "one")] and again.body == b"hi"
+
+
+def test_a_bad_body_is_refused_every_time_it_comes() -> None:
+    for _ in range(2):
+        with pytest.raises(CpimError, match="CPIM From and To are required"):
+            parse_cpim(b"NS: imdn <urn:ietf:params:imdn>\r\n\r\nContent-Type: text/plain\r\n\r\nhi")

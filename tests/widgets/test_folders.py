@@ -1,0 +1,23 @@
+"""The handset's and mail client's folders: every entry two lines, the newest 1,000 kept."""
+from __future__ import annotations
+
+from PySide6.QtWidgets import QListWidgetItem
+
+from iwlab.widgets.device_frame import MAX_ENTRIES, add_entry, folders, two_lines
+
+
+def test_an_entry_is_two_lines_whatever_the_peer_sent() -> None:
+    # A hostile ESME's source_addr or a mail subject may carry CR/LF: the folders' uniform
+    # item sizes need every entry to stay two lines.
+    assert two_lines("09:00  +1555\r\n0201", "one\ntwo\rthree") == "09:00  +1555  0201\none two three"
+
+
+def test_a_folder_keeps_the_newest_entries_and_shows_the_last(qtbot) -> None:
+    inbox, sent, tabs = folders(lambda item: None)
+    qtbot.addWidget(tabs)
+    assert inbox.uniformItemSizes() and sent.uniformItemSizes()
+    for n in range(MAX_ENTRIES + 5):
+        add_entry(inbox, QListWidgetItem(two_lines(f"sms {n}", "text")))
+    assert inbox.count() == MAX_ENTRIES
+    assert inbox.item(0).text().startswith("sms 5\n")
+    assert inbox.item(inbox.count() - 1).text().startswith(f"sms {MAX_ENTRIES + 4}\n")
