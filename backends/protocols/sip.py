@@ -17,7 +17,7 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable, Iterator, TypeVar
 from urllib.parse import quote, unquote
 
 from iwlab.backends.protocols import revoke
@@ -145,6 +145,11 @@ def _split_top(value: str, sep: str) -> list[str]:
     return parts
 
 
+def _elements(values: Iterable[str]) -> Iterator[str]:
+    """The non-empty elements of a list header's fields (Via: a, b  ->  a, b)."""
+    return (part for value in values for part in _split_top(value, ",") if part)
+
+
 class Headers:
     """Ordered multi-map of header fields: names case-insensitive, compact forms expanded."""
 
@@ -186,12 +191,12 @@ class Headers:
             return default
         if key not in _LIST_HEADERS:
             return values[0]
-        return next((part for value in values for part in _split_top(value, ",") if part), default)
+        return next(_elements(values), default)
 
     def get_all(self, name: str) -> list[str]:
         values = self._values(name)
         if values and _key(name) in _LIST_HEADERS:
-            return [part for value in values for part in _split_top(value, ",") if part]
+            return list(_elements(values))
         return values
 
     def add(self, name: str, value: str) -> None:
@@ -623,24 +628,30 @@ def _content_length(headers: Headers) -> int | None:
     return int(value) if len(value) < 16 else 10**16
 
 
-_CHECKED_LENGTH = 1024    # values up to this long have their verdict remembered
+_REMEMBERED_LENGTH = 1024    # header values up to this long have what is read from them remembered
+
+_R = TypeVar("_R")
 
 
-@functools.lru_cache(maxsize=4096)
-def _remembered_problem(kind: str, value: str) -> str | None:
-    """The same From, To, Via and Route values cross every hop of a message (and every message
-    of a dialog): each is checked once. Bounded in count and, by _CHECKED_LENGTH, in size."""
+def _remembered(read: Callable[..., _R]) -> Callable[..., _R]:
+    """Remember what `read` makes of a header value (its last argument). The same From, To,
+    Via and Route values cross every hop of a message and every message of a dialog.
+    Bounded in count (4,096) and, by _REMEMBERED_LENGTH, in size: longer values are read each time."""
+    cached = functools.lru_cache(maxsize=4096)(read)
+
+    @functools.wraps(read)
+    def lookup(*args: str) -> _R:
+        return cached(*args) if len(args[-1]) <= _REMEMBERED_LENGTH else read(*args)
+    return lookup
+
+
+@_remembered
+def _value_problem(kind: str, value: str) -> str | None:
     try:
         parse_via(value) if kind == "via" else parse_name_addr(value)
     except SipParseError as exc:
         return exc.reason
     return None
-
-
-def _value_problem(kind: str, value: str) -> str | None:
-    if len(value) <= _CHECKED_LENGTH:
-        return _remembered_problem(kind, value)
-    return _remembered_problem.__wrapped__(kind, value)
 
 
 def _header_problem(message: SipMessage) -> tuple[int, str] | None:
@@ -980,11 +991,10 @@ def validate_request(req: SipRequest, *, supported: Iterable[str] = (),
 
 def tag_of(name_addr: str | None) -> str:
     """The tag parameter of a From/To value, "" if it has none or does not parse."""
-    value = name_addr or ""
-    return _tag_of(value) if len(value) <= _CHECKED_LENGTH else _tag_of.__wrapped__(value)
+    return _tag_of(name_addr or "")
 
 
-@functools.lru_cache(maxsize=4096)   # the same From and To cross every hop and every answer
+@_remembered
 def _tag_of(value: str) -> str:
     try:
         return parse_name_addr(value).tag() or ""
@@ -1013,12 +1023,11 @@ def top_branch(message: SipRequest | SipResponse) -> str:
     vias = message.headers.get_all("Via")
     if not vias:
         return ""
-    return _branch_of(vias[0]) if len(vias[0]) <= _CHECKED_LENGTH else _branch_of.__wrapped__(vias[0])
+    return _branch_of(vias[0])
 
 
-@functools.lru_cache(maxsize=4096)
+@_remembered
 def _branch_of(via: str) -> str:
-    """Every response of a transaction, and the transaction table, ask for the same Via's branch."""
     try:
         return parse_via(via).params.get("branch") or ""
     except SipParseError:
