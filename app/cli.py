@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     window = sub.add_parser("window", help="open the lab window (the default when there is a display)")
     common(window)
+    window.add_argument("--watch", metavar="HOST:PORT", type=host_and_port, default=None,
+                        help="show the live ladder of a lab running elsewhere (`iwlab serve --trace-feed PORT`) "
+                             "instead of starting one here")
     state(window, "default: the user's data folder")
     serve = sub.add_parser("serve", help="run the lab headless: endpoints table and one line per PDU")
     common(serve)
@@ -46,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="which simulated devices run in-process; leave one out to use a real client instead")
     serve.add_argument("--endpoints-file", metavar="PATH", help="write the endpoints as JSON here")
     serve.add_argument("--quiet", action="store_true", help="do not print PDUs")
+    serve.add_argument("--trace-feed", type=int, metavar="PORT", default=None,
+                       help="offer the live trace on PORT (0: a free one) for `iwlab window --watch HOST:PORT`")
     serve.add_argument("--trace-json", metavar="FILE", help="when stopped, export the whole trace as JSON")
     serve.add_argument("--pcap", metavar="FILE.pcapng", help="when stopped, export the whole trace as pcapng")
     play = sub.add_parser("play", help="run the use-case flows headless and print verdicts")
@@ -58,6 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--trace-json", metavar="FILE", help="export the whole trace as JSON")
     play.add_argument("--pcap", metavar="FILE.pcapng", help="export the whole trace as pcapng (Wireshark, tshark)")
     return parser
+
+
+def host_and_port(text: str) -> tuple[str, int]:
+    """HOST:PORT, an IPv6 address in brackets ([::1]:7000), as SIP and URLs write it."""
+    host, _, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT (e.g. 127.0.0.1:7000 or [::1]:7000), not {text!r}")
+    return host, int(port)
 
 
 def version() -> str:
@@ -125,10 +139,11 @@ def main(argv: list[str] | None = None) -> int:
                           trace_json=args.trace_json, pcap=args.pcap)
         if command == "serve":
             return serve(topology, devices=args.devices, endpoints_file=args.endpoints_file, quiet=args.quiet,
-                         exports=exports, state_dir=args.state_dir, fresh=args.fresh)
+                         exports=exports, state_dir=args.state_dir, fresh=args.fresh,
+                         trace_feed_port=args.trace_feed)
         return play(topology, args.use_cases, quiet=args.quiet, exports=exports)
     from iwlab.app.main_window import run_window
-    return run_window(topology, state_dir=args.state_dir, fresh=args.fresh)
+    return run_window(topology, state_dir=args.state_dir, fresh=args.fresh, watch=args.watch)
 
 
 if __name__ == "__main__":

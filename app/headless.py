@@ -19,6 +19,8 @@ from iwlab.backends.lab.control import run_command
 from iwlab.backends.lab.lab import Lab
 from iwlab.backends.lab.pcap import to_pcapng
 from iwlab.backends.lab.report import write_html, write_junit, write_trace_json
+from iwlab.backends.lab.trace_feed import TraceFeed
+from iwlab.backends.protocols import sip
 from iwlab.backends.lab.scenarios import (
     ScenarioError,
     ScenarioRun,
@@ -51,9 +53,9 @@ def _print_event(event: TraceEvent) -> None:
     print(event.ladder_line(), flush=True)
 
 
-def endpoints_table(lab: Lab) -> str:
+def endpoints_table(lab: Lab, endpoints: dict | None = None) -> str:
     """Every listener, as people point clients at them, then who is simulated and who is not."""
-    endpoints = lab.endpoints()
+    endpoints = endpoints or lab.endpoints()
     rows = []
     for item in endpoints["listeners"]:
         what = f"{item['protocol'].upper():<4} {item['transport'].upper():<3}"
@@ -78,7 +80,7 @@ def endpoints_table(lab: Lab) -> str:
 
 
 async def _serve(topology: Topology, devices: str, endpoints_file: str | None, quiet: bool, exports: Exports,
-                 state_dir: str | None, fresh: bool) -> int:
+                 state_dir: str | None, fresh: bool, trace_feed_port: int | None) -> int:
     lab = Lab(topology, devices=devices, state_dir=state_dir, fresh=fresh)
     if not quiet:
         lab.trace.subscribe(_print_event)
@@ -88,14 +90,27 @@ async def _serve(topology: Topology, devices: str, endpoints_file: str | None, q
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     await lab.start()
-    print(endpoints_table(lab), flush=True)
+    feed = TraceFeed(lab.trace, ladder_nodes(topology))
+    endpoints = lab.endpoints()
+    if trace_feed_port is not None:
+        try:
+            await feed.start(topology.hosts or [topology.host], trace_feed_port)
+        except BaseException:
+            await lab.stop()
+            raise
+        endpoints["trace_feed"] = sip.hostport(topology.host, feed.port)
+        endpoints["listeners"] += [{"node": "Trace feed (iwlab window --watch)", "protocol": "feed",
+                                    "transport": "tcp", "address": sip.hostport(host, port)}
+                                   for host, port in feed.addresses()]
+    print(endpoints_table(lab, endpoints), flush=True)
     if endpoints_file:
-        _write_atomically(Path(endpoints_file), json.dumps(lab.endpoints(), indent=2) + "\n")
+        _write_atomically(Path(endpoints_file), json.dumps(endpoints, indent=2) + "\n")
     print("Lab running. Type 'help' for commands; Ctrl-C or SIGTERM stops it.", flush=True)
     commands = asyncio.create_task(_read_commands(lab), name="stdin commands")
     await stop.wait()
     commands.cancel()
     print("Stopping the lab...", flush=True)
+    await feed.stop()
     await lab.stop()
     exports.write_traces(lab.trace.events())
     return EXIT_OK
@@ -128,9 +143,12 @@ async def _read_commands(lab: Lab) -> None:
 
 
 def serve(topology: Topology, *, devices: str = "all", endpoints_file: str | None = None,
-          quiet: bool = False, exports: Exports = Exports(), state_dir: str | None = None, fresh: bool = False) -> int:
+          quiet: bool = False, exports: Exports = Exports(), state_dir: str | None = None, fresh: bool = False,
+          trace_feed_port: int | None = None) -> int:
+    """trace_feed_port: offer the trace feed (backends/lab/trace_feed.py) on it (0: a free port)."""
     try:
-        return asyncio.run(_serve(topology, devices, endpoints_file, quiet, exports, state_dir, fresh))
+        return asyncio.run(_serve(topology, devices, endpoints_file, quiet, exports, state_dir, fresh,
+                                  trace_feed_port))
     except ValueError as exc:   # e.g. an unknown device name
         print(f"iwlab serve: {exc}", file=sys.stderr)
         return EXIT_USAGE

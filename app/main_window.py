@@ -32,6 +32,7 @@ from iwlab.app.lab_controller import LabController
 from iwlab.app.look import Look
 from iwlab.app.notices import Notices
 from iwlab.app.order_watch import OrderWatch
+from iwlab.app.remote_watch import RemoteWatch
 from iwlab.app.step_mode import StepMode
 from iwlab.app.trace_files import TraceFiles
 from iwlab.app.window_actions import WindowActions
@@ -58,6 +59,7 @@ class LabWindow(QMainWindow):
         self.topology = topology
         self.setWindowTitle("iwlab — CPM ↔ SMS / email interworking lab")
         self._close_requested = False   # asked while a start/stop ran: close when it is done
+        self.remote_watch: RemoteWatch | None = None   # watch(): the lab shown runs elsewhere
 
         self.ladder = LadderView(ladder_nodes(topology))
         self.inspector = InspectorView()
@@ -244,6 +246,23 @@ class LabWindow(QMainWindow):
     def stop_lab(self) -> None:
         self.controller.stop()
 
+    def watch(self, host: str, port: int) -> RemoteWatch:
+        """Show a lab that runs elsewhere (`iwlab serve --trace-feed PORT`) instead of one of our own:
+        its ladder, live. Its devices and controls are where it runs, so the device columns go."""
+        self.controller.stop()
+        self.commands.watching = True
+        self.commands.update()
+        self.columns.left_column.hide()
+        self.columns.right_column.hide()
+        self.ladder.clear()
+        watch = self.remote_watch = RemoteWatch(host, port, self.ladder.attach_trace(None), self)
+        watch.lineChanged.connect(self.notices.set_lab_line)
+        watch.newLab.connect(self.ladder.clear)
+        watch.gap.connect(lambda lost: self.notices.status(
+            f"{lost} PDUs were let go by the lab (its trace is bounded) before this window read them", 10000))
+        watch.start()
+        return watch
+
     async def start_lab_async(self) -> None:
         await self.controller.start_async()
 
@@ -294,6 +313,8 @@ class LabWindow(QMainWindow):
             self._close_requested = True
             event.ignore()
             return
+        if self.remote_watch is not None:
+            self.remote_watch.stop()
         self.stop_lab()   # every server closed and every lab thread joined before the window goes
         super().closeEvent(event)
 
@@ -308,7 +329,9 @@ def default_state_dir() -> Path:
     return platformdirs.user_data_path("iwlab", appauthor=False) / "lab"
 
 
-def run_window(topology: Topology, *, state_dir: str | None = None, fresh: bool = False) -> int:
+def run_window(topology: Topology, *, state_dir: str | None = None, fresh: bool = False,
+               watch: tuple[str, int] | None = None) -> int:
+    """watch: (host, port) of a lab's trace feed to show instead of starting a lab of our own."""
     import qasync
 
     app = QApplication.instance() or QApplication(sys.argv)
@@ -317,8 +340,11 @@ def run_window(topology: Topology, *, state_dir: str | None = None, fresh: bool 
     asyncio.set_event_loop(loop)
     window = LabWindow(topology, state_dir=Path(state_dir) if state_dir else default_state_dir(), fresh=fresh)
     window.show()
+    if watch:
+        window.watch(*watch)
     try:
-        window.start_lab()
+        if not watch:
+            window.start_lab()
     except OSError as exc:
         window.show_error("Cannot start the lab", f"{exc}\n\nIs another lab running on the same ports? "
                                                   "Try `iwlab --port-base 0`.")

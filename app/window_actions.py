@@ -25,6 +25,7 @@ class WindowActions:
     def __init__(self, window: QMainWindow, *, controller: LabController, ladder: LadderView,
                  trace_files: TraceFiles, look: Look, notices: Notices, step_mode: StepMode) -> None:
         self._controller = controller
+        self.watching = False   # the window shows a lab that runs elsewhere (app/remote_watch.py)
         self._look = look
         self._notices = notices
         # Text glyphs rather than the style's icons: those are black on a dark theme.
@@ -135,6 +136,8 @@ class WindowActions:
         self._notices.status(f"SMS thread policy: {policy}", 4000)
 
     def update(self) -> None:
-        """Start while stopped (not while a start is under way), Stop while running."""
-        self.start_action.setEnabled(not self._controller.running and not self._controller.starting)
+        """Start while stopped (not while a start is under way), Stop while running; neither while
+        the window watches a lab elsewhere (its own would mix into that lab's ladder)."""
+        self.start_action.setEnabled(not self._controller.running and not self._controller.starting
+                                     and not self.watching)
         self.stop_action.setEnabled(self._controller.running)

@@ -7,6 +7,7 @@ lab end (the accepting server), so nothing appears twice.
 from __future__ import annotations
 
 import itertools
+import secrets
 import threading
 import time
 from collections import deque
@@ -96,6 +97,7 @@ class Trace:
         self._listeners: list[Listener] = []
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
+        self.id = secrets.token_hex(8)   # names this run's seq numbers (a viewer that reconnects knows its lab)
         self.max_events = max_events
         self._notes: dict[str, str] = {}   # correlation id -> note for the next request recorded with it
         # Where, in step mode, a PDU waits before it is recorded: the recording ends pass every PDU through it.

@@ -807,8 +807,9 @@ class LadderView(QWidget):
         self._relayout()
 
     # -- feeding --
-    def attach_trace(self, trace: Trace) -> TraceBridge:
-        """Show `trace` live (through a batching TraceBridge owned by this view)."""
+    def attach_trace(self, trace: Trace | None) -> TraceBridge:
+        """Show `trace` live (through a batching TraceBridge owned by this view); None: show what
+        is pushed into the bridge (a lab elsewhere, app/remote_watch.py)."""
         self.detach_trace()
         self.bridge = TraceBridge(trace, self)
         self.bridge.eventsArrived.connect(self.append_events)

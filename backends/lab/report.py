@@ -80,12 +80,25 @@ def read_trace_json(path: Path) -> list[TraceEvent]:
 
 
 def _events(data: dict) -> list[TraceEvent]:
-    return [TraceEvent(seq=e["seq"], time=e["time"], src=e["src"], dst=e["dst"], protocol=e["protocol"],
-                       summary=e["summary"], is_response=e["is_response"], fields=e["fields"],
-                       raw=base64.b64decode(e["raw"]), correlation=e["correlation"], note=e["note"],
-                       src_address=_address(e.get("src_address")), dst_address=_address(e.get("dst_address")),
-                       transport=str(e.get("transport") or ""))
-            for e in data["events"]]
+    return [event_from_dict(e) for e in data["events"]]
+
+
+def event_from_dict(item: dict) -> TraceEvent:
+    """One PDU as event_dict() wrote it (a file or the trace feed); TypeError, ValueError,
+    KeyError or binascii.Error for anything else, whoever sent it."""
+    text = {name: item[name] for name in ("src", "dst", "protocol", "summary", "note")}
+    if not all(isinstance(value, str) for value in text.values()):
+        raise TypeError("src, dst, protocol, summary and note are text")
+    seq, when, fields, correlation = item["seq"], item["time"], item["fields"], item["correlation"]
+    if type(seq) is not int or not isinstance(when, (int, float)) or not isinstance(item["is_response"], bool):
+        raise TypeError("seq is a whole number, time a number, is_response true or false")
+    if not isinstance(fields, dict) or not isinstance(correlation, dict) \
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in correlation.items()):
+        raise TypeError("fields is an object, correlation an object of text")
+    return TraceEvent(seq=seq, time=float(when), is_response=item["is_response"], fields=fields,
+                      raw=base64.b64decode(item["raw"], validate=True), correlation=correlation,
+                      src_address=_address(item.get("src_address")), dst_address=_address(item.get("dst_address")),
+                      transport=str(item.get("transport") or ""), **text)
 
 
 def _address(value) -> tuple[str, int] | None:
@@ -93,7 +106,9 @@ def _address(value) -> tuple[str, int] | None:
     if value is None:
         return None
     host, port = value
-    return str(host), int(port)
+    if not isinstance(host, str) or type(port) is not int:
+        raise TypeError("an address is [host, port]")
+    return host, port
 
 
 def ladder_svg(events: list[TraceEvent], nodes: list[str]) -> str:

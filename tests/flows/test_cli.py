@@ -1,4 +1,5 @@
 """The command line as a user runs it: `iwlab serve`, `iwlab play`, and `iwlab` with no display."""
+import asyncio
 import json
 import os
 import re
@@ -161,3 +162,42 @@ def test_a_port_in_use_is_exit_code_3(tmp_path):
     finally:
         blocker.close()
     assert proc.returncode == 3 and "cannot start the lab" in err
+
+
+def test_serve_offers_its_trace_feed_and_a_viewer_sees_every_pdu_until_the_lab_stops(tmp_path):
+    from iwlab.backends.lab.trace_feed import TraceFeedClient
+    endpoints_file = tmp_path / "endpoints.json"
+    proc = iwlab("serve", "--port-base", "0", "--quiet", "--trace-feed", "0", "--endpoints-file", str(endpoints_file))
+    try:
+        deadline = time.monotonic() + 30
+        while not endpoints_file.exists() and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.05)
+        host, port = json.loads(endpoints_file.read_text())["trace_feed"].rsplit(":", 1)
+
+        async def first_pdus():
+            client = await TraceFeedClient.connect(host, int(port))
+            seen = []
+            async for event in client.items(0):
+                seen.append(event)
+                if len(seen) == client.hello.last_seq:
+                    break
+            await client.aclose()
+            return seen
+        seen = asyncio.run(asyncio.wait_for(first_pdus(), 30))
+        assert [e.seq for e in seen] == list(range(1, len(seen) + 1))
+        assert any(e.summary.startswith("REGISTER sip:cpm-a.lab") for e in seen)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert re.search(rf"FEED TCP Trace feed \(iwlab window --watch\) +127\.0\.0\.1:{port}\n", out), out
+
+
+def test_window_watch_takes_host_and_port_and_refuses_anything_else():
+    from iwlab.app.cli import host_and_port
+    assert host_and_port("127.0.0.1:7000") == ("127.0.0.1", 7000)
+    assert host_and_port("[::1]:7000") == ("::1", 7000)
+    proc = iwlab("window", "--watch", "nowhere", env=without_display())
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "expected HOST:PORT" in err

@@ -1,0 +1,82 @@
+"""Watching a lab that runs in another process, or on another machine (`iwlab window --watch`).
+
+The lab (`iwlab serve --trace-feed PORT`) does its protocol work on its own cores; this window only
+reads its trace feed (backends/lab/trace_feed.py) on the GUI loop and hands the PDUs to the
+ladder's batching bridge, so a busy lab costs the window its JSON lines, not its GIL.
+A feed that drops is asked again (from the last PDU shown, or from the start for a new lab run).
+"""
+from __future__ import annotations
+
+import asyncio
+
+from PySide6.QtCore import QObject, Signal
+
+from iwlab.backends.lab.trace_feed import FeedError, Gap, TraceFeedClient
+from iwlab.backends.protocols import sip
+from iwlab.widgets.trace_bridge import TraceBridge
+
+RETRY_SECONDS = 2.0   # between attempts to reach a lab that is not (or no longer) there
+
+
+class RemoteWatch(QObject):
+    lineChanged = Signal(str)   # what the window's lab line says: watching, lost, trying again
+    newLab = Signal()           # the feed is another lab run's: what the ladder showed is not its
+    gap = Signal(int)           # this many PDUs were let go by the lab before the window read them
+
+    def __init__(self, host: str, port: int, bridge: TraceBridge, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.host, self.port = host, port
+        self._bridge = bridge
+        self._task: asyncio.Task | None = None
+        self._lab = ""         # the lab run whose PDUs the ladder shows
+        self.last_seq = 0      # the newest of them
+        self.connected = False
+
+    @property
+    def where(self) -> str:
+        return sip.hostport(self.host, self.port)
+
+    def start(self) -> None:
+        if self._task is None:
+            self.lineChanged.emit(f"Watching {self.where}: connecting…")
+            self._task = asyncio.get_event_loop().create_task(self._run(), name=f"watch {self.where}")
+
+    def stop(self) -> "asyncio.Task | None":
+        """Stop watching; returns the task that closes the feed's socket (to wait for, if need be)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+        return task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._follow()
+                reason = "the lab closed its trace feed"
+            except (OSError, asyncio.TimeoutError, FeedError) as exc:
+                reason = str(exc) or type(exc).__name__
+            self.connected = False
+            self.lineChanged.emit(f"Watching {self.where}: lost ({reason}); trying again every "
+                                  f"{RETRY_SECONDS:g} s")
+            await asyncio.sleep(RETRY_SECONDS)
+
+    async def _follow(self) -> None:
+        client = await TraceFeedClient.connect(self.host, self.port)
+        try:
+            if client.hello.lab != self._lab:
+                self._lab, self.last_seq = client.hello.lab, 0
+                self.newLab.emit()
+            self.connected = True
+            self.lineChanged.emit(f"Watching the lab at {self.where} (its devices and controls are there; "
+                                  "this window shows its trace)")
+            async for item in client.items(self.last_seq):
+                if isinstance(item, Gap):
+                    self.gap.emit(item.lost)
+                else:
+                    self._bridge.push(item)
+                    self.last_seq = item.seq
+        except asyncio.CancelledError:   # stop(): its socket closed before the task ends
+            await client.aclose()
+            raise
+        finally:
+            client.close()   # also when the task is dropped with its loop (a GeneratorExit: no await)

@@ -1,0 +1,255 @@
+"""The trace feed: a running lab's PDUs, live, over TCP, for a window (or any tool) elsewhere.
+
+`iwlab serve --trace-feed PORT` offers it; `iwlab window --watch HOST:PORT` shows it. One JSON
+object per line, UTF-8:
+
+    lab    -> viewer   {"type": "hello", "iwlab_trace_feed": 1, "lab": ID, "nodes": [...], "last_seq": N}
+    viewer -> lab      since SEQ          (0: everything the lab still holds)
+    lab    -> viewer   {"type": "event", ...}  every PDU recorded after SEQ, oldest first, then live
+                       {"type": "gap", "after": A, "next": B}  events A+1 .. B-1 were let go by the
+                           trace's bounds before this viewer read them (it fell that far behind)
+                       {"type": "error", "reason": "..."}  then the lab closes the connection
+
+An event's fields are those of `iwlab serve --trace-json` (backends/lab/report.event_dict). The
+trace itself is each viewer's buffer: a viewer that reads slowly costs a cursor, never a queue,
+and it is told exactly what it missed.
+"""
+from __future__ import annotations
+
+import asyncio
+import binascii
+import json
+import re
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+from iwlab.backends.lab.report import event_dict, event_from_dict
+from iwlab.backends.trace import MAX_RAW, Trace, TraceEvent
+from iwlab.backends.transports.listen import listen_on
+
+VERSION = 1
+MAX_REQUEST = 64                     # bytes of the viewer's one line
+MAX_LINE = 2 * MAX_RAW + 1_000_000   # one event: its raw bytes in base64, and its decoded fields
+REQUEST_TIMEOUT = 30.0               # seconds a viewer has to say where to start
+REFUSAL_LINGER = 5.0                 # seconds a refused viewer has to take the reason and close
+BATCH = 500                          # events written before waiting for the viewer to take them
+_SINCE = re.compile(rb"since ([0-9]{1,18})\r?\n")
+
+
+class FeedError(Exception):
+    """The other end does not speak the trace feed, or broke it."""
+
+
+@dataclass(frozen=True)
+class Gap:
+    after: int   # the last seq this viewer had
+    next: int    # the seq it gets next: everything between was let go
+
+    @property
+    def lost(self) -> int:
+        return self.next - self.after - 1
+
+
+def _line(item: dict) -> bytes:
+    return json.dumps(item, default=str, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+class TraceFeed:
+    """Serves one trace to up to max_viewers viewers at once. Runs on the lab's loop."""
+
+    def __init__(self, trace: Trace, nodes: list[str], *, max_viewers: int = 16) -> None:
+        self._trace = trace
+        self._nodes = list(nodes)
+        self.max_viewers = max_viewers
+        self._servers: list[asyncio.Server] = []
+        self._viewers: set[asyncio.Task] = set()
+        self.port = 0
+
+    async def start(self, hosts: str | list[str], port: int = 0) -> None:
+        def protocol() -> asyncio.StreamReaderProtocol:
+            return asyncio.StreamReaderProtocol(asyncio.StreamReader(limit=MAX_REQUEST), self._accept)
+        self._servers = await listen_on(protocol, hosts, port)
+        self.port = self._servers[0].sockets[0].getsockname()[1]
+
+    def addresses(self) -> list[tuple[str, int]]:
+        return [s.getsockname()[:2] for server in self._servers for s in server.sockets]
+
+    @property
+    def viewer_count(self) -> int:
+        return len(self._viewers)
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        for task in list(self._viewers):
+            task.cancel()
+        await asyncio.gather(*self._viewers, return_exceptions=True)
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers = []
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.get_running_loop().create_task(self._serve(reader, writer), name="trace feed viewer")
+        self._viewers.add(task)
+        task.add_done_callback(self._viewers.discard)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            if len(self._viewers) > self.max_viewers:
+                await _refuse(f"busy: {self.max_viewers} viewers already watch this lab", reader, writer)
+                return
+            writer.write(_line({"type": "hello", "iwlab_trace_feed": VERSION, "lab": self._trace.id,
+                                "nodes": self._nodes, "last_seq": self._trace.last_seq()}))
+            since = await self._read_request(reader, writer)
+            if since is not None:
+                await self._follow(since, reader, writer)
+        except (ConnectionError, asyncio.TimeoutError):
+            pass   # the viewer went away (or never asked): nothing of the lab's is lost with it
+        finally:
+            writer.close()
+
+    async def _read_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int | None:
+        try:
+            request = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT)
+        except ValueError:   # longer than MAX_REQUEST without a line end
+            request = b"(too long)"
+        match = _SINCE.fullmatch(request)
+        if match is None:
+            shown = request[:MAX_REQUEST].decode("ascii", "replace").strip() or "nothing"
+            await _refuse(f"expected 'since SEQ', got {shown!r}", reader, writer)
+            return None
+        return int(match.group(1))
+
+    async def _follow(self, cursor: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        recorded = asyncio.Event()
+
+        def on_record(_event: TraceEvent) -> None:   # on the recording thread: wake the viewer's task
+            if not recorded.is_set():
+                loop.call_soon_threadsafe(recorded.set)
+        unsubscribe = self._trace.subscribe(on_record)
+        # The viewer says nothing more; its end of file (or reset) is how we learn it left.
+        gone = loop.create_task(_until_end(reader), name="trace feed viewer gone")
+        waiting: asyncio.Task | None = None
+        try:
+            while not gone.done():
+                recorded.clear()
+                cursor = await self._send_since(cursor, writer)
+                waiting = loop.create_task(recorded.wait())
+                await asyncio.wait({waiting, gone}, return_when=asyncio.FIRST_COMPLETED)
+                waiting.cancel()
+        finally:
+            unsubscribe()
+            for task in (waiting, gone):
+                if task is not None:
+                    task.cancel()
+
+    async def _send_since(self, cursor: int, writer: asyncio.StreamWriter) -> int:
+        events = self._trace.events_since(cursor)
+        if events and events[0].seq > cursor + 1:
+            writer.write(_line({"type": "gap", "after": cursor, "next": events[0].seq}))
+        for start in range(0, len(events), BATCH):
+            writer.writelines(_line({"type": "event", **event_dict(e)}) for e in events[start:start + BATCH])
+            await writer.drain()   # a slow viewer holds a cursor here, not a queue
+        return events[-1].seq if events else cursor
+
+
+async def _refuse(reason: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Say why, then close gently: what the viewer sent meanwhile is read, so it gets the reason, not a reset."""
+    writer.write(_line({"type": "error", "reason": reason}))
+    writer.write_eof()
+    try:
+        await asyncio.wait_for(_until_end(reader), REFUSAL_LINGER)
+    except (ValueError, asyncio.TimeoutError):
+        pass
+
+
+async def _until_end(reader: asyncio.StreamReader) -> None:
+    """Read and drop what the viewer sends after its request, until it closes."""
+    while await reader.read(4096):
+        pass
+
+
+@dataclass(frozen=True)
+class Hello:
+    lab: str         # which lab run this is: a viewer that reconnects to another one starts over
+    nodes: list[str]
+    last_seq: int
+
+
+class TraceFeedClient:
+    """A viewer: connect() (the lab's hello), then `async for item in client.items(since)`:
+    TraceEvents and Gaps, in order."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hello: Hello) -> None:
+        self._reader, self._writer = reader, writer
+        self.hello = hello
+
+    @classmethod
+    async def connect(cls, host: str, port: int, *, timeout: float = 10.0) -> "TraceFeedClient":
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=MAX_LINE), timeout)
+        try:
+            first = await _read_item(reader, timeout)
+            if first.get("type") == "error":
+                raise FeedError(str(first.get("reason")))
+            if first.get("type") != "hello" or first.get("iwlab_trace_feed") != VERSION:
+                raise FeedError(f"{host}:{port} is not an iwlab trace feed (version {VERSION})")
+            lab, nodes, last_seq = first.get("lab"), first.get("nodes"), first.get("last_seq")
+            if not isinstance(lab, str) or not isinstance(nodes, list) \
+                    or not all(isinstance(n, str) for n in nodes) or type(last_seq) is not int:
+                raise FeedError("the feed's hello is damaged")
+            return cls(reader, writer, Hello(lab, nodes, last_seq))
+        except BaseException:
+            writer.close()
+            raise
+
+    async def items(self, since: int = 0) -> AsyncIterator[TraceEvent | Gap]:
+        """Every event after `since`, then live, until the lab closes the feed (FeedError if it
+        says why, or sends what no lab would)."""
+        self._writer.write(f"since {since}\n".encode("ascii"))
+        while True:
+            item = await _read_item(self._reader, None)
+            if not item:
+                return
+            kind = item.get("type")
+            if kind == "event":
+                try:
+                    yield event_from_dict(item)
+                except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+                    raise FeedError(f"a damaged event ({type(exc).__name__}: {exc})") from None
+            elif kind == "gap" and type(item.get("after")) is int and type(item.get("next")) is int:
+                yield Gap(item["after"], item["next"])
+            elif kind == "error":
+                raise FeedError(str(item.get("reason", "the lab refused")))
+            else:
+                raise FeedError(f"an unknown line of type {kind!r}")
+
+    def close(self) -> None:
+        self._writer.close()
+
+    async def aclose(self) -> None:
+        """Close, and wait until the socket is."""
+        self._writer.close()
+        try:
+            await self._writer.wait_closed()
+        except OSError:
+            pass
+
+
+async def _read_item(reader: asyncio.StreamReader, timeout: float | None) -> dict:
+    """The next line as an object; {} at the end of the feed."""
+    try:
+        line = await asyncio.wait_for(reader.readline(), timeout)
+    except ValueError:
+        raise FeedError(f"a line longer than {MAX_LINE} bytes") from None
+    if not line:
+        return {}
+    if not line.endswith(b"\n"):
+        raise FeedError("the feed ended in the middle of a line")
+    try:
+        item = json.loads(line)
+    except ValueError as exc:   # JSONDecodeError and UnicodeDecodeError alike
+        raise FeedError(f"a line that is not JSON ({exc})") from None
+    if not isinstance(item, dict):
+        raise FeedError("a line that is not a JSON object")
+    return item

@@ -1,0 +1,186 @@
+"""The trace feed on real loopback sockets: every PDU, in order, exactly as recorded; a viewer
+that fell behind is told what it missed; a bad request gets the feed's error and the feed serves on."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from iwlab.backends.lab.trace_feed import MAX_REQUEST, FeedError, Gap, TraceFeed, TraceFeedClient
+from iwlab.backends.trace import Trace
+from tests.helpers.waiting import until
+
+NODES = ["Mary", "CPM-A", "IWF", "SMSC", "Peter"]
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+def record(trace: Trace, n: int, first: int = 0) -> None:
+    for i in range(first, first + n):
+        trace.record("Mary", "CPM-A", "SIP", f"MESSAGE {i} — ünïcode", raw=bytes([i % 256, 0, 255]) + b"\r\n",
+                     fields={"body": f"text {i}", "parts": [1, 2]}, correlation={"call_id": f"c{i}"},
+                     addresses=(("127.0.0.1", 5000), ("::1", 5060)), transport="tcp")
+
+
+async def started(trace: Trace, **options) -> TraceFeed:
+    feed = TraceFeed(trace, NODES, **options)
+    await feed.start("127.0.0.1", 0)
+    return feed
+
+
+async def take(client: TraceFeedClient, n: int, since: int = 0) -> list:
+    items = []
+    async for item in client.items(since):
+        items.append(item)
+        if len(items) == n:
+            break
+    return items
+
+
+async def raw_exchange(port: int, request: bytes) -> list[dict]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    lines = [json.loads(line) for line in (await reader.read()).splitlines()]
+    writer.close()
+    return lines
+
+
+def test_a_viewer_gets_what_was_recorded_before_and_after_it_came_in_order_and_intact():
+    async def scenario():
+        trace = Trace()
+        record(trace, 3)
+        feed = await started(trace)
+        client = await TraceFeedClient.connect("127.0.0.1", feed.port)
+        assert client.hello.nodes == NODES and client.hello.last_seq == 3 and client.hello.lab == trace.id
+        record(trace, 2, first=3)
+        got = await take(client, 5)
+        assert got == trace.events()    # every field, the raw bytes and the addresses alike
+        assert got[0].summary == "MESSAGE 0 — ünïcode" and got[0].raw == b"\x00\x00\xff\r\n"
+        client.close()
+        await feed.stop()
+    run(scenario())
+
+
+def test_since_resumes_after_the_last_event_a_viewer_had():
+    async def scenario():
+        trace = Trace()
+        record(trace, 10)
+        feed = await started(trace)
+        client = await TraceFeedClient.connect("127.0.0.1", feed.port)
+        assert [e.seq for e in await take(client, 3, since=7)] == [8, 9, 10]
+        client.close()
+        await feed.stop()
+    run(scenario())
+
+
+def test_a_viewer_behind_the_traces_bounds_is_told_exactly_what_it_missed():
+    async def scenario():
+        trace = Trace(max_events=5)
+        record(trace, 12)
+        feed = await started(trace)
+        client = await TraceFeedClient.connect("127.0.0.1", feed.port)
+        items = await take(client, 6, since=2)
+        assert items[0] == Gap(after=2, next=8) and items[0].lost == 5
+        assert [e.seq for e in items[1:]] == [8, 9, 10, 11, 12]
+        client.close()
+        await feed.stop()
+    run(scenario())
+
+
+@pytest.mark.parametrize("request_line", [b"hello\n", b"since -1\n", b"since 1 2\n", b"\xff\xfe\n",
+                                          b"since " + b"9" * (MAX_REQUEST + 10) + b"\n"])
+def test_a_bad_request_gets_the_feeds_error_and_the_feed_serves_the_next_viewer(request_line):
+    async def scenario():
+        trace = Trace()
+        record(trace, 1)
+        feed = await started(trace)
+        hello, error = await raw_exchange(feed.port, request_line)
+        assert hello["type"] == "hello" and error["type"] == "error" and "since SEQ" in error["reason"]
+        client = await TraceFeedClient.connect("127.0.0.1", feed.port)
+        assert [e.seq for e in await take(client, 1)] == [1]
+        client.close()
+        await feed.stop()
+    run(scenario())
+
+
+def test_one_viewer_too_many_is_told_the_feed_is_busy():
+    async def scenario():
+        trace = Trace()
+        feed = await started(trace, max_viewers=1)
+        first = await TraceFeedClient.connect("127.0.0.1", feed.port)
+        with pytest.raises(FeedError, match="busy: 1 viewers"):
+            await TraceFeedClient.connect("127.0.0.1", feed.port)
+        assert (await raw_exchange(feed.port, b"since 0\n"))[0] == {
+            "type": "error", "reason": "busy: 1 viewers already watch this lab"}
+        first.close()
+        await feed.stop()
+    run(scenario())
+
+
+def test_a_viewer_that_leaves_lets_go_of_the_trace():
+    async def scenario():
+        trace = Trace()
+        record(trace, 1)
+        feed = await started(trace)
+        client = await TraceFeedClient.connect("127.0.0.1", feed.port)
+        await take(client, 1)
+        await until(lambda: trace.listener_count() == 1, what="the viewer following the trace")
+        client.close()
+        await until(lambda: trace.listener_count() == 0 and feed.viewer_count == 0, what="the viewer let go")
+        await feed.stop()
+    run(scenario())
+
+
+def test_a_viewer_that_reads_nothing_for_a_while_gets_everything_afterwards_and_the_lab_never_waits():
+    async def scenario():
+        trace = Trace()
+        feed = await started(trace)
+        reader, writer = await asyncio.open_connection("127.0.0.1", feed.port, limit=2 ** 22)
+        writer.write(b"since 0\n")
+        for i in range(2_000):   # each ~10 KB: far more than the sockets' buffers hold
+            trace.record("CPM-B", "IWF", "SIP", f"MESSAGE {i}", raw=b"x" * 10_000)
+        lines = [json.loads(await reader.readline()) for _ in range(2_001)]
+        assert [line["summary"] for line in lines[1:]] == [f"MESSAGE {i}" for i in range(2_000)]
+        writer.close()
+        await feed.stop()
+    run(scenario())
+
+
+def test_stopping_the_feed_ends_every_viewers_items():
+    async def scenario():
+        trace = Trace()
+        record(trace, 1)
+        feed = await started(trace)
+        client = await TraceFeedClient.connect("127.0.0.1", feed.port)
+        await take(client, 1)
+        await feed.stop()
+        assert [item async for item in client.items()] == []
+        client.close()
+    run(scenario())
+
+
+@pytest.mark.parametrize("line, reason", [
+    (b"not json\n", "not JSON"),
+    (b"[1, 2]\n", "not a JSON object"),
+    (b'{"type": "event", "seq": "one"}\n', "damaged event"),
+    (b'{"type": "event", "seq": 1, "time": 0, "src": "a", "dst": "b", "protocol": "SIP", "summary": "s",'
+     b' "is_response": false, "fields": {}, "raw": "not base64!", "correlation": {}, "note": ""}\n', "damaged event"),
+    (b'{"type": "surprise"}\n', "unknown line"),
+    (b'{"type": "event"', "middle of a line"),
+])
+def test_a_viewer_refuses_what_no_lab_would_send(line, reason):
+    async def scenario():
+        async def hostile(reader, writer):
+            writer.write(b'{"type": "hello", "iwlab_trace_feed": 1, "lab": "x", "nodes": [], "last_seq": 0}\n' + line)
+            await reader.readline()
+            writer.close()
+        server = await asyncio.start_server(hostile, "127.0.0.1", 0)
+        client = await TraceFeedClient.connect("127.0.0.1", server.sockets[0].getsockname()[1])
+        with pytest.raises(FeedError, match=reason):
+            [item async for item in client.items()]
+        client.close()
+        server.close()
+    run(scenario())

@@ -1,0 +1,66 @@
+"""`iwlab window --watch`: the window shows the ladder of a lab that runs elsewhere, from its
+trace feed over TCP, and after the feed drops it catches up without a PDU lost or shown twice."""
+import asyncio
+
+import qasync
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+
+from iwlab.app import remote_watch
+from iwlab.app.main_window import LabWindow, ladder_nodes
+from iwlab.backends.lab.control import run_command
+from iwlab.backends.lab.trace_feed import TraceFeed
+from tests.helpers.waiting import until
+
+
+def test_a_window_watches_a_lab_elsewhere_and_catches_up_after_its_feed_drops(qtbot, topology, lab_factory,
+                                                                              monkeypatch):
+    monkeypatch.setattr(remote_watch, "RETRY_SECONDS", 0.05)
+    runner = lab_factory()
+    lab = runner.lab
+    feed = TraceFeed(lab.trace, ladder_nodes(topology))
+    runner.run(feed.start("127.0.0.1", 0))
+    app = QApplication.instance()
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    try:
+        window = LabWindow(topology, theme_name="light")
+        qtbot.addWidget(window)
+        window.show()
+        watch = window.watch("127.0.0.1", feed.port)
+        assert window.runner is None and not window.start_action.isEnabled()
+        assert window.columns.left_column.isHidden() and window.columns.right_column.isHidden()
+
+        def pdus(events) -> list[tuple]:   # (decoded fields come back as JSON has them: lists for tuples)
+            return [(e.seq, e.src, e.dst, e.summary, e.raw, e.src_address, e.dst_address) for e in events]
+
+        def shows_the_whole_trace() -> bool:
+            return pdus(window.ladder.model.events()) == pdus(lab.trace.events())
+
+        async def send(text: str) -> None:
+            answer = await asyncio.wrap_future(runner.submit(run_command(lab, f"send mary peter {text}")))
+            assert not answer.startswith("error"), answer
+            await until(lambda: any(text in e.summary or text.encode() in e.raw for e in lab.trace.events()
+                                    if e.dst == "Peter"), what=f"{text!r} reaching Peter")
+
+        async def scenario():
+            await until(lambda: watch.connected and shows_the_whole_trace(), what="the REGISTERs shown")
+            assert f"Watching the lab at 127.0.0.1:{feed.port}" in window.notices.endpoints_label.text()
+            await send("hello from afar")
+            await until(shows_the_whole_trace, what="the message's hops shown")
+            await asyncio.wrap_future(runner.submit(feed.stop()))
+            await until(lambda: "lost" in window.notices.endpoints_label.text(), what="the window saying so")
+            await send("sent while nobody watched")
+            await asyncio.wrap_future(runner.submit(feed.start("127.0.0.1", watch.port)))
+            await until(lambda: watch.connected and shows_the_whole_trace(), what="the window catching up")
+        loop.run_until_complete(asyncio.wait_for(scenario(), 60))
+        assert any(e.dst == "Peter" for e in window.ladder.model.events())
+        watching = watch.stop()
+        window.close()
+        loop.run_until_complete(asyncio.gather(watching, return_exceptions=True))   # its socket closed
+    finally:
+        runner.run(feed.stop())
+        loop.close()
+        asyncio.set_event_loop(None)
+        QTimer.singleShot(0, app.quit)      # clear the quit flag qasync left set (FIELD-NOTES)
+        app.exec()
