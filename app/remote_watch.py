@@ -8,6 +8,7 @@ A feed that drops is asked again (from the last PDU shown, or from the start for
 from __future__ import annotations
 
 import asyncio
+import time
 
 from PySide6.QtCore import QObject, Signal
 
@@ -16,6 +17,7 @@ from iwlab.backends.protocols import sip
 from iwlab.widgets.trace_bridge import TraceBridge
 
 RETRY_SECONDS = 2.0   # between attempts to reach a lab that is not (or no longer) there
+SLICE_SECONDS = 0.008  # of reading the feed at most, before the GUI thread gets a turn
 
 
 class RemoteWatch(QObject):
@@ -30,6 +32,7 @@ class RemoteWatch(QObject):
         self._task: asyncio.Task | None = None
         self._lab = ""         # the lab run whose PDUs the ladder shows
         self.last_seq = 0      # the newest of them
+        self.lab_seq_at_connect = 0   # the lab's newest when the feed was last opened
         self.connected = False
 
     @property
@@ -69,12 +72,19 @@ class RemoteWatch(QObject):
             self.connected = True
             self.lineChanged.emit(f"Watching the lab at {self.where} (its devices and controls are there; "
                                   "this window shows its trace)")
+            self.lab_seq_at_connect = client.hello.last_seq
+            slice_start = time.monotonic()
             async for item in client.items(self.last_seq):
                 if isinstance(item, Gap):
                     self.gap.emit(item.lost)
                 else:
                     self._bridge.push(item)
                     self.last_seq = item.seq
+                # Lines already buffered are read without a pause: catching up on a long trace
+                # would hold the GUI thread for seconds. Let it paint and take input between slices.
+                if time.monotonic() - slice_start > SLICE_SECONDS:
+                    await asyncio.sleep(0)
+                    slice_start = time.monotonic()
         except asyncio.CancelledError:   # stop(): its socket closed before the task ends
             await client.aclose()
             raise

@@ -1,8 +1,9 @@
 """Does the window stay smooth while the lab is busy? Frame gaps under ~1,000 trace events/s.
 
-    QT_QPA_PLATFORM=offscreen .venv/bin/python bench/window_bench.py [--seconds 10] [--rate 80]
+    QT_QPA_PLATFORM=offscreen .venv/bin/python bench/window_bench.py [--seconds 10] [--rate 80] [--watch]
 
-The window runs with its lab (on the lab's own thread, as `iwlab` does); a raw SIP client in
+The window runs with its lab (on the lab's own thread, as `iwlab` does), or with --watch it watches
+a lab in a process of its own (`iwlab serve --trace-feed`, as `iwlab window --watch`); a raw SIP client in
 a process of its own (so it takes no share of the window's GIL) sends Mary -> Peter MESSAGEs at
 `rate` per second (each makes about a dozen trace events: the hops, their answers, the SMPP
 legs, the IMDN). A 10 ms timer on the GUI thread
@@ -12,23 +13,32 @@ fills. Figures are printed; nothing is asserted.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import qasync  # noqa: E402
 from PySide6.QtCore import QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
+from iwlab.app import cli  # noqa: E402
 from iwlab.app.cli import tune_collector  # noqa: E402
 from iwlab.app.main_window import LabWindow  # noqa: E402
 from iwlab.backends.topology import load_topology  # noqa: E402
 from tests.helpers.raw_sip import RawSipClient, cpim_body  # noqa: E402
+from tests.helpers.waiting import until  # noqa: E402
 
 PETER = "tel:+15550201"
 MARY = "sip:mary@cpm-a.lab"
@@ -52,6 +62,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=80.0, help="MESSAGEs per second (about 12 events each)")
+    parser.add_argument("--watch", action="store_true",
+                        help="the lab in a process of its own (iwlab serve --trace-feed), the window watching it")
+    parser.add_argument("--late", action="store_true",
+                        help="with --watch: the window comes in after the load, and catches up on it all")
     parser.add_argument("--load", metavar="HOST:PORT", help=argparse.SUPPRESS)   # the sender's own process
     args = parser.parse_args()
     if args.load:
@@ -59,36 +73,97 @@ def main() -> None:
         return
     tune_collector()   # as `iwlab` does
     app = QApplication.instance() or QApplication(sys.argv)
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
     window = LabWindow(load_topology().with_free_ports(), theme_name="light", zoom=1.0)
     window.resize(1600, 1000)
     window.show()
-    window.start_lab()
-    assert window.runner is not None
-    address = window.runner.lab.endpoints()["sip"]["cpm-a.lab"]
-    events_before = len(window.runner.lab.trace)
-    gaps: list[float] = []
-    last = [time.perf_counter()]
+    with tempfile.TemporaryDirectory() as folder, lab_elsewhere(Path(folder), args.watch) as endpoints:
+        if endpoints and args.late:
+            catch_up(window, endpoints, loop, args)
+            window.close()
+            loop.close()
+            return
+        if endpoints:
+            watch = window.watch(*cli.host_and_port(endpoints["trace_feed"]))
+            loop.run_until_complete(until(lambda: watch.connected, what="the window watching the lab"))
+            address, seen = endpoints["sip"]["cpm-a.lab"], lambda: watch.last_seq
+        else:
+            window.start_lab()
+            assert window.runner is not None
+            address, seen = window.runner.lab.endpoints()["sip"]["cpm-a.lab"], window.runner.lab.trace.last_seq
+        events_before = seen()
+        clock = FrameClock()
+        sender = subprocess.Popen([sys.executable, __file__, "--load", address, "--rate", str(args.rate),
+                                   "--seconds", str(args.seconds)], stdout=subprocess.PIPE, text=True)
+        sent = loop.run_until_complete(loop.run_in_executor(None, sender.communicate))[0]
+        frames = clock.stop()
+        events = seen() - events_before
+        window.close()
+    loop.close()   # and its worker threads
+    where = "in its own process, the window watching its trace feed" if args.watch else "on the window's thread's side"
+    print(f"window under load (the lab {where}): {int(sent.strip() or 0)} MESSAGEs in {args.seconds:.0f} s, "
+          f"{events / args.seconds:.0f} trace events/s shown")
+    print(f"  {frames}")
 
-    def tick() -> None:
+
+class FrameClock:
+    """A 10 ms timer on the GUI thread: how late each tick comes is how long the window froze."""
+
+    def __init__(self) -> None:
+        self.gaps: list[float] = []
+        self._last = time.perf_counter()
+        self._timer = QTimer(interval=10, timeout=self._tick)
+        self._timer.start()
+
+    def _tick(self) -> None:
         now = time.perf_counter()
-        gaps.append((now - last[0]) * 1000)
-        last[0] = now
-    timer = QTimer(interval=10, timeout=tick)
-    timer.start()
-    sender = subprocess.Popen([sys.executable, __file__, "--load", address, "--rate", str(args.rate),
-                               "--seconds", str(args.seconds)], stdout=subprocess.PIPE, text=True)
-    while sender.poll() is None:
-        app.processEvents()
-        time.sleep(0.001)
-    timer.stop()
-    result = [int(sender.stdout.read().strip() or 0)] if sender.stdout else []
-    events = len(window.runner.lab.trace) - events_before
-    window.close()
-    late = sorted(gaps)
-    print(f"window under load: {result[0] if result else 0} MESSAGEs in {args.seconds:.0f} s, "
-          f"{events / args.seconds:.0f} trace events/s")
-    print(f"  10 ms GUI timer: median {statistics.median(late):.1f} ms, p99 {late[int(len(late) * 0.99) - 1]:.1f} ms, "
-          f"max {late[-1]:.1f} ms; gaps over 50 ms: {sum(g > 50 for g in late)}")
+        self.gaps.append((now - self._last) * 1000)
+        self._last = now
+
+    def stop(self) -> str:
+        self._timer.stop()
+        late = sorted(self.gaps)
+        return (f"10 ms GUI timer: median {statistics.median(late):.1f} ms, p99 {late[int(len(late) * 0.99) - 1]:.1f} "
+                f"ms, max {late[-1]:.1f} ms; gaps over 50 ms: {sum(g > 50 for g in late)}")
+
+
+def catch_up(window: LabWindow, endpoints: dict, loop: asyncio.AbstractEventLoop, args) -> None:
+    """The load first, then the window comes in and reads the whole trace: is it usable meanwhile?"""
+    address = endpoints["sip"]["cpm-a.lab"]
+    sent = subprocess.run([sys.executable, __file__, "--load", address, "--rate", str(args.rate),
+                           "--seconds", str(args.seconds)], stdout=subprocess.PIPE, text=True).stdout
+    clock = FrameClock()
+    start = time.perf_counter()
+    watch = window.watch(*cli.host_and_port(endpoints["trace_feed"]))
+    loop.run_until_complete(until(lambda: watch.connected and watch.last_seq >= watch.lab_seq_at_connect,
+                                  timeout=600, what="the window caught up"))
+    took = time.perf_counter() - start
+    print(f"window coming in late: {int(sent.strip() or 0)} MESSAGEs' trace, {watch.last_seq} PDUs read in "
+          f"{took:.1f} s ({watch.last_seq / took:.0f}/s)")
+    print(f"  {clock.stop()}")
+    watch.stop()
+
+
+@contextlib.contextmanager
+def lab_elsewhere(folder: Path, wanted: bool) -> Iterator[dict | None]:
+    """`iwlab serve --trace-feed 0` in a process of its own; its endpoints (None: not wanted)."""
+    if not wanted:
+        yield None
+        return
+    endpoints_file = folder / "endpoints.json"
+    lab = subprocess.Popen([sys.executable, "-m", "iwlab.app.cli", "serve", "--port-base", "0", "--quiet",
+                            "--trace-feed", "0", "--endpoints-file", str(endpoints_file)],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        while not endpoints_file.exists():
+            if lab.poll() is not None:
+                raise SystemExit("iwlab serve did not start")
+            time.sleep(0.05)
+        yield json.loads(endpoints_file.read_text())
+    finally:
+        lab.send_signal(signal.SIGTERM)
+        lab.wait(30)
 
 
 if __name__ == "__main__":
