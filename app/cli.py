@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     window.add_argument("--watch", metavar="HOST:PORT", type=host_and_port, default=None,
                         help="show the live ladder of a lab running elsewhere (`iwlab serve --trace-feed PORT`) "
                              "instead of starting one here")
+    window.add_argument("--trace-feed", type=int, metavar="PORT", default=None,
+                        help="offer this window's lab's live trace on PORT (0: a free one) for windows elsewhere")
     state(window, "default: the user's data folder")
     serve = sub.add_parser("serve", help="run the lab headless: endpoints table and one line per PDU")
     common(serve)
@@ -143,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                          trace_feed_port=args.trace_feed)
         return play(topology, args.use_cases, quiet=args.quiet, exports=exports)
     from iwlab.app.main_window import run_window
-    return run_window(topology, state_dir=args.state_dir, fresh=args.fresh, watch=args.watch)
+    return run_window(topology, state_dir=args.state_dir, fresh=args.fresh, watch=args.watch,
+                      trace_feed_port=args.trace_feed)
 
 
 if __name__ == "__main__":

@@ -16,11 +16,13 @@ from typing import Any, Coroutine
 
 from PySide6.QtCore import QObject, Signal
 
+from iwlab.app.headless import ladder_nodes
 from iwlab.app.notices import Notices
 from iwlab.backends.lab import conditions
 from iwlab.backends.lab.control import run_command
 from iwlab.backends.lab.lab import Lab
 from iwlab.backends.lab.lab_thread import LabThread
+from iwlab.backends.lab.trace_feed import TraceFeed
 from iwlab.backends.topology import Topology
 
 
@@ -34,12 +36,15 @@ class LabController(QObject):
     conditionsChanged = Signal(str, object)   # what is set now: its summary and its Settings (from the lab thread)
 
     def __init__(self, topology: Topology, ladder, notices: Notices, parent: QObject | None = None, *,
-                 state_dir: Path | None = None, fresh: bool = False) -> None:
+                 state_dir: Path | None = None, fresh: bool = False, trace_feed_port: int | None = None) -> None:
         """state_dir: where the lab keeps its store and mailboxes across restarts (None: nowhere);
-        fresh: empty it on the first start."""
+        fresh: empty it on the first start; trace_feed_port: offer the lab's trace there (0: a free
+        port) for windows elsewhere (`iwlab window --watch`)."""
         super().__init__(parent)
         self.topology = topology
         self.state_dir = state_dir
+        self.trace_feed_port = trace_feed_port
+        self.trace_feed: TraceFeed | None = None   # while the lab runs, if offered
         self._fresh_next = fresh
         self._ladder = ladder        # shows the trace: attach_trace / detach_trace
         self._notices = notices
@@ -139,7 +144,7 @@ class LabController(QObject):
         runner = self._new_runner()
         self._ladder.attach_trace(runner.lab.trace)   # before start: the REGISTERs are part of the show
         try:
-            runner.start()
+            self._start_runner(runner)
         except BaseException:
             self._ladder.detach_trace()
             raise
@@ -153,7 +158,7 @@ class LabController(QObject):
         runner = self._new_runner()
         self._ladder.attach_trace(runner.lab.trace)
         try:
-            await asyncio.get_running_loop().run_in_executor(None, runner.start)
+            await asyncio.get_running_loop().run_in_executor(None, self._start_runner, runner)
         except OSError as exc:
             self._ladder.detach_trace()
             self._starting = False
@@ -164,6 +169,25 @@ class LabController(QObject):
             self._busy = self._starting = False
         self._attach(runner)
         self.settled.emit()
+
+    def _start_runner(self, runner: LabThread) -> None:
+        """Start the lab, then its trace feed if one is offered (blocks: binding ports)."""
+        runner.start()
+        if self.trace_feed_port is None:
+            return
+        feed = TraceFeed(runner.lab.trace, ladder_nodes(self.topology))
+        try:
+            runner.run(feed.start(self.topology.hosts or [self.topology.host], self.trace_feed_port))
+        except BaseException:
+            runner.stop()
+            raise
+        self.trace_feed = feed
+
+    def _stop_runner(self, runner: LabThread) -> None:
+        feed, self.trace_feed = self.trace_feed, None
+        if feed is not None:
+            runner.run(feed.stop())
+        runner.stop()
 
     def _new_lab(self) -> Lab:
         fresh, self._fresh_next = self._fresh_next, False
@@ -181,7 +205,7 @@ class LabController(QObject):
     def stop(self) -> None:
         runner = self._detach()
         if runner:
-            runner.stop()
+            self._stop_runner(runner)
 
     async def stop_async(self) -> None:
         if self._busy:
@@ -190,7 +214,7 @@ class LabController(QObject):
         if runner:
             self._busy = True
             try:
-                await asyncio.get_running_loop().run_in_executor(None, runner.stop)
+                await asyncio.get_running_loop().run_in_executor(None, self._stop_runner, runner)
             finally:
                 self._busy = False
         self.settled.emit()

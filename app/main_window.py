@@ -37,6 +37,7 @@ from iwlab.app.step_mode import StepMode
 from iwlab.app.trace_files import TraceFiles
 from iwlab.app.window_actions import WindowActions
 from iwlab.backends.lab.lab_thread import LabThread
+from iwlab.backends.protocols.sip import hostport as sip_hostport
 from iwlab.backends.topology import Topology
 from iwlab.widgets.conditions_panel import ConditionsPanel
 from iwlab.widgets.cpm_phone import CpmPhone
@@ -54,7 +55,7 @@ class LabWindow(QMainWindow):
     holdingsKnown = Signal(str)   # what the nodes hold, from the lab thread
 
     def __init__(self, topology: Topology, *, theme_name: str | None = None, zoom: float | None = None,
-                 state_dir: Path | None = None, fresh: bool = False) -> None:
+                 state_dir: Path | None = None, fresh: bool = False, trace_feed_port: int | None = None) -> None:
         super().__init__()
         self.topology = topology
         self.setWindowTitle("iwlab — CPM ↔ SMS / email interworking lab")
@@ -69,7 +70,8 @@ class LabWindow(QMainWindow):
         self._holdings_timer = QTimer(self)
         self._holdings_timer.setInterval(1000)
         self._holdings_timer.timeout.connect(self._ask_holdings)
-        self.controller = LabController(topology, self.ladder, self.notices, self, state_dir=state_dir, fresh=fresh)
+        self.controller = LabController(topology, self.ladder, self.notices, self, state_dir=state_dir, fresh=fresh,
+                                        trace_feed_port=trace_feed_port)
         self.columns = DeviceColumns(topology, self.controller.run_in_lab, self.controller.set_conditions, self)
         self.scenarios = ScenarioPanel(self.controller.run_in_lab, lambda: self.controller.lab)
         self.scenarios.highlight.connect(self.ladder.highlight_seqs)
@@ -115,7 +117,7 @@ class LabWindow(QMainWindow):
         self.bottom_tabs = QTabWidget()
         self.bottom_tabs.addTab(self.inspector, "Inspector")
         self.bottom_tabs.addTab(self.scenarios, "Use cases and requirements")
-        conditions_scroll = QScrollArea()       # never wider than the ladder: it scrolls instead
+        conditions_scroll = self.conditions_tab = QScrollArea()   # never wider than the ladder: it scrolls instead
         conditions_scroll.setWidgetResizable(True)
         conditions_scroll.setWidget(self.conditions)
         self.bottom_tabs.addTab(conditions_scroll, "Conditions")
@@ -199,8 +201,10 @@ class LabWindow(QMainWindow):
         QTimer.singleShot(0, self._fit_columns)   # again once the window has its real size
         endpoints = runner.lab.endpoints()
         sip = "  ".join(f"{domain} {address}" for domain, address in endpoints["sip"].items())
+        feed = self.controller.trace_feed
+        watched = f"   Trace feed {sip_hostport(self.topology.host, feed.port)}" if feed else ""
         self.notices.set_lab_line(f"SIP {sip}   SMPP {endpoints.get('smpp', '-')}   "
-                                  f"SMTP {endpoints.get('smtp', '-')}")
+                                  f"SMTP {endpoints.get('smtp', '-')}{watched}")
 
     def _lab_detached(self) -> None:
         self._holdings_timer.stop()
@@ -254,6 +258,9 @@ class LabWindow(QMainWindow):
         self.commands.update()
         self.columns.left_column.hide()
         self.columns.right_column.hide()
+        for panel in (self.scenarios, self.conditions_tab):   # they act on a lab of this window's
+            self.bottom_tabs.removeTab(self.bottom_tabs.indexOf(panel))
+        self.setWindowTitle(f"iwlab — watching the lab at {sip_hostport(host, port)}")
         self.ladder.clear()
         watch = self.remote_watch = RemoteWatch(host, port, self.ladder.attach_trace(None), self)
         watch.lineChanged.connect(self.notices.set_lab_line)
@@ -330,15 +337,17 @@ def default_state_dir() -> Path:
 
 
 def run_window(topology: Topology, *, state_dir: str | None = None, fresh: bool = False,
-               watch: tuple[str, int] | None = None) -> int:
-    """watch: (host, port) of a lab's trace feed to show instead of starting a lab of our own."""
+               watch: tuple[str, int] | None = None, trace_feed_port: int | None = None) -> int:
+    """watch: (host, port) of a lab's trace feed to show instead of starting a lab of our own;
+    trace_feed_port: offer our lab's trace feed there, for windows elsewhere."""
     import qasync
 
     app = QApplication.instance() or QApplication(sys.argv)
     app.setApplicationName("iwlab")
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
-    window = LabWindow(topology, state_dir=Path(state_dir) if state_dir else default_state_dir(), fresh=fresh)
+    window = LabWindow(topology, state_dir=Path(state_dir) if state_dir else default_state_dir(), fresh=fresh,
+                       trace_feed_port=trace_feed_port)
     window.show()
     if watch:
         window.watch(*watch)

@@ -30,6 +30,8 @@ def test_a_window_watches_a_lab_elsewhere_and_catches_up_after_its_feed_drops(qt
         watch = window.watch("127.0.0.1", feed.port)
         assert window.runner is None and not window.start_action.isEnabled()
         assert window.columns.left_column.isHidden() and window.columns.right_column.isHidden()
+        assert [window.bottom_tabs.tabText(i) for i in range(window.bottom_tabs.count())] == ["Inspector"]
+        assert window.windowTitle() == f"iwlab — watching the lab at 127.0.0.1:{feed.port}"
 
         def pdus(events) -> list[tuple]:   # (decoded fields come back as JSON has them: lists for tuples)
             return [(e.seq, e.src, e.dst, e.summary, e.raw, e.src_address, e.dst_address) for e in events]
@@ -64,3 +66,40 @@ def test_a_window_watches_a_lab_elsewhere_and_catches_up_after_its_feed_drops(qt
         asyncio.set_event_loop(None)
         QTimer.singleShot(0, app.quit)      # clear the quit flag qasync left set (FIELD-NOTES)
         app.exec()
+
+
+def test_a_windows_own_lab_offers_its_feed_to_a_window_elsewhere(qtbot, topology, lab_threads_left, monkeypatch):
+    monkeypatch.setattr(remote_watch, "RETRY_SECONDS", 0.05)
+    app = QApplication.instance()
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    try:
+        demo = LabWindow(topology, theme_name="light", trace_feed_port=0)
+        viewer = LabWindow(topology, theme_name="light")
+        for window in (demo, viewer):
+            qtbot.addWidget(window)
+            window.show()
+        demo.start_lab()
+        feed = demo.controller.trace_feed
+        assert feed is not None and f"Trace feed 127.0.0.1:{feed.port}" in demo.notices.endpoints_label.text()
+        watch = viewer.watch("127.0.0.1", feed.port)
+        trace = demo.runner.lab.trace
+
+        async def scenario():
+            await until(lambda: watch.connected and trace.last_seq() > 0 and
+                        [e.seq for e in viewer.ladder.model.events()] == [e.seq for e in trace.events()],
+                        what="the viewer showing the demo's lab")
+            await demo.stop_lab_async()
+            assert demo.controller.trace_feed is None
+            await until(lambda: "lost" in viewer.notices.endpoints_label.text(), what="the viewer saying so")
+        loop.run_until_complete(asyncio.wait_for(scenario(), 60))
+        watching = watch.stop()
+        loop.run_until_complete(asyncio.gather(watching, return_exceptions=True))
+        viewer.close()
+        demo.close()
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+        QTimer.singleShot(0, app.quit)      # clear the quit flag qasync left set (FIELD-NOTES)
+        app.exec()
+    assert lab_threads_left() == []
