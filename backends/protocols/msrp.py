@@ -256,6 +256,11 @@ class MsrpStreamParser:
         return MsrpParseError(reason, self._tid, status=status,
                               partial=built.partial if isinstance(built, MsrpParseError) else built)
 
+    @property
+    def in_a_message(self) -> bool:
+        """Part of a message has arrived and the rest not yet (an oversized chunk being dropped too)."""
+        return not self.broken and (self._tid is not None or self._skipping or bool(self._buf.strip(b"\r\n")))
+
     def feed(self, data: bytes) -> list[MsrpRequest | MsrpResponse | MsrpParseError]:
         events: list[MsrpRequest | MsrpResponse | MsrpParseError] = []
         if self.broken:

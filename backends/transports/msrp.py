@@ -23,12 +23,17 @@ from iwlab.backends.protocols import msrp
 from iwlab.backends.protocols.cpim import CpimError, parse_cpim
 from iwlab.backends.protocols.msrp import MsrpParseError, MsrpRequest, MsrpResponse
 from iwlab.backends.trace import Trace
+from iwlab.backends.transports import partial
 from iwlab.backends.transports.guard import ConnectionGuard
+from iwlab.backends.transports.partial import PartialDeadline
 
 log = logging.getLogger(__name__)
 Address = tuple[str, int]
 MessageCallback = Callable[["MsrpSession", str, str, str], None]   # (session, text, content_type, message_id)
 MAX_CHUNK = 2048
+# RFC 4975 5.4: the end that connects sends a SEND at once, naming its session. An accepted
+# connection that has named none by then is closed (it would hold a socket of the listener's).
+BIND_SECONDS = 30.0
 
 
 class MsrpSession:
@@ -141,6 +146,8 @@ class MsrpConnection(asyncio.Protocol):
         self.sessions: set[MsrpSession] = set()
         self._by_session_id: dict[str, MsrpSession] = {}
         self._close_asked = False
+        self._bind_timer: asyncio.TimerHandle | None = None   # the accepting end: a session named in time?
+        self._partial = PartialDeadline(self._partial_due, lambda: partial.PARTIAL_MESSAGE_SECONDS)
 
     # -- asyncio.Protocol --------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -150,10 +157,15 @@ class MsrpConnection(asyncio.Protocol):
         self.local_address = transport.get_extra_info("sockname")[:2]
         if self._close_asked:    # closed by a stopping server between accept and now: no socket outlives it
             transport.close()
+        elif self.lookup is not None:
+            self._bind_timer = asyncio.get_running_loop().call_later(BIND_SECONDS, self._bind_due)
 
     def data_received(self, data: bytes) -> None:
-        for event in self.parser.feed(data):
+        events = self.parser.feed(data)
+        for event in events:
             self._arrived(event)
+        if self.trace is not None:     # the accepting end: a peer that starts a message must finish it
+            self._partial.update(self.parser.in_a_message, completed=bool(events))
         if self.parser.broken:
             if self.trace is not None:
                 self.trace.gate.follow(self.close)   # after the answer, which may wait at the gate
@@ -171,7 +183,32 @@ class MsrpConnection(asyncio.Protocol):
             return
         self.trace.gate.admit(lambda: self._dispatch(event), lambda: self._hop(event, incoming=True))
 
+    def _bind_due(self) -> None:
+        self._bind_timer = None
+        if self.sessions or not self.is_open:
+            return
+        self._closed_because("no session named in time: closed", "msrp_bind_timeout",
+                             f"no SEND naming a session of ours within {BIND_SECONDS:g} s of connecting "
+                             "(RFC 4975 5.4: the connecting end sends one at once); the connection is closed")
+
+    def _partial_due(self, seconds: float) -> None:
+        """A message begun that long ago is still not whole (a slow-loris peer): close, and say why."""
+        if self.is_open:
+            self._closed_because("incomplete message: closed", "partial_message_timeout",
+                                 f"a message begun {seconds:g} s ago is still not complete; the connection is closed")
+
+    def _closed_because(self, summary: str, event: str, note: str) -> None:
+        if self.trace is not None:
+            self.trace.record(self.name_of_peer(), self.local_name, "MSRP", summary, raw=b"",
+                              fields={"event": event}, note=note,
+                              addresses=(self.peer_address, self.local_address), transport="tcp")
+        self.close()
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self._partial.cancel()     # nothing of a gone connection stays scheduled
+        if self._bind_timer is not None:
+            self._bind_timer.cancel()
+            self._bind_timer = None
         if self.on_close_cb:
             self.on_close_cb(self)
         for session in list(self.sessions):

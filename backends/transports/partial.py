@@ -1,5 +1,5 @@
 """A deadline for a message begun on a stream and not finished (slow loris): the accepting end
-of SIP over TCP/TLS and of SMPP closes a connection whose message stays incomplete too long.
+of SIP over TCP/TLS, of SMPP and of MSRP closes a connection whose message stays incomplete too long.
 One timer per connection, re-armed only while a message is under way."""
 from __future__ import annotations
 
