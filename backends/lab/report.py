@@ -106,8 +106,8 @@ def _address(value) -> tuple[str, int] | None:
     if value is None:
         return None
     host, port = value
-    if not isinstance(host, str) or type(port) is not int:
-        raise TypeError("an address is [host, port]")
+    if not isinstance(host, str) or type(port) is not int or not 0 <= port <= 0xFFFF:
+        raise TypeError("an address is [host, port], the port 0 to 65535")
     return host, port
 
 

@@ -207,22 +207,8 @@ class TraceFeedClient:
         """Every event after `since`, then live, until the lab closes the feed (FeedError if it
         says why, or sends what no lab would)."""
         self._writer.write(f"since {since}\n".encode("ascii"))
-        while True:
-            item = await _read_item(self._reader, None)
-            if not item:
-                return
-            kind = item.get("type")
-            if kind == "event":
-                try:
-                    yield event_from_dict(item)
-                except (KeyError, TypeError, ValueError, binascii.Error) as exc:
-                    raise FeedError(f"a damaged event ({type(exc).__name__}: {exc})") from None
-            elif kind == "gap" and type(item.get("after")) is int and type(item.get("next")) is int:
-                yield Gap(item["after"], item["next"])
-            elif kind == "error":
-                raise FeedError(str(item.get("reason", "the lab refused")))
-            else:
-                raise FeedError(f"an unknown line of type {kind!r}")
+        while item := await _read_item(self._reader, None):
+            yield feed_item(item)
 
     def close(self) -> None:
         self._writer.close()
@@ -242,8 +228,11 @@ async def _read_item(reader: asyncio.StreamReader, timeout: float | None) -> dic
         line = await asyncio.wait_for(reader.readline(), timeout)
     except ValueError:
         raise FeedError(f"a line longer than {MAX_LINE} bytes") from None
-    if not line:
-        return {}
+    return decode_line(line) if line else {}
+
+
+def decode_line(line: bytes) -> dict:
+    """One whole line of the feed as the JSON object it must be (FeedError otherwise)."""
     if not line.endswith(b"\n"):
         raise FeedError("the feed ended in the middle of a line")
     try:
@@ -253,3 +242,18 @@ async def _read_item(reader: asyncio.StreamReader, timeout: float | None) -> dic
     if not isinstance(item, dict):
         raise FeedError("a line that is not a JSON object")
     return item
+
+
+def feed_item(item: dict) -> TraceEvent | Gap:
+    """What a line after the hello says: an event, or a gap (FeedError for a refusal or junk)."""
+    kind = item.get("type")
+    if kind == "event":
+        try:
+            return event_from_dict(item)
+        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+            raise FeedError(f"a damaged event ({type(exc).__name__}: {exc})") from None
+    if kind == "gap" and type(item.get("after")) is int and type(item.get("next")) is int:
+        return Gap(item["after"], item["next"])
+    if kind == "error":
+        raise FeedError(str(item.get("reason", "the lab refused")))
+    raise FeedError(f"an unknown line of type {str(kind)[:40]!r}")

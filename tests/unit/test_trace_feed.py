@@ -184,3 +184,43 @@ def test_a_viewer_refuses_what_no_lab_would_send(line, reason):
         client.close()
         server.close()
     run(scenario())
+
+
+# -- the viewer's side, sans I/O: whatever a "lab" sends, a PDU, a gap or FeedError -------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from iwlab.backends.lab.report import event_dict  # noqa: E402
+from iwlab.backends.lab.trace_feed import _line, decode_line, feed_item  # noqa: E402
+from iwlab.backends.trace import TraceEvent  # noqa: E402
+from tests.helpers.mutation import mutations  # noqa: E402
+
+
+def an_event_line() -> bytes:
+    trace = Trace()
+    record(trace, 1)
+    return _line({"type": "event", **event_dict(trace.events()[0])})
+
+
+def read_back(line: bytes):
+    try:
+        return feed_item(decode_line(line))
+    except FeedError:
+        return None
+
+
+def test_an_event_line_reads_back_as_the_event():
+    event = read_back(an_event_line())
+    assert isinstance(event, TraceEvent) and event.summary == "MESSAGE 0 — ünïcode" and event.raw == b"\x00\x00\xff\r\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_any_bytes_give_a_pdu_a_gap_or_a_feed_error(data):
+    assert read_back(data + b"\n") is None or isinstance(read_back(data + b"\n"), (TraceEvent, Gap))
+
+
+@settings(max_examples=300, deadline=None)
+@given(mutations([an_event_line()], [b'"', b"\\u0000", b"null", b"1e999", b"[]", b"{}", b'"seq":true']))
+def test_a_mutated_event_line_gives_a_pdu_a_gap_or_a_feed_error(mutated):
+    assert read_back(mutated) is None or isinstance(read_back(mutated), (TraceEvent, Gap))
