@@ -29,6 +29,7 @@ class RemoteWatch(QObject):
         super().__init__(parent)
         self.host, self.port = host, port
         self._bridge = bridge
+        bridge.destroyed.connect(lambda *_: self.stop())   # the ladder let go of it (File > Open trace)
         self._task: asyncio.Task | None = None
         self._lab = ""         # the lab run whose PDUs the ladder shows
         self.last_seq = 0      # the newest of them
@@ -44,6 +45,10 @@ class RemoteWatch(QObject):
             self.lineChanged.emit(f"Watching {self.where}: connecting…")
             self._task = asyncio.get_event_loop().create_task(self._run(), name=f"watch {self.where}")
 
+    @property
+    def watching(self) -> bool:
+        return self._task is not None
+
     def stop(self) -> "asyncio.Task | None":
         """Stop watching; returns the task that closes the feed's socket (to wait for, if need be)."""
         task, self._task = self._task, None
@@ -58,7 +63,6 @@ class RemoteWatch(QObject):
                 reason = "the lab closed its trace feed"
             except (OSError, asyncio.TimeoutError, FeedError) as exc:
                 reason = str(exc) or type(exc).__name__
-            self.connected = False
             self.lineChanged.emit(f"Watching {self.where}: lost ({reason}); trying again every "
                                   f"{RETRY_SECONDS:g} s")
             await asyncio.sleep(RETRY_SECONDS)
@@ -89,4 +93,5 @@ class RemoteWatch(QObject):
             await client.aclose()
             raise
         finally:
+            self.connected = False
             client.close()   # also when the task is dropped with its loop (a GeneratorExit: no await)

@@ -103,3 +103,30 @@ def test_a_windows_own_lab_offers_its_feed_to_a_window_elsewhere(qtbot, topology
         QTimer.singleShot(0, app.quit)      # clear the quit flag qasync left set (FIELD-NOTES)
         app.exec()
     assert lab_threads_left() == []
+
+
+def test_opening_a_trace_file_ends_the_watch(qtbot, topology, lab_factory, tmp_path):
+    runner = lab_factory(devices="none")
+    feed = TraceFeed(runner.lab.trace, ladder_nodes(topology))
+    runner.run(feed.start("127.0.0.1", 0))
+    app = QApplication.instance()
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    try:
+        window = LabWindow(topology, theme_name="light")
+        qtbot.addWidget(window)
+        watch = window.watch("127.0.0.1", feed.port)
+        loop.run_until_complete(until(lambda: watch.connected and window.ladder.model.rowCount() > 0,
+                                      what="the lab's PDUs shown"))
+        window.save_trace(str(tmp_path / "trace.json"))
+        shown = window.ladder.model.rowCount()
+        window.open_trace(str(tmp_path / "trace.json"))
+        loop.run_until_complete(until(lambda: not watch.watching and not watch.connected, what="the watch ended"))
+        assert window.ladder.model.rowCount() == shown and "trace.json" in window.notices.endpoints_label.text()
+        window.close()
+    finally:
+        runner.run(feed.stop())
+        loop.close()
+        asyncio.set_event_loop(None)
+        QTimer.singleShot(0, app.quit)      # clear the quit flag qasync left set (FIELD-NOTES)
+        app.exec()
