@@ -11,6 +11,7 @@ import secrets
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Callable, TypeVar
 
 # OMA CPM services (P-Preferred-Service) and their feature tags in a REGISTER Contact (+g.3gpp.icsi-ref).
 CPM_MSG_SERVICE = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.msg"
@@ -117,27 +118,42 @@ def _split_block(data: bytes, what: str) -> tuple[list[tuple[str, str]], bytes]:
 
 
 _REMEMBERED_SIZE = 8192    # bodies up to this long have their parse remembered
+_T = TypeVar("_T")
 
 
-def parse_cpim(data: bytes) -> CpimMessage:
-    """The message in a CPIM body; raises CpimError. Every hop and the trace read the same body
-    (a proxy's routing, its fallback watch, the trace's correlation): each distinct body of up to
-    8 KB is parsed once, and every caller gets a copy of its own to change."""
-    if len(data) > _REMEMBERED_SIZE:
-        return _parse_cpim(data)
-    parsed = _remembered_cpim(bytes(data))
-    if isinstance(parsed, CpimError):
-        raise CpimError(str(parsed))
+def _remembered(copy: Callable[[_T], _T]) -> Callable[[Callable[[bytes], _T]], Callable[[bytes], _T]]:
+    """Every hop and the trace read the same body (a proxy's routing, its fallback watch, the
+    trace's correlation): each distinct body of up to 8 KB is parsed once (1,024 remembered, a
+    CpimError too), and every caller gets `copy` of the result, to change if it likes."""
+    def remembering(parse: Callable[[bytes], _T]) -> Callable[[bytes], _T]:
+        @functools.lru_cache(maxsize=1024)
+        def result_of(data: bytes) -> _T | CpimError:
+            try:
+                return parse(data)
+            except CpimError as exc:
+                return exc
+
+        @functools.wraps(parse)
+        def read(data: bytes) -> _T:
+            if len(data) > _REMEMBERED_SIZE:
+                return parse(data)
+            parsed = result_of(bytes(data))
+            if isinstance(parsed, CpimError):
+                raise CpimError(str(parsed))
+            return copy(parsed)
+        return read
+    return remembering
+
+
+def _copy_cpim(parsed: CpimMessage) -> CpimMessage:
     return CpimMessage(parsed.sender, parsed.recipient, parsed.body, parsed.content_type, parsed.message_id,
                        parsed.datetime, parsed.disposition, list(parsed.extra_headers), list(parsed.content_headers))
 
 
-@functools.lru_cache(maxsize=1024)
-def _remembered_cpim(data: bytes) -> CpimMessage | CpimError:
-    try:
-        return _parse_cpim(data)
-    except CpimError as exc:
-        return exc
+@_remembered(_copy_cpim)
+def parse_cpim(data: bytes) -> CpimMessage:
+    """The message in a CPIM body; raises CpimError."""
+    return _parse_cpim(data)
 
 
 def _parse_cpim(data: bytes) -> CpimMessage:
@@ -218,6 +234,7 @@ def build_imdn_xml(imdn: Imdn) -> bytes:
     return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="utf-8")
 
 
+@_remembered(lambda imdn: imdn)   # an Imdn is frozen: every caller may share it
 def parse_imdn_xml(data: bytes) -> Imdn:
     try:
         root = ET.fromstring(data)

@@ -259,6 +259,19 @@ _FIELD_STATUS = {
 TLV_BY_TAG = {tag: name for name, tag in consts.OPTIONAL_PARAMS.items()}
 
 
+_TLV: dict[tuple[type, str], bool] = {}   # (command class, field) -> an optional parameter (TLV)?
+
+
+def _is_tlv(pdu: Any, field: str) -> bool:
+    """smpplib's field_is_optional, asked once per command class and field: the checks below ask it
+    of every field of every PDU (a class's parameters never change)."""
+    key = (type(pdu), field)
+    known = _TLV.get(key)
+    if known is None:
+        known = _TLV[key] = pdu.field_is_optional(field)
+    return known
+
+
 def body_problem(pdu: Any, body: bytes, *, is_response: bool = False) -> tuple[int, str] | None:
     """(status, reason) if a PDU body does not follow its command's layout, else None.
 
@@ -273,7 +286,7 @@ def body_problem(pdu: Any, body: bytes, *, is_response: bool = False) -> tuple[i
     pos, previous = 0, "the header"
     lengths: dict[str, int] = {}
     for field in pdu.params_order:
-        if pdu.field_is_optional(field):
+        if _is_tlv(pdu, field):
             break
         param = pdu.params[field]
         empty = param.type is _OSTR and not lengths.get(getattr(param, "len_field", ""), 0)
@@ -347,7 +360,7 @@ def _field_problem(pdu: Any, key: str, value: Any) -> str | None:
     param = pdu.params.get(key)
     if param is None or value is None:
         return None
-    tlv = pdu.field_is_optional(key)
+    tlv = _is_tlv(pdu, key)
     if param.type is int and isinstance(value, int):
         size = getattr(param, "size", 1)
         if not 0 <= value < 1 << 8 * size:

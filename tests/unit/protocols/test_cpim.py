@@ -133,3 +133,13 @@ def test_a_bad_body_is_refused_every_time_it_comes() -> None:
     for _ in range(2):
         with pytest.raises(CpimError, match="CPIM From and To are required"):
             parse_cpim(b"NS: imdn <urn:ietf:params:imdn>\r\n\r\nContent-Type: text/plain\r\n\r\nhi")
+
+
+def test_an_imdn_read_again_is_the_same_and_a_bad_one_refused_every_time() -> None:
+    from iwlab.backends.protocols.cpim import Imdn, build_imdn_xml, parse_imdn_xml
+    body = build_imdn_xml(Imdn("m1", "delivery", "delivered", "2026-12-02T10:00:00Z"))
+    assert parse_imdn_xml(body) == parse_imdn_xml(body) == Imdn("m1", "delivery", "delivered",
+                                                                "2026-12-02T10:00:00Z", None)
+    for _ in range(2):
+        with pytest.raises(CpimError, match="without <message-id>"):
+            parse_imdn_xml(b'<imdn xmlns="urn:ietf:params:xml:ns:imdn"><delivery-notification/></imdn>')
