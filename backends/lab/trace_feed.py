@@ -50,7 +50,8 @@ class Gap:
         return self.next - self.after - 1
 
 
-def _line(item: dict) -> bytes:
+def encode_line(item: dict) -> bytes:
+    """One line of the feed: the object as compact JSON (what JSON cannot hold, as text)."""
     return json.dumps(item, default=str, separators=(",", ":")).encode("utf-8") + b"\n"
 
 
@@ -98,7 +99,7 @@ class TraceFeed:
             if len(self._viewers) > self.max_viewers:
                 await _refuse(f"busy: {self.max_viewers} viewers already watch this lab", reader, writer)
                 return
-            writer.write(_line({"type": "hello", "iwlab_trace_feed": VERSION, "lab": self._trace.id,
+            writer.write(encode_line({"type": "hello", "iwlab_trace_feed": VERSION, "lab": self._trace.id,
                                 "nodes": self._nodes, "last_seq": self._trace.last_seq()}))
             since = await self._read_request(reader, writer)
             if since is not None:
@@ -147,16 +148,16 @@ class TraceFeed:
     async def _send_since(self, cursor: int, writer: asyncio.StreamWriter) -> int:
         events = self._trace.events_since(cursor)
         if events and events[0].seq > cursor + 1:
-            writer.write(_line({"type": "gap", "after": cursor, "next": events[0].seq}))
+            writer.write(encode_line({"type": "gap", "after": cursor, "next": events[0].seq}))
         for start in range(0, len(events), BATCH):
-            writer.writelines(_line({"type": "event", **event_dict(e)}) for e in events[start:start + BATCH])
+            writer.writelines(encode_line({"type": "event", **event_dict(e)}) for e in events[start:start + BATCH])
             await writer.drain()   # a slow viewer holds a cursor here, not a queue
         return events[-1].seq if events else cursor
 
 
 async def _refuse(reason: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Say why, then close gently: what the viewer sent meanwhile is read, so it gets the reason, not a reset."""
-    writer.write(_line({"type": "error", "reason": reason}))
+    writer.write(encode_line({"type": "error", "reason": reason}))
     writer.write_eof()
     try:
         await asyncio.wait_for(_until_end(reader), REFUSAL_LINGER)

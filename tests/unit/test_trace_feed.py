@@ -3,12 +3,27 @@ that fell behind is told what it missed; a bad request gets the feed's error and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from typing import AsyncIterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from iwlab.backends.lab.trace_feed import MAX_REQUEST, FeedError, Gap, TraceFeed, TraceFeedClient
-from iwlab.backends.trace import Trace
+from iwlab.backends.lab.report import event_dict
+from iwlab.backends.lab.trace_feed import (
+    MAX_REQUEST,
+    FeedError,
+    Gap,
+    TraceFeed,
+    TraceFeedClient,
+    encode_line,
+    decode_line,
+    feed_item,
+)
+from iwlab.backends.trace import Trace, TraceEvent
+from tests.helpers.mutation import mutations
 from tests.helpers.waiting import until
 
 NODES = ["Mary", "CPM-A", "IWF", "SMSC", "Peter"]
@@ -25,10 +40,23 @@ def record(trace: Trace, n: int, first: int = 0) -> None:
                      addresses=(("127.0.0.1", 5000), ("::1", 5060)), transport="tcp")
 
 
-async def started(trace: Trace, **options) -> TraceFeed:
+@contextlib.asynccontextmanager
+async def feeding(trace: Trace, **options) -> AsyncIterator[TraceFeed]:
     feed = TraceFeed(trace, NODES, **options)
     await feed.start("127.0.0.1", 0)
-    return feed
+    try:
+        yield feed
+    finally:
+        await feed.stop()
+
+
+@contextlib.asynccontextmanager
+async def viewing(feed: TraceFeed) -> AsyncIterator[TraceFeedClient]:
+    client = await TraceFeedClient.connect("127.0.0.1", feed.port)
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 async def take(client: TraceFeedClient, n: int, since: int = 0) -> list:
@@ -52,15 +80,12 @@ def test_a_viewer_gets_what_was_recorded_before_and_after_it_came_in_order_and_i
     async def scenario():
         trace = Trace()
         record(trace, 3)
-        feed = await started(trace)
-        client = await TraceFeedClient.connect("127.0.0.1", feed.port)
-        assert client.hello.nodes == NODES and client.hello.last_seq == 3 and client.hello.lab == trace.id
-        record(trace, 2, first=3)
-        got = await take(client, 5)
+        async with feeding(trace) as feed, viewing(feed) as client:
+            assert client.hello.nodes == NODES and client.hello.last_seq == 3 and client.hello.lab == trace.id
+            record(trace, 2, first=3)
+            got = await take(client, 5)
         assert got == trace.events()    # every field, the raw bytes and the addresses alike
         assert got[0].summary == "MESSAGE 0 — ünïcode" and got[0].raw == b"\x00\x00\xff\r\n"
-        client.close()
-        await feed.stop()
     run(scenario())
 
 
@@ -68,11 +93,8 @@ def test_since_resumes_after_the_last_event_a_viewer_had():
     async def scenario():
         trace = Trace()
         record(trace, 10)
-        feed = await started(trace)
-        client = await TraceFeedClient.connect("127.0.0.1", feed.port)
-        assert [e.seq for e in await take(client, 3, since=7)] == [8, 9, 10]
-        client.close()
-        await feed.stop()
+        async with feeding(trace) as feed, viewing(feed) as client:
+            assert [e.seq for e in await take(client, 3, since=7)] == [8, 9, 10]
     run(scenario())
 
 
@@ -80,13 +102,10 @@ def test_a_viewer_behind_the_traces_bounds_is_told_exactly_what_it_missed():
     async def scenario():
         trace = Trace(max_events=5)
         record(trace, 12)
-        feed = await started(trace)
-        client = await TraceFeedClient.connect("127.0.0.1", feed.port)
-        items = await take(client, 6, since=2)
+        async with feeding(trace) as feed, viewing(feed) as client:
+            items = await take(client, 6, since=2)
         assert items[0] == Gap(after=2, next=8) and items[0].lost == 5
         assert [e.seq for e in items[1:]] == [8, 9, 10, 11, 12]
-        client.close()
-        await feed.stop()
     run(scenario())
 
 
@@ -96,27 +115,21 @@ def test_a_bad_request_gets_the_feeds_error_and_the_feed_serves_the_next_viewer(
     async def scenario():
         trace = Trace()
         record(trace, 1)
-        feed = await started(trace)
-        hello, error = await raw_exchange(feed.port, request_line)
-        assert hello["type"] == "hello" and error["type"] == "error" and "since SEQ" in error["reason"]
-        client = await TraceFeedClient.connect("127.0.0.1", feed.port)
-        assert [e.seq for e in await take(client, 1)] == [1]
-        client.close()
-        await feed.stop()
+        async with feeding(trace) as feed:
+            hello, error = await raw_exchange(feed.port, request_line)
+            assert hello["type"] == "hello" and error["type"] == "error" and "since SEQ" in error["reason"]
+            async with viewing(feed) as client:
+                assert [e.seq for e in await take(client, 1)] == [1]
     run(scenario())
 
 
 def test_one_viewer_too_many_is_told_the_feed_is_busy():
     async def scenario():
-        trace = Trace()
-        feed = await started(trace, max_viewers=1)
-        first = await TraceFeedClient.connect("127.0.0.1", feed.port)
-        with pytest.raises(FeedError, match="busy: 1 viewers"):
-            await TraceFeedClient.connect("127.0.0.1", feed.port)
-        assert (await raw_exchange(feed.port, b"since 0\n"))[0] == {
-            "type": "error", "reason": "busy: 1 viewers already watch this lab"}
-        first.close()
-        await feed.stop()
+        async with feeding(Trace(), max_viewers=1) as feed, viewing(feed):
+            with pytest.raises(FeedError, match="busy: 1 viewers"):
+                await TraceFeedClient.connect("127.0.0.1", feed.port)
+            assert (await raw_exchange(feed.port, b"since 0\n"))[0] == {
+                "type": "error", "reason": "busy: 1 viewers already watch this lab"}
     run(scenario())
 
 
@@ -124,28 +137,25 @@ def test_a_viewer_that_leaves_lets_go_of_the_trace():
     async def scenario():
         trace = Trace()
         record(trace, 1)
-        feed = await started(trace)
-        client = await TraceFeedClient.connect("127.0.0.1", feed.port)
-        await take(client, 1)
-        await until(lambda: trace.listener_count() == 1, what="the viewer following the trace")
-        client.close()
-        await until(lambda: trace.listener_count() == 0 and feed.viewer_count == 0, what="the viewer let go")
-        await feed.stop()
+        async with feeding(trace) as feed:
+            async with viewing(feed) as client:
+                await take(client, 1)
+                await until(lambda: trace.listener_count() == 1, what="the viewer following the trace")
+            await until(lambda: trace.listener_count() == 0 and feed.viewer_count == 0, what="the viewer let go")
     run(scenario())
 
 
 def test_a_viewer_that_reads_nothing_for_a_while_gets_everything_afterwards_and_the_lab_never_waits():
     async def scenario():
         trace = Trace()
-        feed = await started(trace)
-        reader, writer = await asyncio.open_connection("127.0.0.1", feed.port, limit=2 ** 22)
-        writer.write(b"since 0\n")
-        for i in range(2_000):   # each ~10 KB: far more than the sockets' buffers hold
-            trace.record("CPM-B", "IWF", "SIP", f"MESSAGE {i}", raw=b"x" * 10_000)
-        lines = [json.loads(await reader.readline()) for _ in range(2_001)]
+        async with feeding(trace) as feed:
+            reader, writer = await asyncio.open_connection("127.0.0.1", feed.port, limit=2 ** 22)
+            writer.write(b"since 0\n")
+            for i in range(2_000):   # each ~10 KB: far more than the sockets' buffers hold
+                trace.record("CPM-B", "IWF", "SIP", f"MESSAGE {i}", raw=b"x" * 10_000)
+            lines = [json.loads(await reader.readline()) for _ in range(2_001)]
+            writer.close()
         assert [line["summary"] for line in lines[1:]] == [f"MESSAGE {i}" for i in range(2_000)]
-        writer.close()
-        await feed.stop()
     run(scenario())
 
 
@@ -153,12 +163,10 @@ def test_stopping_the_feed_ends_every_viewers_items():
     async def scenario():
         trace = Trace()
         record(trace, 1)
-        feed = await started(trace)
-        client = await TraceFeedClient.connect("127.0.0.1", feed.port)
-        await take(client, 1)
-        await feed.stop()
-        assert [item async for item in client.items()] == []
-        client.close()
+        async with feeding(trace) as feed, viewing(feed) as client:
+            await take(client, 1)
+            await feed.stop()
+            assert [item async for item in client.items()] == []
     run(scenario())
 
 
@@ -187,19 +195,11 @@ def test_a_viewer_refuses_what_no_lab_would_send(line, reason):
 
 
 # -- the viewer's side, sans I/O: whatever a "lab" sends, a PDU, a gap or FeedError -------------
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from iwlab.backends.lab.report import event_dict  # noqa: E402
-from iwlab.backends.lab.trace_feed import _line, decode_line, feed_item  # noqa: E402
-from iwlab.backends.trace import TraceEvent  # noqa: E402
-from tests.helpers.mutation import mutations  # noqa: E402
-
 
 def an_event_line() -> bytes:
     trace = Trace()
     record(trace, 1)
-    return _line({"type": "event", **event_dict(trace.events()[0])})
+    return encode_line({"type": "event", **event_dict(trace.events()[0])})
 
 
 def read_back(line: bytes):

@@ -2,9 +2,7 @@
 trace feed over TCP, and after the feed drops it catches up without a PDU lost or shown twice."""
 import asyncio
 
-import qasync
-from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QApplication
+import pytest
 
 from iwlab.app import remote_watch
 from iwlab.app.main_window import LabWindow, ladder_nodes
@@ -13,120 +11,104 @@ from iwlab.backends.lab.trace_feed import TraceFeed
 from tests.helpers.waiting import until
 
 
-def test_a_window_watches_a_lab_elsewhere_and_catches_up_after_its_feed_drops(qtbot, topology, lab_factory,
-                                                                              monkeypatch):
+@pytest.fixture(autouse=True)
+def _quick_retries(monkeypatch):
     monkeypatch.setattr(remote_watch, "RETRY_SECONDS", 0.05)
+
+
+@pytest.fixture
+def fed_lab(topology, lab_factory):
+    """A lab on its own thread with its trace feed on a free loopback port: (runner, feed)."""
     runner = lab_factory()
-    lab = runner.lab
-    feed = TraceFeed(lab.trace, ladder_nodes(topology))
+    feed = TraceFeed(runner.lab.trace, ladder_nodes(topology))
     runner.run(feed.start("127.0.0.1", 0))
-    app = QApplication.instance()
-    loop = qasync.QEventLoop(app)
-    asyncio.set_event_loop(loop)
-    try:
-        window = LabWindow(topology, theme_name="light")
-        qtbot.addWidget(window)
-        window.show()
-        watch = window.watch("127.0.0.1", feed.port)
-        assert window.runner is None and not window.start_action.isEnabled()
-        assert window.columns.left_column.isHidden() and window.columns.right_column.isHidden()
-        assert [window.bottom_tabs.tabText(i) for i in range(window.bottom_tabs.count())] == ["Inspector"]
-        assert window.windowTitle() == f"iwlab — watching the lab at 127.0.0.1:{feed.port}"
+    yield runner, feed
+    runner.run(feed.stop())
 
-        def pdus(events) -> list[tuple]:   # (decoded fields come back as JSON has them: lists for tuples)
-            return [(e.seq, e.src, e.dst, e.summary, e.raw, e.src_address, e.dst_address) for e in events]
 
-        def shows_the_whole_trace() -> bool:
-            return pdus(window.ladder.model.events()) == pdus(lab.trace.events())
+def a_window(qtbot, topology, **options) -> LabWindow:
+    window = LabWindow(topology, theme_name="light", **options)
+    qtbot.addWidget(window)
+    window.show()
+    return window
 
-        async def send(text: str) -> None:
-            answer = await asyncio.wrap_future(runner.submit(run_command(lab, f"send mary peter {text}")))
-            assert not answer.startswith("error"), answer
-            await until(lambda: any(text in e.summary or text.encode() in e.raw for e in lab.trace.events()
-                                    if e.dst == "Peter"), what=f"{text!r} reaching Peter")
 
-        async def scenario():
-            await until(lambda: watch.connected and shows_the_whole_trace(), what="the REGISTERs shown")
-            assert f"Watching the lab at 127.0.0.1:{feed.port}" in window.notices.endpoints_label.text()
-            await send("hello from afar")
-            await until(shows_the_whole_trace, what="the message's hops shown")
-            await asyncio.wrap_future(runner.submit(feed.stop()))
-            await until(lambda: "lost" in window.notices.endpoints_label.text(), what="the window saying so")
-            await send("sent while nobody watched")
-            await asyncio.wrap_future(runner.submit(feed.start("127.0.0.1", watch.port)))
-            await until(lambda: watch.connected and shows_the_whole_trace(), what="the window catching up")
-        loop.run_until_complete(asyncio.wait_for(scenario(), 60))
-        assert any(e.dst == "Peter" for e in window.ladder.model.events())
-        watching = watch.stop()
-        window.close()
+def close(loop, window: LabWindow) -> None:
+    watching = window.remote_watch.stop() if window.remote_watch else None
+    window.close()
+    if watching:
         loop.run_until_complete(asyncio.gather(watching, return_exceptions=True))   # its socket closed
-    finally:
-        runner.run(feed.stop())
-        loop.close()
-        asyncio.set_event_loop(None)
-        QTimer.singleShot(0, app.quit)      # clear the quit flag qasync left set (FIELD-NOTES)
-        app.exec()
 
 
-def test_a_windows_own_lab_offers_its_feed_to_a_window_elsewhere(qtbot, topology, lab_threads_left, monkeypatch):
-    monkeypatch.setattr(remote_watch, "RETRY_SECONDS", 0.05)
-    app = QApplication.instance()
-    loop = qasync.QEventLoop(app)
-    asyncio.set_event_loop(loop)
-    try:
-        demo = LabWindow(topology, theme_name="light", trace_feed_port=0)
-        viewer = LabWindow(topology, theme_name="light")
-        for window in (demo, viewer):
-            qtbot.addWidget(window)
-            window.show()
-        demo.start_lab()
-        feed = demo.controller.trace_feed
-        assert feed is not None and f"Trace feed 127.0.0.1:{feed.port}" in demo.notices.endpoints_label.text()
-        watch = viewer.watch("127.0.0.1", feed.port)
-        trace = demo.runner.lab.trace
+def test_a_window_watches_a_lab_elsewhere_and_catches_up_after_its_feed_drops(qtbot, topology, fed_lab,
+                                                                              qasync_loop):
+    runner, feed = fed_lab
+    lab = runner.lab
+    window = a_window(qtbot, topology)
+    watch = window.watch("127.0.0.1", feed.port)
+    assert window.runner is None and not window.start_action.isEnabled()
+    assert window.columns.left_column.isHidden() and window.columns.right_column.isHidden()
+    assert [window.bottom_tabs.tabText(i) for i in range(window.bottom_tabs.count())] == ["Inspector"]
+    assert window.windowTitle() == f"iwlab — watching the lab at 127.0.0.1:{feed.port}"
 
-        async def scenario():
-            await until(lambda: watch.connected and trace.last_seq() > 0 and
-                        [e.seq for e in viewer.ladder.model.events()] == [e.seq for e in trace.events()],
-                        what="the viewer showing the demo's lab")
-            await demo.stop_lab_async()
-            assert demo.controller.trace_feed is None
-            await until(lambda: "lost" in viewer.notices.endpoints_label.text(), what="the viewer saying so")
-        loop.run_until_complete(asyncio.wait_for(scenario(), 60))
-        watching = watch.stop()
-        loop.run_until_complete(asyncio.gather(watching, return_exceptions=True))
-        viewer.close()
-        demo.close()
-    finally:
-        loop.close()
-        asyncio.set_event_loop(None)
-        QTimer.singleShot(0, app.quit)      # clear the quit flag qasync left set (FIELD-NOTES)
-        app.exec()
+    def pdus(events) -> list[tuple]:   # (decoded fields come back as JSON has them: lists for tuples)
+        return [(e.seq, e.src, e.dst, e.summary, e.raw, e.src_address, e.dst_address) for e in events]
+
+    def shows_the_whole_trace() -> bool:
+        return pdus(window.ladder.model.events()) == pdus(lab.trace.events())
+
+    async def send(text: str) -> None:
+        answer = await asyncio.wrap_future(runner.submit(run_command(lab, f"send mary peter {text}")))
+        assert not answer.startswith("error"), answer
+        await until(lambda: any(text.encode() in e.raw for e in lab.trace.events() if e.dst == "Peter"),
+                    what=f"{text!r} reaching Peter")
+
+    async def scenario():
+        await until(lambda: watch.connected and shows_the_whole_trace(), what="the REGISTERs shown")
+        assert f"Watching the lab at 127.0.0.1:{feed.port}" in window.notices.endpoints_label.text()
+        await send("hello from afar")
+        await until(shows_the_whole_trace, what="the message's hops shown")
+        await asyncio.wrap_future(runner.submit(feed.stop()))
+        await until(lambda: "lost" in window.notices.endpoints_label.text(), what="the window saying so")
+        await send("sent while nobody watched")
+        await asyncio.wrap_future(runner.submit(feed.start("127.0.0.1", watch.port)))
+        await until(lambda: watch.connected and shows_the_whole_trace(), what="the window catching up")
+    qasync_loop.run_until_complete(asyncio.wait_for(scenario(), 60))
+    assert any(e.dst == "Peter" for e in window.ladder.model.events())
+    close(qasync_loop, window)
+
+
+def test_a_windows_own_lab_offers_its_feed_to_a_window_elsewhere(qtbot, topology, lab_threads_left, qasync_loop):
+    demo = a_window(qtbot, topology, trace_feed_port=0)
+    viewer = a_window(qtbot, topology)
+    demo.start_lab()
+    feed = demo.controller.trace_feed
+    assert feed is not None and f"Trace feed 127.0.0.1:{feed.port}" in demo.notices.endpoints_label.text()
+    watch = viewer.watch("127.0.0.1", feed.port)
+    trace = demo.runner.lab.trace
+
+    async def scenario():
+        await until(lambda: watch.connected and trace.last_seq() > 0 and
+                    [e.seq for e in viewer.ladder.model.events()] == [e.seq for e in trace.events()],
+                    what="the viewer showing the demo's lab")
+        await demo.stop_lab_async()
+        assert demo.controller.trace_feed is None
+        await until(lambda: "lost" in viewer.notices.endpoints_label.text(), what="the viewer saying so")
+    qasync_loop.run_until_complete(asyncio.wait_for(scenario(), 60))
+    close(qasync_loop, viewer)
+    demo.close()
     assert lab_threads_left() == []
 
 
-def test_opening_a_trace_file_ends_the_watch(qtbot, topology, lab_factory, tmp_path):
-    runner = lab_factory(devices="none")
-    feed = TraceFeed(runner.lab.trace, ladder_nodes(topology))
-    runner.run(feed.start("127.0.0.1", 0))
-    app = QApplication.instance()
-    loop = qasync.QEventLoop(app)
-    asyncio.set_event_loop(loop)
-    try:
-        window = LabWindow(topology, theme_name="light")
-        qtbot.addWidget(window)
-        watch = window.watch("127.0.0.1", feed.port)
-        loop.run_until_complete(until(lambda: watch.connected and window.ladder.model.rowCount() > 0,
-                                      what="the lab's PDUs shown"))
-        window.save_trace(str(tmp_path / "trace.json"))
-        shown = window.ladder.model.rowCount()
-        window.open_trace(str(tmp_path / "trace.json"))
-        loop.run_until_complete(until(lambda: not watch.watching and not watch.connected, what="the watch ended"))
-        assert window.ladder.model.rowCount() == shown and "trace.json" in window.notices.endpoints_label.text()
-        window.close()
-    finally:
-        runner.run(feed.stop())
-        loop.close()
-        asyncio.set_event_loop(None)
-        QTimer.singleShot(0, app.quit)      # clear the quit flag qasync left set (FIELD-NOTES)
-        app.exec()
+def test_opening_a_trace_file_ends_the_watch(qtbot, topology, fed_lab, qasync_loop, tmp_path):
+    _, feed = fed_lab
+    window = a_window(qtbot, topology)
+    watch = window.watch("127.0.0.1", feed.port)
+    qasync_loop.run_until_complete(until(lambda: watch.connected and window.ladder.model.rowCount() > 0,
+                                         what="the lab's PDUs shown"))
+    window.save_trace(str(tmp_path / "trace.json"))
+    shown = window.ladder.model.rowCount()
+    window.open_trace(str(tmp_path / "trace.json"))
+    qasync_loop.run_until_complete(until(lambda: not watch.watching and not watch.connected, what="the watch ended"))
+    assert window.ladder.model.rowCount() == shown and "trace.json" in window.notices.endpoints_label.text()
+    close(qasync_loop, window)
