@@ -16,12 +16,13 @@ starts); calls are short and synchronous.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -84,6 +85,19 @@ class Store:
         self._db.close()
 
 
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One transaction around several statements. The connection is in autocommit mode
+    (isolation_level=None), where `with db:` opens none: each statement would commit alone."""
+    db.execute("BEGIN")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 class DurableQueue:
     """One node's FIFO queues, by key, kept in the store."""
 
@@ -93,7 +107,7 @@ class DurableQueue:
     def put(self, key: str, payload: bytes, meta: dict[str, Any] | None = None, *, message_id: str = "") -> int:
         """Keep an item; once this returns it survives a crash. Returns its id."""
         now = time.time()
-        with self._db:   # one transaction: the item and its id, or neither
+        with _transaction(self._db):   # the item and its id, or neither (and one commit, not two)
             cursor = self._db.execute(
                 "INSERT INTO items (owner, key, payload, meta, message_id, stored_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (self.owner, key, payload, json.dumps(meta or {}), message_id, now))

@@ -65,3 +65,21 @@ def test_forget_old_ids_keeps_the_newest(tmp_path):
     queue.forget_old_ids(keep=3)
     assert [queue.seen(f"id{i}") for i in range(10)] == [False] * 7 + [True] * 3
     assert os.path.exists(tmp_path / "lab.db")
+
+
+def test_an_item_and_its_id_are_kept_together_or_not_at_all(tmp_path):
+    """If remembering the id fails, the item is not kept either: a resend is then taken as new,
+    once, rather than kept twice (the store is in autocommit mode: put opens its own transaction)."""
+    import sqlite3
+
+    import pytest
+    store = Store(tmp_path / "lab.db")
+    store._db.execute("CREATE TRIGGER refuse AFTER INSERT ON seen WHEN NEW.message_id = 'bad' "
+                      "BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    queue = store.queue("SMSC")
+    with pytest.raises(sqlite3.IntegrityError, match="refused"):
+        queue.put("k", b"payload", message_id="bad")
+    assert queue.items() == [] and not queue.seen("bad")
+    queue.put("k", b"good", message_id="fine")     # the store goes on working
+    assert [i.payload for i in queue.items()] == [b"good"] and queue.seen("fine")
+    store.close()
