@@ -19,8 +19,6 @@ from iwlab.backends.lab.control import run_command
 from iwlab.backends.lab.lab import Lab
 from iwlab.backends.lab.pcap import to_pcapng
 from iwlab.backends.lab.report import write_html, write_junit, write_trace_json
-from iwlab.backends.lab.trace_feed import TraceFeed
-from iwlab.backends.protocols import sip
 from iwlab.backends.lab.scenarios import (
     ScenarioError,
     ScenarioRun,
@@ -28,6 +26,8 @@ from iwlab.backends.lab.scenarios import (
     load_scenarios,
     requirement_verdicts,
 )
+from iwlab.backends.lab.trace_feed import TraceFeed
+from iwlab.backends.protocols import sip
 from iwlab.backends.topology import Topology
 from iwlab.backends.trace import TraceEvent
 
@@ -102,6 +102,7 @@ async def _serve(topology: Topology, devices: str, endpoints_file: str | None, q
         endpoints["listeners"] += [{"node": "Trace feed (iwlab window --watch)", "protocol": "feed",
                                     "transport": "tcp", "address": sip.hostport(host, port)}
                                    for host, port in feed.addresses()]
+        feed.endpoints = endpoints
     print(endpoints_table(lab, endpoints), flush=True)
     if endpoints_file:
         _write_atomically(Path(endpoints_file), json.dumps(endpoints, indent=2) + "\n")

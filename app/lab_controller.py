@@ -181,6 +181,7 @@ class LabController(QObject):
         except BaseException:
             runner.stop()
             raise
+        feed.endpoints = runner.call(runner.lab.endpoints)
         self.trace_feed = feed
 
     def _stop_runner(self, runner: LabThread) -> None:

@@ -3,16 +3,20 @@ beside it, and error boxes. Every part of the window reports through this one ob
 them needs the window itself."""
 from __future__ import annotations
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QMainWindow, QMessageBox
 
 
 class Notices:
     def __init__(self, window: QMainWindow) -> None:
         self._window = window
+        # Plain text: a lab watched elsewhere names its own endpoints, and no text from a socket is markup.
         self.holdings_label = QLabel("")
+        self.holdings_label.setTextFormat(Qt.TextFormat.PlainText)
         self.holdings_label.setToolTip("What the nodes hold for later (durable): the lab delivers it when it can")
         window.statusBar().addPermanentWidget(self.holdings_label)
         self.endpoints_label = QLabel("Lab stopped")
+        self.endpoints_label.setTextFormat(Qt.TextFormat.PlainText)
         window.statusBar().addPermanentWidget(self.endpoints_label)
 
     def status(self, text: str, timeout_ms: int) -> None:
@@ -31,4 +35,5 @@ class Notices:
 
     def error(self, title: str, text: str) -> None:
         box = QMessageBox(QMessageBox.Icon.Critical, title, text, parent=self._window)
+        box.setTextFormat(Qt.TextFormat.PlainText)
         box.open()   # non-modal: never exec() under qasync

@@ -18,11 +18,12 @@ from iwlab.widgets.trace_bridge import TraceBridge
 
 RETRY_SECONDS = 2.0   # between attempts to reach a lab that is not (or no longer) there
 SLICE_SECONDS = 0.008  # of reading the feed at most, before the GUI thread gets a turn
+MAX_LINE = 300         # characters of the watched lab's endpoints shown in the status bar
 
 
 class RemoteWatch(QObject):
     lineChanged = Signal(str)   # what the window's lab line says: watching, lost, trying again
-    newLab = Signal()           # the feed is another lab run's: what the ladder showed is not its
+    newLab = Signal(list)       # the feed is another lab run's (its ladder's columns): start over
     gap = Signal(int)           # this many PDUs were let go by the lab before the window read them
 
     def __init__(self, host: str, port: int, bridge: TraceBridge, parent: QObject | None = None) -> None:
@@ -63,7 +64,7 @@ class RemoteWatch(QObject):
                 reason = "the lab closed its trace feed"
             except (OSError, asyncio.TimeoutError, FeedError) as exc:
                 reason = str(exc) or type(exc).__name__
-            self.lineChanged.emit(f"Watching {self.where}: lost ({reason}); trying again every "
+            self.lineChanged.emit(f"Watching {self.where}: lost ({reason[:MAX_LINE]}); trying again every "
                                   f"{RETRY_SECONDS:g} s")
             await asyncio.sleep(RETRY_SECONDS)
 
@@ -72,10 +73,9 @@ class RemoteWatch(QObject):
         try:
             if client.hello.lab != self._lab:
                 self._lab, self.last_seq = client.hello.lab, 0
-                self.newLab.emit()
+                self.newLab.emit(client.hello.nodes)
             self.connected = True
-            self.lineChanged.emit(f"Watching the lab at {self.where} (its devices and controls are there; "
-                                  "this window shows its trace)")
+            self.lineChanged.emit(f"Watching the lab at {self.where}{endpoints_line(client.hello.endpoints)}")
             self.lab_seq_at_connect = client.hello.last_seq
             slice_start = time.monotonic()
             async for item in client.items(self.last_seq):
@@ -95,3 +95,13 @@ class RemoteWatch(QObject):
         finally:
             self.connected = False
             client.close()   # also when the task is dropped with its loop (a GeneratorExit: no await)
+
+
+def endpoints_line(endpoints: dict) -> str:
+    """Where the watched lab's clients connect (the lab's own endpoints, as it told them)."""
+    sip_servers = endpoints.get("sip")
+    parts = [f"SIP {'  '.join(f'{domain} {address}' for domain, address in sip_servers.items())}"
+             if isinstance(sip_servers, dict) else ""]
+    parts += [f"{name.upper()} {endpoints[name]}" for name in ("smpp", "smtp") if isinstance(endpoints.get(name), str)]
+    shown = "   ".join(p for p in parts if p)[:MAX_LINE]
+    return f":   {shown}" if shown else " (its devices and controls are there; this window shows its trace)"

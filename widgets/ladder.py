@@ -212,8 +212,11 @@ class LadderModel(QAbstractTableModel):
         self._bytes += added
         self.endInsertRows()
 
-    def clear(self) -> None:
-        """Drop all rows; columns go back to the nodes given at construction."""
+    def clear(self, nodes: Iterable[str] | None = None) -> None:
+        """Drop all rows; columns go back to the nodes given at construction (or to `nodes`,
+        from now on: another lab's, e.g. one watched elsewhere)."""
+        if nodes is not None:
+            self._initial_nodes = list(dict.fromkeys(nodes))
         self.beginResetModel()
         self._events.clear()
         self._bytes = 0
@@ -848,9 +851,10 @@ class LadderView(QWidget):
     def is_paused(self) -> bool:
         return self._paused
 
-    def clear(self) -> None:
+    def clear(self, nodes: Iterable[str] | None = None) -> None:
+        """Drop every row (nodes: the columns from now on, as LadderModel.clear)."""
         self._held.clear()
-        self.model.clear()
+        self.model.clear(nodes)
         self._follow_tail = True
 
     # -- filters, selection, highlighting --

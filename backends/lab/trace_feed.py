@@ -3,7 +3,9 @@
 `iwlab serve --trace-feed PORT` offers it; `iwlab window --watch HOST:PORT` shows it. One JSON
 object per line, UTF-8:
 
-    lab    -> viewer   {"type": "hello", "iwlab_trace_feed": 1, "lab": ID, "nodes": [...], "last_seq": N}
+    lab    -> viewer   {"type": "hello", "iwlab_trace_feed": 1, "lab": ID, "nodes": [...], "last_seq": N,
+                        "endpoints": {...}}   (ID names this lab run; nodes are its ladder's columns;
+                        endpoints as `iwlab serve --endpoints-file` writes them)
     viewer -> lab      since SEQ          (0: everything the lab still holds)
     lab    -> viewer   {"type": "event", ...}  every PDU recorded after SEQ, oldest first, then live
                        {"type": "gap", "after": A, "next": B}  events A+1 .. B-1 were let go by the
@@ -61,6 +63,7 @@ class TraceFeed:
     def __init__(self, trace: Trace, nodes: list[str], *, max_viewers: int = 16) -> None:
         self._trace = trace
         self._nodes = list(nodes)
+        self.endpoints: dict = {}   # the lab's, told to every viewer in its hello
         self.max_viewers = max_viewers
         self._servers: list[asyncio.Server] = []
         self._viewers: set[asyncio.Task] = set()
@@ -100,7 +103,8 @@ class TraceFeed:
                 await _refuse(f"busy: {self.max_viewers} viewers already watch this lab", reader, writer)
                 return
             writer.write(encode_line({"type": "hello", "iwlab_trace_feed": VERSION, "lab": self._trace.id,
-                                "nodes": self._nodes, "last_seq": self._trace.last_seq()}))
+                                "nodes": self._nodes, "last_seq": self._trace.last_seq(),
+                                "endpoints": self.endpoints}))
             since = await self._read_request(reader, writer)
             if since is not None:
                 await self._follow(since, reader, writer)
@@ -176,6 +180,7 @@ class Hello:
     lab: str         # which lab run this is: a viewer that reconnects to another one starts over
     nodes: list[str]
     last_seq: int
+    endpoints: dict  # where its listeners are ({} if the lab did not say)
 
 
 class TraceFeedClient:
@@ -199,7 +204,8 @@ class TraceFeedClient:
             if not isinstance(lab, str) or not isinstance(nodes, list) \
                     or not all(isinstance(n, str) for n in nodes) or type(last_seq) is not int:
                 raise FeedError("the feed's hello is damaged")
-            return cls(reader, writer, Hello(lab, nodes, last_seq))
+            endpoints = first.get("endpoints")
+            return cls(reader, writer, Hello(lab, nodes, last_seq, endpoints if isinstance(endpoints, dict) else {}))
         except BaseException:
             writer.close()
             raise

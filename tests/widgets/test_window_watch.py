@@ -3,11 +3,12 @@ trace feed over TCP, and after the feed drops it catches up without a PDU lost o
 import asyncio
 
 import pytest
+from PySide6.QtCore import Qt
 
 from iwlab.app import remote_watch
 from iwlab.app.main_window import LabWindow, ladder_nodes
 from iwlab.backends.lab.control import run_command
-from iwlab.backends.lab.trace_feed import TraceFeed
+from iwlab.backends.lab.trace_feed import TraceFeed, encode_line
 from tests.helpers.waiting import until
 
 
@@ -21,6 +22,7 @@ def fed_lab(topology, lab_factory):
     """A lab on its own thread with its trace feed on a free loopback port: (runner, feed)."""
     runner = lab_factory()
     feed = TraceFeed(runner.lab.trace, ladder_nodes(topology))
+    feed.endpoints = runner.call(runner.lab.endpoints)
     runner.run(feed.start("127.0.0.1", 0))
     yield runner, feed
     runner.run(feed.stop())
@@ -65,7 +67,9 @@ def test_a_window_watches_a_lab_elsewhere_and_catches_up_after_its_feed_drops(qt
 
     async def scenario():
         await until(lambda: watch.connected and shows_the_whole_trace(), what="the REGISTERs shown")
-        assert f"Watching the lab at 127.0.0.1:{feed.port}" in window.notices.endpoints_label.text()
+        line = window.notices.endpoints_label.text()
+        assert f"Watching the lab at 127.0.0.1:{feed.port}:" in line and f"SMPP {lab.endpoints()['smpp']}" in line
+        assert window.ladder.model.nodes[:3] == ["Mary", "CPM-A", "Focus-A"]   # the lab's columns, from its hello
         await send("hello from afar")
         await until(shows_the_whole_trace, what="the message's hops shown")
         await asyncio.wrap_future(runner.submit(feed.stop()))
@@ -111,4 +115,30 @@ def test_opening_a_trace_file_ends_the_watch(qtbot, topology, fed_lab, qasync_lo
     window.open_trace(str(tmp_path / "trace.json"))
     qasync_loop.run_until_complete(until(lambda: not watch.watching and not watch.connected, what="the watch ended"))
     assert window.ladder.model.rowCount() == shown and "trace.json" in window.notices.endpoints_label.text()
+    close(qasync_loop, window)
+
+
+def test_what_a_watched_lab_says_of_itself_is_shown_as_plain_text_cut_short(qtbot, topology, qasync_loop):
+    """What a watched lab says of itself is shown as plain text, cut short."""
+    hello = {"type": "hello", "iwlab_trace_feed": 1, "lab": "x", "nodes": ["<b>A</b>", "B"], "last_seq": 0,
+             "endpoints": {"smpp": "<img src=x>" + "y" * 1000, "sip": {"<i>d</i>": "1.2.3.4:5060"}}}
+
+    async def hostile(reader, writer):
+        writer.write(encode_line(hello))
+        await reader.readline()
+        await reader.read()
+        writer.close()
+
+    async def scenario():
+        server = await asyncio.start_server(hostile, "127.0.0.1", 0)
+        watch = window.watch("127.0.0.1", server.sockets[0].getsockname()[1])
+        await until(lambda: watch.connected, what="the window watching")
+        server.close()
+        return watch
+    window = a_window(qtbot, topology)
+    qasync_loop.run_until_complete(asyncio.wait_for(scenario(), 30))
+    label = window.notices.endpoints_label
+    assert label.textFormat() == Qt.TextFormat.PlainText and "<img src=x>" in label.text()
+    assert len(label.text()) < remote_watch.MAX_LINE + 100
+    assert window.ladder.model.nodes == ["<b>A</b>", "B"]
     close(qasync_loop, window)
