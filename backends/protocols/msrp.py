@@ -46,6 +46,7 @@ class MsrpParseError(ValueError):
                  fatal: bool = False, partial: MsrpRequest | MsrpResponse | None = None) -> None:
         self.reason = re.sub(r"[^\x20-\x7e]", "?", reason)[:120]
         self.transaction_id, self.status, self.fatal, self.partial = transaction_id, status, fatal, partial
+        self.raw = b""   # the octets as they came (the start of them, at most MAX_RAW_KEPT): for the trace
         super().__init__(f"{status} {self.reason}")
 
 
@@ -218,6 +219,16 @@ def _build(tid: str, start: str, lines: list[bytes], body: bytes | None,
     return MsrpParseError(problems[0], tid, partial=message) if problems else message
 
 
+MAX_RAW_KEPT = 4096   # octets of a refused message kept with its error (what the trace shows)
+
+
+def _with_raw(event: MsrpRequest | MsrpResponse | MsrpParseError,
+              raw: bytearray) -> MsrpRequest | MsrpResponse | MsrpParseError:
+    if isinstance(event, MsrpParseError):
+        event.raw = bytes(raw[:MAX_RAW_KEPT])
+    return event
+
+
 class MsrpStreamParser:
     """Frames MSRP messages on a TCP stream; ``feed`` returns them (and errors) in arrival order.
 
@@ -244,17 +255,22 @@ class MsrpStreamParser:
         self._skipping = False           # an oversized chunk is being dropped
 
     def _fatal(self, reason: str) -> MsrpParseError:
+        error = MsrpParseError(reason, self._tid, fatal=True)
+        error.raw = bytes(self._buf[:MAX_RAW_KEPT])
         self.broken, self._buf = True, bytearray()
-        return MsrpParseError(reason, self._tid, fatal=True)
+        return error
 
     def _skip(self, at: int | None, reason: str, status: int) -> MsrpParseError:
         """Report the message now; with ``at``, drop what is buffered before it and all up to the end-line."""
         built = _build(self._tid or "", self._start, self._lines, None, "$")
+        raw = bytes(self._buf[:MAX_RAW_KEPT])
         if at is not None:
             del self._buf[:at]
             self._skipping, self._body, self._scan = True, 0, 0
-        return MsrpParseError(reason, self._tid, status=status,
-                              partial=built.partial if isinstance(built, MsrpParseError) else built)
+        error = MsrpParseError(reason, self._tid, status=status,
+                               partial=built.partial if isinstance(built, MsrpParseError) else built)
+        error.raw = raw
+        return error
 
     @property
     def in_a_message(self) -> bool:
@@ -295,7 +311,8 @@ class MsrpStreamParser:
                 elif line == b"":   # the end-line may follow at once: an empty body, sloppily framed
                     self._body, self._scan = self._pos, self._pos - 2
                 elif line[:-1] == b"-------" + self._tid.encode() and line[-1:] in (b"$", b"+", b"#"):
-                    events.append(_build(self._tid or "", self._start, self._lines, None, line[-1:].decode()))
+                    events.append(_with_raw(_build(self._tid or "", self._start, self._lines, None,
+                                                   line[-1:].decode()), self._buf[:self._pos]))
                     del self._buf[:self._pos]
                     self._reset()
                 else:
@@ -324,7 +341,8 @@ class MsrpStreamParser:
                     events.append(self._skip(None, "chunk too large", 413))
                 else:
                     flag = chr(self._buf[end - 3])
-                    events.append(_build(self._tid or "", self._start, self._lines, body, flag))
+                    events.append(_with_raw(_build(self._tid or "", self._start, self._lines, body, flag),
+                                            self._buf[:end]))
             del self._buf[:end]
             self._reset()
         return events
@@ -332,11 +350,14 @@ class MsrpStreamParser:
     def feed_eof(self) -> list[MsrpParseError]:
         """The peer closed: a message in progress is an error."""
         pending = bool(self._buf) and not self.broken and self._buf.strip(b"\r\n")
+        raw = bytes(self._buf[:MAX_RAW_KEPT])
+        partial = self._skip(None, "", 400).partial if pending and self._tid else None
         self.broken, self._buf = True, bytearray()
         if not pending:
             return []
-        return [MsrpParseError("connection closed inside a message", self._tid, fatal=True,
-                               partial=self._skip(None, "", 400).partial if self._tid else None)]
+        error = MsrpParseError("connection closed inside a message", self._tid, fatal=True, partial=partial)
+        error.raw = raw
+        return [error]
 
 
 # -- chunking and reassembly ----------------------------------------------------
@@ -437,7 +458,18 @@ def error_response(error: MsrpParseError, *, local_uri: str | None = None) -> Ms
     if not isinstance(req, MsrpRequest) or not req.transaction_id or not req.from_path \
             or not (local_uri or req.to_path) or not needs_response(req, error.status):
         return None
-    return response_for(req, error.status, local_uri=local_uri)
+    answer = response_for(req, error.status, local_uri=local_uri)
+    # Its paths echo the request's: where one is no MSRP URI, no valid answer can be made (and
+    # one that echoed it would be as broken as the request): none is sent, the sender times out.
+    return answer if all(_is_msrp_uri(uri) for uri in (*answer.to_path, *answer.from_path)) else None
+
+
+def _is_msrp_uri(uri: str) -> bool:
+    try:
+        parse_msrp_uri(uri)
+    except MsrpParseError:
+        return False
+    return True
 
 
 def report_for(req: MsrpRequest, status: int = 200, comment: str = "OK", *,

@@ -248,12 +248,18 @@ class MsrpConnection(asyncio.Protocol):
             partial = event.partial
             session, binds = self._session_for(partial) if partial is not None and partial.to_path else (None, False)
             if self.trace is not None:
+                # The octets as they came: what was refused may not even serialise again.
                 self.trace.record(self.name_of_peer(), self.local_name, "MSRP",
-                                  f"unparseable MSRP: {event.reason}", raw=partial.to_bytes() if partial else b"",
+                                  f"unparseable MSRP: {event.reason}", raw=event.raw,
                                   fields={"error": event.reason, "status": event.status},
                                   correlation=_correlation(session, partial))
             answer = msrp.error_response(event, local_uri=session.local_uri if session else None)
             if answer is not None and not event.fatal:
+                try:
+                    answer.to_bytes()
+                except ValueError:   # it would echo what no MSRP message can carry: the connection goes
+                    self.close()
+                    return
                 self.write(answer, session)
             return
         session, binds = self._session_for(event)

@@ -2,13 +2,14 @@
 flipped, dropped, repeated, cut, inserted), each sent on its own connection to a running lab.
 
 For every input the lab answers in its protocol's own frames (SIP responses, SMPP responses,
-SMTP reply lines) or closes; it never crashes, never writes garbage, keeps serving a valid client
+SMTP reply lines, MSRP responses) or closes; it never crashes, never writes garbage, keeps serving a valid client
 afterwards, and its memory stays bounded. A fixed budget of inputs per protocol (not of time), so
 every run tries the same inputs: a failure reproduces. `make fuzz` runs 5,000 per protocol and
 prints the lab's memory after each burst.
 """
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
@@ -17,7 +18,8 @@ import struct
 
 import pytest
 
-from iwlab.backends.protocols import smpp
+from iwlab.backends.protocols import msrp, smpp
+from iwlab.backends.protocols.msrp import MsrpResponse, MsrpStreamParser
 from iwlab.backends.protocols.sip import SipResponse, SipStreamParser
 from tests.helpers.raw_sip import RawSipClient
 from tests.helpers.raw_smpp import SmppHandset
@@ -132,6 +134,14 @@ def smtp_frames_ok(answer: bytes) -> bool:
     return lines[-1] == b"" and all(SMTP_LINE.match(line) for line in lines[:-1])
 
 
+def no_handler_failed(caplog) -> bool:
+    """A protocol handler that raised is logged by asyncio ("Fatal error: protocol.data_received()
+    call failed") and its connection dropped: a close that looks like an answer, so look for it."""
+    failures = [r.getMessage()[:200] for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.ERROR]
+    assert not failures, f"{len(failures)} handler failures, the first: {failures[0]}"
+    return True
+
+
 def rss_mb() -> float:
     with open("/proc/self/status") as status:
         for line in status:
@@ -141,7 +151,7 @@ def rss_mb() -> float:
 
 
 @pytest.mark.parametrize("protocol", ["sip", "sip-group", "smpp", "smtp"])
-def test_mutated_conversations_get_protocol_answers_and_the_lab_keeps_serving(lab_factory, protocol):
+def test_mutated_conversations_get_protocol_answers_and_the_lab_keeps_serving(lab_factory, protocol, caplog):
     lab = lab_factory(devices="none")
     endpoints = lab.lab.endpoints()
     address, seed, frames_ok = {
@@ -160,6 +170,7 @@ def test_mutated_conversations_get_protocol_answers_and_the_lab_keeps_serving(la
         if not frames_ok(answer):
             bad.append((n, data[:120], answer[:200]))
     assert not bad, f"{len(bad)} inputs got an answer that is not {protocol}: {bad[:3]}"
+    assert no_handler_failed(caplog)
     assert lab.lab.running
     grown = rss_mb() - before
     print(f"\n{protocol}: {INPUTS_PER_PROTOCOL} mutated conversations, RSS {before:.0f} -> {rss_mb():.0f} MB")
@@ -179,3 +190,42 @@ def test_mutated_conversations_get_protocol_answers_and_the_lab_keeps_serving(la
         SmppHandset(endpoints["smpp"], "15550201").close()
     else:
         assert exchange(endpoints["smtp"], b"EHLO ok.test\r\nQUIT\r\n").startswith(b"220 ")
+
+
+def msrp_seed(session_uri: str) -> bytes:
+    """A chat session's first SEND (bodiless, naming the IWF's session) and a message in it."""
+    peer = ["msrp://127.0.0.1:9/eve;tcp"]
+    return (msrp.bodiless_send([session_uri], peer).to_bytes()
+            + msrp.chunk([session_uri], peer, "fuzz-m1", "text/plain", b"Hi Peter")[0].to_bytes())
+
+
+def msrp_frames_ok(answer: bytes) -> bool:
+    parser = MsrpStreamParser()
+    return all(isinstance(e, MsrpResponse) for e in parser.feed(answer)) and not parser.in_a_message
+
+
+def test_mutated_msrp_gets_msrp_answers_and_the_iwf_keeps_serving(lab_factory, caplog):
+    """The IWF's MSRP listener (the legacy side of a chat session), fed mutated SENDs for a session
+    it answered: 200, 400, 413, 481, 501 or a close; never anything else, and it serves on."""
+    lab = lab_factory(devices="none")
+    listener = lab.lab.iwf.sessions.listener
+
+    async def a_session() -> str:
+        await listener.start()
+        return listener.new_session(call_id="fuzz").local_uri
+    address = f"127.0.0.1:{lab.run(a_session()) and listener.port}"
+    rng = random.Random(f"{SEED}-msrp")
+    before = rss_mb()
+    assert msrp_frames_ok(exchange(address, msrp_seed(lab.run(a_session())))), "the unmutated conversation itself"
+    bad = []
+    for n in range(INPUTS_PER_PROTOCOL):   # each for a session of its own (a broken connection closes its session)
+        data = mutate(msrp_seed(lab.run(a_session())), rng)
+        answer = exchange(address, data)
+        if not msrp_frames_ok(answer):
+            bad.append((n, data[:120], answer[:200]))
+    assert not bad, f"{len(bad)} inputs got an answer that is not MSRP: {bad[:3]}"
+    assert no_handler_failed(caplog)
+    print(f"\nmsrp: {INPUTS_PER_PROTOCOL} mutated conversations, RSS {before:.0f} -> {rss_mb():.0f} MB")
+    assert rss_mb() - before < 200
+    answer = exchange(address, msrp_seed(lab.run(a_session())))   # a new session is served as ever
+    assert [e.status for e in MsrpStreamParser().feed(answer)] == [200, 200]

@@ -516,3 +516,24 @@ def test_to_bytes_refuses_injection_and_bad_flags():
         MsrpRequest("inj0inj0", "SEND", [BOB], [ALICE], continuation="*").to_bytes()
     with pytest.raises(ValueError, match="Content-Type"):
         MsrpRequest("inj0inj0", "SEND", [BOB], [ALICE], body=b"x").to_bytes()
+
+
+def test_an_answer_that_would_echo_a_malformed_path_is_not_made():
+    # Found by the socket mutation run: a 400 whose From-Path echoed the bad To-Path was itself no MSRP.
+    bad_to = parse_one(SEND.replace(b"To-Path: msrp://biloxi.example.com:12763/kjhd37s2s20w2a;tcp",
+                                    b"To-Path: msrp:/%s{x}/biloxi.example.com"))
+    assert isinstance(bad_to, MsrpParseError) and error_response(bad_to) is None
+    assert parse_one(error_response(bad_to, local_uri=BOB).to_bytes()).status == 400   # our own URI: answerable
+    bad_from = parse_one(SEND.replace(b"From-Path: msrp://atlanta.example.com:7654/jshA7weztas;tcp",
+                                      b"From-Path: msrp:ba684459c2"))
+    assert error_response(bad_from, local_uri=BOB) is None   # nowhere valid to send it
+
+
+def test_a_refused_message_keeps_its_octets_as_they_came():
+    wire = SEND.replace(b"Message-ID: 87652491", b"Message-ID: a b")
+    error = parse_one(wire)
+    assert isinstance(error, MsrpParseError) and error.raw == wire
+    parser = MsrpStreamParser()
+    assert parser.feed(wire[:40]) == []
+    [cut] = parser.feed_eof()
+    assert cut.fatal and cut.raw == wire[:40]
