@@ -187,14 +187,16 @@ class Trace:
             return self._events[-1].seq if self._events else 0
 
     def events_since(self, seq: int) -> list[TraceEvent]:
-        """The events recorded after the one numbered seq, oldest first (cheap for the newest few)."""
+        """The events recorded after the one numbered seq, oldest first. The kept events have
+        consecutive numbers (recorded in order, let go only from the oldest end), so where they
+        start is arithmetic: no walk in Python, under the lock the recording thread waits on."""
         with self._lock:
-            newer: list[TraceEvent] = []
-            for event in reversed(self._events):
-                if event.seq <= seq:
-                    break
-                newer.append(event)
-        return newer[::-1]
+            if not self._events or self._events[-1].seq <= seq:
+                return []
+            wanted = min(self._events[-1].seq - seq, len(self._events))
+            if wanted <= len(self._events) // 2:   # the newest few: from the newest end
+                return list(itertools.islice(reversed(self._events), wanted))[::-1]
+            return list(itertools.islice(self._events, len(self._events) - wanted, None))
 
     def clear(self) -> None:
         with self._lock:

@@ -29,3 +29,17 @@ def test_decoded_fields_count_as_much_again_as_their_bytes_and_are_walked_where_
     assert cut.footprint >= 100 + 1000       # raw kept short, the decoded body whole: counted whole
     bare = trace.record("x", "y", "SMPP", "connection lost", raw=b"", fields={"note": "e" * 500})
     assert bare.footprint >= 500
+
+
+def test_events_since_any_number_whatever_was_let_go_or_cleared():
+    trace = Trace(max_events=50)
+    for i in range(120):
+        trace.record("a", "b", "SIP", f"e{i}", raw=b"x")
+    kept = trace.events()
+    assert [e.seq for e in kept] == list(range(71, 121))
+    for seq in (0, 10, 70, 71, 80, 95, 119, 120, 500):
+        assert trace.events_since(seq) == [e for e in kept if e.seq > seq], seq
+    trace.clear()
+    assert trace.events_since(0) == []
+    trace.record("a", "b", "SIP", "after", raw=b"x")
+    assert [e.summary for e in trace.events_since(120)] == ["after"] and trace.events_since(121) == []
