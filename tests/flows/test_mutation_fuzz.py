@@ -2,7 +2,7 @@
 flipped, dropped, repeated, cut, inserted), each sent on its own connection to a running lab.
 
 For every input the lab answers in its protocol's own frames (SIP responses, SMPP responses,
-SMTP reply lines, MSRP responses) or closes; it never crashes, never writes garbage, keeps serving a valid client
+SMTP reply lines, MSRP and HTTP responses) or closes; it never crashes, never writes garbage, keeps serving a valid client
 afterwards, and its memory stays bounded. A fixed budget of inputs per protocol (not of time), so
 every run tries the same inputs: a failure reproduces. `make fuzz` runs 5,000 per protocol and
 prints the lab's memory after each burst.
@@ -142,6 +142,30 @@ def no_handler_failed(caplog) -> bool:
     return True
 
 
+HTTP_STATUS = re.compile(rb"HTTP/1\.1 [1-5]\d\d [^\r\n]*\r\n")
+
+
+def http_frames_ok(answer: bytes) -> bool:
+    """Whole HTTP/1.1 responses, one after another (a HEAD's has a Content-Length and no body)."""
+    while answer:
+        head_end = answer.find(b"\r\n\r\n")
+        if not HTTP_STATUS.match(answer) or head_end < 0:
+            return False
+        length = re.search(rb"\r\nContent-Length: (\d+)\r\n", answer[:head_end + 2])
+        rest = answer[head_end + 4:]
+        body = int(length.group(1)) if length else 0
+        answer = rest[body:] if len(rest) >= body and not rest.startswith(b"HTTP/1.1 ") else rest
+        if answer and not answer.startswith(b"HTTP/1.1 "):
+            return False
+    return True
+
+
+def http_seed(token_url: str) -> bytes:
+    path = token_url.split("/", 3)[-1]
+    return (b"GET /%s HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: */*\r\n\r\n"
+            b"GET /c/nothing HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n" % path.encode())
+
+
 def rss_mb() -> float:
     with open("/proc/self/status") as status:
         for line in status:
@@ -150,7 +174,7 @@ def rss_mb() -> float:
     return 0.0
 
 
-@pytest.mark.parametrize("protocol", ["sip", "sip-group", "smpp", "smtp"])
+@pytest.mark.parametrize("protocol", ["sip", "sip-group", "smpp", "smtp", "http"])
 def test_mutated_conversations_get_protocol_answers_and_the_lab_keeps_serving(lab_factory, protocol, caplog):
     lab = lab_factory(devices="none")
     endpoints = lab.lab.endpoints()
@@ -159,6 +183,8 @@ def test_mutated_conversations_get_protocol_answers_and_the_lab_keeps_serving(la
         "sip-group": (endpoints["sip"]["cpm-a.lab"], sip_group_seed(), sip_frames_ok),
         "smpp": (endpoints["smpp"], smpp_seed(), smpp_frames_ok),
         "smtp": (endpoints["smtp"], SMTP_SEED, smtp_frames_ok),
+        "http": (endpoints.get("content", ""), http_seed(lab.call(lab.lab.content.put, b"a picture", "image/png")),
+                 http_frames_ok),
     }[protocol]
     rng = random.Random(f"{SEED}-{protocol}")
     before = rss_mb()
@@ -188,6 +214,9 @@ def test_mutated_conversations_get_protocol_answers_and_the_lab_keeps_serving(la
         mary.close()
     elif protocol == "smpp":
         SmppHandset(endpoints["smpp"], "15550201").close()
+    elif protocol == "http":
+        assert exchange(address, http_seed(lab.call(lab.lab.content.put, b"x", "text/plain"))).startswith(
+            b"HTTP/1.1 200 OK")
     else:
         assert exchange(endpoints["smtp"], b"EHLO ok.test\r\nQUIT\r\n").startswith(b"220 ")
 
