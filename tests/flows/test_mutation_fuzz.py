@@ -258,3 +258,40 @@ def test_mutated_msrp_gets_msrp_answers_and_the_iwf_keeps_serving(lab_factory, c
     assert rss_mb() - before < 200
     answer = exchange(address, msrp_seed(lab.run(a_session())))   # a new session is served as ever
     assert [e.status for e in MsrpStreamParser().feed(answer)] == [200, 200]
+
+
+def udp_exchange(address: str, data: bytes, n: int) -> list[bytes]:
+    """Send a datagram, then an OPTIONS probe; every datagram back until the probe's answer (what
+    the mutated one got comes before it, or never: the probe is the condition, not a time)."""
+    host, port = address.rsplit(":", 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(10)
+        sock.bind(("127.0.0.1", 0))
+        me = "%s:%d" % sock.getsockname()
+        probe = (f"OPTIONS sip:cpm-a.lab SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKprobe{n}\r\n"
+                 f"Max-Forwards: 70\r\nFrom: <sip:probe@fuzz.test>;tag=p{n}\r\nTo: <sip:cpm-a.lab>\r\n"
+                 f"Call-ID: probe-{n}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode()
+        sock.sendto(data.replace(b"127.0.0.1:5999", me.encode()).replace(b"SIP/2.0/TCP", b"SIP/2.0/UDP"),
+                    (host, int(port)))
+        sock.sendto(probe, (host, int(port)))
+        answers = []
+        while not answers or f"Call-ID: probe-{n}\r\n".encode() not in answers[-1]:
+            answers.append(sock.recv(65535))
+        return answers[:-1]
+
+
+def test_mutated_sip_datagrams_get_sip_answers_and_the_server_keeps_serving(lab_factory, caplog):
+    """SIP over UDP: each mutated datagram gets SIP responses or nothing, never garbage, and no
+    handler fails; an OPTIONS after each is answered (the server keeps serving, datagram by datagram)."""
+    lab = lab_factory(devices="none")
+    address = lab.lab.endpoints()["sip"]["cpm-a.lab"]
+    rng = random.Random(f"{SEED}-sip-udp")
+    bad = []
+    for n in range(INPUTS_PER_PROTOCOL):
+        data = mutate(sip_seed(), rng)
+        answers = udp_exchange(address, data, n)
+        if not all(sip_frames_ok(a) and SipStreamParser().feed(a) for a in answers):
+            bad.append((n, data[:120], answers[:2]))
+    assert not bad, f"{len(bad)} datagrams got an answer that is not SIP: {bad[:3]}"
+    assert no_handler_failed(caplog)
+    print(f"\nsip-udp: {INPUTS_PER_PROTOCOL} mutated datagrams")
