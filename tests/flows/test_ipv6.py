@@ -77,3 +77,25 @@ def test_an_sms_and_an_email_over_ipv6_reach_mary(lab_factory, topology):
     assert register.src_address[0] == "::1"
     via = next(value for name, value in register.fields["headers"] if name == "Via")
     assert "[::1]:" in via                              # an IPv6 sent-by is bracketed (RFC 5118)
+
+
+def test_the_trace_feed_serves_viewers_on_ipv6_too():
+    import asyncio
+
+    from iwlab.app.cli import host_and_port
+    from iwlab.backends.lab.trace_feed import TraceFeed, TraceFeedClient
+    from iwlab.backends.trace import Trace
+
+    async def scenario():
+        trace = Trace()
+        trace.record("Mary", "CPM-A", "SIP", "MESSAGE over v6", raw=b"x")
+        feed = TraceFeed(trace, ["Mary", "CPM-A"])
+        await feed.start(["127.0.0.1", "::1"], 0)
+        assert {host for host, _ in feed.addresses()} == {"127.0.0.1", "::1"}
+        client = await TraceFeedClient.connect(*host_and_port(f"[::1]:{feed.port}"))
+        async for event in client.items(0):
+            break
+        await client.aclose()
+        await feed.stop()
+        return event
+    assert asyncio.run(asyncio.wait_for(scenario(), 20)).summary == "MESSAGE over v6"
