@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--quiet", action="store_true", help="do not print PDUs")
     serve.add_argument("--trace-feed", type=int, metavar="PORT", default=None,
                        help="offer the live trace on PORT (0: a free one) for `iwlab window --watch HOST:PORT`")
+    serve.add_argument("--trace-feed-control", action="store_true",
+                       help="let the feed's viewers change the lab too (the console commands; no authentication)")
     serve.add_argument("--trace-json", metavar="FILE", help="when stopped, export the whole trace as JSON")
     serve.add_argument("--pcap", metavar="FILE.pcapng", help="when stopped, export the whole trace as pcapng")
     play = sub.add_parser("play", help="run the use-case flows headless and print verdicts")
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         if command == "serve":
             return serve(topology, devices=args.devices, endpoints_file=args.endpoints_file, quiet=args.quiet,
                          exports=exports, state_dir=args.state_dir, fresh=args.fresh,
-                         trace_feed_port=args.trace_feed)
+                         trace_feed_port=args.trace_feed, trace_feed_control=args.trace_feed_control)
         return play(topology, args.use_cases, quiet=args.quiet, exports=exports)
     from iwlab.app.main_window import run_window
     return run_window(topology, state_dir=args.state_dir, fresh=args.fresh, watch=args.watch,

@@ -7,6 +7,7 @@ Exit codes (also in `iwlab --help`): 0 all well, 1 a use case failed its verdict
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -80,7 +81,7 @@ def endpoints_table(lab: Lab, endpoints: dict | None = None) -> str:
 
 
 async def _serve(topology: Topology, devices: str, endpoints_file: str | None, quiet: bool, exports: Exports,
-                 state_dir: str | None, fresh: bool, trace_feed_port: int | None) -> int:
+                 state_dir: str | None, fresh: bool, trace_feed_port: int | None, trace_feed_control: bool) -> int:
     lab = Lab(topology, devices=devices, state_dir=state_dir, fresh=fresh)
     if not quiet:
         lab.trace.subscribe(_print_event)
@@ -90,7 +91,8 @@ async def _serve(topology: Topology, devices: str, endpoints_file: str | None, q
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     await lab.start()
-    feed = TraceFeed(lab.trace, ladder_nodes(topology))
+    feed = TraceFeed(lab.trace, ladder_nodes(topology),
+                     commands=functools.partial(run_command, lab) if trace_feed_control else None)
     endpoints = lab.endpoints()
     if trace_feed_port is not None:
         try:
@@ -145,11 +147,12 @@ async def _read_commands(lab: Lab) -> None:
 
 def serve(topology: Topology, *, devices: str = "all", endpoints_file: str | None = None,
           quiet: bool = False, exports: Exports = Exports(), state_dir: str | None = None, fresh: bool = False,
-          trace_feed_port: int | None = None) -> int:
-    """trace_feed_port: offer the trace feed (backends/lab/trace_feed.py) on it (0: a free port)."""
+          trace_feed_port: int | None = None, trace_feed_control: bool = False) -> int:
+    """trace_feed_port: offer the trace feed (backends/lab/trace_feed.py) on it (0: a free port);
+    trace_feed_control: its viewers may send console commands (as on stdin) too."""
     try:
         return asyncio.run(_serve(topology, devices, endpoints_file, quiet, exports, state_dir, fresh,
-                                  trace_feed_port))
+                                  trace_feed_port, trace_feed_control))
     except ValueError as exc:   # e.g. an unknown device name
         print(f"iwlab serve: {exc}", file=sys.stderr)
         return EXIT_USAGE

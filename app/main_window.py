@@ -258,8 +258,7 @@ class LabWindow(QMainWindow):
         self.commands.update()
         self.columns.left_column.hide()
         self.columns.right_column.hide()
-        for panel in (self.scenarios, self.conditions_tab):   # they act on a lab of this window's
-            self.bottom_tabs.removeTab(self.bottom_tabs.indexOf(panel))
+        self.bottom_tabs.removeTab(self.bottom_tabs.indexOf(self.scenarios))   # it plays on a lab of ours
         self.setWindowTitle(f"iwlab — watching the lab at {sip_hostport(host, port)}")
         self.ladder.clear()
         watch = self.remote_watch = RemoteWatch(host, port, self.ladder.attach_trace(None), self)
@@ -267,8 +266,26 @@ class LabWindow(QMainWindow):
         watch.newLab.connect(self.ladder.clear)
         watch.gap.connect(lambda lost: self.notices.status(
             f"{lost} PDUs were let go by the lab (its trace is bounded) before this window read them", 10000))
+        # The conditions panel's changes go to that lab as console commands (if it takes them).
+        self.conditions.commandRequested.disconnect(self.controller.run_condition)
+        self.conditions.commandRequested.connect(self._remote_command)
+        watch.answered.connect(self._remote_answer)
+        watch.joined.connect(lambda: watch.command("conditions"))   # the panel shows what that lab has set
         watch.start()
         return watch
+
+    def _remote_command(self, line: str) -> None:
+        if self.remote_watch is None or not self.remote_watch.command(line):
+            self.notices.status("Not connected to the watched lab", 4000)
+
+    def _remote_answer(self, command: str, text: str) -> None:
+        """What the watched lab answered a console command (the conditions panel's, or its own ask)."""
+        if command == "conditions":
+            self.conditions.show_summary(text)
+            return
+        self.notices.status(text if text.startswith(("error", "refused")) else f"{command}: {text}", 8000)
+        if not text.startswith("refused") and self.remote_watch is not None:
+            self.remote_watch.command("conditions")
 
     async def start_lab_async(self) -> None:
         await self.controller.start_async()

@@ -12,7 +12,7 @@ import time
 
 from PySide6.QtCore import QObject, Signal
 
-from iwlab.backends.lab.trace_feed import FeedError, Gap, TraceFeedClient
+from iwlab.backends.lab.trace_feed import Answer, FeedError, Gap, TraceFeedClient
 from iwlab.backends.protocols import sip
 from iwlab.widgets.trace_bridge import TraceBridge
 
@@ -25,6 +25,8 @@ class RemoteWatch(QObject):
     lineChanged = Signal(str)   # what the window's lab line says: watching, lost, trying again
     newLab = Signal(list)       # the feed is another lab run's (its ladder's columns): start over
     gap = Signal(int)           # this many PDUs were let go by the lab before the window read them
+    answered = Signal(str, str)  # a console command sent over the feed, and what the lab answered
+    joined = Signal()            # the feed is open (again): commands may go
 
     def __init__(self, host: str, port: int, bridge: TraceBridge, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -32,6 +34,7 @@ class RemoteWatch(QObject):
         self._bridge = bridge
         bridge.destroyed.connect(lambda *_: self.stop())   # the ladder let go of it (File > Open trace)
         self._task: asyncio.Task | None = None
+        self._client: TraceFeedClient | None = None   # while connected
         self._lab = ""         # the lab run whose PDUs the ladder shows
         self.last_seq = 0      # the newest of them
         self.lab_seq_at_connect = 0   # the lab's newest when the feed was last opened
@@ -49,6 +52,13 @@ class RemoteWatch(QObject):
     @property
     def watching(self) -> bool:
         return self._task is not None
+
+    def command(self, line: str) -> bool:
+        """Send a console command to the lab (it answers through `answered`); False when not connected."""
+        if self._client is None:
+            return False
+        self._client.command(line)
+        return True
 
     def stop(self) -> "asyncio.Task | None":
         """Stop watching; returns the task that closes the feed's socket (to wait for, if need be)."""
@@ -74,13 +84,16 @@ class RemoteWatch(QObject):
             if client.hello.lab != self._lab:
                 self._lab, self.last_seq = client.hello.lab, 0
                 self.newLab.emit(client.hello.nodes)
-            self.connected = True
+            self.connected, self._client = True, client
             self.lineChanged.emit(f"Watching the lab at {self.where}{endpoints_line(client.hello.endpoints)}")
+            self.joined.emit()
             self.lab_seq_at_connect = client.hello.last_seq
             slice_start = time.monotonic()
             async for item in client.items(self.last_seq):
                 if isinstance(item, Gap):
                     self.gap.emit(item.lost)
+                elif isinstance(item, Answer):
+                    self.answered.emit(item.command, item.text)
                 else:
                     self._bridge.push(item)
                     self.last_seq = item.seq
@@ -93,7 +106,7 @@ class RemoteWatch(QObject):
             await client.aclose()
             raise
         finally:
-            self.connected = False
+            self.connected, self._client = False, None
             client.close()   # also when the task is dropped with its loop (a GeneratorExit: no await)
 
 

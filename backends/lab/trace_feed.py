@@ -7,7 +7,10 @@ object per line, UTF-8:
                         "endpoints": {...}}   (ID names this lab run; nodes are its ladder's columns;
                         endpoints as `iwlab serve --endpoints-file` writes them)
     viewer -> lab      since SEQ          (0: everything the lab still holds)
+    viewer -> lab      command LINE       (any time after that: a console command, `iwlab serve`'s)
     lab    -> viewer   {"type": "event", ...}  every PDU recorded after SEQ, oldest first, then live
+                       {"type": "answer", "command": LINE, "text": "..."}  what a command did (or
+                           "refused": the lab takes no commands over its feed, unless told to)
                        {"type": "gap", "after": A, "next": B}  events A+1 .. B-1 were let go by the
                            trace's bounds before this viewer read them (it fell that far behind)
                        {"type": "error", "reason": "..."}  then the lab closes the connection
@@ -23,14 +26,14 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import AsyncIterator, Awaitable, Callable
 
 from iwlab.backends.lab.report import event_dict, event_from_dict
 from iwlab.backends.trace import MAX_RAW, Trace, TraceEvent
 from iwlab.backends.transports.listen import listen_on
 
 VERSION = 1
-MAX_REQUEST = 64                     # bytes of the viewer's one line
+MAX_REQUEST = 1024                   # bytes of one line from a viewer (its request, a command)
 MAX_LINE = 2 * MAX_RAW + 1_000_000   # one event: its raw bytes in base64, and its decoded fields
 REQUEST_TIMEOUT = 30.0               # seconds a viewer has to say where to start
 REFUSAL_LINGER = 5.0                 # seconds a refused viewer has to take the reason and close
@@ -60,9 +63,13 @@ def encode_line(item: dict) -> bytes:
 class TraceFeed:
     """Serves one trace to up to max_viewers viewers at once. Runs on the lab's loop."""
 
-    def __init__(self, trace: Trace, nodes: list[str], *, max_viewers: int = 16) -> None:
+    def __init__(self, trace: Trace, nodes: list[str], *, max_viewers: int = 16,
+                 commands: Callable[[str], Awaitable[str]] | None = None) -> None:
+        """commands: carries out a viewer's console command, its answer as text (None: viewers
+        may only watch; a command gets "refused")."""
         self._trace = trace
         self._nodes = list(nodes)
+        self._commands = commands
         self.endpoints: dict = {}   # the lab's, told to every viewer in its hello
         self.max_viewers = max_viewers
         self._servers: list[asyncio.Server] = []
@@ -133,8 +140,8 @@ class TraceFeed:
             if not recorded.is_set():
                 loop.call_soon_threadsafe(recorded.set)
         unsubscribe = self._trace.subscribe(on_record)
-        # The viewer says nothing more; its end of file (or reset) is how we learn it left.
-        gone = loop.create_task(_until_end(reader), name="trace feed viewer gone")
+        # The viewer's commands, answered as they come; its end of file (or reset) is how we learn it left.
+        gone = loop.create_task(self._take_commands(reader, writer), name="trace feed viewer commands")
         waiting: asyncio.Task | None = None
         try:
             while not gone.done():
@@ -148,6 +155,27 @@ class TraceFeed:
             for task in (waiting, gone):
                 if task is not None:
                     task.cancel()
+
+    async def _take_commands(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                line = await reader.readuntil(b"\n")
+            except asyncio.IncompleteReadError:   # the viewer left (what it began of a line goes too)
+                return
+            except asyncio.LimitOverrunError:      # longer than MAX_REQUEST: refused, the feed goes on
+                await _skip_line(reader)
+                line = b"command (too long)\n"
+            text = line.decode("utf-8", "replace").strip()
+            if not text.startswith("command "):
+                writer.write(encode_line({"type": "answer", "command": text[:200],
+                                          "text": "refused: a viewer sends 'command LINE' lines only"}))
+                continue
+            command = text[len("command "):]
+            if self._commands is None:
+                answer = "refused: this lab takes no commands over its trace feed (iwlab serve --trace-feed-control)"
+            else:
+                answer = await self._commands(command)
+            writer.write(encode_line({"type": "answer", "command": command[:200], "text": answer}))
 
     async def _send_since(self, cursor: int, writer: asyncio.StreamWriter) -> int:
         events = self._trace.events_since(cursor)
@@ -169,10 +197,28 @@ async def _refuse(reason: str, reader: asyncio.StreamReader, writer: asyncio.Str
         pass
 
 
+async def _skip_line(reader: asyncio.StreamReader) -> None:
+    """Drop the rest of an overlong line (up to its end)."""
+    while True:
+        try:
+            await reader.readuntil(b"\n")
+            return
+        except asyncio.LimitOverrunError as exc:
+            await reader.readexactly(exc.consumed)
+        except asyncio.IncompleteReadError:
+            return
+
+
 async def _until_end(reader: asyncio.StreamReader) -> None:
     """Read and drop what the viewer sends after its request, until it closes."""
     while await reader.read(4096):
         pass
+
+
+@dataclass(frozen=True)
+class Answer:
+    command: str
+    text: str    # what the lab's console answered ("error: ..." or "refused: ..." when it did not)
 
 
 @dataclass(frozen=True)
@@ -190,6 +236,8 @@ class TraceFeedClient:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hello: Hello) -> None:
         self._reader, self._writer = reader, writer
         self.hello = hello
+        self._asked = False                # the request (since SEQ) went
+        self._early: list[bytes] = []      # commands asked before it
 
     @classmethod
     async def connect(cls, host: str, port: int, *, timeout: float = 10.0) -> "TraceFeedClient":
@@ -210,10 +258,22 @@ class TraceFeedClient:
             writer.close()
             raise
 
-    async def items(self, since: int = 0) -> AsyncIterator[TraceEvent | Gap]:
+    def command(self, line: str) -> None:
+        """Ask the lab to carry out a console command; its Answer comes among the items (one asked
+        before items() goes after the request, which must come first)."""
+        request = f"command {' '.join(line.split())}\n".encode("utf-8")
+        if self._asked:
+            self._writer.write(request)
+        else:
+            self._early.append(request)
+
+    async def items(self, since: int = 0) -> AsyncIterator[TraceEvent | Gap | Answer]:
         """Every event after `since`, then live, until the lab closes the feed (FeedError if it
         says why, or sends what no lab would)."""
         self._writer.write(f"since {since}\n".encode("ascii"))
+        self._asked = True
+        self._writer.writelines(self._early)
+        self._early.clear()
         while item := await _read_item(self._reader, None):
             yield feed_item(item)
 
@@ -251,8 +311,8 @@ def decode_line(line: bytes) -> dict:
     return item
 
 
-def feed_item(item: dict) -> TraceEvent | Gap:
-    """What a line after the hello says: an event, or a gap (FeedError for a refusal or junk)."""
+def feed_item(item: dict) -> TraceEvent | Gap | Answer:
+    """What a line after the hello says: an event, a gap or an answer (FeedError for a refusal or junk)."""
     kind = item.get("type")
     if kind == "event":
         try:
@@ -261,6 +321,8 @@ def feed_item(item: dict) -> TraceEvent | Gap:
             raise FeedError(f"a damaged event ({type(exc).__name__}: {exc})") from None
     if kind == "gap" and type(item.get("after")) is int and type(item.get("next")) is int:
         return Gap(item["after"], item["next"])
+    if kind == "answer" and isinstance(item.get("command"), str) and isinstance(item.get("text"), str):
+        return Answer(item["command"], item["text"])
     if kind == "error":
         raise FeedError(str(item.get("reason", "the lab refused")))
     raise FeedError(f"an unknown line of type {str(kind)[:40]!r}")

@@ -165,9 +165,10 @@ def test_a_port_in_use_is_exit_code_3(tmp_path):
 
 
 def test_serve_offers_its_trace_feed_and_a_viewer_sees_every_pdu_until_the_lab_stops(tmp_path):
-    from iwlab.backends.lab.trace_feed import TraceFeedClient
+    from iwlab.backends.lab.trace_feed import Answer, TraceFeedClient
     endpoints_file = tmp_path / "endpoints.json"
-    proc = iwlab("serve", "--port-base", "0", "--quiet", "--trace-feed", "0", "--endpoints-file", str(endpoints_file))
+    proc = iwlab("serve", "--port-base", "0", "--quiet", "--trace-feed", "0", "--trace-feed-control",
+                 "--endpoints-file", str(endpoints_file))
     try:
         deadline = time.monotonic() + 30
         while not endpoints_file.exists() and time.monotonic() < deadline:
@@ -177,14 +178,19 @@ def test_serve_offers_its_trace_feed_and_a_viewer_sees_every_pdu_until_the_lab_s
 
         async def first_pdus():
             client = await TraceFeedClient.connect(host, int(port))
-            seen = []
-            async for event in client.items(0):
-                seen.append(event)
-                if len(seen) == client.hello.last_seq:
+            seen, answer = [], None
+            client.command("throttle 2")    # --trace-feed-control: a viewer may change the lab
+            async for item in client.items(0):
+                if isinstance(item, Answer):
+                    answer = item
+                else:
+                    seen.append(item)
+                if answer and len(seen) >= client.hello.last_seq:
                     break
             await client.aclose()
-            return seen
-        seen = asyncio.run(asyncio.wait_for(first_pdus(), 30))
+            return seen, answer
+        seen, answer = asyncio.run(asyncio.wait_for(first_pdus(), 30))
+        assert answer == Answer("throttle 2", "SMSC throttles 1 submit_sm in 2")
         assert [e.seq for e in seen] == list(range(1, len(seen) + 1))
         assert any(e.summary.startswith("REGISTER sip:cpm-a.lab") for e in seen)
     finally:

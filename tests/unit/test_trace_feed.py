@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from iwlab.backends.lab.report import event_dict
 from iwlab.backends.lab.trace_feed import (
     MAX_REQUEST,
+    Answer,
     FeedError,
     Gap,
     TraceFeed,
@@ -194,6 +195,49 @@ def test_a_viewer_refuses_what_no_lab_would_send(line, reason):
     run(scenario())
 
 
+async def answers(client: TraceFeedClient, n: int) -> list[Answer]:
+    got = []
+    async for item in client.items(0):
+        if isinstance(item, Answer):
+            got.append(item)
+            if len(got) == n:
+                return got
+    return got
+
+
+def test_a_viewer_may_send_console_commands_where_the_lab_takes_them():
+    async def console(line: str) -> str:
+        return f"did {line}"
+
+    async def scenario():
+        trace = Trace()
+        record(trace, 2)
+        async with feeding(trace, commands=console) as feed, viewing(feed) as client:
+            client.command("throttle   3")
+            client.command("smsc delay 50")
+            got = await answers(client, 2)
+        assert got == [Answer("throttle 3", "did throttle 3"), Answer("smsc delay 50", "did smsc delay 50")]
+    run(scenario())
+
+
+def test_commands_are_refused_where_the_lab_takes_none_and_junk_is_refused_but_the_feed_goes_on():
+    async def scenario():
+        trace = Trace()
+        async with feeding(trace) as feed:
+            async with viewing(feed) as client:
+                client.command("throttle 3")
+                [refused] = await answers(client, 1)
+            assert refused.command == "throttle 3" and refused.text.startswith("refused: this lab takes no commands")
+            reader, writer = await asyncio.open_connection("127.0.0.1", feed.port)
+            writer.write(b"since 0\nhello there\ncommand " + b"x" * (MAX_REQUEST * 3) + b"\ncommand users\n")
+            lines = [json.loads(await reader.readline()) for _ in range(4)]
+            writer.close()
+        assert [line["type"] for line in lines] == ["hello", "answer", "answer", "answer"]
+        assert "'command LINE' lines only" in lines[1]["text"] and lines[2]["command"] == "(too long)"
+        assert lines[3]["command"] == "users" and lines[3]["text"].startswith("refused")
+    run(scenario())
+
+
 # -- the viewer's side, sans I/O: whatever a "lab" sends, a PDU, a gap or FeedError -------------
 
 def an_event_line() -> bytes:
@@ -216,11 +260,11 @@ def test_an_event_line_reads_back_as_the_event():
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=400))
-def test_any_bytes_give_a_pdu_a_gap_or_a_feed_error(data):
-    assert read_back(data + b"\n") is None or isinstance(read_back(data + b"\n"), (TraceEvent, Gap))
+def test_any_bytes_give_a_pdu_a_gap_an_answer_or_a_feed_error(data):
+    assert read_back(data + b"\n") is None or isinstance(read_back(data + b"\n"), (TraceEvent, Gap, Answer))
 
 
 @settings(max_examples=300, deadline=None)
 @given(mutations([an_event_line()], [b'"', b"\\u0000", b"null", b"1e999", b"[]", b"{}", b'"seq":true']))
 def test_a_mutated_event_line_gives_a_pdu_a_gap_or_a_feed_error(mutated):
-    assert read_back(mutated) is None or isinstance(read_back(mutated), (TraceEvent, Gap))
+    assert read_back(mutated) is None or isinstance(read_back(mutated), (TraceEvent, Gap, Answer))

@@ -1,6 +1,7 @@
 """`iwlab window --watch`: the window shows the ladder of a lab that runs elsewhere, from its
 trace feed over TCP, and after the feed drops it catches up without a PDU lost or shown twice."""
 import asyncio
+import functools
 
 import pytest
 from PySide6.QtCore import Qt
@@ -17,15 +18,26 @@ def _quick_retries(monkeypatch):
     monkeypatch.setattr(remote_watch, "RETRY_SECONDS", 0.05)
 
 
-@pytest.fixture
-def fed_lab(topology, lab_factory):
-    """A lab on its own thread with its trace feed on a free loopback port: (runner, feed)."""
+def lab_with_feed(topology, lab_factory, *, controlled: bool):
+    """A lab on its own thread with its trace feed on a free loopback port: (runner, feed);
+    controlled: the feed's viewers may send console commands too."""
     runner = lab_factory()
-    feed = TraceFeed(runner.lab.trace, ladder_nodes(topology))
+    feed = TraceFeed(runner.lab.trace, ladder_nodes(topology),
+                     commands=functools.partial(run_command, runner.lab) if controlled else None)
     feed.endpoints = runner.call(runner.lab.endpoints)
     runner.run(feed.start("127.0.0.1", 0))
     yield runner, feed
     runner.run(feed.stop())
+
+
+@pytest.fixture
+def fed_lab(topology, lab_factory):
+    yield from lab_with_feed(topology, lab_factory, controlled=False)
+
+
+@pytest.fixture
+def controlled_lab(topology, lab_factory):
+    yield from lab_with_feed(topology, lab_factory, controlled=True)
 
 
 def a_window(qtbot, topology, **options) -> LabWindow:
@@ -50,7 +62,7 @@ def test_a_window_watches_a_lab_elsewhere_and_catches_up_after_its_feed_drops(qt
     watch = window.watch("127.0.0.1", feed.port)
     assert window.runner is None and not window.start_action.isEnabled()
     assert window.columns.left_column.isHidden() and window.columns.right_column.isHidden()
-    assert [window.bottom_tabs.tabText(i) for i in range(window.bottom_tabs.count())] == ["Inspector"]
+    assert [window.bottom_tabs.tabText(i) for i in range(window.bottom_tabs.count())] == ["Inspector", "Conditions"]
     assert window.windowTitle() == f"iwlab — watching the lab at 127.0.0.1:{feed.port}"
 
     def pdus(events) -> list[tuple]:   # (decoded fields come back as JSON has them: lists for tuples)
@@ -141,4 +153,34 @@ def test_what_a_watched_lab_says_of_itself_is_shown_as_plain_text_cut_short(qtbo
     assert label.textFormat() == Qt.TextFormat.PlainText and "<img src=x>" in label.text()
     assert len(label.text()) < remote_watch.MAX_LINE + 100
     assert window.ladder.model.nodes == ["<b>A</b>", "B"]
+    close(qasync_loop, window)
+
+
+def test_the_conditions_panel_of_a_watching_window_changes_the_lab_it_watches(qtbot, topology, controlled_lab,
+                                                                              qasync_loop):
+    runner, feed = controlled_lab
+    window = a_window(qtbot, topology)
+    watch = window.watch("127.0.0.1", feed.port)
+    summary = window.conditions.summary
+
+    async def scenario():
+        await until(lambda: watch.connected and summary.text(), what="the lab's conditions shown")
+        window.conditions.commandRequested.emit("throttle 3")   # what the panel's throttle box sends
+        await until(lambda: runner.lab.smsc.throttle_every == 3, what="the lab throttling")
+        await until(lambda: "1 in 3" in summary.text(), what="the panel showing it")
+    qasync_loop.run_until_complete(asyncio.wait_for(scenario(), 30))
+    close(qasync_loop, window)
+
+
+def test_a_lab_that_takes_no_commands_over_its_feed_says_so(qtbot, topology, fed_lab, qasync_loop):
+    runner, feed = fed_lab
+    window = a_window(qtbot, topology)
+    watch = window.watch("127.0.0.1", feed.port)
+
+    async def scenario():
+        await until(lambda: watch.connected, what="the window watching")
+        window.conditions.commandRequested.emit("throttle 3")
+        await until(lambda: window.statusBar().currentMessage().startswith("refused"), what="the refusal shown")
+    qasync_loop.run_until_complete(asyncio.wait_for(scenario(), 30))
+    assert runner.lab.smsc.throttle_every == 0 and "refused" in window.conditions.summary.text()
     close(qasync_loop, window)
