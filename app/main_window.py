@@ -117,7 +117,7 @@ class LabWindow(QMainWindow):
         self.bottom_tabs = QTabWidget()
         self.bottom_tabs.addTab(self.inspector, "Inspector")
         self.bottom_tabs.addTab(self.scenarios, "Use cases and requirements")
-        conditions_scroll = self.conditions_tab = QScrollArea()   # never wider than the ladder: it scrolls instead
+        conditions_scroll = QScrollArea()       # never wider than the ladder: it scrolls instead
         conditions_scroll.setWidgetResizable(True)
         conditions_scroll.setWidget(self.conditions)
         self.bottom_tabs.addTab(conditions_scroll, "Conditions")
