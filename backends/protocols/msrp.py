@@ -172,9 +172,11 @@ def _build(tid: str, start: str, lines: list[bytes], body: bytes | None,
     problems = [] if _IDENT_RE.fullmatch(tid) else ["malformed transaction id"]
     special: dict[str, str] = {}
     others: list[tuple[str, str]] = []
+    if "\r" in start or "\n" in start:
+        problems.append("a bare CR or LF in the start line")
     for raw in lines:
         name, colon, value = raw.decode("utf-8", "surrogateescape").partition(":")
-        if not colon or not _NAME_RE.fullmatch(name):
+        if not colon or not _NAME_RE.fullmatch(name) or "\r" in value or "\n" in value:   # a bare CR ends no line
             problems.append(f"malformed header line {raw[:40]!r}")
         elif name.lower() not in _SPECIAL:
             others.append((name, value.strip()))

@@ -537,3 +537,16 @@ def test_a_refused_message_keeps_its_octets_as_they_came():
     assert parser.feed(wire[:40]) == []
     [cut] = parser.feed_eof()
     assert cut.fatal and cut.raw == wire[:40]
+
+
+@pytest.mark.parametrize("old, new", [
+    (b"Content-Type: text/plain", b"Content-Type: text/\rplain"),
+    (b"Content-Type: text/plain", b"Content-Type: text/plain\r\nX-Note: a\rb"),
+    (b"Content-Type: text/plain", b"Content-Type: text/plain\r\nX-Note: a\nb"),
+])
+def test_a_bare_cr_or_lf_inside_a_header_is_a_malformed_line(old, new):
+    # Found by the socket mutation run: parsed as good, such a message could not be written again
+    # (for the trace), and the listener's handler raised.
+    error = parse_one(SEND.replace(old, new))
+    assert isinstance(error, MsrpParseError) and "malformed header line" in error.reason
+    assert error_response(error, local_uri=BOB).to_bytes().startswith(b"MSRP a786hjs2 400")
