@@ -91,20 +91,14 @@ async def _serve(topology: Topology, devices: str, endpoints_file: str | None, q
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     await lab.start()
-    feed = TraceFeed(lab.trace, ladder_nodes(topology),
-                     commands=functools.partial(run_command, lab) if trace_feed_control else None)
-    endpoints = lab.endpoints()
+    feed = None
     if trace_feed_port is not None:
         try:
-            await feed.start(topology.hosts or [topology.host], trace_feed_port)
+            feed = await offer_trace_feed(lab, trace_feed_port, control=trace_feed_control)
         except BaseException:
             await lab.stop()
             raise
-        endpoints["trace_feed"] = sip.hostport(topology.host, feed.port)
-        endpoints["listeners"] += [{"node": "Trace feed (iwlab window --watch)", "protocol": "feed",
-                                    "transport": "tcp", "address": sip.hostport(host, port)}
-                                   for host, port in feed.addresses()]
-        feed.endpoints = endpoints
+    endpoints = feed.endpoints if feed else lab.endpoints()
     print(endpoints_table(lab, endpoints), flush=True)
     if endpoints_file:
         _write_atomically(Path(endpoints_file), json.dumps(endpoints, indent=2) + "\n")
@@ -113,10 +107,28 @@ async def _serve(topology: Topology, devices: str, endpoints_file: str | None, q
     await stop.wait()
     commands.cancel()
     print("Stopping the lab...", flush=True)
-    await feed.stop()
+    if feed is not None:
+        await feed.stop()
     await lab.stop()
     exports.write_traces(lab.trace.events())
     return EXIT_OK
+
+
+async def offer_trace_feed(lab: Lab, port: int, *, control: bool = False) -> TraceFeed:
+    """The lab's trace feed, listening on the lab's addresses (port 0: a free one); its viewers
+    are told the lab's endpoints, the feed's own among them. control: they may send console
+    commands too."""
+    topology = lab.topology
+    feed = TraceFeed(lab.trace, ladder_nodes(topology),
+                     commands=functools.partial(run_command, lab) if control else None)
+    await feed.start(topology.hosts or [topology.host], port)
+    endpoints = lab.endpoints()
+    endpoints["trace_feed"] = sip.hostport(topology.host, feed.port)
+    endpoints["listeners"] += [{"node": "Trace feed (iwlab window --watch)", "protocol": "feed",
+                                "transport": "tcp", "address": sip.hostport(host, port)}
+                               for host, port in feed.addresses()]
+    feed.endpoints = endpoints
+    return feed
 
 
 def _write_atomically(path: Path, text: str) -> None:

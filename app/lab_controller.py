@@ -16,7 +16,7 @@ from typing import Any, Coroutine
 
 from PySide6.QtCore import QObject, Signal
 
-from iwlab.app.headless import ladder_nodes
+from iwlab.app.headless import offer_trace_feed
 from iwlab.app.notices import Notices
 from iwlab.backends.lab import conditions
 from iwlab.backends.lab.control import run_command
@@ -175,14 +175,11 @@ class LabController(QObject):
         runner.start()
         if self.trace_feed_port is None:
             return
-        feed = TraceFeed(runner.lab.trace, ladder_nodes(self.topology))
         try:
-            runner.run(feed.start(self.topology.hosts or [self.topology.host], self.trace_feed_port))
+            self.trace_feed = runner.run(offer_trace_feed(runner.lab, self.trace_feed_port))
         except BaseException:
             runner.stop()
             raise
-        feed.endpoints = runner.call(runner.lab.endpoints)
-        self.trace_feed = feed
 
     def _stop_runner(self, runner: LabThread) -> None:
         feed, self.trace_feed = self.trace_feed, None

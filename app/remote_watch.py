@@ -38,7 +38,6 @@ class RemoteWatch(QObject):
         self._lab = ""         # the lab run whose PDUs the ladder shows
         self.last_seq = 0      # the newest of them
         self.lab_seq_at_connect = 0   # the lab's newest when the feed was last opened
-        self.connected = False
 
     @property
     def where(self) -> str:
@@ -48,6 +47,10 @@ class RemoteWatch(QObject):
         if self._task is None:
             self.lineChanged.emit(f"Watching {self.where}: connecting…")
             self._task = asyncio.get_event_loop().create_task(self._run(), name=f"watch {self.where}")
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
 
     @property
     def watching(self) -> bool:
@@ -84,7 +87,7 @@ class RemoteWatch(QObject):
             if client.hello.lab != self._lab:
                 self._lab, self.last_seq = client.hello.lab, 0
                 self.newLab.emit(client.hello.nodes)
-            self.connected, self._client = True, client
+            self._client = client
             self.lineChanged.emit(f"Watching the lab at {self.where}{endpoints_line(client.hello.endpoints)}")
             self.joined.emit()
             self.lab_seq_at_connect = client.hello.last_seq
@@ -106,7 +109,7 @@ class RemoteWatch(QObject):
             await client.aclose()
             raise
         finally:
-            self.connected, self._client = False, None
+            self._client = None
             client.close()   # also when the task is dropped with its loop (a GeneratorExit: no await)
 
 

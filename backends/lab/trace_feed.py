@@ -193,7 +193,7 @@ async def _refuse(reason: str, reader: asyncio.StreamReader, writer: asyncio.Str
     writer.write_eof()
     try:
         await asyncio.wait_for(_until_end(reader), REFUSAL_LINGER)
-    except (ValueError, asyncio.TimeoutError):
+    except asyncio.TimeoutError:
         pass
 
 
@@ -231,7 +231,7 @@ class Hello:
 
 class TraceFeedClient:
     """A viewer: connect() (the lab's hello), then `async for item in client.items(since)`:
-    TraceEvents and Gaps, in order."""
+    TraceEvents and Gaps in order, and the Answers to its commands."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hello: Hello) -> None:
         self._reader, self._writer = reader, writer

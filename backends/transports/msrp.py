@@ -254,12 +254,7 @@ class MsrpConnection(asyncio.Protocol):
                                   fields={"error": event.reason, "status": event.status},
                                   correlation=_correlation(session, partial))
             answer = msrp.error_response(event, local_uri=session.local_uri if session else None)
-            if answer is not None and not event.fatal:
-                try:
-                    answer.to_bytes()
-                except ValueError:   # it would echo what no MSRP message can carry: the connection goes
-                    self.close()
-                    return
+            if answer is not None and not event.fatal:   # (error_response makes only what MSRP can carry)
                 self.write(answer, session)
             return
         session, binds = self._session_for(event)

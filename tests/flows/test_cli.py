@@ -6,12 +6,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.raw_sip import RawSipClient
+from tests.helpers.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,6 +19,14 @@ ROOT = Path(__file__).resolve().parents[2]
 def iwlab(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "iwlab.app.cli", *args], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env or os.environ.copy(), **kwargs)
+
+
+def listening(proc: subprocess.Popen, endpoints_file: Path) -> None:
+    """Until `serve` has written its endpoints (it fails the test if the lab exits first)."""
+    def written() -> bool:
+        assert proc.poll() is None, proc.stderr.read()
+        return endpoints_file.exists()
+    wait_until(written, 30, "iwlab serve listening")
 
 
 def without_display() -> dict:
@@ -30,10 +38,7 @@ def test_serve_writes_endpoints_prints_pdus_and_stops_cleanly_on_sigterm(tmp_pat
     endpoints_file = tmp_path / "endpoints.json"
     proc = iwlab("serve", "--port-base", "0", "--devices", "peter", "--endpoints-file", str(endpoints_file))
     try:
-        deadline = time.monotonic() + 30
-        while not endpoints_file.exists() and time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stderr.read()
-            time.sleep(0.05)
+        listening(proc, endpoints_file)
         endpoints = json.loads(endpoints_file.read_text())
         assert set(endpoints["sip"]) == {"cpm-a.lab", "cpm-b.lab"}
         for address in [*endpoints["sip"].values(), endpoints["smpp"]]:
@@ -64,10 +69,7 @@ def test_serve_leaves_no_work_folder_behind(tmp_path, stop_signal):
     proc = iwlab("serve", "--port-base", "0", "--quiet", "--endpoints-file", str(endpoints_file),
                  env={**os.environ, "TMPDIR": str(temp)})
     try:
-        deadline = time.monotonic() + 30
-        while not endpoints_file.exists() and time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stderr.read()
-            time.sleep(0.05)
+        listening(proc, endpoints_file)
         maildir = Path(json.loads(endpoints_file.read_text())["maildir"])
         assert maildir.is_relative_to(temp) and maildir.exists()
     finally:
@@ -170,10 +172,7 @@ def test_serve_offers_its_trace_feed_and_a_viewer_sees_every_pdu_until_the_lab_s
     proc = iwlab("serve", "--port-base", "0", "--quiet", "--trace-feed", "0", "--trace-feed-control",
                  "--endpoints-file", str(endpoints_file))
     try:
-        deadline = time.monotonic() + 30
-        while not endpoints_file.exists() and time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stderr.read()
-            time.sleep(0.05)
+        listening(proc, endpoints_file)
         host, port = json.loads(endpoints_file.read_text())["trace_feed"].rsplit(":", 1)
 
         async def first_pdus():
