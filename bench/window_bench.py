@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -112,9 +113,18 @@ class FrameClock:
 
     def __init__(self) -> None:
         self.gaps: list[float] = []
+        self.collections: list[tuple[float, int]] = []   # (ms, generation) of each cycle collection meanwhile
+        self._collecting = 0.0
+        gc.callbacks.append(self._collector)
         self._last = time.perf_counter()
         self._timer = QTimer(interval=10, timeout=self._tick)
         self._timer.start()
+
+    def _collector(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._collecting = time.perf_counter()
+        else:
+            self.collections.append(((time.perf_counter() - self._collecting) * 1000, info["generation"]))
 
     def _tick(self) -> None:
         now = time.perf_counter()
@@ -123,9 +133,12 @@ class FrameClock:
 
     def stop(self) -> str:
         self._timer.stop()
+        gc.callbacks.remove(self._collector)
         late = sorted(self.gaps)
+        longest = max(self.collections, default=(0.0, 0))
         return (f"10 ms GUI timer: median {statistics.median(late):.1f} ms, p99 {late[int(len(late) * 0.99) - 1]:.1f} "
-                f"ms, max {late[-1]:.1f} ms; gaps over 50 ms: {sum(g > 50 for g in late)}")
+                f"ms, max {late[-1]:.1f} ms; gaps over 50 ms: {sum(g > 50 for g in late)}; "
+                f"{len(self.collections)} cycle collections, the longest {longest[0]:.1f} ms (generation {longest[1]})")
 
 
 def catch_up(window: LabWindow, endpoints: dict, loop: asyncio.AbstractEventLoop, args) -> None:
