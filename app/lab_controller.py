@@ -142,7 +142,7 @@ class LabController(QObject):
         if self._runner is not None:
             return
         runner = self._new_runner()
-        self._ladder.attach_trace(runner.lab.trace)   # before start: the REGISTERs are part of the show
+        self._ladder.attach_trace(runner.lab.trace, give_way=runner.loop.give_way)   # before start: the REGISTERs are part of the show
         try:
             self._start_runner(runner)
         except BaseException:
@@ -156,7 +156,7 @@ class LabController(QObject):
         self._busy = self._starting = True
         self.changed.emit()
         runner = self._new_runner()
-        self._ladder.attach_trace(runner.lab.trace)
+        self._ladder.attach_trace(runner.lab.trace, give_way=runner.loop.give_way)
         try:
             await asyncio.get_running_loop().run_in_executor(None, self._start_runner, runner)
         except OSError as exc:

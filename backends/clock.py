@@ -14,16 +14,24 @@ clocks. The trace keeps real wall-clock stamps: what happened, when it happened.
 no bytes waiting on any socket; only a timer or someone outside the loop can change that.
 Every node of a lab shares the loop and talks over loopback, so this is exactly "the hop's
 consequences are over".
+
+`LabLoop.give_way()` lets another thread of the process (the window, while it paints) have the
+GIL to itself: the loop waits at its next turn until it is let go. Painting calls Qt a thousand
+times a frame and each call gives the GIL up; with a busy lab holding it, every one of them
+waited up to the switch interval to get it back.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import selectors
+import threading
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 
 _RESOLUTION = time.get_clock_info("monotonic").resolution   # what asyncio counts as "due now"
+GIVE_WAY_MAX = 0.25   # s: the longest the loop waits for whoever asked it to give way, then it goes on
 
 
 class LabClock:
@@ -79,6 +87,11 @@ class _LabSelector(selectors.DefaultSelector):
     loop: LabLoop
 
     def select(self, timeout: float | None = None):
+        ready = self._select(timeout)
+        self.loop._wait_while_asked_to_give_way()   # before anything that is ready runs
+        return ready
+
+    def _select(self, timeout: float | None):
         loop = self.loop
         would_block = timeout is None or timeout > 0
         if not would_block or (not loop._idle_waiters and not loop.clock.paused):
@@ -106,12 +119,39 @@ class LabLoop(asyncio.SelectorEventLoop):
     def __init__(self, clock: LabClock | None = None) -> None:
         self.clock = clock or LabClock()
         self._idle_waiters: list[asyncio.Future[None]] = []
+        self._way = threading.Lock()            # held by a thread the loop gives way to
+        self._way_holder: int | None = None
+        self.giving_way = False                 # the loop is waiting for it now
         selector = _LabSelector()
         selector.loop = self
         super().__init__(selector)
 
     def time(self) -> float:
         return self.clock.monotonic()
+
+    @contextlib.contextmanager
+    def give_way(self) -> Iterator[None]:
+        """While held (by a thread other than the loop's), the loop runs no callback: at its next
+        turn it waits until it is let go, or GIVE_WAY_MAX. What it was running goes on first."""
+        if self._way_holder == threading.get_ident():   # held already, further up this thread
+            yield
+            return
+        with self._way:
+            self._way_holder = threading.get_ident()
+            try:
+                yield
+            finally:
+                self._way_holder = None
+
+    def _wait_while_asked_to_give_way(self) -> None:
+        if not self._way.locked() or self._way_holder == threading.get_ident():
+            return
+        self.giving_way = True
+        try:
+            if self._way.acquire(timeout=GIVE_WAY_MAX):
+                self._way.release()
+        finally:
+            self.giving_way = False
 
     def when_idle(self) -> asyncio.Future[None]:
         """Done the next time the loop has nothing to do but wait for a timer or for the outside."""

@@ -67,6 +67,8 @@ def main() -> None:
                         help="the lab in a process of its own (iwlab serve --trace-feed), the window watching it")
     parser.add_argument("--late", action="store_true",
                         help="with --watch: the window comes in after the load, and catches up on it all")
+    parser.add_argument("--no-give-way", action="store_true",
+                        help="the lab on the window's side keeps running while the ladder paints (to compare)")
     parser.add_argument("--load", metavar="HOST:PORT", help=argparse.SUPPRESS)   # the sender's own process
     args = parser.parse_args()
     if args.load:
@@ -92,20 +94,24 @@ def main() -> None:
         else:
             window.start_lab()
             assert window.runner is not None
+            if args.no_give_way:
+                window.ladder.table.give_way = contextlib.nullcontext
             address, seen = window.runner.lab.endpoints()["sip"]["cpm-a.lab"], window.runner.lab.trace.last_seq
         events_before = seen()
-        clock = FrameClock()
+        clock, paints = FrameClock(), PaintClock(window.ladder.table)
         sender = subprocess.Popen([sys.executable, __file__, "--load", address, "--rate", str(args.rate),
                                    "--seconds", str(args.seconds)], stdout=subprocess.PIPE, text=True)
         sent = loop.run_until_complete(loop.run_in_executor(None, sender.communicate))[0]
-        frames = clock.stop()
+        frames, painting = clock.stop(), paints.stop()
         events = seen() - events_before
         window.close()
     loop.close()   # and its worker threads
-    where = "in its own process, the window watching its trace feed" if args.watch else "on the window's thread's side"
+    where = ("in its own process, the window watching its trace feed" if args.watch else
+             "on the window's thread's side" + (", not giving way while the ladder paints" if args.no_give_way else ""))
     print(f"window under load (the lab {where}): {int(sent.strip() or 0)} MESSAGEs in {args.seconds:.0f} s, "
           f"{events / args.seconds:.0f} trace events/s shown")
     print(f"  {frames}")
+    print(f"  {painting}")
 
 
 class FrameClock:
@@ -139,6 +145,27 @@ class FrameClock:
         return (f"10 ms GUI timer: median {statistics.median(late):.1f} ms, p99 {late[int(len(late) * 0.99) - 1]:.1f} "
                 f"ms, max {late[-1]:.1f} ms; gaps over 50 ms: {sum(g > 50 for g in late)}; "
                 f"{len(self.collections)} cycle collections, the longest {longest[0]:.1f} ms (generation {longest[1]})")
+
+
+class PaintClock:
+    """How long each paint of the ladder's rows takes (the paint the GIL made slow)."""
+
+    def __init__(self, table) -> None:
+        self.durations: list[float] = []
+        self._cls, self._paint = type(table), type(table).paintEvent
+        durations, paint = self.durations, self._paint
+
+        def timed(widget, event) -> None:
+            start = time.perf_counter()
+            paint(widget, event)
+            durations.append((time.perf_counter() - start) * 1000)
+        self._cls.paintEvent = timed
+
+    def stop(self) -> str:
+        self._cls.paintEvent = self._paint
+        took = sorted(self.durations) or [0.0]
+        return (f"ladder paints: {len(self.durations)}, median {statistics.median(took):.1f} ms, "
+                f"p90 {took[int(len(took) * 0.9)]:.1f} ms, max {took[-1]:.1f} ms")
 
 
 def catch_up(window: LabWindow, endpoints: dict, loop: asyncio.AbstractEventLoop, args) -> None:

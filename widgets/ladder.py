@@ -13,9 +13,10 @@ with fixed row heights, so 200,000 rows scroll as fast as 20.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import time
 from dataclasses import dataclass
-from typing import Iterable, NamedTuple
+from typing import Callable, ContextManager, Iterable, NamedTuple
 
 from PySide6.QtCore import (
     QAbstractTableModel,
@@ -741,14 +742,16 @@ class _LadderTable(QTableView):
     def __init__(self, delegate: LadderDelegate, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._ladder_delegate = delegate
+        self.give_way: Callable[[], ContextManager[None]] = contextlib.nullcontext   # see LadderView.attach_trace
 
     def paintEvent(self, event) -> None:
-        pal = self.palette()
-        painter = QPainter(self.viewport())
-        draw_lifelines(painter, self._ladder_delegate.ladder_geometry, 0, self.viewport().height(),
-                       blend(pal.color(QPalette.ColorRole.Base), pal.color(QPalette.ColorRole.Text), 0.25))
-        painter.end()
-        super().paintEvent(event)     # rows, each painted by LadderDelegate
+        with self.give_way():
+            pal = self.palette()
+            painter = QPainter(self.viewport())
+            draw_lifelines(painter, self._ladder_delegate.ladder_geometry, 0, self.viewport().height(),
+                           blend(pal.color(QPalette.ColorRole.Base), pal.color(QPalette.ColorRole.Text), 0.25))
+            painter.end()
+            super().paintEvent(event)     # rows, each painted by LadderDelegate
 
 
 class LadderView(QWidget):
@@ -810,15 +813,20 @@ class LadderView(QWidget):
         self._relayout()
 
     # -- feeding --
-    def attach_trace(self, trace: Trace | None) -> TraceBridge:
+    def attach_trace(self, trace: Trace | None, *,
+                     give_way: Callable[[], ContextManager[None]] = contextlib.nullcontext) -> TraceBridge:
         """Show `trace` live (through a batching TraceBridge owned by this view); None: show what
-        is pushed into the bridge (a lab elsewhere, app/remote_watch.py)."""
+        is pushed into the bridge (a lab elsewhere, app/remote_watch.py). give_way: held while the
+        rows paint, so that a lab in this process pauses meanwhile (LabLoop.give_way): a busy lab
+        made every Qt call of a paint wait for the GIL, and frames came late."""
         self.detach_trace()
+        self.table.give_way = give_way
         self.bridge = TraceBridge(trace, self)
         self.bridge.eventsArrived.connect(self.append_events)
         return self.bridge
 
     def detach_trace(self) -> None:
+        self.table.give_way = contextlib.nullcontext
         if self.bridge is not None:
             self.bridge.unsubscribe()
             self.bridge.blockSignals(True)     # drop what it still holds; it is going away

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
+from iwlab.backends import clock
 from iwlab.backends.clock import LabClock, LabLoop, monotonic, wall
 from iwlab.backends.gate import Gate, Hop
 from tests.helpers.jumpable import Jumpable
+from tests.helpers.waiting import wait_until
 
 
 def hop(name: str) -> Hop:
@@ -144,3 +147,45 @@ def test_when_idle_waits_for_the_bytes_on_a_socket_to_be_handled():
         loop.run_until_complete(asyncio.wait_for(scenario(), 20))
     finally:
         loop.close()
+
+
+def running_loop() -> tuple[LabLoop, threading.Thread]:
+    loop = LabLoop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    return loop, thread
+
+
+def stop(loop: LabLoop, thread: threading.Thread) -> None:
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
+
+
+def test_a_loop_asked_to_give_way_runs_nothing_until_it_is_let_go():
+    loop, thread = running_loop()
+    ran: list[str] = []
+    try:
+        with loop.give_way():
+            with loop.give_way():               # held further up the same thread: no deadlock
+                loop.call_soon_threadsafe(ran.append, "woken")
+                wait_until(lambda: loop.giving_way, what="the loop waiting at its next turn")
+                loop.call_soon_threadsafe(ran.append, "meanwhile")
+                assert loop.giving_way and "meanwhile" not in ran   # it cannot run: it waits on the lock
+        wait_until(lambda: "meanwhile" in ran, what="the loop going on once let go")
+        assert not loop.giving_way
+    finally:
+        stop(loop, thread)
+
+
+def test_a_loop_goes_on_if_it_is_not_let_go_in_time(monkeypatch):
+    monkeypatch.setattr(clock, "GIVE_WAY_MAX", 0.01)
+    loop, thread = running_loop()
+    ran: list[int] = []
+    try:
+        with loop.give_way():                   # never let go while the loop has work
+            for n in range(3):
+                loop.call_soon_threadsafe(ran.append, n)
+            wait_until(lambda: ran == [0, 1, 2], what="the work done all the same")
+    finally:
+        stop(loop, thread)

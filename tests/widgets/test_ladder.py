@@ -1,6 +1,7 @@
 """The ladder: batching bridge, model, filter proxy and view (offscreen)."""
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import pytest
@@ -186,6 +187,25 @@ def test_view_pause_keeps_events_and_shows_them_on_resume(view, flow):
     assert view.model.rowCount() == 2
     view.set_paused(False)
     assert [view.model.event_at(row) for row in range(6)] == flow
+
+
+def test_the_rows_paint_while_the_lab_gives_way(view, qtbot, flow):
+    entered: list[int] = []
+
+    @contextlib.contextmanager
+    def give_way():
+        entered.append(1)
+        yield
+    with qtbot.waitExposed(view):
+        view.show()
+    view.attach_trace(Trace(), give_way=give_way)
+    view.append_events(flow)
+    view.table.viewport().repaint()
+    assert entered
+    view.detach_trace()
+    entered.clear()
+    view.table.viewport().repaint()
+    assert not entered
 
 
 def test_view_attached_to_a_trace_shows_it_live(view, qtbot):

@@ -1,4 +1,5 @@
 """The lab window, offscreen, over real sockets: type, send, watch the hops."""
+import contextlib
 import socket
 
 import pytest
@@ -79,12 +80,13 @@ def test_closing_leaves_no_thread_task_or_port(qtbot, topology, lab_threads_left
     qtbot.addWidget(win)
     win.show()
     win.start_lab()
+    assert win.ladder.table.give_way == win.runner.loop.give_way   # its lab pauses while the rows paint
     endpoints = win.runner.lab.endpoints()
     addresses = [*endpoints["sip"].values(), endpoints["smpp"], endpoints["iwf_sip"]]
     workdir = win.runner.lab.workdir
     assert workdir.exists()
     win.close()
-    assert win.runner is None
+    assert win.runner is None and win.ladder.table.give_way is contextlib.nullcontext
     assert not workdir.exists()        # the lab's temporary folder went with it
     assert lab_threads_left() == []
     for address in addresses:
