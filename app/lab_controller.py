@@ -142,7 +142,7 @@ class LabController(QObject):
         if self._runner is not None:
             return
         runner = self._new_runner()
-        self._ladder.attach_trace(runner.lab.trace, give_way=runner.loop.give_way)   # before start: the REGISTERs are part of the show
+        self._show_trace(runner)   # before start: the REGISTERs are part of the show
         try:
             self._start_runner(runner)
         except BaseException:
@@ -156,7 +156,7 @@ class LabController(QObject):
         self._busy = self._starting = True
         self.changed.emit()
         runner = self._new_runner()
-        self._ladder.attach_trace(runner.lab.trace, give_way=runner.loop.give_way)
+        self._show_trace(runner)
         try:
             await asyncio.get_running_loop().run_in_executor(None, self._start_runner, runner)
         except OSError as exc:
@@ -169,6 +169,10 @@ class LabController(QObject):
             self._busy = self._starting = False
         self._attach(runner)
         self.settled.emit()
+
+    def _show_trace(self, runner: LabThread) -> None:
+        # Its loop gives way while the ladder paints: they share the GIL (LabLoop.give_way).
+        self._ladder.attach_trace(runner.lab.trace, give_way=runner.loop.give_way)
 
     def _start_runner(self, runner: LabThread) -> None:
         """Start the lab, then its trace feed if one is offered (blocks: binding ports)."""
