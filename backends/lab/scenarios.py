@@ -207,7 +207,7 @@ class ScenarioRun:
         self.settle = settle          # the lab is quiet when nothing was recorded for this long
         self.timeout = timeout
         self.position = 0
-        self.first_seq = self._last_seq()
+        self.first_seq = self.lab.trace.last_seq()
         self.started = time.time()
         self.rows_of_step: list[tuple[int, int]] = []   # (first, last) trace seq of each step
         self._tasks: list[asyncio.Task] = []
@@ -226,10 +226,6 @@ class ScenarioRun:
     @property
     def finished(self) -> bool:
         return self.position >= len(self.scenario.steps)
-
-    def _last_seq(self) -> int:
-        events = self.lab.trace.events()
-        return events[-1].seq if events else 0
 
     def _all_handsets(self) -> dict[str, SmsHandset]:
         found = {uid: d for uid, d in self.lab.devices.items() if isinstance(d, SmsHandset)}
@@ -272,10 +268,10 @@ class ScenarioRun:
         step = self.scenario.steps[self.position]
         if self._settings_before is None:
             self._apply_settings()
-        before = self._last_seq()
+        before = self.lab.trace.last_seq()
         await self._act(step)
         await self._settle()
-        self.rows_of_step.append((before + 1, self._last_seq()))
+        self.rows_of_step.append((before + 1, self.lab.trace.last_seq()))
         self.position += 1
         return step
 
@@ -340,10 +336,10 @@ class ScenarioRun:
 
     async def _settle_for(self, quiet: float) -> None:
         deadline = time.monotonic() + self.timeout
-        last, quiet_since = self._last_seq(), time.monotonic()
+        last, quiet_since = self.lab.trace.last_seq(), time.monotonic()
         while time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-            now_last = self._last_seq()
+            now_last = self.lab.trace.last_seq()
             if now_last != last:
                 last, quiet_since = now_last, time.monotonic()
             elif time.monotonic() - quiet_since >= quiet:
@@ -489,7 +485,7 @@ class ScenarioRun:
     def verdict(self) -> Verdict:
         events = [e for e in self.lab.trace.events() if e.seq > self.first_seq]
         results = [evaluate(check, events, self.lab) for check in self.scenario.checks]  # backends/lab/checks.py
-        return Verdict(self.scenario, results, self.first_seq + 1, self._last_seq(), self.started,
+        return Verdict(self.scenario, results, self.first_seq + 1, self.lab.trace.last_seq(), self.started,
                        time.time() - self.started)
 
 
