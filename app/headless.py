@@ -16,6 +16,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from iwlab.app.collector import set_aside_what_lasts
 from iwlab.backends.lab.control import run_command
 from iwlab.backends.lab.lab import Lab
 from iwlab.backends.lab.pcap import to_pcapng
@@ -91,6 +92,7 @@ async def _serve(topology: Topology, devices: str, endpoints_file: str | None, q
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     await lab.start()
+    set_aside_what_lasts()   # the served lab lives until the process ends
     feed = None
     if trace_feed_port is not None:
         try:

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from iwlab.app.collector import set_aside_what_lasts
 from iwlab.app.device_columns import DeviceColumns
 from iwlab.app.headless import ladder_nodes
 from iwlab.app.lab_controller import LabController
@@ -366,6 +367,7 @@ def run_window(topology: Topology, *, state_dir: str | None = None, fresh: bool 
     window = LabWindow(topology, state_dir=Path(state_dir) if state_dir else default_state_dir(), fresh=fresh,
                        trace_feed_port=trace_feed_port)
     window.show()
+    set_aside_what_lasts()   # the window and the modules, not the lab: a stopped lab must be collectable
     if watch:
         window.watch(*watch)
     try:

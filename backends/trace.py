@@ -82,12 +82,14 @@ def _size_of(value: Any, depth: int = 0) -> int:
     return 8
 
 
-_Kept = tuple   # a TraceEvent as the trace keeps it: see _kept()
+Packed = tuple   # a TraceEvent as the trace (and the ladder) keeps it: see pack()
+PACKED_SEQ, PACKED_FOOTPRINT = 0, 14   # where a packed event has its seq and its footprint
 
 
-def _kept(event: TraceEvent) -> _Kept:
+def pack(event: TraceEvent) -> Packed:
     """The event as a plain tuple of strings, numbers, bytes and tuples: its decoded fields
-    marshalled, its correlation as pairs (a dict inside would keep the tuple watched).
+    marshalled, its correlation flat (k1, v1, k2, v2 ...): a dict, or a tuple the collector has
+    not looked at yet, inside it would keep the tuple watched.
     CPython's collector stops looking at such a tuple after its first young collection, so the
     kept events cost a full collection nothing: kept as objects, 100,000 events (a few minutes
     of load) made each full collection stop the lab for ~250 ms."""
@@ -96,14 +98,15 @@ def _kept(event: TraceEvent) -> _Kept:
     except ValueError:   # a value marshal cannot write (no codec of the lab's makes one): kept as it is
         fields = event.fields
     return (event.seq, event.time, event.src, event.dst, event.protocol, event.summary, event.is_response,
-            fields, event.raw, tuple(event.correlation.items()), event.note, event.src_address, event.dst_address,
-            event.transport, event.measured)
+            fields, event.raw, tuple(itertools.chain.from_iterable(event.correlation.items())), event.note,
+            event.src_address, event.dst_address, event.transport, event.footprint)
 
 
-def _event(kept: _Kept) -> TraceEvent:
+def unpack(kept: Packed) -> TraceEvent:
     fields = kept[7]
     return TraceEvent(kept[0], kept[1], kept[2], kept[3], kept[4], kept[5], kept[6],
-                      marshal.loads(fields) if isinstance(fields, bytes) else fields, kept[8], dict(kept[9]),
+                      marshal.loads(fields) if isinstance(fields, bytes) else fields, kept[8],
+                      dict(zip(kept[9][::2], kept[9][1::2])),
                       kept[10], kept[11], kept[12], kept[13], kept[14])
 
 
@@ -116,7 +119,7 @@ class Trace:
 
     def __init__(self, max_events: int | None = 500_000, *, max_bytes: int = MAX_BYTES, max_raw: int = MAX_RAW) -> None:
         # Bounded by count and by bytes: a lab left running, or fed junk, keeps the newest events.
-        self._events: deque[_Kept] = deque()
+        self._events: deque[Packed] = deque()
         self.max_bytes, self.max_raw = max_bytes, max_raw
         self.bytes = 0
         self.dropped = 0          # events let go to stay within the bounds (the ladder says so)
@@ -164,11 +167,11 @@ class Trace:
                 transport=transport,
             )
             object.__setattr__(event, "measured", measure(event))   # frozen: set once, here
-            self._events.append(_kept(event))
+            self._events.append(pack(event))
             self.bytes += event.measured
             while self._events and (self.bytes > self.max_bytes or
                                     (self.max_events is not None and len(self._events) > self.max_events)):
-                self.bytes -= self._events.popleft()[-1]
+                self.bytes -= self._events.popleft()[PACKED_FOOTPRINT]
                 self.dropped += 1
             listeners = list(self._listeners)
         for listener in listeners:
@@ -207,26 +210,26 @@ class Trace:
         """Every kept event, oldest first: new objects each call (a few microseconds an event)."""
         with self._lock:
             kept = list(self._events)
-        return [_event(k) for k in kept]
+        return [unpack(k) for k in kept]
 
     def last_seq(self) -> int:
         """The seq of the newest event (0 when there is none), without copying the trace."""
         with self._lock:
-            return self._events[-1][0] if self._events else 0
+            return self._events[-1][PACKED_SEQ] if self._events else 0
 
     def events_since(self, seq: int) -> list[TraceEvent]:
         """The events recorded after the one numbered seq, oldest first. The kept events have
         consecutive numbers (recorded in order, let go only from the oldest end), so where they
         start is arithmetic: no walk in Python, under the lock the recording thread waits on."""
         with self._lock:
-            if not self._events or self._events[-1][0] <= seq:
+            if not self._events or self._events[-1][PACKED_SEQ] <= seq:
                 return []
-            wanted = min(self._events[-1][0] - seq, len(self._events))
+            wanted = min(self._events[-1][PACKED_SEQ] - seq, len(self._events))
             if wanted <= len(self._events) // 2:   # the newest few: from the newest end
                 kept = list(itertools.islice(reversed(self._events), wanted))[::-1]
             else:
                 kept = list(itertools.islice(self._events, len(self._events) - wanted, None))
-        return [_event(k) for k in kept]
+        return [unpack(k) for k in kept]
 
     def clear(self) -> None:
         with self._lock:

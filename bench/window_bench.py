@@ -35,7 +35,7 @@ from PySide6.QtCore import QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from iwlab.app import cli  # noqa: E402
-from iwlab.app.cli import tune_collector  # noqa: E402
+from iwlab.app.collector import set_aside_what_lasts, tune_collector  # noqa: E402
 from iwlab.app.main_window import LabWindow  # noqa: E402
 from iwlab.backends.topology import load_topology  # noqa: E402
 from tests.helpers.raw_sip import RawSipClient, cpim_body  # noqa: E402
@@ -81,6 +81,7 @@ def main() -> None:
     window = LabWindow(load_topology().with_free_ports(), theme_name="light", zoom=1.0)
     window.resize(1600, 1000)
     window.show()
+    set_aside_what_lasts()   # as `iwlab` does
     with tempfile.TemporaryDirectory() as folder, lab_elsewhere(Path(folder), args.watch) as endpoints:
         if endpoints and args.late:
             catch_up(window, endpoints, loop, args)

@@ -54,7 +54,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from iwlab.backends.trace import MAX_BYTES, Trace, TraceEvent
+from iwlab.backends.trace import MAX_BYTES, PACKED_FOOTPRINT, PACKED_SEQ, Packed, Trace, TraceEvent, pack, unpack
 from iwlab.widgets.trace_bridge import TraceBridge
 from iwlab.widgets.plain import plain_tooltip
 
@@ -128,6 +128,9 @@ def blend(a: QColor, b: QColor, amount: float) -> QColor:
 
 
 # -- model -------------------------------------------------------------------------------
+UNPACKED_ROWS = 2048   # rows kept unpacked: those on screen, the newest, a filter's last batch
+
+
 class LadderModel(QAbstractTableModel):
     SEQ, TIME, PROTOCOL, SUMMARY = range(4)
     HEADERS = ["#", "Time", "Protocol", "Summary"]
@@ -139,7 +142,11 @@ class LadderModel(QAbstractTableModel):
         self._initial_nodes = list(dict.fromkeys(nodes))
         self._nodes: list[str] = []
         self._column_of: dict[str, int] = {}
-        self._events: list[TraceEvent] = []
+        # Rows packed (backends/trace.pack): as objects, 200,000 rows made each of the window's
+        # full collections stop it for up to a second. The rows last asked for, and the newest,
+        # wait unpacked in _unpacked (id of the packed row -> (it, its event)).
+        self._events: list[Packed] = []
+        self._unpacked: dict[int, tuple[Packed, TraceEvent]] = {}
         self._colour_slot: dict[str, int] = {}
         self._next_slot = 0
         self.max_rows, self.max_bytes = max_rows, max_bytes
@@ -195,11 +202,12 @@ class LadderModel(QAbstractTableModel):
         if len(events) > self.max_rows:
             self.dropped += len(events) - self.max_rows
             events = events[-self.max_rows:]
-        added = sum(e.footprint for e in events)
-        overflow = max(len(self._events) + len(events) - self.max_rows, 0)
-        freed = sum(e.footprint for e in self._events[:overflow])
+        packed = [pack(e) for e in events]
+        added = sum(p[PACKED_FOOTPRINT] for p in packed)
+        overflow = max(len(self._events) + len(packed) - self.max_rows, 0)
+        freed = sum(p[PACKED_FOOTPRINT] for p in self._events[:overflow])
         while overflow < len(self._events) and self._bytes + added - freed > self.max_bytes:
-            freed += self._events[overflow].footprint       # the oldest rows go until the batch fits
+            freed += self._events[overflow][PACKED_FOOTPRINT]       # the oldest rows go until the batch fits
             overflow += 1
         if overflow > 0:
             self.beginRemoveRows(QModelIndex(), 0, overflow - 1)
@@ -207,9 +215,11 @@ class LadderModel(QAbstractTableModel):
             self.endRemoveRows()
             self._bytes -= freed
             self.dropped += overflow
+        for row, event in zip(packed[-UNPACKED_ROWS:], events[-UNPACKED_ROWS:]):   # the tail paints next
+            self._remember(row, event)
         first = len(self._events)
-        self.beginInsertRows(QModelIndex(), first, first + len(events) - 1)
-        self._events.extend(events)
+        self.beginInsertRows(QModelIndex(), first, first + len(packed) - 1)
+        self._events.extend(packed)
         self._bytes += added
         self.endInsertRows()
 
@@ -220,6 +230,7 @@ class LadderModel(QAbstractTableModel):
             self._initial_nodes = list(dict.fromkeys(nodes))
         self.beginResetModel()
         self._events.clear()
+        self._unpacked.clear()
         self._bytes = 0
         self._colour_slot.clear()
         self._next_slot = 0
@@ -232,18 +243,29 @@ class LadderModel(QAbstractTableModel):
     # Not `event(row)`: QObject.event(QEvent) is the virtual Qt calls for every
     # event delivered to the model, so that name must stay Qt's.
     def event_at(self, row: int) -> TraceEvent:
-        return self._events[row]
+        packed = self._events[row]
+        known = self._unpacked.get(id(packed))
+        if known is not None and known[0] is packed:   # (held there, the id cannot be another's)
+            return known[1]
+        event = unpack(packed)
+        self._remember(packed, event)
+        return event
+
+    def _remember(self, packed: Packed, event: TraceEvent) -> None:
+        self._unpacked[id(packed)] = (packed, event)
+        if len(self._unpacked) > UNPACKED_ROWS:
+            del self._unpacked[next(iter(self._unpacked))]   # the one remembered longest ago
 
     def events(self) -> list[TraceEvent]:
-        return list(self._events)
+        return [unpack(p) for p in self._events]
 
     def row_of_seq(self, seq: int) -> int | None:
         """Row holding seq (rows are in recording order, so bisect)."""
-        row = bisect.bisect_left(self._events, seq, key=lambda e: e.seq)
-        if row < len(self._events) and self._events[row].seq == seq:
+        row = bisect.bisect_left(self._events, seq, key=lambda p: p[PACKED_SEQ])
+        if row < len(self._events) and self._events[row][PACKED_SEQ] == seq:
             return row
         # Events merged from several traces may not be sorted: fall back to a scan.
-        return next((i for i, e in enumerate(self._events) if e.seq == seq), None)
+        return next((i for i, p in enumerate(self._events) if p[PACKED_SEQ] == seq), None)
 
     # -- QAbstractTableModel --
     def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
@@ -260,7 +282,7 @@ class LadderModel(QAbstractTableModel):
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
             return None
-        return self.event_data(self._events[index.row()], index.column(), role)
+        return self.event_data(self.event_at(index.row()), index.column(), role)
 
     def event_data(self, event: TraceEvent, column: int, role: int):
         """data() for one event; LadderFilterProxy answers through this too."""

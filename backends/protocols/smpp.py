@@ -597,7 +597,7 @@ def _plan(cls: Any) -> tuple[tuple[tuple[str, Any], ...], tuple[tuple[str, Any],
 
 def _value(value: Any, kind: type) -> Any:
     if kind is int:
-        return value or 0
+        return int(value or 0)   # not an IntEnum (message_state): the trace marshals plain values
     if kind is _OSTR:
         return value.hex() if isinstance(value, bytes) else (value or "").encode("latin-1").hex()
     if isinstance(value, bytes):

@@ -434,3 +434,30 @@ def test_the_model_is_bounded_in_bytes_too(qapp):
     assert model.rowCount() < 50 and model.dropped == 50 - model.rowCount()
     assert model.event_at(model.rowCount() - 1).summary == "MESSAGE 49"
     assert sum(model.event_at(r).footprint for r in range(model.rowCount())) <= 30_000
+
+
+def test_the_models_rows_are_nothing_the_cycle_collector_walks_and_read_back_whole(qtbot):
+    # As objects, 200,000 rows made each of the window's full collections stop it for up to a second.
+    import gc
+
+    from iwlab.widgets.ladder import UNPACKED_ROWS
+    trace, model = Trace(), LadderModel(NODES)
+    first = trace.record("Mary", "CPM-A", "SIP", "MESSAGE", raw=b"M" * 40, fields={"headers": [("To", "x")]},
+                         correlation={"conversation_id": "c1", "call_id": "k1"})
+    model.append_events([first])
+
+    def batch(start: int) -> list:
+        return [trace.record("IWF", "SMSC", "SMPP", f"submit_sm {n}", raw=b"s" * 30,
+                             fields={"command": "submit_sm", "esm_class": {"value": 0}},
+                             correlation={"smpp_message_id": str(n)}) for n in range(start, start + 1000)]
+    for start in range(0, UNPACKED_ROWS + 1000, 1000):   # the unpacked rows fill up first
+        model.append_events(batch(start))
+    gc.collect()
+    before = len(gc.get_objects())
+    for start in range(10_000, 15_000, 1000):
+        model.append_events(batch(start))
+    gc.collect()
+    assert len(gc.get_objects()) - before < 100
+    again = model.event_at(0)
+    assert again == first and again.fields == {"headers": [("To", "x")]} and colour_key(again) == "c1"
+    assert model.row_of_seq(first.seq) == 0 and model.events()[-1].summary == "submit_sm 14999"

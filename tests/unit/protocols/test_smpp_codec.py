@@ -310,3 +310,14 @@ def test_error_response_is_the_requests_own_resp_or_none_for_a_nack():
     ("ALPHANUMERIC12", 5, False), ("grüße", 0, False), ("a\x7f", 0, False)])
 def test_address_problem(address, ton, ok):
     assert (codec.address_problem(address, ton) is None) == ok
+
+
+def test_a_receipts_decoded_fields_hold_plain_values_the_trace_can_marshal():
+    import marshal
+    pdu = codec.make("deliver_sm", 3, source_addr="15550201", destination_addr="15550101", esm_class=0x04,
+                     short_message=b"id:1A stat:DELIVRD", receipted_message_id="1A",
+                     message_state=codec.MessageState.DELIVERED)
+    for each in (pdu, codec.parse(pdu.generate())):
+        _, fields = codec.describe(each)
+        assert type(fields["message_state"]) is int and fields["message_state"] == 2
+        marshal.dumps(fields)   # an IntEnum in them would not go (the trace keeps fields marshalled)
