@@ -51,8 +51,10 @@ class OrderWatch(QObject):
             last = lab.trace.last_seq()
             if last == self._seen_seq:
                 return None
-            recent.extend(lab.trace.events_since(max(self._seen_seq, last - RECENT_EVENTS, 0)))
-            self._seen_seq = last
+            fresh = lab.trace.events_since(max(self._seen_seq, last - RECENT_EVENTS, 0))
+            recent.extend(fresh)
+            if self._runner is runner:   # not a lab let go meanwhile
+                self._seen_seq = fresh[-1].seq if fresh else last
             events = list(recent)
             topology = lab.topology
             senders = [u for u in topology.users if u.device == "cpm"]

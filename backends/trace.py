@@ -83,7 +83,7 @@ def _size_of(value: Any, depth: int = 0) -> int:
 
 
 Packed = tuple   # a TraceEvent as the trace (and the ladder) keeps it: see pack()
-PACKED_SEQ, PACKED_FOOTPRINT = 0, 14   # where a packed event has its seq and its footprint
+PACKED_SEQ, PACKED_CORRELATION, PACKED_FOOTPRINT = 0, 9, 14   # where a packed event has these
 
 
 def pack(event: TraceEvent) -> Packed:
@@ -217,18 +217,21 @@ class Trace:
         with self._lock:
             return self._events[-1][PACKED_SEQ] if self._events else 0
 
-    def events_since(self, seq: int) -> list[TraceEvent]:
-        """The events recorded after the one numbered seq, oldest first. The kept events have
-        consecutive numbers (recorded in order, let go only from the oldest end), so where they
-        start is arithmetic: no walk in Python, under the lock the recording thread waits on."""
+    def events_since(self, seq: int, limit: int | None = None) -> list[TraceEvent]:
+        """The events recorded after the one numbered seq, oldest first (the first `limit` of
+        them). The kept events have consecutive numbers (recorded in order, let go only from the
+        oldest end), so where they start is arithmetic: no walk in Python, under the lock the
+        recording thread waits on."""
         with self._lock:
             if not self._events or self._events[-1][PACKED_SEQ] <= seq:
                 return []
             wanted = min(self._events[-1][PACKED_SEQ] - seq, len(self._events))
+            taken = wanted if limit is None else min(wanted, limit)
             if wanted <= len(self._events) // 2:   # the newest few: from the newest end
-                kept = list(itertools.islice(reversed(self._events), wanted))[::-1]
+                kept = list(itertools.islice(reversed(self._events), wanted))[::-1][:taken]
             else:
-                kept = list(itertools.islice(self._events, len(self._events) - wanted, None))
+                start = len(self._events) - wanted
+                kept = list(itertools.islice(self._events, start, start + taken))
         return [unpack(k) for k in kept]
 
     def clear(self) -> None:

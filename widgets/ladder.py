@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, ContextManager, Iterable, NamedTuple
 
@@ -54,7 +55,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from iwlab.backends.trace import MAX_BYTES, PACKED_FOOTPRINT, PACKED_SEQ, Packed, Trace, TraceEvent, pack, unpack
+from iwlab.backends.trace import MAX_BYTES, PACKED_CORRELATION, PACKED_FOOTPRINT, PACKED_SEQ, Packed, Trace, TraceEvent, pack, unpack
 from iwlab.widgets.trace_bridge import TraceBridge
 from iwlab.widgets.plain import plain_tooltip
 
@@ -72,7 +73,22 @@ ColourSlotRole = _USER + 8    # palette slot of the colour key, -1 for none
 
 
 # -- pure helpers: what to draw, decided without any painter ------------------------------
-def colour_key(event: TraceEvent) -> str:
+class RowView(NamedTuple):
+    """What the filters read of a row, straight from its packed tuple: its fields stay packed."""
+    protocol: str
+    summary: str
+    src: str
+    dst: str
+    note: str
+    correlation: dict[str, str]
+
+    @classmethod
+    def of(cls, packed: Packed) -> "RowView":
+        flat = packed[PACKED_CORRELATION]
+        return cls(packed[4], packed[5], packed[2], packed[3], packed[10], dict(zip(flat[::2], flat[1::2])))
+
+
+def colour_key(event: TraceEvent | RowView) -> str:
     """What ties a PDU to its conversation: the CPM conversation, else the SIP
     dialog/transaction, else the SMS; "" when nothing does."""
     corr = event.correlation
@@ -146,7 +162,7 @@ class LadderModel(QAbstractTableModel):
         # full collections stop it for up to a second. The rows last asked for, and the newest,
         # wait unpacked in _unpacked (id of the packed row -> (it, its event)).
         self._events: list[Packed] = []
-        self._unpacked: dict[int, tuple[Packed, TraceEvent]] = {}
+        self._unpacked: OrderedDict[int, tuple[Packed, TraceEvent]] = OrderedDict()
         self._colour_slot: dict[str, int] = {}
         self._next_slot = 0
         self.max_rows, self.max_bytes = max_rows, max_bytes
@@ -211,6 +227,8 @@ class LadderModel(QAbstractTableModel):
             overflow += 1
         if overflow > 0:
             self.beginRemoveRows(QModelIndex(), 0, overflow - 1)
+            for gone in self._events[:overflow]:   # nor kept unpacked: the bounds hold for what is let go
+                self._unpacked.pop(id(gone), None)
             del self._events[:overflow]
             self.endRemoveRows()
             self._bytes -= freed
@@ -254,7 +272,11 @@ class LadderModel(QAbstractTableModel):
     def _remember(self, packed: Packed, event: TraceEvent) -> None:
         self._unpacked[id(packed)] = (packed, event)
         if len(self._unpacked) > UNPACKED_ROWS:
-            del self._unpacked[next(iter(self._unpacked))]   # the one remembered longest ago
+            self._unpacked.popitem(last=False)   # the one remembered longest ago
+
+    def row_view(self, row: int) -> RowView:
+        """What the filters read of a row, without unpacking it (a filter walks every row)."""
+        return RowView.of(self._events[row])
 
     def events(self) -> list[TraceEvent]:
         return [unpack(p) for p in self._events]
@@ -374,8 +396,8 @@ class LadderFilterProxy(QAbstractTableModel):
         offset = self._dropped
         if not self.is_filtering():
             return list(range(first + offset, last + 1 + offset))
-        event_at, accepts = self._attached().event_at, self.accepts
-        return [row + offset for row in range(first, last + 1) if accepts(event_at(row))]
+        row_view, accepts = self._attached().row_view, self.accepts
+        return [row + offset for row in range(first, last + 1) if accepts(row_view(row))]
 
     def _rebuild(self) -> None:
         self._dropped = 0
@@ -444,7 +466,7 @@ class LadderFilterProxy(QAbstractTableModel):
         self._conversation = key or None
         self._refilter()
 
-    def _in_conversation(self, event: TraceEvent) -> bool:
+    def _in_conversation(self, event: TraceEvent | RowView) -> bool:
         key = self._conversation
         if key == colour_key(event) or key in event.correlation.values():
             return True
@@ -461,7 +483,7 @@ class LadderFilterProxy(QAbstractTableModel):
         self._text = text.strip().lower()
         self._refilter()
 
-    def accepts(self, event: TraceEvent) -> bool:
+    def accepts(self, event: TraceEvent | RowView) -> bool:
         if self._protocols is not None and event.protocol.upper() not in self._protocols:
             return False
         if self._conversation is not None and not self._in_conversation(event):

@@ -178,13 +178,14 @@ class TraceFeed:
             writer.write(encode_line({"type": "answer", "command": command[:200], "text": answer}))
 
     async def _send_since(self, cursor: int, writer: asyncio.StreamWriter) -> int:
-        events = self._trace.events_since(cursor)
-        if events and events[0].seq > cursor + 1:
-            writer.write(encode_line({"type": "gap", "after": cursor, "next": events[0].seq}))
-        for start in range(0, len(events), BATCH):
-            writer.writelines(encode_line({"type": "event", **event_dict(e)}) for e in events[start:start + BATCH])
+        # A page at a time: a viewer that comes late is not handed 500,000 events unpacked at once.
+        while events := self._trace.events_since(cursor, limit=BATCH):
+            if events[0].seq > cursor + 1:
+                writer.write(encode_line({"type": "gap", "after": cursor, "next": events[0].seq}))
+            writer.writelines(encode_line({"type": "event", **event_dict(e)}) for e in events)
+            cursor = events[-1].seq
             await writer.drain()   # a slow viewer holds a cursor here, not a queue
-        return events[-1].seq if events else cursor
+        return cursor
 
 
 async def _refuse(reason: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
