@@ -21,6 +21,17 @@ def iwlab(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env or os.environ.copy(), **kwargs)
 
 
+def finished(proc: subprocess.Popen, seconds: float = 100) -> tuple[str, str]:
+    """Its output once it exits; if it has not within `seconds` (under pytest-timeout's 120), the
+    test fails with what it printed so far, which says where it stood."""
+    try:
+        return proc.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"still running after {seconds:g} s; its output ends:\n{out[-6000:]}\n{err[-3000:]}")
+
+
 def listening(proc: subprocess.Popen, endpoints_file: Path) -> None:
     """Until `serve` has written its endpoints (it fails the test if the lab exits first)."""
     def written() -> bool:
@@ -81,7 +92,7 @@ def test_serve_leaves_no_work_folder_behind(tmp_path, stop_signal):
 
 def test_play_runs_the_flows_headless_and_reports_verdicts():
     proc = iwlab("play", "--port-base", "0", env=without_display())
-    out, err = proc.communicate(timeout=120)
+    out, err = finished(proc)
     assert proc.returncode == 0, out + err
     assert "PASS  5.8.5" in out and "PASS  5.9.6" in out
     assert re.search(r"^\d+ passed, 0 failed$", out, re.MULTILINE)
@@ -91,7 +102,7 @@ def test_play_runs_the_flows_headless_and_reports_verdicts():
 
 def test_no_display_runs_the_flows_instead_of_a_window():
     proc = iwlab(env=without_display())
-    out, err = proc.communicate(timeout=120)
+    out, err = finished(proc)
     assert proc.returncode == 0, out + err
     assert "no display" in out
     assert "PASS  5.8.5" in out
