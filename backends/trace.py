@@ -6,6 +6,7 @@ lab end (the accepting server), so nothing appears twice.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import marshal
 import secrets
@@ -83,7 +84,9 @@ def _size_of(value: Any, depth: int = 0) -> int:
 
 
 Packed = tuple   # a TraceEvent as the trace (and the ladder) keeps it: see pack()
-PACKED_SEQ, PACKED_CORRELATION, PACKED_FOOTPRINT = 0, 9, 14   # where a packed event has these
+# Where a packed event has each of TraceEvent's fields: in their order (measured: the footprint).
+PACKED_AT = {f.name: i for i, f in enumerate(dataclasses.fields(TraceEvent))}
+PACKED_SEQ, PACKED_FOOTPRINT = PACKED_AT["seq"], PACKED_AT["measured"]
 
 
 def pack(event: TraceEvent) -> Packed:
@@ -102,12 +105,16 @@ def pack(event: TraceEvent) -> Packed:
             event.src_address, event.dst_address, event.transport, event.footprint)
 
 
+def packed_correlation(kept: Packed) -> dict[str, str]:
+    flat = kept[PACKED_AT["correlation"]]
+    return dict(zip(flat[::2], flat[1::2]))
+
+
 def unpack(kept: Packed) -> TraceEvent:
     fields = kept[7]
     return TraceEvent(kept[0], kept[1], kept[2], kept[3], kept[4], kept[5], kept[6],
                       marshal.loads(fields) if isinstance(fields, bytes) else fields, kept[8],
-                      dict(zip(kept[9][::2], kept[9][1::2])),
-                      kept[10], kept[11], kept[12], kept[13], kept[14])
+                      packed_correlation(kept), kept[10], kept[11], kept[12], kept[13], kept[14])
 
 
 class Trace:

@@ -55,7 +55,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from iwlab.backends.trace import MAX_BYTES, PACKED_CORRELATION, PACKED_FOOTPRINT, PACKED_SEQ, Packed, Trace, TraceEvent, pack, unpack
+from iwlab.backends.trace import (MAX_BYTES, PACKED_AT, PACKED_FOOTPRINT, PACKED_SEQ, Packed, Trace, TraceEvent, pack,
+                                  packed_correlation, unpack)
 from iwlab.widgets.trace_bridge import TraceBridge
 from iwlab.widgets.plain import plain_tooltip
 
@@ -84,8 +85,7 @@ class RowView(NamedTuple):
 
     @classmethod
     def of(cls, packed: Packed) -> "RowView":
-        flat = packed[PACKED_CORRELATION]
-        return cls(packed[4], packed[5], packed[2], packed[3], packed[10], dict(zip(flat[::2], flat[1::2])))
+        return cls(*(packed[PACKED_AT[name]] for name in cls._fields[:-1]), packed_correlation(packed))
 
 
 def colour_key(event: TraceEvent | RowView) -> str:
