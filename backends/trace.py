@@ -84,37 +84,54 @@ def _size_of(value: Any, depth: int = 0) -> int:
 
 
 Packed = tuple   # a TraceEvent as the trace (and the ladder) keeps it: see pack()
-# Where a packed event has each of TraceEvent's fields: in their order (measured: the footprint).
-PACKED_AT = {f.name: i for i, f in enumerate(dataclasses.fields(TraceEvent))}
+# Where a packed event has each of TraceEvent's fields, in their order (measured: the footprint),
+# an address as its host and its port.
+_PACKED_NAMES = [part for f in dataclasses.fields(TraceEvent)
+                 for part in ((f"{f.name}_host", f"{f.name}_port") if f.name.endswith("_address") else (f.name,))]
+PACKED_AT = {name: i for i, name in enumerate(_PACKED_NAMES)}
 PACKED_SEQ, PACKED_FOOTPRINT = PACKED_AT["seq"], PACKED_AT["measured"]
 
 
 def pack(event: TraceEvent) -> Packed:
-    """The event as a plain tuple of strings, numbers, bytes and tuples: its decoded fields
-    marshalled, its correlation flat (k1, v1, k2, v2 ...): a dict, or a tuple the collector has
-    not looked at yet, inside it would keep the tuple watched.
-    CPython's collector stops looking at such a tuple after its first young collection, so the
-    kept events cost a full collection nothing: kept as objects, 100,000 events (a few minutes
-    of load) made each full collection stop the lab for ~250 ms."""
+    """The event as a flat tuple of numbers, strings and bytes: its decoded fields and its
+    correlation marshalled, each address as host and port.
+    CPython's collector stops looking at a tuple at the first collection that finds nothing in
+    it to watch. A tuple inside it (a correlation, an address) must be watched until it has been
+    looked at itself, and it is looked at after the tuple holding it: each event then went on
+    to the next generation watched, straight to the oldest when its first collection was a
+    generation-1 one (~11,000 events at a time under load, walked by every full collection).
+    Kept as objects, 100,000 events made each full collection stop the lab for ~250 ms."""
     try:
         fields: bytes | dict[str, Any] = marshal.dumps(event.fields)
     except ValueError:   # a value marshal cannot write (no codec of the lab's makes one): kept as it is
         fields = event.fields
+    try:
+        correlation: bytes | tuple[str, ...] = marshal.dumps(event.correlation)
+    except ValueError:
+        correlation = tuple(itertools.chain.from_iterable(event.correlation.items()))
+    src, dst = event.src_address or (None, None), event.dst_address or (None, None)
     return (event.seq, event.time, event.src, event.dst, event.protocol, event.summary, event.is_response,
-            fields, event.raw, tuple(itertools.chain.from_iterable(event.correlation.items())), event.note,
-            event.src_address, event.dst_address, event.transport, event.footprint)
+            fields, event.raw, correlation, event.note, src[0], src[1], dst[0], dst[1],
+            event.transport, event.footprint)
 
 
 def packed_correlation(kept: Packed) -> dict[str, str]:
-    flat = kept[PACKED_AT["correlation"]]
-    return dict(zip(flat[::2], flat[1::2]))
+    correlation = kept[PACKED_AT["correlation"]]
+    if isinstance(correlation, bytes):
+        return marshal.loads(correlation)
+    return dict(zip(correlation[::2], correlation[1::2]))
 
 
 def unpack(kept: Packed) -> TraceEvent:
     fields = kept[7]
     return TraceEvent(kept[0], kept[1], kept[2], kept[3], kept[4], kept[5], kept[6],
                       marshal.loads(fields) if isinstance(fields, bytes) else fields, kept[8],
-                      packed_correlation(kept), kept[10], kept[11], kept[12], kept[13], kept[14])
+                      packed_correlation(kept), kept[10], _address(kept[11], kept[12]), _address(kept[13], kept[14]),
+                      kept[15], kept[16])
+
+
+def _address(host: str | None, port: int | None) -> tuple[str, int] | None:
+    return None if host is None or port is None else (host, port)
 
 
 class Trace:

@@ -60,6 +60,26 @@ def _recorded_sip(trace: Trace, n: int) -> None:
                  addresses=(("127.0.0.1", 40000 + n % 1000), ("127.0.0.1", 5060)), transport="tcp")
 
 
+def test_an_event_is_let_go_by_the_collector_at_its_first_collection():
+    # A tuple inside the kept one (the correlation, an address) is looked at after it: the kept
+    # tuple stayed watched and went on to the next generation, to the oldest when its first
+    # collection was a generation-1 one, and every full collection walked it again.
+    gc.collect()
+    gc.disable()   # no collection before the one looked at
+    try:
+        trace = Trace()
+        for n in range(2_000):
+            _recorded_sip(trace, n)
+        gc.collect(1)
+        watched = [kept for kept in trace._events if gc.is_tracked(kept)]
+    finally:
+        gc.enable()
+    assert len(trace) == 2_000 and not watched
+    event = trace.events()[5]
+    assert event.correlation == {k: v for k, v in sip.describe(sip.parse_message(event.raw))[2].items() if v}
+    assert event.correlation["call_id"] == "5@lab" and event.src_address == ("127.0.0.1", 40005)
+
+
 def test_kept_events_are_nothing_the_cycle_collector_walks():
     # Kept as objects (an event, its fields dict, its headers list), 100,000 events made each
     # full collection stop the lab for ~250 ms, and full collections come as the heap grows.

@@ -92,7 +92,9 @@ class Delivery:
         self._receivers: dict[str, list[Receiver]] = {}   # system_id -> RX/TRX sessions
         self._mailboxes: dict[str, _Mailbox] = {}
         self._ids = itertools.count(0x1A2B3C01)            # hex ids, letters included
-        self._states: OrderedDict[str, tuple[MessageState, float]] = OrderedDict()
+        # (int state, wall time): a MessageState member is an object the cycle collector tracks, and
+        # a tuple holding one stays tracked, so 100,000 of them were walked by every full collection.
+        self._states: OrderedDict[str, tuple[int, float]] = OrderedDict()
         self.owed = OwedReceipts(owed_store)
         self._report_seconds = report_seconds
 
@@ -194,7 +196,8 @@ class Delivery:
 
     def state_of(self, message_id: str) -> tuple[MessageState, float] | None:
         """(message_state, wall time it was reached) for query_sm, if the id is known."""
-        return self._states.get(message_id)
+        known = self._states.get(message_id)
+        return (MessageState(known[0]), known[1]) if known else None
 
     def pending(self, owner: str | None = None) -> int:
         """Messages waiting for delivery (to one owner, or in all)."""
@@ -202,7 +205,7 @@ class Delivery:
         return sum(len(mb.queue) for mb in boxes if mb)
 
     def _remember(self, message_id: str, state: MessageState) -> None:
-        self._states[message_id] = (state, time.time())
+        self._states[message_id] = (int(state), time.time())
         if len(self._states) > STATES_KEPT:
             self._states.popitem(last=False)
 
