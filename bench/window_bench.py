@@ -105,12 +105,13 @@ def main() -> None:
         sent = loop.run_until_complete(loop.run_in_executor(None, sender.communicate))[0]
         frames, painting = clock.stop(), paints.stop()
         events = seen() - events_before
+        rows = window.ladder.model.rowCount()
         window.close()
     loop.close()   # and its worker threads
     where = ("in its own process, the window watching its trace feed" if args.watch else
              "on the window's thread's side" + (", not giving way while the ladder paints" if args.no_give_way else ""))
     print(f"window under load (the lab {where}): {int(sent.strip() or 0)} MESSAGEs in {args.seconds:.0f} s, "
-          f"{events / args.seconds:.0f} trace events/s shown")
+          f"{events / args.seconds:.0f} trace events/s shown, {rows} rows in the ladder")
     print(f"  {frames}")
     print(f"  {painting}")
 
