@@ -123,11 +123,12 @@ def packed_correlation(kept: Packed) -> dict[str, str]:
 
 
 def unpack(kept: Packed) -> TraceEvent:
-    fields = kept[7]
-    return TraceEvent(kept[0], kept[1], kept[2], kept[3], kept[4], kept[5], kept[6],
-                      marshal.loads(fields) if isinstance(fields, bytes) else fields, kept[8],
-                      packed_correlation(kept), kept[10], _address(kept[11], kept[12]), _address(kept[13], kept[14]),
-                      kept[15], kept[16])
+    (seq, at, src, dst, protocol, summary, is_response, fields, raw, _, note,
+     src_host, src_port, dst_host, dst_port, transport, footprint) = kept   # as pack() laid it out
+    return TraceEvent(seq, at, src, dst, protocol, summary, is_response,
+                      marshal.loads(fields) if isinstance(fields, bytes) else fields, raw,
+                      packed_correlation(kept), note, _address(src_host, src_port), _address(dst_host, dst_port),
+                      transport, footprint)
 
 
 def _address(host: str | None, port: int | None) -> tuple[str, int] | None:
