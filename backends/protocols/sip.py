@@ -163,6 +163,7 @@ class Headers:
         self._items: list[tuple[str, str]] = []
         self._keys: list[str] = []   # lower-case canonical names, parallel to _items (hot path)
         self._by_key: dict[str, list[str]] | None = None
+        self._sound_index: dict[str, list[str]] | None = None   # the index _header_problem found sound
         for name, value in items:
             self.add(name, value)
 
@@ -298,6 +299,8 @@ class SipRequest:
     headers: Headers
     body: bytes = b""
     version: str = SIP_VERSION
+    # The octets it arrived as (a parsed message; b"" for one built here): what the trace records.
+    wire: bytes = field(default=b"", repr=False, compare=False)
 
     def to_bytes(self) -> bytes:
         return _serialise(f"{self.method} {self.uri} {self.version}", self.headers, self.body)
@@ -310,6 +313,8 @@ class SipResponse:
     headers: Headers
     body: bytes = b""
     version: str = SIP_VERSION
+    # The octets it arrived as (a parsed message; b"" for one built here): what the trace records.
+    wire: bytes = field(default=b"", repr=False, compare=False)
 
     def to_bytes(self) -> bytes:
         return _serialise(f"{self.version} {self.status:03d} {self.reason}", self.headers, self.body)
@@ -660,9 +665,21 @@ def _value_problem(kind: str, value: str) -> str | None:
 
 
 def _header_problem(message: SipMessage) -> tuple[int, str] | None:
-    """Grammar of the headers this codec itself interprets."""
+    """Grammar of the headers this codec itself interprets. Headers found sound stay so until
+    they change (which makes a new index): the parser checks every message, and a server's
+    validate_request() need not check the same fields again."""
     headers = message.headers
     index = headers._index()
+    if headers._sound_index is index:
+        return None
+    problem = _first_header_problem(headers, index)
+    if problem is None:
+        headers._sound_index = index
+    return problem
+
+
+def _first_header_problem(headers: Headers, index: dict[str, list[str]]) -> tuple[int, str] | None:
+    """The first problem of these headers (index: their _index()), None if they are sound."""
     if len(index) < len(headers._keys):   # some name repeats: is it one that must not?
         for name in _SINGLE_HEADERS:
             if len(index.get(_key(name), ())) > 1:
@@ -725,6 +742,7 @@ def parse_message(data: bytes, *, max_header_size: int = MAX_HEADER_SIZE,
     problem = problem or _header_problem(message)
     if problem:
         raise SipParseError(*problem, partial=message, raw=data)
+    message.wire = data
     return message
 
 
@@ -819,7 +837,8 @@ class SipStreamParser:
             del self._buf[:length]
             self._pending = None
             problem = problem or _header_problem(message)
-            events.append(SipParseError(*problem, partial=message, raw=raw_head + message.body) if problem else message)
+            message.wire = raw_head + message.body
+            events.append(SipParseError(*problem, partial=message, raw=message.wire) if problem else message)
         return events
 
     def feed_eof(self) -> list[SipParseError]:

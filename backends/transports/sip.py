@@ -146,7 +146,8 @@ class SipConnection(asyncio.Protocol):
             self.on_message(self, event)
             return
         if self.trace is not None:
-            self._record(event, incoming=True)
+            self._record(event, incoming=True, raw=event.wire or None)
+        event.wire = b""   # the trace has them: the message, kept by whoever takes it, need not
         if isinstance(event, SipResponse):
             branch = sip.top_branch(event)
             if branch in self._pending:

@@ -511,6 +511,20 @@ def test_validate_request() -> None:
     assert validate_request(ack) is None   # RFC 3261 8.2.2.3: not for ACK/CANCEL
 
 
+def test_headers_found_sound_are_checked_again_once_changed() -> None:
+    """The parser's check is remembered for validate_request, until a header changes."""
+    request = parse_message(REGISTER)
+    assert validate_request(request) is None
+    for name, bad in [("From", "<sip:alice@cpm-a.lab"), ("Via", "SIP/2.0/TCP ;branch=z9hG4bKx"),
+                      ("CSeq", "one REGISTER")]:
+        changed = parse_message(REGISTER)
+        assert validate_request(changed) is None
+        changed.headers.set(name, bad)
+        assert validate_request(changed)[0] == 400, name
+    request.headers.add("Call-ID", "second@cpm-a.lab")
+    assert validate_request(request) == (400, "more than one Call-ID header")
+
+
 @pytest.mark.parametrize("value, expected", [("70", 70), ("0", 0), ("0068", 68), ("255", 255), ("256", None),
                                              ("-1", None), ("x", None), ("9" * 50, None), (None, None)])
 def test_max_forwards(value: str | None, expected: int | None) -> None:
