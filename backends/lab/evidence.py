@@ -232,6 +232,7 @@ def check_order(sender: User, recipient: User, events: list[TraceEvent], topolog
     positions: dict[str, list[int]] = defaultdict(list)        # text -> its positions, in sending order
     for index, text in enumerate(sent_texts, 1):
         positions[text].append(index)
+    sent_seqs = sorted(e.seq for e, _ in sent)   # how many were sent before an arrival: a bisect, not a walk
     seen: Counter = Counter()
     highest = 0
     arrivals: list[Arrival] = []
@@ -242,7 +243,7 @@ def check_order(sender: User, recipient: User, events: list[TraceEvent], topolog
         seen[text] += 1
         duplicate = copy >= len(positions[text])
         position = None if duplicate else positions[text][copy]
-        sent_so_far = sum(1 for e, _ in sent if e.seq < event.seq)
+        sent_so_far = bisect.bisect_left(sent_seqs, event.seq)
         inverted = position is not None and position < highest
         if position is not None:
             highest = max(highest, position)
