@@ -106,6 +106,8 @@ def main() -> None:
         frames, painting = clock.stop(), paints.stop()
         events = seen() - events_before
         rows = window.ladder.model.rowCount()
+        if endpoints:   # let the watch end before the loop does (a read it had begun would never be awaited)
+            loop.run_until_complete(asyncio.gather(watch.stop() or asyncio.sleep(0), return_exceptions=True))
         window.close()
     loop.close()   # and its worker threads
     where = ("in its own process, the window watching its trace feed" if args.watch else
