@@ -5,7 +5,10 @@ out of order or twice (backends/lab/evidence.check_order, read from the trace as
 Twice a second, when the trace has grown, the lab's thread works the badges out from the newest
 events and hands them to the window by a signal. It keeps those events itself and asks the
 trace only for the new ones: the trace keeps its events packed, and unpacking 5,000 of them
-twice a second would take the busy lab's thread ~80 ms a second.
+twice a second would take the busy lab's thread ~80 ms a second. Of those it asks only for the
+ones to or from a CPM sender or an SMS recipient (about 3 of a text's dozen hops: what the
+sender sent, the deliver_sm and its answer); the others are left packed: kept unpacked, they
+were most of what the lab thread's cycle collections walked.
 """
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ from iwlab.backends.lab.evidence import check_order, received_by
 from iwlab.backends.lab.lab_thread import LabThread
 from iwlab.backends.trace import TraceEvent
 
-RECENT_EVENTS = 5000     # the window of the trace the badges are worked out from
+RECENT_EVENTS = 5000     # the newest events to or from a device the badges are worked out from
+LOOKED_THROUGH = 4 * RECENT_EVENTS   # at most, of the newest events, for those (a long trace when it attaches)
 
 
 class OrderWatch(QObject):
@@ -51,15 +55,18 @@ class OrderWatch(QObject):
             last = lab.trace.last_seq()
             if last == self._seen_seq:
                 return None
-            fresh = lab.trace.events_since(max(self._seen_seq, last - RECENT_EVENTS, 0))
-            recent.extend(fresh)
-            if self._runner is runner:   # not a lab let go meanwhile
-                self._seen_seq = fresh[-1].seq if fresh else last
-            events = list(recent)
             topology = lab.topology
             senders = [u for u in topology.users if u.device == "cpm"]
+            recipients = [u for u in topology.users if u.device == "sms"]
+            start = max(self._seen_seq, last - LOOKED_THROUGH, 0)
+            # Up to `last` exactly (seqs are consecutive): what the filter left out is not asked for again.
+            recent.extend(lab.trace.events_since(start, limit=last - start,
+                                                 involving={u.name for u in senders + recipients}))
+            if self._runner is runner:   # not a lab let go meanwhile
+                self._seen_seq = last
+            events = list(recent)
             found: dict[str, list[tuple[str, str, bool]]] = {}
-            for recipient in (u for u in topology.users if u.device == "sms"):
+            for recipient in recipients:
                 arrivals = []
                 received = received_by(recipient, events)      # once per recipient, for every sender
                 for sender in senders:

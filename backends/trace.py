@@ -14,7 +14,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 from iwlab.backends.gate import Gate
 
@@ -90,6 +90,7 @@ _PACKED_NAMES = [part for f in dataclasses.fields(TraceEvent)
                  for part in ((f"{f.name}_host", f"{f.name}_port") if f.name.endswith("_address") else (f.name,))]
 PACKED_AT = {name: i for i, name in enumerate(_PACKED_NAMES)}
 PACKED_SEQ, PACKED_FOOTPRINT = PACKED_AT["seq"], PACKED_AT["measured"]
+_PACKED_SRC, _PACKED_DST = PACKED_AT["src"], PACKED_AT["dst"]
 
 
 def pack(event: TraceEvent) -> Packed:
@@ -242,11 +243,13 @@ class Trace:
         with self._lock:
             return self._events[-1][PACKED_SEQ] if self._events else 0
 
-    def events_since(self, seq: int, limit: int | None = None) -> list[TraceEvent]:
+    def events_since(self, seq: int, limit: int | None = None, *,
+                     involving: Collection[str] | None = None) -> list[TraceEvent]:
         """The events recorded after the one numbered seq, oldest first (the first `limit` of
         them). The kept events have consecutive numbers (recorded in order, let go only from the
         oldest end), so where they start is arithmetic: no walk in Python, under the lock the
-        recording thread waits on."""
+        recording thread waits on. involving: of those, only the ones from or to these nodes (the
+        others are not unpacked)."""
         with self._lock:
             if not self._events or self._events[-1][PACKED_SEQ] <= seq:
                 return []
@@ -257,6 +260,8 @@ class Trace:
             else:
                 start = len(self._events) - wanted
                 kept = list(itertools.islice(self._events, start, start + taken))
+        if involving is not None:
+            kept = [k for k in kept if k[_PACKED_SRC] in involving or k[_PACKED_DST] in involving]
         return [unpack(k) for k in kept]
 
     def clear(self) -> None:

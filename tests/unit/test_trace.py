@@ -114,3 +114,16 @@ def test_events_since_hands_out_pages():
     assert [e.seq for e in trace.events_since(0, limit=5)] == [71, 72, 73, 74, 75]
     assert [e.seq for e in trace.events_since(110, limit=5)] == [111, 112, 113, 114, 115]
     assert [e.seq for e in trace.events_since(118, limit=5)] == [119, 120]
+
+
+def test_events_since_involving_some_nodes_hands_out_only_theirs_of_the_page():
+    trace = Trace()
+    hops = [("Mary", "CPM-A"), ("CPM-A", "CPM-B"), ("CPM-B", "IWF"), ("IWF", "SMSC"), ("SMSC", "Peter"),
+            ("Peter", "SMSC")]
+    for i in range(60):
+        trace.record(*hops[i % len(hops)], "SIP", f"e{i + 1}", raw=b"x")
+    mine = trace.events_since(12, limit=24, involving={"Mary", "Peter"})
+    assert [(e.seq, e.src, e.dst) for e in mine] == [(seq, *hops[(seq - 1) % len(hops)]) for seq in range(13, 37)
+                                                    if (seq - 1) % len(hops) in (0, 4, 5)]
+    assert mine == [e for e in trace.events_since(12, limit=24) if {e.src, e.dst} & {"Mary", "Peter"}]
+    assert trace.events_since(0, involving=set()) == []
