@@ -9,9 +9,11 @@ gate (in step mode a message waits there until the trainer lets it go: backends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 import ssl
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from iwlab.backends.directory import NodeDirectory, outside_name
 from iwlab.backends.gate import Hop
@@ -38,6 +40,40 @@ class SipConnectionClosed(ConnectionError):
     pass
 
 
+class _HeldWrites:
+    """The connections with writes held while a connection handles the bytes it received."""
+
+    def __init__(self) -> None:
+        self.connections: list[SipConnection] = []
+        self.open = True   # a task or callback begun in the block inherits it: closed, it holds nothing
+
+
+# A context variable: each lab runs its own loop, on a thread of its own.
+_held_writes: contextvars.ContextVar[_HeldWrites | None] = contextvars.ContextVar("held_writes", default=None)
+
+
+@contextlib.contextmanager
+def _writes_held() -> Iterator[None]:
+    """Hold the writes of every SIP connection until the block is over, then send each
+    connection's in one write, in the order they were made. A proxy handling a peer's pipelined
+    requests forwards them, and relays their answers, several at a time, and each send is a
+    syscall (~30 µs on loopback, a third of parsing the message): in a profiled bench run,
+    72,000 sends became 44,000."""
+    outer = _held_writes.get()
+    if outer is not None and outer.open:   # the outer block sends them
+        yield
+        return
+    held = _HeldWrites()
+    token = _held_writes.set(held)
+    try:
+        yield
+    finally:
+        held.open = False
+        _held_writes.reset(token)
+        for connection in held.connections:
+            connection._flush()
+
+
 class SipConnection(asyncio.Protocol):
     def __init__(
         self,
@@ -61,6 +97,7 @@ class SipConnection(asyncio.Protocol):
         self.peer_address: tuple[str, int] = ("?", 0)
         self.local_address: tuple[str, int] = ("?", 0)
         self.closed = asyncio.get_running_loop().create_future()
+        self._out: list[bytes] | None = None   # writes held while received bytes are handled (_write)
         self._pending: dict[str, asyncio.Future[SipResponse]] = {}
         self._provisional: dict[str, Callable[[SipResponse], None]] = {}
         self._close_asked = False
@@ -76,6 +113,10 @@ class SipConnection(asyncio.Protocol):
             transport.close()
 
     def data_received(self, data: bytes) -> None:
+        with _writes_held():
+            self._take(data)
+
+    def _take(self, data: bytes) -> None:
         events = self.parser.feed(data)
         for event in events:
             self._arrived(event)
@@ -86,7 +127,7 @@ class SipConnection(asyncio.Protocol):
             if self.trace is not None:
                 self.trace.gate.follow(self.close)   # after the answer, which may wait at the gate
             else:
-                self.transport.close()
+                self.close()
 
     def _partial_due(self, seconds: float) -> None:
         """A message begun that long ago is still not whole (a slow-loris peer, or a Content-Length
@@ -181,8 +222,7 @@ class SipConnection(asyncio.Protocol):
         if self.trace is not None:
             self.trace.gate.admit(lambda: self._put(message, raw, note), lambda: self._hop(message, incoming=False))
             return
-        assert self.transport is not None
-        self.transport.write(raw)
+        self._write(raw)
         if note and self.annotate and isinstance(message, SipRequest):
             self.annotate(message.headers.get("Call-ID") or "", note)
 
@@ -192,9 +232,25 @@ class SipConnection(asyncio.Protocol):
             log.info("%s: a message to %s waited at the gate past the connection", self.local_name,
                      self.name_of_peer())
             return
-        assert self.transport is not None
-        self.transport.write(raw)
+        self._write(raw)
         self._record(message, incoming=False, raw=raw, note=note)
+
+    def _write(self, raw: bytes) -> None:
+        """Held, while received bytes are handled (_writes_held); else written now."""
+        held = _held_writes.get()
+        if held is None or not held.open:
+            if self.transport is not None:
+                self.transport.write(raw)
+        elif self._out is None:
+            self._out = [raw]
+            held.connections.append(self)
+        else:
+            self._out.append(raw)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, None
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def request(self, request: SipRequest, *, on_provisional: Callable[[SipResponse], None] | None = None,
                 note: str = "") -> asyncio.Future[SipResponse]:
@@ -214,6 +270,7 @@ class SipConnection(asyncio.Protocol):
 
     def close(self) -> None:
         self._close_asked = True
+        self._flush()   # what was written before the close goes before it
         if self.transport and not self.transport.is_closing():
             self.transport.close()
 
