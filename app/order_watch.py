@@ -20,7 +20,7 @@ from iwlab.backends.lab.evidence import check_order, received_by
 from iwlab.backends.lab.lab_thread import LabThread
 from iwlab.backends.trace import TraceEvent
 
-RECENT_EVENTS = 5000     # the newest events to or from a device the badges are worked out from
+RECENT_EVENTS = 1500     # the newest events to or from a device the badges are worked out from (~500 texts)
 LOOKED_THROUGH = 4 * RECENT_EVENTS   # at most, of the newest events, for those (a long trace when it attaches)
 
 

@@ -5,7 +5,6 @@ came from, as a real handset does.
 from __future__ import annotations
 
 import time
-from collections import deque
 from typing import Any, Callable, Coroutine
 
 from PySide6.QtCore import Qt, Signal
@@ -272,17 +271,26 @@ class SmsHandsetWidget(QFrame):
 
     def show_order(self, badges: list[tuple[str, str, bool]]) -> None:
         """Each received message's place in its sender's order ("3 of 5"), flagged in red when it
-        arrived out of order or twice; badges: (text, badge, flagged) in arrival order."""
-        by_text: dict[str, deque[tuple[str, bool]]] = {}   # a text sent twice has two badges, in order
+        arrived out of order or twice; badges: (text, badge, flagged) in arrival order, of the
+        newest arrivals (the order watch reads the newest events). So they are matched from the
+        newest row back: a text that came again has its latest badge on its latest row. Twice a
+        second under load: only the rows they cover are looked at, only a changed one is set."""
+        by_text: dict[str, list[tuple[str, bool]]] = {}   # a text sent twice has two badges, in order
         for text, badge, flagged in badges:
-            by_text.setdefault(text, deque()).append((badge, flagged))
-        for row in range(self.inbox.count()):
+            by_text.setdefault(text, []).append((badge, flagged))
+        left = len(badges)
+        for row in range(self.inbox.count() - 1, -1, -1):
+            if not left:
+                break
             item = self.inbox.item(row)
             sms = item.data(Qt.ItemDataRole.UserRole)
             waiting = by_text.get(sms.text)
             if not waiting:
                 continue
-            badge, flagged = waiting.popleft()
+            badge, flagged = waiting.pop()
+            left -= 1
+            if item.data(ORDER_ROLE) == badge:   # the badge says "out of order" / "duplicate" too
+                continue
             item.setText(f"{sms_line(sms)}  · {badge}" + ("  ⚠" if flagged else ""))
             item.setData(ORDER_ROLE, badge)
             item.setForeground(QColor(theme.FLAG_COLOR) if flagged else self.inbox.palette().text().color())
