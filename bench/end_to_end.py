@@ -161,6 +161,7 @@ def kannel_run(kannel: kannel_bench.Kannel, peter: Peter, clients: int, count: i
 def raw_lockstep(endpoints: dict, peter: Peter, count: int) -> dict:
     host, port = endpoints["smpp"].rsplit(":", 1)
     client = smpplib.client.Client(host, int(port), timeout=30, allow_unknown_opt_params=True)
+    client.set_message_sent_handler(lambda pdu, **_: None)   # smpplib's own warns of each submit_sm_resp
     client.connect()
     client._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     client.bind_transceiver(system_id="15550209", password="iwlab")
