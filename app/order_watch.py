@@ -18,6 +18,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from iwlab.backends.lab.evidence import check_order, received_by
 from iwlab.backends.lab.lab_thread import LabThread
+from iwlab.backends.protocols import smpp
 from iwlab.backends.trace import TraceEvent
 
 RECENT_EVENTS = 1500     # the newest events to or from a device the badges are worked out from (~500 texts)
@@ -25,20 +26,23 @@ LOOKED_THROUGH = 4 * RECENT_EVENTS   # at most, of the newest events, for those 
 
 
 class OrderWatch(QObject):
-    badges = Signal(str, object)     # recipient user id, [(text, badge, flagged)] in arrival order
+    # recipient user id, [(number, text, badge, flagged)] in arrival order; number: the deliver_sm's
+    # source_addr, as the handset shows it (two senders may send the same text)
+    badges = Signal(str, object)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._runner: LabThread | None = None
         self._seen_seq = -1
         self._recent: deque[TraceEvent] = deque(maxlen=RECENT_EVENTS)
+        self._sources: dict[int, str] = {}   # a deliver_sm's seq -> its source_addr (parsed once)
         self._timer = QTimer(self)
         self._timer.setInterval(500)
         self._timer.timeout.connect(self._check)
 
     def attach(self, runner: LabThread) -> None:
         self._runner, self._seen_seq = runner, -1
-        self._recent = deque(maxlen=RECENT_EVENTS)
+        self._recent, self._sources = deque(maxlen=RECENT_EVENTS), {}
         self._timer.start()
 
     def detach(self) -> None:
@@ -49,9 +53,16 @@ class OrderWatch(QObject):
         runner = self._runner
         if runner is None:
             return
-        lab, recent = runner.lab, self._recent   # this lab's: attach() starts another
+        lab, recent, sources = runner.lab, self._recent, self._sources   # this lab's: attach() starts others
 
-        async def work() -> dict[str, list[tuple[str, str, bool]]] | None:
+        def source_of(event: TraceEvent) -> str:
+            if event.seq not in sources:
+                if len(sources) > 4 * RECENT_EVENTS:
+                    sources.clear()
+                sources[event.seq] = smpp.text(smpp.parse(event.raw).source_addr)
+            return sources[event.seq]
+
+        async def work() -> dict[str, list[tuple[str, str, str, bool]]] | None:
             last = lab.trace.last_seq()
             if last == self._seen_seq:
                 return None
@@ -60,12 +71,12 @@ class OrderWatch(QObject):
             recipients = [u for u in topology.users if u.device == "sms"]
             start = max(self._seen_seq, last - LOOKED_THROUGH, 0)
             # Up to `last` exactly (seqs are consecutive): what the filter left out is not asked for again.
-            recent.extend(lab.trace.events_since(start, limit=last - start,
-                                                 involving={u.name for u in senders + recipients}))
+            fresh = lab.trace.events_since(start, limit=last - start, involving={u.name for u in senders + recipients})
+            recent.extend(e for e in fresh if e.seq <= last)   # (limit counts kept events, if start was let go)
             if self._runner is runner:   # not a lab let go meanwhile
                 self._seen_seq = last
             events = list(recent)
-            found: dict[str, list[tuple[str, str, bool]]] = {}
+            found: dict[str, list[tuple[str, str, str, bool]]] = {}
             for recipient in recipients:
                 arrivals = []
                 received = received_by(recipient, events)      # once per recipient, for every sender
@@ -74,7 +85,8 @@ class OrderWatch(QObject):
                     if len(order.sent) > 1:     # a row of messages: worth numbering
                         arrivals += order.arrivals
                 arrivals.sort(key=lambda a: a.event.seq)
-                found[recipient.id] = [(a.text, a.badge, a.inverted or a.duplicate) for a in arrivals]
+                found[recipient.id] = [(source_of(a.event), a.text, a.badge, a.inverted or a.duplicate)
+                                       for a in arrivals]
             return found
         future = runner.submit(work())
         future.add_done_callback(self._deliver)

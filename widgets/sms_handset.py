@@ -269,22 +269,23 @@ class SmsHandsetWidget(QFrame):
         set_pill(self.signal_label, bound, "▮▮▮ SMS" if bound else "no network",
                  "Bound to the SMSC" if bound else "Not bound to the SMSC")
 
-    def show_order(self, badges: list[tuple[str, str, bool]]) -> None:
+    def show_order(self, badges: list[tuple[str, str, str, bool]]) -> None:
         """Each received message's place in its sender's order ("3 of 5"), flagged in red when it
-        arrived out of order or twice; badges: (text, badge, flagged) in arrival order, of the
-        newest arrivals (the order watch reads the newest events). So they are matched from the
-        newest row back: a text that came again has its latest badge on its latest row. Twice a
-        second under load: only the rows they cover are looked at, only a changed one is set."""
-        by_text: dict[str, list[tuple[str, bool]]] = {}   # a text sent twice has two badges, in order
-        for text, badge, flagged in badges:
-            by_text.setdefault(text, []).append((badge, flagged))
+        arrived out of order or twice; badges: (number, text, badge, flagged) in arrival order, of
+        the newest arrivals (the order watch reads the newest events). So they are matched from
+        the newest row back, by number and text: a text that came again has its latest badge on
+        its latest row. Twice a second under load: only the rows they cover are looked at, only
+        a changed one is set."""
+        by_message: dict[tuple[str, str], list[tuple[str, bool]]] = {}   # a text sent twice: two badges, in order
+        for number, text, badge, flagged in badges:
+            by_message.setdefault((number.lstrip("+"), text), []).append((badge, flagged))
         left = len(badges)
         for row in range(self.inbox.count() - 1, -1, -1):
             if not left:
                 break
             item = self.inbox.item(row)
             sms = item.data(Qt.ItemDataRole.UserRole)
-            waiting = by_text.get(sms.text)
+            waiting = by_message.get((sms.number.lstrip("+"), sms.text))
             if not waiting:
                 continue
             badge, flagged = waiting.pop()

@@ -72,6 +72,7 @@ def _writes_held() -> Iterator[None]:
         _held_writes.reset(token)
         for connection in held.connections:
             connection._flush()
+        held.connections.clear()   # a task begun in the block keeps `held`: not the connections too
 
 
 class SipConnection(asyncio.Protocol):

@@ -3,6 +3,8 @@ connection, in order, once they are handled; what is written at any other time g
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
 from iwlab.backends.protocols import sip
 from iwlab.backends.transports.sip import SipConnection
@@ -62,4 +64,28 @@ def test_what_was_written_before_a_close_in_the_chunk_goes_before_it():
         transport = RecordingTransport(conn)   # asserts that nothing is written after the close
         conn.data_received(options(1) + options(2))
         assert [m.status for m in transport.sent_sip()] == [200] and transport.is_closing()
+    asyncio.run(scenario())
+
+
+def test_a_task_begun_in_a_chunk_does_not_keep_the_connections_that_wrote_in_it():
+    async def scenario():
+        lingering = asyncio.Event()
+        tasks = []
+
+        def answer_and_linger(conn, request):
+            conn.send(sip.make_response(request, 200, "OK", to_tag="a"))
+            tasks.append(asyncio.get_running_loop().create_task(lingering.wait()))   # the chunk's context
+
+        conn = SipConnection(answer_and_linger, local_name="CPM-A")
+        transport = RecordingTransport(conn)
+        conn.data_received(options(1))
+        conn.close()
+        closed = conn.closed
+        await until(closed.done, what="the connection closed")
+        gone = weakref.ref(conn)
+        del conn, transport
+        gc.collect()
+        assert gone() is None, "a lingering task's context kept the connection"
+        lingering.set()
+        await asyncio.gather(*tasks)
     asyncio.run(scenario())
