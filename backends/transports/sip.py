@@ -190,6 +190,7 @@ class SipConnection(asyncio.Protocol):
         if self.trace is not None:
             self._record(event, incoming=True, raw=event.wire or None)
         event.wire = b""   # the trace has them: the message, kept by whoever takes it, need not
+        self._recorded(event)
         if isinstance(event, SipResponse):
             branch = sip.top_branch(event)
             if branch in self._pending:
@@ -204,6 +205,9 @@ class SipConnection(asyncio.Protocol):
                     future.set_result(event)
                 return
         self.on_message(self, event)
+
+    def _recorded(self, message: SipMessage) -> None:
+        """What this transport adds to a message it received, once the trace has it as it came."""
 
     # -- sending ------------------------------------------------------------
     @property

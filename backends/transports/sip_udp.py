@@ -77,9 +77,6 @@ class SipUdpFlow(SipConnection):
             self._arrived(error)
             return
         if isinstance(message, SipRequest):
-            vias = message.headers.get_all("Via")
-            if vias:
-                message.headers.replace_top("Via", sip.mark_received(vias[0], self.peer_address))
             key = (sip.top_branch(message), message.method)
             answered = self._answers.get(key)
             if answered is not None and key[0]:
@@ -91,6 +88,14 @@ class SipUdpFlow(SipConnection):
         else:
             self._stop_retransmitting(sip.top_branch(message), message)
         self._arrived(message)
+
+    def _recorded(self, message: SipMessage) -> None:
+        """RFC 3261 18.2.1 / RFC 3581: the top Via says where the request really came from (so an
+        answer goes back there), added once the trace has the request as the client sent it."""
+        if isinstance(message, SipRequest):
+            vias = message.headers.get_all("Via")
+            if vias:
+                message.headers.replace_top("Via", sip.mark_received(vias[0], self.peer_address))
 
     # -- sending ------------------------------------------------------------------------
     def send(self, message: SipMessage, note: str = "") -> None:

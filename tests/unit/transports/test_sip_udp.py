@@ -29,22 +29,27 @@ def test_a_request_is_answered_on_the_flow_it_came_from_with_received_and_rport(
         def answer(flow, message):
             seen.append(message)
             flow.send(sip.make_response(message, 200, to_tag="t"))
-        server = await open_udp_endpoint("127.0.0.1", 0, answer, local_name="CPM-A", trace=Trace())
+        trace = Trace()
+        server = await open_udp_endpoint("127.0.0.1", 0, answer, local_name="CPM-A", trace=trace)
         client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         client.bind(("127.0.0.1", 0))
         client.settimeout(5)
         # sent-by names another port than the one we send from: rport says where to answer
-        client.sendto(options(("127.0.0.1", 9)).to_bytes(), server.local_address)
+        sent = options(("127.0.0.1", 9)).to_bytes()
+        client.sendto(sent, server.local_address)
         data = await asyncio.get_running_loop().run_in_executor(None, client.recvfrom, 65535)
         response = sip.parse_message(data[0])
         server.close()
         client.close()
-        return seen, response, client
-    seen, response, client = run(scenario())
+        return seen, response, trace.events()[0], sent
+    seen, response, recorded, sent = run(scenario())
     via = sip.parse_via(response.headers.get_all("Via")[0])
     assert response.status == 200
     assert via.params["received"] == "127.0.0.1" and via.params["rport"] not in (None, "9")
     assert seen[0].headers.get_all("Via")[0].endswith(f";rport={via.params['rport']};received=127.0.0.1")
+    # The trace has the request as the client sent it: its bytes, and its decoded Via too.
+    assert recorded.raw == sent
+    assert [v for k, v in recorded.fields["headers"] if k == "Via"] == [sip.parse_message(sent).headers.get("Via")]
 
 
 def test_a_retransmitted_request_gets_the_same_answer_and_is_handed_up_once():
