@@ -1,6 +1,6 @@
 """Messages per second through the lab beside Kannel and raw submit_sm, in one run, order checked.
 
-    .venv/bin/python bench/end_to_end.py [--messages 3000] [--no-kannel]
+    .venv/bin/python bench/end_to_end.py [--messages 3000] [--runs 3] [--no-kannel]
 
 The lab runs as `iwlab serve` in a process of its own, as it would for real clients, with a
 bench topology: 16 CPM senders beside Mary, a handset account for Kannel (15550208) and one
@@ -14,7 +14,8 @@ rates are counted and order is checked per sender:
 - raw smpplib, lock-step submit_sm;
 - latency, p50/p99, of Mary -> Peter at a steady 100 msg/s;
 - the lab's peak resident memory.
-Figures are printed with the ratios; nothing is asserted (speed is not a test).
+Every path runs `--runs` times, in rounds (a shared machine's rates vary 15-20% run to run): the median
+run's rate is printed with the range. Figures are printed with the ratios; nothing is asserted (speed is not a test).
 """
 from __future__ import annotations
 
@@ -251,9 +252,22 @@ def stop_lab(lab: subprocess.Popen) -> None:
     lab.wait(30)
 
 
+def combined(runs: list[dict]) -> dict:
+    """One row's runs: the median rate (and the range), the median CPU per text; inversions summed."""
+    middle = sorted(runs, key=lambda r: r["rate"])[len(runs) // 2]
+    result = {**middle, "low": min(r["rate"] for r in runs), "high": max(r["rate"] for r in runs),
+              "cpu_ms": statistics.median(r["cpu_ms"] for r in runs), "inversions": sum(r["inversions"] for r in runs),
+              "count": sum(r["count"] for r in runs)}
+    if "imdn_rate" in middle:
+        result["imdn_rate"] = statistics.median(r["imdn_rate"] for r in runs)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=3000)
+    parser.add_argument("--runs", type=int, default=3,
+                        help="rounds of every row, in turn (a shared machine's rates vary 15-20%% run to run)")
     parser.add_argument("--no-kannel", action="store_true")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="iwlab-bench-"))
@@ -262,40 +276,44 @@ def main() -> None:
     try:
         peter = Peter(endpoints["smpp"])
         n = args.messages
-        rows: list[tuple[str, dict]] = []
-        rows.append(("iwlab, 1 sender (Mary -SIP-> CPM-A -> CPM-B -> IWF -SMPP-> SMSC)",
-                     measured(lab.pid, lambda: iwlab_run(endpoints, peter, 1, n))))
-        rows.append(("iwlab, 1 sender, receipts on (IMDN back to Mary)",
-                     measured(lab.pid, lambda: iwlab_run(endpoints, peter, 1, n, True))))
-        rows.append((f"iwlab, {SENDERS} senders at once", measured(lab.pid, lambda: iwlab_run(endpoints, peter, SENDERS, n))))
+        one_sender = "iwlab, 1 sender (Mary -SIP-> CPM-A -> CPM-B -> IWF -SMPP-> SMSC)"
+        many_senders = f"iwlab, {SENDERS} senders at once"
+        kannel_one, kannel_many = "Kannel, 1 HTTP client (sendsms -> bearerbox -SMPP-> SMSC)", "Kannel, 32 HTTP clients"
+        paths: list[tuple[str, Callable[[], dict]]] = [
+            (one_sender, lambda: iwlab_run(endpoints, peter, 1, n)),
+            ("iwlab, 1 sender, receipts on (IMDN back to Mary)", lambda: iwlab_run(endpoints, peter, 1, n, True)),
+            (many_senders, lambda: iwlab_run(endpoints, peter, SENDERS, n))]
         why_not = None if not args.no_kannel else "--no-kannel"
         why_not = why_not or kannel_bench.available()
         if why_not is None:
             kannel = kannel_bench.Kannel(endpoints["smpp"], "iwlab")
             kannel.wait_ready()
-            rows.append(("Kannel, 1 HTTP client (sendsms -> bearerbox -SMPP-> SMSC)",
-                         measured(lab.pid, lambda: kannel_run(kannel, peter, 1, n))))
-            rows.append(("Kannel, 32 HTTP clients", measured(lab.pid, lambda: kannel_run(kannel, peter, 32, n))))
-        rows.append(("raw smpplib, lock-step submit_sm -> SMSC", measured(lab.pid, lambda: raw_lockstep(endpoints, peter, n))))
+            paths += [(kannel_one, lambda: kannel_run(kannel, peter, 1, n)),
+                      (kannel_many, lambda: kannel_run(kannel, peter, 32, n))]
+        paths.append(("raw smpplib, lock-step submit_sm -> SMSC", lambda: raw_lockstep(endpoints, peter, n)))
+        runs: dict[str, list[dict]] = {label: [] for label, _ in paths}
+        for _ in range(args.runs):   # each round runs every path: iwlab and Kannel share the machine's moods
+            for label, run in paths:
+                runs[label].append(measured(lab.pid, run))
+        rows = {label: combined(results) for label, results in runs.items()}
         steady = latency(endpoints, peter, 100.0, 10.0)
-        print(f"iwlab bench, {n} distinct texts per run, counted and order-checked at Peter's handset; lab CPU is "
+        print(f"iwlab bench, {n} distinct texts per run, {args.runs} rounds of every path (the median run's rate, "
+              "the range of all; the median lab CPU), counted and order-checked at Peter's handset; lab CPU is "
               "the lab process's CPU time per text (for Kannel and raw: the lab's SMSC alone)\n")
-        for label, result in rows:
+        for label, result in rows.items():
             extra = f", IMDNs at Mary {result['imdn_rate']:.0f}/s" if "imdn_rate" in result else ""
-            print(f"  {label:<72} {result['rate']:7.0f} msg/s  lab CPU {result['cpu_ms']:.2f} ms/msg  "
-                  f"({result['count']} arrived, {result['inversions']} inversions{extra})")
+            print(f"  {label:<72} {result['rate']:7.0f} msg/s ({result['low']:.0f}-{result['high']:.0f})  "
+                  f"lab CPU {result['cpu_ms']:.2f} ms/msg  ({result['count']} arrived, "
+                  f"{result['inversions']} inversions{extra})")
         if why_not:
             print(f"  Kannel: skipped ({why_not})")
         print(f"\n  latency Mary -> Peter at a steady 100 msg/s: p50 {steady['p50']:.1f} ms, p99 {steady['p99']:.1f} ms "
               f"({steady['count']} messages)")
         print(f"  the lab's peak RSS: {peak_rss_mb(lab.pid):.0f} MB")
-        rates = {label: result["rate"] for label, result in rows}
-        one = rates[rows[0][0]]
-        kannel_one = rates.get("Kannel, 1 HTTP client (sendsms -> bearerbox -SMPP-> SMSC)")
-        kannel_many = rates.get("Kannel, 32 HTTP clients")
-        if kannel_one:
-            print(f"\n  ratios: iwlab 1 sender / Kannel 1 client = {one / kannel_one:.2f}; "
-                  f"iwlab {SENDERS} senders / Kannel 32 clients = {rates[rows[2][0]] / kannel_many:.2f}")
+        if kannel_one in rows:
+            print(f"\n  ratios: iwlab 1 sender / Kannel 1 client = {rows[one_sender]['rate'] / rows[kannel_one]['rate']:.2f}; "
+                  f"iwlab {SENDERS} senders / Kannel 32 clients = "
+                  f"{rows[many_senders]['rate'] / rows[kannel_many]['rate']:.2f}")
         peter.close()
     finally:
         if kannel:
