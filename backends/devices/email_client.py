@@ -143,7 +143,7 @@ class EmailClient:
             raise OSError("the mail server is not running")
         client = aiosmtplib.SMTP(hostname=address[0], port=address[1], timeout=30, start_tls=False)
         await client.connect()
-        self.nodes.claim(client.get_transport_info("sockname")[:2], self.name)
+        self.nodes.claim(client.get_transport_info("sockname")[:2], self.name, client.get_transport_info("peername")[:2])
         try:
             await client.send_message(message, sender=self.address, recipients=recipients)
         finally:

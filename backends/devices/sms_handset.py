@@ -108,7 +108,8 @@ class SmsHandset:
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"cannot open {url!r}: only http:// links")
         reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
-        self.nodes.claim(writer.get_extra_info("sockname")[:2], self.name)   # the server names us
+        self.nodes.claim(writer.get_extra_info("sockname")[:2], self.name,   # the server names us
+                         writer.get_extra_info("peername")[:2])
         try:
             writer.write(http.request_head(parts.path or "/", parts.netloc))
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)

@@ -56,7 +56,7 @@ class HttpServer:
         self._connections.add(task)
         peer = writer.get_extra_info("peername")[:2]
         local = writer.get_extra_info("sockname")[:2]
-        client = self._nodes.lookup(peer) or outside_name(peer)
+        client = self._nodes.lookup(peer, local) or outside_name(peer)
         addresses = (peer, local)
         try:
             for _ in range(MAX_REQUESTS):

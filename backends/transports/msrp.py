@@ -321,7 +321,7 @@ class MsrpConnection(asyncio.Protocol):
         if self.peer_name:
             return self.peer_name
         if self.nodes is not None:
-            claimed = self.nodes.lookup(self.peer_address)
+            claimed = self.nodes.lookup(self.peer_address, self.local_address)
             if claimed:
                 self.peer_name = claimed
                 return claimed
@@ -418,7 +418,7 @@ async def connect(session: MsrpSession, host: str, port: int, *, local_name: str
     loop = asyncio.get_running_loop()
     _, conn = await loop.create_connection(lambda: MsrpConnection(local_name=local_name, nodes=nodes), host, port)
     if nodes is not None:
-        nodes.claim(conn.local_address, local_name)
+        nodes.claim(conn.local_address, local_name, conn.peer_address)
     conn.bind(session)
     conn.write(msrp.bodiless_send(session.remote_path, [session.local_uri]), session)
     session.attach(conn)

@@ -156,7 +156,7 @@ class SipConnection(asyncio.Protocol):
         if not self.closed.done():
             self.closed.set_result(None)
         if self.nodes is not None and self.trace is None:
-            self.nodes.release(self.local_address)   # our claim: the port may be reused
+            self.nodes.release(self.local_address, self.peer_address)   # our claim: the port may be reused
         if self.on_close:
             self.on_close(self)
 
@@ -284,7 +284,7 @@ class SipConnection(asyncio.Protocol):
         if self.peer_name:
             return self.peer_name
         if self.nodes is not None:
-            claimed = self.nodes.lookup(self.peer_address)
+            claimed = self.nodes.lookup(self.peer_address, self.local_address)
             if claimed:
                 self.peer_name = claimed
                 return claimed
@@ -337,7 +337,7 @@ async def open_connection(host: str, port: int, on_message: MessageHandler, *, l
                           on_close: Callable[[SipConnection], None] | None = None,
                           annotate: Callable[[str, str], None] | None = None,
                           tls: ssl.SSLContext | None = None, server_hostname: str | None = None) -> SipConnection:
-    """Connect as an in-lab client: claim our local address so the server can name us.
+    """Connect as an in-lab client: claim the connection so the server can name us.
 
     The server end records; `annotate` (Trace.annotate) carries our notes to it. With `tls`,
     the connection is SIP over TLS, the server's certificate checked for `server_hostname`.
@@ -348,7 +348,7 @@ async def open_connection(host: str, port: int, on_message: MessageHandler, *, l
                               annotate=annotate),
         host, port, ssl=tls, server_hostname=server_hostname if tls else None)
     if nodes is not None:
-        nodes.claim(conn.local_address, local_name)
+        nodes.claim(conn.local_address, local_name, conn.peer_address)
     return conn
 
 

@@ -216,7 +216,7 @@ class Esme:
             link.transport.abort()
             raise ConnectionError(f"connected to itself on {here[1]} (no SMSC listening)")
         if self.nodes is not None:   # name ourselves before the first PDU, so the SMSC's trace says who we are
-            self.nodes.claim(link.transport.get_extra_info("sockname")[:2], self.node_name)
+            self.nodes.claim(here, self.node_name, there)
         try:
             resp = await link.request(smpp.make(
                 "bind_transceiver", next(self._sequence), system_id=self.system_id, password=self.password,
@@ -238,9 +238,9 @@ class Esme:
 
     def _release(self, link: _Link) -> None:
         if self.nodes is not None and link.transport is not None:
-            sockname = link.transport.get_extra_info("sockname")
-            if sockname:
-                self.nodes.release(sockname[:2])
+            sockname, peername = link.transport.get_extra_info("sockname"), link.transport.get_extra_info("peername")
+            if sockname and peername:
+                self.nodes.release(sockname[:2], peername[:2])
 
     def _set_state(self, state: str, detail: str) -> None:
         self.state = state

@@ -53,7 +53,7 @@ class SmppServerConnection(asyncio.Protocol):
     def claim(self) -> None:
         """Name the peer by its claim. In-lab clients claim their address right
         after connecting, maybe after we accepted: look again until the first PDU."""
-        name = self.nodes.lookup(self.peer)
+        name = self.nodes.lookup(self.peer, self.local)
         if name:
             self.name, self.claimed = name, True
 

@@ -32,7 +32,7 @@ class SenderIdentity:
     def is_trusted(self, conn: SipConnection) -> bool:
         """An in-lab node: it claimed the address it connects from (NodeDirectory), which no
         outside client can do."""
-        return self._nodes.lookup(conn.peer_address) in self.trusted_nodes
+        return self._nodes.lookup(conn.peer_address, conn.local_address) in self.trusted_nodes
 
     def refusal(self, conn: SipConnection, req: SipRequest) -> str | None:
         """Why the sender may not send this (the 403's reason), or None; asserts who sends it."""

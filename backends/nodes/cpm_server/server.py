@@ -346,7 +346,7 @@ class CpmServer:
         return self._focus_address is not None and is_focus_uri(uri, self.operator.cpm_domain)
 
     def _from_iwf(self, conn: SipConnection) -> bool:
-        return self.nodes.lookup(conn.peer_address) in self.topology.iwf_names()
+        return self.nodes.lookup(conn.peer_address, conn.local_address) in self.topology.iwf_names()
 
     def _is_me(self, host: str) -> bool:
         return host.lower() in (self.operator.cpm_domain, self.host, "localhost")

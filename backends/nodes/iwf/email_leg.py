@@ -264,8 +264,8 @@ class EmailLeg:
             raise OSError("the mail server is not running")
         client = aiosmtplib.SMTP(hostname=address[0], port=address[1], timeout=30, start_tls=False)
         await client.connect()
-        sockname = client.get_transport_info("sockname")
-        self._nodes.claim(sockname[:2], self._name)   # so the mail server names us
+        self._nodes.claim(client.get_transport_info("sockname")[:2], self._name,   # so the mail server names us
+                          client.get_transport_info("peername")[:2])
         self._client = client
         return client
 
