@@ -18,7 +18,6 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from iwlab.backends.lab.evidence import check_order, received_by
 from iwlab.backends.lab.lab_thread import LabThread
-from iwlab.backends.protocols import smpp
 from iwlab.backends.trace import TraceEvent
 
 RECENT_EVENTS = 1500     # the newest events to or from a device the badges are worked out from (~500 texts)
@@ -27,7 +26,7 @@ LOOKED_THROUGH = 4 * RECENT_EVENTS   # at most, of the newest events, for those 
 
 class OrderWatch(QObject):
     # recipient user id, [(number, text, badge, flagged)] in arrival order; number: the deliver_sm's
-    # source_addr, as the handset shows it (two senders may send the same text)
+    # source_addr as the trace decoded it, as the handset shows it (two senders may send the same text)
     badges = Signal(str, object)
 
     def __init__(self, parent: QObject | None = None) -> None:
@@ -35,14 +34,13 @@ class OrderWatch(QObject):
         self._runner: LabThread | None = None
         self._seen_seq = -1
         self._recent: deque[TraceEvent] = deque(maxlen=RECENT_EVENTS)
-        self._sources: dict[int, str] = {}   # a deliver_sm's seq -> its source_addr (parsed once)
         self._timer = QTimer(self)
         self._timer.setInterval(500)
         self._timer.timeout.connect(self._check)
 
     def attach(self, runner: LabThread) -> None:
         self._runner, self._seen_seq = runner, -1
-        self._recent, self._sources = deque(maxlen=RECENT_EVENTS), {}
+        self._recent = deque(maxlen=RECENT_EVENTS)
         self._timer.start()
 
     def detach(self) -> None:
@@ -53,14 +51,7 @@ class OrderWatch(QObject):
         runner = self._runner
         if runner is None:
             return
-        lab, recent, sources = runner.lab, self._recent, self._sources   # this lab's: attach() starts others
-
-        def source_of(event: TraceEvent) -> str:
-            if event.seq not in sources:
-                if len(sources) > 4 * RECENT_EVENTS:
-                    sources.clear()
-                sources[event.seq] = smpp.text(smpp.parse(event.raw).source_addr)
-            return sources[event.seq]
+        lab, recent = runner.lab, self._recent   # this lab's: attach() starts another
 
         async def work() -> dict[str, list[tuple[str, str, str, bool]]] | None:
             last = lab.trace.last_seq()
@@ -70,9 +61,9 @@ class OrderWatch(QObject):
             senders = [u for u in topology.users if u.device == "cpm"]
             recipients = [u for u in topology.users if u.device == "sms"]
             start = max(self._seen_seq, last - LOOKED_THROUGH, 0)
-            # Up to `last` exactly (seqs are consecutive): what the filter left out is not asked for again.
-            fresh = lab.trace.events_since(start, limit=last - start, involving={u.name for u in senders + recipients})
-            recent.extend(e for e in fresh if e.seq <= last)   # (limit counts kept events, if start was let go)
+            fresh = lab.trace.events_since(start, involving={u.name for u in senders + recipients})
+            # Up to `last` exactly: what the filter left out, or came since, is not asked for again.
+            recent.extend(e for e in fresh if e.seq <= last)
             if self._runner is runner:   # not a lab let go meanwhile
                 self._seen_seq = last
             events = list(recent)
@@ -85,8 +76,8 @@ class OrderWatch(QObject):
                     if len(order.sent) > 1:     # a row of messages: worth numbering
                         arrivals += order.arrivals
                 arrivals.sort(key=lambda a: a.event.seq)
-                found[recipient.id] = [(source_of(a.event), a.text, a.badge, a.inverted or a.duplicate)
-                                       for a in arrivals]
+                found[recipient.id] = [(a.event.fields.get("source_addr", ""), a.text, a.badge,
+                                        a.inverted or a.duplicate) for a in arrivals]
             return found
         future = runner.submit(work())
         future.add_done_callback(self._deliver)

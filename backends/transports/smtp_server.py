@@ -172,7 +172,7 @@ class TracedSMTP(SMTP):
     def _naming_line(self, line: bytes) -> None:
         if self.node_name:
             return
-        claimed = self.mail.nodes.lookup(self.peer_address, self.local_address)
+        claimed = self._claimed()
         verb = line.split(b" ", 1)[0].strip().upper()
         if claimed:
             self._name_peer(claimed)
@@ -186,8 +186,9 @@ class TracedSMTP(SMTP):
         # Greeting and handshake wait (held) until then, so one ladder column shows the whole dialogue.
 
     def _record(self, **event: Any) -> None:
-        if self.node_name is None and self.mail.nodes.lookup(self.peer_address, self.local_address):
-            self._name_peer(self.mail.nodes.lookup(self.peer_address, self.local_address) or "")   # claimed meanwhile (step mode)
+        claimed = self._claimed() if self.node_name is None else None
+        if claimed:
+            self._name_peer(claimed)   # claimed meanwhile (step mode)
         if self.node_name is None:
             self._held.append(event)
             return
@@ -198,9 +199,13 @@ class TracedSMTP(SMTP):
         correlation = {"smtp_session": self.session_id, **event.pop("correlation", {})}
         self.mail.trace.record(src, dst, PROTOCOL, correlation=correlation, addresses=ends, transport="tcp", **event)
 
+    def _claimed(self) -> str | None:
+        """The in-lab node that claimed this connection, if one did."""
+        return self.mail.nodes.lookup(self.peer_address, self.local_address)
+
     # -- the gate (step mode) ------------------------------------------------------------------
     def _client_name(self) -> str:
-        return self.node_name or self.mail.nodes.lookup(self.peer_address, self.local_address) or outside_name(self.peer_address)
+        return self.node_name or self._claimed() or outside_name(self.peer_address)
 
     async def line_passage(self, line: bytes) -> None:
         """A command line, or the end of a message's content, waits at the gate (step mode)."""
