@@ -59,13 +59,22 @@ class ReceiptBook:
 
     def __init__(self, early_limit: int = 1000) -> None:
         self._by_id: dict[str, tuple[OutboundSms, int]] = {}   # normalised id -> (message, part)
-        self._early: dict[str, Any] = {}
+        self._early: dict[str, tuple[str, Any]] = {}   # each form of its id -> (the id as written, receipt)
         self._early_limit = early_limit
 
     def expect(self, message_id: str, sms: OutboundSms, part: int) -> Any | None:
-        """Remember a submitted part; returns a receipt for it that came before, if one did."""
+        """Remember a submitted part; returns a receipt for it that came before, if one did.
+        The receipt is let go under every form of its id: a form left behind would be taken,
+        later, for another message's receipt (ids "10" and "16" are one id in hex and decimal)."""
         self._by_id[smpp.normalised_message_id(message_id)] = (sms, part)
-        return next((self._early.pop(k) for k in smpp.receipt_keys(message_id) if k in self._early), None)
+        key = next((k for k in smpp.receipt_keys(message_id) if k in self._early), None)
+        if key is None:
+            return None
+        receipt_id, pdu = self._early[key]
+        for form in smpp.receipt_keys(receipt_id):
+            if form in self._early and self._early[form][1] is pdu:
+                del self._early[form]
+        return pdu
 
     def find(self, receipt_id: str) -> tuple[OutboundSms, int] | None:
         """The exact id first; another base only when it names exactly one message."""
@@ -79,7 +88,7 @@ class ReceiptBook:
     def hold(self, receipt_id: str, pdu: Any) -> None:
         """A receipt for nothing known yet (its submit_sm_resp is on its way, or it was never ours)."""
         for key in smpp.receipt_keys(receipt_id):
-            self._early[key] = pdu
+            self._early[key] = (receipt_id, pdu)
         while len(self._early) > self._early_limit:
             self._early.pop(next(iter(self._early)))
 

@@ -237,6 +237,22 @@ def test_a_receipt_that_overtook_its_submit_sm_resp_is_kept_for_it():
     assert book.find("1A") is None
 
 
+
+def test_a_receipt_taken_by_its_message_leaves_no_form_of_its_id_for_another():
+    """Receipts overtake their submit_sm_resp on most messages (the outbox reads the response a
+    turn later). SMSC id "10" is also 0x10 = 16: a form of it left behind took the receipt of
+    message "10" for message "16", which Mary would have been told was delivered at once."""
+    book = ReceiptBook()
+    first, second = (OutboundSms(source="1", dest="2", text=t, imdn_message_id=t, sender_uri="s", recipient_uri="r",
+                                 disposition=("positive-delivery",), datetime="") for t in ("first", "second"))
+    early = object()
+    book.hold("10", early)
+    first.smsc_ids.append("10")
+    assert book.expect("10", first, 0) is early
+    second.smsc_ids.append("16")
+    assert book.expect("16", second, 0) is None      # its own receipt is still to come
+    assert book.find("16") == (second, 0)
+
 # -- sessions -------------------------------------------------------------------------------------
 
 S = SessionState
