@@ -6,11 +6,13 @@ Model/view (not a widget per message) so long conversations stay light.
 from __future__ import annotations
 
 import time
+from typing import Iterable
 
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QRect, QSize, Qt
 from PySide6.QtGui import QColor, QFontMetrics, QPainter, QPalette
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem
 
+from iwlab.backends.devices import history
 from iwlab.widgets.plain import plain_tooltip
 
 MessageRole = Qt.ItemDataRole.UserRole + 1
@@ -44,7 +46,7 @@ class ConversationModel(QAbstractListModel):
         self._by_contribution: dict = {}
         self.threaded = True   # replies shown with what they answer
 
-    def set_messages(self, messages: list) -> None:
+    def set_messages(self, messages: Iterable) -> None:
         self.beginResetModel()
         self._messages = list(messages)
         self._by_contribution = {m.contribution_id: m for m in self._messages if m.contribution_id}
@@ -56,6 +58,12 @@ class ConversationModel(QAbstractListModel):
         if message.contribution_id:
             self._by_contribution[message.contribution_id] = message
         self.endInsertRows()
+        if len(self._messages) > history.KEPT:   # the oldest goes, as it went from the device
+            self.beginRemoveRows(QModelIndex(), 0, 0)
+            gone = self._messages.pop(0)
+            if self._by_contribution.get(gone.contribution_id) is gone:
+                del self._by_contribution[gone.contribution_id]
+            self.endRemoveRows()
 
     def set_threaded(self, threaded: bool) -> None:
         self.beginResetModel()   # row heights change with the reply quotes

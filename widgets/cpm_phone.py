@@ -12,6 +12,8 @@ message shows its author.
 """
 from __future__ import annotations
 
+from collections import deque
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -29,6 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from iwlab.backends.devices import history
 from iwlab.backends.devices.cpm_phone import ChatMessage
 from iwlab.backends.devices.events import (
     ConditionsChanged,
@@ -59,7 +62,7 @@ class CpmPhone(QFrame):
         self.run_in_lab = run_in_lab
         self.setObjectName("phone")
         self.setProperty("kind", "cpm")
-        self._conversations: dict[str, list] = {}
+        self._conversations: dict[str, deque] = {}
         self._open_conversation: str | None = None
 
         user = device.user
@@ -285,11 +288,11 @@ class CpmPhone(QFrame):
     def _add_message(self, message) -> None:
         key = message.conversation_id
         if key not in self._conversations:
-            self._conversations[key] = []
+            self._conversations[key] = history.folder()   # the newest history.KEPT, as the device keeps
             item = QListWidgetItem(message.peer_name)
             item.setData(Qt.ItemDataRole.UserRole, key)
             self.conversation_list.addItem(item)
-        self._conversations[key].append(message)
+        history.keep(self._conversations[key], message)
         if key == self._open_conversation:
             self.model.append(message)
             self.chat.scrollToBottom()

@@ -7,6 +7,7 @@ from typing import Callable
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QTabWidget, QVBoxLayout
 
+from iwlab.backends.devices import history
 from iwlab.widgets.plain import plain_label, plain_tooltip
 
 
@@ -35,7 +36,7 @@ def set_pill(pill: QLabel, on: bool, text: str, tooltip: str = "") -> None:
     pill.style().polish(pill)
 
 
-MAX_ENTRIES = 1_000    # a folder keeps its newest entries, as a phone's memory does; the trace keeps all
+MAX_ENTRIES = history.KEPT   # a folder shows the newest entries, those its device keeps; the trace keeps all
 
 
 def folders(on_select: Callable) -> tuple[QListWidget, QListWidget, QTabWidget]:

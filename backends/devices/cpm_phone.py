@@ -20,9 +20,11 @@ import re
 import ssl
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
+from iwlab.backends.devices import history
 from iwlab.backends.devices.cpm_sessions import CpmSessions
 from iwlab.backends.devices.events import (
     ConditionsChanged,
@@ -113,7 +115,7 @@ class CpmDevice:
         self.register_expires = register_expires
         self.connection: SipConnection | None = None
         self.registered = False
-        self.messages: list[ChatMessage] = []
+        self.messages: deque[ChatMessage] = history.folder()   # the newest history.KEPT
         self._by_imdn_id: dict[str, ChatMessage] = {}
         self._conversation_with: dict[str, str] = {}   # peer uri -> Conversation-ID
         self._cseq = itertools.count(1)
@@ -475,7 +477,11 @@ class CpmDevice:
 
     # -- the model ----------------------------------------------------------------
     def _track(self, msg: ChatMessage) -> None:
-        self.messages.append(msg)
+        forgotten = history.keep(self.messages, msg)
+        if forgotten is not None:   # a notification for it now finds nothing to tick
+            if self._by_imdn_id.get(forgotten.imdn_message_id) is forgotten:
+                del self._by_imdn_id[forgotten.imdn_message_id]
+            self._confirmed.discard(forgotten.imdn_message_id)
         self._by_imdn_id[msg.imdn_message_id] = msg
         self.emit(MessageAdded(msg))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
@@ -16,6 +17,7 @@ from typing import Callable
 
 import aiosmtplib
 
+from iwlab.backends.devices import history
 from iwlab.backends.devices.events import (
     DeviceEvent,
     DeviceListener,
@@ -66,8 +68,8 @@ class EmailClient:
         self.address = user.email
         self._smtp_address = smtp_address
         self.send_read_receipts = send_read_receipts
-        self.inbox: list[MailItem] = []
-        self.sent: list[MailItem] = []
+        self.inbox: deque[MailItem] = history.folder()   # the newest history.KEPT
+        self.sent: deque[MailItem] = history.folder()
         self.listeners: list[DeviceListener] = []
 
     async def start(self) -> None:
@@ -91,7 +93,7 @@ class EmailClient:
         if address.lower() != self.address.lower():
             return
         item = MailItem("inbox", message, mail.parse_incoming(message))
-        self.inbox.append(item)
+        history.keep(self.inbox, item)
         self.emit(MailReceived(item))
 
     async def open(self, item: MailItem) -> None:
@@ -128,7 +130,7 @@ class EmailClient:
                 message["Conversation-ID"] = reply_to.parsed.conversation_id
         message.set_content(text)
         item = MailItem("sent", message, mail.parse_incoming(message))
-        self.sent.append(item)
+        history.keep(self.sent, item)
         try:
             await self._submit(message, [to])
             item.status = "sent"

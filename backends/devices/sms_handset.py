@@ -10,12 +10,14 @@ import asyncio
 import contextlib
 import itertools
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import smpplib.consts as c
 
+from iwlab.backends.devices import history
 from iwlab.backends.devices.events import (
     BindStateChanged,
     DeviceEvent,
@@ -62,8 +64,8 @@ class SmsHandset:
         self.nodes = nodes
         self._smsc_address = smsc_address
         self._password = password
-        self.inbox: list[Sms] = []
-        self.sent: list[Sms] = []
+        self.inbox: deque[Sms] = history.folder()   # the newest history.KEPT
+        self.sent: deque[Sms] = history.folder()
         self.listeners: list[DeviceListener] = []
         self._reassembler = smstext.Reassembler(timeout=reassembly_timeout)
         self._refs = itertools.cycle(range(1, 256))
@@ -135,7 +137,7 @@ class SmsHandset:
     def _store_incoming(self, sms: smstext.IncomingSms) -> None:
         number = sms.source if sms.source.startswith("+") else f"+{sms.source}"
         message = Sms("in", number, sms.text, parts=sms.total, complete=sms.complete)
-        self.inbox.append(message)
+        history.keep(self.inbox, message)
         self.emit(SmsReceived(message))
 
     def _reported(self, pdu: Any) -> Sms | None:
@@ -173,7 +175,11 @@ class SmsHandset:
         digits = number.lstrip("+")
         parts = smstext.encode(text, ref=next(self._refs))
         message = Sms("out", number, text, parts=len(parts), report="awaited" if self.wants_reports else "")
-        self.sent.append(message)
+        forgotten = history.keep(self.sent, message)
+        if forgotten is not None:   # no report for it will be shown: stop waiting for one
+            for each in forgotten.ids:
+                if self._awaiting.get(smpp.normalised_message_id(each)) is forgotten:
+                    del self._awaiting[smpp.normalised_message_id(each)]
         assert self.esme is not None
         try:
             for part in parts:

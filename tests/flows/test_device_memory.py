@@ -1,0 +1,43 @@
+"""A simulated device remembers the newest history.KEPT messages of each folder, as a phone does:
+a lab under load for hours stays the size it was (the trace keeps every PDU, within its bounds).
+KEPT is made 3 here so that a few real messages, over the lab's real legs, overflow each folder."""
+import pytest
+
+from iwlab.backends.devices import history
+from iwlab.backends.devices.cpm_phone import CpmDevice
+from iwlab.backends.devices.email_client import EmailClient
+from iwlab.backends.devices.sms_handset import SmsHandset
+from tests.helpers.waiting import wait_until
+
+TEXTS = [f"message {n}" for n in range(5)]
+
+
+@pytest.fixture
+def lab(lab_factory, monkeypatch):
+    monkeypatch.setattr(history, "KEPT", 3)   # read as the devices are made
+    return lab_factory()
+
+
+def test_each_folder_keeps_the_newest_messages_and_each_end_still_gets_the_next(lab):
+    mary: CpmDevice = lab.lab.device("mary")
+    peter: SmsHandset = lab.lab.device("peter")
+    for text in TEXTS:
+        assert lab.run(mary.send_message(lab.lab.user("peter"), text)).status == "sent"
+    wait_until(lambda: lab.call(lambda: [s.text for s in peter.inbox]) == TEXTS[2:], 20, what="Peter's newest three")
+    for text in TEXTS:
+        lab.run(peter.send_sms(lab.lab.user("mary"), f"re: {text}"))
+    wait_until(lambda: lab.call(lambda: [m.text for m in mary.messages]) == [f"re: {t}" for t in TEXTS[2:]], 20,
+               what="Mary's newest three")
+    assert lab.call(lambda: [s.text for s in peter.sent]) == [f"re: {t}" for t in TEXTS[2:]]
+    # What is forgotten is forgotten everywhere: no id is kept for a message no longer held.
+    assert lab.call(lambda: len(mary._by_imdn_id)) <= 3   # noqa: SLF001 - what would grow without bound
+    assert lab.call(lambda: len(peter._awaiting)) <= 3   # noqa: SLF001
+
+
+def test_a_mail_inbox_keeps_the_newest(lab):
+    mary: CpmDevice = lab.lab.device("mary")
+    john: EmailClient = lab.lab.device("john")
+    for text in TEXTS:
+        assert lab.run(mary.send_message(lab.lab.user("john"), text)).status == "sent"
+    wait_until(lambda: lab.call(lambda: [item.parsed.text.strip() for item in john.inbox]) == TEXTS[2:], 20,
+               what="John's newest three")
