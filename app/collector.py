@@ -6,16 +6,16 @@ import gc
 
 
 def tune_collector() -> None:
-    """The trace keeps every PDU (up to 500,000 events), each with a few objects the cycle
-    collector tracks. At the default threshold (700) young collections ran every few messages
-    and full ones walked the whole trace again and again, holding the GIL: 3.2 s of 45 under
-    `make bench`, 20 ms spikes at the 99th percentile of latency, stalls in the window.
-    A young generation of 10,000 keeps that away; promoting to generation 1 every second young
-    collection (not every tenth) keeps generation 1 small, so its pauses stay short: with the
-    window watching a busy lab, (20000, 10, 10) paused up to 32-44 ms and let 50 ms frame gaps
-    through, (10000, 2, 10) paused 14-26 ms with none, and the lab's p99 latency at 100 msg/s
-    fell from 16-28 ms to 6-18 ms at the same throughput (bench/, one sitting, 3 runs each)."""
-    gc.set_threshold(10_000, 2, 10)
+    """The trace keeps every PDU (up to 500,000 events) packed into tuples the cycle collector
+    stops tracking (backends/trace.pack), and the process keeps little else for long: what a
+    young collection walks is what was made since the last one, so its pause grows with the
+    threshold while the collector's total time barely changes. At (10000, 2, 10), with the
+    window's lab at ~1,000 events/s, young collections walked ~40,000 objects and stopped both
+    threads for up to 51 ms (the window's 50 ms frame gaps); at (1000, 5, 10) the longest young
+    one was 11 ms, total collector time 436 ms in 40 s against 308 ms, and `make bench` rates
+    within the run-to-run noise (bench/window_bench.py, bench/end_to_end.py, one sitting).
+    Full collections come at most once generation 2 has grown by a quarter (CPython's rule)."""
+    gc.set_threshold(1_000, 5, 10)
 
 
 def set_aside_what_lasts() -> None:
