@@ -23,14 +23,6 @@ def lab_and_mary(lab_factory):
     mary.close()
 
 
-
-
-
-
-
-
-
-
 def test_john_writes_first_and_mary_receives_it(lab_and_mary):
     lab, mary = lab_and_mary
     john_writes(lab, "Hi Mary, lunch tomorrow?")
@@ -182,3 +174,37 @@ def test_a_refused_email_comes_back_to_john_as_a_dsn_threaded_to_it_never_as_sms
     smtp_from = [e for e in lab.lab.trace.events() if e.protocol == "SMTP" and e.src == "IWF"
                  and e.summary.startswith("MAIL FROM")]
     assert smtp_from and "<>" in smtp_from[-1].summary                 # a bounce has a null reverse-path
+
+
+def test_the_iwf_matches_reports_and_replies_with_its_newest_mails_only(lab_factory, monkeypatch):
+    """What the IWF remembers of the mails it sent is bounded (the newest REMEMBERED, 2 here, as
+    10,000 would be after a long load): the newest is still matched, the oldest is let go. A
+    report for it is not taken for another's, and a reply to it opens a new conversation."""
+    from iwlab.backends.nodes.iwf import email_leg, threads
+    monkeypatch.setattr(email_leg, "REMEMBERED", 2)
+    monkeypatch.setattr(threads, "REMEMBERED_IDS", 2)
+    lab = lab_factory(devices="none")
+    mary = RawSipClient(lab.lab.endpoints()["sip"]["cpm-a.lab"])
+    assert mary.register(MARY, "cpm-a.lab").status == 200
+    for n in (1, 2, 3):
+        call_id = mary.request("MESSAGE", JOHN_TEL, from_uri=MARY, to_uri=JOHN_TEL, content_type="message/cpim",
+                               body=cpim_body(MARY, JOHN_TEL, f"mail {n}", f"imdn-{n}"),
+                               extra=[f"Conversation-ID: conv-{n}", f"Contribution-ID: contrib-{n}"])
+        assert mary.response_to(call_id).status == 202
+    stored = {m["Message-ID"]: m for m in wait_for_mail(lab, 3)}
+    first, last = stored["<contrib-1@cpm-a.lab>"], stored["<contrib-3@cpm-a.lab>"]
+    assert [parse_imdn_xml(parse_cpim(next_message(mary, imdn=True).body).body).message_id
+            for _ in range(3)] == ["imdn-1", "imdn-2", "imdn-3"]                  # delivered, each
+    with smtp(lab) as client:
+        for original in (first, last):   # John reads the oldest, then the newest
+            mdn = mail.build_mdn(original=mail.parse_incoming(original.as_bytes()),
+                                 reader_address="john@mail-b.lab", reader_name="John")
+            client.send_message(mdn, from_addr="john@mail-b.lab", to_addrs=["mary@cpm-a.lab"])
+    displayed = parse_imdn_xml(parse_cpim(next_message(mary, imdn=True).body).body)
+    assert (displayed.message_id, displayed.status) == ("imdn-3", "displayed"), "the oldest's MDN made none"
+    john_writes(lab, "to the oldest", subject="Re: mail 1", in_reply_to=first["Message-ID"])
+    john_writes(lab, "to the newest", subject="Re: mail 3", in_reply_to=last["Message-ID"])
+    replies = [next_message(mary) for _ in range(2)]
+    assert replies[0].headers.get("Conversation-ID") not in ("conv-1", "conv-2", "conv-3")
+    assert replies[1].headers.get("Conversation-ID") == "conv-3"
+    mary.close()

@@ -46,6 +46,7 @@ from iwlab.backends.protocols.cpim import (
 )
 from iwlab.backends.protocols.mail import RelayRefused
 from iwlab.backends.protocols.sip import SipRequest, SipResponse
+from iwlab.backends.recent import Recent
 from iwlab.backends.routing import EMAIL
 from iwlab.backends.store import DurableQueue, StoredItem
 from iwlab.backends.topology import Topology, User
@@ -53,11 +54,12 @@ from iwlab.backends.topology import Topology, User
 log = logging.getLogger(__name__)
 Address = tuple[str, int]
 GIVE_UP_AFTER = 60.0   # seconds of temporary failures before Mary is told the email failed
+REMEMBERED = 10_000    # mails whose later report (MDN, delivery), reply or retry is still matched
 
 
 @dataclass
 class OutboundEmail:
-    message: EmailMessage
+    message: EmailMessage | None     # None once the mail server has it: a report needs only the rest
     recipient: str                   # envelope recipient
     sender: str                      # envelope sender
     imdn_message_id: str
@@ -115,9 +117,10 @@ class EmailLeg:
         self._outbox: deque[OutboundEmail] = deque()     # one queue: email keeps send order
         self._sender: asyncio.Task | None = None
         self._client: aiosmtplib.SMTP | None = None
-        self._sent: dict[str, OutboundEmail] = {}         # Message-ID -> what it carried
-        self._by_subject: dict[tuple[str, str], ThreadRef] = {}   # (peer, subject) fallback
-        self._seen_incoming: set[tuple[str, str]] = set()  # (Message-ID, recipient): SMTP retries repeat
+        # What a later report, reply or retry is matched with: the newest REMEMBERED of each.
+        self._sent: Recent[str, OutboundEmail] = Recent(REMEMBERED)   # Message-ID -> what it carried
+        self._by_subject: Recent[tuple[str, str], ThreadRef] = Recent(REMEMBERED)   # (peer, subject) fallback
+        self._seen_incoming: Recent[tuple[str, str], None] = Recent(REMEMBERED)   # (Message-ID, recipient): SMTP retries repeat
 
     async def stop(self) -> None:
         self._mdns.stop()
@@ -165,16 +168,15 @@ class EmailLeg:
         # A reply from a client that drops In-Reply-To still finds the thread by its subject.
         self._by_subject[(recipient.email.lower(), mail.normalise_subject(message["Subject"]))] = ThreadRef(
             sender.cpm_uri or "", conversation_id, contribution_id, 0.0)
-        self._sent[message_id] = OutboundEmail(message, recipient.email, sender_address, cpim.message_id,
-                                               sender.cpm_uri or "", recipient.cpm_uri or "", cpim.disposition,
-                                               cpim.datetime, conversation_id)
-        self._queue(self._sent[message_id])
+        self._queue(OutboundEmail(message, recipient.email, sender_address, cpim.message_id, sender.cpm_uri or "",
+                                  recipient.cpm_uri or "", cpim.disposition, cpim.datetime, conversation_id))
         note = f"queued as email {message_id} to {recipient.name} <{recipient.email}>"
         return note + (f"; {adapted.note}" if adapted.note else "")
 
     def _queue(self, outbound: OutboundEmail) -> None:
         """Keep it (durably, before the caller acknowledges it) and send it after what waits."""
         if outbound.store_id is None:
+            assert outbound.message is not None, "queued before it was handed on"
             outbound.store_id = self._store.put(outbound.recipient, outbound.message.as_bytes(), outbound.meta())
         self._outbox.append(outbound)
         if self._sender is None or self._sender.done():
@@ -185,13 +187,12 @@ class EmailLeg:
         self._mdns.restore()
         items = self._store.items()
         for item in items:
-            outbound = OutboundEmail.from_store(item)
-            self._sent[mail.normalise_message_id(outbound.message["Message-ID"])] = outbound
-            self._queue(outbound)
+            self._queue(OutboundEmail.from_store(item))
         return len(items)
 
     def _sent_on(self, outbound: OutboundEmail) -> None:
         self._outbox.popleft()
+        outbound.message = None   # its bytes are the mail server's now (a 1 MB mail was held here for good)
         if outbound.store_id is not None:
             self._store.remove(outbound.store_id)
             outbound.store_id = None
@@ -221,6 +222,10 @@ class EmailLeg:
         delay, first_try = 0.1, clock.monotonic()
         while self._outbox:
             outbound = self._outbox[0]
+            assert outbound.message is not None, "in the outbox until the mail server has it"
+            # Remembered as it goes (the mail server reports it stored before it answers): so
+            # what waits in the outbox, however much, is never let go unreported.
+            self._sent[mail.normalise_message_id(outbound.message["Message-ID"])] = outbound
             try:
                 client = await self._connected()
                 await client.send_message(outbound.message, sender=outbound.sender, recipients=[outbound.recipient])
@@ -251,8 +256,9 @@ class EmailLeg:
             delay = min(delay * 2, 5.0)
 
     def _give_up(self, outbound: OutboundEmail, why: str) -> None:
-        self._sent_on(outbound)
+        assert outbound.message is not None
         log.warning("email %s not sent: %s", outbound.message["Message-ID"], why)
+        self._sent_on(outbound)
         if outbound.imdn_message_id:
             self._imdn(outbound, "failed", why)
 
@@ -291,7 +297,7 @@ class EmailLeg:
         if seen_key in self._seen_incoming:
             return   # the client's retry of a mail already handed on
         await self.hand_on(incoming, recipient_address, bounce_to=envelope_from)
-        self._seen_incoming.add(seen_key)   # only once it was handed on: a 451 retry is retried for real
+        self._seen_incoming[seen_key] = None   # only once it was handed on: a 451 retry is retried for real
 
     def _sender_uri(self, incoming: mail.IncomingEmail) -> str:
         """The email sender as a CPM identity: his tel: URI when the lab knows him, else his

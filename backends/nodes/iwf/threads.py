@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 from iwlab.backends import clock as lab_clock
+from iwlab.backends.recent import Recent
 from iwlab.backends.topology import THREAD_POLICIES
+
+REMEMBERED_IDS = 10_000   # email ids a reply is still threaded by (the newest; older replies start a conversation)
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class ThreadMap:
         self._clock = clock
         self._last: dict[tuple[str, str], ThreadRef] = {}       # (legacy peer, cpm uri) -> newest
         self._by_number: dict[tuple[str, str], ThreadRef] = {}  # (legacy peer, pool number) -> thread
-        self._by_id: dict[str, ThreadRef] = {}                   # email Message-ID -> thread
+        self._by_id: Recent[str, ThreadRef] = Recent(REMEMBERED_IDS)   # email Message-ID -> thread, the newest
         self._reserved: set[tuple[str, str]] = set()            # (legacy peer, pool number) a group chat holds
 
     def set_policy(self, policy: str) -> None:
