@@ -12,8 +12,6 @@ message shows its author.
 """
 from __future__ import annotations
 
-from collections import deque
-
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -62,7 +60,7 @@ class CpmPhone(QFrame):
         self.run_in_lab = run_in_lab
         self.setObjectName("phone")
         self.setProperty("kind", "cpm")
-        self._conversations: dict[str, deque] = {}
+        self._conversations: dict[str, list] = {}
         self._open_conversation: str | None = None
 
         user = device.user
@@ -288,7 +286,7 @@ class CpmPhone(QFrame):
     def _add_message(self, message) -> None:
         key = message.conversation_id
         if key not in self._conversations:
-            self._conversations[key] = history.folder()   # the newest history.KEPT, as the device keeps
+            self._conversations[key] = []   # the newest history.KEPT, as the device keeps
             item = QListWidgetItem(message.peer_name)
             item.setData(Qt.ItemDataRole.UserRole, key)
             self.conversation_list.addItem(item)

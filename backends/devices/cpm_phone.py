@@ -20,7 +20,6 @@ import re
 import ssl
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -115,7 +114,7 @@ class CpmDevice:
         self.register_expires = register_expires
         self.connection: SipConnection | None = None
         self.registered = False
-        self.messages: deque[ChatMessage] = history.folder()   # the newest history.KEPT
+        self.messages: list[ChatMessage] = []   # the newest history.KEPT
         self._by_imdn_id: dict[str, ChatMessage] = {}
         self._conversation_with: dict[str, str] = {}   # peer uri -> Conversation-ID
         self._cseq = itertools.count(1)

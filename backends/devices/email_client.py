@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
@@ -68,8 +67,8 @@ class EmailClient:
         self.address = user.email
         self._smtp_address = smtp_address
         self.send_read_receipts = send_read_receipts
-        self.inbox: deque[MailItem] = history.folder()   # the newest history.KEPT
-        self.sent: deque[MailItem] = history.folder()
+        self.inbox: list[MailItem] = []   # the newest history.KEPT
+        self.sent: list[MailItem] = []
         self.listeners: list[DeviceListener] = []
 
     async def start(self) -> None:

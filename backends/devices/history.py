@@ -4,24 +4,20 @@ phone's memory does (the trace keeps every PDU, within its own bounds).
 Kept without a bound, a lab loaded for hours held every message it ever carried, several
 objects each, and every full pass of the cycle collector walked them all: 38 ms at 3,400
 messages, the window's longest stalls (bench/window_bench.py), and growing.
+
+A folder stays a plain list: tests and views read it from other threads than the lab's, and a
+list read while the lab appends gives its entries (a deque would raise "mutated during iteration").
 """
 from __future__ import annotations
 
-from collections import deque
 from typing import TypeVar
 
 T = TypeVar("T")
 KEPT = 1_000   # per folder (inbox, sent, one CPM conversation)
 
 
-def folder() -> deque:
-    """An empty folder that keeps the newest KEPT entries (read when the folder is made)."""
-    return deque(maxlen=KEPT)
-
-
-def keep(entries: deque[T], entry: T) -> T | None:
+def keep(entries: list[T], entry: T) -> T | None:
     """Add the entry; returns the oldest one it pushed out, if the folder was full (what the
     device must then forget about it too)."""
-    pushed_out = entries[0] if entries.maxlen is not None and len(entries) == entries.maxlen else None
     entries.append(entry)
-    return pushed_out
+    return entries.pop(0) if len(entries) > KEPT else None

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -64,8 +63,8 @@ class SmsHandset:
         self.nodes = nodes
         self._smsc_address = smsc_address
         self._password = password
-        self.inbox: deque[Sms] = history.folder()   # the newest history.KEPT
-        self.sent: deque[Sms] = history.folder()
+        self.inbox: list[Sms] = []   # the newest history.KEPT
+        self.sent: list[Sms] = []
         self.listeners: list[DeviceListener] = []
         self._reassembler = smstext.Reassembler(timeout=reassembly_timeout)
         self._refs = itertools.cycle(range(1, 256))

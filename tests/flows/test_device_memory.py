@@ -14,7 +14,7 @@ TEXTS = [f"message {n}" for n in range(5)]
 
 @pytest.fixture
 def lab(lab_factory, monkeypatch):
-    monkeypatch.setattr(history, "KEPT", 3)   # read as the devices are made
+    monkeypatch.setattr(history, "KEPT", 3)
     return lab_factory()
 
 
@@ -22,7 +22,7 @@ def test_each_folder_keeps_the_newest_messages_and_each_end_still_gets_the_next(
     mary: CpmDevice = lab.lab.device("mary")
     peter: SmsHandset = lab.lab.device("peter")
     for text in TEXTS:
-        assert lab.run(mary.send_message(lab.lab.user("peter"), text)).status == "sent"
+        assert lab.run(mary.send_message(lab.lab.user("peter"), text)).status in ("sent", "delivered")   # 202, or its IMDN already back
     wait_until(lambda: lab.call(lambda: [s.text for s in peter.inbox]) == TEXTS[2:], 20, what="Peter's newest three")
     for text in TEXTS:
         lab.run(peter.send_sms(lab.lab.user("mary"), f"re: {text}"))
@@ -38,6 +38,6 @@ def test_a_mail_inbox_keeps_the_newest(lab):
     mary: CpmDevice = lab.lab.device("mary")
     john: EmailClient = lab.lab.device("john")
     for text in TEXTS:
-        assert lab.run(mary.send_message(lab.lab.user("john"), text)).status == "sent"
+        assert lab.run(mary.send_message(lab.lab.user("john"), text)).status in ("sent", "delivered")   # 202, or its IMDN already back
     wait_until(lambda: lab.call(lambda: [item.parsed.text.strip() for item in john.inbox]) == TEXTS[2:], 20,
                what="John's newest three")
