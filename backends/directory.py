@@ -32,6 +32,11 @@ class NodeDirectory:
         with self._lock:
             self._names.pop(_key(local_address, remote_address), None)
 
+    def __len__(self) -> int:
+        """How many claims are held: a client lets go of its own when its connection ends."""
+        with self._lock:
+            return len(self._names)
+
     def lookup(self, peer_address: Address, local_address: Address | None = None) -> str | None:
         """By the server: who claimed the connection from peer_address to its local_address."""
         with self._lock:

@@ -109,8 +109,8 @@ class SmsHandset:
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"cannot open {url!r}: only http:// links")
         reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
-        self.nodes.claim(writer.get_extra_info("sockname")[:2], self.name,   # the server names us
-                         writer.get_extra_info("peername")[:2])
+        ends = writer.get_extra_info("sockname")[:2], writer.get_extra_info("peername")[:2]
+        self.nodes.claim(ends[0], self.name, ends[1])   # the server names us
         try:
             writer.write(http.request_head(parts.path or "/", parts.netloc))
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
@@ -122,6 +122,7 @@ class SmsHandset:
             return status, fields.get("content-type", ""), body
         finally:
             writer.close()
+            self.nodes.release(*ends)   # a connection per link opened: claims would pile up
 
     # -- receiving ----------------------------------------------------------------
     def _deliver(self, pdu: Any) -> None:

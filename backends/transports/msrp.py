@@ -206,6 +206,8 @@ class MsrpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._partial.cancel()     # nothing of a gone connection stays scheduled
+        if self.nodes is not None and self.trace is None:   # the connecting end: its claim (see connect)
+            self.nodes.release(self.local_address, self.peer_address)
         if self._bind_timer is not None:
             self._bind_timer.cancel()
             self._bind_timer = None

@@ -41,3 +41,25 @@ def test_a_mail_inbox_keeps_the_newest(lab):
         assert lab.run(mary.send_message(lab.lab.user("john"), text)).status in ("sent", "delivered")   # 202, or its IMDN already back
     wait_until(lambda: lab.call(lambda: [item.parsed.text.strip() for item in john.inbox]) == TEXTS[2:], 20,
                what="John's newest three")
+
+
+def test_a_client_that_connects_per_message_lets_go_of_its_claim_each_time(lab):
+    """John's client opens a connection per mail and claims it, so the mail server names him:
+    once it is closed the claim goes too (else one was kept per mail, and a later outside client
+    on that port pair would have been taken for John)."""
+    john: EmailClient = lab.lab.device("john")
+    mary: CpmDevice = lab.lab.device("mary")
+
+    def mary_has(count: int) -> None:
+        wait_until(lambda: len(lab.call(lambda: [m for m in mary.messages if m.direction == "in"])) == count, 20,
+                   what=f"Mary has John's {count} mails")
+    lab.run(john.send("mary@cpm-a.lab", "hello", "first"))   # the lab's own links along the way are up now
+    mary_has(1)
+    claims = len(lab.lab.nodes)
+    for text in TEXTS[:2]:
+        lab.run(john.send("mary@cpm-a.lab", "hello", text))
+    mary_has(3)
+    assert len(lab.lab.nodes) == claims
+    greeted = [e.src for e in lab.lab.trace.events() if e.protocol == "SMTP" and e.summary.startswith("EHLO")
+               and e.dst == "Mail"]
+    assert greeted[-3:] == ["John"] * 3, "each connection named while it was open"

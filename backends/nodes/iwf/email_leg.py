@@ -117,6 +117,7 @@ class EmailLeg:
         self._outbox: deque[OutboundEmail] = deque()     # one queue: email keeps send order
         self._sender: asyncio.Task | None = None
         self._client: aiosmtplib.SMTP | None = None
+        self._claimed: tuple[Address, Address] | None = None   # its connection's ends, as the directory has them
         # What a later report, reply or retry is matched with: the newest REMEMBERED of each.
         self._sent: Recent[str, OutboundEmail] = Recent(REMEMBERED)   # Message-ID -> what it carried
         self._by_subject: Recent[tuple[str, str], ThreadRef] = Recent(REMEMBERED)   # (peer, subject) fallback
@@ -131,6 +132,7 @@ class EmailLeg:
                 await asyncio.wait_for(self._client.quit(), 2)
             except (aiosmtplib.SMTPException, asyncio.TimeoutError, OSError):
                 self._client.close()
+        self._let_go_of_claim()
 
     # -- CPM -> email ---------------------------------------------------------------
     def take_message(self, req: SipRequest, cpim: CpimMessage, recipient: User) -> Answer:
@@ -268,12 +270,18 @@ class EmailLeg:
         address = self._mail_address()
         if address is None:
             raise OSError("the mail server is not running")
+        self._let_go_of_claim()   # the last connection's, if it was lost
         client = aiosmtplib.SMTP(hostname=address[0], port=address[1], timeout=30, start_tls=False)
         await client.connect()
-        self._nodes.claim(client.get_transport_info("sockname")[:2], self._name,   # so the mail server names us
-                          client.get_transport_info("peername")[:2])
+        self._claimed = client.get_transport_info("sockname")[:2], client.get_transport_info("peername")[:2]
+        self._nodes.claim(self._claimed[0], self._name, self._claimed[1])   # so the mail server names us
         self._client = client
         return client
+
+    def _let_go_of_claim(self) -> None:
+        if self._claimed is not None:
+            self._nodes.release(*self._claimed)
+            self._claimed = None
 
     def delivered(self, address: str, message_id: str, message: EmailMessage) -> None:
         """The mail server stored one of ours in a Maildir: IMDN delivered."""
