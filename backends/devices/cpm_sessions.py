@@ -16,6 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from iwlab.backends.devices import history
 from iwlab.backends.devices.events import SessionChanged, SessionMessageAdded
 from iwlab.backends.devices.session_state import IllegalTransition, SessionState
 from iwlab.backends.protocols import recipient_list, sdp, sip
@@ -115,6 +116,14 @@ class CpmSessions:
         await self.listener.stop()
 
     # -- helpers ------------------------------------------------------------------------
+    def _remember(self, session: ChatSession) -> None:
+        """Keep a new session; of those that are over, the newest history.KEPT stay (each holds its
+        dialog and its closed MSRP connection: kept all, a phone in a long run held every one)."""
+        self.sessions[session.call_id] = session
+        over = [call_id for call_id, kept in self.sessions.items() if not kept.is_open]
+        for call_id in over[:max(len(over) - history.KEPT, 0)]:
+            del self.sessions[call_id]
+
     def _announce(self, session: ChatSession) -> None:
         self.device.emit(SessionChanged(session, session.state))
 
@@ -137,7 +146,7 @@ class CpmSessions:
         def deliver(msrp: MsrpSession, text: str, content_type: str, message_id: str) -> None:
             if session.members and msrp.sender:    # a group: the focus names each message's author
                 text = f"{self._author(msrp.sender)}: {text}"
-            session.messages.append(SessionMessage("in", text))
+            history.keep(session.messages, SessionMessage("in", text))
             self.device.emit(SessionMessageAdded(session, "in", text))
         return deliver
 
@@ -165,7 +174,7 @@ class CpmSessions:
         session = ChatSession(call_id, "out", peer_uri, peer_name,
                               conversation_id=self.device.conversation_with(peer_uri) if not members
                               else uuid.uuid4().hex, contribution_id=uuid.uuid4().hex, members=list(members or []))
-        self.sessions[call_id] = session
+        self._remember(session)
         self._announce(session)
         try:
             conn = await self.device.connect()
@@ -307,7 +316,7 @@ class CpmSessions:
             session.msrp.send_bytes(cpim.to_bytes(), "message/cpim")
         else:
             session.msrp.send_text(text)
-        session.messages.append(SessionMessage("out", text))
+        history.keep(session.messages, SessionMessage("out", text))
         self.device.emit(SessionMessageAdded(session, "out", text))
 
     # -- incoming -------------------------------------------------------------------------
@@ -361,7 +370,7 @@ class CpmSessions:
                               remote_target=sip.uri_of(req.headers.get("Contact")) or peer_uri,
                               route_set=req.headers.get_all("Record-Route"), invite=req, invite_conn=conn,
                               offer=offer, members=roster)
-        self.sessions[session.call_id] = session
+        self._remember(session)
         response = make_response(req, 180, "Ringing", to_tag=session.local_tag)
         self._dialog_headers(response, req, conn)
         conn.send(response)

@@ -448,3 +448,23 @@ def test_end_with_more_words_in_a_session_is_a_chat_line(phone_lab):
     assert session.state is SessionState.ESTABLISHED
     answer_sms(peter, "End.")
     wait_for(lambda: session.state is SessionState.ENDED)
+
+
+def test_marys_phone_keeps_the_newest_sessions_that_are_over(phone_lab, monkeypatch):
+    """Each session holds its dialog and its closed MSRP connection: the phone keeps the newest
+    history.KEPT of those over (1 here), and every open one."""
+    from iwlab.backends.devices import history
+    monkeypatch.setattr(history, "KEPT", 1)
+    lab, device, peter, _ = phone_lab()
+    chats = []
+    for n in range(3):
+        pending = lab.submit(device.sessions.start_session(lab.lab.user("peter")))
+        sms_text(peter)                     # the invitation
+        answer_sms(peter, "Yes!")
+        chats.append(pending.result(10))
+        sms_text(peter)                     # "now chatting"
+        if n < 2:
+            lab.run(device.sessions.end(chats[-1]))
+            sms_text(peter)                 # "Mary ended the chat"
+    kept = lab.call(lambda: list(device.sessions.sessions.values()))
+    assert kept == chats[1:] and chats[2].state is SessionState.ESTABLISHED
