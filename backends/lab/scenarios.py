@@ -220,8 +220,9 @@ class ScenarioRun:
         self._settings_before: dict[str, Any] | None = None
         self._conditions_before: conditions.Settings | None = None
         self._sent: list[tuple[str, str]] = []      # (recipient id, text) as the steps sent them, in order
-        # user id -> their inbox size when something left for them that arrives changed (an invitation, a picture)
-        self._expect_new: dict[str, int] = {}
+        # user id -> the newest message they had when something left for them that arrives changed
+        # (an invitation, a picture): a later step waits for another
+        self._expect_new: dict[str, object | None] = {}
 
     @property
     def finished(self) -> bool:
@@ -366,7 +367,7 @@ class ScenarioRun:
             recipient = self.lab.topology.user(step.recipient)
             for text in step.texts or [step.text]:     # a burst: one right after another, nothing settles between
                 if step.content_type:   # what arrives is an adaptation, not this text: wait for something new
-                    self._expect_new[recipient.id] = len(_inbox_texts(self.lab.devices.get(recipient.id)))
+                    self._expect_new[recipient.id] = _newest_in(self.lab.devices.get(recipient.id))
                 await self._send(device, recipient, text, step)
                 if not step.content_type:
                     self._sent.append((recipient.id, text))
@@ -377,7 +378,7 @@ class ScenarioRun:
                                   f"{step.sender} receiving {awaited!r} (to {step.action.replace('_', ' ')})")
             elif step.sender in self._expect_new:   # an invitation, an adapted picture may still be on its way
                 mark = self._expect_new.pop(step.sender)
-                await self._until(lambda: len(_inbox_texts(device)) > mark,
+                await self._until(lambda: _newest_in(device) is not mark,
                                   f"{step.sender} receiving what was sent (to {step.action.replace('_', ' ')})")
             if step.action == "reply":
                 await self._reply(device, step)
@@ -439,14 +440,14 @@ class ScenarioRun:
         sessions = device.sessions
         if step.action == "start_session":
             invitee = self.lab.devices.get(step.recipient)
-            self._expect_new[step.recipient] = len(_inbox_texts(invitee))   # the adapted invitation comes next
+            self._expect_new[step.recipient] = _newest_in(invitee)   # the adapted invitation comes next
             # Returns when the invitee answers, which is a later step: let it run.
             self._tasks.append(asyncio.create_task(sessions.start_session(self.lab.topology.user(step.recipient))))
             return
         if step.action == "start_group":    # to = "peter, john": the focus invites each; the step after waits
             members = [self.lab.topology.user(uid.strip()) for uid in step.recipient.split(",")]
             for member in members:
-                self._expect_new[member.id] = len(_inbox_texts(self.lab.devices.get(member.id)))
+                self._expect_new[member.id] = _newest_in(self.lab.devices.get(member.id))
             self._tasks.append(asyncio.create_task(sessions.start_group(members)))
             return
         def newest() -> ChatSession | None:
@@ -490,6 +491,16 @@ class ScenarioRun:
 
 
 # -- checks: read the trace only (backends/lab/checks.py) ------------------------------------
+
+def _newest_in(device) -> object | None:
+    """The newest message a device received (None: none yet): "something new came" is another
+    one there. Not a count: a folder keeps its newest history.KEPT, so a full one stays that long."""
+    if isinstance(device, (SmsHandset, EmailClient)):
+        return device.inbox[-1] if device.inbox else None
+    if isinstance(device, CpmDevice):
+        return next((m for m in reversed(device.messages) if m.direction == "in"), None)
+    return None
+
 
 def _inbox_texts(device) -> list[str]:
     if isinstance(device, SmsHandset):

@@ -22,6 +22,8 @@ from iwlab.backends.lab.scenarios import (
     requirement_verdicts,
 )
 
+from tests.helpers.waiting import wait_until
+
 SCENARIOS = load_scenarios()
 
 
@@ -45,6 +47,23 @@ def test_scenario_passes_on_the_lab(lab_factory, scenario_id):
     assert verdict.passed, verdict.report()
     assert all(result.evidence for result in verdict.results), "every verdict points at trace rows"
 
+
+
+@pytest.mark.parametrize("scenario_id", ["IOP-xxx-7-content", "5.8.6", "5.8.6-email"])
+def test_a_scenario_passes_where_the_devices_folders_are_full(lab_factory, monkeypatch, scenario_id):
+    """A lab that has carried many messages: every folder holds its newest history.KEPT (2 here),
+    so "something new came" cannot be a count going up (a full folder stays that long)."""
+    from iwlab.backends.devices import history
+    monkeypatch.setattr(history, "KEPT", 2)
+    lab = lab_factory()
+    mary = lab.lab.device("mary")
+    for user in ("peter", "john"):
+        for n in range(3):
+            lab.run(mary.send_message(lab.lab.user(user), f"filler {n}"))
+    for device in (lab.lab.device("peter"), lab.lab.device("john")):
+        wait_until(lambda: len(lab.call(lambda: list(device.inbox))) == 2, 20, what="full folders")
+    verdict = lab.run(ScenarioRun(lab.lab, SCENARIOS[scenario_id]).play(), timeout=60)
+    assert verdict.passed, verdict.report()
 
 def test_step_mode_advances_one_step_and_knows_its_rows(lab_factory):
     lab = lab_factory()
