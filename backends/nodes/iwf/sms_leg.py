@@ -59,22 +59,19 @@ class ReceiptBook:
 
     def __init__(self, early_limit: int = 1000) -> None:
         self._by_id: dict[str, tuple[OutboundSms, int]] = {}   # normalised id -> (message, part)
-        self._early: dict[str, tuple[str, Any]] = {}   # each form of its id -> (the id as written, receipt)
-        self._early_limit = early_limit
+        self._early: dict[str, Any] = {}   # normalised id, as the receipt wrote it -> the receipt, oldest first
+        self._early_limit = early_limit    # receipts held
 
     def expect(self, message_id: str, sms: OutboundSms, part: int) -> Any | None:
-        """Remember a submitted part; returns a receipt for it that came before, if one did.
-        The receipt is let go under every form of its id: a form left behind would be taken,
-        later, for another message's receipt (ids "10" and "16" are one id in hex and decimal)."""
-        self._by_id[smpp.normalised_message_id(message_id)] = (sms, part)
-        key = next((k for k in smpp.receipt_keys(message_id) if k in self._early), None)
-        if key is None:
-            return None
-        receipt_id, pdu = self._early[key]
-        for form in smpp.receipt_keys(receipt_id):
-            if form in self._early and self._early[form][1] is pdu:
-                del self._early[form]
-        return pdu
+        """Remember a submitted part; returns a receipt for it that came before, if one did: the
+        one with its id as written, else the one held receipt with its id in another form (ids "10"
+        and "16" are one id in hex and decimal: two such receipts held name neither)."""
+        exact = smpp.normalised_message_id(message_id)
+        self._by_id[exact] = (sms, part)
+        if exact in self._early:
+            return self._early.pop(exact)
+        held = [form for form in smpp.receipt_keys(message_id) if form in self._early]
+        return self._early.pop(held[0]) if len(held) == 1 else None
 
     def find(self, receipt_id: str) -> tuple[OutboundSms, int] | None:
         """The exact id first; another base only when it names exactly one message."""
@@ -87,8 +84,7 @@ class ReceiptBook:
 
     def hold(self, receipt_id: str, pdu: Any) -> None:
         """A receipt for nothing known yet (its submit_sm_resp is on its way, or it was never ours)."""
-        for key in smpp.receipt_keys(receipt_id):
-            self._early[key] = (receipt_id, pdu)
+        self._early[smpp.normalised_message_id(receipt_id)] = pdu
         while len(self._early) > self._early_limit:
             self._early.pop(next(iter(self._early)))
 

@@ -253,6 +253,40 @@ def test_a_receipt_taken_by_its_message_leaves_no_form_of_its_id_for_another():
     assert book.expect("16", second, 0) is None      # its own receipt is still to come
     assert book.find("16") == (second, 0)
 
+
+def test_two_early_receipts_whose_ids_are_one_in_another_base_each_go_to_their_own_message():
+    book = ReceiptBook()
+    ten, sixteen = object(), object()
+    book.hold("10", ten)
+    book.hold("16", sixteen)     # "16" is also 0x16, and "10" is 16 in hex: each is exactly one
+    assert book.expect("16", _sms("second"), 0) is sixteen
+    assert book.expect("10", _sms("first"), 0) is ten
+
+
+def test_an_early_receipt_in_another_base_is_taken_only_when_it_is_the_one_held():
+    book = ReceiptBook()
+    receipt = object()
+    book.hold(str(0x1A2B3C01), receipt)                     # an SMSC writing its hex id in decimal
+    assert book.expect("1A2B3C01", _sms("one"), 0) is receipt
+    book.hold("16", object())
+    book.hold("A", object())                                # both are forms of "10"
+    assert book.expect("10", _sms("two"), 0) is None, "two could be it: neither is taken"
+
+
+def test_early_receipts_beyond_the_limit_go_oldest_first_and_whole():
+    book = ReceiptBook(early_limit=2)
+    first, second, third = object(), object(), object()
+    for receipt_id, receipt in (("10", first), ("20", second), ("30", third)):
+        book.hold(receipt_id, receipt)
+    assert book.expect("10", _sms("gone"), 0) is None
+    assert book.expect("16", _sms("not 10's"), 0) is None   # no form of the let-go receipt is left
+    assert book.expect("20", _sms("kept"), 0) is second
+
+
+def _sms(text: str) -> OutboundSms:
+    return OutboundSms(source="1", dest="2", text=text, imdn_message_id=text, sender_uri="s", recipient_uri="r",
+                       disposition=("positive-delivery",), datetime="")
+
 # -- sessions -------------------------------------------------------------------------------------
 
 S = SessionState
