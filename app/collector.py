@@ -14,7 +14,9 @@ def tune_collector() -> None:
     threads for up to 51 ms (the window's 50 ms frame gaps); at (1000, 5, 10) the longest young
     one was 11 ms, total collector time 436 ms in 40 s against 308 ms, and `make bench` rates
     within the run-to-run noise (bench/window_bench.py, bench/end_to_end.py, one sitting).
-    Full collections come at most once generation 2 has grown by a quarter (CPython's rule)."""
+    Full collections come at most once generation 2 has grown by a quarter (CPython's rule).
+    These are CPython 3.11-3.13's generations (the lab's venv: 3.11); a collector with other
+    meanings for the numbers needs measuring again."""
     gc.set_threshold(1_000, 5, 10)
 
 

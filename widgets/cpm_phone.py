@@ -286,7 +286,7 @@ class CpmPhone(QFrame):
     def _add_message(self, message) -> None:
         key = message.conversation_id
         if key not in self._conversations:
-            self._conversations[key] = []   # the newest history.KEPT, as the device keeps
+            self._conversations[key] = []   # the newest history.KEPT of this conversation
             item = QListWidgetItem(message.peer_name)
             item.setData(Qt.ItemDataRole.UserRole, key)
             self.conversation_list.addItem(item)

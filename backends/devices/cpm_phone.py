@@ -478,9 +478,9 @@ class CpmDevice:
     def _track(self, msg: ChatMessage) -> None:
         forgotten = history.keep(self.messages, msg)
         if forgotten is not None:   # a notification for it now finds nothing to tick
-            if self._by_imdn_id.get(forgotten.imdn_message_id) is forgotten:
+            if self._by_imdn_id.get(forgotten.imdn_message_id) is forgotten:   # (not a newer copy of it)
                 del self._by_imdn_id[forgotten.imdn_message_id]
-            self._confirmed.discard(forgotten.imdn_message_id)
+                self._confirmed.discard(forgotten.imdn_message_id)
         self._by_imdn_id[msg.imdn_message_id] = msg
         self.emit(MessageAdded(msg))
 

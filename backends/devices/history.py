@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 T = TypeVar("T")
-KEPT = 1_000   # per folder (inbox, sent, one CPM conversation)
+KEPT = 1_000   # per folder: an inbox, a sent list, a CPM phone's messages (all its conversations)
 
 
 def keep(entries: list[T], entry: T) -> T | None:

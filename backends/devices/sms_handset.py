@@ -192,7 +192,8 @@ class SmsHandset:
                     raise SubmitFailed(resp.status)
                 message_id = smpp.text(getattr(resp, "message_id", None))
                 message.ids.append(message_id)
-                self._awaiting[smpp.normalised_message_id(message_id)] = message
+                if self.wants_reports:   # else no report comes to end the wait
+                    self._awaiting[smpp.normalised_message_id(message_id)] = message
             message.status = "sent"
         except (SubmitFailed, ConnectionError) as exc:
             message.status = f"failed: {exc}"

@@ -214,11 +214,10 @@ class EmailLeg:
 
     def _parent_message_id(self, conversation_id: str, in_reply_to: str) -> str | None:
         """Mary answering John: the email she answers, so his client threads it."""
-        newest = None
-        for message_id, ref in self._threads.ids():
+        for message_id, ref in self._threads.ids_newest_first():
             if ref.conversation_id == conversation_id and (not in_reply_to or ref.contribution_id == in_reply_to):
-                newest = message_id
-        return f"<{newest}>" if newest else None
+                return f"<{message_id}>"
+        return None
 
     async def _drain(self) -> None:
         delay, first_try = 0.1, clock.monotonic()
@@ -226,8 +225,10 @@ class EmailLeg:
             outbound = self._outbox[0]
             assert outbound.message is not None, "in the outbox until the mail server has it"
             # Remembered as it goes (the mail server reports it stored before it answers): so
-            # what waits in the outbox, however much, is never let go unreported.
-            self._sent[mail.normalise_message_id(outbound.message["Message-ID"])] = outbound
+            # what waits in the outbox, however much, is never let go unreported. A mail the IWF
+            # wrote itself (a session's texts) has no CPM sender to report to.
+            if outbound.imdn_message_id:
+                self._sent[mail.normalise_message_id(outbound.message["Message-ID"])] = outbound
             try:
                 client = await self._connected()
                 await client.send_message(outbound.message, sender=outbound.sender, recipients=[outbound.recipient])

@@ -14,7 +14,7 @@ the same map by id. Sans-I/O: data in, data out, a clock you can pass in.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 from iwlab.backends import clock as lab_clock
 from iwlab.backends.recent import Recent
@@ -125,9 +125,9 @@ class ThreadMap:
                 return ref
         return None
 
-    def ids(self) -> list[tuple[str, ThreadRef]]:
-        """Every remembered id, oldest first."""
-        return list(self._by_id.items())
+    def ids_newest_first(self) -> Iterator[tuple[str, ThreadRef]]:
+        """Every remembered id, newest first (not copied: read it before the map changes)."""
+        return reversed(self._by_id.items())
 
     def note_reply(self, peer: str, ref: ThreadRef) -> None:
         """A legacy reply joined the thread: the conversation stays alive (its expiry starts again),
