@@ -23,3 +23,11 @@ class Recent(OrderedDict[K, V]):
         self.move_to_end(key)
         while len(self) > self.limit:
             self.popitem(last=False)
+
+    def __reduce__(self):   # copy, deepcopy and pickle make one with the same limit
+        return type(self), (self.limit,), None, None, iter(self.items())
+
+    def copy(self) -> "Recent[K, V]":
+        duplicate: Recent[K, V] = Recent(self.limit)
+        duplicate.update(self)
+        return duplicate

@@ -36,3 +36,7 @@ def test_an_open_conversation_shows_the_newest_messages_its_device_keeps(qtbot, 
     assert [m.text for m in model.messages()] == ["m2", "m3", "m4"]
     assert model.answered(sent[3]) is sent[2]
     assert model.answered(sent[2]) is None, "what it answered is no longer held"
+    changed = []
+    model.dataChanged.connect(lambda first, last: changed.append(first.row()))
+    model.append(SimpleNamespace(text="m5", contribution_id="c5", in_reply_to="c4"))
+    assert changed == [0], "m3 quoted m2, which went: its row is laid out again"
