@@ -1,6 +1,6 @@
 """The layer rules of backends/ (README, Layout), asserted on the import statements of every module.
 
-Lowest first: shared modules (trace, topology, directory, routing), protocols (sans-I/O codecs),
+Lowest first: shared modules (trace, topology, directory, routing, recent ...), protocols (sans-I/O codecs),
 transports (thin asyncio adapters), nodes and devices, the lab. A module may import its own
 layer and the layers below it; devices do not reach into nodes; nothing in backends/ imports Qt.
 """
@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = ROOT / "backends"
-SHARED = {"trace", "topology", "directory", "routing", "store", "tls", "gate", "clock"}
+SHARED = {"trace", "topology", "directory", "routing", "store", "tls", "gate", "clock", "recent"}
 ALLOWED = {   # layer -> the iwlab.backends layers it may import
     "shared": {"shared"},
     "protocols": {"protocols"},
