@@ -135,7 +135,7 @@ def iwlab_run(endpoints: dict, peter: Peter, senders: int, count: int, receipts:
         answering.start()
     arrived = peter.collect(tag, per_sender * len(users))
     result = {"rate": len(arrived) / (arrived[-1][0] - start) if arrived else 0.0, "count": len(arrived),
-              "inversions": inversions([t for _, t in arrived])}
+              "sent": per_sender * len(users), "inversions": inversions([t for _, t in arrived])}
     if receipts:
         answering.join(120)
         result["imdn_rate"] = per_sender / (imdns_done[0] - start) if imdns_done else 0.0
@@ -156,7 +156,7 @@ def kannel_run(kannel: kannel_bench.Kannel, peter: Peter, clients: int, count: i
         list(pool.map(client, range(clients)))
     arrived = peter.collect(tag, per_client * clients)
     return {"rate": len(arrived) / (arrived[-1][0] - start) if arrived else 0.0, "count": len(arrived),
-            "inversions": inversions([t for _, t in arrived])}
+            "sent": per_client * clients, "inversions": inversions([t for _, t in arrived])}
 
 
 def raw_lockstep(endpoints: dict, peter: Peter, count: int) -> dict:
@@ -176,7 +176,7 @@ def raw_lockstep(endpoints: dict, peter: Peter, count: int) -> dict:
     client.unbind()
     client.disconnect()
     return {"rate": len(arrived) / (arrived[-1][0] - start) if arrived else 0.0, "count": len(arrived),
-            "inversions": inversions([t for _, t in arrived])}
+            "sent": count, "inversions": inversions([t for _, t in arrived])}
 
 
 def latency(endpoints: dict, peter: Peter, rate: float, seconds: float) -> dict:
@@ -257,7 +257,7 @@ def combined(runs: list[dict]) -> dict:
     middle = sorted(runs, key=lambda r: r["rate"])[len(runs) // 2]
     result = {**middle, "low": min(r["rate"] for r in runs), "high": max(r["rate"] for r in runs),
               "cpu_ms": statistics.median(r["cpu_ms"] for r in runs), "inversions": sum(r["inversions"] for r in runs),
-              "count": sum(r["count"] for r in runs)}
+              "count": sum(r["count"] for r in runs), "sent": sum(r["sent"] for r in runs)}
     if "imdn_rate" in middle:
         result["imdn_rate"] = statistics.median(r["imdn_rate"] for r in runs)
     return result
@@ -303,7 +303,7 @@ def main() -> None:
         for label, result in rows.items():
             extra = f", IMDNs at Mary {result['imdn_rate']:.0f}/s" if "imdn_rate" in result else ""
             print(f"  {label:<72} {result['rate']:7.0f} msg/s ({result['low']:.0f}-{result['high']:.0f})  "
-                  f"lab CPU {result['cpu_ms']:.2f} ms/msg  ({result['count']} arrived, "
+                  f"lab CPU {result['cpu_ms']:.2f} ms/msg  ({result['count']} of {result['sent']} arrived, "
                   f"{result['inversions']} inversions{extra})")
         if why_not:
             print(f"  Kannel: skipped ({why_not})")
