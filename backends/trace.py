@@ -12,11 +12,11 @@ import marshal
 import secrets
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection
 
 from iwlab.backends.gate import Gate
+from iwlab.backends.packed_log import Packed, PackedLog
 
 Listener = Callable[["TraceEvent"], None]
 MAX_RAW = 1_100_000          # bytes kept of one PDU: a whole 1 MB mail or SIP body; beyond, the start
@@ -83,7 +83,7 @@ def _size_of(value: Any, depth: int = 0) -> int:
     return 8
 
 
-Packed = tuple   # a TraceEvent as the trace (and the ladder) keeps it: see pack()
+# Packed: a TraceEvent as the trace (and the ladder) keeps it, see pack()
 # Where a packed event has each of TraceEvent's fields, in their order (measured: the footprint),
 # an address as its host and its port.
 _PACKED_NAMES = [part for f in dataclasses.fields(TraceEvent)
@@ -145,7 +145,7 @@ class Trace:
 
     def __init__(self, max_events: int | None = 500_000, *, max_bytes: int = MAX_BYTES, max_raw: int = MAX_RAW) -> None:
         # Bounded by count and by bytes: a lab left running, or fed junk, keeps the newest events.
-        self._events: deque[Packed] = deque()
+        self._events = PackedLog()   # a full collection visits a chunk of events, not each (see there)
         self.max_bytes, self.max_raw = max_bytes, max_raw
         self.bytes = 0
         self.dropped = 0          # events let go to stay within the bounds (the ladder says so)
@@ -197,7 +197,8 @@ class Trace:
             self.bytes += event.measured
             while self._events and (self.bytes > self.max_bytes or
                                     (self.max_events is not None and len(self._events) > self.max_events)):
-                self.bytes -= self._events.popleft()[PACKED_FOOTPRINT]
+                [gone] = self._events.drop_oldest()
+                self.bytes -= gone[PACKED_FOOTPRINT]
                 self.dropped += 1
             listeners = list(self._listeners)
         for listener in listeners:
@@ -255,11 +256,8 @@ class Trace:
                 return []
             wanted = min(self._events[-1][PACKED_SEQ] - seq, len(self._events))
             taken = wanted if limit is None else min(wanted, limit)
-            if wanted <= len(self._events) // 2:   # the newest few: from the newest end
-                kept = list(itertools.islice(reversed(self._events), wanted))[::-1][:taken]
-            else:
-                start = len(self._events) - wanted
-                kept = list(itertools.islice(self._events, start, start + taken))
+            start = len(self._events) - wanted
+            kept = self._events.slice(start, start + taken)
         if involving is not None:
             kept = [k for k in kept if k[_PACKED_SRC] in involving or k[_PACKED_DST] in involving]
         return [unpack(k) for k in kept]

@@ -55,6 +55,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from iwlab.backends.packed_log import PackedLog
 from iwlab.backends.trace import (MAX_BYTES, PACKED_AT, PACKED_FOOTPRINT, PACKED_SEQ, Packed, Trace, TraceEvent, pack,
                                   packed_correlation, unpack)
 from iwlab.widgets.trace_bridge import TraceBridge
@@ -161,7 +162,7 @@ class LadderModel(QAbstractTableModel):
         # Rows packed (backends/trace.pack): as objects, 200,000 rows made each of the window's
         # full collections stop it for up to a second. The rows last asked for, and the newest,
         # wait unpacked in _unpacked (id of the packed row -> (it, its event)).
-        self._events: list[Packed] = []
+        self._events = PackedLog()   # a full collection visits a chunk of rows, not each
         self._unpacked: OrderedDict[int, tuple[Packed, TraceEvent]] = OrderedDict()
         self._colour_slot: dict[str, int] = {}
         self._next_slot = 0
@@ -221,15 +222,14 @@ class LadderModel(QAbstractTableModel):
         packed = [pack(e) for e in events]
         added = sum(p[PACKED_FOOTPRINT] for p in packed)
         overflow = max(len(self._events) + len(packed) - self.max_rows, 0)
-        freed = sum(p[PACKED_FOOTPRINT] for p in self._events[:overflow])
+        freed = sum(p[PACKED_FOOTPRINT] for p in self._events.slice(0, overflow))
         while overflow < len(self._events) and self._bytes + added - freed > self.max_bytes:
             freed += self._events[overflow][PACKED_FOOTPRINT]       # the oldest rows go until the batch fits
             overflow += 1
         if overflow > 0:
             self.beginRemoveRows(QModelIndex(), 0, overflow - 1)
-            for gone in self._events[:overflow]:   # nor kept unpacked: the bounds hold for what is let go
+            for gone in self._events.drop_oldest(overflow):   # nor kept unpacked: the bounds hold for what is let go
                 self._unpacked.pop(id(gone), None)
-            del self._events[:overflow]
             self.endRemoveRows()
             self._bytes -= freed
             self.dropped += overflow

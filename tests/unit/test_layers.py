@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = ROOT / "backends"
-SHARED = {"trace", "topology", "directory", "routing", "store", "tls", "gate", "clock", "recent"}
+SHARED = {"trace", "topology", "directory", "routing", "store", "tls", "gate", "clock", "recent", "packed_log"}
 ALLOWED = {   # layer -> the iwlab.backends layers it may import
     "shared": {"shared"},
     "protocols": {"protocols"},
