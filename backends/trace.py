@@ -197,8 +197,7 @@ class Trace:
             self.bytes += event.measured
             while self._events and (self.bytes > self.max_bytes or
                                     (self.max_events is not None and len(self._events) > self.max_events)):
-                [gone] = self._events.drop_oldest()
-                self.bytes -= gone[PACKED_FOOTPRINT]
+                self.bytes -= self._events.popleft()[PACKED_FOOTPRINT]
                 self.dropped += 1
             listeners = list(self._listeners)
         for listener in listeners:

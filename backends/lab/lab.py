@@ -49,7 +49,7 @@ class Lab:
                  state_dir: str | Path | None = None, fresh: bool = False) -> None:
         self.topology = topology
         self.host = topology.host
-        self.trace = trace or Trace()
+        self.trace = trace if trace is not None else Trace()   # (an empty one given is falsy)
         self.nodes = NodeDirectory()
         # Without a folder of the user's, the lab's files (Maildirs) live in a temporary folder
         # that is the lab's own: removed when it stops, or when it is dropped without starting.
