@@ -8,7 +8,9 @@ says (a REGISTER's address of record, an SMPP system_id) or by its address.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
+from typing import Iterator
 
 Address = tuple[str, int]
 
@@ -31,6 +33,16 @@ class NodeDirectory:
     def release(self, local_address: Address, remote_address: Address | None = None) -> None:
         with self._lock:
             self._names.pop(_key(local_address, remote_address), None)
+
+    @contextlib.contextmanager
+    def claimed(self, local_address: Address, name: str, remote_address: Address) -> Iterator[None]:
+        """A claim for as long as the block runs: a client with a connection per message (else
+        one claim per connection would pile up)."""
+        self.claim(local_address, name, remote_address)
+        try:
+            yield
+        finally:
+            self.release(local_address, remote_address)
 
     def __len__(self) -> int:
         """How many claims are held: a client lets go of its own when its connection ends."""

@@ -64,9 +64,10 @@ class ConversationModel(QAbstractListModel):
             if self._by_contribution.get(gone.contribution_id) is gone:
                 del self._by_contribution[gone.contribution_id]
             self.endRemoveRows()
-            for row, reply in enumerate(self._messages):   # replies to it lose their quote: laid out again
-                if gone.contribution_id and reply.in_reply_to == gone.contribution_id:
-                    self.dataChanged.emit(self.index(row), self.index(row))
+            if gone.contribution_id:   # replies to it lose their quote: laid out again
+                for row, reply in enumerate(self._messages):
+                    if reply.in_reply_to == gone.contribution_id:
+                        self.dataChanged.emit(self.index(row), self.index(row))
 
     def set_threaded(self, threaded: bool) -> None:
         self.beginResetModel()   # row heights change with the reply quotes

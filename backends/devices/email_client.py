@@ -144,16 +144,15 @@ class EmailClient:
             raise OSError("the mail server is not running")
         client = aiosmtplib.SMTP(hostname=address[0], port=address[1], timeout=30, start_tls=False)
         await client.connect()
-        ends = client.get_transport_info("sockname")[:2], client.get_transport_info("peername")[:2]
-        self.nodes.claim(ends[0], self.name, ends[1])
-        try:
-            await client.send_message(message, sender=self.address, recipients=recipients)
-        finally:
+        with self.nodes.claimed(client.get_transport_info("sockname")[:2], self.name,
+                                client.get_transport_info("peername")[:2]):
             try:
-                await client.quit()
-            except aiosmtplib.SMTPException:
-                client.close()
-            self.nodes.release(*ends)   # a connection per mail: claims would pile up
+                await client.send_message(message, sender=self.address, recipients=recipients)
+            finally:
+                try:
+                    await client.quit()
+                except aiosmtplib.SMTPException:
+                    client.close()
 
     def emit(self, event: DeviceEvent) -> None:
         """Tell every listener what happened."""

@@ -109,20 +109,19 @@ class SmsHandset:
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"cannot open {url!r}: only http:// links")
         reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
-        ends = writer.get_extra_info("sockname")[:2], writer.get_extra_info("peername")[:2]
-        self.nodes.claim(ends[0], self.name, ends[1])   # the server names us
-        try:
-            writer.write(http.request_head(parts.path or "/", parts.netloc))
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-            status, fields = http.parse_response_head(head)
-            length = int(fields.get("content-length", "0") or 0)
-            if length > max_bytes:
-                raise ValueError(f"{url}: {length} bytes, more than this phone opens")
-            body = await asyncio.wait_for(reader.readexactly(length), 10)
-            return status, fields.get("content-type", ""), body
-        finally:
-            writer.close()
-            self.nodes.release(*ends)   # a connection per link opened: claims would pile up
+        with self.nodes.claimed(writer.get_extra_info("sockname")[:2], self.name,   # the server names us
+                                writer.get_extra_info("peername")[:2]):
+            try:
+                writer.write(http.request_head(parts.path or "/", parts.netloc))
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                status, fields = http.parse_response_head(head)
+                length = int(fields.get("content-length", "0") or 0)
+                if length > max_bytes:
+                    raise ValueError(f"{url}: {length} bytes, more than this phone opens")
+                body = await asyncio.wait_for(reader.readexactly(length), 10)
+                return status, fields.get("content-type", ""), body
+            finally:
+                writer.close()
 
     # -- receiving ----------------------------------------------------------------
     def _deliver(self, pdu: Any) -> None:
@@ -177,9 +176,9 @@ class SmsHandset:
         message = Sms("out", number, text, parts=len(parts), report="awaited" if self.wants_reports else "")
         forgotten = history.keep(self.sent, message)
         if forgotten is not None:   # no report for it will be shown: stop waiting for one
-            for each in forgotten.ids:
-                if self._awaiting.get(smpp.normalised_message_id(each)) is forgotten:
-                    del self._awaiting[smpp.normalised_message_id(each)]
+            for key in map(smpp.normalised_message_id, forgotten.ids):
+                if self._awaiting.get(key) is forgotten:
+                    del self._awaiting[key]
         assert self.esme is not None
         try:
             for part in parts:
